@@ -1,0 +1,114 @@
+"""The configuration hub: one YAML file, every value overridable by an environment variable.
+
+Precedence (highest first): keyword arguments, environment (``DAGRELAY_<FIELD>``, and the usual
+``DATABASE_URL``), the YAML file (``DAGRELAY_CONFIG``, default ``dagrelay.yaml`` in the working
+directory when it exists), the defaults below. Secrets never come from the file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from dagrelay.errors import ConfigError
+
+SECRET_FIELDS = ("db_password",)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DAGRELAY_", extra="forbid")
+
+    project_id: str = Field("dagrelay-local", description="Google Cloud project id.")
+    region: str = Field("europe-west1", description="Region of the functions and Cloud SQL.")
+    events_topic: str = Field("dagrelay-events", description="Topic the router consumes.")
+    alerts_topic: str = Field("dagrelay-alerts", description="Topic for terminal failures.")
+    dead_letter_topic: str = Field("dagrelay-dead-letter", description="Dead-letter topic.")
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DAGRELAY_DATABASE_URL", "DATABASE_URL", "database_url"),
+        description="SQLAlchemy URL (postgresql+pg8000://...). Set locally; unset in GCP.",
+    )
+    cloud_sql_instance: str | None = Field(
+        None, description="PROJECT:REGION:INSTANCE; used (with the connector) when no URL is set."
+    )
+    db_name: str = Field("dagrelay", description="Database name on Cloud SQL.")
+    db_user: str = Field("dagrelay", description="Database user on Cloud SQL.")
+    db_password: SecretStr | None = Field(
+        None, description="Database password: environment or Secret Manager only."
+    )
+    db_ip_type: Literal["private", "public", "psc"] = Field("private", description="Cloud SQL IP.")
+    db_pool_size: int = Field(5, ge=1, le=50, description="Connections kept per process.")
+    db_max_overflow: int = Field(2, ge=0, le=50, description="Extra connections under load.")
+    handler_modules: list[str] = Field(
+        default_factory=list, description="Modules imported at start to register user handlers."
+    )
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
+        description="Recorded in each attempt's history: which process ran it.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = config_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+
+def config_path() -> Path | None:
+    explicit = os.environ.get("DAGRELAY_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"DAGRELAY_CONFIG points at {path}, which is not a file")
+        return path
+    default = Path("dagrelay.yaml")
+    return default if default.is_file() else None
+
+
+def _check_file_has_no_secrets(path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping of settings")
+    for field in SECRET_FIELDS:
+        if field in data:
+            raise ConfigError(f"{path}: {field} is a secret; set DAGRELAY_{field.upper()} instead")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    _check_file_has_no_secrets(config_path())
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

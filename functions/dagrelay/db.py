@@ -1,0 +1,111 @@
+"""Database engines: a plain ``postgresql+pg8000://`` URL locally, the Cloud SQL Python
+Connector (pg8000, lazy refresh) in GCP. Created once per process and reused."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from dagrelay.config import Settings, get_settings
+from dagrelay.errors import ConfigError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def create_db_engine(settings: Settings | None = None) -> Engine:
+    settings = settings or get_settings()
+    pool = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+    }
+    if settings.database_url:
+        return create_engine(settings.database_url, **pool)
+    if settings.cloud_sql_instance:
+        return _cloud_sql_engine(settings, pool)
+    raise ConfigError("set DATABASE_URL (local) or DAGRELAY_CLOUD_SQL_INSTANCE (GCP)")
+
+
+def _cloud_sql_engine(settings: Settings, pool: dict[str, Any]) -> Engine:
+    from google.cloud.sql.connector import Connector  # imported only where it is used
+
+    if settings.db_password is None:
+        raise ConfigError("DAGRELAY_DB_PASSWORD is required with cloud_sql_instance")
+    connector = Connector(refresh_strategy="lazy", ip_type=settings.db_ip_type)
+    password = settings.db_password.get_secret_value()
+
+    def connect() -> Any:
+        return connector.connect(
+            settings.cloud_sql_instance,
+            "pg8000",
+            user=settings.db_user,
+            password=password,
+            db=settings.db_name,
+        )
+
+    return create_engine("postgresql+pg8000://", creator=connect, **pool)
+
+
+@cache
+def get_engine() -> Engine:
+    """The process-wide engine."""
+    return create_db_engine()
+
+
+class StatementCounter:
+    """Counts the SQL statements an engine sends (for tests and benchmarks)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self.statements: list[str] = []
+
+    def _on_execute(self, *args: Any) -> None:
+        with self._lock:
+            self.count += 1
+            self.statements.append(str(args[2]).split("\n", 1)[0][:80])
+
+    @contextmanager
+    def attached(self, engine: Engine) -> Iterator[StatementCounter]:
+        event.listen(engine, "before_cursor_execute", self._on_execute)
+        try:
+            yield self
+        finally:
+            event.remove(engine, "before_cursor_execute", self._on_execute)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A driver error another try may fix: the connection was lost or the server restarted.
+    Driver errors are translated here and nowhere else."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def retry_transient(
+    work: Callable[[], T],
+    attempts: int = 3,
+    delay_s: float = 0.2,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``work`` (a whole transaction) again when it fails with a transient driver error.
+    Only for work whose writes are checked, so that a repeat after an unseen commit is a no-op."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except Exception as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            log.warning("transient database error, retrying (%d/%d): %s", attempt, attempts, exc)
+            sleep(delay_s * attempt)
+    raise AssertionError("unreachable")

@@ -1,0 +1,13 @@
+"""Handlers: the work a task does, registered by name. See ``registry`` and ``builtin``."""
+
+from __future__ import annotations
+
+from dagrelay.handlers.registry import (
+    Handler,
+    HandlerContext,
+    Registration,
+    default_registry,
+    handler,
+)
+
+__all__ = ["Handler", "HandlerContext", "Registration", "default_registry", "handler"]

@@ -1,0 +1,126 @@
+"""The handler registry. Users add handlers without touching the engine, either by decorating a
+function in a module listed in the ``handler_modules`` setting, or through the
+``dagrelay.handlers`` entry-point group (``name = "package.module:function"``)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from dagrelay.errors import NonRetryableError, UnknownHandler
+
+MAX_OUTPUT_BYTES = 64 * 1024
+ENTRY_POINT_GROUP = "dagrelay.handlers"
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    """What a handler receives: resolved params, the batch, and its parents' outputs."""
+
+    pipeline: str
+    batch_id: str
+    task: str
+    attempt: int
+    params: Mapping[str, Any]
+    batch_params: Mapping[str, Any] = field(default_factory=dict)
+    parent_outputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[HandlerContext], Mapping[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    function: Handler
+    params_schema: Mapping[str, Any] | None = None
+
+    def check_params(self, params: Mapping[str, Any], task: str) -> None:
+        if self.params_schema is None:
+            return
+        error = best_match(Draft202012Validator(self.params_schema).iter_errors(params))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(params)"
+            raise NonRetryableError(f"task {task!r} ({self.name}): params {where}: {error.message}")
+
+
+class HandlerRegistry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, Registration] = {}
+        self._lock = threading.Lock()
+        self._loaded_plugins = False
+
+    def register(
+        self, name: str, function: Handler, params_schema: Mapping[str, Any] | None = None
+    ) -> None:
+        if params_schema is not None:
+            Draft202012Validator.check_schema(params_schema)
+        with self._lock:
+            existing = self._handlers.get(name)
+            if existing is not None and existing.function is not function:
+                raise ValueError(f"handler {name!r} is already registered")
+            self._handlers[name] = Registration(name, function, params_schema)
+
+    def get(self, name: str) -> Registration:
+        self.load_plugins()
+        try:
+            return self._handlers[name]
+        except KeyError:
+            raise UnknownHandler(name) from None
+
+    def names(self) -> list[str]:
+        self.load_plugins()
+        return sorted(self._handlers)
+
+    def load_plugins(self, modules: list[str] | None = None) -> None:
+        """Import the built-ins, the configured modules and the entry points (once)."""
+        if self._loaded_plugins and not modules:
+            return
+        from dagrelay.config import get_settings
+
+        importlib.import_module("dagrelay.handlers.builtin")
+        for module in modules or get_settings().handler_modules:
+            importlib.import_module(module)
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            self.register(ep.name, ep.load())
+        self._loaded_plugins = True
+
+
+default_registry = HandlerRegistry()
+
+
+def handler(
+    name: str, params_schema: Mapping[str, Any] | None = None
+) -> Callable[[Handler], Handler]:
+    """Register a function as the handler ``name`` in the default registry."""
+
+    def decorate(function: Handler) -> Handler:
+        default_registry.register(name, function, params_schema)
+        return function
+
+    return decorate
+
+
+def check_output(output: Any, task: str) -> dict[str, Any] | None:
+    """A handler's output must be a JSON object small enough to keep in task_log."""
+    if output is None:
+        return None
+    if not isinstance(output, Mapping):
+        raise NonRetryableError(f"task {task!r} returned {type(output).__name__}, not a mapping")
+    try:
+        encoded = json.dumps(output)
+    except (TypeError, ValueError) as exc:
+        raise NonRetryableError(f"task {task!r} output is not JSON-serialisable: {exc}") from exc
+    if len(encoded) > MAX_OUTPUT_BYTES:
+        raise NonRetryableError(
+            f"task {task!r} output is {len(encoded)} bytes; the limit is {MAX_OUTPUT_BYTES}"
+        )
+    return dict(output)

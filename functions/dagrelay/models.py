@@ -1,0 +1,240 @@
+"""SQLAlchemy models of the metadata schema (migrations/ builds it; a test checks they agree).
+
+The engine's state changes are the named queries in schema/queries.sql; these models serve the
+CLI, the status views and the schema test.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Identity,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from dagrelay.states import BatchStatus, FileStatus, TaskStatus, TriggerRule
+
+
+
+def _pg_enum(enum: type[StrEnum], name: str) -> Enum:
+    return Enum(
+        enum, name=name, create_type=False, values_callable=lambda e: [m.value for m in e]
+    )
+
+
+TASK_STATUS = _pg_enum(TaskStatus, "task_status")
+BATCH_STATUS = _pg_enum(BatchStatus, "batch_status")
+TRIGGER_RULE = _pg_enum(TriggerRule, "trigger_rule")
+FILE_STATUS = _pg_enum(FileStatus, "file_status")
+TZ = DateTime(timezone=True)
+NOW = text("now()")
+EMPTY = text("'{}'::jsonb")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        UniqueConstraint("name", name="tasks_name_key"),
+        Index("tasks_pipeline_idx", "pipeline"),
+    )
+
+    task_id: Mapped[int] = mapped_column(Integer, Identity(always=False), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    pipeline: Mapped[str] = mapped_column(Text)
+    handler: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY)
+    trigger_rule: Mapped[TriggerRule] = mapped_column(
+        TRIGGER_RULE, server_default=TriggerRule.ALL_SUCCESS.value
+    )
+    max_retries: Mapped[int] = mapped_column(Integer, server_default="0")
+    retry_delay_s: Mapped[int] = mapped_column(Integer, server_default="30")
+    retry_backoff: Mapped[float] = mapped_column(Float, server_default="2.0")
+    retry_max_delay_s: Mapped[int] = mapped_column(Integer, server_default="3600")
+    timeout_s: Mapped[int] = mapped_column(Integer, server_default="540")
+    pool: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+
+
+class TaskDependency(Base):
+    __tablename__ = "task_dependencies"
+    __table_args__ = (
+        CheckConstraint("child_task_id <> parent_task_id", name="task_dependencies_no_self_edge"),
+        Index("task_dependencies_parent_idx", "parent_task_id"),
+    )
+
+    child_task_id: Mapped[int] = mapped_column(
+        ForeignKey("tasks.task_id", ondelete="CASCADE"), primary_key=True
+    )
+    parent_task_id: Mapped[int] = mapped_column(
+        ForeignKey("tasks.task_id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+    __table_args__ = (
+        PrimaryKeyConstraint("pipeline", "batch_id"),
+        Index("batches_created_idx", text("created_at DESC")),
+    )
+
+    pipeline: Mapped[str] = mapped_column(Text)
+    batch_id: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY)
+    status: Mapped[BatchStatus] = mapped_column(
+        BATCH_STATUS, server_default=BatchStatus.RUNNING.value
+    )
+    start_task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.task_id"))
+    triggered_by: Mapped[str] = mapped_column(Text, server_default="unknown")
+    trigger_message_id: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+    finished_at: Mapped[datetime | None] = mapped_column(TZ)
+
+
+class TaskLog(Base):
+    __tablename__ = "task_log"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "task_id", name="task_log_batch_task_key"),
+        ForeignKeyConstraint(
+            ["pipeline", "batch_id"],
+            ["batches.pipeline", "batches.batch_id"],
+            ondelete="CASCADE",
+        ),
+        Index(
+            "task_log_open_idx",
+            "batch_id",
+            postgresql_where=text("status IN ('NEW', 'PROCESSING', 'RETRY')"),
+        ),
+        Index(
+            "task_log_failed_idx",
+            "batch_id",
+            postgresql_where=text("status IN ('ERROR', 'UPSTREAM_FAILED')"),
+        ),
+    )
+
+    log_id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(Text)
+    batch_id: Mapped[str] = mapped_column(Text)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.task_id"))
+    status: Mapped[TaskStatus] = mapped_column(TASK_STATUS, server_default=TaskStatus.NEW.value)
+    attempt: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+    started_at: Mapped[datetime | None] = mapped_column(TZ)
+    finished_at: Mapped[datetime | None] = mapped_column(TZ)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(TZ)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(TZ)
+    error: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    root_cause_log_id: Mapped[int | None] = mapped_column(ForeignKey("task_log.log_id"))
+
+
+class TaskAttempt(Base):
+    __tablename__ = "task_attempts"
+
+    log_id: Mapped[int] = mapped_column(
+        ForeignKey("task_log.log_id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(TZ)
+    finished_at: Mapped[datetime | None] = mapped_column(TZ)
+    outcome: Mapped[TaskStatus | None] = mapped_column(TASK_STATUS)
+    error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(Text)
+
+
+class TaskFanin(Base):
+    __tablename__ = "task_fanin"
+    __table_args__ = (
+        PrimaryKeyConstraint("batch_id", "task_id"),
+        ForeignKeyConstraint(
+            ["pipeline", "batch_id"],
+            ["batches.pipeline", "batches.batch_id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    pipeline: Mapped[str] = mapped_column(Text)
+    batch_id: Mapped[str] = mapped_column(Text)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.task_id"))
+    parents: Mapped[int] = mapped_column(Integer)
+    succeeded: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, server_default="0")
+    skipped: Mapped[int] = mapped_column(Integer, server_default="0")
+    root_cause_log_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Outbox(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index(
+            "outbox_unpublished_idx", "created_at", postgresql_where=text("published_at IS NULL")
+        ),
+    )
+
+    outbox_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    topic: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+    published_at: Mapped[datetime | None] = mapped_column(TZ)
+    publish_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class RejectedMessage(Base):
+    __tablename__ = "rejected_messages"
+    __table_args__ = (UniqueConstraint("message_id", name="rejected_messages_message_id_key"),)
+
+    rejected_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    message_id: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY)
+    data: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class FileLog(Base):
+    __tablename__ = "file_log"
+    __table_args__ = (
+        UniqueConstraint("bucket", "name", "generation", name="file_log_object_key"),
+    )
+
+    file_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    bucket: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    generation: Mapped[int] = mapped_column(BigInteger)
+    md5: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    source: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[FileStatus] = mapped_column(
+        FILE_STATUS, server_default=FileStatus.RECEIVED.value
+    )
+    rows_loaded: Mapped[int | None] = mapped_column(BigInteger)
+    target_table: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)

@@ -1,0 +1,33 @@
+"""The named SQL of ``schema/queries.sql``, parsed once into SQLAlchemy text clauses."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from sqlalchemy import TextClause, text
+
+from dagrelay.resources import schema_dir
+
+_HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def parse_queries(source: str) -> dict[str, str]:
+    """Split a file of ``-- name: x`` blocks into {name: sql}; a duplicate name is an error."""
+    parts = _HEADER.split(source)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice")
+        queries[name] = body.strip().rstrip(";")
+    return queries
+
+
+@cache
+def _all() -> dict[str, TextClause]:
+    source = (schema_dir() / "queries.sql").read_text(encoding="utf-8")
+    return {name: text(sql) for name, sql in parse_queries(source).items()}
+
+
+def query(name: str) -> TextClause:
+    return _all()[name]

@@ -1,0 +1,60 @@
+"""The status vocabularies. The database enums are the source of truth; a test checks these
+equal them (tests/integration/test_schema.py)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TaskStatus(StrEnum):
+    NEW = "NEW"
+    PROCESSING = "PROCESSING"
+    SUCCESS = "SUCCESS"
+    RETRY = "RETRY"
+    ERROR = "ERROR"
+    UPSTREAM_FAILED = "UPSTREAM_FAILED"
+    SKIPPED = "SKIPPED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_TASK_STATES
+
+    @property
+    def failed(self) -> bool:
+        return self in (TaskStatus.ERROR, TaskStatus.UPSTREAM_FAILED)
+
+
+TERMINAL_TASK_STATES = frozenset(
+    {
+        TaskStatus.SUCCESS,
+        TaskStatus.ERROR,
+        TaskStatus.UPSTREAM_FAILED,
+        TaskStatus.SKIPPED,
+        TaskStatus.CANCELLED,
+    }
+)
+
+
+class BatchStatus(StrEnum):
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class TriggerRule(StrEnum):
+    ALL_SUCCESS = "all_success"
+    ALL_DONE = "all_done"
+    ALL_FAILED = "all_failed"
+    ONE_SUCCESS = "one_success"
+    ONE_FAILED = "one_failed"
+    NONE_FAILED = "none_failed"
+
+
+class FileStatus(StrEnum):
+    RECEIVED = "RECEIVED"
+    VALIDATED = "VALIDATED"
+    LOADED = "LOADED"
+    ARCHIVED = "ARCHIVED"
+    REJECTED = "REJECTED"

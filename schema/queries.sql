@@ -1,0 +1,263 @@
+-- Every statement that changes task_log, batches, task_fanin or outbox lives here.
+-- Loaded once by dagrelay.queries; each block starts with "-- name: <query name>".
+-- Times are always the :now parameter (the engine's injectable clock), never now().
+
+-- name: start_batch
+-- Creates the batch, its fan-in counters, its root task_log rows and their run_task messages in
+-- one statement. A batch that already exists makes every CTE empty: a no-op.
+WITH RECURSIVE scope(task_id) AS (
+    SELECT task_id FROM tasks
+    WHERE pipeline = :pipeline AND (CAST(:start_task AS text) IS NULL OR name = :start_task)
+    UNION
+    SELECT d.child_task_id
+    FROM task_dependencies d JOIN scope s ON d.parent_task_id = s.task_id
+    WHERE CAST(:start_task AS text) IS NOT NULL
+),
+batch AS (
+    INSERT INTO batches (pipeline, batch_id, params, start_task_id, triggered_by,
+                         trigger_message_id, created_at)
+    SELECT :pipeline, :batch_id, CAST(:params AS jsonb),
+           (SELECT task_id FROM tasks WHERE name = CAST(:start_task AS text)),
+           :triggered_by, :message_id, :now
+    ON CONFLICT (pipeline, batch_id) DO NOTHING
+    RETURNING pipeline, batch_id
+),
+parent_counts AS (
+    SELECT s.task_id, count(d.parent_task_id) AS parents
+    FROM scope s
+    LEFT JOIN task_dependencies d
+        ON d.child_task_id = s.task_id AND d.parent_task_id IN (SELECT task_id FROM scope)
+    GROUP BY s.task_id
+),
+fanin AS (
+    INSERT INTO task_fanin (pipeline, batch_id, task_id, parents)
+    SELECT b.pipeline, b.batch_id, pc.task_id, pc.parents
+    FROM batch b CROSS JOIN parent_counts pc
+    WHERE pc.parents > 0
+),
+roots AS (
+    INSERT INTO task_log (pipeline, batch_id, task_id, status, created_at, finished_at)
+    SELECT b.pipeline, b.batch_id, t.task_id,
+           CASE WHEN t.enabled THEN 'NEW' ELSE 'SKIPPED' END::task_status,
+           :now, CASE WHEN t.enabled THEN NULL ELSE CAST(:now AS timestamptz) END
+    FROM batch b
+    CROSS JOIN parent_counts pc
+    JOIN tasks t ON t.task_id = pc.task_id
+    WHERE pc.parents = 0
+    RETURNING log_id, task_id, status
+),
+messages AS (
+    INSERT INTO outbox (topic, payload, attributes, created_at)
+    SELECT :topic,
+           jsonb_build_object('action', 'run_task', 'pipeline', CAST(:pipeline AS text),
+                              'batch_id', CAST(:batch_id AS text), 'task', t.name),
+           '{"action": "run_task"}', :now
+    FROM roots r JOIN tasks t ON t.task_id = r.task_id
+    WHERE r.status = 'NEW'
+    RETURNING outbox_id, topic, payload, attributes
+)
+SELECT 'task' AS kind, r.log_id, r.task_id, r.status::text AS status,
+       NULL::bigint AS root_cause_log_id, NULL::bigint AS outbox_id,
+       NULL::text AS topic, NULL::jsonb AS payload, NULL::jsonb AS attributes
+FROM roots r
+UNION ALL
+SELECT 'message', NULL, NULL, NULL, NULL, m.outbox_id, m.topic, m.payload, m.attributes
+FROM messages m
+UNION ALL
+SELECT 'batch', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM batch;
+
+-- name: pipeline_tasks
+SELECT name FROM tasks WHERE pipeline = :pipeline ORDER BY name;
+
+-- name: claim_task
+-- NEW (or RETRY that is due) -> PROCESSING, attempt + 1, lease set, attempt history opened; also
+-- returns everything the handler needs. No row back means the claim did not land.
+WITH claimed AS (
+    UPDATE task_log tl
+    SET status = 'PROCESSING', attempt = tl.attempt + 1, started_at = :now, finished_at = NULL,
+        lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => t.timeout_s),
+        next_attempt_at = NULL, error = NULL
+    FROM tasks t, batches b
+    WHERE t.name = :task AND tl.task_id = t.task_id AND tl.batch_id = :batch_id
+      AND b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id AND b.status = 'RUNNING'
+      AND (tl.status = 'NEW' OR (tl.status = 'RETRY' AND tl.next_attempt_at <= :now))
+    RETURNING tl.log_id, tl.attempt, tl.task_id, tl.pipeline, tl.batch_id, tl.lease_expires_at
+),
+opened AS (
+    INSERT INTO task_attempts (log_id, attempt, started_at, worker)
+    SELECT log_id, attempt, :now, :worker FROM claimed
+)
+SELECT c.log_id, c.attempt, c.pipeline, c.lease_expires_at, t.task_id, t.name, t.handler,
+       t.params, t.timeout_s, b.params AS batch_params,
+       (SELECT coalesce(jsonb_object_agg(pt.name, pl.output), '{}')
+        FROM task_dependencies d
+        JOIN tasks pt ON pt.task_id = d.parent_task_id
+        JOIN task_log pl ON pl.batch_id = c.batch_id AND pl.task_id = d.parent_task_id
+        WHERE d.child_task_id = c.task_id AND pl.output IS NOT NULL) AS parent_outputs
+FROM claimed c
+JOIN tasks t ON t.task_id = c.task_id
+JOIN batches b ON b.pipeline = c.pipeline AND b.batch_id = c.batch_id;
+
+-- name: task_state
+-- Why a claim did not land: the task's row in this batch (if any) and the batch's status.
+SELECT t.task_id, t.pipeline, tl.status::text AS status, tl.attempt, tl.lease_expires_at,
+       b.status::text AS batch_status
+FROM tasks t
+LEFT JOIN task_log tl ON tl.task_id = t.task_id AND tl.batch_id = :batch_id
+LEFT JOIN batches b ON b.pipeline = t.pipeline AND b.batch_id = :batch_id
+WHERE t.name = :task;
+
+-- name: finish_attempt
+-- PROCESSING -> SUCCESS | ERROR, fenced by attempt so a late write from an older attempt is
+-- rejected; closes the attempt's history row. No row back means the write did not land.
+WITH done AS (
+    UPDATE task_log
+    SET status = CAST(:status AS task_status), finished_at = :now, lease_expires_at = NULL,
+        output = CAST(:output AS jsonb), error = :error
+    WHERE log_id = :log_id AND status = 'PROCESSING' AND attempt = :attempt
+    RETURNING log_id, task_id, status, attempt
+),
+closed AS (
+    UPDATE task_attempts a
+    SET finished_at = :now, outcome = d.status, error = :error
+    FROM done d
+    WHERE a.log_id = d.log_id AND a.attempt = d.attempt
+)
+SELECT log_id, task_id, status::text AS status FROM done;
+
+-- name: advance_children
+-- The fan-in/fan-out step. Given parents that just reached a terminal state, in one statement:
+-- count their outcomes into their children's counters (rows locked in task_id order, so
+-- concurrent completions never deadlock), decide each child's trigger rule from the counters,
+-- create the children whose rule is now decided (exactly once: ON CONFLICT DO NOTHING), and
+-- write a run_task message for each child that will run.
+WITH finished AS (
+    SELECT f.task_id, f.outcome, NULLIF(f.root_cause, 0) AS root_cause
+    FROM unnest(CAST(:parent_ids AS integer[]), CAST(:outcomes AS task_status[]),
+                CAST(:root_causes AS bigint[])) AS f(task_id, outcome, root_cause)
+),
+deltas AS (
+    SELECT d.child_task_id AS task_id,
+           count(*) FILTER (WHERE f.outcome = 'SUCCESS') AS succeeded,
+           count(*) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED')) AS failed,
+           count(*) FILTER (WHERE f.outcome = 'SKIPPED') AS skipped,
+           min(f.root_cause) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED')) AS root_cause
+    FROM finished f JOIN task_dependencies d ON d.parent_task_id = f.task_id
+    GROUP BY d.child_task_id
+),
+locked AS (
+    SELECT c.task_id
+    FROM task_fanin c
+    WHERE c.batch_id = :batch_id AND c.task_id IN (SELECT task_id FROM deltas)
+    ORDER BY c.task_id
+    FOR UPDATE
+),
+counted AS (
+    UPDATE task_fanin c
+    SET succeeded = c.succeeded + x.succeeded,
+        failed = c.failed + x.failed,
+        skipped = c.skipped + x.skipped,
+        root_cause_log_id = LEAST(c.root_cause_log_id, x.root_cause)
+    FROM deltas x, locked l
+    WHERE c.batch_id = :batch_id AND c.task_id = x.task_id AND l.task_id = x.task_id
+    RETURNING c.pipeline, c.task_id, c.parents, c.succeeded, c.failed, c.skipped,
+              c.root_cause_log_id
+),
+decided AS (
+    SELECT c.pipeline, c.task_id, t.name, t.enabled, c.root_cause_log_id,
+           dagrelay_trigger_decision(t.trigger_rule, c.parents, c.succeeded, c.failed,
+                                     c.skipped) AS decision
+    FROM counted c JOIN tasks t ON t.task_id = c.task_id
+),
+created AS (
+    INSERT INTO task_log (pipeline, batch_id, task_id, status, created_at, finished_at,
+                          root_cause_log_id)
+    SELECT d.pipeline, :batch_id, d.task_id,
+           CASE WHEN d.decision <> 'RUN' THEN d.decision
+                WHEN d.enabled THEN 'NEW'
+                ELSE 'SKIPPED' END::task_status,
+           :now,
+           CASE WHEN d.decision = 'RUN' AND d.enabled THEN NULL
+                ELSE CAST(:now AS timestamptz) END,
+           CASE WHEN d.decision = 'UPSTREAM_FAILED' THEN d.root_cause_log_id END
+    FROM decided d
+    WHERE d.decision IS NOT NULL
+    ON CONFLICT (batch_id, task_id) DO NOTHING
+    RETURNING log_id, pipeline, task_id, status, root_cause_log_id
+),
+messages AS (
+    INSERT INTO outbox (topic, payload, attributes, created_at)
+    SELECT :topic,
+           jsonb_build_object('action', 'run_task', 'pipeline', c.pipeline,
+                              'batch_id', CAST(:batch_id AS text), 'task', t.name),
+           '{"action": "run_task"}', :now
+    FROM created c JOIN tasks t ON t.task_id = c.task_id
+    WHERE c.status = 'NEW'
+    RETURNING outbox_id, topic, payload, attributes
+)
+SELECT 'task' AS kind, c.log_id, c.task_id, c.status::text AS status, c.root_cause_log_id,
+       NULL::bigint AS outbox_id, NULL::text AS topic, NULL::jsonb AS payload,
+       NULL::jsonb AS attributes
+FROM created c
+UNION ALL
+SELECT 'message', NULL, NULL, NULL, NULL, m.outbox_id, m.topic, m.payload, m.attributes
+FROM messages m;
+
+-- name: finish_batch
+-- RUNNING -> SUCCESS | FAILED once no task of the batch is open. Called after the commit of the
+-- completion that may have been the last, so whichever completion commits last sees them all.
+UPDATE batches b
+SET status = CASE WHEN EXISTS (
+                    SELECT 1 FROM task_log tl
+                    WHERE tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
+                      AND tl.status IN ('ERROR', 'UPSTREAM_FAILED'))
+                  THEN 'FAILED' ELSE 'SUCCESS' END::batch_status,
+    finished_at = :now
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND b.status = 'RUNNING'
+  AND NOT EXISTS (
+      SELECT 1 FROM task_log tl
+      WHERE tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
+        AND tl.status IN ('NEW', 'PROCESSING', 'RETRY'))
+RETURNING status::text AS status;
+
+-- name: mark_published
+UPDATE outbox
+SET published_at = :now, publish_attempts = publish_attempts + 1, last_error = NULL
+WHERE outbox_id = ANY (CAST(:ids AS bigint[])) AND published_at IS NULL;
+
+-- name: mark_publish_failed
+UPDATE outbox
+SET publish_attempts = publish_attempts + 1, last_error = :error
+WHERE outbox_id = ANY (CAST(:ids AS bigint[])) AND published_at IS NULL;
+
+-- name: record_rejected_message
+INSERT INTO rejected_messages (message_id, received_at, attributes, data, reason)
+VALUES (:message_id, :now, CAST(:attributes AS jsonb), :data, :reason)
+ON CONFLICT (message_id) DO NOTHING;
+
+-- name: batch_status
+SELECT pipeline, batch_id, status::text AS status, params, triggered_by, created_at, finished_at
+FROM batches
+WHERE batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR pipeline = :pipeline)
+ORDER BY pipeline;
+
+-- name: batch_tasks
+SELECT tl.pipeline, t.name AS task, tl.status::text AS status, tl.attempt, tl.started_at,
+       tl.finished_at, tl.error, rc.name AS root_cause_task
+FROM task_log tl
+JOIN tasks t ON t.task_id = tl.task_id
+LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
+LEFT JOIN tasks rc ON rc.task_id = rcl.task_id
+WHERE tl.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR tl.pipeline = :pipeline)
+ORDER BY tl.pipeline, coalesce(tl.started_at, tl.created_at), tl.log_id;
+
+-- name: lock_unpublished_outbox
+-- The relay's share of outbox rows left unpublished (crash after commit, failed publish).
+-- SKIP LOCKED: concurrent sweeps take disjoint rows.
+SELECT outbox_id, topic, payload, attributes
+FROM outbox
+WHERE published_at IS NULL AND created_at <= :cutoff
+ORDER BY outbox_id
+LIMIT :limit
+FOR UPDATE SKIP LOCKED;
