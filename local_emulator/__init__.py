@@ -1,0 +1,1 @@
+"""Runs the whole dagrelay system on one machine: ``python -m local_emulator up|down|demo``."""

@@ -1,0 +1,156 @@
+"""Starting and stopping the local stack's processes: the Pub/Sub emulator and the router under
+functions-framework. Each is started in its own process group and stopped by its PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+EMULATOR_LAUNCHER = Path(
+    "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+)
+
+
+class StackError(RuntimeError):
+    """Something the local stack needs is missing or did not come up."""
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.05) -> None:
+    """Poll ``condition`` until it is true; StackError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise StackError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(poll_s)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    pid: int
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM the process group, then SIGKILL if it has not gone within ``timeout_s``."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                wait_for(lambda: not self.alive(), timeout_s, f"{self.name} to exit")
+                break
+            except StackError:
+                continue
+        if self.popen is not None:
+            self.popen.wait(timeout=timeout_s)
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str]) -> ManagedProcess:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    return ManagedProcess(name, popen.pid, log_path, popen)
+
+
+def start_pubsub_emulator(port: int, project: str, workdir: Path) -> ManagedProcess:
+    """The Pub/Sub emulator of the machine's Google Cloud CLI, Java started directly."""
+    launcher = EMULATOR_LAUNCHER if EMULATOR_LAUNCHER.exists() else None
+    if launcher is None:
+        gcloud = shutil.which("gcloud")
+        if gcloud is None:
+            raise StackError("the Pub/Sub emulator needs the Google Cloud CLI (gcloud) installed")
+        argv = [gcloud, "beta", "emulators", "pubsub", "start",
+                f"--host-port=127.0.0.1:{port}", f"--project={project}"]
+    else:
+        argv = [str(launcher), "--host=127.0.0.1", f"--port={port}"]
+    data_dir = workdir / f"pubsub-{port}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    proc = _spawn("pubsub-emulator", argv, workdir / f"pubsub-{port}.log", os.environ)
+    try:
+        wait_for(lambda: port_open(port) or not proc.alive(), 60, "the Pub/Sub emulator")
+    except StackError:
+        proc.stop()
+        raise
+    if not proc.alive():
+        raise StackError(f"the Pub/Sub emulator exited:\n{proc.log_tail()}")
+    return proc
+
+
+def start_router(port: int, env: Mapping[str, str], workdir: Path, target: str = "router") -> ManagedProcess:
+    """functions/main.py's ``target`` under functions-framework on 127.0.0.1:port."""
+    argv = [
+        sys.executable, "-m", "functions_framework",
+        "--source", str(ROOT / "functions" / "main.py"),
+        "--target", target,
+        "--signature-type", "cloudevent" if target == "router" else "http",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+    ]
+    proc = _spawn(f"functions-framework:{target}", argv, workdir / f"{target}-{port}.log", env)
+
+    def ready() -> bool:
+        if not proc.alive():
+            return True
+        try:
+            requests.get(f"http://127.0.0.1:{port}/", timeout=0.5)
+        except requests.RequestException:
+            return False
+        return True
+
+    try:
+        wait_for(ready, 60, f"functions-framework ({target})")
+    except StackError:
+        proc.stop()
+        raise
+    if not proc.alive():
+        raise StackError(f"functions-framework exited:\n{proc.log_tail()}")
+    return proc

@@ -1,0 +1,188 @@
+"""Shared fixtures.
+
+Databases: the schema is built once per session into a template database; each test that asks
+for ``db_url`` gets its own clone (CREATE DATABASE ... TEMPLATE), dropped afterwards.
+Pub/Sub: one real emulator per session (LOCAL-STACK-NOTES: fresh emulator per session; unique
+topic and subscription names per test).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, make_url, text
+
+from dagrelay import migrate
+from dagrelay.engine import Engine as DagEngine
+from dagrelay.handlers.registry import default_registry
+from dagrelay.publisher import InMemoryPublisher
+from local_emulator import processes
+
+ADMIN_URL = os.environ.get(
+    "DAGRELAY_TEST_ADMIN_URL", "postgresql+pg8000://postgres@127.0.0.1:5432/postgres"
+)
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def _admin() -> Engine:
+    return create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+def _url_for(database: str) -> str:
+    return make_url(ADMIN_URL).set(database=database).render_as_string(hide_password=False)
+
+
+def _drop(admin: Engine, database: str) -> None:
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def template_db() -> Iterator[str]:
+    name = f"dagrelay_tpl_{os.getpid()}"
+    admin = _admin()
+    _drop(admin, name)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = create_engine(_url_for(name))
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield name
+    _drop(admin, name)
+    admin.dispose()
+
+
+@pytest.fixture
+def empty_db_url() -> Iterator[str]:
+    """A database with nothing in it (for migration tests)."""
+    name = f"dagrelay_empty_{uuid.uuid4().hex[:12]}"
+    admin = _admin()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield _url_for(name)
+    _drop(admin, name)
+    admin.dispose()
+
+
+@pytest.fixture
+def db_url(template_db: str) -> Iterator[str]:
+    """A fresh, migrated database of this test's own."""
+    name = f"dagrelay_t_{uuid.uuid4().hex[:12]}"
+    admin = _admin()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
+    yield _url_for(name)
+    _drop(admin, name)
+    admin.dispose()
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Engine]:
+    engine = create_engine(db_url, pool_size=10, max_overflow=10)
+    yield engine
+    engine.dispose()
+
+
+class FakeClock:
+    """An injectable clock: starts at a fixed instant, moves only when told to."""
+
+    def __init__(self, start: datetime = datetime(2024, 3, 1, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def publisher() -> InMemoryPublisher:
+    return InMemoryPublisher()
+
+
+@pytest.fixture
+def engine(db: Engine, publisher: InMemoryPublisher, clock: FakeClock) -> DagEngine:
+    """The engine against this test's database, publishing into memory."""
+    default_registry.load_plugins([])
+    return DagEngine(
+        db, publisher, default_registry, events_topic="dagrelay-events", worker_id="test",
+        clock=clock,
+    )
+
+
+@pytest.fixture
+def insert_pipeline(db: Engine) -> Callable[..., dict[str, int]]:
+    """Insert a pipeline with plain SQL: ``insert_pipeline("p", {"b": ["a"]}, handlers={...})``.
+    ``edges`` maps each task to its parents; returns {task name: task_id}."""
+
+    def insert(
+        pipeline: str,
+        edges: dict[str, list[str]],
+        handlers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        rules: dict[str, str] | None = None,
+    ) -> dict[str, int]:
+        handlers, params, rules = handlers or {}, params or {}, rules or {}
+        names = sorted(set(edges) | {p for ps in edges.values() for p in ps})
+        ids: dict[str, int] = {}
+        with db.begin() as conn:
+            for name in names:
+                ids[name] = conn.execute(
+                    text(
+                        "INSERT INTO tasks (name, pipeline, handler, params, trigger_rule) "
+                        "VALUES (:n, :p, :h, CAST(:params AS jsonb), CAST(:r AS trigger_rule)) "
+                        "RETURNING task_id"
+                    ),
+                    {
+                        "n": name,
+                        "p": pipeline,
+                        "h": handlers.get(name, "python.noop"),
+                        "params": params.get(name, "{}"),
+                        "r": rules.get(name, "all_success"),
+                    },
+                ).scalar_one()
+            for child, parents in edges.items():
+                for parent in parents:
+                    conn.execute(
+                        text(
+                            "INSERT INTO task_dependencies (child_task_id, parent_task_id) "
+                            "VALUES (:c, :p)"
+                        ),
+                        {"c": ids[child], "p": ids[parent]},
+                    )
+        return ids
+
+    return insert
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Pub/Sub emulator for the session; sets PUBSUB_EMULATOR_HOST. Yields host:port."""
+    port = processes.free_port()
+    proc = processes.start_pubsub_emulator(port, "dagrelay-test", tmp_path_factory.mktemp("pubsub"))
+    host = f"127.0.0.1:{port}"
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = host
+    yield host
+    if previous is None:
+        os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+    else:
+        os.environ["PUBSUB_EMULATOR_HOST"] = previous
+    proc.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topic, subscription and pipeline names."""
+    return uuid.uuid4().hex[:8]
