@@ -15,70 +15,43 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, text
 
 from dagrelay import migrate
 from dagrelay.engine import Engine as DagEngine
 from dagrelay.handlers.registry import default_registry
 from dagrelay.publisher import InMemoryPublisher
 from local_emulator import processes
+from tests.dbtools import create_database, drop_database
 
-ADMIN_URL = os.environ.get(
-    "DAGRELAY_TEST_ADMIN_URL", "postgresql+pg8000://postgres@127.0.0.1:5432/postgres"
-)
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-def _admin() -> Engine:
-    return create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-
-
-def _url_for(database: str) -> str:
-    return make_url(ADMIN_URL).set(database=database).render_as_string(hide_password=False)
-
-
-def _drop(admin: Engine, database: str) -> None:
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
 def template_db() -> Iterator[str]:
     name = f"dagrelay_tpl_{os.getpid()}"
-    admin = _admin()
-    _drop(admin, name)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(_url_for(name))
+    drop_database(name)
+    engine = create_engine(create_database(name))
     migrate.upgrade(engine)
     engine.dispose()
     yield name
-    _drop(admin, name)
-    admin.dispose()
+    drop_database(name)
 
 
 @pytest.fixture
 def empty_db_url() -> Iterator[str]:
     """A database with nothing in it (for migration tests)."""
     name = f"dagrelay_empty_{uuid.uuid4().hex[:12]}"
-    admin = _admin()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield _url_for(name)
-    _drop(admin, name)
-    admin.dispose()
+    yield create_database(name)
+    drop_database(name)
 
 
 @pytest.fixture
 def db_url(template_db: str) -> Iterator[str]:
     """A fresh, migrated database of this test's own."""
     name = f"dagrelay_t_{uuid.uuid4().hex[:12]}"
-    admin = _admin()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
-    yield _url_for(name)
-    _drop(admin, name)
-    admin.dispose()
+    yield create_database(name, template=template_db)
+    drop_database(name)
 
 
 @pytest.fixture

@@ -1,0 +1,92 @@
+"""``python -m local_emulator up | down | demo``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from types import FrameType
+
+import typer
+from rich.console import Console
+
+from local_emulator import demo as demo_mod
+from local_emulator.processes import StackError
+from local_emulator.stack import Stack, StackConfig, read_state, state_file, write_state
+
+app = typer.Typer(add_completion=False, help="Run dagrelay's whole system on this machine.")
+console = Console()
+
+
+@app.command()
+def up() -> None:
+    """Start the stack and keep it running until Ctrl-C or `python -m local_emulator down`."""
+    if read_state() is not None:
+        console.print(f"[red]a stack seems to be up already ({state_file()}); run down first")
+        raise typer.Exit(1)
+    stack = Stack(StackConfig())
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        info = stack.start()
+        write_state(info, os.getpid())
+        console.print("[bold green]dagrelay local stack is up[/]")
+        for key, value in info.env().items():
+            console.print(f"  export {key}={value}")
+        console.print(f"  router:  {info.router_url}   status: {info.status_url}/?batch_id=...")
+        console.print(f"  topic:   projects/{info.project_id}/topics/{info.events_topic}")
+        console.print(f"  logs:    {info.log_dir}")
+        console.print("Stop with Ctrl-C or `python -m local_emulator down`.")
+        while not stopping:
+            stack.check_alive()
+            time.sleep(0.5)  # a supervision loop, not synchronisation
+    except StackError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        stack.stop()
+        state_file().unlink(missing_ok=True)
+        console.print("stack stopped")
+
+
+@app.command()
+def down() -> None:
+    """Stop a stack started with `up` (signals its owner; kills leftovers by PID)."""
+    state = read_state()
+    if state is None:
+        console.print("no local stack is up")
+        return
+    owner = int(str(state["owner_pid"]))
+    try:
+        os.kill(owner, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while state_file().exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    except ProcessLookupError:
+        pass
+    pids = state.get("pids")
+    for pid in json.loads(json.dumps(pids)).values() if isinstance(pids, dict) else []:
+        try:
+            os.killpg(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    state_file().unlink(missing_ok=True)
+    console.print("local stack is down")
+
+
+@app.command()
+def demo() -> None:
+    """Start the stack, run the example pipeline end to end, print it, stop everything."""
+    ok = demo_mod.run(console)
+    raise typer.Exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,152 @@
+"""The local stack: PostgreSQL (the running server), the Pub/Sub emulator, the router and the
+status function under functions-framework, and a push subscription from the events topic to the
+router — the same shape as in GCP. Everything it starts, it stops (by PID)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from local_emulator import infra, processes
+from local_emulator.processes import ManagedProcess, StackError
+
+DEFAULT_DATABASE_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/dagrelay"
+STATE_DIR = processes.ROOT / ".local_stack"
+
+
+@dataclass
+class StackConfig:
+    database_url: str = field(
+        default_factory=lambda: os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    )
+    project_id: str = field(
+        default_factory=lambda: os.environ.get("DAGRELAY_PROJECT_ID", "dagrelay-local")
+    )
+    events_topic: str = "dagrelay-events"
+    subscription: str = "dagrelay-events-router"
+    emulator_host: str | None = None  # reuse a running emulator instead of starting one
+    emulator_port: int = 0  # 0: pick a free port
+    router_port: int = 0
+    status_port: int = 0
+    workdir: Path = STATE_DIR
+
+
+@dataclass
+class StackInfo:
+    """What a user (or a test) needs to talk to the running stack."""
+
+    pubsub_emulator_host: str
+    database_url: str
+    project_id: str
+    events_topic: str
+    subscription: str
+    router_url: str
+    status_url: str
+    pids: dict[str, int]
+    log_dir: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PUBSUB_EMULATOR_HOST": self.pubsub_emulator_host,
+            "DATABASE_URL": self.database_url,
+            "DAGRELAY_PROJECT_ID": self.project_id,
+            "DAGRELAY_EVENTS_TOPIC": self.events_topic,
+        }
+
+
+class Stack:
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig()
+        self.processes: list[ManagedProcess] = []
+        self.info: StackInfo | None = None
+
+    def __enter__(self) -> StackInfo:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> StackInfo:
+        c = self.config
+        c.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            infra.ensure_database(c.database_url)
+            infra.upgrade_database(c.database_url)
+            emulator_host = c.emulator_host or self._start_emulator()
+            env = {
+                **os.environ,
+                "PUBSUB_EMULATOR_HOST": emulator_host,
+                "DATABASE_URL": c.database_url,
+                "DAGRELAY_PROJECT_ID": c.project_id,
+                "DAGRELAY_EVENTS_TOPIC": c.events_topic,
+                "PYTHONUNBUFFERED": "1",
+            }
+            router_port = c.router_port or processes.free_port()
+            status_port = c.status_port or processes.free_port()
+            self.processes.append(processes.start_router(router_port, env, c.workdir))
+            self.processes.append(
+                processes.start_router(status_port, env, c.workdir, target="status")
+            )
+            os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host  # for this process's clients
+            endpoint = infra.push_endpoint(router_port, c.project_id, c.events_topic)
+            infra.ensure_push_subscription(c.project_id, c.events_topic, c.subscription, endpoint)
+        except BaseException:
+            self.stop()
+            raise
+        self.info = StackInfo(
+            pubsub_emulator_host=emulator_host,
+            database_url=c.database_url,
+            project_id=c.project_id,
+            events_topic=c.events_topic,
+            subscription=c.subscription,
+            router_url=f"http://127.0.0.1:{router_port}",
+            status_url=f"http://127.0.0.1:{status_port}",
+            pids={p.name: p.pid for p in self.processes},
+            log_dir=str(c.workdir),
+        )
+        return self.info
+
+    def _start_emulator(self) -> str:
+        port = self.config.emulator_port or processes.free_port()
+        self.processes.append(
+            processes.start_pubsub_emulator(port, self.config.project_id, self.config.workdir)
+        )
+        return f"127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        """Stop what this stack started, newest first."""
+        while self.processes:
+            self.processes.pop().stop()
+
+    def check_alive(self) -> None:
+        for proc in self.processes:
+            if not proc.alive():
+                raise StackError(f"{proc.name} exited:\n{proc.log_tail()}")
+
+
+# -- the state file that lets ``down`` stop what ``up`` started --------------------------------
+
+
+def state_file(workdir: Path = STATE_DIR) -> Path:
+    return workdir / "state.json"
+
+
+def write_state(info: StackInfo, owner_pid: int, workdir: Path = STATE_DIR) -> None:
+    state = {"owner_pid": owner_pid, **asdict(info)}
+    state_file(workdir).write_text(json.dumps(state, indent=2))
+
+
+def read_state(workdir: Path = STATE_DIR) -> dict[str, object] | None:
+    path = state_file(workdir)
+    if not path.exists():
+        return None
+    state: dict[str, object] = json.loads(path.read_text())
+    return state
