@@ -47,7 +47,9 @@ def run(console: Console) -> bool:
     finally:
         stack.stop()
     render(console, report)
-    console.print(f"demo finished in {time.monotonic() - started:.1f}s; everything it started is stopped")
+    console.print(
+        f"demo finished in {time.monotonic() - started:.1f}s; everything it started is stopped"
+    )
     return bool(report["status"] == "SUCCESS")
 
 
@@ -60,14 +62,21 @@ def seed(db: Engine, console: Console) -> None:
             text("DELETE FROM batches WHERE pipeline = :p AND batch_id = :b"),
             {"p": PIPELINE, "b": BATCH_ID},
         ).rowcount
-    console.print(f"pipeline {PIPELINE}: {result}" + (" (previous demo batch removed)" if removed else ""))
+    console.print(
+        f"pipeline {PIPELINE}: {result}" + (" (previous demo batch removed)" if removed else "")
+    )
 
 
 def trigger(info: StackInfo) -> str:
     publisher = pubsub_v1.PublisherClient()
     topic = publisher.topic_path(info.project_id, info.events_topic)
-    message = {"action": "start_batch", "pipeline": PIPELINE, "batch_id": BATCH_ID,
-               "params": {"month": BATCH_ID}, "triggered_by": "local_emulator demo"}
+    message = {
+        "action": "start_batch",
+        "pipeline": PIPELINE,
+        "batch_id": BATCH_ID,
+        "params": {"month": BATCH_ID},
+        "triggered_by": "local_emulator demo",
+    }
     future = publisher.publish(topic, json.dumps(message).encode(), action="start_batch")
     return str(future.result(timeout=30))
 

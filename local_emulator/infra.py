@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from google.api_core.exceptions import AlreadyExists
 from google.cloud import pubsub_v1
 from google.protobuf import duration_pb2
@@ -45,16 +47,12 @@ def push_endpoint(router_port: int, project: str, topic: str) -> str:
 
 def ensure_topic(publisher: pubsub_v1.PublisherClient, project: str, topic: str) -> str:
     path = publisher.topic_path(project, topic)
-    try:
+    with contextlib.suppress(AlreadyExists):
         publisher.create_topic(name=path)
-    except AlreadyExists:
-        pass
     return path
 
 
-def ensure_push_subscription(
-    project: str, topic: str, subscription: str, endpoint: str
-) -> str:
+def ensure_push_subscription(project: str, topic: str, subscription: str, endpoint: str) -> str:
     """Topic + push subscription with the retry policy Terraform gives the real one."""
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()

@@ -26,7 +26,9 @@ class StackError(RuntimeError):
     """Something the local stack needs is missing or did not come up."""
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.05) -> None:
+def wait_for(
+    condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.05
+) -> None:
     """Poll ``condition`` until it is true; StackError naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -108,8 +110,15 @@ def start_pubsub_emulator(port: int, project: str, workdir: Path) -> ManagedProc
         gcloud = shutil.which("gcloud")
         if gcloud is None:
             raise StackError("the Pub/Sub emulator needs the Google Cloud CLI (gcloud) installed")
-        argv = [gcloud, "beta", "emulators", "pubsub", "start",
-                f"--host-port=127.0.0.1:{port}", f"--project={project}"]
+        argv = [
+            gcloud,
+            "beta",
+            "emulators",
+            "pubsub",
+            "start",
+            f"--host-port=127.0.0.1:{port}",
+            f"--project={project}",
+        ]
     else:
         argv = [str(launcher), "--host=127.0.0.1", f"--port={port}"]
     data_dir = workdir / f"pubsub-{port}"
@@ -125,15 +134,24 @@ def start_pubsub_emulator(port: int, project: str, workdir: Path) -> ManagedProc
     return proc
 
 
-def start_router(port: int, env: Mapping[str, str], workdir: Path, target: str = "router") -> ManagedProcess:
+def start_router(
+    port: int, env: Mapping[str, str], workdir: Path, target: str = "router"
+) -> ManagedProcess:
     """functions/main.py's ``target`` under functions-framework on 127.0.0.1:port."""
     argv = [
-        sys.executable, "-m", "functions_framework",
-        "--source", str(ROOT / "functions" / "main.py"),
-        "--target", target,
-        "--signature-type", "cloudevent" if target == "router" else "http",
-        "--host", "127.0.0.1",
-        "--port", str(port),
+        sys.executable,
+        "-m",
+        "functions_framework",
+        "--source",
+        str(ROOT / "functions" / "main.py"),
+        "--target",
+        target,
+        "--signature-type",
+        "cloudevent" if target == "router" else "http",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
     ]
     proc = _spawn(f"functions-framework:{target}", argv, workdir / f"{target}-{port}.log", env)
 

@@ -37,16 +37,18 @@ def create_db_engine(settings: Settings | None = None) -> Engine:
 
 
 def _cloud_sql_engine(settings: Settings, pool: dict[str, Any]) -> Engine:
-    from google.cloud.sql.connector import Connector  # imported only where it is used
+    # Imported only where it is used: local runs never load the connector.
+    from google.cloud.sql.connector import Connector  # noqa: PLC0415
 
-    if settings.db_password is None:
+    instance = settings.cloud_sql_instance
+    if instance is None or settings.db_password is None:
         raise ConfigError("DAGRELAY_DB_PASSWORD is required with cloud_sql_instance")
     connector = Connector(refresh_strategy="lazy", ip_type=settings.db_ip_type)
     password = settings.db_password.get_secret_value()
 
     def connect() -> Any:
         return connector.connect(
-            settings.cloud_sql_instance,
+            instance,
             "pg8000",
             user=settings.db_user,
             password=password,

@@ -49,6 +49,15 @@ class RunOutcome(StrEnum):
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """How a handler run ended."""
+
+    status: TaskStatus
+    output: Mapping[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class StartOutcome:
     created: bool
     roots: int
@@ -119,12 +128,10 @@ class Engine:
                 return self._not_claimed(conn, msg, extra)
         extra |= {"pipeline": claim.pipeline, "attempt": claim.attempt}
         log.info("task claimed", extra=extra)
-        status, output, error = self._execute(claim, msg.batch_id)
-        return self._finish(claim, msg.batch_id, status, output, error, extra)
+        outcome = self._execute(claim, msg.batch_id)
+        return self._finish(claim, msg.batch_id, outcome, extra)
 
-    def _not_claimed(
-        self, conn: Connection, msg: RunTask, extra: dict[str, Any]
-    ) -> RunOutcome:
+    def _not_claimed(self, conn: Connection, msg: RunTask, extra: dict[str, Any]) -> RunOutcome:
         state = store.task_state(conn, batch_id=msg.batch_id, task=msg.task)
         if state is None:
             raise BadMessage(f"unknown task {msg.task!r}")
@@ -139,9 +146,7 @@ class Engine:
         )
         return RunOutcome.IGNORED
 
-    def _execute(
-        self, claim: store.Claim, batch_id: str
-    ) -> tuple[TaskStatus, Mapping[str, Any] | None, str | None]:
+    def _execute(self, claim: store.Claim, batch_id: str) -> Outcome:
         """Run the handler; never raises: a failure is an ERROR outcome with its text."""
         try:
             values = {**claim.batch_params, "batch_id": batch_id, "pipeline": claim.pipeline}
@@ -159,18 +164,18 @@ class Engine:
             )
             output = check_output(registration.function(context), claim.task)
         except Exception as exc:  # noqa: BLE001 - any handler failure is the task's outcome
-            return TaskStatus.ERROR, None, _describe(exc)
-        return TaskStatus.SUCCESS, output, None
+            return Outcome(TaskStatus.ERROR, error=_describe(exc))
+        return Outcome(TaskStatus.SUCCESS, output=output)
 
     def _finish(
         self,
         claim: store.Claim,
         batch_id: str,
-        status: TaskStatus,
-        output: Mapping[str, Any] | None,
-        error: str | None,
+        outcome: Outcome,
         extra: dict[str, Any],
     ) -> RunOutcome:
+        status = outcome.status
+
         def transaction() -> store.Created | None:
             now = self.clock()
             with self.db.begin() as conn:
@@ -179,8 +184,8 @@ class Engine:
                     log_id=claim.log_id,
                     attempt=claim.attempt,
                     status=status,
-                    output=output,
-                    error=error,
+                    output=outcome.output,
+                    error=outcome.error,
                     now=now,
                 )
                 if not landed:
@@ -194,7 +199,7 @@ class Engine:
             log.warning("late result rejected: the task moved on", extra=extra)
             return RunOutcome.IGNORED
         if status == TaskStatus.ERROR:
-            log.error("task failed: %s", error, extra=extra)
+            log.error("task failed: %s", outcome.error, extra=extra)
         else:
             log.info("task succeeded", extra=extra)
         self._publish(created.messages)
@@ -232,7 +237,9 @@ class Engine:
 
     def _finish_batch(self, pipeline: str, batch_id: str) -> None:
         with self.db.begin() as conn:
-            status = store.finish_batch(conn, pipeline=pipeline, batch_id=batch_id, now=self.clock())
+            status = store.finish_batch(
+                conn, pipeline=pipeline, batch_id=batch_id, now=self.clock()
+            )
         if status is not None:
             extra = {"action": "finish_batch", "pipeline": pipeline, "batch_id": batch_id}
             level = logging.ERROR if status == "FAILED" else logging.INFO
@@ -254,15 +261,14 @@ class Engine:
                 errors = "; ".join(sorted({repr(r) for _, r in failed}))
                 store.mark_publish_failed(conn, [i for i, _ in failed if i is not None], errors)
         for outbox_id, exc in failed:
-            log.warning(
-                "publish failed; left in outbox: %r", exc, extra={"outbox_id": outbox_id}
-            )
-
+            log.warning("publish failed; left in outbox: %r", exc, extra={"outbox_id": outbox_id})
 
     def relay_outbox(self, older_than_s: int | None = None, limit: int = 500) -> int:
         """Publish outbox rows that stayed unpublished for ``older_than_s`` seconds (default 30).
         Republishing is harmless: a duplicate run_task is acknowledged and ignored."""
-        cutoff = self.clock() - timedelta(seconds=RELAY_AFTER_S if older_than_s is None else older_than_s)
+        cutoff = self.clock() - timedelta(
+            seconds=RELAY_AFTER_S if older_than_s is None else older_than_s
+        )
         with self.db.begin() as conn:
             pending = store.lock_unpublished_outbox(conn, cutoff=cutoff, limit=limit)
             if not pending:

@@ -40,13 +40,3 @@ class UnknownHandler(NonRetryableError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no handler registered under {name!r}")
         self.name = name
-
-
-class TaskFailed(DagrelayError):
-    """Raised by handlers (or wrapping their exceptions) with the task's coordinates."""
-
-    def __init__(self, message: str, *, batch_id: str, task: str, attempt: int) -> None:
-        super().__init__(message)
-        self.batch_id = batch_id
-        self.task = task
-        self.attempt = attempt

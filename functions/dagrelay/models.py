@@ -33,11 +33,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from dagrelay.states import BatchStatus, FileStatus, TaskStatus, TriggerRule
 
 
-
 def _pg_enum(enum: type[StrEnum], name: str) -> Enum:
-    return Enum(
-        enum, name=name, create_type=False, values_callable=lambda e: [m.value for m in e]
-    )
+    return Enum(enum, name=name, create_type=False, values_callable=lambda e: [m.value for m in e])
 
 
 TASK_STATUS = _pg_enum(TaskStatus, "task_status")
@@ -219,9 +216,7 @@ class RejectedMessage(Base):
 
 class FileLog(Base):
     __tablename__ = "file_log"
-    __table_args__ = (
-        UniqueConstraint("bucket", "name", "generation", name="file_log_object_key"),
-    )
+    __table_args__ = (UniqueConstraint("bucket", "name", "generation", name="file_log_object_key"),)
 
     file_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     bucket: Mapped[str] = mapped_column(Text)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from google.api_core import retry as api_retry
-from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1 import PublisherClient
+from google.cloud.pubsub_v1.types import BatchSettings
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ class PubSubPublisher:
     def __init__(self, project_id: str, timeout_s: float = 30.0) -> None:
         self.project_id = project_id
         self.timeout_s = timeout_s
-        self._client = pubsub_v1.PublisherClient(
-            batch_settings=pubsub_v1.types.BatchSettings(max_latency=0.001)
+        self._client = PublisherClient(
+            batch_settings=BatchSettings(max_latency=0.001)
         )
         self._retry = api_retry.Retry(initial=0.1, maximum=2.0, timeout=timeout_s)
 

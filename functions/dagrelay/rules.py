@@ -52,7 +52,7 @@ class ParentCounts:
         )
 
 
-def decide(rule: TriggerRule, c: ParentCounts) -> Decision | None:
+def decide(rule: TriggerRule, c: ParentCounts) -> Decision | None:  # noqa: PLR0911, PLR0912
     """The child's fate, or None while it must wait for more parents.
 
     Once a decision is reached it never changes as further parents finish, so whichever parent

@@ -8,17 +8,24 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from dagrelay.db import get_engine
 from dagrelay.queries import query
 
 
-def batch_report(conn: Connection, batch_id: str, pipeline: str | None = None) -> list[dict[str, Any]]:
+def batch_report(
+    conn: Connection, batch_id: str, pipeline: str | None = None
+) -> list[dict[str, Any]]:
     """Each batch with this id (one per pipeline unless ``pipeline`` is given) and its tasks."""
-    batches = conn.execute(
-        query("batch_status"), {"batch_id": batch_id, "pipeline": pipeline}
-    ).mappings().all()
-    tasks = conn.execute(
-        query("batch_tasks"), {"batch_id": batch_id, "pipeline": pipeline}
-    ).mappings().all()
+    batches = (
+        conn.execute(query("batch_status"), {"batch_id": batch_id, "pipeline": pipeline})
+        .mappings()
+        .all()
+    )
+    tasks = (
+        conn.execute(query("batch_tasks"), {"batch_id": batch_id, "pipeline": pipeline})
+        .mappings()
+        .all()
+    )
     report = []
     for batch in batches:
         rows = [dict(t) for t in tasks if t["pipeline"] == batch["pipeline"]]
@@ -34,11 +41,7 @@ def _duration(start: datetime | None, end: datetime | None) -> float | None:
     return round((end - start).total_seconds(), 3)
 
 
-def status_response(
-    batch_id: str | None, pipeline: str | None
-) -> tuple[str, int, dict[str, str]]:
-    from dagrelay.db import get_engine
-
+def status_response(batch_id: str | None, pipeline: str | None) -> tuple[str, int, dict[str, str]]:
     headers = {"Content-Type": "application/json"}
     if not batch_id:
         return json.dumps({"error": "batch_id is required"}), 400, headers

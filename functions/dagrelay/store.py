@@ -231,7 +231,5 @@ def record_rejected_message(
 def lock_unpublished_outbox(
     conn: Connection, *, cutoff: datetime, limit: int
 ) -> list[OutgoingMessage]:
-    rows = conn.execute(
-        query("lock_unpublished_outbox"), {"cutoff": cutoff, "limit": limit}
-    ).all()
+    rows = conn.execute(query("lock_unpublished_outbox"), {"cutoff": cutoff, "limit": limit}).all()
     return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]

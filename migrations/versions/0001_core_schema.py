@@ -294,7 +294,11 @@ DROP TYPE file_status, trigger_rule, batch_status, task_status;
 def _statements(script: str) -> list[str]:
     """Split a script at the semicolons that end a statement (a line ending in ";" followed by
     a line starting a new statement); pg8000 runs one statement per call."""
-    return [part.strip() for part in re.split(r";\n+(?=CREATE |DROP |ALTER |-- )", script) if part.strip()]
+    return [
+        part.strip()
+        for part in re.split(r";\n+(?=CREATE |DROP |ALTER |-- )", script)
+        if part.strip()
+    ]
 
 
 def upgrade() -> None:

@@ -4,7 +4,6 @@ functions-framework, which runs the batch against PostgreSQL, chaining through P
 from __future__ import annotations
 
 import base64
-import json
 import os
 import subprocess
 import sys
@@ -24,7 +23,9 @@ Publish = Callable[..., str]
 WaitBatch = Callable[..., dict[str, Any]]
 
 
-def insert_with_sql(db: Engine, pipeline: str, tasks: dict[str, tuple[str, str]], edges: list[tuple[str, str]]) -> None:
+def insert_with_sql(
+    db: Engine, pipeline: str, tasks: dict[str, tuple[str, str]], edges: list[tuple[str, str]]
+) -> None:
     """What a user does by hand: INSERTs into tasks and task_dependencies (parent, child)."""
     with db.begin() as conn:
         for name, (handler, params) in tasks.items():
@@ -174,7 +175,12 @@ def test_demo_command_end_to_end(template_db: str, tmp_path: Any) -> None:
         env.pop("PUBSUB_EMULATOR_HOST", None)  # the demo starts its own emulator
         result = subprocess.run(
             [sys.executable, "-m", "local_emulator", "demo"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
         )
     finally:
         drop_database(name)

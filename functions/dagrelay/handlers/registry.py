@@ -15,6 +15,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from dagrelay.config import get_settings
 from dagrelay.errors import NonRetryableError, UnknownHandler
 
 MAX_OUTPUT_BYTES = 64 * 1024
@@ -84,8 +85,6 @@ class HandlerRegistry:
         """Import the built-ins, the configured modules and the entry points (once)."""
         if self._loaded_plugins and not modules:
             return
-        from dagrelay.config import get_settings
-
         importlib.import_module("dagrelay.handlers.builtin")
         for module in modules or get_settings().handler_modules:
             importlib.import_module(module)
