@@ -89,7 +89,11 @@ def engine(db: Engine, publisher: InMemoryPublisher, clock: FakeClock) -> DagEng
     """The engine against this test's database, publishing into memory."""
     default_registry.load_plugins([])
     return DagEngine(
-        db, publisher, default_registry, events_topic="dagrelay-events", worker_id="test",
+        db,
+        publisher,
+        default_registry,
+        events_topic="dagrelay-events",
+        worker_id="test",
         clock=clock,
     )
 

@@ -68,7 +68,9 @@ def validate_dag(tasks: list[TaskSpec], known_handlers: Iterable[str]) -> list[s
                 problems.append(f"task {task.name!r}: unknown parent {parent!r}")
         if len(set(task.parents)) != len(task.parents):
             problems.append(f"task {task.name!r}: a parent is listed twice")
-    edges = {t.name: [p for p in t.parents if p != t.name and p in seen] for t in tasks}
+    edges: dict[str, list[str]] = {}
+    for t in tasks:  # a duplicated task contributes all its definitions' parents
+        edges.setdefault(t.name, []).extend(p for p in t.parents if p != t.name and p in seen)
     cycle = find_cycle(edges)
     if cycle:
         problems.append("cycle: " + " -> ".join(cycle))

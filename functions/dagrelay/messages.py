@@ -145,8 +145,8 @@ def _json_object(envelope: Envelope) -> dict[str, Any]:
     text = _decode(envelope)
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadMessage(f"message data is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, too-long ints, deep nesting
+        raise BadMessage(f"message data is not JSON we accept: {exc}") from exc
     if not isinstance(value, dict):
         raise BadMessage(f"message data must be a JSON object, got {type(value).__name__}")
     return value
@@ -174,7 +174,7 @@ def _object_finalized(envelope: Envelope) -> ObjectFinalized:
     attrs = envelope.attributes
     bucket, name = attrs.get("bucketId"), attrs.get("objectId")
     generation = attrs.get("objectGeneration", "")
-    if not bucket or not name or not generation.isdigit():
+    if not bucket or not name or not (generation.isascii() and generation.isdigit()):
         raise BadMessage("GCS notification lacks bucketId, objectId or a numeric objectGeneration")
     resource: dict[str, Any] = {}
     if attrs.get("payloadFormat") == "JSON_API_V1":

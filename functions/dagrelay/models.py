@@ -42,6 +42,9 @@ BATCH_STATUS = _pg_enum(BatchStatus, "batch_status")
 TRIGGER_RULE = _pg_enum(TriggerRule, "trigger_rule")
 FILE_STATUS = _pg_enum(FileStatus, "file_status")
 TZ = DateTime(timezone=True)
+# The same patterns as the migration's CHECKs and the message JSON Schemas.
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"
+BATCH_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=+-]{0,127}$"
 NOW = text("now()")
 EMPTY = text("'{}'::jsonb")
 
@@ -54,6 +57,15 @@ class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
         UniqueConstraint("name", name="tasks_name_key"),
+        CheckConstraint(rf"name ~ '{NAME_PATTERN}'", name="tasks_name_format"),
+        CheckConstraint(rf"pipeline ~ '{NAME_PATTERN}'", name="tasks_pipeline_format"),
+        CheckConstraint("jsonb_typeof(params) = 'object'", name="tasks_params_object"),
+        CheckConstraint(
+            "max_retries >= 0 AND retry_delay_s >= 0 AND retry_backoff >= 1 "
+            "AND retry_max_delay_s >= retry_delay_s",
+            name="tasks_retries_valid",
+        ),
+        CheckConstraint("timeout_s > 0", name="tasks_timeout_positive"),
         Index("tasks_pipeline_idx", "pipeline"),
     )
 
@@ -96,6 +108,8 @@ class Batch(Base):
     __tablename__ = "batches"
     __table_args__ = (
         PrimaryKeyConstraint("pipeline", "batch_id"),
+        CheckConstraint(rf"batch_id ~ '{BATCH_ID_PATTERN}'", name="batches_batch_id_format"),
+        CheckConstraint("jsonb_typeof(params) = 'object'", name="batches_params_object"),
         Index("batches_created_idx", text("created_at DESC")),
     )
 
@@ -116,6 +130,7 @@ class TaskLog(Base):
     __tablename__ = "task_log"
     __table_args__ = (
         UniqueConstraint("batch_id", "task_id", name="task_log_batch_task_key"),
+        CheckConstraint("attempt >= 0", name="task_log_attempt_nonnegative"),
         ForeignKeyConstraint(
             ["pipeline", "batch_id"],
             ["batches.pipeline", "batches.batch_id"],
@@ -167,6 +182,11 @@ class TaskFanin(Base):
     __tablename__ = "task_fanin"
     __table_args__ = (
         PrimaryKeyConstraint("batch_id", "task_id"),
+        CheckConstraint(
+            "parents > 0 AND succeeded >= 0 AND failed >= 0 AND skipped >= 0 "
+            "AND succeeded + failed + skipped <= parents",
+            name="task_fanin_counts_valid",
+        ),
         ForeignKeyConstraint(
             ["pipeline", "batch_id"],
             ["batches.pipeline", "batches.batch_id"],

@@ -62,8 +62,8 @@ def decide(rule: TriggerRule, c: ParentCounts) -> Decision | None:  # noqa: PLR0
         case TriggerRule.ALL_SUCCESS:
             if c.failed:
                 return Decision.UPSTREAM_FAILED
-            if c.skipped:
-                return Decision.SKIPPED
+            if c.skipped:  # wait: a later failure must still win (UPSTREAM_FAILED)
+                return Decision.SKIPPED if c.all_done else None
             return Decision.RUN if c.succeeded == c.parents else None
         case TriggerRule.ALL_DONE:
             return Decision.RUN if c.all_done else None

@@ -73,12 +73,14 @@ DECLARE
     parent tasks%ROWTYPE;
     cycle  text;
 BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        RAISE EXCEPTION 'task_dependencies rows are immutable: delete the edge and insert a new one'
-            USING ERRCODE = 'check_violation';
-    END IF;
     SELECT * INTO child FROM tasks WHERE task_id = NEW.child_task_id;
     SELECT * INTO parent FROM tasks WHERE task_id = NEW.parent_task_id;
+    IF TG_OP = 'UPDATE' THEN
+        RAISE EXCEPTION 'dependency "%" -> "%" is immutable: delete it and insert the new edge',
+            (SELECT name FROM tasks WHERE task_id = OLD.parent_task_id),
+            (SELECT name FROM tasks WHERE task_id = OLD.child_task_id)
+            USING ERRCODE = 'check_violation';
+    END IF;
     IF child.task_id IS NULL OR parent.task_id IS NULL THEN
         RETURN NEW;  -- the foreign keys report the missing task
     END IF;
@@ -149,7 +151,7 @@ CREATE FUNCTION dagrelay_trigger_decision(
     SELECT CASE rule
         WHEN 'all_success' THEN CASE
             WHEN failed > 0 THEN 'UPSTREAM_FAILED'
-            WHEN skipped > 0 THEN 'SKIPPED'
+            WHEN skipped > 0 AND succeeded + skipped = parents THEN 'SKIPPED'
             WHEN succeeded = parents THEN 'RUN' END
         WHEN 'all_done' THEN CASE
             WHEN succeeded + failed + skipped = parents THEN 'RUN' END

@@ -1,0 +1,88 @@
+"""The completion that releases a child costs the same number of statements whether the child
+has 1 parent or 200 (DESIGN.md 6.2: one set-based statement, not a loop over parents)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import Engine
+
+from dagrelay.db import StatementCounter
+from dagrelay.engine import Engine as DagEngine
+from dagrelay.engine import RunOutcome
+from dagrelay.messages import StartBatch
+from dagrelay.publisher import InMemoryPublisher
+from dagrelay.queries import parse_queries
+from dagrelay.resources import schema_dir
+from tests.integration.helpers import as_run_task
+
+pytestmark = pytest.mark.integration
+
+InsertPipeline = Callable[..., dict[str, int]]
+
+
+def query_names() -> dict[str, str]:
+    """First line of each named query (what StatementCounter records) -> its name(s)."""
+    names: dict[str, list[str]] = {}
+    for name, sql in parse_queries((schema_dir() / "queries.sql").read_text("utf-8")).items():
+        names.setdefault(sql.split("\n", 1)[0][:80], []).append(name)
+    return {line: "|".join(n) for line, n in names.items()}
+
+
+def count(db: Engine, work: Callable[[], object]) -> Counter[str]:
+    names = query_names()
+    with StatementCounter().attached(db) as counter:
+        work()
+    return Counter(names.get(s, s) for s in counter.statements)
+
+
+def last_parent_completion(
+    engine: DagEngine, publisher: InMemoryPublisher, db: Engine, parents: int
+) -> tuple[Counter[str], Counter[str]]:
+    engine.start_batch(StartBatch("p", "b1"))
+    roots = [as_run_task(m) for m in publisher.drain()]
+    assert len(roots) == parents
+    for msg in roots[:-1]:
+        assert engine.run_task(msg) == RunOutcome.SUCCESS
+    publisher.drain()
+    releasing = count(db, lambda: engine.run_task(roots[-1]))
+    [child] = [as_run_task(m) for m in publisher.drain()]
+    last = count(db, lambda: engine.run_task(child))
+    return releasing, last
+
+
+@pytest.fixture
+def counts_by_parents(
+    engine: DagEngine, publisher: InMemoryPublisher, insert_pipeline: InsertPipeline, db: Engine
+) -> Callable[[int], tuple[Counter[str], Counter[str]]]:
+    def run(parents: int) -> tuple[Counter[str], Counter[str]]:
+        insert_pipeline("p", {"child": [f"p{i:03d}" for i in range(parents)]})
+        return last_parent_completion(engine, publisher, db, parents)
+
+    return run
+
+
+EXPECTED_RELEASE = {
+    "claim_task": 1,
+    "finish_attempt": 1,
+    "advance_children": 1,
+    "mark_published|mark_publish_failed": 1,
+}
+EXPECTED_LAST_TASK = {
+    "claim_task": 1,
+    "finish_attempt": 1,
+    "advance_children": 1,
+    "finish_batch": 1,
+}
+
+
+@pytest.mark.parametrize("parents", [1, 200])
+def test_statements_per_completion(
+    counts_by_parents: Callable[[int], tuple[Counter[str], Counter[str]]], parents: int
+) -> None:
+    releasing, last = counts_by_parents(parents)
+    print(f"\n{parents} parent(s): releasing completion {dict(releasing)}; child {dict(last)}")
+    assert dict(releasing) == EXPECTED_RELEASE
+    assert dict(last) == EXPECTED_LAST_TASK
