@@ -16,7 +16,7 @@ from local_emulator.processes import StackError
 from local_emulator.stack import Stack, StackConfig, read_state, state_file, write_state
 
 app = typer.Typer(add_completion=False, help="Run dagrelay's whole system on this machine.")
-console = Console()
+console = Console(soft_wrap=True)
 
 
 @app.command()

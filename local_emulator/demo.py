@@ -15,6 +15,7 @@ from rich.console import Console
 from sqlalchemy import Engine, create_engine, text
 
 from dagrelay import pipelines
+from dagrelay.cli import batch_table
 from dagrelay.status import batch_report
 from local_emulator.processes import ROOT, StackError, wait_for
 from local_emulator.stack import Stack, StackConfig, StackInfo
@@ -96,6 +97,4 @@ def wait_for_batch(db: Engine, stack: Stack) -> dict[str, Any]:
 
 
 def render(console: Console, report: dict[str, Any]) -> None:
-    from dagrelay.cli import batch_table
-
     console.print(batch_table(report))

@@ -111,3 +111,12 @@ def retry_transient(
             log.warning("transient database error, retrying (%d/%d): %s", attempt, attempts, exc)
             sleep(delay_s * attempt)
     raise AssertionError("unreachable")
+
+
+def database_error(exc: DBAPIError) -> tuple[str | None, str]:
+    """(SQLSTATE, primary message) of a pg8000 error, e.g. a trigger's RAISE."""
+    orig: Any = exc.orig
+    fields = (
+        orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], dict) else {}
+    )
+    return fields.get("C"), str(fields.get("M") or orig)

@@ -176,6 +176,7 @@ class TaskAttempt(Base):
     outcome: Mapped[TaskStatus | None] = mapped_column(TASK_STATUS)
     error: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
 
 
 class TaskFanin(Base):
@@ -208,7 +209,15 @@ class Outbox(Base):
     __tablename__ = "outbox"
     __table_args__ = (
         Index(
-            "outbox_unpublished_idx", "created_at", postgresql_where=text("published_at IS NULL")
+            "outbox_unpublished_idx",
+            "available_at",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+        Index(
+            "outbox_log_idx",
+            "log_id",
+            text("created_at DESC"),
+            postgresql_where=text("log_id IS NOT NULL"),
         ),
     )
 
@@ -220,6 +229,8 @@ class Outbox(Base):
     published_at: Mapped[datetime | None] = mapped_column(TZ)
     publish_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
+    available_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+    log_id: Mapped[int | None] = mapped_column(ForeignKey("task_log.log_id", ondelete="CASCADE"))
 
 
 class RejectedMessage(Base):
@@ -253,3 +264,24 @@ class FileLog(Base):
     error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+
+
+class DeadLetter(Base):
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        UniqueConstraint("message_id", name="dead_letters_message_id_key"),
+        Index("dead_letters_batch_idx", "batch_id"),
+    )
+
+    dead_letter_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    message_id: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+    source_subscription: Mapped[str | None] = mapped_column(Text)
+    delivery_attempts: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str | None] = mapped_column(Text)
+    pipeline: Mapped[str | None] = mapped_column(Text)
+    batch_id: Mapped[str | None] = mapped_column(Text)
+    task: Mapped[str | None] = mapped_column(Text)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY)
+    data: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)

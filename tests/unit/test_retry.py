@@ -66,5 +66,5 @@ def test_next_attempt(attempt: int, error: BaseException, retries: bool) -> None
     ],
 )
 def test_invalid_policies_are_refused(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="retry policy|max_delay_s"):
+    with pytest.raises(ValueError, match=r"retry policy|max_delay_s"):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,287 @@
+"""Applying pipeline files: the rows a user would write by hand, idempotently, in one
+transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from dagrelay import pipelines
+from dagrelay.engine import Engine as DagEngine
+from dagrelay.errors import PipelineError
+from dagrelay.messages import StartBatch
+from dagrelay.resources import schema_dir
+
+pytestmark = pytest.mark.integration
+
+MONTHLY_PROFIT = schema_dir() / "pipelines" / "monthly_profit.yaml"
+T1 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+T2 = datetime(2024, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def apply(db: Engine, spec: pipelines.PipelineSpec, **kwargs: Any) -> pipelines.ApplyResult:
+    with db.begin() as conn:
+        return pipelines.apply(conn, spec, **kwargs)
+
+
+def write(tmp_path: Path, pipeline: str, tasks: list[dict[str, Any]]) -> pipelines.PipelineSpec:
+    path = tmp_path / f"{pipeline}.yaml"
+    path.write_text(yaml.safe_dump({"pipeline": pipeline, "tasks": tasks}), encoding="utf-8")
+    return pipelines.load_pipeline(path)
+
+
+def noop(name: str, *parents: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "handler": "python.noop", "parents": list(parents), **fields}
+
+
+def task_rows(db: Engine) -> dict[str, dict[str, Any]]:
+    with db.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM tasks ORDER BY name")).mappings().all()
+    return {row["name"]: dict(row) for row in rows}
+
+
+def edge_rows(db: Engine) -> dict[tuple[str, str], datetime]:
+    sql = """
+        SELECT p.name AS parent, c.name AS child, d.created_at
+        FROM task_dependencies d
+        JOIN tasks p ON p.task_id = d.parent_task_id
+        JOIN tasks c ON c.task_id = d.child_task_id
+    """
+    with db.connect() as conn:
+        return {(r.parent, r.child): r.created_at for r in conn.execute(text(sql))}
+
+
+def test_monthly_profit_rows(db: Engine) -> None:
+    result = apply(db, pipelines.load_pipeline(MONTHLY_PROFIT), now=T1)
+
+    assert result.created == ("load_sales", "load_expenses", "calculate_profit")
+    assert (result.updated, result.unchanged, result.edges_removed) == ((), (), ())
+    assert set(result.edges_added) == {
+        ("load_sales", "calculate_profit"),
+        ("load_expenses", "calculate_profit"),
+    }
+    rows = task_rows(db)
+    common = {
+        "pipeline": "monthly_profit",
+        "trigger_rule": "all_success",
+        "retry_backoff": 2.0,
+        "retry_max_delay_s": 3600,
+        "timeout_s": 540,
+        "pool": None,
+        "enabled": True,
+        "created_at": T1,
+        "updated_at": T1,
+    }
+    loads = {"handler": "python.noop", "max_retries": 0, "retry_delay_s": 30}
+    expected = {
+        "load_sales": {**common, **loads, "params": {"output": {"total": 1250.5}}},
+        "load_expenses": {**common, **loads, "params": {"output": {"total": 830.25}}},
+        "calculate_profit": {
+            **common,
+            "handler": "python.call",
+            "params": {"callable": "dagrelay.examples.calculate_profit"},
+            "max_retries": 2,
+            "retry_delay_s": 5,
+        },
+    }
+    assert {
+        name: {k: v for k, v in row.items() if k not in ("task_id", "name")}
+        for name, row in rows.items()
+    } == expected
+    assert edge_rows(db) == {
+        ("load_sales", "calculate_profit"): T1,
+        ("load_expenses", "calculate_profit"): T1,
+    }
+
+
+def test_applying_twice_changes_nothing(db: Engine) -> None:
+    spec = pipelines.load_pipeline(MONTHLY_PROFIT)
+    apply(db, spec, now=T1)
+    tasks_before, edges_before = task_rows(db), edge_rows(db)
+
+    again = apply(db, spec, now=T2)
+
+    assert again.changes == 0
+    assert again.unchanged == ("load_sales", "load_expenses", "calculate_profit")
+    assert str(again) == "0 created, 0 updated, 3 unchanged; 0 edges added, 0 removed"
+    assert task_rows(db) == tasks_before  # updated_at included
+    assert edge_rows(db) == edges_before
+
+
+def test_same_rows_as_plain_sql(db: Engine, insert_pipeline: Callable[..., dict[str, int]]) -> None:
+    """A pipeline a user inserted by hand, identical to the file: applying it changes nothing."""
+    insert_pipeline(
+        "monthly_profit",
+        {"calculate_profit": ["load_sales", "load_expenses"]},
+        handlers={"calculate_profit": "python.call"},
+        params={
+            "load_sales": '{"output": {"total": 1250.5}}',
+            "load_expenses": '{"output": {"total": 830.25}}',
+            "calculate_profit": '{"callable": "dagrelay.examples.calculate_profit"}',
+        },
+    )
+    with db.begin() as conn:
+        conn.execute(
+            text("UPDATE tasks SET max_retries = 2, retry_delay_s = 5 WHERE name = :n"),
+            {"n": "calculate_profit"},
+        )
+    before = task_rows(db)
+
+    result = apply(db, pipelines.load_pipeline(MONTHLY_PROFIT))
+
+    assert result.changes == 0
+    assert task_rows(db) == before
+
+
+def test_changed_task_is_updated_alone(db: Engine, tmp_path: Path) -> None:
+    apply(db, write(tmp_path, "p", [noop("a"), noop("b", "a")]), now=T1)
+
+    result = apply(db, write(tmp_path, "p", [noop("a", timeout_s=60), noop("b", "a")]), now=T2)
+
+    assert (result.created, result.updated, result.unchanged) == ((), ("a",), ("b",))
+    rows = task_rows(db)
+    assert (rows["a"]["timeout_s"], rows["a"]["created_at"], rows["a"]["updated_at"]) == (
+        60,
+        T1,
+        T2,
+    )
+    assert rows["b"]["updated_at"] == T1
+
+
+def test_changed_parents_remove_and_add_edges(db: Engine, tmp_path: Path) -> None:
+    apply(db, write(tmp_path, "p", [noop("a"), noop("b", "a"), noop("c", "a", "b")]), now=T1)
+
+    result = apply(db, write(tmp_path, "p", [noop("a", "b"), noop("b"), noop("c", "b")]), now=T2)
+
+    assert set(result.edges_removed) == {("a", "b"), ("a", "c")}
+    assert result.edges_added == (("b", "a"),)  # a reversed edge: removed first, then added
+    assert result.updated == ()
+    assert edge_rows(db) == {("b", "c"): T1, ("b", "a"): T2}
+
+
+def test_task_of_another_pipeline_is_refused(db: Engine, tmp_path: Path) -> None:
+    apply(db, write(tmp_path, "first", [noop("shared"), noop("mine")]))
+    before = task_rows(db)
+
+    with pytest.raises(PipelineError) as raised:
+        apply(db, write(tmp_path, "second", [noop("new"), noop("shared", "new")]))
+
+    assert raised.value.problems == [
+        "second.yaml: task 'shared' already belongs to pipeline 'first'"
+    ]
+    assert task_rows(db) == before
+
+
+def test_tasks_missing_from_the_file_are_reported_and_kept(db: Engine, tmp_path: Path) -> None:
+    apply(db, write(tmp_path, "p", [noop("a"), noop("b", "a"), noop("c", "b")]))
+
+    result = apply(db, write(tmp_path, "p", [noop("a")]))
+
+    assert result.not_in_file == ("b", "c")
+    assert result.pruned == ()
+    assert str(result).endswith("; not in the file, left in place: b, c")
+    assert set(task_rows(db)) == {"a", "b", "c"}
+    assert set(edge_rows(db)) == {("a", "b"), ("b", "c")}  # kept tasks keep their parents
+
+
+def test_prune_deletes_them(db: Engine, tmp_path: Path) -> None:
+    apply(db, write(tmp_path, "p", [noop("a"), noop("b", "a"), noop("c", "b")]))
+    apply(db, write(tmp_path, "other", [noop("x")]))
+
+    result = apply(db, write(tmp_path, "p", [noop("a")]), prune=True)
+
+    assert (result.not_in_file, result.pruned) == (("b", "c"), ("b", "c"))
+    assert set(task_rows(db)) == {"a", "x"}
+    assert edge_rows(db) == {}
+    assert apply(db, write(tmp_path, "p", [noop("a")]), prune=True).changes == 0
+
+
+def test_prune_refuses_tasks_with_history(db: Engine, engine: DagEngine, tmp_path: Path) -> None:
+    apply(db, write(tmp_path, "p", [noop("a"), noop("b"), noop("c", "a")]))
+    engine.start_batch(StartBatch(pipeline="p", batch_id="b1"))
+    before = task_rows(db)
+
+    with pytest.raises(PipelineError) as raised:
+        apply(db, write(tmp_path, "p", [noop("c")]), prune=True)
+
+    history = "batches have run it (task_log); keep it in the file with enabled: false"
+    assert raised.value.problems == [
+        f"p.yaml: cannot prune task 'a': {history}",
+        f"p.yaml: cannot prune task 'b': {history}",
+    ]
+    assert task_rows(db) == before
+
+
+def test_graph_problems_are_refused_before_writing(db: Engine) -> None:
+    spec = pipelines.PipelineSpec(
+        pipeline="p",
+        tasks=(
+            pipelines.PipelineTask("a", "h", parents=("b",)),
+            pipelines.PipelineTask("b", "h", parents=("a",)),
+        ),
+        source="p.yaml",
+    )
+
+    with pytest.raises(PipelineError, match=r"p\.yaml: cycle: a -> b -> a"):
+        apply(db, spec)
+
+    assert task_rows(db) == {}
+
+
+def test_database_refusal_becomes_a_pipeline_error(db: Engine) -> None:
+    """What the file's schema normally stops, the database refuses too; its message is kept."""
+    spec = pipelines.PipelineSpec(
+        pipeline="p", tasks=(pipelines.PipelineTask("no spaces allowed", "h"),), source="p.yaml"
+    )
+
+    with pytest.raises(PipelineError) as raised:
+        apply(db, spec)
+
+    refused = 'new row for relation "tasks" violates check constraint "tasks_name_format"'
+    assert raised.value.problems == [f"p.yaml: the database refused the pipeline: {refused}"]
+    assert task_rows(db) == {}
+
+
+def test_hand_written_edge_between_file_tasks_is_replaced(db: Engine, tmp_path: Path) -> None:
+    """The file is authoritative for its tasks' parents: a hand-written edge c -> a goes before
+    the file's b -> c is added (which, with it, would close a cycle)."""
+    apply(db, write(tmp_path, "p", [noop("a"), noop("b", "a")]))
+    with db.begin() as conn:
+        conn.execute(text("INSERT INTO tasks (name, pipeline, handler) VALUES ('c', 'p', 'h')"))
+        conn.execute(
+            text(
+                "INSERT INTO task_dependencies (child_task_id, parent_task_id) "
+                "SELECT a.task_id, c.task_id FROM tasks a, tasks c "
+                "WHERE a.name = 'a' AND c.name = 'c'"
+            )
+        )
+
+    result = apply(db, write(tmp_path, "p", [noop("a"), noop("b", "a"), noop("c", "b")]))
+
+    assert result.edges_removed == (("c", "a"),)
+    assert result.edges_added == (("b", "c"),)
+    assert result.updated == ("c",)  # its handler was 'h'
+
+
+def test_dependency_guard_error_is_read(
+    db: Engine, insert_pipeline: Callable[..., dict[str, int]]
+) -> None:
+    """The SQLSTATE and message of the trigger's refusal, as apply reports them."""
+    ids = insert_pipeline("p", {"b": ["a"]})
+    with pytest.raises(DBAPIError) as raised, db.begin() as conn:
+        conn.execute(
+            text("INSERT INTO task_dependencies (child_task_id, parent_task_id) VALUES (:c, :p)"),
+            {"c": ids["a"], "p": ids["b"]},
+        )
+
+    assert pipelines.database_error(raised.value) == (
+        "23514",
+        'dependency "b" -> "a" would create a cycle: a -> b -> a',
+    )
