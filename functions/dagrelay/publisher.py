@@ -37,9 +37,7 @@ class PubSubPublisher:
     def __init__(self, project_id: str, timeout_s: float = 30.0) -> None:
         self.project_id = project_id
         self.timeout_s = timeout_s
-        self._client = PublisherClient(
-            batch_settings=BatchSettings(max_latency=0.001)
-        )
+        self._client = PublisherClient(batch_settings=BatchSettings(max_latency=0.001))
         self._retry = api_retry.Retry(initial=0.1, maximum=2.0, timeout=timeout_s)
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
