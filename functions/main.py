@@ -13,7 +13,7 @@ from dagrelay.status import status_response
 @functions_framework.cloud_event
 def router(cloud_event: CloudEvent) -> None:
     """Pub/Sub-triggered: returning acknowledges; raising makes Pub/Sub redeliver."""
-    get_router().handle_push(cloud_event.get_data())
+    get_router().handle_push(cloud_event.get_data(), source=cloud_event["source"])
 
 
 @functions_framework.http

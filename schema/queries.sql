@@ -47,11 +47,11 @@ roots AS (
     RETURNING log_id, task_id, status
 ),
 messages AS (
-    INSERT INTO outbox (topic, payload, attributes, created_at)
+    INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
     SELECT :topic,
            jsonb_build_object('action', 'run_task', 'pipeline', CAST(:pipeline AS text),
                               'batch_id', CAST(:batch_id AS text), 'task', t.name),
-           '{"action": "run_task"}', :now
+           '{"action": "run_task"}', :now, :now, r.log_id
     FROM roots r JOIN tasks t ON t.task_id = r.task_id
     WHERE r.status = 'NEW'
     RETURNING outbox_id, topic, payload, attributes
@@ -89,7 +89,8 @@ opened AS (
     SELECT log_id, attempt, :now, :worker FROM claimed
 )
 SELECT c.log_id, c.attempt, c.pipeline, c.lease_expires_at, t.task_id, t.name, t.handler,
-       t.params, t.timeout_s, b.params AS batch_params,
+       t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
+       t.retry_max_delay_s, b.params AS batch_params,
        (SELECT coalesce(jsonb_object_agg(pt.name, pl.output), '{}')
         FROM task_dependencies d
         JOIN tasks pt ON pt.task_id = d.parent_task_id
@@ -109,22 +110,54 @@ LEFT JOIN batches b ON b.pipeline = t.pipeline AND b.batch_id = :batch_id
 WHERE t.name = :task;
 
 -- name: finish_attempt
--- PROCESSING -> SUCCESS | ERROR, fenced by attempt so a late write from an older attempt is
--- rejected; closes the attempt's history row. No row back means the write did not land.
+-- PROCESSING -> SUCCESS | ERROR | RETRY, fenced by attempt so a late write from an older attempt
+-- (a zombie whose lease expired) is rejected; closes the attempt's history row. A RETRY writes
+-- its run_task message, held in the outbox until next_attempt_at; an ERROR writes the one alert.
+-- No 'task' row back means the write did not land.
 WITH done AS (
     UPDATE task_log
-    SET status = CAST(:status AS task_status), finished_at = :now, lease_expires_at = NULL,
+    SET status = CAST(:status AS task_status),
+        finished_at = CASE WHEN :status = 'RETRY' THEN NULL ELSE CAST(:now AS timestamptz) END,
+        next_attempt_at = CAST(:next_attempt_at AS timestamptz), lease_expires_at = NULL,
         output = CAST(:output AS jsonb), error = :error
     WHERE log_id = :log_id AND status = 'PROCESSING' AND attempt = :attempt
-    RETURNING log_id, task_id, status, attempt
+    RETURNING log_id, task_id, pipeline, batch_id, status, attempt
 ),
 closed AS (
     UPDATE task_attempts a
-    SET finished_at = :now, outcome = d.status, error = :error
+    SET finished_at = :now, outcome = d.status, error = :error, traceback = :traceback
     FROM done d
     WHERE a.log_id = d.log_id AND a.attempt = d.attempt
+),
+messages AS (
+    INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
+    SELECT CAST(:topic AS text),
+           jsonb_build_object('action', 'run_task', 'pipeline', d.pipeline,
+                              'batch_id', d.batch_id, 'task', t.name),
+           CAST('{"action": "run_task"}' AS jsonb), CAST(:now AS timestamptz),
+           CAST(:next_attempt_at AS timestamptz), d.log_id
+    FROM done d JOIN tasks t ON t.task_id = d.task_id
+    WHERE d.status = 'RETRY'
+    UNION ALL
+    SELECT CAST(:alerts_topic AS text),
+           jsonb_build_object('kind', 'task_failed', 'pipeline', d.pipeline,
+                              'batch_id', d.batch_id, 'task', t.name, 'attempt', d.attempt,
+                              'error', CAST(:error AS text), 'log_id', d.log_id,
+                              'root_cause', t.name, 'at', CAST(:now AS timestamptz)),
+           CAST('{"kind": "task_failed"}' AS jsonb), CAST(:now AS timestamptz),
+           CAST(:now AS timestamptz), d.log_id
+    FROM done d JOIN tasks t ON t.task_id = d.task_id
+    WHERE d.status = 'ERROR'
+    RETURNING outbox_id, topic, payload, attributes, available_at
 )
-SELECT log_id, task_id, status::text AS status FROM done;
+SELECT 'task' AS kind, d.log_id, d.task_id, d.status::text AS status,
+       NULL::bigint AS root_cause_log_id, NULL::bigint AS outbox_id, NULL::text AS topic,
+       NULL::jsonb AS payload, NULL::jsonb AS attributes, NULL::timestamptz AS available_at
+FROM done d
+UNION ALL
+SELECT 'message', NULL, NULL, NULL, NULL, m.outbox_id, m.topic, m.payload, m.attributes,
+       m.available_at
+FROM messages m;
 
 -- name: advance_children
 -- The fan-in/fan-out step. Given parents that just reached a terminal state, in one statement:
@@ -132,7 +165,12 @@ SELECT log_id, task_id, status::text AS status FROM done;
 -- concurrent completions never deadlock), decide each child's trigger rule from the counters,
 -- create the children whose rule is now decided (exactly once: ON CONFLICT DO NOTHING), and
 -- write a run_task message for each child that will run.
-WITH finished AS (
+WITH running AS (
+    SELECT 1 FROM batches
+    WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'RUNNING'
+    FOR SHARE
+),
+finished AS (
     SELECT f.task_id, f.outcome, NULLIF(f.root_cause, 0) AS root_cause
     FROM unnest(CAST(:parent_ids AS integer[]), CAST(:outcomes AS task_status[]),
                 CAST(:root_causes AS bigint[])) AS f(task_id, outcome, root_cause)
@@ -182,16 +220,16 @@ created AS (
                 ELSE CAST(:now AS timestamptz) END,
            CASE WHEN d.decision = 'UPSTREAM_FAILED' THEN d.root_cause_log_id END
     FROM decided d
-    WHERE d.decision IS NOT NULL
+    WHERE d.decision IS NOT NULL AND EXISTS (SELECT 1 FROM running)
     ON CONFLICT (batch_id, task_id) DO NOTHING
     RETURNING log_id, pipeline, task_id, status, root_cause_log_id
 ),
 messages AS (
-    INSERT INTO outbox (topic, payload, attributes, created_at)
+    INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
     SELECT :topic,
            jsonb_build_object('action', 'run_task', 'pipeline', c.pipeline,
                               'batch_id', CAST(:batch_id AS text), 'task', t.name),
-           '{"action": "run_task"}', :now
+           '{"action": "run_task"}', :now, :now, c.log_id
     FROM created c JOIN tasks t ON t.task_id = c.task_id
     WHERE c.status = 'NEW'
     RETURNING outbox_id, topic, payload, attributes
@@ -257,7 +295,7 @@ ORDER BY tl.pipeline, coalesce(tl.started_at, tl.created_at), tl.log_id;
 -- SKIP LOCKED: concurrent sweeps take disjoint rows.
 SELECT outbox_id, topic, payload, attributes
 FROM outbox
-WHERE published_at IS NULL AND created_at <= :cutoff
+WHERE published_at IS NULL AND available_at <= :cutoff
 ORDER BY outbox_id
 LIMIT :limit
 FOR UPDATE SKIP LOCKED;
@@ -352,3 +390,98 @@ ORDER BY t.name;
 DELETE FROM tasks
 WHERE pipeline = :pipeline AND name = ANY (CAST(:names AS text[]))
 RETURNING name;
+
+-- name: extend_lease
+-- Heartbeat of a long handler: push its lease out by timeout_s, only while its attempt is live.
+UPDATE task_log tl
+SET lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => t.timeout_s)
+FROM tasks t
+WHERE tl.log_id = :log_id AND tl.status = 'PROCESSING' AND tl.attempt = :attempt
+  AND t.task_id = tl.task_id
+RETURNING tl.lease_expires_at;
+
+-- name: expired_leases
+-- PROCESSING attempts whose lease ran out (the function was killed, or the handler hung).
+SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, t.task_id, t.name, t.timeout_s,
+       t.max_retries, t.retry_delay_s, t.retry_backoff, t.retry_max_delay_s
+FROM task_log tl JOIN tasks t ON t.task_id = tl.task_id
+WHERE tl.status = 'PROCESSING' AND tl.lease_expires_at < :now
+ORDER BY tl.lease_expires_at
+LIMIT :limit;
+
+-- name: requeue_stale
+-- NEW rows, and RETRY rows that are due, whose latest run_task message became available before
+-- :cutoff: that message was lost (an emulator restart, a crash before publish, ...). A new one is
+-- written; a duplicate is harmless (the claim is a checked write).
+WITH stale AS (
+    SELECT tl.log_id, tl.pipeline, tl.batch_id, t.name
+    FROM task_log tl
+    JOIN tasks t ON t.task_id = tl.task_id
+    JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+    WHERE b.status = 'RUNNING'
+      AND (tl.status = 'NEW' OR (tl.status = 'RETRY' AND tl.next_attempt_at <= :now))
+      AND NOT EXISTS (  -- a message still on its way: unpublished (the relay's), or recent
+          SELECT 1 FROM outbox o
+          WHERE o.log_id = tl.log_id
+            AND (o.published_at IS NULL OR o.published_at > :cutoff OR o.available_at > :cutoff))
+    ORDER BY tl.log_id
+    LIMIT :limit
+    FOR UPDATE OF tl SKIP LOCKED
+)
+INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
+SELECT :topic,
+       jsonb_build_object('action', 'run_task', 'pipeline', s.pipeline,
+                          'batch_id', s.batch_id, 'task', s.name),
+       '{"action": "run_task"}', :now, :now, s.log_id
+FROM stale s
+RETURNING outbox_id, topic, payload, attributes;
+
+-- name: finish_idle_batches
+-- RUNNING batches with no open task: the completion that should have finished them crashed
+-- before it could. Same rule as finish_batch.
+UPDATE batches b
+SET status = CASE WHEN EXISTS (
+                    SELECT 1 FROM task_log tl
+                    WHERE tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
+                      AND tl.status IN ('ERROR', 'UPSTREAM_FAILED'))
+                  THEN 'FAILED' ELSE 'SUCCESS' END::batch_status,
+    finished_at = :now
+WHERE b.status = 'RUNNING' AND b.created_at <= :cutoff
+  AND NOT EXISTS (
+      SELECT 1 FROM task_log tl
+      WHERE tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
+        AND tl.status IN ('NEW', 'PROCESSING', 'RETRY'))
+RETURNING b.pipeline, b.batch_id, b.status::text AS status;
+
+-- name: cancel_batch
+-- RUNNING -> CANCELLED; tasks waiting to run (NEW, RETRY) become CANCELLED. Running attempts
+-- finish, but advance_children creates nothing in a batch that is not RUNNING.
+WITH cancelled AS (
+    UPDATE batches SET status = 'CANCELLED', finished_at = :now
+    WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'RUNNING'
+    RETURNING pipeline, batch_id
+),
+tasks_cancelled AS (
+    UPDATE task_log tl
+    SET status = 'CANCELLED', finished_at = :now, next_attempt_at = NULL
+    FROM cancelled c
+    WHERE tl.pipeline = c.pipeline AND tl.batch_id = c.batch_id
+      AND tl.status IN ('NEW', 'RETRY')
+    RETURNING tl.log_id
+)
+SELECT (SELECT count(*) FROM cancelled) AS batches,
+       (SELECT count(*) FROM tasks_cancelled) AS tasks;
+
+-- name: record_dead_letter
+INSERT INTO dead_letters (message_id, received_at, source_subscription, delivery_attempts,
+                          action, pipeline, batch_id, task, attributes, data, reason)
+VALUES (:message_id, :now, :source_subscription, :delivery_attempts, :action, :pipeline,
+        :batch_id, :task, CAST(:attributes AS jsonb), :data, :reason)
+ON CONFLICT (message_id) DO NOTHING
+RETURNING dead_letter_id;
+
+-- name: batch_dead_letters
+SELECT received_at, action, task, delivery_attempts, source_subscription, reason
+FROM dead_letters
+WHERE batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR pipeline = :pipeline)
+ORDER BY received_at;

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     handler_modules: list[str] = Field(
         default_factory=list, description="Modules imported at start to register user handlers."
     )
+    crash_points: str | None = Field(
+        None,
+        description="Tests only: crash points to arm, e.g. 'after_claim:task' (see faults.py).",
+    )
+    crash_marker_dir: Path | None = Field(
+        None, description="Tests only: where fired crash points are remembered across processes."
+    )
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
         description="Recorded in each attempt's history: which process ran it.",

@@ -2,20 +2,23 @@
 messages are written to the outbox in the same transaction and published after commit.
 
 Transaction shape of one task run (see DESIGN.md section 1):
-  1. claim (NEW -> PROCESSING, attempt + 1)                      one statement, own transaction
-  2. run the handler                                             no transaction held
-  3. finish (PROCESSING -> SUCCESS|ERROR) + advance children     one transaction
-  4. publish the new messages, mark them published               after commit
+  1. claim (NEW|due RETRY -> PROCESSING, attempt + 1, lease)     one statement, own transaction
+  2. run the handler (it may heartbeat to extend its lease)      no transaction held
+  3. conclude: PROCESSING -> SUCCESS|RETRY|ERROR, fenced by attempt, with the children it
+     releases (advance_children) or its delayed retry message, and on ERROR the one alert
+  4. publish the messages that are due, mark them published      after commit
   5. if nothing new can start: try to finish the batch           own statement
+A crash between any two steps is repaired by the sweeper (sweeper.py).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -23,11 +26,12 @@ from sqlalchemy import Connection
 from sqlalchemy import Engine as SqlEngine
 
 from dagrelay import params as params_mod
-from dagrelay import store
+from dagrelay import retry, store
 from dagrelay.db import retry_transient
 from dagrelay.errors import BadMessage, NonRetryableError
+from dagrelay.faults import CrashInjector, CrashPoint
 from dagrelay.handlers.registry import HandlerContext, HandlerRegistry, check_output
-from dagrelay.messages import RunTask, StartBatch
+from dagrelay.messages import CancelBatch, RunTask, StartBatch
 from dagrelay.publisher import OutgoingMessage, Publisher
 from dagrelay.states import TaskStatus
 
@@ -35,7 +39,6 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 MAX_ERROR_CHARS = 4000
-RELAY_AFTER_S = 30
 
 
 def utcnow() -> datetime:
@@ -44,17 +47,18 @@ def utcnow() -> datetime:
 
 class RunOutcome(StrEnum):
     SUCCESS = "SUCCESS"
+    RETRY = "RETRY"
     ERROR = "ERROR"
     IGNORED = "IGNORED"  # duplicate or late message: acknowledged, nothing done
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """How a handler run ended."""
+class Failure:
+    """A handler failure as the engine sees it: the exception and its text for the log."""
 
-    status: TaskStatus
-    output: Mapping[str, Any] | None = None
-    error: str | None = None
+    exception: BaseException
+    error: str
+    traceback: str
 
 
 @dataclass(frozen=True)
@@ -72,16 +76,22 @@ class Engine:
         *,
         events_topic: str,
         worker_id: str,
+        alerts_topic: str = "dagrelay-alerts",
         clock: Clock = utcnow,
+        rng: random.Random | None = None,
+        crashes: CrashInjector | None = None,
     ) -> None:
         self.db = db
         self.publisher = publisher
         self.registry = registry
         self.events_topic = events_topic
+        self.alerts_topic = alerts_topic
         self.worker_id = worker_id
         self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.crashes = crashes
 
-    # -- start_batch ---------------------------------------------------------------------------
+    # -- start_batch / cancel_batch -------------------------------------------------------------
 
     def start_batch(self, msg: StartBatch, message_id: str | None = None) -> StartOutcome:
         extra = {"action": "start_batch", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
@@ -108,13 +118,30 @@ class Engine:
             if not created.batch_created:
                 log.info("batch already exists: start_batch ignored", extra=extra)
                 return StartOutcome(created=False, roots=0)
-            cascade = self._advance(conn, msg.batch_id, _skipped_roots(created), now)
+            skipped = [
+                store.Transition(t.task_id, t.status)
+                for t in created.tasks
+                if t.status != TaskStatus.NEW
+            ]
+            cascade = self._advance(conn, msg.pipeline, msg.batch_id, skipped, now)
         messages = created.messages + cascade.messages
-        self._publish(messages)
+        self.publish(messages)
         log.info("batch started", extra={**extra, "roots": len(created.tasks)})
         if not messages:
-            self._finish_batch(msg.pipeline, msg.batch_id)
+            self.finish_batch(msg.pipeline, msg.batch_id)
         return StartOutcome(created=True, roots=len(created.tasks))
+
+    def cancel_batch(self, msg: CancelBatch) -> bool:
+        extra = {"action": "cancel_batch", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
+        with self.db.begin() as conn:
+            cancelled, tasks = store.cancel_batch(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=self.clock()
+            )
+        if cancelled:
+            log.warning("batch cancelled; %d waiting tasks cancelled", tasks, extra=extra)
+        else:
+            log.info("cancel ignored: the batch is not running", extra=extra)
+        return cancelled
 
     # -- run_task ------------------------------------------------------------------------------
 
@@ -126,10 +153,13 @@ class Engine:
             )
             if claim is None:
                 return self._not_claimed(conn, msg, extra)
-        extra |= {"pipeline": claim.pipeline, "attempt": claim.attempt}
+        ref = claim.ref
+        extra |= {"pipeline": ref.pipeline, "attempt": ref.attempt}
         log.info("task claimed", extra=extra)
-        outcome = self._execute(claim, msg.batch_id)
-        return self._finish(claim, msg.batch_id, outcome, extra)
+        self._crash_point(CrashPoint.AFTER_CLAIM, ref.task)
+        output, failure = self._execute(claim)
+        self._crash_point(CrashPoint.AFTER_HANDLER, ref.task)
+        return self.conclude(ref, output, failure)
 
     def _not_claimed(self, conn: Connection, msg: RunTask, extra: dict[str, Any]) -> RunOutcome:
         state = store.task_state(conn, batch_id=msg.batch_id, task=msg.task)
@@ -146,72 +176,111 @@ class Engine:
         )
         return RunOutcome.IGNORED
 
-    def _execute(self, claim: store.Claim, batch_id: str) -> Outcome:
-        """Run the handler; never raises: a failure is an ERROR outcome with its text."""
+    def _execute(self, claim: store.Claim) -> tuple[Mapping[str, Any] | None, Failure | None]:
+        """Run the handler. Never raises for a handler failure: that is the attempt's result."""
+        ref = claim.ref
         try:
-            values = {**claim.batch_params, "batch_id": batch_id, "pipeline": claim.pipeline}
+            values = {**claim.batch_params, "batch_id": ref.batch_id, "pipeline": ref.pipeline}
             registration = self.registry.get(claim.handler)
             resolved = params_mod.resolve(claim.params, values)
-            registration.check_params(resolved, claim.task)
+            registration.check_params(resolved, ref.task)
             context = HandlerContext(
-                pipeline=claim.pipeline,
-                batch_id=batch_id,
-                task=claim.task,
-                attempt=claim.attempt,
+                pipeline=ref.pipeline,
+                batch_id=ref.batch_id,
+                task=ref.task,
+                attempt=ref.attempt,
                 params=resolved,
                 batch_params=claim.batch_params,
                 parent_outputs=claim.parent_outputs,
+                heartbeat=lambda: self.heartbeat(ref),
             )
-            output = check_output(registration.function(context), claim.task)
+            self._crash_point(CrashPoint.IN_HANDLER, ref.task)
+            return check_output(registration.function(context), ref.task), None
         except Exception as exc:  # noqa: BLE001 - any handler failure is the task's outcome
-            return Outcome(TaskStatus.ERROR, error=_describe(exc))
-        return Outcome(TaskStatus.SUCCESS, output=output)
+            return None, _failure(exc)
 
-    def _finish(
+    def heartbeat(self, ref: store.AttemptRef) -> bool:
+        """Extend a running attempt's lease; False if the attempt is no longer live."""
+        with self.db.begin() as conn:
+            return store.extend_lease(conn, ref, self.clock()) is not None
+
+    # -- concluding an attempt -----------------------------------------------------------------
+
+    def conclude(
         self,
-        claim: store.Claim,
-        batch_id: str,
-        outcome: Outcome,
-        extra: dict[str, Any],
+        ref: store.AttemptRef,
+        output: Mapping[str, Any] | None,
+        failure: Failure | None,
     ) -> RunOutcome:
-        status = outcome.status
+        """Write an attempt's result (fenced by attempt), release or fail its children,
+        publish. Used for handler results and, by the sweeper, for expired leases."""
+        extra = {
+            "action": "conclude",
+            "pipeline": ref.pipeline,
+            "batch_id": ref.batch_id,
+            "task": ref.task,
+            "attempt": ref.attempt,
+        }
 
-        def transaction() -> store.Created | None:
+        def transaction() -> tuple[store.Result, store.Created] | None:
             now = self.clock()
+            result = self._result(ref, output, failure, now)
             with self.db.begin() as conn:
-                landed = store.finish_attempt(
+                written = store.finish_attempt(
                     conn,
-                    log_id=claim.log_id,
-                    attempt=claim.attempt,
-                    status=status,
-                    output=outcome.output,
-                    error=outcome.error,
+                    ref=ref,
+                    result=result,
+                    topic=self.events_topic,
+                    alerts_topic=self.alerts_topic,
                     now=now,
                 )
-                if not landed:
+                if written is None:
                     return None
-                root = claim.log_id if status == TaskStatus.ERROR else None
-                finished = [store.Transition(claim.task_id, status, root)]
-                return self._advance(conn, batch_id, finished, now)
+                if result.status == TaskStatus.RETRY:
+                    return result, written
+                root = ref.log_id if result.status == TaskStatus.ERROR else None
+                finished = [store.Transition(ref.task_id, result.status, root)]
+                children = self._advance(conn, ref.pipeline, ref.batch_id, finished, now)
+            return result, store.Created(
+                written.tasks + children.tasks, written.messages + children.messages
+            )
 
-        created = retry_transient(transaction)
-        if created is None:
-            log.warning("late result rejected: the task moved on", extra=extra)
+        concluded = retry_transient(transaction)
+        if concluded is None:
+            log.warning("late result rejected: the attempt is no longer live", extra=extra)
             return RunOutcome.IGNORED
-        if status == TaskStatus.ERROR:
-            log.error("task failed: %s", outcome.error, extra=extra)
-        else:
-            log.info("task succeeded", extra=extra)
-        self._publish(created.messages)
-        if not any(t.status == TaskStatus.NEW for t in created.tasks):
-            self._finish_batch(claim.pipeline, batch_id)
-        return RunOutcome(status.value)
+        result, created = concluded
+        _log_result(result, extra)
+        self._crash_point(CrashPoint.AFTER_COMMIT, ref.task)
+        self.publish(created.messages)
+        released = any(t.status == TaskStatus.NEW for t in created.tasks)
+        if result.status != TaskStatus.RETRY and not released:
+            self.finish_batch(ref.pipeline, ref.batch_id)
+        return RunOutcome(result.status.value)
+
+    def _result(
+        self,
+        ref: store.AttemptRef,
+        output: Mapping[str, Any] | None,
+        failure: Failure | None,
+        now: datetime,
+    ) -> store.Result:
+        if failure is None:
+            return store.Result(TaskStatus.SUCCESS, output=output)
+        next_at = retry.next_attempt_at(ref.policy, ref.attempt, failure.exception, now, self.rng)
+        return store.Result(
+            TaskStatus.RETRY if next_at else TaskStatus.ERROR,
+            error=failure.error,
+            traceback=failure.traceback,
+            next_attempt_at=next_at,
+        )
 
     # -- fan-in / fan-out ----------------------------------------------------------------------
 
     def _advance(
         self,
         conn: Connection,
+        pipeline: str,
         batch_id: str,
         finished: Sequence[store.Transition],
         now: datetime,
@@ -224,7 +293,12 @@ class Engine:
         frontier = list(finished)
         while frontier:
             created = store.advance_children(
-                conn, batch_id=batch_id, finished=frontier, topic=self.events_topic, now=now
+                conn,
+                pipeline=pipeline,
+                batch_id=batch_id,
+                finished=frontier,
+                topic=self.events_topic,
+                now=now,
             )
             tasks += created.tasks
             messages += created.messages
@@ -235,7 +309,7 @@ class Engine:
             ]
         return store.Created(tasks, messages)
 
-    def _finish_batch(self, pipeline: str, batch_id: str) -> None:
+    def finish_batch(self, pipeline: str, batch_id: str) -> None:
         with self.db.begin() as conn:
             status = store.finish_batch(
                 conn, pipeline=pipeline, batch_id=batch_id, now=self.clock()
@@ -247,13 +321,16 @@ class Engine:
 
     # -- outbox --------------------------------------------------------------------------------
 
-    def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        """Publish after commit. A failed publish stays in the outbox for the relay."""
-        if not messages:
-            return
-        results = self.publisher.publish(messages)
-        sent = [m.outbox_id for m, r in zip(messages, results, strict=True) if r is None]
-        failed = [(m.outbox_id, r) for m, r in zip(messages, results, strict=True) if r]
+    def publish(self, messages: Sequence[OutgoingMessage]) -> int:
+        """Publish the messages that are due (after commit); mark them published. A failed
+        publish, or a message held for later (a retry), stays in the outbox for the relay."""
+        now = self.clock()
+        due = [m for m in messages if m.available_at is None or m.available_at <= now]
+        if not due:
+            return 0
+        results = self.publisher.publish(due)
+        sent = [m.outbox_id for m, r in zip(due, results, strict=True) if r is None]
+        failed = [(m.outbox_id, r) for m, r in zip(due, results, strict=True) if r]
         with self.db.begin() as conn:
             if sent:
                 store.mark_published(conn, [i for i in sent if i is not None], self.clock())
@@ -262,36 +339,43 @@ class Engine:
                 store.mark_publish_failed(conn, [i for i, _ in failed if i is not None], errors)
         for outbox_id, exc in failed:
             log.warning("publish failed; left in outbox: %r", exc, extra={"outbox_id": outbox_id})
-
-    def relay_outbox(self, older_than_s: int | None = None, limit: int = 500) -> int:
-        """Publish outbox rows that stayed unpublished for ``older_than_s`` seconds (default 30).
-        Republishing is harmless: a duplicate run_task is acknowledged and ignored."""
-        cutoff = self.clock() - timedelta(
-            seconds=RELAY_AFTER_S if older_than_s is None else older_than_s
-        )
-        with self.db.begin() as conn:
-            pending = store.lock_unpublished_outbox(conn, cutoff=cutoff, limit=limit)
-            if not pending:
-                return 0
-            results = self.publisher.publish(pending)
-            sent = [m.outbox_id for m, r in zip(pending, results, strict=True) if r is None]
-            store.mark_published(conn, [i for i in sent if i is not None], self.clock())
-        log.info("outbox relayed", extra={"action": "sweep", "relayed": len(sent)})
         return len(sent)
 
-
-def _skipped_roots(created: store.Created) -> list[store.Transition]:
-    return [
-        store.Transition(t.task_id, t.status) for t in created.tasks if t.status != TaskStatus.NEW
-    ]
+    def _crash_point(self, point: CrashPoint, task: str) -> None:
+        if self.crashes is not None:
+            self.crashes.hit(point, task)
 
 
-def _describe(exc: BaseException) -> str:
-    """The error text kept in task_log: type, message, and where it was raised."""
+def _failure(exc: BaseException) -> Failure:
     kind = "non-retryable " if isinstance(exc, NonRetryableError) else ""
-    frames = reversed(traceback.extract_tb(exc.__traceback__)[-3:])
-    where = " <- ".join(f"{f.name} ({f.filename.rsplit('/', 1)[-1]}:{f.lineno})" for f in frames)
-    text = f"{kind}{type(exc).__name__}: {exc}"
-    if where:
-        text += f" [at {where}]"
-    return text[:MAX_ERROR_CHARS]
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = " <- ".join(
+        f"{f.name} ({f.filename.rsplit('/', 1)[-1]}:{f.lineno})" for f in reversed(frames[-3:])
+    )
+    error = f"{kind}{type(exc).__name__}: {exc}" + (f" [at {where}]" if where else "")
+    summary = "".join(traceback.format_exception(exc, limit=-8))
+    return Failure(exc, error[:MAX_ERROR_CHARS], summary[-MAX_ERROR_CHARS:])
+
+
+def _log_result(result: store.Result, extra: Mapping[str, Any]) -> None:
+    if result.status == TaskStatus.ERROR:
+        # The alert's log line; its message is in the outbox for the alerts topic.
+        log.error(
+            "task failed: %s",
+            result.error,
+            extra={
+                **extra,
+                "alert": "task_failed",
+                "error": result.error,
+                "root_cause": extra["task"],
+            },
+        )
+    elif result.status == TaskStatus.RETRY:
+        log.warning(
+            "task failed, retry at %s: %s",
+            result.next_attempt_at,
+            result.error,
+            extra={**extra, "next_attempt_at": str(result.next_attempt_at)},
+        )
+    else:
+        log.info("task succeeded", extra=extra)

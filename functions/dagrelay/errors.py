@@ -15,6 +15,10 @@ class NonRetryableError(DagrelayError):
     retryable = False
 
 
+class LeaseExpired(DagrelayError):
+    """An attempt's lease ran out: its function was killed, or its handler hung."""
+
+
 class ConfigError(NonRetryableError):
     """The configuration file or environment is invalid."""
 

@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from google.api_core import retry as api_retry
@@ -19,6 +20,7 @@ class OutgoingMessage:
     payload: Mapping[str, Any]
     attributes: Mapping[str, str] = field(default_factory=dict)
     outbox_id: int | None = None
+    available_at: datetime | None = None  # None: now; later: held in the outbox until then
 
     def data(self) -> bytes:
         return json.dumps(self.payload, separators=(",", ":"), sort_keys=True).encode()
@@ -75,7 +77,9 @@ class InMemoryPublisher:
             self.sent.extend(messages)
             return [None for _ in messages]
 
-    def drain(self) -> list[OutgoingMessage]:
+    def drain(self, topic: str | None = None) -> list[OutgoingMessage]:
+        """Take the messages published so far (to ``topic`` only, if given)."""
         with self._lock:
-            sent, self.sent = self.sent, []
-            return sent
+            taken = [m for m in self.sent if topic is None or m.topic == topic]
+            self.sent = [m for m in self.sent if not (topic is None or m.topic == topic)]
+            return taken

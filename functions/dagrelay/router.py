@@ -17,24 +17,31 @@ from sqlalchemy import Engine as SqlEngine
 from dagrelay import messages, store
 from dagrelay.engine import Clock, Engine
 from dagrelay.errors import BadMessage
+from dagrelay.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
 
 class Router:
-    def __init__(self, engine: Engine, db: SqlEngine, clock: Clock) -> None:
+    def __init__(self, engine: Engine, db: SqlEngine, clock: Clock, dead_letter_topic: str) -> None:
         self.engine = engine
+        self.sweeper = Sweeper(engine)
         self.db = db
         self.clock = clock
+        self.dead_letter_topic = dead_letter_topic
 
-    def handle_push(self, body: Any) -> str:
-        """Handle a Pub/Sub push body (or Pub/Sub CloudEvent data). Returns what happened."""
+    def handle_push(self, body: Any, source: str | None = None) -> str:
+        """Handle a Pub/Sub push body (or Pub/Sub CloudEvent data) from the topic named in
+        ``source`` (the CloudEvent source, ``//pubsub.googleapis.com/projects/p/topics/t``).
+        Returns what happened."""
         try:
             envelope = messages.envelope_from_push(body)
         except BadMessage as exc:
             raw = body.get("message") if isinstance(body, Mapping) else None
             self._reject(messages.Envelope(data=repr(raw)[:10_000]), exc.reason)
             return "rejected"
+        if source is not None and source.endswith(f"/topics/{self.dead_letter_topic}"):
+            return self.record_dead_letter(envelope)
         return self.handle(envelope)
 
     def handle(self, envelope: messages.Envelope) -> str:
@@ -53,8 +60,9 @@ class Router:
             case messages.RunTask():
                 return self.engine.run_task(message).value.lower()
             case messages.Sweep():
-                relayed = self.engine.relay_outbox(message.older_than_s)
-                return f"swept {relayed}"
+                return f"swept: {self.sweeper.sweep(message.older_than_s)}"
+            case messages.CancelBatch():
+                return "cancelled" if self.engine.cancel_batch(message) else "not running"
             case messages.ObjectFinalized():
                 raise BadMessage(
                     f"no ingestion source is configured for gs://{message.bucket}/{message.name}"
@@ -78,3 +86,52 @@ class Router:
                 reason=reason,
                 now=self.clock(),
             )
+
+    def record_dead_letter(self, envelope: messages.Envelope) -> str:
+        """A message Pub/Sub gave up on (the router failed it max_delivery_attempts times):
+        recorded once with what it was for, logged as an ERROR, acknowledged."""
+        attrs = envelope.attributes
+        count = attrs.get("CloudPubSubDeadLetterSourceDeliveryCount", "")
+        subscription = attrs.get("CloudPubSubDeadLetterSourceSubscription")
+        fields: dict[str, Any] = {
+            "message_id": envelope.message_id,
+            "source_subscription": subscription,
+            "delivery_attempts": int(count) if count.isascii() and count.isdigit() else None,
+            "action": None,
+            "pipeline": None,
+            "batch_id": None,
+            "task": None,
+            "attributes": attrs,
+            "data": envelope.data,
+        }
+        try:
+            message = messages.parse(envelope)
+            fields["action"] = _ACTION_NAMES.get(type(message), type(message).__name__)
+            for key in ("pipeline", "batch_id", "task"):
+                fields[key] = getattr(message, key, None)
+            what = "the message"
+        except BadMessage as exc:
+            what = f"a malformed message ({exc.reason})"
+        fields["reason"] = (
+            f"Pub/Sub dead-lettered {what} after {count or 'several'} failed deliveries"
+            f" on {subscription or 'the events subscription'}; the router's logs say why"
+        )
+        with self.db.begin() as conn:
+            new = store.record_dead_letter(conn, fields=fields, now=self.clock())
+        if new:
+            log.error(
+                "dead letter: %s",
+                fields["reason"],
+                extra={k: fields[k] for k in ("action", "pipeline", "batch_id", "task")},
+            )
+        return "dead-lettered"
+
+
+_ACTION_NAMES = {
+    messages.StartBatch: "start_batch",
+    messages.RunTask: "run_task",
+    messages.Sweep: "sweep",
+    messages.Rerun: "rerun",
+    messages.CancelBatch: "cancel_batch",
+    messages.ObjectFinalized: "object_finalize",
+}

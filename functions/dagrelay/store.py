@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Row
 
 from dagrelay.publisher import OutgoingMessage
 from dagrelay.queries import query
+from dagrelay.retry import RetryPolicy
 from dagrelay.states import TaskStatus
 
 
@@ -34,15 +35,42 @@ class Created:
 
 
 @dataclass(frozen=True)
-class Claim:
+class AttemptRef:
+    """One attempt of one task in one batch: what every write about it is fenced by."""
+
     log_id: int
     attempt: int
     pipeline: str
+    batch_id: str
     task_id: int
     task: str
+    timeout_s: int
+    policy: RetryPolicy
+
+
+def _ref(row: Row[Any], batch_id: str | None = None) -> AttemptRef:
+    return AttemptRef(
+        log_id=row.log_id,
+        attempt=row.attempt,
+        pipeline=row.pipeline,
+        batch_id=batch_id or row.batch_id,
+        task_id=row.task_id,
+        task=row.name,
+        timeout_s=row.timeout_s,
+        policy=RetryPolicy(
+            max_retries=row.max_retries,
+            delay_s=row.retry_delay_s,
+            backoff=row.retry_backoff,
+            max_delay_s=row.retry_max_delay_s,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Claim:
+    ref: AttemptRef
     handler: str
     params: Mapping[str, Any]
-    timeout_s: int
     batch_params: Mapping[str, Any]
     parent_outputs: Mapping[str, Any]
     lease_expires_at: datetime
@@ -80,6 +108,7 @@ def _created(rows: Sequence[Row[Any]]) -> Created:
                     payload=row.payload,
                     attributes=row.attributes,
                     outbox_id=row.outbox_id,
+                    available_at=getattr(row, "available_at", None),
                 )
             )
         else:
@@ -128,14 +157,9 @@ def claim(
     if row is None:
         return None
     return Claim(
-        log_id=row.log_id,
-        attempt=row.attempt,
-        pipeline=row.pipeline,
-        task_id=row.task_id,
-        task=row.name,
+        ref=_ref(row, batch_id),
         handler=row.handler,
         params=row.params,
-        timeout_s=row.timeout_s,
         batch_params=row.batch_params,
         parent_outputs=row.parent_outputs,
         lease_expires_at=row.lease_expires_at,
@@ -150,37 +174,60 @@ def task_state(conn: Connection, *, batch_id: str, task: str) -> TaskState | Non
     return TaskState(row.task_id, row.pipeline, status, row.attempt, row.batch_status)
 
 
+@dataclass(frozen=True)
+class Result:
+    """How an attempt ended, as it is written to task_log."""
+
+    status: TaskStatus  # SUCCESS, ERROR or RETRY
+    output: Mapping[str, Any] | None = None
+    error: str | None = None
+    traceback: str | None = None
+    next_attempt_at: datetime | None = None
+
+
 def finish_attempt(
     conn: Connection,
     *,
-    log_id: int,
-    attempt: int,
-    status: TaskStatus,
-    output: Mapping[str, Any] | None,
-    error: str | None,
+    ref: AttemptRef,
+    result: Result,
+    topic: str,
+    alerts_topic: str,
     now: datetime,
-) -> bool:
-    """PROCESSING -> status for this attempt. False: the row had moved on (not written)."""
-    row = conn.execute(
+) -> Created | None:
+    """PROCESSING -> result.status for this attempt, with its retry message or its alert.
+    None: the row had moved on (another attempt, a cancel): nothing was written."""
+    rows = conn.execute(
         query("finish_attempt"),
         {
-            "log_id": log_id,
-            "attempt": attempt,
-            "status": status.value,
-            "output": json.dumps(output) if output is not None else None,
-            "error": error,
+            "log_id": ref.log_id,
+            "attempt": ref.attempt,
+            "status": result.status.value,
+            "output": json.dumps(result.output) if result.output is not None else None,
+            "error": result.error,
+            "traceback": result.traceback,
+            "next_attempt_at": result.next_attempt_at,
+            "topic": topic,
+            "alerts_topic": alerts_topic,
             "now": now,
         },
-    ).one_or_none()
-    return row is not None
+    ).all()
+    created = _created(rows)
+    return created if created.tasks else None
 
 
 def advance_children(
-    conn: Connection, *, batch_id: str, finished: Sequence[Transition], topic: str, now: datetime
+    conn: Connection,
+    *,
+    pipeline: str,
+    batch_id: str,
+    finished: Sequence[Transition],
+    topic: str,
+    now: datetime,
 ) -> Created:
     rows = conn.execute(
         query("advance_children"),
         {
+            "pipeline": pipeline,
             "batch_id": batch_id,
             "parent_ids": [t.task_id for t in finished],
             "outcomes": [t.outcome.value for t in finished],
@@ -233,3 +280,57 @@ def lock_unpublished_outbox(
 ) -> list[OutgoingMessage]:
     rows = conn.execute(query("lock_unpublished_outbox"), {"cutoff": cutoff, "limit": limit}).all()
     return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
+
+
+def extend_lease(conn: Connection, ref: AttemptRef, now: datetime) -> datetime | None:
+    """The new lease expiry, or None if the attempt is no longer live."""
+    return conn.execute(
+        query("extend_lease"), {"log_id": ref.log_id, "attempt": ref.attempt, "now": now}
+    ).scalar_one_or_none()
+
+
+def expired_leases(conn: Connection, *, now: datetime, limit: int) -> list[AttemptRef]:
+    rows = conn.execute(query("expired_leases"), {"now": now, "limit": limit}).all()
+    return [_ref(row) for row in rows]
+
+
+def requeue_stale(
+    conn: Connection, *, cutoff: datetime, topic: str, now: datetime, limit: int
+) -> list[OutgoingMessage]:
+    rows = conn.execute(
+        query("requeue_stale"),
+        {"cutoff": cutoff, "topic": topic, "now": now, "limit": limit},
+    ).all()
+    return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
+
+
+def finish_idle_batches(
+    conn: Connection, *, cutoff: datetime, now: datetime
+) -> list[tuple[str, str, str]]:
+    rows = conn.execute(query("finish_idle_batches"), {"cutoff": cutoff, "now": now}).all()
+    return [(r.pipeline, r.batch_id, r.status) for r in rows]
+
+
+def cancel_batch(
+    conn: Connection, *, pipeline: str, batch_id: str, now: datetime
+) -> tuple[bool, int]:
+    """(whether the batch was RUNNING and is now CANCELLED, tasks cancelled)."""
+    row = conn.execute(
+        query("cancel_batch"), {"pipeline": pipeline, "batch_id": batch_id, "now": now}
+    ).one()
+    return bool(row.batches), int(row.tasks)
+
+
+def record_dead_letter(conn: Connection, *, fields: Mapping[str, Any], now: datetime) -> bool:
+    """Store a dead-lettered message once; False if it was already recorded."""
+    params = {**fields, "attributes": json.dumps(dict(fields["attributes"])), "now": now}
+    return conn.execute(query("record_dead_letter"), params).first() is not None
+
+
+def batch_dead_letters(
+    conn: Connection, batch_id: str, pipeline: str | None = None
+) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        query("batch_dead_letters"), {"batch_id": batch_id, "pipeline": pipeline}
+    ).mappings()
+    return [dict(r) for r in rows]

@@ -60,6 +60,8 @@ def call_params(function: str, **kwargs: Any) -> str:
     return json.dumps({"callable": f"{HELPERS}:{function}", "kwargs": kwargs})
 
 
+EVENTS_TOPIC = "dagrelay-events"  # the engine fixture's (tests/conftest.py)
+
 # -- driving a batch --------------------------------------------------------------------------
 
 
@@ -84,7 +86,8 @@ def drive(
     pending: list[RunTask] = []
     outcomes: list[tuple[str, RunOutcome]] = []
     while True:
-        pending += [as_run_task(m) for m in publisher.drain() for _ in range(copies)]
+        events = publisher.drain(EVENTS_TOPIC)
+        pending += [as_run_task(m) for m in events for _ in range(copies)]
         if not pending:
             return outcomes
         assert len(outcomes) < max_deliveries, "the batch does not converge"

@@ -12,6 +12,7 @@ from dagrelay.engine import RunOutcome, StartOutcome
 from dagrelay.errors import BadMessage
 from dagrelay.messages import RunTask, StartBatch
 from dagrelay.publisher import InMemoryPublisher
+from dagrelay.sweeper import DEFAULT_OLDER_THAN_S, Sweeper
 from tests.integration.helpers import (
     batch_status,
     call_params,
@@ -251,8 +252,9 @@ def test_failed_publish_stays_in_outbox_until_relayed(
     assert "pubsub is down" in scalar(db, "SELECT min(last_error) FROM outbox")
 
     publisher.fail_with = None
-    assert engine.relay_outbox() == 0  # younger than the default 30 s
-    assert engine.relay_outbox(older_than_s=0) == 2
+    sweeper = Sweeper(engine)
+    assert sweeper.relay_outbox(DEFAULT_OLDER_THAN_S) == 0  # younger than 30 s
+    assert sweeper.relay_outbox(older_than_s=0) == 2
     assert scalar(db, unpublished) == 0
     drive(engine, publisher)
     assert batch_status(db, "p", "b1") == "SUCCESS"

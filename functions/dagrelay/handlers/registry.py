@@ -33,6 +33,10 @@ class HandlerContext:
     params: Mapping[str, Any]
     batch_params: Mapping[str, Any] = field(default_factory=dict)
     parent_outputs: Mapping[str, Any] = field(default_factory=dict)
+    # Long handlers call heartbeat() to extend their lease (by the task's timeout_s); it
+    # returns False once the attempt is no longer live (its lease expired, the batch was
+    # cancelled), and the handler should stop.
+    heartbeat: Callable[[], bool] = field(default=lambda: True)
 
 
 Handler = Callable[[HandlerContext], Mapping[str, Any] | None]

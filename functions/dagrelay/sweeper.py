@@ -1,0 +1,114 @@
+"""The sweeper: the periodic repair of everything a crash, a lost message or a hung handler can
+leave behind (the ``sweep`` action, from Cloud Scheduler every minute; a loop locally).
+
+1. expired leases: the attempt is concluded as failed (retried or ERROR), fenced by attempt,
+   so the zombie's late result is rejected;
+2. outbox rows still unpublished (a crash after commit, a failed publish, a retry now due);
+3. NEW or due RETRY tasks whose message was lost: a new run_task message;
+4. RUNNING batches with nothing open: finished.
+Every step is idempotent; two sweeps at once take disjoint rows or write nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from dagrelay import store
+from dagrelay.engine import Engine, Failure
+from dagrelay.errors import LeaseExpired
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OLDER_THAN_S = 30  # a message younger than this may still be on its way
+BATCH_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    expired: int = 0
+    relayed: int = 0
+    requeued: int = 0
+    batches_finished: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.expired} expired leases, {self.relayed} relayed, "
+            f"{self.requeued} requeued, {self.batches_finished} batches finished"
+        )
+
+
+class Sweeper:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def sweep(self, older_than_s: int | None = None) -> SweepReport:
+        age = DEFAULT_OLDER_THAN_S if older_than_s is None else older_than_s
+        report = SweepReport(
+            expired=self.expire_leases(),
+            relayed=self.relay_outbox(age),
+            requeued=self.requeue_stale(age),
+        )
+        report = SweepReport(
+            report.expired, report.relayed, report.requeued, self.finish_idle_batches(age)
+        )
+        log.info("sweep: %s", report, extra={"action": "sweep"})
+        return report
+
+    def expire_leases(self) -> int:
+        engine = self.engine
+        with engine.db.begin() as conn:
+            expired = store.expired_leases(conn, now=engine.clock(), limit=BATCH_LIMIT)
+        for ref in expired:
+            exc = LeaseExpired(
+                f"lease expired (timeout_s={ref.timeout_s}): the worker died or the handler hung"
+            )
+            engine.conclude(ref, None, Failure(exc, f"LeaseExpired: {exc}", ""))
+        return len(expired)
+
+    def relay_outbox(self, older_than_s: int) -> int:
+        """Publish rows that have been due for ``older_than_s``; republishing is harmless."""
+        engine = self.engine
+        cutoff = engine.clock() - timedelta(seconds=older_than_s)
+        with engine.db.begin() as conn:  # rows stay locked while they are published
+            pending = store.lock_unpublished_outbox(conn, cutoff=cutoff, limit=BATCH_LIMIT)
+            if not pending:
+                return 0
+            results = engine.publisher.publish(pending)
+            sent = [m.outbox_id for m, r in zip(pending, results, strict=True) if r is None]
+            store.mark_published(conn, [i for i in sent if i is not None], engine.clock())
+        return len(sent)
+
+    def requeue_stale(self, older_than_s: int) -> int:
+        engine = self.engine
+        now = engine.clock()
+        with engine.db.begin() as conn:
+            messages = store.requeue_stale(
+                conn,
+                cutoff=now - timedelta(seconds=older_than_s),
+                topic=engine.events_topic,
+                now=now,
+                limit=BATCH_LIMIT,
+            )
+        if messages:
+            log.warning("requeued %d tasks whose message was lost", len(messages))
+        engine.publish(messages)
+        return len(messages)
+
+    def finish_idle_batches(self, older_than_s: int) -> int:
+        engine = self.engine
+        now = engine.clock()
+        with engine.db.begin() as conn:
+            finished = store.finish_idle_batches(
+                conn, cutoff=now - timedelta(seconds=older_than_s), now=now
+            )
+        for pipeline, batch_id, status in finished:
+            log.warning(
+                "sweep finished batch %s/%s: %s",
+                pipeline,
+                batch_id,
+                status,
+                extra={"action": "sweep", "pipeline": pipeline, "batch_id": batch_id},
+            )
+        return len(finished)
