@@ -88,5 +88,15 @@ def demo() -> None:
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command()
+def worker(
+    subscription: str = typer.Option("dagrelay-events-workers", help="Pull subscription."),
+) -> None:
+    """Pull worker sharing the router's code (the stack starts these with `workers=N`)."""
+    from local_emulator.worker import Worker  # noqa: PLC0415 - loads the router only here
+
+    Worker(subscription).run()
+
+
 if __name__ == "__main__":
     app()

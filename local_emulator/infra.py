@@ -12,6 +12,10 @@ from sqlalchemy import create_engine, make_url, text
 from dagrelay import migrate
 
 ACK_DEADLINE_S = 600  # above the longest handler run, or the emulator redelivers concurrently
+# The same values as terraform/ gives the real subscription.
+RETRY_MIN_BACKOFF_S = 1
+RETRY_MAX_BACKOFF_S = 60
+MAX_DELIVERY_ATTEMPTS = 5  # Pub/Sub's minimum
 
 
 def ensure_database(url: str) -> bool:
@@ -52,29 +56,39 @@ def ensure_topic(publisher: pubsub_v1.PublisherClient, project: str, topic: str)
     return path
 
 
-def ensure_push_subscription(project: str, topic: str, subscription: str, endpoint: str) -> str:
-    """Topic + push subscription with the retry policy Terraform gives the real one."""
+def ensure_subscription(
+    project: str,
+    topic: str,
+    subscription: str,
+    *,
+    push_endpoint: str | None = None,
+    dead_letter_topic: str | None = None,
+) -> str:
+    """A subscription with the retry and dead-letter policies Terraform gives the real one
+    (pull when no endpoint is given)."""
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
     try:
         topic_path = ensure_topic(publisher, project, topic)
         sub_path = subscriber.subscription_path(project, subscription)
-        request = {
+        request: dict[str, object] = {
             "name": sub_path,
             "topic": topic_path,
-            "push_config": {"push_endpoint": endpoint},
             "ack_deadline_seconds": ACK_DEADLINE_S,
             "retry_policy": {
-                "minimum_backoff": duration_pb2.Duration(seconds=1),
-                "maximum_backoff": duration_pb2.Duration(seconds=60),
+                "minimum_backoff": duration_pb2.Duration(seconds=RETRY_MIN_BACKOFF_S),
+                "maximum_backoff": duration_pb2.Duration(seconds=RETRY_MAX_BACKOFF_S),
             },
         }
-        try:
+        if push_endpoint:
+            request["push_config"] = {"push_endpoint": push_endpoint}
+        if dead_letter_topic:
+            request["dead_letter_policy"] = {
+                "dead_letter_topic": ensure_topic(publisher, project, dead_letter_topic),
+                "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
+            }
+        with contextlib.suppress(AlreadyExists):
             subscriber.create_subscription(request=request)
-        except AlreadyExists:
-            subscriber.modify_push_config(
-                subscription=sub_path, push_config={"push_endpoint": endpoint}
-            )
         return sub_path
     finally:
         subscriber.close()

@@ -172,3 +172,11 @@ def start_router(
     if not proc.alive():
         raise StackError(f"functions-framework exited:\n{proc.log_tail()}")
     return proc
+
+
+def start_worker(
+    env: Mapping[str, str], workdir: Path, subscription: str, n: int
+) -> ManagedProcess:
+    """A pull worker (``python -m local_emulator worker``) sharing the router's code."""
+    argv = [sys.executable, "-m", "local_emulator", "worker", "--subscription", subscription]
+    return _spawn(f"worker-{n}", argv, workdir / f"worker-{n}.log", env)

@@ -12,6 +12,7 @@ from types import TracebackType
 
 from local_emulator import infra, processes
 from local_emulator.processes import ManagedProcess, StackError
+from local_emulator.sweep import SweepLoop
 
 DEFAULT_DATABASE_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/dagrelay"
 STATE_DIR = processes.ROOT / ".local_stack"
@@ -27,6 +28,12 @@ class StackConfig:
     )
     events_topic: str = "dagrelay-events"
     subscription: str = "dagrelay-events-router"
+    alerts_topic: str = "dagrelay-alerts"
+    dead_letter_topic: str = "dagrelay-dead-letter"
+    sweep_interval_s: float = 5.0  # the local Cloud Scheduler; 0 turns it off
+    sweep_older_than_s: int = 10
+    workers: int = 0  # >0: N pull workers share the router code instead of push delivery
+    router_env: dict[str, str] = field(default_factory=dict)  # extra env (tests: crash points)
     emulator_host: str | None = None  # reuse a running emulator instead of starting one
     emulator_port: int = 0  # 0: pick a free port
     router_port: int = 0
@@ -43,6 +50,8 @@ class StackInfo:
     project_id: str
     events_topic: str
     subscription: str
+    alerts_topic: str
+    dead_letter_topic: str
     router_url: str
     status_url: str
     pids: dict[str, int]
@@ -54,6 +63,8 @@ class StackInfo:
             "DATABASE_URL": self.database_url,
             "DAGRELAY_PROJECT_ID": self.project_id,
             "DAGRELAY_EVENTS_TOPIC": self.events_topic,
+            "DAGRELAY_ALERTS_TOPIC": self.alerts_topic,
+            "DAGRELAY_DEAD_LETTER_TOPIC": self.dead_letter_topic,
         }
 
 
@@ -62,6 +73,9 @@ class Stack:
         self.config = config or StackConfig()
         self.processes: list[ManagedProcess] = []
         self.info: StackInfo | None = None
+        self.sweep_loop: SweepLoop | None = None
+        self.emulator: ManagedProcess | None = None
+        self.router_env: dict[str, str] = {}
 
     def __enter__(self) -> StackInfo:
         return self.start()
@@ -81,23 +95,32 @@ class Stack:
             infra.ensure_database(c.database_url)
             infra.upgrade_database(c.database_url)
             emulator_host = c.emulator_host or self._start_emulator()
-            env = {
+            os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host  # for this process's clients
+            self.router_env = {
                 **os.environ,
                 "PUBSUB_EMULATOR_HOST": emulator_host,
                 "DATABASE_URL": c.database_url,
                 "DAGRELAY_PROJECT_ID": c.project_id,
                 "DAGRELAY_EVENTS_TOPIC": c.events_topic,
+                "DAGRELAY_ALERTS_TOPIC": c.alerts_topic,
+                "DAGRELAY_DEAD_LETTER_TOPIC": c.dead_letter_topic,
                 "PYTHONUNBUFFERED": "1",
+                **c.router_env,
             }
             router_port = c.router_port or processes.free_port()
             status_port = c.status_port or processes.free_port()
-            self.processes.append(processes.start_router(router_port, env, c.workdir))
+            self.processes.append(processes.start_router(router_port, self.router_env, c.workdir))
             self.processes.append(
-                processes.start_router(status_port, env, c.workdir, target="status")
+                processes.start_router(status_port, self.router_env, c.workdir, target="status")
             )
-            os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host  # for this process's clients
-            endpoint = infra.push_endpoint(router_port, c.project_id, c.events_topic)
-            infra.ensure_push_subscription(c.project_id, c.events_topic, c.subscription, endpoint)
+            self.setup_pubsub(router_port)
+            self.processes += [
+                processes.start_worker(self.router_env, c.workdir, f"{c.subscription}", n)
+                for n in range(c.workers)
+            ]
+            if c.sweep_interval_s > 0:
+                self.sweep_loop = SweepLoop(c, c.sweep_interval_s)
+                self.sweep_loop.start()
         except BaseException:
             self.stop()
             raise
@@ -107,6 +130,8 @@ class Stack:
             project_id=c.project_id,
             events_topic=c.events_topic,
             subscription=c.subscription,
+            alerts_topic=c.alerts_topic,
+            dead_letter_topic=c.dead_letter_topic,
             router_url=f"http://127.0.0.1:{router_port}",
             status_url=f"http://127.0.0.1:{status_port}",
             pids={p.name: p.pid for p in self.processes},
@@ -114,15 +139,54 @@ class Stack:
         )
         return self.info
 
+    def setup_pubsub(self, router_port: int) -> None:
+        """Topics and subscriptions, as terraform/ creates them: events -> router (push, or
+        pull for the workers) with retry and dead-letter policies; dead letters -> router;
+        alerts kept on a pull subscription for inspection. Safe to repeat (after an emulator
+        restart, say)."""
+        c = self.config
+        events_push = (
+            None if c.workers else infra.push_endpoint(router_port, c.project_id, c.events_topic)
+        )
+        infra.ensure_subscription(
+            c.project_id,
+            c.events_topic,
+            c.subscription,
+            push_endpoint=events_push,
+            dead_letter_topic=c.dead_letter_topic,
+        )
+        infra.ensure_subscription(
+            c.project_id,
+            c.dead_letter_topic,
+            f"{c.dead_letter_topic}-router",
+            push_endpoint=infra.push_endpoint(router_port, c.project_id, c.dead_letter_topic),
+        )
+        infra.ensure_subscription(c.project_id, c.alerts_topic, f"{c.alerts_topic}-inbox")
+
     def _start_emulator(self) -> str:
         port = self.config.emulator_port or processes.free_port()
-        self.processes.append(
-            processes.start_pubsub_emulator(port, self.config.project_id, self.config.workdir)
+        self.emulator = processes.start_pubsub_emulator(
+            port, self.config.project_id, self.config.workdir
         )
+        self.processes.append(self.emulator)
+        self.config.emulator_port = port
         return f"127.0.0.1:{port}"
+
+    def restart_emulator(self) -> None:
+        """Kill the emulator (its in-memory messages are lost) and start a new one on the same
+        port with the same topology. Only for a stack that started its own emulator."""
+        if self.emulator is None or self.info is None:
+            raise StackError("this stack did not start the emulator it uses")
+        self.emulator.stop()
+        self.processes.remove(self.emulator)
+        self._start_emulator()
+        self.setup_pubsub(int(self.info.router_url.rsplit(":", 1)[1]))
 
     def stop(self) -> None:
         """Stop what this stack started, newest first."""
+        if self.sweep_loop is not None:
+            self.sweep_loop.stop()
+            self.sweep_loop = None
         while self.processes:
             self.processes.pop().stop()
 
