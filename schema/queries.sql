@@ -481,7 +481,7 @@ ON CONFLICT (message_id) DO NOTHING
 RETURNING dead_letter_id;
 
 -- name: batch_dead_letters
-SELECT received_at, action, task, delivery_attempts, source_subscription, reason
+SELECT received_at, action, pipeline, task, delivery_attempts, source_subscription, reason
 FROM dead_letters
 WHERE batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR pipeline = :pipeline)
 ORDER BY received_at;

@@ -282,6 +282,8 @@ def status(
     console = Console()
     for batch in report:
         console.print(batch_table(batch))
+        if batch["dead_letters"]:
+            console.print(dead_letter_table(batch["dead_letters"]))
 
 
 def _json_default(value: Any) -> str:
@@ -305,14 +307,36 @@ def batch_table(batch: Mapping[str, Any]) -> Table:
             _status(task["status"]),
             str(task["attempt"]),
             _time(task["started_at"], "%H:%M:%S"),
-            "" if task["duration_s"] is None else f"{task['duration_s']:.1f}s",
+            _duration(task["duration_s"]),
             Text(_problem(task)),
+        )
+    return table
+
+
+def dead_letter_table(letters: list[Mapping[str, Any]]) -> Table:
+    """Messages Pub/Sub gave up delivering for this batch (the dead_letters table)."""
+    table = Table(title=Text("dead letters", style="bold red"), title_justify="left")
+    for column in ("received", "action", "task", "deliveries", "reason"):
+        table.add_column(column, overflow="fold")
+    for letter in letters:
+        table.add_row(
+            _time(letter["received_at"], "%H:%M:%S"),
+            letter["action"] or "",
+            letter["task"] or "",
+            str(letter["delivery_attempts"] or ""),
+            letter["reason"],
         )
     return table
 
 
 def _status(value: str) -> Text:
     return Text(value, style=STATUS_STYLES.get(value, ""))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 def _time(value: datetime | None, layout: str = "%Y-%m-%d %H:%M:%S %Z") -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from dagrelay import store
 from dagrelay.db import get_engine
 from dagrelay.queries import query
 
@@ -26,12 +27,14 @@ def batch_report(
         .mappings()
         .all()
     )
+    dead = store.batch_dead_letters(conn, batch_id, pipeline)
     report = []
     for batch in batches:
         rows = [dict(t) for t in tasks if t["pipeline"] == batch["pipeline"]]
         for row in rows:
             row["duration_s"] = _duration(row["started_at"], row["finished_at"])
-        report.append({**dict(batch), "tasks": rows})
+        letters = [d for d in dead if d.get("pipeline") in (None, batch["pipeline"])]
+        report.append({**dict(batch), "tasks": rows, "dead_letters": letters})
     return report
 
 

@@ -245,6 +245,31 @@ def test_status_shows_the_root_cause(
     assert "upstream: bad failed" in result.stdout
 
 
+def test_status_lists_the_batch_dead_letters(
+    run: Run, db: Engine, engine: DagEngine, publisher: InMemoryPublisher
+) -> None:
+    run_batch(db, engine, publisher, "2024-03")
+    with db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO dead_letters (message_id, action, pipeline, batch_id, task, "
+                "delivery_attempts, reason) VALUES ('m-1', 'run_task', 'monthly_profit', "
+                "'2024-03', 'load_sales', 5, 'dead-lettered after 5 failed deliveries')"
+            )
+        )
+
+    result = run("status", "2024-03", COLUMNS="200")
+    as_json = run("status", "2024-03", "--json", COLUMNS="200")
+
+    assert result.exit_code == 0, result.output
+    assert "dead letters" in result.stdout
+    assert "dead-lettered after 5 failed deliveries" in result.stdout
+    (batch,) = json.loads(as_json.stdout)["batches"]
+    assert [(d["task"], d["delivery_attempts"]) for d in batch["dead_letters"]] == [
+        ("load_sales", 5)
+    ]
+
+
 def test_status_of_an_unknown_batch(run: Run) -> None:
     result = run("status", "nope", "--pipeline", "p")
     assert (result.exit_code, result.stderr) == (1, "error: no batch 'nope' in pipeline 'p'\n")
