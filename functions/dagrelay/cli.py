@@ -32,7 +32,7 @@ from rich.text import Text
 from sqlalchemy import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
-from dagrelay import messages, migrate, pipelines
+from dagrelay import messages, migrate, packaging, pipelines
 from dagrelay.config import get_settings
 from dagrelay.db import database_error, get_engine
 from dagrelay.errors import BadMessage, DagrelayError, PipelineError
@@ -107,6 +107,19 @@ def db_upgrade(
     engine = get_engine()
     migrate.upgrade(engine, revision)
     typer.echo(f"database at revision {migrate.current(engine) or 'base'}")
+
+
+@app.command("build-function")
+@reports_errors
+def build_function(
+    out: Annotated[Path, typer.Option(help="Where to write the zip.")] = Path(
+        "dist/function-source.zip"
+    ),
+) -> None:
+    """Build the Cloud Function source archive (main.py, the package, named SQL, message
+    schemas, pinned requirements.txt) for Terraform or `gcloud functions deploy`."""
+    path = packaging.build_archive(out)
+    typer.echo(f"{path} ({path.stat().st_size} bytes)")
 
 
 # -- pipeline ------------------------------------------------------------------------------------
