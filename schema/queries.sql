@@ -113,15 +113,28 @@ WHERE t.name = :task;
 -- PROCESSING -> SUCCESS | ERROR | RETRY, fenced by attempt so a late write from an older attempt
 -- (a zombie whose lease expired) is rejected; closes the attempt's history row. A RETRY writes
 -- its run_task message, held in the outbox until next_attempt_at; an ERROR writes the one alert.
+-- A RETRY in a batch that is no longer RUNNING (cancelled meanwhile) is CANCELLED instead.
 -- No 'task' row back means the write did not land.
-WITH done AS (
+WITH running AS (
+    SELECT 1 FROM task_log tl
+    JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+    WHERE tl.log_id = :log_id AND b.status = 'RUNNING'
+),
+outcome AS (
+    SELECT CASE WHEN CAST(:status AS task_status) = 'RETRY' AND NOT EXISTS (SELECT 1 FROM running)
+                THEN 'CANCELLED' ELSE CAST(:status AS task_status) END AS status
+),
+done AS (
     UPDATE task_log
-    SET status = CAST(:status AS task_status),
-        finished_at = CASE WHEN :status = 'RETRY' THEN NULL ELSE CAST(:now AS timestamptz) END,
-        next_attempt_at = CAST(:next_attempt_at AS timestamptz), lease_expires_at = NULL,
+    SET status = o.status,
+        finished_at = CASE WHEN o.status = 'RETRY' THEN NULL ELSE CAST(:now AS timestamptz) END,
+        next_attempt_at = CASE WHEN o.status = 'RETRY'
+                               THEN CAST(:next_attempt_at AS timestamptz) END,
+        lease_expires_at = NULL,
         output = CAST(:output AS jsonb), error = :error
-    WHERE log_id = :log_id AND status = 'PROCESSING' AND attempt = :attempt
-    RETURNING log_id, task_id, pipeline, batch_id, status, attempt
+    FROM outcome o
+    WHERE log_id = :log_id AND task_log.status = 'PROCESSING' AND attempt = :attempt
+    RETURNING log_id, task_id, pipeline, batch_id, task_log.status, attempt
 ),
 closed AS (
     UPDATE task_attempts a
@@ -392,12 +405,14 @@ WHERE pipeline = :pipeline AND name = ANY (CAST(:names AS text[]))
 RETURNING name;
 
 -- name: extend_lease
--- Heartbeat of a long handler: push its lease out by timeout_s, only while its attempt is live.
+-- Heartbeat of a long handler: push its lease out by timeout_s, only while its attempt is live
+-- and its batch is still RUNNING (no row back: the handler should stop).
 UPDATE task_log tl
 SET lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => t.timeout_s)
-FROM tasks t
+FROM tasks t, batches b
 WHERE tl.log_id = :log_id AND tl.status = 'PROCESSING' AND tl.attempt = :attempt
   AND t.task_id = tl.task_id
+  AND b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id AND b.status = 'RUNNING'
 RETURNING tl.lease_expires_at;
 
 -- name: expired_leases

@@ -17,7 +17,7 @@ import logging
 import random
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -49,6 +49,7 @@ class RunOutcome(StrEnum):
     SUCCESS = "SUCCESS"
     RETRY = "RETRY"
     ERROR = "ERROR"
+    CANCELLED = "CANCELLED"  # failed while its batch was being cancelled: not retried
     IGNORED = "IGNORED"  # duplicate or late message: acknowledged, nothing done
 
 
@@ -236,7 +237,9 @@ class Engine:
                 )
                 if written is None:
                     return None
-                if result.status == TaskStatus.RETRY:
+                # The status written may differ from the one asked (RETRY -> CANCELLED).
+                result = replace(result, status=written.tasks[0].status)
+                if result.status in (TaskStatus.RETRY, TaskStatus.CANCELLED):
                     return result, written
                 root = ref.log_id if result.status == TaskStatus.ERROR else None
                 finished = [store.Transition(ref.task_id, result.status, root)]
@@ -254,7 +257,7 @@ class Engine:
         self._crash_point(CrashPoint.AFTER_COMMIT, ref.task)
         self.publish(created.messages)
         released = any(t.status == TaskStatus.NEW for t in created.tasks)
-        if result.status != TaskStatus.RETRY and not released:
+        if result.status not in (TaskStatus.RETRY, TaskStatus.CANCELLED) and not released:
             self.finish_batch(ref.pipeline, ref.batch_id)
         return RunOutcome(result.status.value)
 
@@ -377,5 +380,7 @@ def _log_result(result: store.Result, extra: Mapping[str, Any]) -> None:
             result.error,
             extra={**extra, "next_attempt_at": str(result.next_attempt_at)},
         )
+    elif result.status == TaskStatus.CANCELLED:
+        log.warning("task failed after its batch was cancelled; not retried", extra=extra)
     else:
         log.info("task succeeded", extra=extra)

@@ -64,7 +64,11 @@ class Sweeper:
             exc = LeaseExpired(
                 f"lease expired (timeout_s={ref.timeout_s}): the worker died or the handler hung"
             )
-            engine.conclude(ref, None, Failure(exc, f"LeaseExpired: {exc}", ""))
+            detail = (
+                f"LeaseExpired: attempt {ref.attempt} of {ref.task} in batch {ref.batch_id} "
+                f"gave no result within its lease; concluded by the sweeper at {engine.clock()}"
+            )
+            engine.conclude(ref, None, Failure(exc, f"LeaseExpired: {exc}", detail))
         return len(expired)
 
     def relay_outbox(self, older_than_s: int) -> int:
@@ -77,7 +81,12 @@ class Sweeper:
                 return 0
             results = engine.publisher.publish(pending)
             sent = [m.outbox_id for m, r in zip(pending, results, strict=True) if r is None]
+            failed = [(m.outbox_id, r) for m, r in zip(pending, results, strict=True) if r]
             store.mark_published(conn, [i for i in sent if i is not None], engine.clock())
+            if failed:
+                errors = "; ".join(sorted({repr(r) for _, r in failed}))
+                store.mark_publish_failed(conn, [i for i, _ in failed if i is not None], errors)
+                log.warning("relay: %d messages still not published: %s", len(failed), errors)
         return len(sent)
 
     def requeue_stale(self, older_than_s: int) -> int:

@@ -13,12 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import NullPool
 
 from dagrelay.engine import Engine as DagEngine
 from dagrelay.engine import RunOutcome
-from dagrelay.handlers.registry import HandlerContext
+from dagrelay.faults import CrashInjector, InjectedCrash
+from dagrelay.handlers.registry import HandlerContext, default_registry
 from dagrelay.messages import Envelope, RunTask, parse
 from dagrelay.publisher import InMemoryPublisher, OutgoingMessage
+from dagrelay.sweeper import Sweeper
 
 HELPERS = "tests.integration.helpers"
 
@@ -167,3 +170,162 @@ def disable(db: Engine, *names: str) -> None:
             text("UPDATE tasks SET enabled = false WHERE name = ANY(CAST(:n AS text[]))"),
             {"n": list(names)},
         )
+
+
+# -- reliability: fault-injection helpers (tests/integration/test_reliability_*.py) -----------
+
+_flaky_lock = threading.Lock()
+FLAKY: Counter[tuple[str, str]] = Counter()
+
+
+def flaky(context: HandlerContext, fails: int) -> dict[str, Any]:
+    """Fails the first ``fails`` calls for each (batch_id, task), then succeeds."""
+    with _flaky_lock:
+        FLAKY[(context.batch_id, context.task)] += 1
+        calls = FLAKY[(context.batch_id, context.task)]
+    if calls <= fails:
+        raise RuntimeError(f"flaky failure {calls} of {fails}")
+    return {"calls": calls}
+
+
+HOOKS: dict[str, Callable[[HandlerContext], Any]] = {}
+
+
+def call_hook(context: HandlerContext, hook: str) -> dict[str, Any]:
+    """Runs the test's own function registered in HOOKS (it can reach the engine, the clock,
+    the sweeper, events...) as the task's handler."""
+    return HOOKS[hook](context) or {}
+
+
+class Gate:
+    """A handler that signals it started, then blocks until the test releases it."""
+
+    def __init__(self, timeout_s: float = 30) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.timeout_s = timeout_s
+
+    def __call__(self, context: HandlerContext) -> dict[str, Any]:
+        self.entered.set()
+        assert self.release.wait(self.timeout_s), "the gate was never released"
+        return {"gated": context.task}
+
+
+EFFECTS_DDL = "CREATE TABLE effects (batch_id text, task text, attempt integer)"
+
+
+def record_effect(context: HandlerContext, db_url: str) -> dict[str, Any]:
+    """The task's side effect: one row in the test database's ``effects`` table, written on a
+    connection of its own (as a real handler writing elsewhere would)."""
+    engine = create_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO effects VALUES (:b, :t, :a)"),
+                {"b": context.batch_id, "t": context.task, "a": context.attempt},
+            )
+    finally:
+        engine.dispose()
+    return {"effect": context.attempt}
+
+
+CRASH = "CRASH"
+
+
+def drive_faulty(
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    *,
+    rng: random.Random | None = None,
+    copies: tuple[int, int] = (1, 1),
+    every: int = 0,
+    between: Callable[[], Any] | None = None,
+    max_deliveries: int = 10_000,
+) -> list[tuple[str, str]]:
+    """Like drive(), but a delivery that dies at an injected crash point is recorded as CRASH
+    (the instance died; the sweeper repairs), each message is delivered a number of times
+    drawn from ``copies``, and ``between()`` runs after every ``every`` deliveries."""
+    pending: list[RunTask] = []
+    outcomes: list[tuple[str, str]] = []
+    while True:
+        for message in publisher.drain(EVENTS_TOPIC):
+            n = rng.randint(*copies) if rng else copies[0]
+            pending += [as_run_task(message)] * n
+        if not pending:
+            return outcomes
+        assert len(outcomes) < max_deliveries, "the batch does not converge"
+        msg = pending.pop(rng.randrange(len(pending)) if rng else 0)
+        try:
+            outcomes.append((msg.task, engine.run_task(msg).value))
+        except InjectedCrash:
+            outcomes.append((msg.task, CRASH))
+        if every and between is not None and len(outcomes) % every == 0:
+            between()
+
+
+def settle(
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    clock: Callable[[float], Any],
+    batch: tuple[str, str],
+    *,
+    rounds: int = 10,
+    **drive_kwargs: Any,
+) -> list[tuple[str, str]]:
+    """drive_faulty() until nothing is left; while the batch is still RUNNING, let two minutes
+    pass (``clock`` advances the test's clock) and sweep with older_than_s=60, then drive again."""
+    outcomes = drive_faulty(engine, publisher, **drive_kwargs)
+    for _ in range(rounds):
+        if batch_status(engine.db, *batch) != "RUNNING":
+            return outcomes
+        clock(120)
+        Sweeper(engine).sweep(older_than_s=60)
+        outcomes += drive_faulty(engine, publisher, **drive_kwargs)
+    raise AssertionError(f"batch {batch} still RUNNING after {rounds} sweeps: {outcomes}")
+
+
+def set_task_columns(db: Engine, **columns: Any) -> None:
+    """UPDATE tasks SET <column> = <value>, ... for every task (retry policy, timeout_s)."""
+    assignments = ", ".join(f"{name} = :{name}" for name in columns)
+    with db.begin() as conn:
+        conn.execute(text(f"UPDATE tasks SET {assignments}"), columns)
+
+
+def make_engine(
+    db: Engine,
+    publisher: InMemoryPublisher,
+    clock: Callable[[], Any],
+    *,
+    seed: int = 1,
+    crashes: CrashInjector | None = None,
+) -> DagEngine:
+    """The engine fixture's twin with a seeded jitter rng and, optionally, armed crash points."""
+    default_registry.load_plugins([])
+    return DagEngine(
+        db,
+        publisher,
+        default_registry,
+        events_topic=EVENTS_TOPIC,
+        alerts_topic=ALERTS_TOPIC,
+        worker_id="test",
+        clock=clock,
+        rng=random.Random(seed),
+        crashes=crashes,
+    )
+
+
+ALERTS_TOPIC = "dagrelay-alerts"
+
+
+def outbox_rows(db: Engine, topic: str = EVENTS_TOPIC) -> list[dict[str, Any]]:
+    """The outbox rows of one topic, oldest first, with the task each run_task is for."""
+    with db.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT outbox_id, payload, payload->>'task' AS task, available_at, "
+                "published_at, publish_attempts, last_error FROM outbox "
+                "WHERE topic = :topic ORDER BY outbox_id"
+            ),
+            {"topic": topic},
+        ).mappings()
+        return [dict(r) for r in rows]
