@@ -75,7 +75,7 @@ class StatementCounter:
     def _on_execute(self, *args: Any) -> None:
         with self._lock:
             self.count += 1
-            self.statements.append(str(args[2]).split("\n", 1)[0][:80])
+            self.statements.append(str(args[2]))
 
     @contextmanager
     def attached(self, engine: Engine) -> Iterator[StatementCounter]:

@@ -31,7 +31,7 @@ from dagrelay.db import retry_transient
 from dagrelay.errors import BadMessage, NonRetryableError
 from dagrelay.faults import CrashInjector, CrashPoint
 from dagrelay.handlers.registry import HandlerContext, HandlerRegistry, check_output
-from dagrelay.messages import CancelBatch, RunTask, StartBatch
+from dagrelay.messages import CancelBatch, Rerun, RunTask, StartBatch
 from dagrelay.publisher import OutgoingMessage, Publisher
 from dagrelay.states import TaskStatus
 
@@ -143,6 +143,36 @@ class Engine:
         else:
             log.info("cancel ignored: the batch is not running", extra=extra)
         return cancelled
+
+    def rerun(self, msg: Rerun) -> int:
+        """Reset a task (and with ``downstream`` its descendants) in a batch and run it again;
+        their attempts stay in the history and the batch resumes. Refuses while any of them
+        is running. Returns how many task rows were reset."""
+        extra = {"action": "rerun", "batch_id": msg.batch_id, "task": msg.task}
+        now = self.clock()
+        with self.db.begin() as conn:
+            scope = store.rerun_scope(
+                conn, batch_id=msg.batch_id, task=msg.task, downstream=msg.downstream
+            )
+            target = _rerun_target(msg, scope)
+            reset = store.rerun_reset(
+                conn, batch_id=msg.batch_id, task_ids=[row.task_id for row in scope]
+            )
+            created = store.rerun_start(
+                conn,
+                pipeline=target.pipeline,
+                batch_id=msg.batch_id,
+                task_id=target.task_id,
+                topic=self.events_topic,
+                now=now,
+            )
+        log.warning(
+            "rerun: %d task rows reset, batch resumed",
+            reset,
+            extra={**extra, "pipeline": target.pipeline, "downstream": msg.downstream},
+        )
+        self.publish(created.messages)
+        return reset
 
     # -- run_task ------------------------------------------------------------------------------
 
@@ -347,6 +377,22 @@ class Engine:
     def _crash_point(self, point: CrashPoint, task: str) -> None:
         if self.crashes is not None:
             self.crashes.hit(point, task)
+
+
+def _rerun_target(msg: Rerun, scope: Sequence[store.ScopeRow]) -> store.ScopeRow:
+    """The row of the task to rerun, once it is clear the rerun can go ahead."""
+    target = next((row for row in scope if row.task == msg.task), None)
+    if target is None:
+        raise BadMessage(f"no batch {msg.batch_id!r} with a task {msg.task!r}")
+    if target.status is None:
+        raise BadMessage(f"task {msg.task!r} has not been started in batch {msg.batch_id!r}")
+    running = sorted(row.task for row in scope if row.status == TaskStatus.PROCESSING)
+    if running:
+        raise BadMessage(
+            f"cannot rerun while {', '.join(running)} {'is' if len(running) == 1 else 'are'} "
+            "running; wait for it or cancel the batch"
+        )
+    return target
 
 
 def _failure(exc: BaseException) -> Failure:

@@ -161,16 +161,25 @@ class TaskLog(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(TZ)
     error: Mapped[str | None] = mapped_column(Text)
     output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    root_cause_log_id: Mapped[int | None] = mapped_column(ForeignKey("task_log.log_id"))
+    root_cause_log_id: Mapped[int | None] = mapped_column(
+        ForeignKey("task_log.log_id", ondelete="SET NULL")
+    )
 
 
 class TaskAttempt(Base):
-    __tablename__ = "task_attempts"
+    """One attempt of a task in a batch; kept when a rerun replaces the task_log row."""
 
-    log_id: Mapped[int] = mapped_column(
-        ForeignKey("task_log.log_id", ondelete="CASCADE"), primary_key=True
+    __tablename__ = "task_attempts"
+    __table_args__ = (
+        UniqueConstraint("log_id", "attempt", name="task_attempts_log_attempt_key"),
+        Index("task_attempts_batch_task_idx", "batch_id", "task_id"),
     )
-    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+    attempt_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    log_id: Mapped[int | None] = mapped_column(ForeignKey("task_log.log_id", ondelete="SET NULL"))
+    batch_id: Mapped[str] = mapped_column(Text)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.task_id"))
+    attempt: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(TZ)
     finished_at: Mapped[datetime | None] = mapped_column(TZ)
     outcome: Mapped[TaskStatus | None] = mapped_column(TASK_STATUS)
@@ -230,7 +239,7 @@ class Outbox(Base):
     publish_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     available_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
-    log_id: Mapped[int | None] = mapped_column(ForeignKey("task_log.log_id", ondelete="CASCADE"))
+    log_id: Mapped[int | None] = mapped_column(ForeignKey("task_log.log_id", ondelete="SET NULL"))
 
 
 class RejectedMessage(Base):

@@ -19,8 +19,13 @@ def parse_queries(source: str) -> dict[str, str]:
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         if name in queries:
             raise ValueError(f"query {name!r} is defined twice")
-        queries[name] = body.strip().rstrip(";")
+        queries[name] = _without_comment_lines(body).strip().rstrip(";")
     return queries
+
+
+def _without_comment_lines(sql: str) -> str:
+    """Whole-line comments go: a ``:word`` in prose must not become a bind parameter."""
+    return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
 
 
 @cache

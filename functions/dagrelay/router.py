@@ -63,6 +63,8 @@ class Router:
                 return f"swept: {self.sweeper.sweep(message.older_than_s)}"
             case messages.CancelBatch():
                 return "cancelled" if self.engine.cancel_batch(message) else "not running"
+            case messages.Rerun():
+                return f"rerun: {self.engine.rerun(message)} rows reset"
             case messages.ObjectFinalized():
                 raise BadMessage(
                     f"no ingestion source is configured for gs://{message.bucket}/{message.name}"

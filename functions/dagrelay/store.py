@@ -334,3 +334,50 @@ def batch_dead_letters(
         query("batch_dead_letters"), {"batch_id": batch_id, "pipeline": pipeline}
     ).mappings()
     return [dict(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class ScopeRow:
+    task_id: int
+    task: str
+    pipeline: str
+    log_id: int | None
+    status: TaskStatus | None
+
+
+def rerun_scope(conn: Connection, *, batch_id: str, task: str, downstream: bool) -> list[ScopeRow]:
+    """The task and (optionally) its descendants with their rows; [] if no such batch/task.
+    Locks the batch row until the transaction ends."""
+    rows = conn.execute(
+        query("rerun_scope"), {"batch_id": batch_id, "task": task, "downstream": downstream}
+    ).all()
+    return [
+        ScopeRow(
+            r.task_id, r.name, r.pipeline, r.log_id, TaskStatus(r.status) if r.status else None
+        )
+        for r in rows
+    ]
+
+
+def rerun_reset(conn: Connection, *, batch_id: str, task_ids: Sequence[int]) -> int:
+    """Remove the rows being rerun and recount their children's fan-in; rows removed."""
+    params = {"batch_id": batch_id, "task_ids": list(task_ids)}
+    removed = len(conn.execute(query("rerun_remove_rows"), params).all())
+    conn.execute(query("rerun_recount_fanin"), params)
+    return removed
+
+
+def rerun_start(
+    conn: Connection, *, pipeline: str, batch_id: str, task_id: int, topic: str, now: datetime
+) -> Created:
+    rows = conn.execute(
+        query("rerun_start"),
+        {
+            "pipeline": pipeline,
+            "batch_id": batch_id,
+            "task_id": task_id,
+            "topic": topic,
+            "now": now,
+        },
+    ).all()
+    return _created(rows)

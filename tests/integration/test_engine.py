@@ -215,7 +215,7 @@ def test_attempt_history_is_written(
             text(
                 "SELECT t.name, a.attempt, a.outcome::text, a.worker, a.error, "
                 "a.started_at IS NOT NULL AND a.finished_at IS NOT NULL AS timed "
-                "FROM task_attempts a JOIN task_log tl USING (log_id) JOIN tasks t USING (task_id) "
+                "FROM task_attempts a JOIN tasks t ON t.task_id = a.task_id "
                 "ORDER BY t.name"
             )
         ).all()

@@ -44,8 +44,8 @@ def attempts(db: Engine, task: str) -> list[dict[str, object]]:
         rows = conn.execute(
             text(
                 "SELECT a.attempt, a.outcome::text AS outcome, a.error, a.traceback, a.worker, "
-                "a.started_at, a.finished_at FROM task_attempts a JOIN task_log USING (log_id) "
-                "JOIN tasks t USING (task_id) WHERE t.name = :t ORDER BY a.attempt"
+                "a.started_at, a.finished_at FROM task_attempts a "
+                "JOIN tasks t ON t.task_id = a.task_id WHERE t.name = :t ORDER BY a.attempt"
             ),
             {"t": task},
         ).mappings()

@@ -16,8 +16,13 @@ from dagrelay.resources import schema_dir
         pytest.param("-- name: one\nSELECT 1;\n", {"one": "SELECT 1"}, id="one query"),
         pytest.param(
             "-- header comment\n-- name: a\nSELECT 1;\n\n-- name: b\n-- what b does\nSELECT 2;\n",
-            {"a": "SELECT 1", "b": "-- what b does\nSELECT 2"},
-            id="two queries, comments kept, preamble dropped",
+            {"a": "SELECT 1", "b": "SELECT 2"},
+            id="two queries, comment lines and preamble dropped",
+        ),
+        pytest.param(
+            "-- name: c\n-- uses :word in prose\nSELECT :x -- inline stays\n",
+            {"c": "SELECT :x -- inline stays"},
+            id="a bind-like word in a comment line cannot become a parameter",
         ),
         pytest.param(
             "-- name: multi\nSELECT 1\nFROM t\nWHERE x = ';';\n",
