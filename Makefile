@@ -6,7 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest up down venv clean
+CHECKOV := .venv-checkov/.installed-stamp
+
+.PHONY: demo test lint typecheck pytest up down venv clean terraform-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +17,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# checkov lives in its own venv: its bc-python-hcl2 and python-hcl2 both install `hcl2`.
+$(CHECKOV):
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet checkov==3.3.30
+	touch $(CHECKOV)
 
 demo: $(STAMP)
 	$(BIN)/python -m local_emulator demo
@@ -35,7 +43,11 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+terraform-check: $(CHECKOV)
+	terraform fmt -check -recursive terraform
+	.venv-checkov/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet
+
+test: lint typecheck terraform-check pytest
 
 clean:
-	rm -rf $(VENV) .local_stack .mypy_cache .ruff_cache .pytest_cache test-artifacts
+	rm -rf $(VENV) .venv-checkov .local_stack .mypy_cache .ruff_cache .pytest_cache test-artifacts

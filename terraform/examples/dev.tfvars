@@ -1,0 +1,32 @@
+# A small development deployment. No secrets here: the database password is generated and kept in
+# Secret Manager. Use: terraform apply -var-file=examples/dev.tfvars
+project_id  = "my-dagrelay-dev"
+region      = "europe-west1"
+name_prefix = "dagrelay"
+
+# Cheapest Cloud SQL tier (shared core, no SLA): about 25 connections, so keep
+# router_max_instances * (db_pool_size + db_max_overflow) + status well below that.
+db_tier              = "db-f1-micro"
+db_availability_type = "ZONAL"
+router_max_instances = 4
+db_pool_size         = 2
+db_max_overflow      = 1
+
+# A throwaway project: let destroy remove everything.
+deletion_protection   = false
+force_destroy_buckets = true
+
+status_invokers = ["group:dagrelay-dev@example.com"]
+
+bigquery_datasets = ["staging", "reports"]
+
+scheduled_pipelines = {
+  monthly_profit = {
+    schedule  = "0 6 1 * *"
+    time_zone = "Europe/Brussels"
+    params    = { source = "scheduler" }
+    batch_id  = "scheduled"
+  }
+}
+
+# notification_channels = ["projects/my-dagrelay-dev/notificationChannels/1234567890"]

@@ -1,0 +1,197 @@
+# The two Cloud Functions (gen2): the event router (Pub/Sub push, pubsub.tf) and the status
+# function (HTTP). Both are built from one archive: `dagrelay build-function` zips main.py, the
+# dagrelay package, schema/ files and a pinned requirements.txt.
+
+locals {
+  # Settings of dagrelay.config.Settings, as DAGRELAY_<FIELD> (a unit test checks every name).
+  function_env = {
+    DAGRELAY_PROJECT_ID         = var.project_id
+    DAGRELAY_REGION             = var.region
+    DAGRELAY_EVENTS_TOPIC       = google_pubsub_topic.events.name
+    DAGRELAY_ALERTS_TOPIC       = google_pubsub_topic.alerts.name
+    DAGRELAY_DEAD_LETTER_TOPIC  = google_pubsub_topic.dead_letter.name
+    DAGRELAY_CLOUD_SQL_INSTANCE = google_sql_database_instance.main.connection_name
+    DAGRELAY_DB_NAME            = google_sql_database.dagrelay.name
+    DAGRELAY_DB_USER            = google_sql_user.dagrelay.name
+    DAGRELAY_DB_IP_TYPE         = "private"
+    DAGRELAY_DB_POOL_SIZE       = tostring(var.db_pool_size)
+    DAGRELAY_DB_MAX_OVERFLOW    = tostring(var.db_max_overflow)
+    DAGRELAY_HANDLER_MODULES    = jsonencode(var.handler_modules) # pydantic-settings reads lists as JSON
+  }
+}
+
+# -- Source ---------------------------------------------------------------------------------------
+
+resource "google_storage_bucket" "function_source" {
+  #checkov:skip=CKV_GCP_62:Holds only build artifacts (function zips); access is recorded by Cloud Audit Logs, and usage-log buckets are the legacy mechanism.
+  name     = local.source_bucket
+  location = var.region
+
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = true # only rebuildable zips live here
+
+  versioning {
+    enabled = true
+  }
+
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = 7
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# The md5 in the name: a new build is a new object, which changes the functions' source and
+# redeploys them; an unchanged build changes nothing.
+resource "google_storage_bucket_object" "function_source" {
+  name   = "function-source-${filemd5(var.function_source_archive)}.zip"
+  bucket = google_storage_bucket.function_source.name
+  source = var.function_source_archive
+}
+
+# -- Migrations (optional, see variables.tf run_migrations_on_apply and README.md) -------------------
+
+resource "terraform_data" "migrations" {
+  count = var.run_migrations_on_apply ? 1 : 0
+
+  # Re-run when a migration file changes or the instance is replaced.
+  triggers_replace = {
+    migrations = sha1(join(",", [for f in sort(fileset("${path.module}/../migrations", "**/*.py")) : filesha1("${path.module}/../migrations/${f}")]))
+    instance   = google_sql_database_instance.main.connection_name
+  }
+
+  provisioner "local-exec" {
+    command = "${path.module}/scripts/migrate.sh"
+    environment = {
+      DAGRELAY_PROJECT_ID         = var.project_id
+      DAGRELAY_CLOUD_SQL_INSTANCE = google_sql_database_instance.main.connection_name
+      DAGRELAY_DB_NAME            = google_sql_database.dagrelay.name
+      DAGRELAY_DB_USER            = google_sql_user.dagrelay.name
+      DAGRELAY_DB_IP_TYPE         = "private"
+      DB_PASSWORD_SECRET          = google_secret_manager_secret.db_password.secret_id
+    }
+  }
+
+  depends_on = [google_secret_manager_secret_version.db_password]
+}
+
+# -- Router ---------------------------------------------------------------------------------------
+
+resource "google_cloudfunctions2_function" "router" {
+  name        = local.router_function
+  location    = var.region
+  description = "dagrelay event router: Pub/Sub push from the events and dead-letter topics."
+
+  build_config {
+    runtime         = "python311"
+    entry_point     = "router"
+    service_account = google_service_account.builder.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.function_source.name
+        object = google_storage_bucket_object.function_source.name
+      }
+    }
+  }
+
+  # No event_trigger: the function is an HTTPS endpoint for the push subscriptions (pubsub.tf).
+  # main.router is decorated with @functions_framework.cloud_event, which makes the framework
+  # serve it as a CloudEvent function whatever the deployment's signature type, and convert the
+  # raw push envelope into a Pub/Sub CloudEvent.
+  service_config {
+    service_account_email            = google_service_account.router.email
+    timeout_seconds                  = var.router_timeout_s
+    available_memory                 = var.router_memory
+    min_instance_count               = 0
+    max_instance_count               = var.router_max_instances
+    max_instance_request_concurrency = 1
+    # Default ALLOW_INTERNAL_ONLY: Pub/Sub push counts as internal traffic for a service in the
+    # same project, so nothing from the internet reaches the router; every request also needs
+    # run.invoker, which only the push invoker holds.
+    ingress_settings               = var.router_ingress
+    all_traffic_on_latest_revision = true
+
+    vpc_connector                 = google_vpc_access_connector.functions.id
+    vpc_connector_egress_settings = "PRIVATE_RANGES_ONLY" # Cloud SQL's private IP; Google APIs directly
+
+    environment_variables = local.function_env
+
+    secret_environment_variables {
+      key        = "DAGRELAY_DB_PASSWORD"
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.db_password.secret_id
+      version    = "latest"
+    }
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    # The deploy checks that the runtime account can read the secret, and the build needs its grants.
+    google_secret_manager_secret_iam_member.router_db_password,
+    google_secret_manager_secret_version.db_password,
+    google_project_iam_member.builder,
+    google_storage_bucket_iam_member.builder_source,
+    # The schema must be migrated before new code handles messages.
+    terraform_data.migrations,
+  ]
+}
+
+# -- Status ---------------------------------------------------------------------------------------
+
+resource "google_cloudfunctions2_function" "status" {
+  #checkov:skip=CKV_GCP_124:Ingress is a variable (status_ingress, default ALLOW_ALL) so that operators with run.invoker can call it from outside the VPC; every request still needs an IAM identity token, and no binding makes it public. Set status_ingress = "ALLOW_INTERNAL_ONLY" to restrict it to the VPC.
+  name        = local.status_function
+  location    = var.region
+  description = "dagrelay batch status (JSON over HTTPS, IAM-authenticated)."
+
+  build_config {
+    runtime         = "python311"
+    entry_point     = "status"
+    service_account = google_service_account.builder.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.function_source.name
+        object = google_storage_bucket_object.function_source.name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.status.email
+    timeout_seconds                  = 60
+    available_memory                 = "256Mi"
+    min_instance_count               = 0
+    max_instance_count               = var.status_max_instances
+    max_instance_request_concurrency = 1
+    # Never public: there is no allUsers binding, so every request needs run.invoker (iam.tf).
+    ingress_settings               = var.status_ingress
+    all_traffic_on_latest_revision = true
+
+    vpc_connector                 = google_vpc_access_connector.functions.id
+    vpc_connector_egress_settings = "PRIVATE_RANGES_ONLY"
+
+    environment_variables = local.function_env
+
+    secret_environment_variables {
+      key        = "DAGRELAY_DB_PASSWORD"
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.db_password.secret_id
+      version    = "latest"
+    }
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    google_secret_manager_secret_iam_member.status_db_password,
+    google_secret_manager_secret_version.db_password,
+    google_project_iam_member.builder,
+    google_storage_bucket_iam_member.builder_source,
+    terraform_data.migrations,
+  ]
+}

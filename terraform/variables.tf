@@ -1,0 +1,462 @@
+# Inputs. Only project_id and region are required; everything else has a working default.
+# No variable holds a secret: the database password is generated (database.tf).
+
+# -- Where ----------------------------------------------------------------------------------------
+
+variable "project_id" {
+  description = "Google Cloud project id to deploy into (it must exist and have billing enabled)."
+  type        = string
+
+  validation {
+    # Project ids: 6-30 characters, lowercase letters, digits and hyphens, starting with a letter.
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a Google Cloud project id: 6-30 characters, lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen."
+  }
+}
+
+variable "region" {
+  description = "Region of Cloud SQL, the functions, the VPC connector, Cloud Scheduler and the buckets, e.g. europe-west1."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
+    error_message = "region must be a Google Cloud region such as europe-west1 or us-central1 (not a zone)."
+  }
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name (topics, functions, service accounts, buckets get the project id too). Short: service account ids are at most 30 characters."
+  type        = string
+  default     = "dagrelay"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,18}[a-z0-9]$", var.name_prefix))
+    error_message = "name_prefix must be 3-20 characters: lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen."
+  }
+}
+
+variable "labels" {
+  description = "Labels put on every resource that takes labels."
+  type        = map(string)
+  default     = { app = "dagrelay" }
+
+  validation {
+    condition = alltrue([
+      for k, v in var.labels : can(regex("^[a-z][a-z0-9_-]{0,62}$", k)) && can(regex("^[a-z0-9_-]{0,63}$", v))
+    ])
+    error_message = "labels: keys start with a lowercase letter; keys and values use lowercase letters, digits, _ and -, at most 63 characters."
+  }
+}
+
+# -- Function source ------------------------------------------------------------------------------
+
+variable "function_source_archive" {
+  description = "Path (relative to the directory terraform runs in) of the zip built by `dagrelay build-function --out dist/function-source.zip`. Its md5 is part of the uploaded object's name, so a new build redeploys both functions."
+  type        = string
+  default     = "../dist/function-source.zip"
+
+  validation {
+    condition     = endswith(var.function_source_archive, ".zip")
+    error_message = "function_source_archive must be the .zip made by `dagrelay build-function`."
+  }
+  validation {
+    condition     = fileexists(var.function_source_archive)
+    error_message = "function_source_archive does not exist: run `.venv/bin/dagrelay build-function --out dist/function-source.zip` in the repository root first."
+  }
+}
+
+variable "handler_modules" {
+  description = "Python modules the functions import at start to register user handlers (DAGRELAY_HANDLER_MODULES). They must be inside the source archive."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.handler_modules : can(regex("^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)*$", m))])
+    error_message = "handler_modules must be dotted Python module names."
+  }
+}
+
+# -- Functions ------------------------------------------------------------------------------------
+
+variable "router_max_instances" {
+  description = "Most router instances at once. Each holds up to db_pool_size + db_max_overflow database connections: keep the total under the Cloud SQL tier's connection limit (db-f1-micro: 25)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.router_max_instances >= 1 && var.router_max_instances <= 100
+    error_message = "router_max_instances must be between 1 and 100."
+  }
+}
+
+variable "router_memory" {
+  description = "Memory of a router instance (Cloud Run quantity, e.g. 512Mi, 1Gi)."
+  type        = string
+  default     = "512Mi"
+
+  validation {
+    condition     = can(regex("^[0-9]+(Mi|Gi)$", var.router_memory))
+    error_message = "router_memory must look like 512Mi or 1Gi."
+  }
+}
+
+variable "router_timeout_s" {
+  description = "Router request timeout in seconds. Stays below the subscription's ack deadline (600 s), or Pub/Sub redelivers a message that is still running."
+  type        = number
+  default     = 540
+
+  validation {
+    condition     = var.router_timeout_s >= 60 && var.router_timeout_s < 600
+    error_message = "router_timeout_s must be between 60 and 599 (the ack deadline is 600 s)."
+  }
+}
+
+variable "router_ingress" {
+  description = "Network ingress of the router. ALLOW_INTERNAL_ONLY: only same-project sources such as Pub/Sub push reach it (Cloud Run counts Pub/Sub as internal). ALLOW_ALL still requires IAM (run.invoker, held by the push invoker only)."
+  type        = string
+  default     = "ALLOW_INTERNAL_ONLY"
+
+  validation {
+    condition     = contains(["ALLOW_ALL", "ALLOW_INTERNAL_ONLY", "ALLOW_INTERNAL_AND_GCLB"], var.router_ingress)
+    error_message = "router_ingress must be ALLOW_ALL, ALLOW_INTERNAL_ONLY or ALLOW_INTERNAL_AND_GCLB."
+  }
+}
+
+variable "status_max_instances" {
+  description = "Most status-function instances at once."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.status_max_instances >= 1 && var.status_max_instances <= 20
+    error_message = "status_max_instances must be between 1 and 20."
+  }
+}
+
+variable "status_ingress" {
+  description = "Network ingress of the status function. It always requires IAM (roles/run.invoker); ALLOW_ALL lets an operator with that role call it from anywhere."
+  type        = string
+  default     = "ALLOW_ALL"
+
+  validation {
+    condition     = contains(["ALLOW_ALL", "ALLOW_INTERNAL_ONLY", "ALLOW_INTERNAL_AND_GCLB"], var.status_ingress)
+    error_message = "status_ingress must be ALLOW_ALL, ALLOW_INTERNAL_ONLY or ALLOW_INTERNAL_AND_GCLB."
+  }
+}
+
+variable "status_invokers" {
+  description = "Principals allowed to call the status function, e.g. [\"group:oncall@example.com\"]. Never public."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition = alltrue([
+      for m in var.status_invokers : can(regex("^(user|group|serviceAccount|domain):[^ ]+$", m))
+    ])
+    error_message = "status_invokers must be IAM principals (user:, group:, serviceAccount:, domain:); allUsers and allAuthenticatedUsers are refused."
+  }
+}
+
+variable "db_pool_size" {
+  description = "Database connections each function instance keeps (DAGRELAY_DB_POOL_SIZE)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.db_pool_size >= 1 && var.db_pool_size <= 50
+    error_message = "db_pool_size must be between 1 and 50 (dagrelay's own limit)."
+  }
+}
+
+variable "db_max_overflow" {
+  description = "Extra connections an instance may open under load (DAGRELAY_DB_MAX_OVERFLOW)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.db_max_overflow >= 0 && var.db_max_overflow <= 50
+    error_message = "db_max_overflow must be between 0 and 50."
+  }
+}
+
+# -- Network --------------------------------------------------------------------------------------
+
+variable "connector_cidr" {
+  description = "Unused /28 range for the Serverless VPC Access connector's subnet (the functions' path to Cloud SQL's private IP)."
+  type        = string
+  default     = "10.8.0.0/28"
+
+  validation {
+    condition     = can(cidrhost(var.connector_cidr, 0)) && endswith(var.connector_cidr, "/28")
+    error_message = "connector_cidr must be an IPv4 /28 range, e.g. 10.8.0.0/28."
+  }
+}
+
+variable "admin_cidr" {
+  description = "Range of the admin subnet, where a bastion VM runs the migrations (scripts/migrate.sh)."
+  type        = string
+  default     = "10.8.16.0/28"
+
+  validation {
+    condition     = can(cidrhost(var.admin_cidr, 0))
+    error_message = "admin_cidr must be an IPv4 range, e.g. 10.8.16.0/28."
+  }
+}
+
+variable "private_services_prefix_length" {
+  description = "Size of the range reserved for private services access (Cloud SQL's private IPs)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.private_services_prefix_length >= 16 && var.private_services_prefix_length <= 24
+    error_message = "private_services_prefix_length must be between 16 and 24."
+  }
+}
+
+variable "connector_machine_type" {
+  description = "Machine type of the VPC connector's instances (e2-micro is the cheapest)."
+  type        = string
+  default     = "e2-micro"
+
+  validation {
+    condition     = contains(["e2-micro", "f1-micro", "e2-standard-4"], var.connector_machine_type)
+    error_message = "connector_machine_type must be e2-micro, f1-micro or e2-standard-4."
+  }
+}
+
+# -- Cloud SQL ------------------------------------------------------------------------------------
+
+variable "db_tier" {
+  description = "Cloud SQL machine tier. db-f1-micro / db-g1-small are shared-core (no SLA, cheapest); db-custom-1-3840 and up for production."
+  type        = string
+  default     = "db-g1-small"
+
+  validation {
+    condition     = can(regex("^db-(f1-micro|g1-small|custom-[0-9]+-[0-9]+|perf-optimized-N-[0-9]+)$", var.db_tier))
+    error_message = "db_tier must be db-f1-micro, db-g1-small or db-custom-CPUS-MEMORY_MB."
+  }
+}
+
+variable "db_availability_type" {
+  description = "ZONAL (one zone) or REGIONAL (high availability, about twice the price)."
+  type        = string
+  default     = "ZONAL"
+
+  validation {
+    condition     = contains(["ZONAL", "REGIONAL"], var.db_availability_type)
+    error_message = "db_availability_type must be ZONAL or REGIONAL."
+  }
+}
+
+variable "db_disk_size_gb" {
+  description = "Initial SSD size in GB (it grows automatically)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.db_disk_size_gb >= 10
+    error_message = "db_disk_size_gb must be at least 10."
+  }
+}
+
+variable "db_name" {
+  description = "Name of the metadata database (DAGRELAY_DB_NAME)."
+  type        = string
+  default     = "dagrelay"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.db_name))
+    error_message = "db_name must be a lowercase PostgreSQL identifier (letters, digits, _), at most 63 characters."
+  }
+}
+
+variable "db_user" {
+  description = "Database user the functions and the migrations connect as (DAGRELAY_DB_USER)."
+  type        = string
+  default     = "dagrelay"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.db_user))
+    error_message = "db_user must be a lowercase PostgreSQL identifier (letters, digits, _), at most 63 characters."
+  }
+}
+
+variable "db_backup_start_time" {
+  description = "Start of the daily backup window, HH:MM in UTC."
+  type        = string
+  default     = "03:00"
+
+  validation {
+    condition     = can(regex("^([01][0-9]|2[0-3]):[0-5][0-9]$", var.db_backup_start_time))
+    error_message = "db_backup_start_time must be HH:MM (24 h, UTC)."
+  }
+}
+
+variable "db_retained_backups" {
+  description = "Automated backups kept."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.db_retained_backups >= 1 && var.db_retained_backups <= 365
+    error_message = "db_retained_backups must be between 1 and 365."
+  }
+}
+
+variable "db_transaction_log_retention_days" {
+  description = "Days of write-ahead log kept for point-in-time recovery (1-7 on the Enterprise edition)."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.db_transaction_log_retention_days >= 1 && var.db_transaction_log_retention_days <= 7
+    error_message = "db_transaction_log_retention_days must be between 1 and 7."
+  }
+}
+
+variable "deletion_protection" {
+  description = "Protects the Cloud SQL instance from deletion (both Terraform's guard and the Cloud SQL API's). Set false and apply before `terraform destroy`."
+  type        = bool
+  default     = true
+}
+
+variable "run_migrations_on_apply" {
+  description = "Run scripts/migrate.sh from `terraform apply`, between the database and the functions. Only where the machine running Terraform reaches Cloud SQL's private IP (a VM or CI runner inside the VPC); otherwise use the three-step deploy in README.md."
+  type        = bool
+  default     = false
+}
+
+# -- Storage and BigQuery ---------------------------------------------------------------------------
+
+variable "force_destroy_buckets" {
+  description = "Let `terraform destroy` delete buckets that still hold objects. Keep false outside throwaway projects."
+  type        = bool
+  default     = false
+}
+
+variable "inbox_retention_days" {
+  description = "Days an object stays in the inbox bucket before it is deleted (ingestion moves it to archive or rejected long before)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.inbox_retention_days >= 1
+    error_message = "inbox_retention_days must be at least 1."
+  }
+}
+
+variable "archive_coldline_after_days" {
+  description = "Days after which archived objects move to the COLDLINE storage class."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.archive_coldline_after_days >= 30
+    error_message = "archive_coldline_after_days must be at least 30 (NEARLINE/COLDLINE minimum storage durations)."
+  }
+}
+
+variable "rejected_retention_days" {
+  description = "Days a rejected file is kept for inspection before it is deleted."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.rejected_retention_days >= 1
+    error_message = "rejected_retention_days must be at least 1."
+  }
+}
+
+variable "noncurrent_version_retention_days" {
+  description = "Days an overwritten or deleted object version is kept (versioning is on for every bucket)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.noncurrent_version_retention_days >= 1
+    error_message = "noncurrent_version_retention_days must be at least 1."
+  }
+}
+
+variable "bigquery_datasets" {
+  description = "BigQuery datasets the pipelines write to; the router may edit data in these only."
+  type        = list(string)
+  default     = ["staging", "reports"]
+
+  validation {
+    condition     = length(var.bigquery_datasets) == length(distinct(var.bigquery_datasets)) && alltrue([for d in var.bigquery_datasets : can(regex("^[A-Za-z_][A-Za-z0-9_]{0,1023}$", d))])
+    error_message = "bigquery_datasets must be distinct dataset ids (letters, digits, _)."
+  }
+}
+
+variable "bigquery_location" {
+  description = "Location of the BigQuery datasets (EU, US or a region). Defaults to var.region."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.bigquery_location == null || can(regex("^(EU|US|[a-z]+-[a-z]+[0-9]+)$", coalesce(var.bigquery_location, "EU")))
+    error_message = "bigquery_location must be EU, US or a region such as europe-west1."
+  }
+}
+
+# -- Scheduling -----------------------------------------------------------------------------------
+
+variable "sweep_schedule" {
+  description = "Cron schedule of the sweep (expired leases, outbox relay, lost messages). Every minute by design."
+  type        = string
+  default     = "* * * * *"
+
+  validation {
+    condition     = length(split(" ", trimspace(var.sweep_schedule))) == 5
+    error_message = "sweep_schedule must be a five-field cron expression."
+  }
+}
+
+variable "scheduled_pipelines" {
+  description = <<-EOT
+    Pipelines started on a schedule: {pipeline = {schedule, time_zone, params, batch_id}}. Each gets a
+    Cloud Scheduler job that publishes a start_batch message to the events topic. A Scheduler
+    message is static: it cannot compute a date, so batch_id is the same on every run and dagrelay
+    treats a second start_batch with the same (pipeline, batch_id) as a duplicate. See README.md,
+    "Scheduled pipelines".
+  EOT
+  type = map(object({
+    schedule  = string
+    time_zone = optional(string, "Etc/UTC")
+    params    = optional(map(string), {})
+    batch_id  = optional(string, "scheduled")
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for p in keys(var.scheduled_pipelines) : can(regex("^[A-Za-z][A-Za-z0-9_.-]{0,127}$", p))])
+    error_message = "scheduled_pipelines keys must be pipeline names (^[A-Za-z][A-Za-z0-9_.-]{0,127}$)."
+  }
+  validation {
+    condition     = alltrue([for p in values(var.scheduled_pipelines) : can(regex("^[A-Za-z0-9][A-Za-z0-9_.:=+-]{0,127}$", p.batch_id))])
+    error_message = "scheduled_pipelines batch_id must match ^[A-Za-z0-9][A-Za-z0-9_.:=+-]{0,127}$ (the start_batch message schema)."
+  }
+  validation {
+    condition     = alltrue(flatten([for p in values(var.scheduled_pipelines) : [for k in keys(p.params) : can(regex("^[A-Za-z_][A-Za-z0-9_]*$", k))]]))
+    error_message = "scheduled_pipelines params keys must be identifiers (^[A-Za-z_][A-Za-z0-9_]*$)."
+  }
+  validation {
+    condition     = alltrue([for p in values(var.scheduled_pipelines) : length(split(" ", trimspace(p.schedule))) == 5])
+    error_message = "scheduled_pipelines schedule must be a five-field cron expression, e.g. \"0 6 * * *\"."
+  }
+}
+
+# -- Monitoring -----------------------------------------------------------------------------------
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel ids (projects/P/notificationChannels/N) the alert policies notify. Empty: incidents show in the console only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[0-9]+$", c))])
+    error_message = "notification_channels must be ids like projects/my-project/notificationChannels/1234567890."
+  }
+}

@@ -1,0 +1,442 @@
+"""terraform/ checked offline: every file parses (python-hcl2), and the wiring matches dagrelay —
+setting names, the router's delivery and dead-letter policy (the local stack's values), nothing
+public, Cloud SQL private only, least-privilege roles per service account, the function source.
+What Google's APIs would say about it needs a real `terraform plan` (README.md in terraform/)."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import re
+import tomllib
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dagrelay import cli, messages
+from dagrelay.config import Settings
+from dagrelay.packaging import build_archive
+from local_emulator import infra
+from tests.unit.terraform_helpers import (
+    REPO,
+    RESOURCE_REF,
+    TERRAFORM,
+    Config,
+    block,
+    load_config,
+    parse_file,
+    string_list,
+    walk,
+)
+
+CONCERNS = {
+    "versions.tf",
+    "variables.tf",
+    "outputs.tf",
+    "main.tf",
+    "network.tf",
+    "database.tf",
+    "pubsub.tf",
+    "functions.tf",
+    "iam.tf",
+    "scheduler.tf",
+    "storage.tf",
+    "bigquery.tf",
+    "monitoring.tf",
+}
+SETTING_NAMES = {f"DAGRELAY_{name.upper()}" for name in Settings.model_fields}
+PUBLIC = ("allUsers", "allAuthenticatedUsers")
+
+# Who may do what: (role, where). "project" is a project-level grant; anything else names the one
+# resource (or for_each family of resources) the grant is on.
+EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
+    "router": {
+        ("roles/pubsub.publisher", "google_pubsub_topic.events"),
+        ("roles/pubsub.publisher", "google_pubsub_topic.alerts"),
+        ("roles/cloudsql.client", "project"),
+        ("roles/bigquery.jobUser", "project"),
+        ("roles/bigquery.dataEditor", "google_bigquery_dataset.datasets"),
+        ("roles/storage.objectAdmin", "google_storage_bucket.data"),
+        ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.db_password"),
+    },
+    "status": {
+        ("roles/cloudsql.client", "project"),
+        ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.db_password"),
+    },
+    "push_invoker": {("roles/run.invoker", "google_cloudfunctions2_function.router")},
+    "builder": {
+        ("roles/logging.logWriter", "project"),
+        ("roles/artifactregistry.writer", "project"),
+        ("roles/storage.objectViewer", "google_storage_bucket.function_source"),
+    },
+    "pubsub service agent": {
+        ("roles/pubsub.publisher", "google_pubsub_topic.dead_letter"),
+        ("roles/pubsub.subscriber", "google_pubsub_subscription.router"),
+        ("roles/iam.serviceAccountTokenCreator", "google_service_account.push_invoker"),
+    },
+    "gcs service agent": {("roles/pubsub.publisher", "google_pubsub_topic.events")},
+    "var.status_invokers": {("roles/run.invoker", "google_cloudfunctions2_function.status")},
+}
+IAM_TARGETS = ("topic", "dataset_id", "bucket", "secret_id", "service", "subscription")
+
+
+@pytest.fixture(scope="module")
+def tf() -> Config:
+    return load_config()
+
+
+def test_one_file_per_concern_and_all_parse() -> None:
+    files = {p.name for p in TERRAFORM.glob("*.tf")}
+    assert files == CONCERNS
+    for path in [*TERRAFORM.glob("*.tf"), *TERRAFORM.glob("examples/*.tfvars")]:
+        assert parse_file(path), f"{path} parsed to nothing"
+
+
+def test_providers_are_pinned(tf: Config) -> None:
+    (terraform,) = tf.terraform
+    providers = block(terraform, "required_providers")
+    assert providers["google"]["version"].startswith("~> 6.")
+    assert providers["random"]["version"].startswith("~> 3.")
+    assert "google-beta" not in providers
+
+
+def test_every_dagrelay_variable_in_terraform_is_a_setting() -> None:
+    named = set()
+    for path in TERRAFORM.rglob("*"):
+        if path.suffix in {".tf", ".tfvars", ".sh"}:
+            named |= set(re.findall(r"\bDAGRELAY_[A-Z_]+\b", path.read_text(encoding="utf-8")))
+    # DAGRELAY itself (the command, in migrate.sh) is not a setting; every DAGRELAY_X is.
+    assert named, "no DAGRELAY_* settings found"
+    assert named <= SETTING_NAMES, f"not dagrelay settings: {sorted(named - SETTING_NAMES)}"
+
+
+@pytest.mark.parametrize("function", ["router", "status"])
+def test_function_environment_is_dagrelay_configuration(tf: Config, function: str) -> None:
+    service = block(tf.resource("google_cloudfunctions2_function", function), "service_config")
+    env = tf.resolve(service["environment_variables"])
+    secrets = {s["key"]: s for s in service["secret_environment_variables"]}
+    assert set(env) | set(secrets) <= SETTING_NAMES
+    needed = {
+        "DAGRELAY_PROJECT_ID",
+        "DAGRELAY_EVENTS_TOPIC",
+        "DAGRELAY_ALERTS_TOPIC",
+        "DAGRELAY_DEAD_LETTER_TOPIC",
+        "DAGRELAY_CLOUD_SQL_INSTANCE",
+        "DAGRELAY_DB_NAME",
+        "DAGRELAY_DB_USER",
+    }
+    assert needed <= set(env)
+    assert "DAGRELAY_DATABASE_URL" not in env  # the connector path, not a URL
+    assert env["DAGRELAY_DB_IP_TYPE"] == "private"
+    assert env["DAGRELAY_EVENTS_TOPIC"] == "${google_pubsub_topic.events.name}"
+    assert env["DAGRELAY_DEAD_LETTER_TOPIC"] == "${google_pubsub_topic.dead_letter.name}"
+    # The password is a Secret Manager reference, never a plain variable.
+    assert "DAGRELAY_DB_PASSWORD" not in env
+    secret_ref = "${google_secret_manager_secret.db_password.secret_id}"  # noqa: S105 - a reference
+    assert secrets["DAGRELAY_DB_PASSWORD"]["secret"] == secret_ref
+    assert service["vpc_connector"] == "${google_vpc_access_connector.functions.id}"
+    ingress = tf.resolve(service["ingress_settings"])
+    assert ingress == ("ALLOW_INTERNAL_ONLY" if function == "router" else "ALLOW_ALL")
+
+
+def _sample(tf: Config, expression: str) -> str:
+    """A value of the shape Terraform would give: literals as written, functions of variables
+    evaluated on the variable's default, resource attributes as placeholders."""
+    if match := re.fullmatch(r"\$\{(tostring|jsonencode)\(var\.(\w+)\)\}", expression):
+        function, name = match.groups()
+        default = tf.variables[name]["default"]
+        return str(default) if function == "tostring" else json.dumps(default)
+    if match := re.fullmatch(r"\$\{var\.(\w+)\}", expression):
+        return str(tf.variables[match.group(1)].get("default") or "my-project")
+    return "placeholder" if expression.startswith("${") else expression
+
+
+def test_function_environment_loads_as_settings(
+    tf: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = block(tf.resource("google_cloudfunctions2_function", "router"), "service_config")
+    for name in ("DATABASE_URL", "DAGRELAY_DATABASE_URL", "DAGRELAY_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    for key, value in tf.resolve(service["environment_variables"]).items():
+        monkeypatch.setenv(key, _sample(tf, value))
+    monkeypatch.setenv("DAGRELAY_DB_PASSWORD", "from-secret-manager")
+    settings = Settings()
+    assert settings.database_url is None
+    assert settings.cloud_sql_instance == "placeholder"
+    assert settings.db_ip_type == "private"
+    assert settings.db_pool_size == tf.variables["db_pool_size"]["default"]
+    assert settings.db_max_overflow == tf.variables["db_max_overflow"]["default"]
+    assert settings.handler_modules == []
+    assert settings.db_password is not None
+
+
+def _push_subscription(tf: Config, topic: str) -> dict[str, Any]:
+    found = [
+        body
+        for body in tf.resources["google_pubsub_subscription"].values()
+        if body["topic"] == f"${{google_pubsub_topic.{topic}.id}}" and "push_config" in body
+    ]
+    assert len(found) == 1, f"expected one push subscription on {topic}, found {len(found)}"
+    return found[0]
+
+
+@pytest.mark.parametrize("topic", ["events", "dead_letter"])
+def test_topics_are_pushed_to_the_router(tf: Config, topic: str) -> None:
+    sub = _push_subscription(tf, topic)
+    push = block(sub, "push_config")
+    assert tf.resolve("${local.router_uri}") == (
+        "${google_cloudfunctions2_function.router.service_config[0].uri}"
+    )
+    # functions-framework derives the CloudEvent source from /projects/<p>/topics/<t>; the router
+    # recognises dead letters by that source.
+    assert push["push_endpoint"] == (
+        f"${{local.router_uri}}/projects/${{var.project_id}}/topics/"
+        f"${{google_pubsub_topic.{topic}.name}}"
+    )
+    token = block(push, "oidc_token")
+    assert token["service_account_email"] == "${google_service_account.push_invoker.email}"
+    assert tf.resolve(sub["ack_deadline_seconds"]) == infra.ACK_DEADLINE_S
+    retry = block(sub, "retry_policy")
+    assert tf.resolve(retry["minimum_backoff"]) == f"{infra.RETRY_MIN_BACKOFF_S}s"
+    assert tf.resolve(retry["maximum_backoff"]) == f"{infra.RETRY_MAX_BACKOFF_S}s"
+    assert block(sub, "expiration_policy")["ttl"] == ""
+    assert "event_trigger" not in tf.resource("google_cloudfunctions2_function", "router")
+
+
+def test_events_subscription_dead_letters_like_the_local_stack(tf: Config) -> None:
+    policy = block(_push_subscription(tf, "events"), "dead_letter_policy")
+    assert policy["dead_letter_topic"] == "${google_pubsub_topic.dead_letter.id}"
+    assert tf.resolve(policy["max_delivery_attempts"]) == infra.MAX_DELIVERY_ATTEMPTS
+    # A dead letter is not dead-lettered again.
+    assert "dead_letter_policy" not in _push_subscription(tf, "dead_letter")
+
+
+def test_nothing_is_public(tf: Config) -> None:
+    for rtype, name, body in tf.iter_resources():
+        for value in walk(body):
+            assert not any(p in str(value) for p in PUBLIC), f"{rtype}.{name} is public"
+    for rtype in tf.resources:
+        assert not rtype.endswith(("_iam_binding", "_iam_policy")), f"authoritative IAM: {rtype}"
+    pattern = _validation_regex(tf, "status_invokers")
+    assert re.fullmatch(pattern, "group:oncall@example.com")
+    for principal in PUBLIC:
+        assert not re.fullmatch(pattern, principal)
+    for bucket in ("data", "function_source"):
+        body = tf.resource("google_storage_bucket", bucket)
+        assert body["public_access_prevention"] == "enforced"
+        assert body["uniform_bucket_level_access"] is True
+
+
+def test_cloud_sql_is_private_backed_up_and_protected(tf: Config) -> None:
+    instance = tf.resource("google_sql_database_instance", "main")
+    assert instance["database_version"] == "POSTGRES_15"
+    settings = block(instance, "settings")
+    ip = block(settings, "ip_configuration")
+    assert ip["ipv4_enabled"] is False
+    assert ip["private_network"] == "${google_compute_network.vpc.id}"
+    assert ip["ssl_mode"] == "ENCRYPTED_ONLY"
+    backups = block(settings, "backup_configuration")
+    assert backups["enabled"] is True
+    assert backups["point_in_time_recovery_enabled"] is True
+    assert instance["deletion_protection"] == "${var.deletion_protection}"
+    assert settings["deletion_protection_enabled"] == "${var.deletion_protection}"
+    assert tf.variables["deletion_protection"]["default"] is True
+    assert "${google_service_networking_connection.private_services}" in instance["depends_on"]
+    user = tf.resource("google_sql_user", "dagrelay")
+    version = tf.resource("google_secret_manager_secret_version", "db_password")
+    generated = "${random_password.db.result}"
+    assert user["password"] == version["secret_data"] == generated
+
+
+def _principal(body: dict[str, Any]) -> str:
+    member = body["member"]
+    if match := re.search(r"google_service_account\.([a-z0-9_]+)\.email", member):
+        return match.group(1)
+    if member == "${local.pubsub_agent}":
+        return "pubsub service agent"
+    if "google_storage_project_service_account" in member:
+        return "gcs service agent"
+    if member == "${each.value}":
+        return body["for_each"].removeprefix("${toset(").removesuffix(")}")
+    raise AssertionError(f"unexpected IAM member {member!r}")
+
+
+def _targets(rtype: str, body: dict[str, Any]) -> list[str]:
+    if rtype == "google_project_iam_member":
+        return ["project"]
+    if rtype == "google_service_account_iam_member":
+        expression = body["service_account_id"]
+    else:
+        expression = next(body[key] for key in IAM_TARGETS if key in body)
+    if "each.value" in expression:
+        for_each = body["for_each"]
+        expressions = list(for_each.values()) if isinstance(for_each, dict) else [for_each]
+    else:
+        expressions = [expression]
+    targets = []
+    for item in expressions:
+        match = RESOURCE_REF.search(item)
+        assert match, f"no resource reference in {item!r}"
+        targets.append(f"{match.group(1)}.{match.group(2)}")
+    return targets
+
+
+def _roles(body: dict[str, Any]) -> list[str]:
+    if body["role"] == "${each.value}":
+        return string_list(body["for_each"])
+    return [body["role"]]
+
+
+def test_each_principal_has_exactly_its_roles(tf: Config) -> None:
+    granted: dict[str, set[tuple[str, str]]] = {}
+    for rtype, _, body in tf.iter_resources():
+        if not rtype.endswith("_iam_member"):
+            continue
+        principal = _principal(body)
+        for role in _roles(body):
+            for target in _targets(rtype, body):
+                granted.setdefault(principal, set()).add((role, target))
+    assert granted == EXPECTED_ROLES
+    accounts = set(tf.resources["google_service_account"])
+    assert accounts == {"router", "status", "push_invoker", "builder"}
+    for function in ("router", "status"):
+        service = block(tf.resource("google_cloudfunctions2_function", function), "service_config")
+        assert service["service_account_email"] == (f"${{google_service_account.{function}.email}}")
+
+
+def test_function_source_is_the_built_archive(tf: Config, tmp_path: Path) -> None:
+    default = tf.variables["function_source_archive"]["default"]
+    assert default == "../dist/function-source.zip"
+    cli_default = inspect.signature(cli.build_function).parameters["out"].default
+    assert (TERRAFORM / default).resolve() == (REPO / cli_default).resolve()
+    source = tf.resource("google_storage_bucket_object", "function_source")
+    assert source["source"] == "${var.function_source_archive}"
+    assert "${filemd5(var.function_source_archive)}" in source["name"]
+    entry_points = _module_functions(REPO / "functions" / "main.py")
+    for function in ("router", "status"):
+        build = block(tf.resource("google_cloudfunctions2_function", function), "build_config")
+        assert build["runtime"] == "python311"
+        assert build["entry_point"] in entry_points
+        storage = block(block(build, "source"), "storage_source")
+        assert storage["object"] == "${google_storage_bucket_object.function_source.name}"
+
+    archive = build_archive(tmp_path / "function-source.zip")
+    with zipfile.ZipFile(archive) as zf:
+        names = set(zf.namelist())
+        requirements = zf.read("requirements.txt").decode().split()
+    assert {"main.py", "requirements.txt", "dagrelay/__init__.py"} <= names
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    runtime = pyproject["project"]["dependencies"]
+    assert sorted(requirements) == sorted(runtime)
+    assert all("==" in r for r in requirements)
+
+
+def _module_functions(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def test_scheduler_publishes_valid_messages_to_the_events_topic(tf: Config) -> None:
+    jobs = tf.resources["google_cloud_scheduler_job"]
+    sweep = block(jobs["sweep"], "pubsub_target")
+    assert sweep["topic_name"] == "${google_pubsub_topic.events.id}"
+    assert sweep["attributes"] == {"action": "sweep"}
+    assert sweep["data"] == '${base64encode(jsonencode({action = "sweep"}))}'
+    messages.validator("sweep").validate({"action": "sweep"})
+    assert tf.variables["sweep_schedule"]["default"] == "* * * * *"
+
+    start = block(jobs["pipeline"], "pubsub_target")
+    assert start["topic_name"] == "${google_pubsub_topic.events.id}"
+    assert start["attributes"] == {"action": "start_batch"}
+    fields = dict(re.findall(r"(\w+) = ([^,]+?)(?:, |\}\)\))", start["data"]))
+    assert fields["action"] == '"start_batch"'
+    assert fields["pipeline"] == "each.key"
+    assert fields["batch_id"] == "each.value.batch_id"
+    assert fields["params"] == "each.value.params"
+    assert set(fields) == {"action", "pipeline", "batch_id", "params", "triggered_by"}
+    # The message the dev example's job publishes is a valid start_batch.
+    dev = parse_file(TERRAFORM / "examples" / "dev.tfvars")
+    for pipeline, job in dev["scheduled_pipelines"].items():
+        message = {
+            "action": "start_batch",
+            "pipeline": pipeline,
+            "batch_id": job.get("batch_id", "scheduled"),
+            "params": job.get("params", {}),
+            "triggered_by": f"cloud-scheduler:dagrelay-start-{pipeline}",
+        }
+        messages.validator("start_batch").validate(message)
+
+    schema_path = REPO / "schema" / "messages" / "start_batch.schema.json"
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))["properties"]
+    variable = tf.variables["scheduled_pipelines"]
+    validations = " ".join(v["condition"] for v in variable["validation"])
+    assert schema["batch_id"]["pattern"] in validations
+    assert schema["pipeline"]["pattern"] in validations
+    assert re.fullmatch(schema["batch_id"]["pattern"], "scheduled")
+    assert 'time_zone = optional(string, "Etc/UTC")' in variable["type"]
+    assert "params = optional(map(string), {})" in variable["type"]
+
+
+def test_inbox_notifies_the_events_topic(tf: Config) -> None:
+    notification = tf.resource("google_storage_notification", "inbox")
+    assert notification["topic"] == "${google_pubsub_topic.events.id}"
+    assert notification["event_types"] == ["OBJECT_FINALIZE"]
+    assert notification["bucket"] == '${google_storage_bucket.data["inbox"].name}'
+    assert set(tf.resolve("${local.buckets}")) == {"inbox", "archive", "rejected"}
+    assert tf.variables["bigquery_datasets"]["default"] == ["staging", "reports"]
+
+
+def test_task_failure_alert_matches_the_router_log_line(tf: Config) -> None:
+    engine = (REPO / "functions" / "dagrelay" / "engine.py").read_text(encoding="utf-8")
+    assert '"alert": "task_failed"' in engine
+    metric = tf.resource("google_logging_metric", "task_failures")
+    assert metric["filter"] == '${local.router_logs} AND jsonPayload.alert="task_failed"'
+    router_logs = tf.locals["router_logs"]
+    assert '"severity>=ERROR"' in router_logs
+    assert "${local.router_function}" in router_logs
+    assert tf.locals["router_function"] == "${local.prefix}-router"
+    policy = tf.resource("google_monitoring_alert_policy", "task_failures")
+    assert policy["notification_channels"] == "${var.notification_channels}"
+    condition = block(block(policy, "conditions"), "condition_threshold")
+    assert "${google_logging_metric.task_failures.name}" in condition["filter"]
+
+
+def _validation_regex(tf: Config, variable: str) -> str:
+    (validation,) = tf.variables[variable]["validation"]
+    match = re.search(r'regex\("(.+?)", ', validation["condition"])
+    assert match, validation["condition"]
+    return match.group(1).replace("\\\\", "\\")
+
+
+@pytest.mark.parametrize(
+    ("variable", "good", "bad"),
+    [
+        ("project_id", "my-project-123", "My_Project"),
+        ("region", "europe-west1", "europe-west1-b"),
+        ("name_prefix", "dagrelay", "Dag-Relay-"),
+    ],
+)
+def test_key_variables_are_validated(tf: Config, variable: str, good: str, bad: str) -> None:
+    pattern = _validation_regex(tf, variable)
+    assert re.fullmatch(pattern, good)
+    assert not re.fullmatch(pattern, bad)
+
+
+def test_variables_and_outputs_are_typed_and_described(tf: Config) -> None:
+    for name, variable in tf.variables.items():
+        assert variable.get("description"), f"variable {name} has no description"
+        assert variable.get("type"), f"variable {name} has no type"
+    for name, output in tf.outputs.items():
+        assert output.get("description"), f"output {name} has no description"
+    required = {n for n, v in tf.variables.items() if "default" not in v}
+    assert required == {"project_id", "region"}
+
+
+def test_example_tfvars_hold_no_secrets() -> None:
+    for path in TERRAFORM.glob("examples/*.tfvars"):
+        values = parse_file(path)
+        assert "project_id" in values
+        assert not any(re.search("password|secret|token", key, re.I) for key in values), path
