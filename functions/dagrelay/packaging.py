@@ -12,7 +12,8 @@ from pathlib import Path
 from dagrelay.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent.parent
-SCHEMA_FILES = ("queries.sql", "messages/*.json")
+SCHEMA_FILES = ("*.sql", "messages/*.json")
+PACKAGE_SUFFIXES = {".py", ".typed", ".html", ".css", ".js", ".svg", ".json"}
 # Fixed timestamps make the archive byte-for-byte reproducible (Terraform hashes it).
 EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -31,7 +32,7 @@ def archive_members(repo: Path = REPO) -> dict[str, Path]:
     members = {"main.py": repo / "functions" / "main.py"}
     package = repo / "functions" / "dagrelay"
     for path in sorted(package.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix in {".py", ".typed"}:
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix in PACKAGE_SUFFIXES:
             members[f"dagrelay/{path.relative_to(package).as_posix()}"] = path
     for pattern in SCHEMA_FILES:
         for path in sorted((repo / "schema").glob(pattern)):

@@ -1,4 +1,8 @@
-"""The named SQL of ``schema/queries.sql``, parsed once into SQLAlchemy text clauses."""
+"""The named SQL of ``schema/*.sql``, parsed once into SQLAlchemy text clauses.
+
+``queries.sql`` holds every statement that changes state (the state machine); other files hold
+read-only views (``views.sql`` for the CLI, ``dashboard.sql`` for the dashboard). A name may be
+defined once across all of them."""
 
 from __future__ import annotations
 
@@ -30,8 +34,13 @@ def _without_comment_lines(sql: str) -> str:
 
 @cache
 def _all() -> dict[str, TextClause]:
-    source = (schema_dir() / "queries.sql").read_text(encoding="utf-8")
-    return {name: text(sql) for name, sql in parse_queries(source).items()}
+    queries: dict[str, TextClause] = {}
+    for path in sorted(schema_dir().glob("*.sql")):
+        for name, sql in parse_queries(path.read_text(encoding="utf-8")).items():
+            if name in queries:
+                raise ValueError(f"query {name!r} is defined twice ({path.name})")
+            queries[name] = text(sql)
+    return queries
 
 
 def query(name: str) -> TextClause:
