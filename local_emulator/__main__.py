@@ -40,6 +40,11 @@ def up() -> None:
         console.print("[bold green]dagrelay local stack is up[/]")
         for key, value in info.env().items():
             console.print(f"  export {key}={value}")
+        console.print("  # gcloud does not read PUBSUB_EMULATOR_HOST; for `gcloud pubsub ...`:")
+        console.print(
+            f"  export CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB=http://{info.pubsub_emulator_host}/"
+            " CLOUDSDK_AUTH_DISABLE_CREDENTIALS=true"
+        )
         console.print(f"  router:  {info.router_url}   status: {info.status_url}/?batch_id=...")
         console.print(f"  topic:   projects/{info.project_id}/topics/{info.events_topic}")
         console.print(f"  logs:    {info.log_dir}")
@@ -96,6 +101,18 @@ def worker(
     from local_emulator.worker import Worker  # noqa: PLC0415 - loads the router only here
 
     Worker(subscription).run()
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Reduced sizes: about a minute."),
+    out: str = typer.Option("bench-results.json", "--out", help="Where to write the JSON."),
+) -> None:
+    """Benchmark hop latency, throughput, fan-in/fan-out and a wide batch (issue #7)."""
+    from local_emulator import bench as bench_mod  # noqa: PLC0415 - loaded only for this command
+
+    ok = bench_mod.run(console, quick=quick, out=out)
+    raise typer.Exit(0 if ok else 1)
 
 
 if __name__ == "__main__":
