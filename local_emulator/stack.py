@@ -15,7 +15,8 @@ from local_emulator.processes import ManagedProcess, StackError
 from local_emulator.sweep import SweepLoop
 
 DEFAULT_DATABASE_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/dagrelay"
-STATE_DIR = processes.ROOT / ".local_stack"
+# Logs and the state file of `up`; DAGRELAY_LOCAL_STACK_DIR moves them (tests do).
+STATE_DIR = Path(os.environ.get("DAGRELAY_LOCAL_STACK_DIR", processes.ROOT / ".local_stack"))
 
 
 @dataclass
