@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 
 CHECKOV := .venv-checkov/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest up down venv clean terraform-check
+.PHONY: demo test lint typecheck pytest up down venv clean terraform-check bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ $(CHECKOV):
 
 demo: $(STAMP)
 	$(BIN)/python -m local_emulator demo
+
+# Benchmarks are not tests: a table on stdout and bench-results.json (see local_emulator/bench.py).
+bench: $(STAMP)
+	$(BIN)/python -m local_emulator bench
 
 up: $(STAMP)
 	$(BIN)/python -m local_emulator up

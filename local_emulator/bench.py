@@ -1,0 +1,220 @@
+"""``python -m local_emulator bench [--quick] [--out bench-results.json]`` (issue #7).
+
+Four benchmarks, each on a throwaway database of its own, everything it starts stopped:
+1. hop latency of a chain on the local stack (push, sweep off), with the floor measured in the
+   same run: emulator publish -> push to a trivial receiver, and one PostgreSQL round trip;
+2. engine throughput without transport (InMemoryPublisher), 1 and 4 worker processes;
+3. fan-in / fan-out cost of one completion, 10..10,000 parents/children, against a naive loop;
+4. wall time of a 1,000-task wide batch on the local stack with 4 pull workers.
+Medians and ratios are all measured in the same run; the targets are printed with pass/fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.table import Table
+
+from local_emulator import bench_engine, bench_fan, bench_stack
+from local_emulator.bench_db import median, ms, percentile, throwaway_database
+from local_emulator.processes import StackError
+
+T = TypeVar("T")
+FAN_SIZES = (10, 100, 1000, 10000)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    chain: int = 50
+    floor_samples: int = 50
+    pg_samples: int = 200
+    throughput_tasks: int = 2000
+    fan_reps: int = 5
+    naive_reps: int = 3
+    wide_tasks: int = 1000
+
+
+QUICK = Sizes(
+    chain=25, floor_samples=25, pg_samples=100, throughput_tasks=1000, fan_reps=2, naive_reps=1
+)
+
+
+def run(console: Console, *, quick: bool, out: str | Path) -> bool:
+    """Run every benchmark, print the table, write ``out``. False if a benchmark failed."""
+    sizes = QUICK if quick else Sizes()
+    started = time.monotonic()
+    try:
+        results = measure(console, sizes)
+    except StackError as exc:  # BenchError included: a benchmark did not do what it measures
+        console.print(f"[red]benchmark failed: {exc}")
+        return False
+    results["meta"] = {
+        "quick": quick,
+        "sizes": sizes.__dict__,
+        "cpus": os.cpu_count(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - started, 1),
+    }
+    results["targets"] = targets(results)
+    Path(out).write_text(json.dumps(results, indent=2) + "\n")
+    console.print(table(results))
+    console.print(f"written to {out} in {results['meta']['duration_s']}s")
+    return True
+
+
+def step(console: Console, what: str, work: Callable[[], T]) -> T:
+    started = time.monotonic()
+    with console.status(what):
+        result = work()
+    console.print(f"{what}: {time.monotonic() - started:.1f}s")
+    return result
+
+
+def measure(console: Console, sizes: Sizes) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with throwaway_database("hop") as url:
+        hop = step(
+            console,
+            f"1. hop latency ({sizes.chain}-task chain) and its floor",
+            lambda: bench_stack.hop_latency(
+                url, sizes.chain, sizes.floor_samples, sizes.pg_samples
+            ),
+        )
+    results |= hop_results(hop)
+    with throwaway_database("throughput") as url:
+        for workers in (1, 4):
+            results[f"completions_per_s_{workers}w"] = round(
+                step(
+                    console,
+                    f"2. throughput, {workers} worker(s), {sizes.throughput_tasks} tasks",
+                    lambda w=workers: bench_engine.throughput(url, sizes.throughput_tasks, w),
+                ),
+                1,
+            )
+    with throwaway_database("fan") as url:
+        fan = step(
+            console,
+            "3. fan-in / fan-out, 10..10,000",
+            lambda: bench_fan.scaling(url, FAN_SIZES, sizes.fan_reps, sizes.naive_reps),
+        )
+    results |= fan_results(fan)
+    with throwaway_database("wide") as url:
+        wall, inserted = step(
+            console,
+            f"4. wide batch, {sizes.wide_tasks} tasks, 4 pull workers",
+            lambda: bench_stack.wide_batch(url, sizes.wide_tasks, 4, 240),
+        )
+    results[f"wide_batch_{sizes.wide_tasks}_seconds"] = round(wall, 3)
+    results["wide_pipeline_insert_seconds"] = round(inserted, 3)  # 1,996 edges, guard on
+    return results
+
+
+def hop_results(hop: dict[str, list[float]]) -> dict[str, Any]:
+    hop_median = median(hop["hops_s"])
+    push_median = median(hop["push_s"])
+    return {
+        "hop_median_ms": ms(hop_median),
+        "hop_p90_ms": ms(percentile(hop["hops_s"], 90)),
+        "floor_push_median_ms": ms(push_median),
+        "floor_pg_roundtrip_ms": ms(median(hop["pg_s"])),
+        "engine_overhead_median_ms": ms(hop_median - push_median),
+        # Extra: the transport floor's spread, and claim -> finish inside each task (handler,
+        # finish_attempt, advance_children), which the push loop's ~100 ms tick can hide.
+        "floor_push_p90_ms": ms(percentile(hop["push_s"], 90)),
+        "task_claim_to_finish_median_ms": ms(median(hop["in_engine_s"])),
+        "hop_samples": len(hop["hops_s"]),
+    }
+
+
+def fan_results(fan: dict[str, dict[int, bench_fan.Cost]]) -> dict[str, Any]:
+    def by_size(kind: str, field: str) -> dict[str, Any]:
+        return {
+            str(size): round(getattr(cost, field), 6) if field == "seconds" else cost.statements
+            for size, cost in fan[kind].items()
+        }
+
+    ours, naive = fan["fanin"][1000].seconds, fan["naive"][1000].seconds
+    return {
+        "statements_per_completion": by_size("fanin", "statements"),
+        "fanin_seconds": by_size("fanin", "seconds"),
+        "naive_fanin_seconds": by_size("naive", "seconds"),
+        "naive_statements_per_completion": by_size("naive", "statements"),
+        "naive_over_ours_1000": round(naive / ours, 1),
+        "fanout_seconds": by_size("fanout", "seconds"),
+        "fanout_statements": by_size("fanout", "statements"),
+    }
+
+
+def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    statements = list(r["statements_per_completion"].values())
+    return {
+        "engine_overhead": {
+            "target": "engine overhead <= 10 ms median per hop",
+            "value": r["engine_overhead_median_ms"],
+            "pass": r["engine_overhead_median_ms"] <= 10,
+        },
+        "throughput_4w": {
+            "target": ">= 300 completions/s with 4 workers",
+            "value": r["completions_per_s_4w"],
+            "pass": r["completions_per_s_4w"] >= 300,
+        },
+        "constant_statements": {
+            "target": "statements per completion constant (<= 6) from 10 to 10,000 parents",
+            "value": statements,
+            "pass": len(set(statements)) == 1 and max(statements) <= 6,
+        },
+        "naive_over_ours": {
+            "target": "naive / ours at 1,000 parents >= 20",
+            "value": r["naive_over_ours_1000"],
+            "pass": r["naive_over_ours_1000"] >= 20,
+        },
+    }
+
+
+def table(r: dict[str, Any]) -> Table:
+    t = Table(title="dagrelay benchmark" + (" (quick)" if r["meta"]["quick"] else ""))
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    rows = [
+        ("hop latency median / p90", f"{r['hop_median_ms']:.1f} / {r['hop_p90_ms']:.1f} ms"),
+        ("floor: publish -> push median", f"{r['floor_push_median_ms']:.1f} ms"),
+        ("floor: PostgreSQL round trip", f"{r['floor_pg_roundtrip_ms']:.3f} ms"),
+        ("engine overhead per hop (median)", f"{r['engine_overhead_median_ms']:.1f} ms"),
+        ("task claim -> finish (median)", f"{r['task_claim_to_finish_median_ms']:.1f} ms"),
+        ("completions/s, 1 worker", f"{r['completions_per_s_1w']:.0f}"),
+        ("completions/s, 4 workers", f"{r['completions_per_s_4w']:.0f}"),
+    ]
+    rows += [
+        (f"fan-in {size} parents: ours / naive", _fanin_cell(r, size))
+        for size in r["fanin_seconds"]
+    ]
+    rows.append(("naive / ours at 1,000 parents", f"{r['naive_over_ours_1000']:.1f}x"))
+    rows += [
+        (f"fan-out {size} children", f"{sec * 1000:.1f} ms, {r['fanout_statements'][size]} stmts")
+        for size, sec in r["fanout_seconds"].items()
+    ]
+    wide = next(k for k in r if k.startswith("wide_batch_"))
+    rows.append((f"wide batch ({wide.split('_')[2]} tasks, 4 workers)", f"{r[wide]:.2f} s"))
+    for name, value in rows:
+        t.add_row(name, value)
+    for check in r["targets"].values():
+        verdict = "[green]PASS" if check["pass"] else "[red]FAIL"
+        t.add_row(f"target: {check['target']}", f"{verdict}[/] ({check['value']})")
+    return t
+
+
+def _fanin_cell(r: dict[str, Any], size: str) -> str:
+    ours = f"{r['fanin_seconds'][size] * 1000:.1f} ms, {r['statements_per_completion'][size]} stmts"
+    naive = (
+        f"{r['naive_fanin_seconds'][size] * 1000:.1f} ms, "
+        f"{r['naive_statements_per_completion'][size]} stmts"
+    )
+    return f"{ours} / {naive}"
