@@ -77,6 +77,7 @@ class Stack:
         self.sweep_loop: SweepLoop | None = None
         self.emulator: ManagedProcess | None = None
         self.router_env: dict[str, str] = {}
+        self._previous_env: dict[str, str | None] = {}  # restored by stop()
 
     def __enter__(self) -> StackInfo:
         return self.start()
@@ -96,6 +97,7 @@ class Stack:
             infra.ensure_database(c.database_url)
             infra.upgrade_database(c.database_url)
             emulator_host = c.emulator_host or self._start_emulator()
+            self._previous_env = {"PUBSUB_EMULATOR_HOST": os.environ.get("PUBSUB_EMULATOR_HOST")}
             os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host  # for this process's clients
             self.router_env = {
                 **os.environ,
@@ -190,6 +192,12 @@ class Stack:
             self.sweep_loop = None
         while self.processes:
             self.processes.pop().stop()
+        for key, value in self._previous_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._previous_env = {}
 
     def check_alive(self) -> None:
         for proc in self.processes:

@@ -88,10 +88,17 @@ class StatementCounter:
 
 def is_transient(exc: BaseException) -> bool:
     """A driver error another try may fix: the connection was lost or the server restarted.
-    Driver errors are translated here and nowhere else."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, OperationalError | InterfaceError)
+    Driver errors are translated here and nowhere else. pg8000 can surface a reset socket as a
+    bare ConnectionResetError (its first read is outside its own error wrapping), so OS-level
+    connection errors anywhere in the cause chain count too."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, OperationalError | InterfaceError | ConnectionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def retry_transient(

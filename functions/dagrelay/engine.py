@@ -343,10 +343,13 @@ class Engine:
         return store.Created(tasks, messages)
 
     def finish_batch(self, pipeline: str, batch_id: str) -> None:
-        with self.db.begin() as conn:
-            status = store.finish_batch(
-                conn, pipeline=pipeline, batch_id=batch_id, now=self.clock()
-            )
+        def transaction() -> str | None:
+            with self.db.begin() as conn:
+                return store.finish_batch(
+                    conn, pipeline=pipeline, batch_id=batch_id, now=self.clock()
+                )
+
+        status = retry_transient(transaction)  # a checked write: repeating it is harmless
         if status is not None:
             extra = {"action": "finish_batch", "pipeline": pipeline, "batch_id": batch_id}
             level = logging.ERROR if status == "FAILED" else logging.INFO
@@ -364,12 +367,16 @@ class Engine:
         results = self.publisher.publish(due)
         sent = [m.outbox_id for m, r in zip(due, results, strict=True) if r is None]
         failed = [(m.outbox_id, r) for m, r in zip(due, results, strict=True) if r]
-        with self.db.begin() as conn:
-            if sent:
-                store.mark_published(conn, [i for i in sent if i is not None], self.clock())
-            if failed:
-                errors = "; ".join(sorted({repr(r) for _, r in failed}))
-                store.mark_publish_failed(conn, [i for i, _ in failed if i is not None], errors)
+
+        def transaction() -> None:
+            with self.db.begin() as conn:
+                if sent:
+                    store.mark_published(conn, [i for i in sent if i is not None], self.clock())
+                if failed:
+                    errors = "; ".join(sorted({repr(r) for _, r in failed}))
+                    store.mark_publish_failed(conn, [i for i, _ in failed if i is not None], errors)
+
+        retry_transient(transaction)  # marking twice is harmless (WHERE published_at IS NULL)
         for outbox_id, exc in failed:
             log.warning("publish failed; left in outbox: %r", exc, extra={"outbox_id": outbox_id})
         return len(sent)
