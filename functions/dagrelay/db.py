@@ -8,9 +8,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, TypeVar
 
+import pg8000.legacy as pg8000_legacy
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -23,6 +24,7 @@ T = TypeVar("T")
 
 def create_db_engine(settings: Settings | None = None) -> Engine:
     settings = settings or get_settings()
+    memoise_pg8000_statement_rewrite()
     pool = {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
@@ -56,6 +58,32 @@ def _cloud_sql_engine(settings: Settings, pool: dict[str, Any]) -> Engine:
         )
 
     return create_engine("postgresql+pg8000://", creator=connect, **pool)
+
+
+def memoise_pg8000_statement_rewrite() -> None:
+    """pg8000 rewrites every statement's placeholders (``%s`` -> ``$n``) by scanning its text
+    character by character in Python on each execute: ~0.85 ms for advance_children, ~1.7 ms of
+    client CPU per task completion (profiled with pyinstrument; see the closing note of the
+    performance issue). For the "format" paramstyle SQLAlchemy uses, the rewrite depends on the
+    text alone, so it is computed once per distinct statement. Idempotent."""
+    original = pg8000_legacy.convert_paramstyle
+    if getattr(original, "memoised_by_dagrelay", False):
+        return
+
+    @lru_cache(maxsize=1024)
+    def rewrite(query: str) -> str:
+        statement: str = original("format", query, ())[0]
+        return statement
+
+    def convert_paramstyle(style: str, query: str, args: Any) -> tuple[str, Any]:
+        if style == "format":
+            return rewrite(query), args
+        result: tuple[str, Any] = original(style, query, args)
+        return result
+
+    convert_paramstyle.memoised_by_dagrelay = True  # type: ignore[attr-defined]
+    convert_paramstyle.original = original  # type: ignore[attr-defined]
+    pg8000_legacy.convert_paramstyle = convert_paramstyle
 
 
 @cache
