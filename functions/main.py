@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functions_framework
 from cloudevents.http import CloudEvent
-from flask import Request
+from flask import Request, Response
 
 from dagrelay.app import get_router
-from dagrelay.status import status_response
+from dagrelay.dashboard import app as dashboard
 
 
 @functions_framework.cloud_event
@@ -17,6 +17,7 @@ def router(cloud_event: CloudEvent) -> None:
 
 
 @functions_framework.http
-def status(request: Request) -> tuple[str, int, dict[str, str]]:
-    """HTTP (IAM-authenticated): JSON status of a batch, ``?batch_id=...[&pipeline=...]``."""
-    return status_response(request.args.get("batch_id"), request.args.get("pipeline"))
+def status(request: Request) -> Response:
+    """HTTP (IAM-authenticated), read-only: the dashboard and its JSON API (GET only); the
+    original JSON status of a batch stays at ``/?batch_id=...[&pipeline=...]``."""
+    return dashboard.handle(request)

@@ -16,35 +16,12 @@ from sqlalchemy import Engine, text
 from dagrelay import pipelines
 from local_emulator.processes import ROOT, wait_for
 from tests.dbtools import create_database, drop_database
+from tests.e2e.sql_pipelines import insert_with_sql
 
 pytestmark = pytest.mark.e2e
 
 Publish = Callable[..., str]
 WaitBatch = Callable[..., dict[str, Any]]
-
-
-def insert_with_sql(
-    db: Engine, pipeline: str, tasks: dict[str, tuple[str, str]], edges: list[tuple[str, str]]
-) -> None:
-    """What a user does by hand: INSERTs into tasks and task_dependencies (parent, child)."""
-    with db.begin() as conn:
-        for name, (handler, params) in tasks.items():
-            conn.execute(
-                text(
-                    "INSERT INTO tasks (name, pipeline, handler, params) "
-                    "VALUES (:n, :p, :h, CAST(:params AS jsonb))"
-                ),
-                {"n": name, "p": pipeline, "h": handler, "params": params},
-            )
-        for parent, child in edges:
-            conn.execute(
-                text(
-                    "INSERT INTO task_dependencies (child_task_id, parent_task_id) "
-                    "SELECT c.task_id, p.task_id FROM tasks c, tasks p "
-                    "WHERE c.name = :child AND p.name = :parent"
-                ),
-                {"child": child, "parent": parent},
-            )
 
 
 def statuses(report: dict[str, Any]) -> dict[str, str]:

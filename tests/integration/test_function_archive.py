@@ -38,6 +38,8 @@ def test_archive_holds_entry_point_package_schema_and_pinned_requirements(tmp_pa
     assert "dagrelay/engine.py" in names
     assert "schema/queries.sql" in names
     assert "schema/messages/run_task.schema.json" in names
+    assert "schema/openapi.json" in names
+    assert "dagrelay/dashboard/style.css" in names
     assert not [n for n in names if "__pycache__" in n or n.startswith("tests/")]
     requirements = zipfile.ZipFile(archive).read("requirements.txt").decode().split()
     assert requirements == runtime_requirements()
