@@ -502,16 +502,19 @@ WHERE batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR pipeline = :p
 ORDER BY received_at;
 
 -- name: rerun_scope
--- The task to rerun and (with :downstream) everything below it, with their rows in the batch.
+-- The tasks to rerun and (with downstream) everything below them, with their rows in the batch.
 -- The batch row is locked: completions (advance_children share-locks it) wait for the rerun.
 WITH RECURSIVE batch AS (
     SELECT b.pipeline, b.batch_id
-    FROM batches b JOIN tasks t ON t.pipeline = b.pipeline
-    WHERE b.batch_id = :batch_id AND t.name = :task
-    FOR UPDATE OF b
+    FROM batches b
+    WHERE b.batch_id = :batch_id
+      AND EXISTS (SELECT 1 FROM tasks t
+                  WHERE t.pipeline = b.pipeline AND t.name = ANY (CAST(:tasks AS text[])))
+    FOR UPDATE
 ),
 scope(task_id) AS (
-    SELECT t.task_id FROM tasks t JOIN batch b ON b.pipeline = t.pipeline WHERE t.name = :task
+    SELECT t.task_id FROM tasks t JOIN batch b ON b.pipeline = t.pipeline
+    WHERE t.name = ANY (CAST(:tasks AS text[]))
     UNION
     SELECT d.child_task_id
     FROM task_dependencies d JOIN scope s ON d.parent_task_id = s.task_id
@@ -579,3 +582,12 @@ UNION ALL
 SELECT 'message', NULL, NULL, NULL, NULL, m.outbox_id, m.topic, m.payload, m.attributes,
        m.available_at
 FROM messages m;
+
+-- name: descendants
+WITH RECURSIVE below(task_id) AS (
+    SELECT d.child_task_id FROM task_dependencies d
+    WHERE d.parent_task_id = ANY (CAST(:task_ids AS integer[]))
+    UNION
+    SELECT d.child_task_id FROM task_dependencies d JOIN below b ON d.parent_task_id = b.task_id
+)
+SELECT task_id FROM below;

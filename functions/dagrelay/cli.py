@@ -4,7 +4,9 @@
     dagrelay pipeline validate FILE.yaml
     dagrelay pipeline apply FILE.yaml [--prune] [--dry-run]
     dagrelay trigger PIPELINE BATCH_ID [--param k=v ...] [--start-task NAME]
-    dagrelay status BATCH_ID [--pipeline P] [--json]
+    dagrelay status [BATCH_ID] [--pipeline P] [--json] [--wait]
+    dagrelay validate | backfill | rerun | cancel | history | explain | pipeline export
+             (the operator's commands: dagrelay.cli_ops)
 
 Settings come from ``dagrelay.config`` (``DATABASE_URL``, ``DAGRELAY_PROJECT_ID``,
 ``DAGRELAY_EVENTS_TOPIC``, ...). A dagrelay error is one line per problem on stderr and exit
@@ -26,7 +28,6 @@ import typer
 from google.api_core.exceptions import GoogleAPIError
 from google.cloud import pubsub_v1
 from jsonschema.exceptions import best_match
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Connection
@@ -36,7 +37,6 @@ from dagrelay import messages, migrate, packaging, pipelines
 from dagrelay.config import get_settings
 from dagrelay.db import database_error, get_engine
 from dagrelay.errors import BadMessage, DagrelayError, PipelineError
-from dagrelay.status import batch_report
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -274,31 +274,6 @@ def publish(project_id: str, topic_id: str, message: Mapping[str, Any]) -> str:
 # -- status --------------------------------------------------------------------------------------
 
 
-@app.command()
-@reports_errors
-def status(
-    batch_id: Annotated[str, typer.Argument(help="The batch to show.")],
-    pipeline: Annotated[
-        str | None, typer.Option(help="Only this pipeline's batch of that id.")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-) -> None:
-    """Show a batch's tasks. Exit code 1 if there is no such batch."""
-    with get_engine().connect() as conn:
-        report = batch_report(conn, batch_id, pipeline)
-    if not report:
-        where = f" in pipeline {pipeline!r}" if pipeline else ""
-        _fail([f"no batch {batch_id!r}{where}"], 1)
-    if as_json:
-        typer.echo(json.dumps({"batches": report}, default=_json_default, indent=2))
-        return
-    console = Console()
-    for batch in report:
-        console.print(batch_table(batch))
-        if batch["dead_letters"]:
-            console.print(dead_letter_table(batch["dead_letters"]))
-
-
 def _json_default(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
@@ -368,3 +343,7 @@ def _problem(task: Mapping[str, Any]) -> str:
         return f"upstream: {task['root_cause_task']} failed"
     error = str(task["error"] or "")
     return error.splitlines()[0][:200] if error else ""
+
+
+# The operator's commands register themselves on ``app`` (they use the helpers above).
+from dagrelay import cli_ops  # noqa: E402, F401

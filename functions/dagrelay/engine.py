@@ -146,32 +146,41 @@ class Engine:
 
     def rerun(self, msg: Rerun) -> int:
         """Reset a task (and with ``downstream`` its descendants) in a batch and run it again;
-        their attempts stay in the history and the batch resumes. Refuses while any of them
-        is running. Returns how many task rows were reset."""
-        extra = {"action": "rerun", "batch_id": msg.batch_id, "task": msg.task}
+        their attempts stay in the history and the batch resumes. Returns rows reset."""
+        return self.rerun_tasks(msg.batch_id, [msg.task], msg.downstream, msg.pipeline)
+
+    def rerun_tasks(
+        self, batch_id: str, tasks: Sequence[str], downstream: bool, pipeline: str | None = None
+    ) -> int:
+        """Rerun several tasks of one batch in one transaction (no task starts before every
+        reset is committed). Refuses while any task in scope is running, or if a task has not
+        been started in the batch. A task below another one being rerun with its downstream is
+        not started on its own: its parent's completion decides it again."""
+        extra = {"action": "rerun", "batch_id": batch_id, "tasks": list(tasks)}
         now = self.clock()
         with self.db.begin() as conn:
-            scope = store.rerun_scope(
-                conn, batch_id=msg.batch_id, task=msg.task, downstream=msg.downstream
-            )
-            target = _rerun_target(msg, scope)
+            scope = store.rerun_scope(conn, batch_id=batch_id, tasks=tasks, downstream=downstream)
+            targets = _rerun_targets(batch_id, tasks, pipeline, scope)
             reset = store.rerun_reset(
-                conn, batch_id=msg.batch_id, task_ids=[row.task_id for row in scope]
+                conn, batch_id=batch_id, task_ids=[row.task_id for row in scope]
             )
-            created = store.rerun_start(
-                conn,
-                pipeline=target.pipeline,
-                batch_id=msg.batch_id,
-                task_id=target.task_id,
-                topic=self.events_topic,
-                now=now,
-            )
+            messages: list[OutgoingMessage] = []
+            for target in _topmost(targets, downstream, conn):
+                created = store.rerun_start(
+                    conn,
+                    pipeline=target.pipeline,
+                    batch_id=batch_id,
+                    task_id=target.task_id,
+                    topic=self.events_topic,
+                    now=now,
+                )
+                messages += created.messages
         log.warning(
             "rerun: %d task rows reset, batch resumed",
             reset,
-            extra={**extra, "pipeline": target.pipeline, "downstream": msg.downstream},
+            extra={**extra, "pipeline": targets[0].pipeline, "downstream": downstream},
         )
-        self.publish(created.messages)
+        self.publish(messages)
         return reset
 
     # -- run_task ------------------------------------------------------------------------------
@@ -386,20 +395,39 @@ class Engine:
             self.crashes.hit(point, task)
 
 
-def _rerun_target(msg: Rerun, scope: Sequence[store.ScopeRow]) -> store.ScopeRow:
-    """The row of the task to rerun, once it is clear the rerun can go ahead."""
-    target = next((row for row in scope if row.task == msg.task), None)
-    if target is None:
-        raise BadMessage(f"no batch {msg.batch_id!r} with a task {msg.task!r}")
-    if target.status is None:
-        raise BadMessage(f"task {msg.task!r} has not been started in batch {msg.batch_id!r}")
+def _rerun_targets(
+    batch_id: str, tasks: Sequence[str], pipeline: str | None, scope: Sequence[store.ScopeRow]
+) -> list[store.ScopeRow]:
+    """The rows of the tasks to rerun, once it is clear the rerun can go ahead."""
+    by_name = {row.task: row for row in scope}
+    targets: list[store.ScopeRow] = []
+    for task in tasks:
+        target = by_name.get(task)
+        if target is None or (pipeline is not None and target.pipeline != pipeline):
+            raise BadMessage(f"no batch {batch_id!r} with a task {task!r}")
+        if target.status is None:
+            raise BadMessage(f"task {task!r} has not been started in batch {batch_id!r}")
+        targets.append(target)
+    if len({t.pipeline for t in targets}) > 1:
+        raise BadMessage("a rerun's tasks must belong to one pipeline")
     running = sorted(row.task for row in scope if row.status == TaskStatus.PROCESSING)
     if running:
         raise BadMessage(
             f"cannot rerun while {', '.join(running)} {'is' if len(running) == 1 else 'are'} "
             "running; wait for it or cancel the batch"
         )
-    return target
+    return targets
+
+
+def _topmost(
+    targets: Sequence[store.ScopeRow], downstream: bool, conn: Connection
+) -> list[store.ScopeRow]:
+    """With downstream, a target that lies below another target is left to be decided by the
+    fan-in (started on its own, it would run before its reset parent)."""
+    if not downstream or len(targets) == 1:
+        return list(targets)
+    below = store.descendants(conn, [t.task_id for t in targets])
+    return [t for t in targets if t.task_id not in below]
 
 
 def _failure(exc: BaseException) -> Failure:

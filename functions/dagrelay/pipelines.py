@@ -3,16 +3,18 @@
 ``load_pipeline`` parses a file and checks it against ``schema/pipeline.schema.json``;
 ``validate`` checks the graph (``dagrelay.dag``) and each task's params against its handler;
 ``apply`` writes the rows a user would write by hand into ``tasks`` and ``task_dependencies``,
-in the caller's transaction, changing nothing when the database already matches the file.
+in the caller's transaction, changing nothing when the database already matches the file;
+``read_pipeline`` and ``export_yaml`` go back: rows -> spec -> the file that applies to them.
 Every problem is a ``PipelineError`` whose messages start with the file's name.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -392,3 +394,108 @@ def _refusal(exc: DBAPIError, spec: PipelineSpec) -> PipelineError | None:
     if code is None or not code.startswith("23"):
         return None
     return PipelineError([f"{spec.source}: the database refused the pipeline: {message}"])
+
+
+# -- export --------------------------------------------------------------------------------------
+
+
+def read_pipeline(conn: Connection, pipeline: str) -> PipelineSpec:
+    """The pipeline as its rows in ``tasks`` and ``task_dependencies`` define it (tasks in
+    ``topological_order``, parents by name). ``PipelineError`` if it has no tasks."""
+    rows = conn.execute(query("export_pipeline_tasks"), {"pipeline": pipeline}).mappings().all()
+    if not rows:
+        raise PipelineError([f"no pipeline {pipeline!r} in the database (it has no tasks)"])
+    edges = conn.execute(query("export_pipeline_edges"), {"pipeline": pipeline}).all()
+    parents: dict[str, list[str]] = {}
+    for edge in edges:
+        parents.setdefault(edge.child, []).append(edge.parent)
+    tasks = tuple(_task_from_row(dict(r), sorted(parents.get(r["name"], []))) for r in rows)
+    return topological_order(PipelineSpec(pipeline, tasks, source=f"database:{pipeline}"))
+
+
+def _task_from_row(row: Mapping[str, Any], parents: Sequence[str]) -> PipelineTask:
+    return PipelineTask(
+        name=row["name"],
+        handler=row["handler"],
+        params=dict(row["params"] or {}),
+        parents=tuple(parents),
+        trigger_rule=TriggerRule(row["trigger_rule"]),
+        max_retries=row["max_retries"],
+        retry_delay_s=row["retry_delay_s"],
+        retry_backoff=float(row["retry_backoff"]),
+        retry_max_delay_s=row["retry_max_delay_s"],
+        timeout_s=row["timeout_s"],
+        pool=row["pool"],
+        enabled=row["enabled"],
+    )
+
+
+def topological_order(spec: PipelineSpec) -> PipelineSpec:
+    """The same pipeline with its tasks parents-first, ties broken by name (the smallest ready
+    name comes next), and each task's parents sorted; tasks on a cycle come last, by name."""
+    by_name = {t.name: t for t in spec.tasks}
+    waiting = {t.name: len(set(t.parents) & by_name.keys()) for t in spec.tasks}
+    children: dict[str, list[str]] = {}
+    for parent, child in spec.edges():
+        children.setdefault(parent, []).append(child)
+    ready = [name for name, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        name = heapq.heappop(ready)
+        order.append(name)
+        for child in children.get(name, []):
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                heapq.heappush(ready, child)
+    order += sorted(set(by_name) - set(order))
+    tasks = tuple(
+        replace(by_name[name], parents=tuple(sorted(by_name[name].parents))) for name in order
+    )
+    return replace(spec, tasks=tasks)
+
+
+def export_yaml(spec: PipelineSpec) -> str:
+    """The pipeline file for ``spec``: tasks in ``topological_order``, each with its name,
+    handler, parents and params first, then only the fields that differ from their defaults
+    (descriptions are not stored, so not written). Exporting what applying this text wrote
+    gives this text again, byte for byte."""
+    ordered = topological_order(spec)
+    document = {"pipeline": spec.pipeline, "tasks": [_task_document(t) for t in ordered.tasks]}
+    return yaml.safe_dump(
+        document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
+    )
+
+
+def _task_document(task: PipelineTask) -> dict[str, Any]:
+    document: dict[str, Any] = {"name": task.name, "handler": task.handler}
+    if task.parents:
+        document["parents"] = list(task.parents)
+    if task.params:
+        document["params"] = _sorted_keys(task.params)
+    for spec_field in fields(PipelineTask):
+        if spec_field.name in ("name", "handler", "parents", "params", "description"):
+            continue
+        value = getattr(task, spec_field.name)
+        if spec_field.default is MISSING or value != spec_field.default:
+            document[spec_field.name] = _plain(spec_field.name, value)
+    return document
+
+
+def _plain(name: str, value: Any) -> Any:
+    """A field's value as YAML writes it: rules by name, the backoff always as a float (the
+    column is double precision: 3 reads back as 3.0)."""
+    if isinstance(value, TriggerRule):
+        return value.value
+    if name == "retry_backoff":
+        return float(value)
+    return value
+
+
+def _sorted_keys(value: Any) -> Any:
+    """JSON with every object's keys sorted (a stable text, whatever order they came in)."""
+    if isinstance(value, Mapping):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(item) for item in value]
+    return value

@@ -345,11 +345,14 @@ class ScopeRow:
     status: TaskStatus | None
 
 
-def rerun_scope(conn: Connection, *, batch_id: str, task: str, downstream: bool) -> list[ScopeRow]:
-    """The task and (optionally) its descendants with their rows; [] if no such batch/task.
+def rerun_scope(
+    conn: Connection, *, batch_id: str, tasks: Sequence[str], downstream: bool
+) -> list[ScopeRow]:
+    """The tasks and (optionally) their descendants with their rows; [] if no such batch/task.
     Locks the batch row until the transaction ends."""
     rows = conn.execute(
-        query("rerun_scope"), {"batch_id": batch_id, "task": task, "downstream": downstream}
+        query("rerun_scope"),
+        {"batch_id": batch_id, "tasks": list(tasks), "downstream": downstream},
     ).all()
     return [
         ScopeRow(
@@ -381,3 +384,9 @@ def rerun_start(
         },
     ).all()
     return _created(rows)
+
+
+def descendants(conn: Connection, task_ids: Sequence[int]) -> set[int]:
+    """Every task strictly below any of ``task_ids``."""
+    rows = conn.execute(query("descendants"), {"task_ids": list(task_ids)}).scalars()
+    return set(rows)

@@ -71,7 +71,7 @@ def assert_fanin_complete(db: Engine) -> None:
 
 @pytest.mark.parametrize("task", ["a", "b", "c"])
 @pytest.mark.parametrize("point", list(CrashPoint))
-def test_crash_at_each_point_loses_nothing_and_does_nothing_twice(  # noqa: PLR0917
+def test_crash_at_each_point_loses_nothing_and_does_nothing_twice(
     db: Engine,
     publisher: InMemoryPublisher,
     clock: FakeClock,

@@ -67,7 +67,7 @@ def test_claim_sets_the_lease(dag: DagEngine, db: Engine, clock: FakeClock) -> N
 
 
 @pytest.mark.parametrize(("retries", "concluded"), [(1, "RETRY"), (0, "ERROR")])
-def test_zombie_result_after_lease_expiry_is_rejected(  # noqa: PLR0917 - fixtures, params
+def test_zombie_result_after_lease_expiry_is_rejected(
     dag: DagEngine,
     db: Engine,
     clock: FakeClock,

@@ -186,7 +186,7 @@ def test_exhausted_retries_end_in_error_with_exactly_one_alert(
                      id="missing-callable"),
     ],
 )  # fmt: skip
-def test_non_retryable_errors_fail_at_once(  # noqa: PLR0917 - fixtures and parameters
+def test_non_retryable_errors_fail_at_once(
     db: Engine,
     publisher: InMemoryPublisher,
     clock: FakeClock,

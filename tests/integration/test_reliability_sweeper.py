@@ -110,7 +110,7 @@ def test_due_retry_whose_message_was_lost_is_requeued(
 @pytest.mark.parametrize(
     ("handler", "expected"), [("python.noop", "SUCCESS"), ("python.fail", "FAILED")]
 )
-def test_batch_left_running_with_nothing_open_is_finished(  # noqa: PLR0917 - fixtures, params
+def test_batch_left_running_with_nothing_open_is_finished(
     engine: DagEngine,
     publisher: InMemoryPublisher,
     clock: FakeClock,

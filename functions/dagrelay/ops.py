@@ -1,0 +1,283 @@
+"""Operating pipelines: backfill plans, what to rerun, a task's history, a failure's
+explanation. Pure functions over plain data (tested with tables of cases), and the read-only
+queries of ``schema/views.sql`` that feed them. Nothing here changes state: the CLI publishes
+messages or calls the engine for that."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection
+
+from dagrelay.errors import DagrelayError
+from dagrelay.queries import query
+
+MAX_BACKFILL_DAYS = 3660
+RUNNING = "RUNNING"
+REDO_STATUSES = frozenset({"ERROR", "UPSTREAM_FAILED", "CANCELLED"})
+
+# -- backfill ------------------------------------------------------------------------------------
+
+
+class Reprocess(StrEnum):
+    """Which dates that already have a batch a backfill runs again."""
+
+    NONE = "none"  # only dates with no batch
+    FAILED = "failed"  # also FAILED and CANCELLED batches
+    ALL = "all"  # also SUCCESS batches
+
+
+class Action(StrEnum):
+    START = "start"  # publish start_batch
+    RERUN_FAILED = "rerun failed"  # rerun the tasks that did not finish, with their downstream
+    RERUN_ALL = "rerun all"  # rerun the batch's root tasks, with their downstream
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    day: date
+    existing: str | None  # the batch's status, None: no batch yet
+    action: Action
+    reason: str
+
+    @property
+    def batch_id(self) -> str:
+        return self.day.isoformat()
+
+
+def backfill_dates(first: date, last: date) -> list[date]:
+    """Every day from ``first`` to ``last``, both included."""
+    if last < first:
+        raise DagrelayError(f"--to {last} is before --from {first}")
+    days = (last - first).days + 1
+    if days > MAX_BACKFILL_DAYS:
+        raise DagrelayError(f"{days} days is more than a backfill does ({MAX_BACKFILL_DAYS})")
+    return [first + timedelta(days=n) for n in range(days)]
+
+
+def batch_params(day: date) -> dict[str, str]:
+    """The batch params of a backfilled day: ``date`` and ``ds`` (ISO), ``ds_nodash``."""
+    return {"date": day.isoformat(), "ds": day.isoformat(), "ds_nodash": day.strftime("%Y%m%d")}
+
+
+def plan_backfill(
+    days: Sequence[date], existing: Mapping[str, str], reprocess: Reprocess
+) -> list[PlannedBatch]:
+    """What a backfill does for each day, given the status of the batches that exist (by
+    batch id, the ISO date). A batch that succeeded is never run again unless asked
+    (``Reprocess.ALL``); a RUNNING batch is always left alone."""
+    return [_plan_day(day, existing.get(day.isoformat()), reprocess) for day in days]
+
+
+def _plan_day(day: date, status: str | None, reprocess: Reprocess) -> PlannedBatch:
+    if status is None:
+        return PlannedBatch(day, None, Action.START, "no batch yet")
+    if status == RUNNING:
+        return PlannedBatch(day, status, Action.SKIP, "running now")
+    if status == "SUCCESS":
+        if reprocess == Reprocess.ALL:
+            return PlannedBatch(day, status, Action.RERUN_ALL, "--reprocess all")
+        return PlannedBatch(day, status, Action.SKIP, "succeeded (--reprocess all to redo)")
+    if reprocess in (Reprocess.FAILED, Reprocess.ALL):
+        return PlannedBatch(day, status, Action.RERUN_FAILED, f"--reprocess {reprocess}")
+    return PlannedBatch(day, status, Action.SKIP, f"{status.lower()} (--reprocess failed to redo)")
+
+
+def in_flight(launched: Iterable[str], statuses: Mapping[str, str]) -> list[str]:
+    """The launched batches still running; one whose start message has not been processed
+    yet (no row) counts as running."""
+    return [b for b in launched if statuses.get(b, RUNNING) == RUNNING]
+
+
+def rerun_targets(
+    rows: Mapping[str, str | None], parents: Mapping[str, Sequence[str]], *, everything: bool
+) -> list[str]:
+    """The tasks to rerun (each with its downstream) to run a finished batch again.
+
+    ``rows``: every task of the pipeline with its status in the batch (None: no row).
+    ``everything``: the batch's roots (tasks with a row and no parent with one), so the whole
+    batch runs again. Otherwise the tasks that did not get done: ERROR, UPSTREAM_FAILED and
+    CANCELLED rows, and for a task never created (its batch was cancelled before a parent
+    finished) one parent of it. Candidates below another candidate are left out: rerunning
+    the upper one resets them (and a rerun of a row already reset would be refused)."""
+    if everything:
+        candidates = {
+            task
+            for task, status in rows.items()
+            if status is not None and not any(rows.get(p) for p in parents.get(task, ()))
+        }
+    else:
+        candidates = {task for task, status in rows.items() if status in REDO_STATUSES}
+        for task, status in rows.items():
+            ups = sorted(parents.get(task, ()))
+            if status is None and ups and all(rows.get(p) is not None for p in ups):
+                candidates.add(ups[0])
+    return sorted(c for c in candidates if not _ancestors(c, parents) & candidates)
+
+
+def _ancestors(task: str, parents: Mapping[str, Sequence[str]]) -> set[str]:
+    found: set[str] = set()
+    stack = list(parents.get(task, ()))
+    while stack:
+        parent = stack.pop()
+        if parent not in found:
+            found.add(parent)
+            stack.extend(parents.get(parent, ()))
+    return found
+
+
+# -- history -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttemptEntry:
+    run: int  # 1 for the task's first run in the batch, 2 after its first rerun, ...
+    attempt: int
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None  # None: still running (or its process died; the sweeper will say)
+    error: str | None
+    worker: str | None
+    traceback: str | None
+    current: bool  # belongs to the task's current row (False: a rerun replaced that row)
+
+
+def number_runs(attempts: Sequence[Mapping[str, Any]]) -> list[AttemptEntry]:
+    """Attempts oldest first, numbered by run: a rerun starts the attempt count again at 1
+    (a new row), so an attempt number that does not grow starts a new run."""
+    entries: list[AttemptEntry] = []
+    run, previous = 0, None
+    for row in attempts:
+        if previous is None or row["attempt"] <= previous:
+            run += 1
+        previous = row["attempt"]
+        entries.append(
+            AttemptEntry(
+                run=run,
+                attempt=row["attempt"],
+                started_at=row["started_at"],
+                finished_at=row["finished_at"],
+                outcome=row["outcome"],
+                error=row["error"],
+                worker=row["worker"],
+                traceback=row["traceback"],
+                current=bool(row["current"]),
+            )
+        )
+    return entries
+
+
+# -- explain -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RootCause:
+    """A failed task and the tasks its failure took down (UPSTREAM_FAILED)."""
+
+    pipeline: str
+    task: str | None  # None: tasks whose root cause row is gone
+    error: str | None
+    attempts: int
+    casualties: tuple[str, ...]
+
+
+def explain(rows: Sequence[Mapping[str, Any]]) -> list[RootCause]:
+    """Group a batch's failed rows (``ops_batch_failures``: ERROR and UPSTREAM_FAILED) by
+    the failure that caused them: each ERROR (by pipeline and name) with the UPSTREAM_FAILED
+    tasks whose ``root_cause_log_id`` is its row, by name, including ERRORs that took nothing
+    down; then, per pipeline, UPSTREAM_FAILED tasks whose cause is no longer in the batch
+    (cause None)."""
+    errors = sorted(
+        (r for r in rows if r["status"] == "ERROR"), key=lambda r: (r["pipeline"], r["name"])
+    )
+    known = {r["log_id"] for r in errors}
+    taken: dict[tuple[str, int | None], list[str]] = {}
+    for row in rows:
+        if row["status"] == "UPSTREAM_FAILED":
+            cause = row["root_cause_log_id"] if row["root_cause_log_id"] in known else None
+            taken.setdefault((row["pipeline"], cause), []).append(row["name"])
+    causes = [
+        RootCause(
+            r["pipeline"],
+            r["name"],
+            r["error"],
+            r["attempt"],
+            tuple(sorted(taken.get((r["pipeline"], r["log_id"]), []))),
+        )
+        for r in errors
+    ]
+    lost = sorted(pipeline for pipeline, cause in taken if cause is None)
+    return causes + [
+        RootCause(pipeline, None, None, 0, tuple(sorted(taken[(pipeline, None)])))
+        for pipeline in lost
+    ]
+
+
+# -- read queries (schema/views.sql) -------------------------------------------------------------
+
+
+def batch_statuses(conn: Connection, pipeline: str, batch_ids: Sequence[str]) -> dict[str, str]:
+    """{batch_id: status} of those of ``batch_ids`` that exist in the pipeline."""
+    rows = conn.execute(
+        query("ops_batch_statuses"), {"pipeline": pipeline, "batch_ids": list(batch_ids)}
+    )
+    return {row.batch_id: row.status for row in rows}
+
+
+def batch_rows(conn: Connection, pipeline: str, batch_id: str) -> dict[str, str | None]:
+    """{task: its status in the batch, or None} for every task of the pipeline."""
+    rows = conn.execute(query("ops_batch_rows"), {"pipeline": pipeline, "batch_id": batch_id})
+    return {row.name: row.status for row in rows}
+
+
+def pipeline_parents(conn: Connection, pipeline: str) -> dict[str, list[str]]:
+    """{task: its parents} of the pipeline's tasks that have parents."""
+    parents: dict[str, list[str]] = {}
+    for edge in conn.execute(query("export_pipeline_edges"), {"pipeline": pipeline}):
+        parents.setdefault(edge.child, []).append(edge.parent)
+    return parents
+
+
+def pipeline_names(conn: Connection) -> list[str]:
+    return list(conn.execute(query("ops_pipelines")).scalars())
+
+
+def task_pipeline(conn: Connection, task: str) -> str | None:
+    return conn.execute(query("ops_task_pipeline"), {"task": task}).scalar_one_or_none()
+
+
+def rerun_preview(
+    conn: Connection, batch_id: str, task: str, downstream: bool
+) -> list[dict[str, Any]]:
+    """The rows a rerun would reset: task, status, attempt."""
+    params = {"batch_id": batch_id, "task": task, "downstream": downstream}
+    return [dict(r) for r in conn.execute(query("ops_rerun_preview"), params).mappings()]
+
+
+def recent_batches(conn: Connection, pipeline: str | None, limit: int) -> list[dict[str, Any]]:
+    params = {"pipeline": pipeline, "limit": limit}
+    return [dict(r) for r in conn.execute(query("ops_recent_batches"), params).mappings()]
+
+
+def task_history(conn: Connection, batch_id: str, task: str) -> list[AttemptEntry]:
+    rows = conn.execute(query("ops_task_history"), {"batch_id": batch_id, "task": task})
+    return number_runs([dict(r) for r in rows.mappings()])
+
+
+def task_row(conn: Connection, batch_id: str, task: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(query("ops_task_row"), {"batch_id": batch_id, "task": task})
+        .mappings()
+        .one_or_none()
+    )
+    return dict(row) if row is not None else None
+
+
+def batch_failures(conn: Connection, batch_id: str, pipeline: str | None) -> list[RootCause]:
+    rows = conn.execute(query("ops_batch_failures"), {"batch_id": batch_id, "pipeline": pipeline})
+    return explain([dict(r) for r in rows.mappings()])
