@@ -18,6 +18,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from dagrelay import migrate
+from dagrelay.config import load_settings
+from dagrelay.db import create_db_engine
 from dagrelay.engine import Engine as DagEngine
 from dagrelay.handlers.registry import default_registry
 from dagrelay.publisher import InMemoryPublisher
@@ -56,7 +58,11 @@ def db_url(template_db: str) -> Iterator[str]:
 
 @pytest.fixture
 def db(db_url: str) -> Iterator[Engine]:
-    engine = create_engine(db_url, pool_size=10, max_overflow=10)
+    """This test's database through the engine the function builds (pool, pre-ping, pg8000
+    statement cache)."""
+    engine = create_db_engine(
+        load_settings(database_url=db_url, db_pool_size=10, db_max_overflow=10)
+    )
     yield engine
     engine.dispose()
 

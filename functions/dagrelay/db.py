@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from functools import cache, lru_cache
 from typing import Any, TypeVar
 
+import pg8000.converters as pg8000_converters
+import pg8000.exceptions as pg8000_exceptions
 import pg8000.legacy as pg8000_legacy
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -32,10 +34,13 @@ def create_db_engine(settings: Settings | None = None) -> Engine:
         "pool_recycle": 1800,
     }
     if settings.database_url:
-        return create_engine(settings.database_url, **pool)
-    if settings.cloud_sql_instance:
-        return _cloud_sql_engine(settings, pool)
-    raise ConfigError("set DATABASE_URL (local) or DAGRELAY_CLOUD_SQL_INSTANCE (GCP)")
+        engine = create_engine(settings.database_url, **pool)
+    elif settings.cloud_sql_instance:
+        engine = _cloud_sql_engine(settings, pool)
+    else:
+        raise ConfigError("set DATABASE_URL (local) or DAGRELAY_CLOUD_SQL_INSTANCE (GCP)")
+    event.listen(engine, "connect", lambda dbapi_connection, _: fewer_round_trips(dbapi_connection))
+    return engine
 
 
 def _cloud_sql_engine(settings: Settings, pool: dict[str, Any]) -> Engine:
@@ -86,6 +91,53 @@ def memoise_pg8000_statement_rewrite() -> None:
     pg8000_legacy.convert_paramstyle = convert_paramstyle
 
 
+TRANSACTION_CONTROL = frozenset({"begin transaction", "commit", "rollback"})
+PREPARED_PER_CONNECTION = 256
+# A prepared statement that no longer fits the schema (cached plan must not change result type;
+# prepared statement does not exist): forget it; is_transient() lets the transaction run again.
+STALE_PREPARED = frozenset({"0A000", "26000"})
+
+
+def fewer_round_trips(connection: Any) -> None:
+    """Make a pg8000 connection cheaper per statement. pg8000 runs every statement with the
+    extended protocol in three round trips (Parse, Describe, Bind+Execute, each with a Sync),
+    COMMIT included; the engine's transactions are a few statements each, so that was most of
+    a task completion's cost (profiled; see the performance issue's closing note). Here:
+    - COMMIT / ROLLBACK / BEGIN go through the simple query protocol: one round trip;
+    - a statement with parameters is prepared once per connection (Parse + Describe) and then
+      executed by name in one round trip (Bind + Execute + Sync).
+    Results, errors and their translation are pg8000's own: only ``execute_unnamed`` is
+    wrapped, with the same signature and return value. Idempotent."""
+    original = connection.execute_unnamed
+    if getattr(original, "fewer_round_trips", False):
+        return
+    prepared: dict[str, tuple[bytes, Any, Any]] = {}
+
+    def execute_unnamed(statement: str, vals: Any = (), oids: Any = (), stream: Any = None) -> Any:
+        if stream is not None or oids:
+            return original(statement, vals=vals, oids=oids, stream=stream)
+        if not vals and statement in TRANSACTION_CONTROL:
+            return connection.execute_simple(statement)
+        entry = prepared.get(statement)
+        if entry is None:
+            if not vals or len(prepared) >= PREPARED_PER_CONNECTION:
+                return original(statement, vals=vals, oids=oids, stream=stream)
+            entry = connection.prepare_statement(statement, ())
+            prepared[statement] = entry
+        name, columns, input_funcs = entry
+        params = pg8000_converters.make_params(connection.py_types, vals)
+        try:
+            return connection.execute_named(name, params, columns, input_funcs, statement)
+        except pg8000_exceptions.DatabaseError as exc:
+            fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            if fields.get("C") in STALE_PREPARED:
+                del prepared[statement]
+            raise
+
+    execute_unnamed.fewer_round_trips = True  # type: ignore[attr-defined]
+    connection.execute_unnamed = execute_unnamed
+
+
 @cache
 def get_engine() -> Engine:
     """The process-wide engine."""
@@ -124,6 +176,8 @@ def is_transient(exc: BaseException) -> bool:
         if isinstance(seen, DBAPIError) and seen.connection_invalidated:
             return True
         if isinstance(seen, OperationalError | InterfaceError | ConnectionError):
+            return True
+        if isinstance(seen, DBAPIError) and database_error(seen)[0] in STALE_PREPARED:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
