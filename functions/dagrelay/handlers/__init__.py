@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from dagrelay.handlers.registry import (
+    Deferred,
     Handler,
     HandlerContext,
+    Poll,
     Registration,
     default_registry,
     handler,
 )
 
-__all__ = ["Handler", "HandlerContext", "Registration", "default_registry", "handler"]
+__all__ = [
+    "Deferred",
+    "Handler",
+    "HandlerContext",
+    "Poll",
+    "Registration",
+    "default_registry",
+    "handler",
+]

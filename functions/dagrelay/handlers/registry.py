@@ -39,7 +39,20 @@ class HandlerContext:
     heartbeat: Callable[[], bool] = field(default=lambda: True)
 
 
-Handler = Callable[[HandlerContext], Mapping[str, Any] | None]
+@dataclass(frozen=True)
+class Deferred:
+    """Returned by a handler (or its poll) whose work goes on elsewhere, e.g. a BigQuery job:
+    the attempt stays PROCESSING, ``job`` (a small JSON object) is kept in task_log, and the
+    registered ``poll`` is called with it after ``poll_after_s`` (by a poll_task message or
+    the sweeper), until it returns an output, raises, or defers again. A deferred attempt's
+    lease is renewed by each poll, so a job may outlive the function's timeout."""
+
+    job: Mapping[str, Any]
+    poll_after_s: float = 10.0
+
+
+Handler = Callable[[HandlerContext], Mapping[str, Any] | Deferred | None]
+Poll = Callable[[HandlerContext, Mapping[str, Any]], Mapping[str, Any] | Deferred | None]
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,7 @@ class Registration:
     name: str
     function: Handler
     params_schema: Mapping[str, Any] | None = None
+    poll: Poll | None = None
 
     def check_params(self, params: Mapping[str, Any], task: str) -> None:
         if self.params_schema is None:
@@ -64,7 +78,11 @@ class HandlerRegistry:
         self._loaded_plugins = False
 
     def register(
-        self, name: str, function: Handler, params_schema: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        function: Handler,
+        params_schema: Mapping[str, Any] | None = None,
+        poll: Poll | None = None,
     ) -> None:
         if params_schema is not None:
             Draft202012Validator.check_schema(params_schema)
@@ -72,7 +90,7 @@ class HandlerRegistry:
             existing = self._handlers.get(name)
             if existing is not None and existing.function is not function:
                 raise ValueError(f"handler {name!r} is already registered")
-            self._handlers[name] = Registration(name, function, params_schema)
+            self._handlers[name] = Registration(name, function, params_schema, poll)
 
     def get(self, name: str) -> Registration:
         self.load_plugins()
@@ -101,12 +119,13 @@ default_registry = HandlerRegistry()
 
 
 def handler(
-    name: str, params_schema: Mapping[str, Any] | None = None
+    name: str, params_schema: Mapping[str, Any] | None = None, poll: Poll | None = None
 ) -> Callable[[Handler], Handler]:
-    """Register a function as the handler ``name`` in the default registry."""
+    """Register a function as the handler ``name`` in the default registry (with ``poll``
+    if it may return Deferred)."""
 
     def decorate(function: Handler) -> Handler:
-        default_registry.register(name, function, params_schema)
+        default_registry.register(name, function, params_schema, poll)
         return function
 
     return decorate
