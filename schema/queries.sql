@@ -77,7 +77,7 @@ WITH claimed AS (
     UPDATE task_log tl
     SET status = 'PROCESSING', attempt = tl.attempt + 1, started_at = :now, finished_at = NULL,
         lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => t.timeout_s),
-        next_attempt_at = NULL, error = NULL
+        next_attempt_at = NULL, error = NULL, job = NULL, poll_at = NULL
     FROM tasks t, batches b
     WHERE t.name = :task AND tl.task_id = t.task_id AND tl.batch_id = :batch_id
       AND b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id AND b.status = 'RUNNING'
@@ -90,12 +90,8 @@ opened AS (
 )
 SELECT c.log_id, c.attempt, c.pipeline, c.lease_expires_at, t.task_id, t.name, t.handler,
        t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
-       t.retry_max_delay_s, b.params AS batch_params,
-       (SELECT coalesce(jsonb_object_agg(pt.name, pl.output), '{}')
-        FROM task_dependencies d
-        JOIN tasks pt ON pt.task_id = d.parent_task_id
-        JOIN task_log pl ON pl.batch_id = c.batch_id AND pl.task_id = d.parent_task_id
-        WHERE d.child_task_id = c.task_id AND pl.output IS NOT NULL) AS parent_outputs
+       t.retry_max_delay_s, b.params AS batch_params, NULL::jsonb AS job,
+       dagrelay_parent_outputs(c.batch_id, c.task_id) AS parent_outputs
 FROM claimed c
 JOIN tasks t ON t.task_id = c.task_id
 JOIN batches b ON b.pipeline = c.pipeline AND b.batch_id = c.batch_id;
@@ -130,7 +126,7 @@ done AS (
         finished_at = CASE WHEN o.status = 'RETRY' THEN NULL ELSE CAST(:now AS timestamptz) END,
         next_attempt_at = CASE WHEN o.status = 'RETRY'
                                THEN CAST(:next_attempt_at AS timestamptz) END,
-        lease_expires_at = NULL,
+        lease_expires_at = NULL, job = NULL, poll_at = NULL,
         output = CAST(:output AS jsonb), error = :error
     FROM outcome o
     WHERE log_id = :log_id AND task_log.status = 'PROCESSING' AND attempt = :attempt
@@ -591,3 +587,53 @@ WITH RECURSIVE below(task_id) AS (
     SELECT d.child_task_id FROM task_dependencies d JOIN below b ON d.parent_task_id = b.task_id
 )
 SELECT task_id FROM below;
+
+-- name: defer_attempt
+-- The attempt's work goes on elsewhere (a BigQuery job): keep the job, renew the lease past
+-- the next poll, and write the poll_task message, held until poll_at. Fenced by attempt.
+WITH deferred AS (
+    UPDATE task_log tl
+    SET job = CAST(:job AS jsonb), poll_at = :poll_at,
+        lease_expires_at = CAST(:poll_at AS timestamptz) + make_interval(secs => t.timeout_s)
+    FROM tasks t
+    WHERE tl.log_id = :log_id AND tl.status = 'PROCESSING' AND tl.attempt = :attempt
+      AND t.task_id = tl.task_id
+    RETURNING tl.log_id, tl.task_id, tl.pipeline, tl.batch_id, tl.attempt, tl.status, t.name
+),
+messages AS (
+    INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
+    SELECT :topic,
+           jsonb_build_object('action', 'poll_task', 'pipeline', d.pipeline,
+                              'batch_id', d.batch_id, 'task', d.name, 'attempt', d.attempt),
+           '{"action": "poll_task"}', :now, :poll_at, d.log_id
+    FROM deferred d
+    RETURNING outbox_id, topic, payload, attributes, available_at
+)
+SELECT 'task' AS kind, d.log_id, d.task_id, d.status::text AS status,
+       NULL::bigint AS root_cause_log_id, NULL::bigint AS outbox_id, NULL::text AS topic,
+       NULL::jsonb AS payload, NULL::jsonb AS attributes, NULL::timestamptz AS available_at
+FROM deferred d
+UNION ALL
+SELECT 'message', NULL, NULL, NULL, NULL, m.outbox_id, m.topic, m.payload, m.attributes,
+       m.available_at
+FROM messages m;
+
+-- name: deferred_attempt
+-- A deferred attempt and everything its poll needs (the same shape as claim_task's result).
+SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, tl.lease_expires_at, t.task_id, t.name,
+       t.handler, t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
+       t.retry_max_delay_s, b.params AS batch_params, tl.job,
+       dagrelay_parent_outputs(tl.batch_id, tl.task_id) AS parent_outputs
+FROM task_log tl
+JOIN tasks t ON t.task_id = tl.task_id
+JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+WHERE tl.batch_id = :batch_id AND t.name = :task AND tl.status = 'PROCESSING'
+  AND tl.job IS NOT NULL AND tl.attempt = :attempt;
+
+-- name: overdue_polls
+-- Deferred attempts whose poll is overdue (its message was lost): the sweeper polls them.
+SELECT tl.batch_id, t.name, tl.attempt
+FROM task_log tl JOIN tasks t ON t.task_id = tl.task_id
+WHERE tl.job IS NOT NULL AND tl.status = 'PROCESSING' AND tl.poll_at <= :cutoff
+ORDER BY tl.poll_at
+LIMIT :limit;

@@ -18,7 +18,7 @@ import random
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -30,8 +30,15 @@ from dagrelay import retry, store
 from dagrelay.db import retry_transient
 from dagrelay.errors import BadMessage, NonRetryableError
 from dagrelay.faults import CrashInjector, CrashPoint
-from dagrelay.handlers.registry import HandlerContext, HandlerRegistry, check_output
-from dagrelay.messages import CancelBatch, Rerun, RunTask, StartBatch
+from dagrelay.handlers.registry import (
+    Deferred,
+    HandlerContext,
+    HandlerRegistry,
+    Registration,
+    check_deferred,
+    check_output,
+)
+from dagrelay.messages import CancelBatch, PollTask, Rerun, RunTask, StartBatch
 from dagrelay.publisher import OutgoingMessage, Publisher
 from dagrelay.states import TaskStatus
 
@@ -50,6 +57,7 @@ class RunOutcome(StrEnum):
     RETRY = "RETRY"
     ERROR = "ERROR"
     CANCELLED = "CANCELLED"  # failed while its batch was being cancelled: not retried
+    DEFERRED = "DEFERRED"  # the work goes on elsewhere; polled later
     IGNORED = "IGNORED"  # duplicate or late message: acknowledged, nothing done
 
 
@@ -216,8 +224,27 @@ class Engine:
         )
         return RunOutcome.IGNORED
 
-    def _execute(self, claim: store.Claim) -> tuple[Mapping[str, Any] | None, Failure | None]:
-        """Run the handler. Never raises for a handler failure: that is the attempt's result."""
+    def poll_task(self, msg: PollTask) -> RunOutcome:
+        """Poll a deferred attempt's work (its handler's registered poll) and conclude it, or
+        defer again. A poll for an attempt no longer deferred is acknowledged and ignored."""
+        with self.db.begin() as conn:
+            claim = store.deferred_attempt(
+                conn, batch_id=msg.batch_id, task=msg.task, attempt=msg.attempt
+            )
+        if claim is None:
+            log.info(
+                "poll_task ignored: the attempt is not deferred",
+                extra={"action": "poll_task", "batch_id": msg.batch_id, "task": msg.task},
+            )
+            return RunOutcome.IGNORED
+        output, failure = self._execute(claim)
+        return self.conclude(claim.ref, output, failure)
+
+    def _execute(
+        self, claim: store.Claim
+    ) -> tuple[Mapping[str, Any] | Deferred | None, Failure | None]:
+        """Run the handler, or its poll for a deferred attempt (``claim.job``). Never raises
+        for a handler failure: that is the attempt's result."""
         ref = claim.ref
         try:
             values = {**claim.batch_params, "batch_id": ref.batch_id, "pipeline": ref.pipeline}
@@ -235,7 +262,10 @@ class Engine:
                 heartbeat=lambda: self.heartbeat(ref),
             )
             self._crash_point(CrashPoint.IN_HANDLER, ref.task)
-            return check_output(registration.function(context), ref.task), None
+            result = _invoke(registration, context, claim.job)
+            if isinstance(result, Deferred):
+                return check_deferred(result, ref.task), None
+            return check_output(result, ref.task), None
         except Exception as exc:  # noqa: BLE001 - any handler failure is the task's outcome
             return None, _failure(exc)
 
@@ -249,11 +279,13 @@ class Engine:
     def conclude(
         self,
         ref: store.AttemptRef,
-        output: Mapping[str, Any] | None,
+        output: Mapping[str, Any] | Deferred | None,
         failure: Failure | None,
     ) -> RunOutcome:
         """Write an attempt's result (fenced by attempt), release or fail its children,
         publish. Used for handler results and, by the sweeper, for expired leases."""
+        if isinstance(output, Deferred):
+            return self._defer(ref, output)
         extra = {
             "action": "conclude",
             "pipeline": ref.pipeline,
@@ -299,6 +331,29 @@ class Engine:
         if result.status not in (TaskStatus.RETRY, TaskStatus.CANCELLED) and not released:
             self.finish_batch(ref.pipeline, ref.batch_id)
         return RunOutcome(result.status.value)
+
+    def _defer(self, ref: store.AttemptRef, deferred: Deferred) -> RunOutcome:
+        extra = {"action": "defer", "batch_id": ref.batch_id, "task": ref.task}
+
+        def transaction() -> store.Created | None:
+            now = self.clock()
+            with self.db.begin() as conn:
+                return store.defer_attempt(
+                    conn,
+                    ref=ref,
+                    job=deferred.job,
+                    poll_at=now + timedelta(seconds=deferred.poll_after_s),
+                    topic=self.events_topic,
+                    now=now,
+                )
+
+        created = retry_transient(transaction)
+        if created is None:
+            log.warning("deferral rejected: the attempt is no longer live", extra=extra)
+            return RunOutcome.IGNORED
+        log.info("task deferred; poll in %.0f s", deferred.poll_after_s, extra=extra)
+        self.publish(created.messages)  # held until poll_at: the relay sends it then
+        return RunOutcome.DEFERRED
 
     def _result(
         self,
@@ -393,6 +448,17 @@ class Engine:
     def _crash_point(self, point: CrashPoint, task: str) -> None:
         if self.crashes is not None:
             self.crashes.hit(point, task)
+
+
+def _invoke(
+    registration: Registration, context: HandlerContext, job: Mapping[str, Any] | None
+) -> Any:
+    """The handler for a fresh attempt; its poll for a deferred one."""
+    if job is None:
+        return registration.function(context)
+    if registration.poll is None:
+        raise NonRetryableError(f"handler {registration.name!r} deferred but has no poll")
+    return registration.poll(context, job)
 
 
 def _rerun_targets(

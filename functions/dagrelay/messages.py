@@ -21,7 +21,7 @@ from jsonschema.exceptions import best_match
 from dagrelay.errors import BadMessage
 from dagrelay.resources import schema_dir
 
-ACTIONS = ("start_batch", "run_task", "sweep", "rerun", "cancel_batch")
+ACTIONS = ("start_batch", "run_task", "poll_task", "sweep", "rerun", "cancel_batch")
 MAX_DATA_BYTES = 1_000_000
 
 
@@ -47,6 +47,14 @@ class StartBatch:
 class RunTask:
     batch_id: str
     task: str
+    pipeline: str | None = None
+
+
+@dataclass(frozen=True)
+class PollTask:
+    batch_id: str
+    task: str
+    attempt: int
     pipeline: str | None = None
 
 
@@ -79,11 +87,12 @@ class ObjectFinalized:
     resource: Mapping[str, Any]
 
 
-Message = StartBatch | RunTask | Sweep | Rerun | CancelBatch | ObjectFinalized
+Message = StartBatch | RunTask | PollTask | Sweep | Rerun | CancelBatch | ObjectFinalized
 
-_TYPES: dict[str, type[StartBatch | RunTask | Sweep | Rerun | CancelBatch]] = {
+_TYPES: dict[str, type[StartBatch | RunTask | PollTask | Sweep | Rerun | CancelBatch]] = {
     "start_batch": StartBatch,
     "run_task": RunTask,
+    "poll_task": PollTask,
     "sweep": Sweep,
     "rerun": Rerun,
     "cancel_batch": CancelBatch,

@@ -131,6 +131,10 @@ class TaskLog(Base):
     __table_args__ = (
         UniqueConstraint("batch_id", "task_id", name="task_log_batch_task_key"),
         CheckConstraint("attempt >= 0", name="task_log_attempt_nonnegative"),
+        CheckConstraint(
+            "job IS NULL OR status = 'PROCESSING'", name="task_log_job_only_while_processing"
+        ),
+        Index("task_log_poll_idx", "poll_at", postgresql_where=text("job IS NOT NULL")),
         ForeignKeyConstraint(
             ["pipeline", "batch_id"],
             ["batches.pipeline", "batches.batch_id"],
@@ -161,6 +165,8 @@ class TaskLog(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(TZ)
     error: Mapped[str | None] = mapped_column(Text)
     output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    job: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    poll_at: Mapped[datetime | None] = mapped_column(TZ)
     root_cause_log_id: Mapped[int | None] = mapped_column(
         ForeignKey("task_log.log_id", ondelete="SET NULL")
     )

@@ -59,6 +59,8 @@ class Router:
                 return "started" if started.created else "duplicate"
             case messages.RunTask():
                 return self.engine.run_task(message).value.lower()
+            case messages.PollTask():
+                return self.engine.poll_task(message).value.lower()
             case messages.Sweep():
                 return f"swept: {self.sweeper.sweep(message.older_than_s)}"
             case messages.CancelBatch():
@@ -132,6 +134,7 @@ class Router:
 _ACTION_NAMES = {
     messages.StartBatch: "start_batch",
     messages.RunTask: "run_task",
+    messages.PollTask: "poll_task",
     messages.Sweep: "sweep",
     messages.Rerun: "rerun",
     messages.CancelBatch: "cancel_batch",

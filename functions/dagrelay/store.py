@@ -74,6 +74,7 @@ class Claim:
     batch_params: Mapping[str, Any]
     parent_outputs: Mapping[str, Any]
     lease_expires_at: datetime
+    job: Mapping[str, Any] | None = None  # a deferred attempt's pending work
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,10 @@ def claim(
     row = conn.execute(
         query("claim_task"), {"batch_id": batch_id, "task": task, "now": now, "worker": worker}
     ).one_or_none()
+    return _claim(row, batch_id)
+
+
+def _claim(row: Row[Any] | None, batch_id: str) -> Claim | None:
     if row is None:
         return None
     return Claim(
@@ -163,6 +168,7 @@ def claim(
         batch_params=row.batch_params,
         parent_outputs=row.parent_outputs,
         lease_expires_at=row.lease_expires_at,
+        job=row.job,
     )
 
 
@@ -390,3 +396,42 @@ def descendants(conn: Connection, task_ids: Sequence[int]) -> set[int]:
     """Every task strictly below any of ``task_ids``."""
     rows = conn.execute(query("descendants"), {"task_ids": list(task_ids)}).scalars()
     return set(rows)
+
+
+def deferred_attempt(conn: Connection, *, batch_id: str, task: str, attempt: int) -> Claim | None:
+    """A deferred attempt with what its poll needs; None if it is not (or no longer) deferred."""
+    row = conn.execute(
+        query("deferred_attempt"), {"batch_id": batch_id, "task": task, "attempt": attempt}
+    ).one_or_none()
+    return _claim(row, batch_id)
+
+
+def defer_attempt(
+    conn: Connection,
+    *,
+    ref: AttemptRef,
+    job: Mapping[str, Any],
+    poll_at: datetime,
+    topic: str,
+    now: datetime,
+) -> Created | None:
+    """Keep the attempt PROCESSING with its job and a poll message held until ``poll_at``.
+    None: the attempt is no longer live (nothing written)."""
+    rows = conn.execute(
+        query("defer_attempt"),
+        {
+            "log_id": ref.log_id,
+            "attempt": ref.attempt,
+            "job": json.dumps(dict(job)),
+            "poll_at": poll_at,
+            "topic": topic,
+            "now": now,
+        },
+    ).all()
+    created = _created(rows)
+    return created if created.tasks else None
+
+
+def overdue_polls(conn: Connection, *, cutoff: datetime, limit: int) -> list[tuple[str, str, int]]:
+    rows = conn.execute(query("overdue_polls"), {"cutoff": cutoff, "limit": limit}).all()
+    return [(r.batch_id, r.name, r.attempt) for r in rows]

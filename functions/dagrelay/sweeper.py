@@ -18,6 +18,7 @@ from datetime import timedelta
 from dagrelay import store
 from dagrelay.engine import Engine, Failure
 from dagrelay.errors import LeaseExpired
+from dagrelay.messages import PollTask
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,14 @@ class SweepReport:
     expired: int = 0
     relayed: int = 0
     requeued: int = 0
+    polled: int = 0
     batches_finished: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.expired} expired leases, {self.relayed} relayed, "
-            f"{self.requeued} requeued, {self.batches_finished} batches finished"
+            f"{self.requeued} requeued, {self.polled} overdue polls, "
+            f"{self.batches_finished} batches finished"
         )
 
 
@@ -49,9 +52,8 @@ class Sweeper:
             expired=self.expire_leases(),
             relayed=self.relay_outbox(age),
             requeued=self.requeue_stale(age),
-        )
-        report = SweepReport(
-            report.expired, report.relayed, report.requeued, self.finish_idle_batches(age)
+            polled=self.poll_overdue(2 * age),
+            batches_finished=self.finish_idle_batches(age),
         )
         log.info("sweep: %s", report, extra={"action": "sweep"})
         return report
@@ -104,6 +106,17 @@ class Sweeper:
             log.warning("requeued %d tasks whose message was lost", len(messages))
         engine.publish(messages)
         return len(messages)
+
+    def poll_overdue(self, older_than_s: int) -> int:
+        """Deferred attempts whose poll is overdue by ``older_than_s`` (its message was lost,
+        or the relay is behind): polled here. A duplicate poll is harmless (fenced writes)."""
+        engine = self.engine
+        cutoff = engine.clock() - timedelta(seconds=older_than_s)
+        with engine.db.begin() as conn:
+            overdue = store.overdue_polls(conn, cutoff=cutoff, limit=BATCH_LIMIT)
+        for batch_id, task, attempt in overdue:
+            engine.poll_task(PollTask(batch_id=batch_id, task=task, attempt=attempt))
+        return len(overdue)
 
     def finish_idle_batches(self, older_than_s: int) -> int:
         engine = self.engine

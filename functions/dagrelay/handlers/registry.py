@@ -146,3 +146,13 @@ def check_output(output: Any, task: str) -> dict[str, Any] | None:
             f"task {task!r} output is {len(encoded)} bytes; the limit is {MAX_OUTPUT_BYTES}"
         )
     return dict(output)
+
+
+def check_deferred(deferred: Deferred, task: str) -> Deferred:
+    """A deferral's job is kept in task_log: a small JSON object; its poll delay is sane."""
+    checked = check_output(deferred.job, task)
+    if not checked:
+        raise NonRetryableError(f"task {task!r} deferred without a job to poll")
+    if not 0 <= deferred.poll_after_s <= 3600:
+        raise NonRetryableError(f"task {task!r} deferred with poll_after_s={deferred.poll_after_s}")
+    return deferred
