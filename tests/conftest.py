@@ -26,6 +26,9 @@ from dagrelay.publisher import InMemoryPublisher
 from local_emulator import processes
 from tests.dbtools import create_database, drop_database
 
+# Fixtures of the local BigQuery and GCS stand-ins (the `local` extra).
+pytest_plugins = ["tests.bq_fixtures", "tests.gcs_fixtures"]
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 

@@ -3,14 +3,20 @@ per process (per Cloud Functions instance) and reused across invocations."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from functools import cache
+from typing import Any
 
-from dagrelay import logs
+from google.cloud.storage import Client as StorageClient
+
+from dagrelay import ingest, logs
 from dagrelay.config import get_settings
 from dagrelay.db import get_engine
 from dagrelay.engine import Engine, utcnow
 from dagrelay.faults import CrashInjector
 from dagrelay.handlers.registry import default_registry
+from dagrelay.ingest.sources import Column
 from dagrelay.publisher import PubSubPublisher
 from dagrelay.router import Router
 
@@ -36,4 +42,43 @@ def get_router() -> Router:
         clock=utcnow,
         crashes=crashes,
     )
-    return Router(engine, db, utcnow, dead_letter_topic=settings.dead_letter_topic)
+    ingestor = ingest.Ingestor(
+        db=db,
+        storage_client=_Lazy(lambda: StorageClient(project=settings.project_id)),
+        loader=_LazyLoader(),
+        engine=engine,
+        sources=ingest.load_sources(settings.sources_file),
+        clock=utcnow,
+        resume_after_s=settings.ingest_resume_after_s,
+    )
+    return Router(engine, db, utcnow, dead_letter_topic=settings.dead_letter_topic, ingest=ingestor)
+
+
+class _Lazy:
+    """A Google client made on first use: most invocations never touch GCS or BigQuery, and
+    a client needs credentials (or its emulator's variable) only then."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make()
+            return self._client
+
+    def bucket(self, *args: Any, **kwargs: Any) -> Any:
+        return self.get().bucket(*args, **kwargs)
+
+
+class _LazyLoader:
+    """ingest.Loader on the process's BigQuery client, made on first load."""
+
+    def __init__(self) -> None:
+        self._loader = _Lazy(ingest.default_loader)
+
+    def load(self, *, uri: str, table: str, columns: tuple[Column, ...], job_id: str) -> int:
+        loaded: int = self._loader.get().load(uri=uri, table=table, columns=columns, job_id=job_id)
+        return loaded

@@ -51,8 +51,44 @@ class Settings(BaseSettings):
     db_ip_type: Literal["private", "public", "psc"] = Field("private", description="Cloud SQL IP.")
     db_pool_size: int = Field(5, ge=1, le=50, description="Connections kept per process.")
     db_max_overflow: int = Field(2, ge=0, le=50, description="Extra connections under load.")
+    inbox_bucket: str = Field(
+        "dagrelay-inbox",
+        description="Bucket whose inbox/<source>/ objects are ingested (staging/, archive/ and "
+        "rejected/ live in the same bucket).",
+    )
+    sources_file: Path | None = Field(
+        None, description="Ingestion sources (YAML); unset: schema/sources.yaml."
+    )
+    ingest_resume_after_s: float = Field(
+        600.0,
+        gt=0,
+        description="A file_log row untouched this long (RECEIVED/VALIDATED/LOADED) is taken "
+        "to be abandoned by its worker and may be resumed by the next notification or sweep.",
+    )
     handler_modules: list[str] = Field(
         default_factory=list, description="Modules imported at start to register user handlers."
+    )
+    bigquery_project: str | None = Field(
+        None, description="Project that runs BigQuery jobs; unset: project_id."
+    )
+    bigquery_location: str | None = Field(
+        None,
+        description="Location of BigQuery jobs (EU, europe-west1, ...); unset: BigQuery infers "
+        "it from the datasets. Set it for regional datasets, so jobs are found by id.",
+    )
+    bigquery_endpoint: str | None = Field(
+        None,
+        description="BigQuery API endpoint override (e.g. a local emulator's http://127.0.0.1:"
+        "PORT), used only when set; requests to it carry no credentials.",
+    )
+    bigquery_retry_deadline_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="How long one BigQuery API call is retried on transient errors.",
+    )
+    pipelines_dir: Path | None = Field(
+        None, description="Where sql_file params are read from; unset: schema/pipelines."
     )
     crash_points: str | None = Field(
         None,

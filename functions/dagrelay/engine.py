@@ -249,13 +249,19 @@ class Engine:
         try:
             values = {**claim.batch_params, "batch_id": ref.batch_id, "pipeline": ref.pipeline}
             registration = self.registry.get(claim.handler)
-            resolved = params_mod.resolve(claim.params, values)
+            resolved = {
+                key: value
+                if key in registration.raw_params
+                else params_mod.resolve(value, values, f"params.{key}")
+                for key, value in claim.params.items()
+            }
             registration.check_params(resolved, ref.task)
             context = HandlerContext(
                 pipeline=ref.pipeline,
                 batch_id=ref.batch_id,
                 task=ref.task,
                 attempt=ref.attempt,
+                run_id=ref.log_id,
                 params=resolved,
                 batch_params=claim.batch_params,
                 parent_outputs=claim.parent_outputs,

@@ -12,7 +12,14 @@ from pathlib import Path
 from dagrelay.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent.parent
-SCHEMA_FILES = ("*.sql", "openapi.json", "messages/*.json")
+SCHEMA_FILES = (
+    "*.sql",
+    "openapi.json",
+    "sources.yaml",
+    "sources.schema.json",
+    "pipelines/*.sql",
+    "messages/*.json",
+)
 PACKAGE_SUFFIXES = {".py", ".typed", ".html", ".css", ".js", ".svg", ".json"}
 # Fixed timestamps make the archive byte-for-byte reproducible (Terraform hashes it).
 EPOCH = (1980, 1, 1, 0, 0, 0)

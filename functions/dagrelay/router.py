@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine as SqlEngine
 
@@ -22,10 +22,26 @@ from dagrelay.sweeper import Sweeper
 log = logging.getLogger(__name__)
 
 
+class Ingest(Protocol):
+    """What the router needs of ingestion (dagrelay.ingest.Ingestor)."""
+
+    def __call__(self, notification: messages.ObjectFinalized) -> str: ...
+
+    def resume_stale(self) -> int: ...
+
+
 class Router:
-    def __init__(self, engine: Engine, db: SqlEngine, clock: Clock, dead_letter_topic: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        db: SqlEngine,
+        clock: Clock,
+        dead_letter_topic: str,
+        ingest: Ingest | None = None,
+    ) -> None:
         self.engine = engine
-        self.sweeper = Sweeper(engine)
+        self.ingest = ingest
+        self.sweeper = Sweeper(engine, resume_files=ingest.resume_stale if ingest else None)
         self.db = db
         self.clock = clock
         self.dead_letter_topic = dead_letter_topic
@@ -52,7 +68,7 @@ class Router:
             self._reject(envelope, exc.reason)
             return "rejected"
 
-    def _dispatch(self, message: messages.Message, envelope: messages.Envelope) -> str:
+    def _dispatch(self, message: messages.Message, envelope: messages.Envelope) -> str:  # noqa: PLR0911 - one return per action
         match message:
             case messages.StartBatch():
                 started = self.engine.start_batch(message, envelope.message_id)
@@ -68,9 +84,11 @@ class Router:
             case messages.Rerun():
                 return f"rerun: {self.engine.rerun(message)} rows reset"
             case messages.ObjectFinalized():
-                raise BadMessage(
-                    f"no ingestion source is configured for gs://{message.bucket}/{message.name}"
-                )
+                if self.ingest is None:
+                    raise BadMessage(
+                        f"ingestion is not configured: gs://{message.bucket}/{message.name}"
+                    )
+                return self.ingest(message)
             case _:
                 action = type(message).__name__
                 raise BadMessage(f"action {action} is not supported by this version of dagrelay")

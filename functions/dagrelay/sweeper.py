@@ -12,6 +12,7 @@ Every step is idempotent; two sweeps at once take disjoint rows or write nothing
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -33,18 +34,20 @@ class SweepReport:
     requeued: int = 0
     polled: int = 0
     batches_finished: int = 0
+    files_resumed: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.expired} expired leases, {self.relayed} relayed, "
             f"{self.requeued} requeued, {self.polled} overdue polls, "
-            f"{self.batches_finished} batches finished"
+            f"{self.batches_finished} batches finished, {self.files_resumed} files resumed"
         )
 
 
 class Sweeper:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, resume_files: Callable[[], int] | None = None) -> None:
         self.engine = engine
+        self.resume_files = resume_files  # ingestion's stale files (dagrelay.ingest)
 
     def sweep(self, older_than_s: int | None = None) -> SweepReport:
         age = DEFAULT_OLDER_THAN_S if older_than_s is None else older_than_s
@@ -54,6 +57,7 @@ class Sweeper:
             requeued=self.requeue_stale(age),
             polled=self.poll_overdue(2 * age),
             batches_finished=self.finish_idle_batches(age),
+            files_resumed=self.resume_files() if self.resume_files else 0,
         )
         log.info("sweep: %s", report, extra={"action": "sweep"})
         return report

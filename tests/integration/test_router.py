@@ -129,7 +129,6 @@ def test_start_batch_and_run_task(
         ("bad_json", "not JSON"),
         ("unknown_action", "unknown action 'explode'"),
         ("schema_violation", "start_batch: batch_id: 'not a valid id' does not match"),
-        ("gcs_object_finalize", "gs://dagrelay-inbox/sales/2024-03.csv"),
     ],
 )
 def test_bad_message_is_recorded_and_acknowledged(
@@ -142,6 +141,17 @@ def test_bad_message_is_recorded_and_acknowledged(
     rows = rejected(db)
     assert list(rows) == [body["message"]["messageId"]]
     assert reason in rows[body["message"]["messageId"]]
+
+
+def test_gcs_notification_outside_the_inbox_is_acknowledged_and_ignored(
+    app_client: Callable[[str | None], FlaskClient], db: Engine
+) -> None:
+    client = app_client(None)
+    body = fixture("gcs_object_finalize")
+    body["message"]["attributes"]["objectId"] = "archive/sales/123/sales_2024-03.csv"
+    assert post(client, body) == 200
+    assert rejected(db) == {}
+    assert scalar(db, "SELECT count(*) FROM file_log") == 0
 
 
 def envelope(message_id: str, data: str | None, **attributes: str) -> dict[str, Any]:

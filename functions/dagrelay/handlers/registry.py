@@ -19,6 +19,7 @@ from dagrelay.config import get_settings
 from dagrelay.errors import NonRetryableError, UnknownHandler
 
 MAX_OUTPUT_BYTES = 64 * 1024
+BUILT_IN_MODULES = ("dagrelay.handlers.builtin", "dagrelay.handlers.bigquery")
 ENTRY_POINT_GROUP = "dagrelay.handlers"
 
 
@@ -31,6 +32,9 @@ class HandlerContext:
     task: str
     attempt: int
     params: Mapping[str, Any]
+    # The task's run in this batch (its task_log row): a rerun gets a new one, so ids derived
+    # from (run_id, attempt), like BigQuery job ids, never collide across reruns.
+    run_id: int = 0
     batch_params: Mapping[str, Any] = field(default_factory=dict)
     parent_outputs: Mapping[str, Any] = field(default_factory=dict)
     # Long handlers call heartbeat() to extend their lease (by the task's timeout_s); it
@@ -61,6 +65,9 @@ class Registration:
     function: Handler
     params_schema: Mapping[str, Any] | None = None
     poll: Poll | None = None
+    # Params passed through as written: no {placeholder} resolution (e.g. SQL, whose values
+    # must travel as query parameters, and whose braces are not placeholders).
+    raw_params: frozenset[str] = frozenset()
 
     def check_params(self, params: Mapping[str, Any], task: str) -> None:
         if self.params_schema is None:
@@ -83,6 +90,7 @@ class HandlerRegistry:
         function: Handler,
         params_schema: Mapping[str, Any] | None = None,
         poll: Poll | None = None,
+        raw_params: frozenset[str] = frozenset(),
     ) -> None:
         if params_schema is not None:
             Draft202012Validator.check_schema(params_schema)
@@ -90,7 +98,7 @@ class HandlerRegistry:
             existing = self._handlers.get(name)
             if existing is not None and existing.function is not function:
                 raise ValueError(f"handler {name!r} is already registered")
-            self._handlers[name] = Registration(name, function, params_schema, poll)
+            self._handlers[name] = Registration(name, function, params_schema, poll, raw_params)
 
     def get(self, name: str) -> Registration:
         self.load_plugins()
@@ -107,7 +115,8 @@ class HandlerRegistry:
         """Import the built-ins, the configured modules and the entry points (once)."""
         if self._loaded_plugins and not modules:
             return
-        importlib.import_module("dagrelay.handlers.builtin")
+        for module in BUILT_IN_MODULES:
+            importlib.import_module(module)
         for module in modules or get_settings().handler_modules:
             importlib.import_module(module)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -119,13 +128,16 @@ default_registry = HandlerRegistry()
 
 
 def handler(
-    name: str, params_schema: Mapping[str, Any] | None = None, poll: Poll | None = None
+    name: str,
+    params_schema: Mapping[str, Any] | None = None,
+    poll: Poll | None = None,
+    raw_params: frozenset[str] = frozenset(),
 ) -> Callable[[Handler], Handler]:
     """Register a function as the handler ``name`` in the default registry (with ``poll``
-    if it may return Deferred)."""
+    if it may return Deferred; ``raw_params`` are not placeholder-resolved)."""
 
     def decorate(function: Handler) -> Handler:
-        default_registry.register(name, function, params_schema, poll)
+        default_registry.register(name, function, params_schema, poll, raw_params)
         return function
 
     return decorate
