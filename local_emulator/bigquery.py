@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,22 @@ def start(
     if not proc.alive():
         raise StackError(f"bqemulator exited:\n{proc.log_tail()}")
     return LocalBigQuery(endpoint, project, gcs_root, proc)
+
+
+def create_datasets(local: LocalBigQuery, datasets: Iterable[str]) -> None:
+    """The datasets a deployment has (terraform/ creates them in GCP)."""
+    from dagrelay.bq import make_client  # noqa: PLC0415 - the package's own client wiring
+    from dagrelay.config import load_settings  # noqa: PLC0415
+
+    settings = load_settings(
+        project_id=local.project, bigquery_project=local.project, bigquery_endpoint=local.endpoint
+    )
+    client = make_client(settings)
+    try:
+        for dataset in datasets:
+            client.create_dataset(dataset, exists_ok=True, timeout=30)
+    finally:
+        client.close()
 
 
 def _ready(endpoint: str) -> bool:

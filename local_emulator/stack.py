@@ -10,10 +10,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from local_emulator import infra, processes
+from local_emulator import bigquery, gcs, infra, processes
 from local_emulator.processes import ManagedProcess, StackError
 from local_emulator.sweep import SweepLoop
 
+# What start() sets in this process's environment for its own clients; stop() restores it.
+OWN_ENV = (
+    "PUBSUB_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "DAGRELAY_BIGQUERY_ENDPOINT",
+    "DAGRELAY_BIGQUERY_PROJECT",
+)
+# The datasets of the example sources and pipeline (terraform/ creates the same).
+DATASETS = ("finance", "reports", "web")
 DEFAULT_DATABASE_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/dagrelay"
 # Logs and the state file of `up`; DAGRELAY_LOCAL_STACK_DIR moves them (tests do).
 STATE_DIR = Path(os.environ.get("DAGRELAY_LOCAL_STACK_DIR", processes.ROOT / ".local_stack"))
@@ -34,6 +43,8 @@ class StackConfig:
     sweep_interval_s: float = 5.0  # the local Cloud Scheduler; 0 turns it off
     sweep_older_than_s: int = 10
     workers: int = 0  # >0: N pull workers share the router code instead of push delivery
+    data_services: bool = True  # the local GCS and BigQuery stand-ins (ingestion, bigquery.*)
+    inbox_bucket: str = "dagrelay-inbox"
     router_env: dict[str, str] = field(default_factory=dict)  # extra env (tests: crash points)
     emulator_host: str | None = None  # reuse a running emulator instead of starting one
     emulator_port: int = 0  # 0: pick a free port
@@ -53,19 +64,28 @@ class StackInfo:
     subscription: str
     alerts_topic: str
     dead_letter_topic: str
+    storage_emulator_host: str | None
+    bigquery_endpoint: str | None
+    inbox_bucket: str
     router_url: str
     status_url: str
     pids: dict[str, int]
     log_dir: str
 
     def env(self) -> dict[str, str]:
+        data = {
+            "STORAGE_EMULATOR_HOST": self.storage_emulator_host,
+            "DAGRELAY_BIGQUERY_ENDPOINT": self.bigquery_endpoint,
+        }
         return {
+            **{key: value for key, value in data.items() if value},
             "PUBSUB_EMULATOR_HOST": self.pubsub_emulator_host,
             "DATABASE_URL": self.database_url,
             "DAGRELAY_PROJECT_ID": self.project_id,
             "DAGRELAY_EVENTS_TOPIC": self.events_topic,
             "DAGRELAY_ALERTS_TOPIC": self.alerts_topic,
             "DAGRELAY_DEAD_LETTER_TOPIC": self.dead_letter_topic,
+            "DAGRELAY_INBOX_BUCKET": self.inbox_bucket,
         }
 
 
@@ -97,8 +117,9 @@ class Stack:
             infra.ensure_database(c.database_url)
             infra.upgrade_database(c.database_url)
             emulator_host = c.emulator_host or self._start_emulator()
-            self._previous_env = {"PUBSUB_EMULATOR_HOST": os.environ.get("PUBSUB_EMULATOR_HOST")}
-            os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host  # for this process's clients
+            self._previous_env = {key: os.environ.get(key) for key in OWN_ENV}
+            data_env = self._start_data_services() if c.data_services else {}
+            os.environ.update({"PUBSUB_EMULATOR_HOST": emulator_host, **data_env})
             self.router_env = {
                 **os.environ,
                 "PUBSUB_EMULATOR_HOST": emulator_host,
@@ -107,6 +128,8 @@ class Stack:
                 "DAGRELAY_EVENTS_TOPIC": c.events_topic,
                 "DAGRELAY_ALERTS_TOPIC": c.alerts_topic,
                 "DAGRELAY_DEAD_LETTER_TOPIC": c.dead_letter_topic,
+                "DAGRELAY_INBOX_BUCKET": c.inbox_bucket,
+                **data_env,
                 "PYTHONUNBUFFERED": "1",
                 **c.router_env,
             }
@@ -135,6 +158,9 @@ class Stack:
             subscription=c.subscription,
             alerts_topic=c.alerts_topic,
             dead_letter_topic=c.dead_letter_topic,
+            storage_emulator_host=data_env.get("STORAGE_EMULATOR_HOST"),
+            bigquery_endpoint=data_env.get("DAGRELAY_BIGQUERY_ENDPOINT"),
+            inbox_bucket=c.inbox_bucket,
             router_url=f"http://127.0.0.1:{router_port}",
             status_url=f"http://127.0.0.1:{status_port}",
             pids={p.name: p.pid for p in self.processes},
@@ -165,6 +191,21 @@ class Stack:
             push_endpoint=infra.push_endpoint(router_port, c.project_id, c.dead_letter_topic),
         )
         infra.ensure_subscription(c.project_id, c.alerts_topic, f"{c.alerts_topic}-inbox")
+
+    def _start_data_services(self) -> dict[str, str]:
+        """GCS (gcp-storage-emulator) and BigQuery (bqemulator, reading gs:// URIs from the GCS
+        stand-in's data directory); the inbox bucket and the datasets Terraform creates."""
+        c = self.config
+        gcs_dir = c.workdir / f"gcs-{os.getpid()}-{id(self)}"
+        gcs_port = processes.free_port()
+        self.processes.append(gcs.start_storage_emulator(gcs_port, gcs_dir))
+        storage_host = f"http://127.0.0.1:{gcs_port}"
+        local_bq = bigquery.start(c.project_id, gcs_dir, c.workdir)
+        self.processes.append(local_bq.process)
+        os.environ["STORAGE_EMULATOR_HOST"] = storage_host
+        gcs.create_buckets(gcs.storage_client(c.project_id), [c.inbox_bucket])
+        bigquery.create_datasets(local_bq, DATASETS)
+        return {"STORAGE_EMULATOR_HOST": storage_host, **local_bq.env()}
 
     def _start_emulator(self) -> str:
         port = self.config.emulator_port or processes.free_port()

@@ -17,7 +17,7 @@ SCHEMA_FILES = (
     "openapi.json",
     "sources.yaml",
     "sources.schema.json",
-    "pipelines/*.sql",
+    "pipelines/**/*.sql",
     "messages/*.json",
 )
 PACKAGE_SUFFIXES = {".py", ".typed", ".html", ".css", ".js", ".svg", ".json"}

@@ -31,7 +31,9 @@ def statuses(report: dict[str, Any]) -> dict[str, str]:
 def test_example_pipeline_runs_through_pubsub(
     stack_db: Engine, publish: Publish, wait_batch: WaitBatch
 ) -> None:
-    spec = pipelines.load_pipeline(ROOT / "schema" / "pipelines" / "monthly_profit.yaml")
+    spec = pipelines.load_pipeline(
+        ROOT / "tests" / "fixtures" / "pipelines" / "monthly_profit.yaml"
+    )
     with stack_db.begin() as conn:
         pipelines.apply(conn, spec)
     publish({"action": "start_batch", "pipeline": "monthly_profit", "batch_id": "2024-03"})
@@ -148,8 +150,13 @@ def test_demo_command_end_to_end(template_db: str, tmp_path: Any) -> None:
     name = f"dagrelay_demo_{os.getpid()}"
     url = create_database(name, template=template_db)
     try:
-        env = {**os.environ, "DATABASE_URL": url}
-        env.pop("PUBSUB_EMULATOR_HOST", None)  # the demo starts its own emulator
+        # A user's shell: none of this session's emulators or settings, only the database.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("DAGRELAY_") and not k.endswith("_EMULATOR_HOST")
+        }
+        env["DATABASE_URL"] = url
         result = subprocess.run(
             [sys.executable, "-m", "local_emulator", "demo"],
             cwd=ROOT,
@@ -163,6 +170,6 @@ def test_demo_command_end_to_end(template_db: str, tmp_path: Any) -> None:
         drop_database(name)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "calculate_profit" in output
-    assert "SUCCESS" in output
+    assert "monthly_profit / 2024-03  SUCCESS" in output
+    assert "│ 2024-03 │ 1250.50 │   830.25 │ 420.25 │" in output  # reports.monthly_profit
     (tmp_path / "demo-output.txt").write_text(output)

@@ -20,12 +20,13 @@ from dagrelay.db import get_engine
 from dagrelay.engine import Engine as DagEngine
 from dagrelay.messages import StartBatch
 from dagrelay.publisher import InMemoryPublisher
-from dagrelay.resources import schema_dir
 from tests.integration.helpers import drive
 
 pytestmark = pytest.mark.integration
 
-MONTHLY_PROFIT = schema_dir() / "pipelines" / "monthly_profit.yaml"
+MONTHLY_PROFIT = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "pipelines" / "monthly_profit.yaml"
+)
 Run = Callable[..., Result]
 
 

@@ -24,14 +24,15 @@ from dagrelay.db import get_engine
 from dagrelay.engine import Engine as DagEngine
 from dagrelay.messages import Envelope, Message, RunTask, StartBatch, parse
 from dagrelay.publisher import InMemoryPublisher
-from dagrelay.resources import schema_dir
 from tests.dbtools import create_database, drop_database
 from tests.integration.helpers import drive
 
 pytestmark = pytest.mark.integration
 
 PROJECT = "dagrelay-test"
-MONTHLY_PROFIT = schema_dir() / "pipelines" / "monthly_profit.yaml"
+MONTHLY_PROFIT = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "pipelines" / "monthly_profit.yaml"
+)
 Run = Callable[..., Result]
 InsertPipeline = Callable[..., dict[str, int]]
 

@@ -17,11 +17,12 @@ from dagrelay import pipelines
 from dagrelay.engine import Engine as DagEngine
 from dagrelay.errors import PipelineError
 from dagrelay.messages import StartBatch
-from dagrelay.resources import schema_dir
 
 pytestmark = pytest.mark.integration
 
-MONTHLY_PROFIT = schema_dir() / "pipelines" / "monthly_profit.yaml"
+MONTHLY_PROFIT = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "pipelines" / "monthly_profit.yaml"
+)
 T1 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 T2 = datetime(2024, 3, 2, 12, 0, tzinfo=UTC)
 

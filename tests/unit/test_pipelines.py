@@ -11,6 +11,7 @@ from dagrelay.errors import PipelineError
 from dagrelay.handlers.registry import Registration, default_registry
 from dagrelay.resources import schema_dir
 from dagrelay.states import TriggerRule
+from tests.paths import PYTHON_MONTHLY_PROFIT
 
 NOOP = "handler: python.noop"
 RULES = "['all_success', 'all_done', 'all_failed', 'one_success', 'one_failed', 'none_failed']"
@@ -277,7 +278,7 @@ def test_checked_in_pipelines_are_valid(path: Path, handlers: dict[str, Registra
 
 
 def test_monthly_profit_spec() -> None:
-    spec = pipelines.load_pipeline(schema_dir() / "pipelines" / "monthly_profit.yaml")
+    spec = pipelines.load_pipeline(PYTHON_MONTHLY_PROFIT)
     by_name = {t.name: t for t in spec.tasks}
     assert spec.pipeline == "monthly_profit"
     assert list(by_name) == ["load_sales", "load_expenses", "calculate_profit"]

@@ -43,6 +43,7 @@ _LOAD_OPTIONS = (  # params that are LoadJobConfig attributes of the same name
     "encoding",
 )
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PARAMETER = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 
 
 # -- params schemas --------------------------------------------------------------------------------
@@ -337,8 +338,10 @@ def _same(actual: Any, expected: Any) -> bool:
 
 def query_parameters(ctx: HandlerContext) -> list[Any]:
     """Batch params, ``batch_id`` and ``pipeline``, then the task's ``query_parameters``
-    (which win on a shared name). Batch params whose name is not an identifier, or whose value
-    is an object, are not offered (no query can name them)."""
+    (which win on a shared name) — only those the SQL names (``@name``): a parameter the query
+    does not use is an error for some engines (the local BigQuery's DML path). Batch params
+    whose name is not an identifier, or whose value is an object, are not offered."""
+    used = set(_PARAMETER.findall(read_sql(ctx.params)))
     values: dict[str, Any] = {
         k: v
         for k, v in ctx.batch_params.items()
@@ -346,7 +349,7 @@ def query_parameters(ctx: HandlerContext) -> list[Any]:
     }
     values |= {"batch_id": ctx.batch_id, "pipeline": ctx.pipeline}
     values |= dict(ctx.params.get("query_parameters") or {})
-    return [bq.parameter(name, value) for name, value in values.items()]
+    return [bq.parameter(name, value) for name, value in values.items() if name in used]
 
 
 def read_sql(params: Mapping[str, Any]) -> str:
