@@ -17,6 +17,8 @@ locals {
     DAGRELAY_DB_POOL_SIZE       = tostring(var.db_pool_size)
     DAGRELAY_DB_MAX_OVERFLOW    = tostring(var.db_max_overflow)
     DAGRELAY_HANDLER_MODULES    = jsonencode(var.handler_modules) # pydantic-settings reads lists as JSON
+    DAGRELAY_INBOX_BUCKET       = google_storage_bucket.data["inbox"].name
+    DAGRELAY_BIGQUERY_LOCATION  = local.bigquery_location
   }
 }
 

@@ -67,7 +67,7 @@ resource "google_storage_bucket_iam_member" "router_object_admin" {
   for_each = google_storage_bucket.data
 
   bucket = each.value.name
-  role   = "roles/storage.objectAdmin" # read the inbox, move files to archive/rejected
+  role   = "roles/storage.objectAdmin" # read inbox/, write staging/, move files to archive/ or rejected/
   member = "serviceAccount:${google_service_account.router.email}"
 }
 

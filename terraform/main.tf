@@ -19,9 +19,7 @@ locals {
 
   # Bucket names are global: the project id keeps them unique.
   buckets = {
-    inbox    = "${var.project_id}-${local.prefix}-inbox"
-    archive  = "${var.project_id}-${local.prefix}-archive"
-    rejected = "${var.project_id}-${local.prefix}-rejected"
+    inbox = "${var.project_id}-${local.prefix}-inbox"
   }
   source_bucket = "${var.project_id}-${local.prefix}-function-source"
 

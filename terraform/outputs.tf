@@ -77,7 +77,7 @@ output "db_password_secret" {
 }
 
 output "buckets" {
-  description = "Bucket names: inbox (new objects are announced on the events topic), archive, rejected."
+  description = "Bucket names: inbox (files under inbox/<source>/ are ingested; staging/, archive/ and rejected/ are ingestion's)."
   value       = { for k, b in google_storage_bucket.data : k => b.name }
 }
 

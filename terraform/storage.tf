@@ -1,13 +1,16 @@
-# Buckets for ingested files: inbox (files land here; each new object is announced on the events
-# topic), archive (loaded files), rejected (files that failed validation). All private: uniform
-# bucket-level access, public access prevention enforced, no ACLs; versioned, with lifecycle rules
-# that bound what versioning keeps.
+# The bucket of ingested files. Ingestion works under four prefixes of it (dagrelay.ingest):
+# inbox/<source>/ (files land here; each new object is announced on the events topic), staging/
+# (the Parquet it loads), archive/ (loaded files) and rejected/ (files that failed validation, kept
+# for inspection). Private: uniform bucket-level access, public access prevention enforced, no
+# ACLs; versioned, with lifecycle rules per prefix that bound what is kept.
 
 locals {
-  bucket_lifecycle = {
-    inbox    = { delete_after_days = var.inbox_retention_days, coldline_after_days = null }
-    archive  = { delete_after_days = null, coldline_after_days = var.archive_coldline_after_days }
-    rejected = { delete_after_days = var.rejected_retention_days, coldline_after_days = null }
+  # prefix -> days until deleted, days until COLDLINE (null: never)
+  prefix_lifecycle = {
+    "inbox/"    = { delete_after_days = var.inbox_retention_days, coldline_after_days = null }
+    "staging/"  = { delete_after_days = var.inbox_retention_days, coldline_after_days = null }
+    "rejected/" = { delete_after_days = var.rejected_retention_days, coldline_after_days = null }
+    "archive/"  = { delete_after_days = null, coldline_after_days = var.archive_coldline_after_days }
   }
 }
 
@@ -41,10 +44,11 @@ resource "google_storage_bucket" "data" {
   }
 
   dynamic "lifecycle_rule" {
-    for_each = local.bucket_lifecycle[each.key].delete_after_days == null ? [] : [local.bucket_lifecycle[each.key].delete_after_days]
+    for_each = { for prefix, rule in local.prefix_lifecycle : prefix => rule.delete_after_days if rule.delete_after_days != null }
     content {
       condition {
-        age = lifecycle_rule.value
+        age            = lifecycle_rule.value
+        matches_prefix = [lifecycle_rule.key]
       }
       action {
         type = "Delete"
@@ -53,10 +57,11 @@ resource "google_storage_bucket" "data" {
   }
 
   dynamic "lifecycle_rule" {
-    for_each = local.bucket_lifecycle[each.key].coldline_after_days == null ? [] : [local.bucket_lifecycle[each.key].coldline_after_days]
+    for_each = { for prefix, rule in local.prefix_lifecycle : prefix => rule.coldline_after_days if rule.coldline_after_days != null }
     content {
       condition {
-        age = lifecycle_rule.value
+        age            = lifecycle_rule.value
+        matches_prefix = [lifecycle_rule.key]
       }
       action {
         type          = "SetStorageClass"
@@ -68,12 +73,14 @@ resource "google_storage_bucket" "data" {
   depends_on = [google_project_service.apis]
 }
 
-# Every new object in the inbox is announced on the events topic (the router's ingestion path).
+# Every new object under inbox/ is announced on the events topic (the router's ingestion path);
+# ingestion's own writes (staging/, archive/, rejected/) are not.
 resource "google_storage_notification" "inbox" {
-  bucket         = google_storage_bucket.data["inbox"].name
-  topic          = google_pubsub_topic.events.id
-  payload_format = "JSON_API_V1"
-  event_types    = ["OBJECT_FINALIZE"]
+  bucket             = google_storage_bucket.data["inbox"].name
+  topic              = google_pubsub_topic.events.id
+  payload_format     = "JSON_API_V1"
+  event_types        = ["OBJECT_FINALIZE"]
+  object_name_prefix = "inbox/"
 
   depends_on = [google_pubsub_topic_iam_member.events_gcs_agent]
 }

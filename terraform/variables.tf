@@ -382,7 +382,7 @@ variable "noncurrent_version_retention_days" {
 variable "bigquery_datasets" {
   description = "BigQuery datasets the pipelines write to; the router may edit data in these only."
   type        = list(string)
-  default     = ["staging", "reports"]
+  default     = ["finance", "reports", "web"] # schema/sources.yaml's targets, monthly_profit's report
 
   validation {
     condition     = length(var.bigquery_datasets) == length(distinct(var.bigquery_datasets)) && alltrue([for d in var.bigquery_datasets : can(regex("^[A-Za-z_][A-Za-z0-9_]{0,1023}$", d))])

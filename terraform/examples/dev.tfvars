@@ -18,7 +18,7 @@ force_destroy_buckets = true
 
 status_invokers = ["group:dagrelay-dev@example.com"]
 
-bigquery_datasets = ["staging", "reports"]
+bigquery_datasets = ["finance", "reports", "web"]
 
 scheduled_pipelines = {
   monthly_profit = {

@@ -18,6 +18,7 @@ import pytest
 
 from dagrelay import cli, messages
 from dagrelay.config import Settings
+from dagrelay.ingest.sources import INBOX_PREFIX, load_sources
 from dagrelay.packaging import build_archive
 from local_emulator import infra
 from tests.unit.terraform_helpers import (
@@ -385,8 +386,15 @@ def test_inbox_notifies_the_events_topic(tf: Config) -> None:
     assert notification["topic"] == "${google_pubsub_topic.events.id}"
     assert notification["event_types"] == ["OBJECT_FINALIZE"]
     assert notification["bucket"] == '${google_storage_bucket.data["inbox"].name}'
-    assert set(tf.resolve("${local.buckets}")) == {"inbox", "archive", "rejected"}
-    assert tf.variables["bigquery_datasets"]["default"] == ["staging", "reports"]
+    # Only new files under ingestion's inbox prefix, not its own staging/archive/rejected writes.
+    assert notification["object_name_prefix"] == INBOX_PREFIX
+    assert set(tf.resolve("${local.buckets}")) == {"inbox"}
+
+
+def test_datasets_hold_every_table_the_sources_and_the_example_write(tf: Config) -> None:
+    datasets = set(tf.variables["bigquery_datasets"]["default"])
+    targets = {source.target_table.split(".")[0] for source in load_sources().values()}
+    assert targets | {"reports"} <= datasets
 
 
 def test_task_failure_alert_matches_the_router_log_line(tf: Config) -> None:
