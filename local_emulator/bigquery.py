@@ -78,7 +78,7 @@ def start(
         "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false",
         "PYTHONUNBUFFERED": "1",
     }
-    proc = processes._spawn("bqemulator", argv, workdir / f"bqemulator-{port}.log", env)
+    proc = processes.spawn("bqemulator", argv, workdir / f"bqemulator-{port}.log", env)
     endpoint = f"http://127.0.0.1:{port}"
     try:
         processes.wait_for(lambda: _ready(endpoint) or not proc.alive(), timeout_s, "bqemulator")

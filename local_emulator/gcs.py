@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -16,7 +15,7 @@ from urllib.parse import quote
 
 import requests
 
-from local_emulator.processes import ROOT, ManagedProcess, StackError, wait_for
+from local_emulator.processes import ManagedProcess, StackError, spawn, wait_for
 
 # What GCS leaves out of the notification's object resource (the emulator adds an ACL list).
 _NOT_IN_NOTIFICATIONS = ("acl", "owner")
@@ -38,17 +37,7 @@ def start_storage_emulator(port: int, data_dir: Path) -> ManagedProcess:
         "--port",
         str(port),
     ]
-    with log_path.open("ab") as log:
-        popen = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-    proc = ManagedProcess("storage-emulator", popen.pid, log_path, popen)
+    proc = spawn("storage-emulator", argv, log_path, env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(url) or not proc.alive(), 30, "the storage emulator")

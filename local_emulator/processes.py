@@ -88,7 +88,7 @@ class ManagedProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str]) -> ManagedProcess:
+def spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str]) -> ManagedProcess:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
@@ -123,7 +123,7 @@ def start_pubsub_emulator(port: int, project: str, workdir: Path) -> ManagedProc
         argv = [str(launcher), "--host=127.0.0.1", f"--port={port}"]
     data_dir = workdir / f"pubsub-{port}"
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = _spawn("pubsub-emulator", argv, workdir / f"pubsub-{port}.log", os.environ)
+    proc = spawn("pubsub-emulator", argv, workdir / f"pubsub-{port}.log", os.environ)
     try:
         wait_for(lambda: port_open(port) or not proc.alive(), 60, "the Pub/Sub emulator")
     except StackError:
@@ -153,7 +153,7 @@ def start_router(
         "--port",
         str(port),
     ]
-    proc = _spawn(f"functions-framework:{target}", argv, workdir / f"{target}-{port}.log", env)
+    proc = spawn(f"functions-framework:{target}", argv, workdir / f"{target}-{port}.log", env)
 
     def ready() -> bool:
         if not proc.alive():
@@ -179,4 +179,4 @@ def start_worker(
 ) -> ManagedProcess:
     """A pull worker (``python -m local_emulator worker``) sharing the router's code."""
     argv = [sys.executable, "-m", "local_emulator", "worker", "--subscription", subscription]
-    return _spawn(f"worker-{n}", argv, workdir / f"worker-{n}.log", env)
+    return spawn(f"worker-{n}", argv, workdir / f"worker-{n}.log", env)
