@@ -45,7 +45,7 @@ def up() -> None:
             f"  export CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB=http://{info.pubsub_emulator_host}/"
             " CLOUDSDK_AUTH_DISABLE_CREDENTIALS=true"
         )
-        console.print(f"  router:  {info.router_url}   status: {info.status_url}/?batch_id=...")
+        console.print(f"  router:  {info.router_url}   dashboard: {info.status_url}/")
         console.print(f"  topic:   projects/{info.project_id}/topics/{info.events_topic}")
         console.print(f"  logs:    {info.log_dir}")
         console.print("Stop with Ctrl-C or `python -m local_emulator down`.")
