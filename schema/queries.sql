@@ -112,9 +112,10 @@ WHERE t.name = :task;
 -- A RETRY in a batch that is no longer RUNNING (cancelled meanwhile) is CANCELLED instead.
 -- No 'task' row back means the write did not land.
 WITH running AS (
-    SELECT 1 FROM task_log tl
-    JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
-    WHERE tl.log_id = :log_id AND b.status = 'RUNNING'
+    SELECT 1 FROM batches b
+    WHERE (b.pipeline, b.batch_id) = (SELECT pipeline, batch_id FROM task_log WHERE log_id = :log_id)
+      AND b.status = 'RUNNING'
+    FOR SHARE
 ),
 outcome AS (
     SELECT CASE WHEN CAST(:status AS task_status) = 'RETRY' AND NOT EXISTS (SELECT 1 FROM running)
@@ -130,6 +131,8 @@ done AS (
         output = CAST(:output AS jsonb), error = :error
     FROM outcome o
     WHERE log_id = :log_id AND task_log.status = 'PROCESSING' AND attempt = :attempt
+      AND (CAST(:lease_before AS timestamptz) IS NULL
+           OR task_log.lease_expires_at < CAST(:lease_before AS timestamptz))
     RETURNING log_id, task_id, pipeline, batch_id, task_log.status, attempt
 ),
 closed AS (
@@ -304,7 +307,8 @@ ORDER BY tl.pipeline, coalesce(tl.started_at, tl.created_at), tl.log_id;
 -- SKIP LOCKED: concurrent sweeps take disjoint rows.
 SELECT outbox_id, topic, payload, attributes
 FROM outbox
-WHERE published_at IS NULL AND available_at <= :cutoff
+WHERE published_at IS NULL
+  AND (available_at <= :cutoff OR (available_at > created_at AND available_at <= :now))
 ORDER BY outbox_id
 LIMIT :limit
 FOR UPDATE SKIP LOCKED;
@@ -465,23 +469,20 @@ WHERE b.status = 'RUNNING' AND b.created_at <= :cutoff
 RETURNING b.pipeline, b.batch_id, b.status::text AS status;
 
 -- name: cancel_batch
--- RUNNING -> CANCELLED; tasks waiting to run (NEW, RETRY) become CANCELLED. Running attempts
+-- RUNNING -> CANCELLED. Taking the batch row waits for completions holding it (advance_children
+-- and finish_attempt share-lock it), so cancel_waiting_tasks, a statement of its own with a
+-- fresh snapshot, sees every row they created.
+UPDATE batches SET status = 'CANCELLED', finished_at = :now
+WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'RUNNING'
+RETURNING pipeline, batch_id;
+
+-- name: cancel_waiting_tasks
+-- Tasks waiting to run (NEW, RETRY) of a cancelled batch become CANCELLED. Running attempts
 -- finish, but advance_children creates nothing in a batch that is not RUNNING.
-WITH cancelled AS (
-    UPDATE batches SET status = 'CANCELLED', finished_at = :now
-    WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'RUNNING'
-    RETURNING pipeline, batch_id
-),
-tasks_cancelled AS (
-    UPDATE task_log tl
-    SET status = 'CANCELLED', finished_at = :now, next_attempt_at = NULL
-    FROM cancelled c
-    WHERE tl.pipeline = c.pipeline AND tl.batch_id = c.batch_id
-      AND tl.status IN ('NEW', 'RETRY')
-    RETURNING tl.log_id
-)
-SELECT (SELECT count(*) FROM cancelled) AS batches,
-       (SELECT count(*) FROM tasks_cancelled) AS tasks;
+UPDATE task_log
+SET status = 'CANCELLED', finished_at = :now, next_attempt_at = NULL
+WHERE pipeline = :pipeline AND batch_id = :batch_id AND status IN ('NEW', 'RETRY')
+RETURNING log_id;
 
 -- name: record_dead_letter
 INSERT INTO dead_letters (message_id, received_at, source_subscription, delivery_attempts,
@@ -526,6 +527,7 @@ ORDER BY t.name;
 -- The rows being rerun go; their attempts stay in task_attempts (log_id set to NULL).
 DELETE FROM task_log
 WHERE batch_id = :batch_id AND task_id = ANY (CAST(:task_ids AS integer[]))
+  AND status <> 'PROCESSING'
 RETURNING log_id;
 
 -- name: rerun_recount_fanin
@@ -597,6 +599,7 @@ WITH deferred AS (
         lease_expires_at = CAST(:poll_at AS timestamptz) + make_interval(secs => t.timeout_s)
     FROM tasks t
     WHERE tl.log_id = :log_id AND tl.status = 'PROCESSING' AND tl.attempt = :attempt
+      AND tl.poll_at IS NOT DISTINCT FROM CAST(:expected_poll_at AS timestamptz)
       AND t.task_id = tl.task_id
     RETURNING tl.log_id, tl.task_id, tl.pipeline, tl.batch_id, tl.attempt, tl.status, t.name
 ),
@@ -622,7 +625,7 @@ FROM messages m;
 -- A deferred attempt and everything its poll needs (the same shape as claim_task's result).
 SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, tl.lease_expires_at, t.task_id, t.name,
        t.handler, t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
-       t.retry_max_delay_s, b.params AS batch_params, tl.job,
+       t.retry_max_delay_s, b.params AS batch_params, tl.job, tl.poll_at,
        dagrelay_parent_outputs(tl.batch_id, tl.task_id) AS parent_outputs
 FROM task_log tl
 JOIN tasks t ON t.task_id = tl.task_id

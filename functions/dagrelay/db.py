@@ -91,6 +91,16 @@ def memoise_pg8000_statement_rewrite() -> None:
     pg8000_legacy.convert_paramstyle = convert_paramstyle
 
 
+# Deadlock, serialisation failure: the transaction lost a race; running it again is the cure.
+RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def _retry_helps(code: str | None, message: str) -> bool:
+    if code in RETRY_SQLSTATES or code == "26000":
+        return True
+    return code == "0A000" and "cached plan must not change result type" in message
+
+
 TRANSACTION_CONTROL = frozenset({"begin transaction", "commit", "rollback"})
 PREPARED_PER_CONNECTION = 256
 # A prepared statement that no longer fits the schema (cached plan must not change result type;
@@ -177,7 +187,7 @@ def is_transient(exc: BaseException) -> bool:
             return True
         if isinstance(seen, OperationalError | InterfaceError | ConnectionError):
             return True
-        if isinstance(seen, DBAPIError) and database_error(seen)[0] in STALE_PREPARED:
+        if isinstance(seen, DBAPIError) and _retry_helps(*database_error(seen)):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

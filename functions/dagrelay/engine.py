@@ -172,6 +172,9 @@ class Engine:
             reset = store.rerun_reset(
                 conn, batch_id=batch_id, task_ids=[row.task_id for row in scope]
             )
+            if reset != sum(row.log_id is not None for row in scope):
+                # A task in scope was claimed after the scope was read: roll back, refuse.
+                raise BadMessage("a task to rerun started meanwhile; wait for it and try again")
             messages: list[OutgoingMessage] = []
             for target in _topmost(targets, downstream, conn):
                 created = store.rerun_start(
@@ -287,9 +290,11 @@ class Engine:
         ref: store.AttemptRef,
         output: Mapping[str, Any] | Deferred | None,
         failure: Failure | None,
+        lease_before: datetime | None = None,
     ) -> RunOutcome:
         """Write an attempt's result (fenced by attempt), release or fail its children,
-        publish. Used for handler results and, by the sweeper, for expired leases."""
+        publish. Used for handler results and, by the sweeper, for expired leases (with
+        ``lease_before``: a lease a heartbeat renewed meanwhile is left alone)."""
         if isinstance(output, Deferred):
             return self._defer(ref, output)
         extra = {
@@ -311,6 +316,7 @@ class Engine:
                     topic=self.events_topic,
                     alerts_topic=self.alerts_topic,
                     now=now,
+                    lease_before=lease_before,
                 )
                 if written is None:
                     return None

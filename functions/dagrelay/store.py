@@ -46,6 +46,7 @@ class AttemptRef:
     task: str
     timeout_s: int
     policy: RetryPolicy
+    poll_at: datetime | None = None  # a deferred attempt's poll, as read: fences its re-deferral
 
 
 def _ref(row: Row[Any], batch_id: str | None = None) -> AttemptRef:
@@ -63,6 +64,7 @@ def _ref(row: Row[Any], batch_id: str | None = None) -> AttemptRef:
             backoff=row.retry_backoff,
             max_delay_s=row.retry_max_delay_s,
         ),
+        poll_at=getattr(row, "poll_at", None),
     )
 
 
@@ -199,9 +201,11 @@ def finish_attempt(
     topic: str,
     alerts_topic: str,
     now: datetime,
+    lease_before: datetime | None = None,
 ) -> Created | None:
     """PROCESSING -> result.status for this attempt, with its retry message or its alert.
-    None: the row had moved on (another attempt, a cancel): nothing was written."""
+    None: the row had moved on (another attempt, a cancel) or, with ``lease_before``, its lease
+    was renewed past it (a heartbeat): nothing was written."""
     rows = conn.execute(
         query("finish_attempt"),
         {
@@ -215,6 +219,7 @@ def finish_attempt(
             "topic": topic,
             "alerts_topic": alerts_topic,
             "now": now,
+            "lease_before": lease_before,
         },
     ).all()
     created = _created(rows)
@@ -282,9 +287,12 @@ def record_rejected_message(
 
 
 def lock_unpublished_outbox(
-    conn: Connection, *, cutoff: datetime, limit: int
+    conn: Connection, *, cutoff: datetime, now: datetime, limit: int
 ) -> list[OutgoingMessage]:
-    rows = conn.execute(query("lock_unpublished_outbox"), {"cutoff": cutoff, "limit": limit}).all()
+    """Unpublished rows due since ``cutoff``, and held rows (retries, polls) due by ``now``."""
+    rows = conn.execute(
+        query("lock_unpublished_outbox"), {"cutoff": cutoff, "now": now, "limit": limit}
+    ).all()
     return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
 
 
@@ -321,10 +329,10 @@ def cancel_batch(
     conn: Connection, *, pipeline: str, batch_id: str, now: datetime
 ) -> tuple[bool, int]:
     """(whether the batch was RUNNING and is now CANCELLED, tasks cancelled)."""
-    row = conn.execute(
-        query("cancel_batch"), {"pipeline": pipeline, "batch_id": batch_id, "now": now}
-    ).one()
-    return bool(row.batches), int(row.tasks)
+    params = {"pipeline": pipeline, "batch_id": batch_id, "now": now}
+    if conn.execute(query("cancel_batch"), params).first() is None:
+        return False, 0
+    return True, len(conn.execute(query("cancel_waiting_tasks"), params).all())
 
 
 def record_dead_letter(conn: Connection, *, fields: Mapping[str, Any], now: datetime) -> bool:
@@ -415,6 +423,8 @@ def defer_attempt(
     topic: str,
     now: datetime,
 ) -> Created | None:
+    # Fenced by the poll it follows (ref.poll_at: None for a fresh attempt), so a repeat or a
+    # concurrent poll cannot start a second chain of polls.
     """Keep the attempt PROCESSING with its job and a poll message held until ``poll_at``.
     None: the attempt is no longer live (nothing written)."""
     rows = conn.execute(
@@ -424,6 +434,7 @@ def defer_attempt(
             "attempt": ref.attempt,
             "job": json.dumps(dict(job)),
             "poll_at": poll_at,
+            "expected_poll_at": ref.poll_at,
             "topic": topic,
             "now": now,
         },

@@ -52,20 +52,31 @@ class Sweeper:
     def sweep(self, older_than_s: int | None = None) -> SweepReport:
         age = DEFAULT_OLDER_THAN_S if older_than_s is None else older_than_s
         report = SweepReport(
-            expired=self.expire_leases(),
-            relayed=self.relay_outbox(age),
-            requeued=self.requeue_stale(age),
-            polled=self.poll_overdue(2 * age),
-            batches_finished=self.finish_idle_batches(age),
-            files_resumed=self.resume_files() if self.resume_files else 0,
+            expired=self._step(self.expire_leases),
+            relayed=self._step(lambda: self.relay_outbox(age)),
+            requeued=self._step(lambda: self.requeue_stale(age)),
+            polled=self._step(lambda: self.poll_overdue(2 * age)),
+            batches_finished=self._step(lambda: self.finish_idle_batches(age)),
+            files_resumed=self._step(self.resume_files) if self.resume_files else 0,
         )
         log.info("sweep: %s", report, extra={"action": "sweep"})
         return report
 
+    @staticmethod
+    def _step(step: Callable[[], int]) -> int:
+        """Each repair runs whatever another one did: a failure is logged, the sweep goes on
+        (and the next sweep tries again)."""
+        try:
+            return step()
+        except Exception:
+            log.exception("sweep step %s failed", getattr(step, "__name__", "step"))
+            return 0
+
     def expire_leases(self) -> int:
         engine = self.engine
+        now = engine.clock()
         with engine.db.begin() as conn:
-            expired = store.expired_leases(conn, now=engine.clock(), limit=BATCH_LIMIT)
+            expired = store.expired_leases(conn, now=now, limit=BATCH_LIMIT)
         for ref in expired:
             exc = LeaseExpired(
                 f"lease expired (timeout_s={ref.timeout_s}): the worker died or the handler hung"
@@ -74,7 +85,12 @@ class Sweeper:
                 f"LeaseExpired: attempt {ref.attempt} of {ref.task} in batch {ref.batch_id} "
                 f"gave no result within its lease; concluded by the sweeper at {engine.clock()}"
             )
-            engine.conclude(ref, None, Failure(exc, f"LeaseExpired: {exc}", detail))
+            try:
+                engine.conclude(
+                    ref, None, Failure(exc, f"LeaseExpired: {exc}", detail), lease_before=now
+                )
+            except Exception:  # one stuck attempt must not stop the sweep for every batch
+                log.exception("sweep: expiring %s/%s failed", ref.batch_id, ref.task)
         return len(expired)
 
     def relay_outbox(self, older_than_s: int) -> int:
@@ -82,7 +98,9 @@ class Sweeper:
         engine = self.engine
         cutoff = engine.clock() - timedelta(seconds=older_than_s)
         with engine.db.begin() as conn:  # rows stay locked while they are published
-            pending = store.lock_unpublished_outbox(conn, cutoff=cutoff, limit=BATCH_LIMIT)
+            pending = store.lock_unpublished_outbox(
+                conn, cutoff=cutoff, now=engine.clock(), limit=BATCH_LIMIT
+            )
             if not pending:
                 return 0
             results = engine.publisher.publish(pending)
@@ -119,7 +137,10 @@ class Sweeper:
         with engine.db.begin() as conn:
             overdue = store.overdue_polls(conn, cutoff=cutoff, limit=BATCH_LIMIT)
         for batch_id, task, attempt in overdue:
-            engine.poll_task(PollTask(batch_id=batch_id, task=task, attempt=attempt))
+            try:
+                engine.poll_task(PollTask(batch_id=batch_id, task=task, attempt=attempt))
+            except Exception:  # one stuck poll must not stop the sweep for every batch
+                log.exception("sweep: polling %s/%s failed", batch_id, task)
         return len(overdue)
 
     def finish_idle_batches(self, older_than_s: int) -> int:

@@ -20,6 +20,20 @@ def chained(outer: Exception, cause: BaseException) -> Exception:
         (InterfaceError("SELECT 1", {}, Exception("network error")), True),
         (ConnectionResetError(104, "Connection reset by peer"), True),
         (chained(RuntimeError("checkout failed"), ConnectionResetError()), True),
+        (ProgrammingError("UPDATE", {}, Exception({"C": "40P01", "M": "deadlock detected"})), True),
+        (
+            OperationalError("UPDATE", {}, Exception({"C": "40001", "M": "could not serialize"})),
+            True,
+        ),
+        (
+            ProgrammingError(
+                "SELECT",
+                {},
+                Exception({"C": "0A000", "M": "cached plan must not change result type"}),
+            ),
+            True,
+        ),
+        (ProgrammingError("SELECT", {}, Exception({"C": "0A000", "M": "not supported"})), False),
         (IntegrityError("INSERT", {}, Exception("duplicate key")), False),
         (ProgrammingError("SELEC", {}, Exception("syntax error")), False),
         (ValueError("not a database error"), False),
