@@ -3,6 +3,7 @@ started, by PID."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -71,4 +72,9 @@ def test_up_then_down_stops_everything_it_started(template_db: str, tmp_path: Pa
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
+        # up's children run in sessions of their own: stop whatever it recorded, by PID.
+        if state.exists():
+            for pid in json.loads(state.read_text())["pids"].values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
         drop_database(name)
