@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
 from sqlalchemy import Engine as SqlEngine
 
@@ -90,8 +90,7 @@ class Router:
                     )
                 return self.ingest(message)
             case _:
-                action = type(message).__name__
-                raise BadMessage(f"action {action} is not supported by this version of dagrelay")
+                assert_never(message)  # mypy: every action of messages.Message is dispatched
 
     def _reject(self, envelope: messages.Envelope, reason: str) -> None:
         log.warning(
