@@ -254,8 +254,12 @@ def state_file(workdir: Path = STATE_DIR) -> Path:
 
 
 def write_state(info: StackInfo, owner_pid: int, workdir: Path = STATE_DIR) -> None:
+    """Atomically (write, then rename): a reader (`down`, a test) never sees half a file."""
     state = {"owner_pid": owner_pid, **asdict(info)}
-    state_file(workdir).write_text(json.dumps(state, indent=2))
+    path = state_file(workdir)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(state, indent=2))
+    os.replace(partial, path)
 
 
 def read_state(workdir: Path = STATE_DIR) -> dict[str, object] | None:

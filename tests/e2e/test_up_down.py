@@ -72,6 +72,7 @@ def test_up_then_down_stops_everything_it_started(template_db: str, tmp_path: Pa
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
+            up.wait(timeout=30)
         # up's children run in sessions of their own: stop whatever it recorded, by PID.
         if state.exists():
             for pid in json.loads(state.read_text())["pids"].values():
