@@ -6,8 +6,8 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from flask import Request, Response
 
-from dagrelay.app import get_router
 from dagrelay.dashboard import app as dashboard
+from dagrelay.router.wiring import get_router
 
 
 @functions_framework.cloud_event

@@ -1,9 +1,9 @@
 """Benchmark helpers: throwaway databases, set-based pipeline shapes, small statistics.
 
 Every benchmark gets a database of its own, created from scratch (``CREATE DATABASE`` through an
-admin connection to the ``postgres`` database, then ``dagrelay.migrate.upgrade``) and dropped at
-the end. Pipelines are inserted with plain SQL, one ``INSERT ... SELECT generate_series`` for the
-tasks and one for the edges, as a user with thousands of tasks would.
+admin connection to the ``postgres`` database, then ``dagrelay.store.migrate.upgrade``) and
+dropped at the end. Pipelines are inserted with plain SQL, one ``INSERT ... SELECT
+generate_series`` for the tasks and one for the edges, as a user with thousands of tasks would.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, make_url, text
 
-from dagrelay import migrate
+from dagrelay.store import migrate
 from local_emulator.stack import DEFAULT_DATABASE_URL
 
 SERVER_URL_ENV = "DAGRELAY_BENCH_DATABASE_URL"  # any database on the server to benchmark on

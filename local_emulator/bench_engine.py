@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy import Engine
 
 from dagrelay.config import load_settings
-from dagrelay.db import create_db_engine
-from dagrelay.engine import Engine as DagEngine
-from dagrelay.engine import RunOutcome
+from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.engine.core import RunOutcome
 from dagrelay.handlers.registry import default_registry
 from dagrelay.messages import RunTask, StartBatch
-from dagrelay.publisher import InMemoryPublisher
+from dagrelay.store.db import create_db_engine
+from dagrelay.store.outbox import InMemoryPublisher
 from local_emulator.bench_db import INDEPENDENT, insert_pipeline, scalar
 from local_emulator.processes import StackError
 

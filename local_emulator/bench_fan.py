@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from dagrelay.db import StatementCounter
-from dagrelay.engine import Engine as DagEngine
+from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import StartBatch
-from dagrelay.publisher import InMemoryPublisher
+from dagrelay.store.db import StatementCounter
+from dagrelay.store.outbox import InMemoryPublisher
 from local_emulator.bench_db import FAN_IN, FAN_OUT, insert_pipeline, median, scalar, task_name
 from local_emulator.bench_engine import BATCH, BenchError, dag_engine, db_engine, run_ok
 

@@ -92,8 +92,8 @@ def start(
 
 def create_datasets(local: LocalBigQuery, datasets: Iterable[str]) -> None:
     """The datasets a deployment has (terraform/ creates them in GCP)."""
-    from dagrelay.bq import make_client  # noqa: PLC0415 - the package's own client wiring
     from dagrelay.config import load_settings  # noqa: PLC0415
+    from dagrelay.handlers.bigquery.client import make_client  # noqa: PLC0415 - the package's own client wiring
 
     settings = load_settings(
         project_id=local.project, bigquery_project=local.project, bigquery_endpoint=local.endpoint

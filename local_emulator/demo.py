@@ -19,10 +19,11 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, create_engine, text
 
-from dagrelay import bq, pipelines
-from dagrelay.cli import batch_table
+from dagrelay.cli.render import batch_table
 from dagrelay.config import load_settings
-from dagrelay.status import batch_report
+from dagrelay.handlers.bigquery import client as bq
+from dagrelay.pipelines import spec as pipelines
+from dagrelay.store.reads import batch_report
 from local_emulator import gcs
 from local_emulator.processes import ROOT, StackError, wait_for
 from local_emulator.stack import Stack, StackConfig, StackInfo

@@ -9,7 +9,7 @@ from google.cloud import pubsub_v1
 from google.protobuf import duration_pb2
 from sqlalchemy import create_engine, make_url, text
 
-from dagrelay import migrate
+from dagrelay.store import migrate
 
 ACK_DEADLINE_S = 600  # above the longest handler run, or the emulator redelivers concurrently
 # The same values as terraform/ gives the real subscription.

@@ -15,8 +15,8 @@ from types import FrameType
 from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1
 
-from dagrelay.app import get_router
 from dagrelay.config import get_settings
+from dagrelay.router.wiring import get_router
 
 log = logging.getLogger("dagrelay.worker")
 

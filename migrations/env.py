@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from dagrelay.db import create_db_engine
-from dagrelay.models import Base
+from dagrelay.store.db import create_db_engine
+from dagrelay.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

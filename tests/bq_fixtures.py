@@ -2,7 +2,8 @@
 
 ``local_bigquery`` starts it with a ``gcs_root`` directory for ``gs://`` URIs and points
 dagrelay's settings at it (``DAGRELAY_BIGQUERY_ENDPOINT`` / ``_PROJECT``, a short retry
-deadline), so ``dagrelay.bq.client()`` talks to it; everything is restored afterwards.
+deadline), so ``dagrelay.handlers.bigquery.client.client()`` talks to it;
+everything is restored afterwards.
 ``bq_dataset`` is a fresh dataset per test.
 """
 
@@ -15,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 from google.cloud import bigquery
 
-from dagrelay import bq
 from dagrelay.config import get_settings
+from dagrelay.handlers.bigquery import client as bq
 from local_emulator import bigquery as local_bq
 
 PROJECT = "dagrelay-test"

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from dagrelay import migrate
 from dagrelay.config import load_settings
-from dagrelay.db import create_db_engine
-from dagrelay.engine import Engine as DagEngine
+from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.handlers.registry import default_registry
-from dagrelay.publisher import InMemoryPublisher
+from dagrelay.store import migrate
+from dagrelay.store.db import create_db_engine
+from dagrelay.store.outbox import InMemoryPublisher
 from local_emulator import processes
 from tests.dbtools import create_database, drop_database
 

@@ -142,7 +142,7 @@ CREATE TRIGGER tasks_pipeline_guard
 """
 
 # The trigger-rule decision for a child, from its parents' terminal outcomes. It must equal
-# dagrelay.rules.decide(); tests/integration/test_rules_sql.py compares them exhaustively.
+# dagrelay.engine.rules.decide(); tests/integration/test_rules_sql.py compares them exhaustively.
 # Returns 'RUN', 'UPSTREAM_FAILED', 'SKIPPED', or NULL (wait for more parents).
 TRIGGER_DECISION = r"""
 CREATE FUNCTION dagrelay_trigger_decision(

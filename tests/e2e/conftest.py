@@ -12,7 +12,7 @@ import pytest
 from google.cloud import pubsub_v1
 from sqlalchemy import Engine, create_engine
 
-from dagrelay.status import batch_report
+from dagrelay.store.reads import batch_report
 from local_emulator.processes import wait_for
 from local_emulator.stack import Stack, StackConfig, StackInfo
 from tests.dbtools import create_database, drop_database

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay import pipelines
+from dagrelay.pipelines import spec as pipelines
 from local_emulator.processes import ROOT, wait_for
 from tests.dbtools import create_database, drop_database
 from tests.e2e.sql_pipelines import insert_with_sql

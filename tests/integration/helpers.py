@@ -15,13 +15,13 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from dagrelay.engine import Engine as DagEngine
-from dagrelay.engine import RunOutcome
-from dagrelay.faults import CrashInjector, InjectedCrash
+from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.engine.core import RunOutcome
+from dagrelay.engine.faults import CrashInjector, InjectedCrash
+from dagrelay.engine.sweeper import Sweeper
 from dagrelay.handlers.registry import HandlerContext, default_registry
 from dagrelay.messages import Envelope, RunTask, parse
-from dagrelay.publisher import InMemoryPublisher, OutgoingMessage
-from dagrelay.sweeper import Sweeper
+from dagrelay.store.outbox import InMemoryPublisher, OutgoingMessage
 
 HELPERS = "tests.integration.helpers"
 

@@ -16,10 +16,10 @@ import pytest
 from google.api_core.exceptions import BadRequest, Conflict, InternalServerError, NotFound
 from google.cloud import bigquery
 
-from dagrelay import bq
 from dagrelay.config import get_settings
 from dagrelay.errors import NonRetryableError
-from dagrelay.handlers import bigquery as handlers
+from dagrelay.handlers.bigquery import client as bq
+from dagrelay.handlers.bigquery import handlers
 from dagrelay.handlers.registry import Deferred, HandlerContext, default_registry
 from local_emulator.bigquery import LocalBigQuery
 

@@ -14,12 +14,13 @@ from google.cloud import pubsub_v1
 from sqlalchemy import Engine, create_engine, text
 from typer.testing import CliRunner, Result
 
-from dagrelay import cli, pipelines
+from dagrelay import cli
 from dagrelay.config import get_settings
-from dagrelay.db import get_engine
-from dagrelay.engine import Engine as DagEngine
+from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import StartBatch
-from dagrelay.publisher import InMemoryPublisher
+from dagrelay.pipelines import spec as pipelines
+from dagrelay.store.db import get_engine
+from dagrelay.store.outbox import InMemoryPublisher
 from tests.integration.helpers import drive
 
 pytestmark = pytest.mark.integration
@@ -290,7 +291,7 @@ def test_status_of_an_unknown_batch(run: Run) -> None:
     ],
 )
 def test_parse_params(items: list[str], expected: dict[str, Any]) -> None:
-    assert cli.parse_params(items) == expected
+    assert cli.trigger.parse_params(items) == expected
 
 
 def pull_one(subscription: str, timeout_s: float = 30) -> Any:

@@ -17,12 +17,12 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 import dagrelay.config
-import dagrelay.db
+import dagrelay.store.db
 from dagrelay.dashboard import app as dashboard
 from dagrelay.dashboard import store
-from dagrelay.engine import Engine as DagEngine
+from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import StartBatch
-from dagrelay.publisher import InMemoryPublisher
+from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration.helpers import batch_status, drive
 
@@ -35,7 +35,7 @@ InsertPipeline = Callable[..., dict[str, int]]
 
 def clear_caches() -> None:
     dagrelay.config.get_settings.cache_clear()
-    dagrelay.db.get_engine.cache_clear()
+    dagrelay.store.db.get_engine.cache_clear()
 
 
 @pytest.fixture
@@ -47,8 +47,8 @@ def client(monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[FlaskClient
         target="status", source=str(ROOT / "functions" / "main.py"), signature_type="http"
     )
     yield app.test_client()
-    if dagrelay.db.get_engine.cache_info().currsize:
-        dagrelay.db.get_engine().dispose()
+    if dagrelay.store.db.get_engine.cache_info().currsize:
+        dagrelay.store.db.get_engine().dispose()
     clear_caches()
 
 

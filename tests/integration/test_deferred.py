@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay.engine import Engine as DagEngine
-from dagrelay.engine import RunOutcome
+from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.engine.core import RunOutcome
+from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import NonRetryableError
 from dagrelay.handlers.registry import Deferred, HandlerContext, HandlerRegistry, default_registry
 from dagrelay.messages import PollTask, RunTask, StartBatch
-from dagrelay.publisher import InMemoryPublisher
-from dagrelay.sweeper import Sweeper
+from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration.helpers import EVENTS_TOPIC, as_run_task
 

@@ -1,4 +1,4 @@
-"""dagrelay.db's pg8000 tuning: the memoised statement rewrite gives exactly what pg8000
+"""dagrelay.store.db's pg8000 tuning: the memoised statement rewrite gives exactly what pg8000
 computes, statements are prepared once per connection, and a prepared statement made stale by a
 schema change is dropped and retried."""
 
@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from dagrelay.db import is_transient, memoise_pg8000_statement_rewrite, retry_transient
-from dagrelay.queries import parse_queries, query
 from dagrelay.resources import schema_dir
+from dagrelay.store.db import is_transient, memoise_pg8000_statement_rewrite, retry_transient
+from dagrelay.store.queries import parse_queries, query
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import Engine
 
-from dagrelay.engine import Engine as DagEngine
-from dagrelay.engine import RunOutcome
+from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.engine.core import RunOutcome
 from dagrelay.messages import StartBatch
-from dagrelay.publisher import InMemoryPublisher
+from dagrelay.store.outbox import InMemoryPublisher
 from tests.integration import helpers
 from tests.integration.helpers import batch_status, call_params, drive, scalar, statuses
 

@@ -7,12 +7,12 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay.engine import Engine as DagEngine
-from dagrelay.engine import RunOutcome, StartOutcome
+from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.engine.core import RunOutcome, StartOutcome
+from dagrelay.engine.sweeper import DEFAULT_OLDER_THAN_S, Sweeper
 from dagrelay.errors import BadMessage
 from dagrelay.messages import RunTask, StartBatch
-from dagrelay.publisher import InMemoryPublisher
-from dagrelay.sweeper import DEFAULT_OLDER_THAN_S, Sweeper
+from dagrelay.store.outbox import InMemoryPublisher
 from tests.integration.helpers import (
     batch_status,
     call_params,

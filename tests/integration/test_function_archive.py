@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay.packaging import build_archive, runtime_requirements
+from dagrelay.ops.packaging import build_archive, runtime_requirements
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def test_archive_holds_entry_point_package_schema_and_pinned_requirements(tmp_pa
     archive = build_archive(tmp_path / "function.zip")
     names = zipfile.ZipFile(archive).namelist()
     assert "main.py" in names
-    assert "dagrelay/engine.py" in names
+    assert "dagrelay/engine/core.py" in names
     assert "schema/queries.sql" in names
     assert "schema/messages/run_task.schema.json" in names
     assert "schema/openapi.json" in names

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay.engine import Engine as DagEngine
+from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.ingest import ingest_object, load_sources, resume_stale
 from dagrelay.ingest.sources import Column
 from dagrelay.messages import Envelope, ObjectFinalized, parse

@@ -10,9 +10,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import CheckConstraint, Engine, create_engine, text
 
-from dagrelay import migrate
-from dagrelay.models import Base
 from dagrelay.states import BatchStatus, FileStatus, TaskStatus, TriggerRule
+from dagrelay.store import migrate
+from dagrelay.store.models import Base
 
 pytestmark = pytest.mark.integration
 

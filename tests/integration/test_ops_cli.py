@@ -1,4 +1,4 @@
-"""The operator's commands (dagrelay.cli_ops) against a real database and the Pub/Sub emulator.
+"""The operator's commands (dagrelay.cli.operate) against a real database and the Pub/Sub emulator.
 
 What the CLI publishes goes to a topic of the test's own; the test pulls it from a
 subscription and feeds it to the in-process ``engine`` fixture, as the router would."""
@@ -18,12 +18,13 @@ from google.cloud import pubsub_v1
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner, Result
 
-from dagrelay import cli, pipelines
+from dagrelay import cli
 from dagrelay.config import get_settings
-from dagrelay.db import get_engine
-from dagrelay.engine import Engine as DagEngine
+from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import Envelope, Message, RunTask, StartBatch, parse
-from dagrelay.publisher import InMemoryPublisher
+from dagrelay.pipelines import spec as pipelines
+from dagrelay.store.db import get_engine
+from dagrelay.store.outbox import InMemoryPublisher
 from tests.dbtools import create_database, drop_database
 from tests.integration.helpers import drive
 

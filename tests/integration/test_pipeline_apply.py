@@ -13,10 +13,10 @@ import yaml
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from dagrelay import pipelines
-from dagrelay.engine import Engine as DagEngine
+from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.errors import PipelineError
 from dagrelay.messages import StartBatch
+from dagrelay.pipelines import spec as pipelines
 
 pytestmark = pytest.mark.integration
 

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay import store
-from dagrelay.engine import Engine as DagEngine
-from dagrelay.engine import Failure, RunOutcome
+from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.engine.core import Failure, RunOutcome
+from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import BadMessage, LeaseExpired
 from dagrelay.handlers.registry import Deferred
 from dagrelay.messages import CancelBatch, RunTask, StartBatch
-from dagrelay.publisher import InMemoryPublisher
 from dagrelay.states import TaskStatus
-from dagrelay.store import Result
-from dagrelay.sweeper import Sweeper
+from dagrelay.store import transitions as store
+from dagrelay.store.outbox import InMemoryPublisher
+from dagrelay.store.transitions import Result
 from local_emulator.processes import wait_for
 from tests.conftest import FakeClock
 

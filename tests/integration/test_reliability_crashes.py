@@ -10,10 +10,10 @@ from functools import partial
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay.faults import CrashInjector, CrashPoint
+from dagrelay.engine.faults import CrashInjector, CrashPoint
+from dagrelay.engine.sweeper import Sweeper
 from dagrelay.messages import StartBatch
-from dagrelay.publisher import InMemoryPublisher
-from dagrelay.sweeper import Sweeper
+from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration.helpers import (
     CRASH,

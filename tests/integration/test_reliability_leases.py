@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay.engine import Engine as DagEngine
-from dagrelay.engine import RunOutcome
+from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.engine.core import RunOutcome
+from dagrelay.engine.sweeper import Sweeper
 from dagrelay.handlers.registry import HandlerContext
 from dagrelay.messages import RunTask, StartBatch
-from dagrelay.publisher import InMemoryPublisher
-from dagrelay.sweeper import Sweeper
+from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration import helpers
 from tests.integration.helpers import (

@@ -10,11 +10,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay.engine import RunOutcome
+from dagrelay.engine.core import RunOutcome
+from dagrelay.engine.retry import RetryPolicy, backoff_delay
+from dagrelay.engine.sweeper import Sweeper
 from dagrelay.messages import RunTask, StartBatch
-from dagrelay.publisher import InMemoryPublisher
-from dagrelay.retry import RetryPolicy, backoff_delay
-from dagrelay.sweeper import Sweeper
+from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration import helpers
 from tests.integration.helpers import (

@@ -8,11 +8,11 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay.engine import Engine as DagEngine
-from dagrelay.engine import RunOutcome
+from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.engine.core import RunOutcome
+from dagrelay.engine.sweeper import Sweeper
 from dagrelay.messages import StartBatch
-from dagrelay.publisher import InMemoryPublisher
-from dagrelay.sweeper import Sweeper
+from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration import helpers
 from tests.integration.helpers import (

@@ -8,10 +8,10 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay.engine import Engine as DagEngine
+from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.errors import BadMessage
 from dagrelay.messages import Rerun, RunTask, StartBatch
-from dagrelay.publisher import InMemoryPublisher
+from dagrelay.store.outbox import InMemoryPublisher
 from tests.integration.helpers import EVENTS_TOPIC, drive
 
 pytestmark = pytest.mark.integration

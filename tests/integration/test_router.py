@@ -18,9 +18,9 @@ from google.api_core.exceptions import AlreadyExists
 from google.cloud import pubsub_v1
 from sqlalchemy import Engine, text
 
-import dagrelay.app
 import dagrelay.config
-import dagrelay.db
+import dagrelay.router.wiring
+import dagrelay.store.db
 from tests.integration.helpers import batch_status, scalar, statuses
 
 pytestmark = pytest.mark.integration
@@ -42,9 +42,9 @@ def fixture(name: str) -> dict[str, Any]:
 
 
 def clear_caches() -> None:
-    dagrelay.app.get_router.cache_clear()
+    dagrelay.router.wiring.get_router.cache_clear()
     dagrelay.config.get_settings.cache_clear()
-    dagrelay.db.get_engine.cache_clear()
+    dagrelay.store.db.get_engine.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +76,8 @@ def app_client(
 
     clear_caches()
     yield make
-    if dagrelay.db.get_engine.cache_info().currsize:
-        dagrelay.db.get_engine().dispose()
+    if dagrelay.store.db.get_engine.cache_info().currsize:
+        dagrelay.store.db.get_engine().dispose()
     clear_caches()
     dagrelay_log.handlers[:], dagrelay_log.propagate = saved[0], saved[1]
     dagrelay_log.setLevel(saved[2])

@@ -1,11 +1,11 @@
-"""The SQL trigger-rule function equals dagrelay.rules.decide, exhaustively."""
+"""The SQL trigger-rule function equals dagrelay.engine.rules.decide, exhaustively."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay.rules import ParentCounts, decide
+from dagrelay.engine.rules import ParentCounts, decide
 from dagrelay.states import TriggerRule
 
 pytestmark = pytest.mark.integration

@@ -9,13 +9,13 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import Engine
 
-from dagrelay.db import StatementCounter
-from dagrelay.engine import Engine as DagEngine
-from dagrelay.engine import RunOutcome
+from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.engine.core import RunOutcome
 from dagrelay.messages import StartBatch
-from dagrelay.publisher import InMemoryPublisher
-from dagrelay.queries import parse_queries, query
 from dagrelay.resources import schema_dir
+from dagrelay.store.db import StatementCounter
+from dagrelay.store.outbox import InMemoryPublisher
+from dagrelay.store.queries import parse_queries, query
 from tests.integration.helpers import as_run_task
 
 pytestmark = pytest.mark.integration

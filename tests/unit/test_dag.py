@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from dagrelay.dag import TaskSpec, find_cycle, validate_dag
+from dagrelay.engine.dag import TaskSpec, find_cycle, validate_dag
 
 HANDLERS = ["python.noop", "python.call"]
 

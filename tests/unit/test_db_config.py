@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from dagrelay import db
 from dagrelay.config import Settings
 from dagrelay.errors import ConfigError
+from dagrelay.store import db
 
 
 class FakeConnector:

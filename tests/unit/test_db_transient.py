@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, ProgrammingError
 
-from dagrelay.db import is_transient, retry_transient
+from dagrelay.store.db import is_transient, retry_transient
 
 
 def chained(outer: Exception, cause: BaseException) -> Exception:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dagrelay.faults import CrashInjector, CrashPoint, InjectedCrash
+from dagrelay.engine.faults import CrashInjector, CrashPoint, InjectedCrash
 
 
 def test_parse_reads_points_and_tasks() -> None:

@@ -1,4 +1,4 @@
-"""dagrelay.ops: backfill plans, rerun targets, attempt runs, explanations (pure functions)."""
+"""dagrelay.ops.verbs: backfill plans, rerun targets, attempt runs, explanations (pure)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from dagrelay import ops, pipelines
 from dagrelay.errors import DagrelayError
-from dagrelay.ops import Action, Reprocess
+from dagrelay.ops import verbs as ops
+from dagrelay.ops.verbs import Action, Reprocess
+from dagrelay.pipelines import spec as pipelines
 from dagrelay.states import TriggerRule
 
 D1, D2, D3, D4, D5 = (date(2024, 3, day) for day in range(1, 6))

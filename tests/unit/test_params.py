@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from dagrelay.engine.params import resolve
 from dagrelay.errors import NonRetryableError
-from dagrelay.params import resolve
 
 VALUES = {"batch_id": "2024-03", "year": 2024, "tables": ["a", "b"], "flag": True, "none": None}
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dagrelay import pipelines
 from dagrelay.errors import PipelineError
 from dagrelay.handlers.registry import Registration, default_registry
+from dagrelay.pipelines import spec as pipelines
 from dagrelay.resources import schema_dir
 from dagrelay.states import TriggerRule
 from tests.paths import PYTHON_MONTHLY_PROFIT
@@ -164,7 +164,7 @@ def tasks(*lines: str) -> str:
             ],
             id="one problem per task",
         ),
-        # -- the graph (dagrelay.dag), handlers and params
+        # -- the graph (dagrelay.engine.dag), handlers and params
         pytest.param(
             tasks(
                 f"name: a, {NOOP}, parents: [c]",

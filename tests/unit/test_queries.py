@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dagrelay.queries import parse_queries
 from dagrelay.resources import schema_dir
+from dagrelay.store.queries import parse_queries
 
 
 @pytest.mark.parametrize(

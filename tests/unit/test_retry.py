@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from dagrelay.engine.retry import RetryPolicy, backoff_delay, next_attempt_at
 from dagrelay.errors import NonRetryableError
-from dagrelay.retry import RetryPolicy, backoff_delay, next_attempt_at
 
 NOW = datetime(2024, 3, 1, tzinfo=UTC)
 

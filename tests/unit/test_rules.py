@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dagrelay.rules import Decision, ParentCounts, decide
+from dagrelay.engine.rules import Decision, ParentCounts, decide
 from dagrelay.states import TaskStatus, TriggerRule
 
 RUN, UF, SKIP = Decision.RUN, Decision.UPSTREAM_FAILED, Decision.SKIPPED

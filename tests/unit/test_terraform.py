@@ -19,7 +19,7 @@ import pytest
 from dagrelay import cli, messages
 from dagrelay.config import Settings
 from dagrelay.ingest.sources import INBOX_PREFIX, load_sources
-from dagrelay.packaging import build_archive
+from dagrelay.ops.packaging import build_archive
 from local_emulator import infra
 from tests.unit.terraform_helpers import (
     REPO,
@@ -311,7 +311,7 @@ def test_each_principal_has_exactly_its_roles(tf: Config) -> None:
 def test_function_source_is_the_built_archive(tf: Config, tmp_path: Path) -> None:
     default = tf.variables["function_source_archive"]["default"]
     assert default == "../dist/function-source.zip"
-    cli_default = inspect.signature(cli.build_function).parameters["out"].default
+    cli_default = inspect.signature(cli.define.build_function).parameters["out"].default
     assert (TERRAFORM / default).resolve() == (REPO / cli_default).resolve()
     source = tf.resource("google_storage_bucket_object", "function_source")
     assert source["source"] == "${var.function_source_archive}"
@@ -398,7 +398,7 @@ def test_datasets_hold_every_table_the_sources_and_the_example_write(tf: Config)
 
 
 def test_task_failure_alert_matches_the_router_log_line(tf: Config) -> None:
-    engine = (REPO / "functions" / "dagrelay" / "engine.py").read_text(encoding="utf-8")
+    engine = (REPO / "functions" / "dagrelay" / "engine" / "core.py").read_text(encoding="utf-8")
     assert '"alert": "task_failed"' in engine
     metric = tf.resource("google_logging_metric", "task_failures")
     assert metric["filter"] == '${local.router_logs} AND jsonPayload.alert="task_failed"'

@@ -15,9 +15,9 @@ from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, Not
 from werkzeug.routing import Map, Rule
 
 from dagrelay.dashboard import model, render, store
-from dagrelay.db import get_engine
 from dagrelay.resources import schema_dir
-from dagrelay.status import status_response
+from dagrelay.store.db import get_engine
+from dagrelay.store.reads import status_response
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from dagrelay.queries import query
+from dagrelay.store.queries import query
 
 Row = dict[str, Any]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine as SqlEngine
 
-from dagrelay.engine import Clock, Engine
+from dagrelay.engine.core import Clock, Engine
 from dagrelay.ingest import filelog
 from dagrelay.ingest.loader import BigQueryLoader, Loader, default_loader
 from dagrelay.ingest.service import RESUME_AFTER_S, Ingestion
@@ -104,7 +104,7 @@ def resume_stale(
 
 
 class Ingestor:
-    """Ingestion with its clients, built once per process (dagrelay.app): what the router
+    """Ingestion with its clients, built once per process (dagrelay.router.wiring): what the router
     calls for a GCS notification and the sweeper for stale files."""
 
     def __init__(

@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from dagrelay.queries import query
 from dagrelay.states import FileStatus
+from dagrelay.store.queries import query
 
 log = logging.getLogger(__name__)
 

@@ -54,7 +54,8 @@ class BigQueryLoader:
 
 
 def default_loader() -> Loader:
-    """The BigQuery loader on the process's shared client (``dagrelay.bq``)."""
-    bq = importlib.import_module("dagrelay.bq")
+    """The BigQuery loader on the process's shared client
+    (``dagrelay.handlers.bigquery.client``)."""
+    bq = importlib.import_module("dagrelay.handlers.bigquery.client")
     factory = getattr(bq, "client", None) or bq.get_client
     return BigQueryLoader(factory())

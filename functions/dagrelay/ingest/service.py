@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine as SqlEngine
 
-from dagrelay.engine import Clock, Engine
+from dagrelay.engine.core import Clock, Engine
 from dagrelay.errors import BadMessage
 from dagrelay.ingest import filelog
 from dagrelay.ingest.filelog import FileRow

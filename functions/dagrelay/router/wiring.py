@@ -12,13 +12,13 @@ from google.cloud.storage import Client as StorageClient
 
 from dagrelay import ingest, logs
 from dagrelay.config import get_settings
-from dagrelay.db import get_engine
-from dagrelay.engine import Engine, utcnow
-from dagrelay.faults import CrashInjector
+from dagrelay.engine.core import Engine, utcnow
+from dagrelay.engine.faults import CrashInjector
 from dagrelay.handlers.registry import default_registry
 from dagrelay.ingest.sources import Column
-from dagrelay.publisher import PubSubPublisher
-from dagrelay.router import Router
+from dagrelay.pubsub import PubSubPublisher
+from dagrelay.router.dispatch import Router
+from dagrelay.store.db import get_engine
 
 
 @cache

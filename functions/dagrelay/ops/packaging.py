@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dagrelay.errors import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent.parent
+REPO = Path(__file__).resolve().parents[3]
 SCHEMA_FILES = (
     "*.sql",
     "openapi.json",

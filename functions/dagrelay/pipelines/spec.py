@@ -1,7 +1,7 @@
 """Pipeline definition files (``schema/pipelines/*.yaml``): load, validate, apply.
 
 ``load_pipeline`` parses a file and checks it against ``schema/pipeline.schema.json``;
-``validate`` checks the graph (``dagrelay.dag``) and each task's params against its handler;
+``validate`` checks the graph (``dagrelay.engine.dag``) and each task's params against its handler;
 ``apply`` writes the rows a user would write by hand into ``tasks`` and ``task_dependencies``,
 in the caller's transaction, changing nothing when the database already matches the file;
 ``read_pipeline`` and ``export_yaml`` go back: rows -> spec -> the file that applies to them.
@@ -26,14 +26,14 @@ from jsonschema.exceptions import best_match
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from dagrelay import params as params_mod
-from dagrelay.dag import TaskSpec, validate_dag
-from dagrelay.db import database_error
+from dagrelay.engine import params as params_mod
+from dagrelay.engine.dag import TaskSpec, validate_dag
 from dagrelay.errors import NonRetryableError, PipelineError
 from dagrelay.handlers.registry import HandlerRegistry, Registration, default_registry
-from dagrelay.queries import query
 from dagrelay.resources import schema_dir
 from dagrelay.states import TriggerRule
+from dagrelay.store.db import database_error
+from dagrelay.store.queries import query
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"
 _KINDS = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}

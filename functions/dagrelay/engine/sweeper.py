@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from dagrelay import store
-from dagrelay.engine import Engine, Failure
+from dagrelay.engine.core import Engine, Failure
 from dagrelay.errors import LeaseExpired
 from dagrelay.messages import PollTask
+from dagrelay.store import transitions as store
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,10 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy import Engine as SqlEngine
 
-from dagrelay import params as params_mod
-from dagrelay import retry, store
-from dagrelay.db import retry_transient
+from dagrelay.engine import params as params_mod
+from dagrelay.engine import retry
+from dagrelay.engine.faults import CrashInjector, CrashPoint
 from dagrelay.errors import BadMessage, NonRetryableError
-from dagrelay.faults import CrashInjector, CrashPoint
 from dagrelay.handlers.registry import (
     Deferred,
     HandlerContext,
@@ -39,8 +38,10 @@ from dagrelay.handlers.registry import (
     check_output,
 )
 from dagrelay.messages import CancelBatch, PollTask, Rerun, RunTask, StartBatch
-from dagrelay.publisher import OutgoingMessage, Publisher
 from dagrelay.states import TaskStatus
+from dagrelay.store import transitions as store
+from dagrelay.store.db import retry_transient
+from dagrelay.store.outbox import OutgoingMessage, Publisher
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from google.cloud import bigquery
 
-from dagrelay import bq
 from dagrelay.config import get_settings
 from dagrelay.errors import NonRetryableError
+from dagrelay.handlers.bigquery import client as bq
 from dagrelay.handlers.registry import Deferred, HandlerContext, handler
 from dagrelay.resources import schema_dir
 

@@ -14,10 +14,11 @@ from typing import Any, Protocol, assert_never
 
 from sqlalchemy import Engine as SqlEngine
 
-from dagrelay import messages, store
-from dagrelay.engine import Clock, Engine
+from dagrelay import messages
+from dagrelay.engine.core import Clock, Engine
+from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import BadMessage
-from dagrelay.sweeper import Sweeper
+from dagrelay.store import transitions as store
 
 log = logging.getLogger(__name__)
 

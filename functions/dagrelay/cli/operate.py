@@ -10,10 +10,10 @@
     dagrelay history BATCH TASK [--traceback]
     dagrelay explain BATCH [--pipeline P]
 
-The decisions (plans, rerun targets, explanations) are pure functions in ``dagrelay.ops``; this
-module reads, renders, and acts: batches start by publishing start_batch messages (like
-``trigger``), so a backfill works against the deployed system; rerun and cancel call the
-engine directly, as the router would.
+The decisions (plans, rerun targets, explanations) are pure functions in
+``dagrelay.ops.verbs``; this module reads, renders, and acts: batches start by publishing
+start_batch messages (like ``trigger``), so a backfill works against the deployed system;
+rerun and cancel call the engine directly, as the router would.
 """
 
 from __future__ import annotations
@@ -33,31 +33,29 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from dagrelay import ops, pipelines, store
-from dagrelay.cli import (
-    _duration,
-    _fail,
-    _json_default,
-    _problem,
-    _status,
-    _time,
-    _user,
-    app,
+from dagrelay.cli.app import app, fail, pipeline_app, reports_errors
+from dagrelay.cli.render import (
     batch_table,
     dead_letter_table,
-    pipeline_app,
-    publish,
-    reports_errors,
-    start_batch_message,
+    duration,
+    json_default,
+    problem,
+    status_text,
+    time_text,
 )
+from dagrelay.cli.trigger import current_user, publish, start_batch_message
 from dagrelay.config import get_settings
-from dagrelay.db import get_engine
-from dagrelay.engine import Engine
+from dagrelay.engine.core import Engine
 from dagrelay.errors import BadMessage, DagrelayError, PipelineError
 from dagrelay.handlers.registry import default_registry
 from dagrelay.messages import CancelBatch, Rerun
-from dagrelay.publisher import Publisher, PubSubPublisher
-from dagrelay.status import batch_report
+from dagrelay.ops import verbs as ops
+from dagrelay.pipelines import spec as pipelines
+from dagrelay.pubsub import PubSubPublisher
+from dagrelay.store import transitions as store
+from dagrelay.store.db import get_engine
+from dagrelay.store.outbox import Publisher
+from dagrelay.store.reads import batch_report
 
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_POLL_S = 2.0
@@ -70,7 +68,7 @@ PipelineOption = Annotated[str | None, typer.Option(help="The batch's pipeline."
 
 
 def _engine(publisher: Publisher) -> Engine:
-    """The engine as the router builds it (``dagrelay.app``), without the router."""
+    """The engine as the router builds it (``dagrelay.router.wiring``), without the router."""
     settings = get_settings()
     return Engine(
         get_engine(),
@@ -78,7 +76,7 @@ def _engine(publisher: Publisher) -> Engine:
         default_registry,
         events_topic=settings.events_topic,
         alerts_topic=settings.alerts_topic,
-        worker_id=f"cli:{_user()}",
+        worker_id=f"cli:{current_user()}",
     )
 
 
@@ -211,7 +209,7 @@ def plan_table(pipeline: str, plan: Sequence[ops.PlannedBatch]) -> Table:
     for item in plan:
         table.add_row(
             item.batch_id,
-            _status(item.existing) if item.existing else Text("-", style="dim"),
+            status_text(item.existing) if item.existing else Text("-", style="dim"),
             Text(str(item.action), style="dim" if item.action == ops.Action.SKIP else "bold"),
             item.reason,
         )
@@ -223,7 +221,7 @@ def result_table(pipeline: str, results: Mapping[str, str]) -> Table:
     table.add_column("batch")
     table.add_column("status now")
     for batch_id, status in results.items():
-        table.add_row(batch_id, _status(status))
+        table.add_row(batch_id, status_text(status))
     return table
 
 
@@ -324,7 +322,7 @@ def rerun(
     for column in ("task", "was", "attempts"):
         table.add_column(column)
     for row in preview:
-        table.add_row(row["name"], _status(row["status"]), str(row["attempt"]))
+        table.add_row(row["name"], status_text(row["status"]), str(row["attempt"]))
     Console().print(table)
     typer.echo(f"{reset} task rows reset; batch {owner}/{batch_id} is RUNNING again")
 
@@ -339,7 +337,7 @@ def cancel(
     with get_engine().connect() as conn:
         before = batch_report(conn, batch_id, pipeline)
     if not before:
-        _fail([f"no batch {batch_id!r} in pipeline {pipeline!r}"], 1)
+        fail([f"no batch {batch_id!r} in pipeline {pipeline!r}"], 1)
     cancelled = _engine(PubSubPublisher(get_settings().project_id)).cancel_batch(
         CancelBatch(pipeline=pipeline, batch_id=batch_id)
     )
@@ -387,9 +385,9 @@ def status(
         report = batch_report(conn, batch_id, pipeline)
     if not report:
         where = f" in pipeline {pipeline!r}" if pipeline else ""
-        _fail([f"no batch {batch_id!r}{where}"], 1)
+        fail([f"no batch {batch_id!r}{where}"], 1)
     if as_json:
-        typer.echo(json.dumps({"batches": report}, default=_json_default, indent=2))
+        typer.echo(json.dumps({"batches": report}, default=json_default, indent=2))
         return
     console = Console()
     for batch in report:
@@ -402,7 +400,7 @@ def _recent(pipeline: str | None, limit: int, as_json: bool) -> None:
     with get_engine().connect() as conn:
         batches = ops.recent_batches(conn, pipeline, limit)
     if as_json:
-        typer.echo(json.dumps({"batches": batches}, default=_json_default, indent=2))
+        typer.echo(json.dumps({"batches": batches}, default=json_default, indent=2))
         return
     table = Table(title="recent batches", title_justify="left")
     for column in ("pipeline", "batch", "status", "started", "duration", "tasks"):
@@ -413,9 +411,9 @@ def _recent(pipeline: str | None, limit: int, as_json: bool) -> None:
         table.add_row(
             b["pipeline"],
             b["batch_id"],
-            _status(b["status"]),
-            _time(b["created_at"], "%Y-%m-%d %H:%M:%S"),
-            _duration(seconds),
+            status_text(b["status"]),
+            time_text(b["created_at"], "%Y-%m-%d %H:%M:%S"),
+            duration(seconds),
             f"{b['tasks_done']}/{b['tasks_total']}",
         )
     Console().print(table)
@@ -436,7 +434,7 @@ def _wait(batch_id: str, pipeline: str | None, deadline: float, poll: float) -> 
                 break
             if time.monotonic() > deadline:
                 now = report[0]["status"] if report else "not started"
-                _fail([f"batch {batch_id!r} is still {now} after the timeout"], 1)
+                fail([f"batch {batch_id!r} is still {now} after the timeout"], 1)
             time.sleep(poll)
     console.print()
     outcomes = ", ".join(f"{b['pipeline']}/{b['batch_id']} {b['status']}" for b in report)
@@ -463,8 +461,8 @@ def history(
         row = ops.task_row(conn, batch_id, task)
     if not attempts:
         if row is None:
-            _fail([f"task {task!r} has no row and no attempts in batch {batch_id!r}"], 1)
-        typer.echo(f"{task} in {batch_id}: {row['status']}, no attempts ({_problem(row)})")
+            fail([f"task {task!r} has no row and no attempts in batch {batch_id!r}"], 1)
+        typer.echo(f"{task} in {batch_id}: {row['status']}, no attempts ({problem(row)})")
         return
     Console().print(history_table(batch_id, task, attempts, row))
     if show_traceback:
@@ -487,14 +485,14 @@ def history_table(
         seconds = None
         if entry.finished_at is not None:
             seconds = (entry.finished_at - entry.started_at).total_seconds()
-        outcome = _status(entry.outcome or "running")
+        outcome = status_text(entry.outcome or "running")
         if not entry.current:
             outcome.append(" (rerun)", style="dim")
         table.add_row(
             str(entry.run),
             str(entry.attempt),
-            _time(entry.started_at, "%Y-%m-%d %H:%M:%S"),
-            _duration(seconds),
+            time_text(entry.started_at, "%Y-%m-%d %H:%M:%S"),
+            duration(seconds),
             outcome,
             entry.worker or "",
             (entry.error or "").splitlines()[0][:200] if entry.error else "",
@@ -515,7 +513,7 @@ def explain(
         causes = ops.batch_failures(conn, batch_id, pipeline)
     if not report:
         where = f" in pipeline {pipeline!r}" if pipeline else ""
-        _fail([f"no batch {batch_id!r}{where}"], 1)
+        fail([f"no batch {batch_id!r}{where}"], 1)
     console = Console()
     for batch in report:
         mine = [c for c in causes if c.pipeline == batch["pipeline"]]
@@ -525,7 +523,7 @@ def explain(
 def explain_tree(
     pipeline: str, batch_id: str, status: str, causes: Sequence[ops.RootCause]
 ) -> Tree:
-    tree = Tree(Text.assemble(f"{pipeline} / {batch_id}  ", _status(status)))
+    tree = Tree(Text.assemble(f"{pipeline} / {batch_id}  ", status_text(status)))
     if not causes:
         tree.add(Text("nothing failed", style="green"))
     for cause in causes:
@@ -535,9 +533,9 @@ def explain_tree(
             error = (cause.error or "").splitlines()[0] if cause.error else "no error text"
             attempts = f"{cause.attempts} attempt{'s' if cause.attempts != 1 else ''}"
             label = Text.assemble(
-                (cause.task, "bold"), " ", _status("ERROR"), f" after {attempts}: {error}"
+                (cause.task, "bold"), " ", status_text("ERROR"), f" after {attempts}: {error}"
             )
             node = tree.add(label)
         for casualty in cause.casualties:
-            node.add(Text.assemble(f"{casualty} ", _status("UPSTREAM_FAILED")))
+            node.add(Text.assemble(f"{casualty} ", status_text("UPSTREAM_FAILED")))
     return tree

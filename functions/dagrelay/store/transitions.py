@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 
-from dagrelay.publisher import OutgoingMessage
-from dagrelay.queries import query
-from dagrelay.retry import RetryPolicy
+from dagrelay.engine.retry import RetryPolicy
 from dagrelay.states import TaskStatus
+from dagrelay.store.outbox import OutgoingMessage
+from dagrelay.store.queries import query
 
 
 @dataclass(frozen=True)

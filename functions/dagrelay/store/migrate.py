@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from dagrelay.errors import ConfigError
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def migrations_dir() -> Path:

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from dagrelay import store
-from dagrelay.db import get_engine
-from dagrelay.queries import query
+from dagrelay.store import transitions as store
+from dagrelay.store.db import get_engine
+from dagrelay.store.queries import query
 
 
 def batch_report(

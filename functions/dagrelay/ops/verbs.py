@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from dagrelay.errors import DagrelayError
-from dagrelay.queries import query
+from dagrelay.store.queries import query
 
 MAX_BACKFILL_DAYS = 3660
 RUNNING = "RUNNING"

@@ -1,0 +1,111 @@
+"""Defining things: ``db upgrade``, ``build-function``, ``pipeline validate|apply``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import Connection
+
+from dagrelay.cli.app import app, db_app, pipeline_app, reports_errors
+from dagrelay.ops import packaging
+from dagrelay.pipelines import spec as pipelines
+from dagrelay.store import migrate
+from dagrelay.store.db import get_engine
+
+# -- db ------------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+@reports_errors
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Alembic revision to upgrade to.")] = "head",
+) -> None:
+    """Run the migrations (alembic upgrade) on the configured database."""
+    engine = get_engine()
+    migrate.upgrade(engine, revision)
+    typer.echo(f"database at revision {migrate.current(engine) or 'base'}")
+
+
+@app.command("build-function")
+@reports_errors
+def build_function(
+    out: Annotated[Path, typer.Option(help="Where to write the zip.")] = Path(
+        "dist/function-source.zip"
+    ),
+) -> None:
+    """Build the Cloud Function source archive (main.py, the package, named SQL, message
+    schemas, pinned requirements.txt) for Terraform or `gcloud functions deploy`."""
+    path = packaging.build_archive(out)
+    typer.echo(f"{path} ({path.stat().st_size} bytes)")
+
+
+# -- pipeline ------------------------------------------------------------------------------------
+
+PipelineFile = Annotated[
+    Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="Pipeline YAML file.")
+]
+
+
+@pipeline_app.command("validate")
+@reports_errors
+def pipeline_validate(file: PipelineFile) -> None:
+    """Check a pipeline file (schema, graph, handlers, params) without touching the database."""
+    spec = _load_valid(file)
+    typer.echo(f"{file.name}: pipeline {spec.pipeline} is valid ({len(spec.tasks)} tasks)")
+
+
+@pipeline_app.command("apply")
+@reports_errors
+def pipeline_apply(
+    file: PipelineFile,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Delete this pipeline's tasks the file does not list.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change, then roll back.")
+    ] = False,
+) -> None:
+    """Validate a pipeline file, then write it into tasks and task_dependencies."""
+    spec = _load_valid(file)
+    with _transaction(rollback=dry_run) as conn:
+        result = pipelines.apply(conn, spec, prune=prune)
+    prefix = "dry run, nothing written: " if dry_run else ""
+    typer.echo(f"{prefix}pipeline {spec.pipeline}: {result}")
+    for label, names in _apply_details(result):
+        typer.echo(f"  {label}: {', '.join(names)}")
+
+
+def _load_valid(file: Path) -> pipelines.PipelineSpec:
+    spec = pipelines.load_pipeline(file)
+    pipelines.validate(spec, pipelines.registered_handlers())
+    return spec
+
+
+@contextmanager
+def _transaction(*, rollback: bool) -> Iterator[Connection]:
+    with get_engine().connect() as conn, conn.begin() as tx:
+        yield conn
+        if rollback:
+            tx.rollback()
+
+
+def _apply_details(result: pipelines.ApplyResult) -> list[tuple[str, list[str]]]:
+    details = [
+        ("created", list(result.created)),
+        ("updated", list(result.updated)),
+        ("edges added", [f"{p} -> {c}" for p, c in result.edges_added]),
+        ("edges removed", [f"{p} -> {c}" for p, c in result.edges_removed]),
+        ("pruned", list(result.pruned)),
+        (
+            "not in the file (use --prune to delete)",
+            [n for n in result.not_in_file if n not in result.pruned],
+        ),
+    ]
+    return [(label, names) for label, names in details if names]
+
+
+# -- trigger -------------------------------------------------------------------------------------
