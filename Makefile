@@ -27,7 +27,7 @@ $(CHECKOV):
 demo: $(STAMP)
 	$(BIN)/python -m local_emulator demo
 
-# Benchmarks are not tests: a table on stdout and bench-results.json (see local_emulator/bench.py).
+# Benchmarks are not tests: a table on stdout and bench-results.json (see local_emulator/bench/).
 bench: $(STAMP)
 	$(BIN)/python -m local_emulator bench
 
