@@ -1,4 +1,5 @@
-"""The operator's commands (dagrelay.cli.operate) against a real database and the Pub/Sub emulator.
+"""The operator's commands (dagrelay.cli: backfill, rerun, status, ...) against a real database
+and the Pub/Sub emulator.
 
 What the CLI publishes goes to a topic of the test's own; the test pulls it from a
 subscription and feeds it to the in-process ``engine`` fixture, as the router would."""
@@ -20,7 +21,7 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner, Result
 
 from dagrelay import cli
-from dagrelay.cli import operate
+from dagrelay.cli import status as status_command
 from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import Envelope, Message, RunTask, StartBatch, parse
@@ -633,7 +634,7 @@ def test_status_wait_returns_when_the_batch_finishes(
     """The batch finishes only after the CLI has seen it RUNNING: --wait really waited."""
     apply_file(db, MONTHLY_PROFIT)
     engine.start_batch(StartBatch("monthly_profit", "2024-03"))
-    reads = Calls(monkeypatch, operate, "batch_report")
+    reads = Calls(monkeypatch, status_command, "batch_report")
 
     def finish() -> None:
         reads.wait_beyond(0)
