@@ -21,12 +21,11 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner, Result
 
 from dagrelay import cli
-from dagrelay.cli import status as status_command
 from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import Envelope, Message, RunTask, StartBatch, parse
-from dagrelay.ops import verbs
 from dagrelay.pipelines import spec as pipelines
+from dagrelay.store import reads
 from dagrelay.store.db import get_engine
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.dbtools import create_database, drop_database
@@ -367,7 +366,7 @@ def test_backfill_keeps_at_most_n_batches_running(
     """A router stand-in waits until the CLI has looked at its batches again after publishing
     (so whatever it launched in that round is on the topic), takes it all and runs it: the CLI
     never has more than 2 batches in flight."""
-    polls = Calls(monkeypatch, verbs, "batch_statuses")
+    polls = Calls(monkeypatch, reads, "batch_statuses")
     seen: list[int] = []
     errors: list[BaseException] = []
     done = threading.Event()
@@ -634,10 +633,10 @@ def test_status_wait_returns_when_the_batch_finishes(
     """The batch finishes only after the CLI has seen it RUNNING: --wait really waited."""
     apply_file(db, MONTHLY_PROFIT)
     engine.start_batch(StartBatch("monthly_profit", "2024-03"))
-    reads = Calls(monkeypatch, status_command, "batch_report")
+    looks = Calls(monkeypatch, reads, "read_batches")
 
     def finish() -> None:
-        reads.wait_beyond(0)
+        looks.wait_beyond(0)
         drive(engine, publisher)
 
     thread = threading.Thread(target=finish)
@@ -647,7 +646,7 @@ def test_status_wait_returns_when_the_batch_finishes(
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == "finished: monthly_profit/2024-03 SUCCESS"
-    assert reads.results[0][0]["status"] == "RUNNING"
+    assert looks.results[0][0]["status"] == "RUNNING"
 
 
 def test_status_wait_exit_codes(

@@ -25,6 +25,7 @@ from dagrelay.config import get_settings
 from dagrelay.errors import DagrelayError
 from dagrelay.ops import verbs as ops
 from dagrelay.pubsub import PubSubPublisher
+from dagrelay.store import reads
 from dagrelay.store import transitions as store
 from dagrelay.store.db import get_engine
 
@@ -66,7 +67,7 @@ def backfill(
     with get_engine().connect() as conn:
         if not store.pipeline_tasks(conn, pipeline):
             raise DagrelayError(f"no pipeline {pipeline!r} in the database (it has no tasks)")
-        existing = ops.batch_statuses(conn, pipeline, [d.isoformat() for d in days])
+        existing = reads.batch_statuses(conn, pipeline, [d.isoformat() for d in days])
     plan = ops.plan_backfill(days, existing, reprocess)
     console = Console()
     console.print(plan_table(pipeline, plan))
@@ -143,7 +144,7 @@ class _Backfill:
 
     def _statuses(self) -> dict[str, str]:
         with get_engine().connect() as conn:
-            return ops.batch_statuses(conn, self.pipeline, self.launched)
+            return reads.batch_statuses(conn, self.pipeline, self.launched)
 
     def _launch(self, item: ops.PlannedBatch) -> bool:
         if item.action == ops.Action.START:
@@ -161,8 +162,8 @@ def rerun_batch(pipeline: str, batch_id: str, everything: bool) -> bool:
     """Run an existing batch again through ``Engine.rerun`` (each target with its
     downstream; see ``ops.rerun_targets``). False if there was nothing to rerun."""
     with get_engine().connect() as conn:
-        rows = ops.batch_rows(conn, pipeline, batch_id)
-        parents = ops.pipeline_parents(conn, pipeline)
+        rows = reads.batch_rows(conn, pipeline, batch_id)
+        parents = reads.pipeline_parents(conn, pipeline)
     targets = ops.rerun_targets(rows, parents, everything=everything)
     if not targets:
         typer.echo(f"{pipeline}/{batch_id}: nothing to rerun", err=True)

@@ -13,8 +13,8 @@ from dagrelay.cli.render import batch_table
 from dagrelay.config import get_settings
 from dagrelay.messages import CancelBatch
 from dagrelay.pubsub import PubSubPublisher
+from dagrelay.store import reads
 from dagrelay.store.db import get_engine
-from dagrelay.store.reads import batch_report
 
 
 @reports_errors
@@ -24,7 +24,7 @@ def cancel(
 ) -> None:
     """Cancel a RUNNING batch: its waiting tasks become CANCELLED, running ones finish."""
     with get_engine().connect() as conn:
-        before = batch_report(conn, batch_id, pipeline)
+        before = reads.read_batches(conn, batch_id, pipeline)
     if not before:
         fail([f"no batch {batch_id!r} in pipeline {pipeline!r}"], 1)
     cancelled = operator_engine(PubSubPublisher(get_settings().project_id)).cancel_batch(
@@ -35,4 +35,4 @@ def cancel(
     else:
         typer.echo(f"batch {pipeline}/{batch_id} is {before[0]['status']}: nothing to cancel")
     with get_engine().connect() as conn:
-        Console().print(batch_table(batch_report(conn, batch_id, pipeline)[0]))
+        Console().print(batch_table(reads.read_batches(conn, batch_id, pipeline)[0]))

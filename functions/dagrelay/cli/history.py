@@ -12,6 +12,7 @@ from rich.table import Table
 from dagrelay.cli.app import fail, reports_errors
 from dagrelay.cli.render import duration, problem, status_text, time_text
 from dagrelay.ops import verbs as ops
+from dagrelay.store import reads
 from dagrelay.store.db import get_engine
 
 
@@ -25,8 +26,8 @@ def history(
 ) -> None:
     """Every attempt of a task in a batch, across reruns: when, where, how it ended."""
     with get_engine().connect() as conn:
-        attempts = ops.task_history(conn, batch_id, task)
-        row = ops.task_row(conn, batch_id, task)
+        attempts = ops.number_runs(reads.task_history(conn, batch_id, task))
+        row = reads.task_row(conn, batch_id, task)
     if not attempts:
         if row is None:
             fail([f"task {task!r} has no row and no attempts in batch {batch_id!r}"], 1)

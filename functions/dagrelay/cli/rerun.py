@@ -15,8 +15,8 @@ from dagrelay.cli.render import status_text
 from dagrelay.config import get_settings
 from dagrelay.errors import BadMessage
 from dagrelay.messages import Rerun
-from dagrelay.ops import verbs as ops
 from dagrelay.pubsub import PubSubPublisher
+from dagrelay.store import reads
 from dagrelay.store.db import get_engine
 
 
@@ -32,10 +32,10 @@ def rerun(
     """Reset a task (and with --downstream its descendants) in a batch and run it again; the
     batch resumes. Their earlier attempts stay in `dagrelay history`."""
     with get_engine().connect() as conn:
-        owner = ops.task_pipeline(conn, task)
+        owner = reads.task_pipeline(conn, task)
         if pipeline is not None and owner is not None and owner != pipeline:
             raise BadMessage(f"task {task!r} belongs to pipeline {owner!r}, not {pipeline!r}")
-        preview = ops.rerun_preview(conn, batch_id, task, downstream)
+        preview = reads.rerun_preview(conn, batch_id, task, downstream)
     settings = get_settings()
     reset = operator_engine(PubSubPublisher(settings.project_id)).rerun(
         Rerun(batch_id=batch_id, task=task, pipeline=pipeline or owner, downstream=downstream)

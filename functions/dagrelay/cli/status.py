@@ -23,9 +23,8 @@ from dagrelay.cli.render import (
     status_text,
     time_text,
 )
-from dagrelay.ops import verbs as ops
+from dagrelay.store import reads
 from dagrelay.store.db import get_engine
-from dagrelay.store.reads import batch_report
 
 
 @reports_errors
@@ -57,12 +56,13 @@ def status(
         _wait(batch_id, pipeline, time.monotonic() + timeout, poll)
         return
     with get_engine().connect() as conn:
-        report = batch_report(conn, batch_id, pipeline)
+        report = reads.read_batches(conn, batch_id, pipeline)
     if not report:
         where = f" in pipeline {pipeline!r}" if pipeline else ""
         fail([f"no batch {batch_id!r}{where}"], 1)
     if as_json:
-        typer.echo(json.dumps({"batches": report}, default=json_default, indent=2))
+        legacy = [reads.legacy_report(b) for b in report]
+        typer.echo(json.dumps({"batches": legacy}, default=json_default, indent=2))
         return
     console = Console()
     for batch in report:
@@ -73,9 +73,10 @@ def status(
 
 def _recent(pipeline: str | None, limit: int, as_json: bool) -> None:
     with get_engine().connect() as conn:
-        batches = ops.recent_batches(conn, pipeline, limit)
+        batches = reads.recent_batches(conn, pipeline, limit)
     if as_json:
-        typer.echo(json.dumps({"batches": batches}, default=json_default, indent=2))
+        listed = [_listed(b) for b in batches]
+        typer.echo(json.dumps({"batches": listed}, default=json_default, indent=2))
         return
     table = Table(title="recent batches", title_justify="left")
     for column in ("pipeline", "batch", "status", "started", "duration", "tasks"):
@@ -89,20 +90,27 @@ def _recent(pipeline: str | None, limit: int, as_json: bool) -> None:
             status_text(b["status"]),
             time_text(b["created_at"], "%Y-%m-%d %H:%M:%S"),
             duration(seconds),
-            f"{b['tasks_done']}/{b['tasks_total']}",
+            f"{b['tasks_finished']}/{b['tasks_in_scope']}",
         )
     Console().print(table)
+
+
+def _listed(batch: reads.BatchSummary) -> dict[str, Any]:
+    """A recent batch in ``status --json``: tasks_total (in its scope) and tasks_done."""
+    fields = ("pipeline", "batch_id", "status", "triggered_by", "created_at", "finished_at")
+    listed: dict[str, Any] = {k: batch[k] for k in fields}  # type: ignore[literal-required]
+    return listed | {"tasks_total": batch["tasks_in_scope"], "tasks_done": batch["tasks_finished"]}
 
 
 def _wait(batch_id: str, pipeline: str | None, deadline: float, poll: float) -> None:
     """Follow the batch (it may not exist yet: its start message may be on its way) until
     it leaves RUNNING or the deadline passes."""
     console = Console()
-    report: list[dict[str, Any]] = []
+    report: list[reads.Batch] = []
     with Live(Text(f"waiting for batch {batch_id}..."), console=console) as live:
         while True:
             with get_engine().connect() as conn:
-                report = batch_report(conn, batch_id, pipeline)
+                report = reads.read_batches(conn, batch_id, pipeline)
             if report:
                 live.update(Group(*(batch_table(b) for b in report)), refresh=True)
             if report and all(b["status"] != "RUNNING" for b in report):

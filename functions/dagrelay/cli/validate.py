@@ -10,8 +10,8 @@ import typer
 
 from dagrelay.cli.app import reports_errors
 from dagrelay.errors import DagrelayError, PipelineError
-from dagrelay.ops import verbs as ops
 from dagrelay.pipelines import spec as pipelines
+from dagrelay.store import reads
 from dagrelay.store.db import get_engine
 
 
@@ -45,7 +45,7 @@ def _specs(files: Sequence[Path], found: list[str]) -> list[tuple[str, pipelines
     or with no files every pipeline in the database."""
     if not files:
         with get_engine().connect() as conn:
-            names = ops.pipeline_names(conn)
+            names = reads.pipeline_names(conn)
             if not names:
                 raise DagrelayError("no pipelines in the database (and no files given)")
             return [(f"database:{n}", pipelines.read_pipeline(conn, n)) for n in names]
