@@ -14,13 +14,14 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar, cast
 
 from sqlalchemy import Connection, Engine
 
 from dagrelay.store.db import get_engine
 from dagrelay.store.queries import query
 
+T = TypeVar("T")
 FAILED = "ERROR"
 TAKEN_DOWN = "UPSTREAM_FAILED"
 
@@ -71,9 +72,9 @@ class DeadLetter(TypedDict):
     reason: str
 
 
-class BatchSummary(TypedDict):
-    """A batch in a list: ``task_counts`` counts its rows by status (``total_tasks`` them all);
-    ``tasks_in_scope`` is how many tasks it runs, ``tasks_finished`` how many of those ended."""
+class BatchFields(TypedDict):
+    """What every view of a batch shows: ``task_counts`` counts its rows by status
+    (``total_tasks`` them all)."""
 
     pipeline: str
     batch_id: str
@@ -84,22 +85,21 @@ class BatchSummary(TypedDict):
     duration_s: float | None
     task_counts: dict[str, int]
     total_tasks: int
+
+
+class BatchSummary(BatchFields):
+    """A batch in a list: ``tasks_in_scope`` is how many tasks it runs (the whole pipeline, or
+    its start task and descendants), ``tasks_finished`` how many of its rows ended."""
+
     tasks_in_scope: int
     tasks_finished: int
 
 
-class Batch(TypedDict):
-    pipeline: str
-    batch_id: str
-    status: str
+class Batch(BatchFields):
+    """One batch, whole."""
+
     params: dict[str, Any]
     start_task: str | None
-    triggered_by: str
-    created_at: datetime
-    finished_at: datetime | None
-    duration_s: float | None
-    task_counts: dict[str, int]
-    total_tasks: int
     tasks: list[Task]  # the rows in the order they ran, then the tasks without a row by name
     attempts: list[Attempt]
     root_causes: list[RootCause]
@@ -161,45 +161,33 @@ def _batch(
 ) -> Batch:
     counts = Counter(r["status"] for r in rows if r["log_id"] is not None)
     return Batch(
-        pipeline=head["pipeline"],
-        batch_id=head["batch_id"],
-        status=head["status"],
+        **_fields(head, dict(counts)),
         params=head["params"],
         start_task=head["start_task"],
-        triggered_by=head["triggered_by"],
-        created_at=head["created_at"],
-        finished_at=head["finished_at"],
-        duration_s=duration_s(head["created_at"], head["finished_at"]),
-        task_counts=dict(counts),
-        total_tasks=sum(counts.values()),
         tasks=[_task(r) for r in rows],
-        attempts=[
-            Attempt(
-                task=a["task"],
-                attempt=a["attempt"],
-                outcome=a["outcome"],
-                error=a["error"],
-                started_at=a["started_at"],
-                finished_at=a["finished_at"],
-                worker=a["worker"],
-            )
-            for a in attempts
-        ],
+        attempts=[_pick(Attempt, a) for a in attempts],
         root_causes=root_causes(rows),
-        dead_letters=[_dead_letter(d) for d in letters],
+        dead_letters=[_pick(DeadLetter, d) for d in letters],
     )
 
 
-def _dead_letter(row: Mapping[str, Any]) -> DeadLetter:
-    return DeadLetter(
-        received_at=row["received_at"],
-        action=row["action"],
+def _fields(row: Mapping[str, Any], counts: dict[str, int]) -> BatchFields:
+    return BatchFields(
         pipeline=row["pipeline"],
-        task=row["task"],
-        delivery_attempts=row["delivery_attempts"],
-        source_subscription=row["source_subscription"],
-        reason=row["reason"],
+        batch_id=row["batch_id"],
+        status=row["status"],
+        triggered_by=row["triggered_by"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+        duration_s=duration_s(row["created_at"], row["finished_at"]),
+        task_counts=counts,
+        total_tasks=sum(counts.values()),
     )
+
+
+def _pick(shape: type[T], row: Mapping[str, Any]) -> T:
+    """The columns of ``row`` that the TypedDict ``shape`` names, as that shape."""
+    return cast(T, {k: row[k] for k in shape.__annotations__})
 
 
 def _task(row: Mapping[str, Any]) -> Task:
@@ -288,25 +276,15 @@ def batch_report(
 
 def recent_batches(conn: Connection, pipeline: str | None, limit: int) -> list[BatchSummary]:
     """The latest batches, newest first, optionally of one pipeline."""
-    summaries = []
-    for row in _rows(conn, "recent_batches", pipeline=pipeline, limit=limit):
-        counts = {k: int(v) for k, v in row["task_counts"].items()}
-        summaries.append(
-            BatchSummary(
-                pipeline=row["pipeline"],
-                batch_id=row["batch_id"],
-                status=row["status"],
-                triggered_by=row["triggered_by"],
-                created_at=row["created_at"],
-                finished_at=row["finished_at"],
-                duration_s=duration_s(row["created_at"], row["finished_at"]),
-                task_counts=counts,
-                total_tasks=sum(counts.values()),
-                tasks_in_scope=row["tasks_in_scope"],
-                tasks_finished=row["tasks_finished"],
-            )
+    rows = _rows(conn, "recent_batches", pipeline=pipeline, limit=limit)
+    return [
+        BatchSummary(
+            **_fields(row, {k: int(v) for k, v in row["task_counts"].items()}),
+            tasks_in_scope=row["tasks_in_scope"],
+            tasks_finished=row["tasks_finished"],
         )
-    return summaries
+        for row in rows
+    ]
 
 
 def batch_statuses(conn: Connection, pipeline: str, batch_ids: Sequence[str]) -> dict[str, str]:
