@@ -84,7 +84,8 @@ def batches(
         conn.execute(
             text(
                 "INSERT INTO dead_letters (message_id, action, pipeline, batch_id, task, "
-                "delivery_attempts, reason) VALUES ('dl-1', 'run_task', 'dash', 'b1', 'ok', 5, "
+                "delivery_attempts, payload_bytes, payload_sha256, reason) VALUES ('dl-1', "
+                "'run_task', 'dash', 'b1', 'ok', 5, 0, encode(sha256(''), 'hex'), "
                 "'too many deliveries <b>')"
             )
         )

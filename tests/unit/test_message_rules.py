@@ -40,7 +40,9 @@ def reason_of(envelope: Envelope) -> str:
 # -- full-string patterns: a trailing newline is not part of a name --------------------------
 
 
-@pytest.mark.parametrize("action", ["start_batch", "run_task", "poll_task", "rerun", "cancel_batch"])
+@pytest.mark.parametrize(
+    "action", ["start_batch", "run_task", "poll_task", "rerun", "cancel_batch"]
+)
 @pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\u00b2"])
 def test_a_trailing_character_makes_a_batch_id_invalid(action: str, suffix: str) -> None:
     assert "batch_id" in reason_of(env(body(action, batch_id="2024-03" + suffix)))
@@ -80,8 +82,10 @@ def test_names_are_defined_once() -> None:
         if path.name != "names.schema.json":
             walk(json.loads(path.read_text(encoding="utf-8")), path.name)
     assert spelled == []
-    assert names.is_name("load_sales") and not names.is_name("load_sales\n")
-    assert names.is_batch_id("2024-03") and not names.is_batch_id("2024-03\n")
+    assert names.is_name("load_sales")
+    assert not names.is_name("load_sales\n")
+    assert names.is_batch_id("2024-03")
+    assert not names.is_batch_id("2024-03\n")
 
 
 # -- strings the database cannot hold ----------------------------------------------------------
