@@ -19,8 +19,8 @@ from sqlalchemy.exc import DBAPIError
 import dagrelay.config
 import dagrelay.store.db
 from dagrelay.dashboard import app as dashboard
-from dagrelay.dashboard.app import SECURITY_HEADERS
 from dagrelay.dashboard import store
+from dagrelay.dashboard.app import SECURITY_HEADERS
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import StartBatch
 from dagrelay.store.outbox import InMemoryPublisher

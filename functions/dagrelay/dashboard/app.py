@@ -14,9 +14,9 @@ from flask import Request, Response
 from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from dagrelay.names import is_batch_id, is_name
 from dagrelay.dashboard import model, render, store
 from dagrelay.messages import unstorable
+from dagrelay.names import is_batch_id, is_name
 from dagrelay.resources import schema_dir
 from dagrelay.store.db import get_engine
 from dagrelay.store.reads import status_response
