@@ -194,6 +194,7 @@ class Stack:
             c.dead_letter_topic,
             f"{c.dead_letter_topic}-router",
             push_endpoint=infra.push_endpoint(router_port, c.project_id, c.dead_letter_topic),
+            delivery=infra.DEAD_LETTERS,
         )
         infra.ensure_subscription(c.project_id, c.alerts_topic, f"{c.alerts_topic}-inbox")
 

@@ -282,9 +282,14 @@ SET publish_attempts = publish_attempts + 1, last_error = :error
 WHERE outbox_id = ANY (CAST(:ids AS bigint[])) AND published_at IS NULL;
 
 -- name: record_rejected_message
-INSERT INTO rejected_messages (message_id, received_at, attributes, data, reason)
-VALUES (:message_id, :now, CAST(:attributes AS jsonb), :data, :reason)
-ON CONFLICT (message_id) DO NOTHING;
+-- A redelivery (same message id, same data) adds no row. Message ids repeat (an emulator restart
+-- numbers them from 1 again), so a different message under a known id is a row of its own.
+INSERT INTO rejected_messages (message_id, received_at, attributes, data, payload_bytes,
+                               payload_sha256, reason)
+VALUES (:message_id, :now, CAST(:attributes AS jsonb), :data, :payload_bytes, :payload_sha256,
+        :reason)
+ON CONFLICT (message_id, payload_sha256) DO NOTHING
+RETURNING rejected_id;
 
 -- name: lock_unpublished_outbox
 -- The relay's share of outbox rows left unpublished (crash after commit, failed publish).
@@ -469,11 +474,14 @@ WHERE pipeline = :pipeline AND batch_id = :batch_id AND status IN ('NEW', 'RETRY
 RETURNING log_id;
 
 -- name: record_dead_letter
+-- Keyed like record_rejected_message: a redelivery adds no row, a reused message id does.
 INSERT INTO dead_letters (message_id, received_at, source_subscription, delivery_attempts,
-                          action, pipeline, batch_id, task, attributes, data, reason)
+                          action, pipeline, batch_id, task, attributes, data, payload_bytes,
+                          payload_sha256, reason)
 VALUES (:message_id, :now, :source_subscription, :delivery_attempts, :action, :pipeline,
-        :batch_id, :task, CAST(:attributes AS jsonb), :data, :reason)
-ON CONFLICT (message_id) DO NOTHING
+        :batch_id, :task, CAST(:attributes AS jsonb), :data, :payload_bytes, :payload_sha256,
+        :reason)
+ON CONFLICT (message_id, payload_sha256) DO NOTHING
 RETURNING dead_letter_id;
 
 -- name: rerun_scope

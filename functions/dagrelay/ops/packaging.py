@@ -18,6 +18,7 @@ SCHEMA_FILES = (
     "openapi.json",
     "sources.yaml",
     "sources.schema.json",
+    "names.schema.json",
     "pipelines/**/*.sql",
     "messages/*.json",
 )

@@ -219,3 +219,18 @@ def database_error(exc: DBAPIError) -> tuple[str | None, str]:
         orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], dict) else {}
     )
     return fields.get("C"), str(fields.get("M") or orig)
+
+
+def refused_value(exc: BaseException) -> str | None:
+    """Why the database refused a value it was given — a CHECK, a NOT NULL, a string it cannot
+    store, a number out of range (SQLSTATE classes 22 and 23) — or None for any other error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError):
+            code, message = database_error(seen)
+            if code is not None and code[:2] in {"22", "23"}:
+                return f"the database refused a value ({code}): {message}"
+        if isinstance(seen, UnicodeError):
+            return f"a string the database cannot store: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from dagrelay.names import BATCH_ID_PATTERN, NAME_PATTERN
 from dagrelay.states import BatchStatus, FileStatus, TaskStatus, TriggerRule
 
 
@@ -43,8 +44,7 @@ TRIGGER_RULE = _pg_enum(TriggerRule, "trigger_rule")
 FILE_STATUS = _pg_enum(FileStatus, "file_status")
 TZ = DateTime(timezone=True)
 # The same patterns as the migration's CHECKs and the message JSON Schemas.
-NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"
-BATCH_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=+-]{0,127}$"
+PAYLOAD_VALID = "payload_bytes >= 0 AND payload_sha256 ~ '^[0-9a-f]{64}$' AND length(data) <= 65536"
 NOW = text("now()")
 EMPTY = text("'{}'::jsonb")
 
@@ -250,13 +250,18 @@ class Outbox(Base):
 
 class RejectedMessage(Base):
     __tablename__ = "rejected_messages"
-    __table_args__ = (UniqueConstraint("message_id", name="rejected_messages_message_id_key"),)
+    __table_args__ = (
+        UniqueConstraint("message_id", "payload_sha256", name="rejected_messages_message_key"),
+        CheckConstraint(PAYLOAD_VALID, name="rejected_messages_payload_valid"),
+    )
 
     rejected_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     message_id: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY)
     data: Mapped[str | None] = mapped_column(Text)
+    payload_bytes: Mapped[int] = mapped_column(BigInteger)
+    payload_sha256: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
 
 
@@ -284,7 +289,8 @@ class FileLog(Base):
 class DeadLetter(Base):
     __tablename__ = "dead_letters"
     __table_args__ = (
-        UniqueConstraint("message_id", name="dead_letters_message_id_key"),
+        UniqueConstraint("message_id", "payload_sha256", name="dead_letters_message_key"),
+        CheckConstraint(PAYLOAD_VALID, name="dead_letters_payload_valid"),
         Index("dead_letters_batch_idx", "batch_id"),
     )
 
@@ -299,4 +305,6 @@ class DeadLetter(Base):
     task: Mapped[str | None] = mapped_column(Text)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY)
     data: Mapped[str | None] = mapped_column(Text)
+    payload_bytes: Mapped[int] = mapped_column(BigInteger)
+    payload_sha256: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
