@@ -64,8 +64,8 @@ class Ingestor:
     def refuse(self, obj: ObjectFinalized, reason: str) -> str:
         log.warning("notification refused: %s", reason, extra=_extra(obj))
         with self.rt.db.begin() as conn:
-            filelog.record_rejected(conn, _values(obj), reason, self.rt.clock())
-        return f"rejected: {reason}"
+            new = filelog.record_rejected(conn, _values(obj), reason, self.rt.clock())
+        return f"rejected: {reason}" if new else "duplicate: REJECTED"
 
 
 def _values(obj: ObjectFinalized) -> dict[str, Any]:

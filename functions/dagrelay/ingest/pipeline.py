@@ -25,7 +25,7 @@ STEPS = ("validate", "convert", "load", "archive", "trigger")
 VALIDATE_TRIES = 3  # reading the object: after this many failed tries it is REJECTED
 POLL_AFTER_S = 5.0
 
-_applied: set[str] = set()  # repr of each spec applied by this process
+_applied: set[tuple[str, str]] = set()  # (database, spec) applied by this process
 _lock = threading.Lock()
 
 
@@ -77,7 +77,7 @@ def spec(source: Source) -> PipelineSpec:
 def ensure(db: SqlEngine, source: Source) -> None:
     """The source's pipeline exists as generated (applied once per process and spec)."""
     wanted = spec(source)
-    key = repr(wanted)
+    key = (db.url.render_as_string(hide_password=True), repr(wanted))
     with _lock:
         if key in _applied:
             return
