@@ -112,17 +112,23 @@ class Harness:
         self.drive()
         return answer
 
-    def drive(self, max_steps: int = 500) -> list[tuple[str, RunOutcome]]:
+    def drive(self, max_steps: int = 500, step_s: float = 30, idle_rounds: int = 40) -> list[Any]:
+        """Deliver until nothing has happened for ``idle_rounds`` clock steps of ``step_s``
+        (enough for retries to come due and a killed worker's lease to expire)."""
         outcomes: list[tuple[str, RunOutcome]] = []
+        idle = 0
         while len(outcomes) < max_steps:
             messages = self.publisher.drain(EVENTS_TOPIC)
-            if not messages:
-                self.clock.advance(600)
-                if Sweeper(self.engine).relay_outbox(0) + self.expire() == 0:
-                    return outcomes
+            if messages:
+                idle = 0
+                outcomes += [self.deliver(message.payload, message) for message in messages]
                 continue
-            for message in messages:
-                outcomes.append(self.deliver(message.payload, message))
+            if idle >= idle_rounds:
+                return outcomes
+            idle += 1
+            self.clock.advance(step_s)
+            Sweeper(self.engine).relay_outbox(0)
+            self.expire()
         raise AssertionError(f"ingestion does not settle: {outcomes[-10:]}")
 
     def deliver(self, payload: dict[str, Any], message: Any) -> tuple[str, RunOutcome]:

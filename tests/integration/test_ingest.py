@@ -7,6 +7,7 @@ the load is deferred and polled; a crash between steps resumes without a second 
 from __future__ import annotations
 
 import io
+import itertools
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,7 +183,7 @@ def test_copies_arriving_together_load_once(h: Harness, loader: FakeLoader) -> N
     for obj in objs:
         h.ingestor(obj)
     barrier = threading.Barrier(3)
-    runs = [m for m in h.publisher.drain("dagrelay-events")]
+    runs = list(h.publisher.drain("dagrelay-events"))
 
     def deliver(message: Any) -> None:
         barrier.wait()
@@ -253,7 +254,7 @@ def test_another_bucket_is_rejected_and_left_where_it_is(
     foreign = f"{h.bucket}-other"
     gcs.create_buckets(gcs_client, [foreign])
     obj = h.upload(SALES, sales(), bucket=foreign)
-    assert h.ingest(obj) == "rejected: bucket %r is not the inbox bucket" % foreign
+    assert h.ingest(obj) == f"rejected: bucket {foreign!r} is not the inbox bucket"
     assert h.ingest(obj) == "duplicate: REJECTED"  # a repeated notification: nothing more
     row = h.file(SALES)
     assert (row["bucket"], row["status"]) == (foreign, "REJECTED")
@@ -378,5 +379,5 @@ def test_example_sources_have_their_generated_pipelines() -> None:
     generated = spec(SOURCES["sales"])
     assert [t.name for t in generated.tasks] == [f"ingest.sales.{s}" for s in STEPS]
     assert generated.edges() == [
-        (f"ingest.sales.{a}", f"ingest.sales.{b}") for a, b in zip(STEPS, STEPS[1:], strict=False)
+        (f"ingest.sales.{a}", f"ingest.sales.{b}") for a, b in itertools.pairwise(STEPS)
     ]

@@ -9,6 +9,7 @@ time, a move finds its copy already made. Nothing here waits for a BigQuery job.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -64,6 +65,15 @@ def moved_name(area: str, row: FileRow) -> str:
     """Where a raw file goes (``archive`` or ``rejected``); the generation keeps a re-sent file
     of the same name from overwriting the first."""
     return f"{area}/{row.source}/{row.generation}/{file_name(row)}"
+
+
+def load_job_id(row: FileRow, source: Source, ctx: HandlerContext) -> str:
+    """Unique per object generation and destination (job ids are unique per BigQuery project,
+    which may outlive this database or be shared), and per attempt: a failed job is replaced
+    by a new one, never reused."""
+    exact = f"{row.uri}\x00{source.target_table}".encode()
+    digest = hashlib.sha256(exact).hexdigest()[:16]
+    return f"dagrelay_ingest_{row.source}_{digest}_{ctx.run_id}_{ctx.attempt}"
 
 
 # -- the content decision (pure) -------------------------------------------------------------------
@@ -159,7 +169,7 @@ def load(ctx: HandlerContext) -> Mapping[str, Any] | Deferred:
         return _loaded(rt, row, job)
     job_id = row.load_job
     if job_id is None or (job is not None and job.done):  # none yet, or it failed: a new one
-        job_id = f"dagrelay_ingest_{row.file_id}_{ctx.run_id}_{ctx.attempt}"
+        job_id = load_job_id(row, source, ctx)
         with rt.db.begin() as conn:
             if not filelog.set_load_job(conn, row, job_id, row.load_job, rt.clock()):
                 raise LoadFailed(f"the load job of {row.uri} changed meanwhile")
