@@ -80,7 +80,7 @@ def h(
 
 def table_rows(h: Harness, bq_client: bigquery.Client) -> list[tuple[Any, ...]]:
     table = h.runtime.sources["sales"].target_table
-    sql = f"SELECT region, quantity, amount FROM {table} ORDER BY sale_date"  # noqa: S608 - ours
+    sql = f"SELECT region, quantity, amount FROM {table} ORDER BY sale_date"
     return [tuple(r.values()) for r in bq_client.query(sql).result()]
 
 
