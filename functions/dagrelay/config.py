@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     sources_file: Path | None = Field(
         None, description="Ingestion sources (YAML); unset: schema/sources.yaml."
     )
+    ingest_workdir: Path | None = Field(
+        None,
+        description="Where ingestion writes its temp files (the downloaded object, its Parquet); "
+        "unset: the system temp dir, which is memory on Cloud Functions.",
+    )
     handler_modules: list[str] = Field(
         default_factory=list, description="Modules imported at start to register user handlers."
     )

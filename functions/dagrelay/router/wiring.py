@@ -51,6 +51,7 @@ def get_router() -> Router:
         start_batch=engine.start_batch,
         clock=utcnow,
         inbox_bucket=settings.inbox_bucket,
+        workdir=settings.ingest_workdir,
     )
     ingest.install(runtime)
     ingestor = ingest.Ingestor(runtime)
