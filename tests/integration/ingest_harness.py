@@ -6,12 +6,13 @@ only when nothing is left to deliver, so held retries and polls come due."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, text
 
 from dagrelay.engine.core import Engine as DagEngine
@@ -173,9 +174,35 @@ class Harness:
     def read(self, name: str) -> bytes:
         return bytes(self.gcs_client.bucket(self.bucket).blob(name).download_as_bytes())
 
+    def reconfigured(self, **changes: Any) -> Harness:
+        """The same harness with other runtime parts (loader, sources, store), installed."""
+        self.runtime = dataclasses.replace(self.runtime, **changes)
+        self.loader = self.runtime.loader
+        self.ingestor = Ingestor(self.runtime)
+        install(self.runtime)
+        return self
 
-@contextmanager
-def installed(harness: Harness) -> Iterator[Harness]:
+
+@pytest.fixture
+def ingest_harness(
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    clock: FakeClock,
+    gcs_client: Any,
+    gcs_bucket: str,
+) -> Iterator[Harness]:
+    """A harness on this test's database and bucket with a FakeLoader, its runtime installed
+    (and uninstalled afterwards)."""
+    harness = Harness(
+        db=db,
+        engine=engine,
+        publisher=publisher,
+        clock=clock,
+        gcs_client=gcs_client,
+        bucket=gcs_bucket,
+        loader=FakeLoader(),
+    )
     install(harness.runtime)
     try:
         yield harness

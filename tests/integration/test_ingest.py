@@ -9,23 +9,19 @@ from __future__ import annotations
 import io
 import itertools
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy import Engine
 
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.engine.faults import CrashInjector, InjectedCrash
 from dagrelay.ingest.pipeline import batch_id
 from dagrelay.ingest.sources import parse_sources
-from dagrelay.store.outbox import InMemoryPublisher
-from tests.conftest import FakeClock
 from tests.integration.helpers import statuses
-from tests.integration.ingest_harness import SOURCES, FakeLoader, Harness, installed
+from tests.integration.ingest_harness import SOURCES, FakeLoader, Harness
 
 pytestmark = pytest.mark.integration
 
@@ -41,31 +37,14 @@ def sales() -> bytes:
 
 
 @pytest.fixture
-def loader() -> FakeLoader:
-    return FakeLoader()
+def h(ingest_harness: Harness) -> Harness:
+    return ingest_harness
 
 
 @pytest.fixture
-def h(
-    db: Engine,
-    engine: DagEngine,
-    publisher: InMemoryPublisher,
-    clock: FakeClock,
-    gcs_client: Any,
-    gcs_bucket: str,
-    loader: FakeLoader,
-) -> Iterator[Harness]:
-    harness = Harness(
-        db=db,
-        engine=engine,
-        publisher=publisher,
-        clock=clock,
-        gcs_client=gcs_client,
-        bucket=gcs_bucket,
-        loader=loader,
-    )
-    with installed(harness):
-        yield harness
+def loader(ingest_harness: Harness) -> FakeLoader:
+    assert isinstance(ingest_harness.loader, FakeLoader)
+    return ingest_harness.loader
 
 
 def task_statuses(h: Harness, obj: Any, source: str = "sales") -> dict[str, str]:
@@ -218,30 +197,14 @@ def test_a_corrected_file_under_a_loaded_name_is_refused_by_default(
 
 
 def test_a_source_that_appends_loads_a_corrected_file_beside_the_first(
-    db: Engine,
-    engine: DagEngine,
-    publisher: InMemoryPublisher,
-    clock: FakeClock,
-    gcs_client: Any,
-    gcs_bucket: str,
-    loader: FakeLoader,
+    h: Harness, loader: FakeLoader
 ) -> None:
     raw = {"sources": {"log": {"format": "csv", "target_table": "web.log", "on_replace": "append",
                                "columns": [{"name": "n", "type": "integer"}]}}}  # fmt: skip
-    harness = Harness(
-        db=db,
-        engine=engine,
-        publisher=publisher,
-        clock=clock,
-        gcs_client=gcs_client,
-        bucket=gcs_bucket,
-        loader=loader,
-        sources=parse_sources(raw),
-    )
-    with installed(harness) as h:
-        h.ingest(h.upload("inbox/log/day.csv", b"n\n1\n"))
-        h.ingest(h.upload("inbox/log/day.csv", b"n\n2\n"))
-        h.ingest(h.upload("inbox/log/day.csv", b"n\n2\n"))  # the same content again: not
+    h.reconfigured(sources=parse_sources(raw))
+    h.ingest(h.upload("inbox/log/day.csv", b"n\n1\n"))
+    h.ingest(h.upload("inbox/log/day.csv", b"n\n2\n"))
+    h.ingest(h.upload("inbox/log/day.csv", b"n\n2\n"))  # the same content again: not loaded
     assert sorted(r["status"] for r in _rows(h)) == ["ARCHIVED", "ARCHIVED", "DUPLICATE"]
     assert len(loader.submitted) == 2
 
@@ -309,13 +272,8 @@ class BrokenStore:
 
 
 def test_an_unreadable_object_is_rejected_after_a_bounded_number_of_tries(h: Harness) -> None:
-    from dataclasses import replace  # noqa: PLC0415
-
-    from dagrelay.ingest import install  # noqa: PLC0415
-
     broken = BrokenStore(h.runtime.store)
-    h.runtime = replace(h.runtime, store=broken)  # type: ignore[arg-type]
-    install(h.runtime)
+    h.reconfigured(store=broken)
     obj = h.upload(SALES, sales())
     h.ingest(obj)
     row = h.file(SALES)

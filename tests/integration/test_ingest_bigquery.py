@@ -12,17 +12,15 @@ from typing import Any
 
 import pytest
 from google.cloud import bigquery
-from sqlalchemy import Engine
 
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.engine.faults import CrashInjector, InjectedCrash
 from dagrelay.ingest.loader import BigQueryLoader
-from dagrelay.store.outbox import InMemoryPublisher
 from local_emulator import bigquery as local_bq
-from local_emulator import gcs, processes
-from tests.conftest import FakeClock
-from tests.integration.ingest_harness import SOURCES, Harness, installed
+from local_emulator import gcs
+from tests.gcs_fixtures import storage_emulator
+from tests.integration.ingest_harness import SOURCES, Harness
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +31,8 @@ SALES = "inbox/sales/sales_2024-03.csv"
 @pytest.fixture(scope="module")
 def gcs_emulator(local_bigquery: local_bq.LocalBigQuery) -> Iterator[str]:
     """A storage emulator keeping its objects where bqemulator reads gs:// URIs."""
-    import os  # noqa: PLC0415
-
-    port = processes.free_port()
-    proc = gcs.start_storage_emulator(port, local_bigquery.gcs_root)
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-    yield os.environ["STORAGE_EMULATOR_HOST"]
-    if previous is None:
-        os.environ.pop("STORAGE_EMULATOR_HOST", None)
-    else:
-        os.environ["STORAGE_EMULATOR_HOST"] = previous
-    proc.stop()
+    with storage_emulator(local_bigquery.gcs_root) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -53,29 +41,9 @@ def gcs_client(gcs_emulator: str) -> Any:
 
 
 @pytest.fixture
-def h(
-    db: Engine,
-    engine: DagEngine,
-    publisher: InMemoryPublisher,
-    clock: FakeClock,
-    gcs_client: Any,
-    gcs_bucket: str,
-    bq_client: bigquery.Client,
-    bq_dataset: str,
-) -> Iterator[Harness]:
+def h(ingest_harness: Harness, bq_client: bigquery.Client, bq_dataset: str) -> Harness:
     sales = dataclasses.replace(SOURCES["sales"], target_table=f"{bq_dataset}.sales", triggers=())
-    harness = Harness(
-        db=db,
-        engine=engine,
-        publisher=publisher,
-        clock=clock,
-        gcs_client=gcs_client,
-        bucket=gcs_bucket,
-        loader=BigQueryLoader(bq_client),
-        sources={"sales": sales},
-    )
-    with installed(harness):
-        yield harness
+    return ingest_harness.reconfigured(loader=BigQueryLoader(bq_client), sources={"sales": sales})
 
 
 def table_rows(h: Harness, bq_client: bigquery.Client) -> list[tuple[Any, ...]]:
