@@ -45,7 +45,7 @@ def upgrade_database(url: str) -> None:
 
 def push_endpoint(router_port: int, project: str, topic: str) -> str:
     # The path must contain /projects/<p>/topics/<t>: functions-framework derives the
-    # CloudEvent source from it (LOCAL-STACK-NOTES.md).
+    # CloudEvent source from it (ARCHITECTURE.md, "Local stack").
     return f"http://127.0.0.1:{router_port}/projects/{project}/topics/{topic}"
 
 

@@ -286,22 +286,6 @@ INSERT INTO rejected_messages (message_id, received_at, attributes, data, reason
 VALUES (:message_id, :now, CAST(:attributes AS jsonb), :data, :reason)
 ON CONFLICT (message_id) DO NOTHING;
 
--- name: batch_status
-SELECT pipeline, batch_id, status::text AS status, params, triggered_by, created_at, finished_at
-FROM batches
-WHERE batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR pipeline = :pipeline)
-ORDER BY pipeline;
-
--- name: batch_tasks
-SELECT tl.pipeline, t.name AS task, tl.status::text AS status, tl.attempt, tl.started_at,
-       tl.finished_at, tl.error, rc.name AS root_cause_task
-FROM task_log tl
-JOIN tasks t ON t.task_id = tl.task_id
-LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
-LEFT JOIN tasks rc ON rc.task_id = rcl.task_id
-WHERE tl.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR tl.pipeline = :pipeline)
-ORDER BY tl.pipeline, coalesce(tl.started_at, tl.created_at), tl.log_id;
-
 -- name: lock_unpublished_outbox
 -- The relay's share of outbox rows left unpublished (crash after commit, failed publish).
 -- SKIP LOCKED: concurrent sweeps take disjoint rows.
@@ -491,12 +475,6 @@ VALUES (:message_id, :now, :source_subscription, :delivery_attempts, :action, :p
         :batch_id, :task, CAST(:attributes AS jsonb), :data, :reason)
 ON CONFLICT (message_id) DO NOTHING
 RETURNING dead_letter_id;
-
--- name: batch_dead_letters
-SELECT received_at, action, pipeline, task, delivery_attempts, source_subscription, reason
-FROM dead_letters
-WHERE batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR pipeline = :pipeline)
-ORDER BY received_at;
 
 -- name: rerun_scope
 -- The tasks to rerun and (with downstream) everything below them, with their rows in the batch.

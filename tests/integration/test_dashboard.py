@@ -19,9 +19,9 @@ from sqlalchemy.exc import DBAPIError
 import dagrelay.config
 import dagrelay.store.db
 from dagrelay.dashboard import app as dashboard
-from dagrelay.dashboard import store
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import StartBatch
+from dagrelay.store import reads
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration.helpers import batch_status, drive
@@ -298,7 +298,7 @@ def test_only_get_is_allowed(client: FlaskClient, path: str, method: str) -> Non
 
 
 def test_reads_run_in_a_read_only_transaction(db: Engine) -> None:
-    with pytest.raises(DBAPIError, match="read-only transaction"), store.read_only(db) as conn:
+    with pytest.raises(DBAPIError, match="read-only transaction"), reads.read_only(db) as conn:
         conn.execute(text("DELETE FROM batches"))
 
 

@@ -14,10 +14,10 @@ from flask import Request, Response
 from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from dagrelay.dashboard import model, render, store
+from dagrelay.dashboard import model, render
 from dagrelay.resources import schema_dir
 from dagrelay.store.db import get_engine
-from dagrelay.store.reads import status_response
+from dagrelay.store.reads import pipelines_shown, read_only, status_response
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -103,14 +103,14 @@ def index(request: Request) -> Response:
         )
         return Response(body, status, headers)
     selected = _pipeline_arg(request)
-    with store.read_only(get_engine()) as conn:
+    with read_only(get_engine()) as conn:
         data = model.batch_list(conn, selected, _limit(request))
-        names = store.pipelines(conn)
+        names = pipelines_shown(conn)
     return html_response(render.batches_page(data, names, selected, request.script_root))
 
 
 def batch(request: Request, pipeline: str, batch_id: str) -> Response:
-    with store.read_only(get_engine()) as conn:
+    with read_only(get_engine()) as conn:
         detail = model.batch_detail(conn, pipeline, batch_id)
     if detail is None:
         raise NotFound(f"no batch {batch_id!r} in pipeline {pipeline!r}")
@@ -118,7 +118,7 @@ def batch(request: Request, pipeline: str, batch_id: str) -> Response:
 
 
 def pipeline(request: Request, pipeline: str) -> Response:
-    with store.read_only(get_engine()) as conn:
+    with read_only(get_engine()) as conn:
         detail = model.pipeline_detail(conn, pipeline, RECENT)
     if detail is None:
         raise NotFound(f"no pipeline {pipeline!r}")
@@ -127,12 +127,12 @@ def pipeline(request: Request, pipeline: str) -> Response:
 
 def api_batches(request: Request) -> Response:
     limit = _limit(request)
-    with store.read_only(get_engine()) as conn:
+    with read_only(get_engine()) as conn:
         return json_response(model.batch_list(conn, _pipeline_arg(request), limit))
 
 
 def api_batch(request: Request, pipeline: str, batch_id: str) -> Response:
-    with store.read_only(get_engine()) as conn:
+    with read_only(get_engine()) as conn:
         detail = model.batch_detail(conn, pipeline, batch_id)
     if detail is None:
         raise NotFound(f"no batch {batch_id!r} in pipeline {pipeline!r}")
@@ -141,7 +141,7 @@ def api_batch(request: Request, pipeline: str, batch_id: str) -> Response:
 
 def api_pipeline(request: Request, pipeline: str) -> Response:
     limit = _limit(request)
-    with store.read_only(get_engine()) as conn:
+    with read_only(get_engine()) as conn:
         detail = model.pipeline_detail(conn, pipeline, limit)
     if detail is None:
         raise NotFound(f"no pipeline {pipeline!r}")

@@ -1,7 +1,7 @@
 """The engine owns every state transition of a batch. Each step is a checked write in PostgreSQL;
 messages are written to the outbox in the same transaction and published after commit.
 
-Transaction shape of one task run (see DESIGN.md section 1):
+Transaction shape of one task run (ARCHITECTURE.md, "Flow of one message"):
   1. claim (NEW|due RETRY -> PROCESSING, attempt + 1, lease)     one statement, own transaction
   2. run the handler (it may heartbeat to extend its lease)      no transaction held
   3. conclude: PROCESSING -> SUCCESS|RETRY|ERROR, fenced by attempt, with the children it

@@ -8,8 +8,6 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from google.cloud.storage import Client as StorageClient
-
 from dagrelay import ingest, logs
 from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine, utcnow
@@ -45,7 +43,7 @@ def get_router() -> Router:
     )
     runtime = ingest.Runtime(
         db=db,
-        store=GcsObjectStore(_Lazy(lambda: StorageClient(project=settings.project_id))),
+        store=GcsObjectStore(_Lazy(lambda: _storage_client(settings.project_id))),
         loader=BigQueryLoader(),
         sources=ingest.load_sources(settings.sources_file),
         start_batch=engine.start_batch,
@@ -56,6 +54,12 @@ def get_router() -> Router:
     ingest.install(runtime)
     ingestor = ingest.Ingestor(runtime)
     return Router(engine, db, utcnow, dead_letter_topic=settings.dead_letter_topic, ingest=ingestor)
+
+
+def _storage_client(project: str) -> Any:
+    from google.cloud.storage import Client  # noqa: PLC0415 - imported by the first GCS call
+
+    return Client(project=project)
 
 
 class _Lazy:

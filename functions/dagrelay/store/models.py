@@ -1,7 +1,7 @@
-"""SQLAlchemy models of the metadata schema (migrations/ builds it; a test checks they agree).
-
-The engine's state changes are the named queries in schema/queries.sql; these models serve the
-CLI, the status views and the schema test.
+"""SQLAlchemy models of the metadata schema. The migrations in migrations/ build the schema;
+these models are only its description for Alembic (``target_metadata`` in migrations/env.py), and
+tests/integration/test_migrations.py checks that the two agree. No runtime code uses them: the
+engine's reads and writes are the named statements in schema/.
 """
 
 from __future__ import annotations

@@ -341,15 +341,6 @@ def record_dead_letter(conn: Connection, *, fields: Mapping[str, Any], now: date
     return conn.execute(query("record_dead_letter"), params).first() is not None
 
 
-def batch_dead_letters(
-    conn: Connection, batch_id: str, pipeline: str | None = None
-) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        query("batch_dead_letters"), {"batch_id": batch_id, "pipeline": pipeline}
-    ).mappings()
-    return [dict(r) for r in rows]
-
-
 @dataclass(frozen=True)
 class ScopeRow:
     task_id: int
