@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dagrelay.ingest.parquet import BIGQUERY_TYPES
 from dagrelay.ingest.sources import Column
 
 
@@ -48,6 +47,7 @@ class BigQueryLoader:
         from google.cloud import bigquery  # noqa: PLC0415
 
         from dagrelay.handlers.bigquery import client as bq  # noqa: PLC0415
+        from dagrelay.ingest.parquet import BIGQUERY_TYPES  # noqa: PLC0415 - pyarrow
 
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from google.api_core.exceptions import NotFound
-from google.cloud.storage.retry import DEFAULT_RETRY
 
 REQUEST_TIMEOUT_S = 30.0
 RETRY_DEADLINE_S = 30.0
@@ -55,9 +54,17 @@ class GcsObjectStore:
         retry_deadline_s: float = RETRY_DEADLINE_S,
     ) -> None:
         self.client = client
-        self.bounds: dict[str, Any] = {
-            "timeout": timeout_s,
-            "retry": DEFAULT_RETRY.with_deadline(retry_deadline_s),
+        self.timeout_s = timeout_s
+        self.retry_deadline_s = retry_deadline_s
+
+    @property
+    def bounds(self) -> dict[str, Any]:
+        """The ``timeout`` and ``retry`` arguments of every call."""
+        from google.cloud.storage.retry import DEFAULT_RETRY  # noqa: PLC0415 - on first use
+
+        return {
+            "timeout": self.timeout_s,
+            "retry": DEFAULT_RETRY.with_deadline(self.retry_deadline_s),
         }
 
     def download(self, bucket: str, name: str, generation: int, dest: Path) -> None:
