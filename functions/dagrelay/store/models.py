@@ -267,7 +267,11 @@ class RejectedMessage(Base):
 
 class FileLog(Base):
     __tablename__ = "file_log"
-    __table_args__ = (UniqueConstraint("bucket", "name", "generation", name="file_log_object_key"),)
+    __table_args__ = (
+        UniqueConstraint("bucket", "name", "generation", name="file_log_object_key"),
+        Index("file_log_content_idx", "source", "md5"),
+        Index("file_log_object_name_idx", "bucket", "name"),
+    )
 
     file_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     bucket: Mapped[str] = mapped_column(Text)
@@ -284,6 +288,11 @@ class FileLog(Base):
     error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+    batch_id: Mapped[str | None] = mapped_column(Text)
+    load_job: Mapped[str | None] = mapped_column(Text)
+    duplicate_of: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("file_log.file_id", name="file_log_duplicate_of_fkey")
+    )
 
 
 class DeadLetter(Base):
