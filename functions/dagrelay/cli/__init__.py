@@ -5,6 +5,7 @@
     dagrelay pipeline apply FILE.yaml [--prune] [--dry-run]
     dagrelay trigger PIPELINE BATCH_ID [--param k=v ...] [--start-task NAME]
     dagrelay status [BATCH_ID] [--pipeline P] [--json] [--wait]
+    dagrelay schedule list | pause PIPELINE | resume PIPELINE
     dagrelay validate | backfill | rerun | cancel | history | explain | pipeline export
              (the operator's commands: dagrelay.cli.operate)
 
@@ -15,7 +16,7 @@ code 2; an unreachable database is exit code 1.
 
 from __future__ import annotations
 
-from dagrelay.cli import define, operate, trigger
+from dagrelay.cli import define, operate, schedule, trigger
 from dagrelay.cli.app import app
 
-__all__ = ["app", "define", "operate", "trigger"]
+__all__ = ["app", "define", "operate", "schedule", "trigger"]

@@ -22,12 +22,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
 from dagrelay.engine.core import Engine
-from dagrelay.engine.ticks import Cron, ScheduleError, Tick, batch_id
+from dagrelay.engine.ticks import Cron, Tick, batch_id
 from dagrelay.errors import DagrelayError
 from dagrelay.messages import StartBatch
 from dagrelay.store import schedules as store
@@ -179,4 +179,11 @@ def _extra(pipeline: str) -> dict[str, str]:
     return {"action": "schedule", "pipeline": pipeline}
 
 
-__all__ = ["Catchup", "Decision", "Overlap", "Schedule", "ScheduleError", "decide"]
+def backfill_ticks(
+    schedule: Schedule, first: date, last: date, limit: int
+) -> list[tuple[str, Tick]]:
+    """The ticks whose interval starts from ``first`` to ``last`` (the zone's days, both
+    included), each with the batch id the schedule gives it: a backfill of a monthly schedule
+    runs months, named as the schedule names them."""
+    ticks = schedule.cron.ticks_starting(first, last, limit)
+    return [(batch_id(schedule.batch_id_template, tick), tick) for tick in ticks]
