@@ -207,37 +207,29 @@ def sweep_every(engine: DagEngine, clock: FakeClock, start: datetime, end: datet
 
 
 @pytest.mark.usefixtures("pipeline")
-def test_dst_spring_forward_runs_the_missing_0230_once_at_0330(
-    engine: DagEngine, db: Engine, clock: FakeClock
+@pytest.mark.parametrize(
+    ("first_day", "expected"),
+    [
+        pytest.param(
+            datetime(2024, 3, 30, 12, tzinfo=UTC),
+            ["2024-03-31T03:30:00+02:00", "2024-04-01T02:30:00+02:00"],  # 02:30 does not exist
+            id="spring-forward",
+        ),
+        pytest.param(
+            datetime(2024, 10, 26, 12, tzinfo=UTC),
+            ["2024-10-27T02:30:00+02:00", "2024-10-28T02:30:00+01:00"],  # 02:30 happens twice
+            id="fall-back",
+        ),
+    ],
+)
+def test_dst_nights_in_brussels_run_the_0230_tick_once(
+    engine: DagEngine, db: Engine, clock: FakeClock, first_day: datetime, expected: list[str]
 ) -> None:
     add_schedule(db, "30 2 * * *", timezone="Europe/Brussels", max_active_batches=5)
-    started = sweep_every(
-        engine, clock, datetime(2024, 3, 30, 12, tzinfo=UTC), datetime(2024, 4, 1, 12, tzinfo=UTC)
-    )
+    started = sweep_every(engine, clock, first_day, first_day + timedelta(days=2))
     assert started == 2
-    assert [b["params"]["scheduled_for"] for b in batches(db)] == [
-        "2024-03-31T03:30:00+02:00",  # 02:30 does not exist that night
-        "2024-04-01T02:30:00+02:00",
-    ]
-    assert batch_ids(db) == ["2024-03-31T03:30", "2024-04-01T02:30"]
-
-
-@pytest.mark.usefixtures("pipeline")
-def test_dst_fall_back_runs_the_twice_happening_0230_once(
-    engine: DagEngine, db: Engine, clock: FakeClock
-) -> None:
-    add_schedule(db, "30 2 * * *", timezone="Europe/Brussels", max_active_batches=5)
-    started = sweep_every(
-        engine,
-        clock,
-        datetime(2024, 10, 26, 12, tzinfo=UTC),
-        datetime(2024, 10, 28, 12, tzinfo=UTC),
-    )
-    assert started == 2
-    assert [b["params"]["scheduled_for"] for b in batches(db)] == [
-        "2024-10-27T02:30:00+02:00",  # the first 02:30 (00:30 UTC); not again at 01:30 UTC
-        "2024-10-28T02:30:00+01:00",
-    ]
+    assert [b["params"]["scheduled_for"] for b in batches(db)] == expected
+    assert batch_ids(db) == [e[:16] for e in expected]
 
 
 @pytest.mark.usefixtures("pipeline")
