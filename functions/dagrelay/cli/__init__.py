@@ -14,6 +14,7 @@
     dagrelay status [BATCH] [--pipeline P] [--json] [--wait [--timeout S]]
     dagrelay history BATCH TASK [--traceback]
     dagrelay explain BATCH [--pipeline P]
+    dagrelay schedule list | pause PIPELINE | resume PIPELINE     (schedule)
 
 One module per verb (named after it unless noted). ``define`` and ``trigger`` register their
 commands where they are defined; the operator's verbs are registered below, in the order
@@ -38,6 +39,7 @@ from dagrelay.cli import (
     export,
     history,
     rerun,
+    schedule,
     status,
     trigger,
     validate,
@@ -53,4 +55,4 @@ app.command()(status.status)
 app.command()(history.history)
 app.command()(explain.explain)
 
-__all__ = ["app", "define", "trigger"]
+__all__ = ["app", "define", "schedule", "trigger"]

@@ -317,3 +317,45 @@ class DeadLetter(Base):
     payload_bytes: Mapped[int] = mapped_column(BigInteger)
     payload_sha256: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
+
+
+class Schedule(Base):
+    """A pipeline's recurring schedule (dagrelay.engine.schedules evaluates it)."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        CheckConstraint(rf"pipeline ~ '{NAME_PATTERN}'", name="schedules_pipeline_format"),
+        CheckConstraint(
+            r"cron ~ '^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$' "
+            r"OR cron ~ '^\s*\S+\s+\S+\s+\S+\s+\S+\s+\S+\s*$'",
+            name="schedules_cron_five_fields",
+        ),
+        CheckConstraint("dagrelay_is_timezone(timezone)", name="schedules_timezone_known"),
+        CheckConstraint(
+            "length(batch_id_template) BETWEEN 1 AND 200", name="schedules_template_length"
+        ),
+        CheckConstraint("catchup IN ('all', 'latest')", name="schedules_catchup_valid"),
+        CheckConstraint("catchup_limit BETWEEN 1 AND 1000", name="schedules_catchup_limit_range"),
+        CheckConstraint("max_active_batches >= 1", name="schedules_max_active_positive"),
+        CheckConstraint("overlap IN ('skip', 'wait')", name="schedules_overlap_valid"),
+        Index("schedules_due_idx", "next_run_at", postgresql_where=text("NOT paused")),
+    )
+
+    pipeline: Mapped[str] = mapped_column(Text, primary_key=True)
+    cron: Mapped[str] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(Text, server_default="Etc/UTC")
+    batch_id_template: Mapped[str] = mapped_column(
+        Text, server_default="{scheduled_for:%Y-%m-%dT%H:%M}"
+    )
+    catchup: Mapped[str] = mapped_column(Text, server_default="latest")
+    catchup_limit: Mapped[int] = mapped_column(Integer, server_default="10")
+    max_active_batches: Mapped[int] = mapped_column(Integer, server_default="1")
+    overlap: Mapped[str] = mapped_column(Text, server_default="skip")
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    next_run_at: Mapped[datetime | None] = mapped_column(TZ)
+    last_tick_at: Mapped[datetime | None] = mapped_column(TZ)
+    last_run_at: Mapped[datetime | None] = mapped_column(TZ)
+    last_batch_id: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
