@@ -21,7 +21,7 @@ def schema_dir() -> Path:
     candidates = [Path(override)] if override else []
     candidates += [_PACKAGE_DIR.parent / "schema", _PACKAGE_DIR.parent.parent / "schema"]
     for candidate in candidates:
-        if (candidate / "queries.sql").is_file():
+        if (candidate / "sql" / "tasks.sql").is_file():
             return candidate
     searched = ", ".join(str(c) for c in candidates)
-    raise ConfigError(f"schema directory with queries.sql not found (searched {searched})")
+    raise ConfigError(f"schema directory with sql/tasks.sql not found (searched {searched})")

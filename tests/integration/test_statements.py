@@ -12,10 +12,9 @@ from sqlalchemy import Engine
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.messages import StartBatch
-from dagrelay.resources import schema_dir
 from dagrelay.store.db import StatementCounter
 from dagrelay.store.outbox import InMemoryPublisher
-from dagrelay.store.queries import parse_queries, query
+from dagrelay.store.queries import all_queries, query
 from tests.integration.helpers import as_run_task
 
 pytestmark = pytest.mark.integration
@@ -29,7 +28,7 @@ def query_names(db: Engine) -> dict[str, str]:
 
 
 def all_query_names() -> list[str]:
-    return list(parse_queries((schema_dir() / "queries.sql").read_text("utf-8")))
+    return list(all_queries())
 
 
 def count(db: Engine, work: Callable[[], object]) -> Counter[str]:

@@ -14,6 +14,7 @@ from dagrelay.errors import ConfigError
 REPO = Path(__file__).resolve().parents[3]
 SCHEMA_FILES = (
     "*.sql",
+    "sql/*.sql",
     "openapi.json",
     "sources.yaml",
     "sources.schema.json",

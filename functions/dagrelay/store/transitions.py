@@ -1,5 +1,5 @@
-"""The store: runs the named queries of schema/queries.sql and maps their rows. No decisions
-are made here; the engine decides, the SQL enforces."""
+"""The store: runs the named queries of schema/sql/ and maps their rows. No decisions are
+made here; the engine decides, the SQL enforces."""
 
 from __future__ import annotations
 
