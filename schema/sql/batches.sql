@@ -4,7 +4,8 @@
 
 -- name: start_batch
 -- Creates the batch, its fan-in counters, its root task_log rows and their run_task messages in
--- one statement. A batch that already exists makes every CTE empty: a no-op.
+-- one statement. A batch that already exists makes every CTE empty: a no-op. One row back: the
+-- rows created and the messages written (JSON arrays), and whether the batch was created.
 WITH RECURSIVE scope(task_id) AS (
     SELECT task_id FROM tasks
     WHERE pipeline = :pipeline AND (CAST(:start_task AS text) IS NULL OR name = :start_task)
@@ -48,44 +49,31 @@ roots AS (
 ),
 messages AS (
     INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
-    SELECT :topic,
-           jsonb_build_object('action', 'run_task', 'pipeline', CAST(:pipeline AS text),
-                              'batch_id', CAST(:batch_id AS text), 'task', t.name),
-           '{"action": "run_task"}', :now, :now, r.log_id
-    FROM roots r JOIN tasks t ON t.task_id = r.task_id
+    SELECT :topic, m.payload, m.attributes, :now, :now, r.log_id
+    FROM roots r
+    JOIN tasks t ON t.task_id = r.task_id
+    CROSS JOIN LATERAL dagrelay_run_task_message(:pipeline, :batch_id, t.name) m
     WHERE r.status = 'NEW'
-    RETURNING outbox_id, topic, payload, attributes
+    RETURNING outbox_id, topic, payload, attributes, available_at
 )
-SELECT 'task' AS kind, r.log_id, r.task_id, r.status::text AS status,
-       NULL::bigint AS root_cause_log_id, NULL::bigint AS outbox_id,
-       NULL::text AS topic, NULL::jsonb AS payload, NULL::jsonb AS attributes
-FROM roots r
-UNION ALL
-SELECT 'message', NULL, NULL, NULL, NULL, m.outbox_id, m.topic, m.payload, m.attributes
-FROM messages m
-UNION ALL
-SELECT 'batch', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-FROM batch;
+SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM roots c) AS tasks,
+       (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.outbox_id), '[]') FROM messages m)
+           AS messages,
+       EXISTS (SELECT 1 FROM batch) AS batch_created;
 
 -- name: pipeline_tasks
 SELECT name FROM tasks WHERE pipeline = :pipeline ORDER BY name;
 
 -- name: finish_batch
--- RUNNING -> SUCCESS | FAILED once no task of the batch is open. Called after the commit of the
--- completion that may have been the last, so whichever completion commits last sees them all.
+-- RUNNING -> SUCCESS | FAILED once no task of the batch is open (dagrelay_batch_outcome, the
+-- one definition of "finished", shared with finish_idle_batches). Called after the commit of
+-- the completion that may have been the last, so whichever completion commits last sees them all.
 UPDATE batches b
-SET status = CASE WHEN EXISTS (
-                    SELECT 1 FROM task_log tl
-                    WHERE tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
-                      AND tl.status IN ('ERROR', 'UPSTREAM_FAILED'))
-                  THEN 'FAILED' ELSE 'SUCCESS' END::batch_status,
-    finished_at = :now
+SET status = o.outcome, finished_at = :now
+FROM (SELECT dagrelay_batch_outcome(:pipeline, :batch_id) AS outcome) o
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND b.status = 'RUNNING'
-  AND NOT EXISTS (
-      SELECT 1 FROM task_log tl
-      WHERE tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
-        AND tl.status IN ('NEW', 'PROCESSING', 'RETRY'))
-RETURNING status::text AS status;
+  AND o.outcome IS NOT NULL
+RETURNING b.status::text AS status;
 
 -- name: cancel_batch
 -- RUNNING -> CANCELLED. Taking the batch row waits for completions holding it (advance_children

@@ -68,21 +68,15 @@ created AS (
 ),
 messages AS (
     INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
-    SELECT :topic,
-           jsonb_build_object('action', 'run_task', 'pipeline', c.pipeline,
-                              'batch_id', c.batch_id, 'task', t.name),
-           '{"action": "run_task"}', :now, :now, c.log_id
-    FROM created c JOIN tasks t ON t.task_id = c.task_id
+    SELECT :topic, m.payload, m.attributes, :now, :now, c.log_id
+    FROM created c
+    JOIN tasks t ON t.task_id = c.task_id
+    CROSS JOIN LATERAL dagrelay_run_task_message(c.pipeline, c.batch_id, t.name) m
     RETURNING outbox_id, topic, payload, attributes, available_at
 )
-SELECT 'task' AS kind, c.log_id, c.task_id, c.status::text AS status,
-       NULL::bigint AS root_cause_log_id, NULL::bigint AS outbox_id, NULL::text AS topic,
-       NULL::jsonb AS payload, NULL::jsonb AS attributes, NULL::timestamptz AS available_at
-FROM created c
-UNION ALL
-SELECT 'message', NULL, NULL, NULL, NULL, m.outbox_id, m.topic, m.payload, m.attributes,
-       m.available_at
-FROM messages m;
+SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM created c) AS tasks,
+       (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.outbox_id), '[]') FROM messages m)
+           AS messages;
 
 -- name: descendants
 WITH RECURSIVE below(task_id) AS (

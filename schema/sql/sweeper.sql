@@ -31,12 +31,9 @@ WITH stale AS (
     FOR UPDATE OF tl SKIP LOCKED
 )
 INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
-SELECT :topic,
-       jsonb_build_object('action', 'run_task', 'pipeline', s.pipeline,
-                          'batch_id', s.batch_id, 'task', s.name),
-       '{"action": "run_task"}', :now, :now, s.log_id
-FROM stale s
-RETURNING outbox_id, topic, payload, attributes;
+SELECT :topic, m.payload, m.attributes, :now, :now, s.log_id
+FROM stale s CROSS JOIN LATERAL dagrelay_run_task_message(s.pipeline, s.batch_id, s.name) m
+RETURNING outbox_id, topic, payload, attributes, available_at;
 
 -- name: overdue_polls
 -- Deferred attempts whose poll is overdue (its message was lost): the sweeper polls them.
@@ -48,17 +45,14 @@ LIMIT :limit;
 
 -- name: finish_idle_batches
 -- RUNNING batches with no open task: the completion that should have finished them crashed
--- before it could. Same rule as finish_batch.
+-- before it could. The same rule as finish_batch (dagrelay_batch_outcome).
 UPDATE batches b
-SET status = CASE WHEN EXISTS (
-                    SELECT 1 FROM task_log tl
-                    WHERE tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
-                      AND tl.status IN ('ERROR', 'UPSTREAM_FAILED'))
-                  THEN 'FAILED' ELSE 'SUCCESS' END::batch_status,
-    finished_at = :now
-WHERE b.status = 'RUNNING' AND b.created_at <= :cutoff
-  AND NOT EXISTS (
-      SELECT 1 FROM task_log tl
-      WHERE tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
-        AND tl.status IN ('NEW', 'PROCESSING', 'RETRY'))
+SET status = x.outcome, finished_at = :now
+FROM (
+    SELECT pipeline, batch_id, dagrelay_batch_outcome(pipeline, batch_id) AS outcome
+    FROM batches
+    WHERE status = 'RUNNING' AND created_at <= :cutoff
+) x
+WHERE b.pipeline = x.pipeline AND b.batch_id = x.batch_id AND b.status = 'RUNNING'
+  AND x.outcome IS NOT NULL
 RETURNING b.pipeline, b.batch_id, b.status::text AS status;

@@ -70,14 +70,9 @@ messages AS (
     FROM deferred d
     RETURNING outbox_id, topic, payload, attributes, available_at
 )
-SELECT 'task' AS kind, d.log_id, d.task_id, d.status::text AS status,
-       NULL::bigint AS root_cause_log_id, NULL::bigint AS outbox_id, NULL::text AS topic,
-       NULL::jsonb AS payload, NULL::jsonb AS attributes, NULL::timestamptz AS available_at
-FROM deferred d
-UNION ALL
-SELECT 'message', NULL, NULL, NULL, NULL, m.outbox_id, m.topic, m.payload, m.attributes,
-       m.available_at
-FROM messages m;
+SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM deferred c) AS tasks,
+       (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.outbox_id), '[]') FROM messages m)
+           AS messages;
 
 -- name: deferred_attempt
 -- A deferred attempt and everything its poll needs (the same shape as claim_task's result).
@@ -96,7 +91,7 @@ WHERE tl.batch_id = :batch_id AND t.name = :task AND tl.status = 'PROCESSING'
 -- (a zombie whose lease expired) is rejected; closes the attempt's history row. A RETRY writes
 -- its run_task message, held in the outbox until next_attempt_at; an ERROR writes the one alert.
 -- A RETRY in a batch that is no longer RUNNING (cancelled meanwhile) is CANCELLED instead.
--- No 'task' row back means the write did not land.
+-- An empty tasks array back means the write did not land.
 WITH running AS (
     SELECT 1 FROM batches b
     WHERE (b.pipeline, b.batch_id) = (SELECT pipeline, batch_id FROM task_log WHERE log_id = :log_id)
@@ -129,12 +124,11 @@ closed AS (
 ),
 messages AS (
     INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
-    SELECT CAST(:topic AS text),
-           jsonb_build_object('action', 'run_task', 'pipeline', d.pipeline,
-                              'batch_id', d.batch_id, 'task', t.name),
-           CAST('{"action": "run_task"}' AS jsonb), CAST(:now AS timestamptz),
+    SELECT CAST(:topic AS text), m.payload, m.attributes, CAST(:now AS timestamptz),
            CAST(:next_attempt_at AS timestamptz), d.log_id
-    FROM done d JOIN tasks t ON t.task_id = d.task_id
+    FROM done d
+    JOIN tasks t ON t.task_id = d.task_id
+    CROSS JOIN LATERAL dagrelay_run_task_message(d.pipeline, d.batch_id, t.name) m
     WHERE d.status = 'RETRY'
     UNION ALL
     SELECT CAST(:alerts_topic AS text),
@@ -148,94 +142,15 @@ messages AS (
     WHERE d.status = 'ERROR'
     RETURNING outbox_id, topic, payload, attributes, available_at
 )
-SELECT 'task' AS kind, d.log_id, d.task_id, d.status::text AS status,
-       NULL::bigint AS root_cause_log_id, NULL::bigint AS outbox_id, NULL::text AS topic,
-       NULL::jsonb AS payload, NULL::jsonb AS attributes, NULL::timestamptz AS available_at
-FROM done d
-UNION ALL
-SELECT 'message', NULL, NULL, NULL, NULL, m.outbox_id, m.topic, m.payload, m.attributes,
-       m.available_at
-FROM messages m;
+SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM done c) AS tasks,
+       (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.outbox_id), '[]') FROM messages m)
+           AS messages;
 
 -- name: advance_children
--- The fan-in/fan-out step. Given parents that just reached a terminal state, in one statement:
--- count their outcomes into their children's counters (rows locked in task_id order, so
--- concurrent completions never deadlock), decide each child's trigger rule from the counters,
--- create the children whose rule is now decided (exactly once: ON CONFLICT DO NOTHING), and
--- write a run_task message for each child that will run.
-WITH batch_running AS (
-    SELECT 1 FROM batches
-    WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'RUNNING'
-    FOR SHARE
-),
-finished AS (
-    SELECT f.task_id, f.outcome, NULLIF(f.root_cause, 0) AS root_cause
-    FROM unnest(CAST(:parent_ids AS integer[]), CAST(:outcomes AS task_status[]),
-                CAST(:root_causes AS bigint[])) AS f(task_id, outcome, root_cause)
-),
-deltas AS (
-    SELECT d.child_task_id AS task_id,
-           count(*) FILTER (WHERE f.outcome = 'SUCCESS') AS succeeded,
-           count(*) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED')) AS failed,
-           count(*) FILTER (WHERE f.outcome = 'SKIPPED') AS skipped,
-           min(f.root_cause) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED')) AS root_cause
-    FROM finished f JOIN task_dependencies d ON d.parent_task_id = f.task_id
-    GROUP BY d.child_task_id
-),
-locked AS (
-    SELECT c.task_id
-    FROM task_fanin c
-    WHERE c.batch_id = :batch_id AND c.task_id IN (SELECT task_id FROM deltas)
-    ORDER BY c.task_id
-    FOR UPDATE
-),
-counted AS (
-    UPDATE task_fanin c
-    SET succeeded = c.succeeded + x.succeeded,
-        failed = c.failed + x.failed,
-        skipped = c.skipped + x.skipped,
-        root_cause_log_id = LEAST(c.root_cause_log_id, x.root_cause)
-    FROM deltas x, locked l
-    WHERE c.batch_id = :batch_id AND c.task_id = x.task_id AND l.task_id = x.task_id
-    RETURNING c.pipeline, c.task_id, c.parents, c.succeeded, c.failed, c.skipped,
-              c.root_cause_log_id
-),
-decided AS (
-    SELECT c.pipeline, c.task_id, t.name, t.enabled, c.root_cause_log_id,
-           dagrelay_trigger_decision(t.trigger_rule, c.parents, c.succeeded, c.failed,
-                                     c.skipped) AS decision
-    FROM counted c JOIN tasks t ON t.task_id = c.task_id
-),
-created AS (
-    INSERT INTO task_log (pipeline, batch_id, task_id, status, created_at, finished_at,
-                          root_cause_log_id)
-    SELECT d.pipeline, :batch_id, d.task_id,
-           CASE WHEN d.decision <> 'RUN' THEN d.decision
-                WHEN d.enabled THEN 'NEW'
-                ELSE 'SKIPPED' END::task_status,
-           :now,
-           CASE WHEN d.decision = 'RUN' AND d.enabled THEN NULL
-                ELSE CAST(:now AS timestamptz) END,
-           CASE WHEN d.decision = 'UPSTREAM_FAILED' THEN d.root_cause_log_id END
-    FROM decided d
-    WHERE d.decision IS NOT NULL AND EXISTS (SELECT 1 FROM batch_running)
-    ON CONFLICT (batch_id, task_id) DO NOTHING
-    RETURNING log_id, pipeline, task_id, status, root_cause_log_id
-),
-messages AS (
-    INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
-    SELECT :topic,
-           jsonb_build_object('action', 'run_task', 'pipeline', c.pipeline,
-                              'batch_id', CAST(:batch_id AS text), 'task', t.name),
-           '{"action": "run_task"}', :now, :now, c.log_id
-    FROM created c JOIN tasks t ON t.task_id = c.task_id
-    WHERE c.status = 'NEW'
-    RETURNING outbox_id, topic, payload, attributes
-)
-SELECT 'task' AS kind, c.log_id, c.task_id, c.status::text AS status, c.root_cause_log_id,
-       NULL::bigint AS outbox_id, NULL::text AS topic, NULL::jsonb AS payload,
-       NULL::jsonb AS attributes
-FROM created c
-UNION ALL
-SELECT 'message', NULL, NULL, NULL, NULL, m.outbox_id, m.topic, m.payload, m.attributes
-FROM messages m;
+-- The fan-in/fan-out step, settled: dagrelay_advance_children (migrations/versions/
+-- 0005_engine_sql.py) decides the children of the given parents, and the children of those
+-- that can never run, level by level inside PostgreSQL. One statement per completion.
+SELECT created_tasks AS tasks, created_messages AS messages
+FROM dagrelay_advance_children(
+    :pipeline, :batch_id, CAST(:parent_ids AS integer[]), CAST(:outcomes AS task_status[]),
+    CAST(:root_causes AS bigint[]), :topic, :now);

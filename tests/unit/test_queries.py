@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from dagrelay.store import queries as queries_mod
-
 from dagrelay.store.queries import all_queries, parse_queries, query_files
 
 

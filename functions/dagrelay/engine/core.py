@@ -395,29 +395,19 @@ class Engine:
         finished: Sequence[store.Transition],
         now: datetime,
     ) -> store.Created:
-        """check_and_trigger_children: one set-based statement per level. Children that can
-        never run (UPSTREAM_FAILED, SKIPPED) are terminal at birth, so their own children are
-        decided in the next level, inside the same transaction."""
-        tasks: list[store.CreatedTask] = []
-        messages: list[OutgoingMessage] = []
-        frontier = list(finished)
-        while frontier:
-            created = store.advance_children(
-                conn,
-                pipeline=pipeline,
-                batch_id=batch_id,
-                finished=frontier,
-                topic=self.events_topic,
-                now=now,
-            )
-            tasks += created.tasks
-            messages += created.messages
-            frontier = [
-                store.Transition(t.task_id, t.status, t.root_cause_log_id)
-                for t in created.tasks
-                if t.status != TaskStatus.NEW
-            ]
-        return store.Created(tasks, messages)
+        """check_and_trigger_children: one statement, whatever the number of parents or levels.
+        Children that can never run (UPSTREAM_FAILED, SKIPPED) are terminal at birth; their own
+        children are decided inside PostgreSQL, in the same transaction."""
+        if not finished:
+            return store.Created([], [])
+        return store.advance_children(
+            conn,
+            pipeline=pipeline,
+            batch_id=batch_id,
+            finished=finished,
+            topic=self.events_topic,
+            now=now,
+        )
 
     def finish_batch(self, pipeline: str, batch_id: str) -> None:
         def transaction() -> str | None:

@@ -20,6 +20,18 @@ class OutgoingMessage:
     outbox_id: int | None = None
     available_at: datetime | None = None  # None: now; later: held in the outbox until then
 
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> OutgoingMessage:
+        """An outbox row as a statement returns it in JSON (``to_jsonb`` of its RETURNING)."""
+        available_at = row.get("available_at")
+        return cls(
+            topic=row["topic"],
+            payload=row["payload"],
+            attributes=row["attributes"],
+            outbox_id=row["outbox_id"],
+            available_at=datetime.fromisoformat(available_at) if available_at else None,
+        )
+
     def data(self) -> bytes:
         return json.dumps(self.payload, separators=(",", ":"), sort_keys=True).encode()
 
