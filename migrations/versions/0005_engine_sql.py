@@ -1,6 +1,7 @@
 """The engine's shared SQL as versioned functions: the run_task message, the rule that a batch
 is finished, and the fan-in/fan-out cascade settled inside PostgreSQL (one call per completion
-however many levels of children can never run). The outbox relay's claim lease.
+however many levels of children can never run); and the lease by which the outbox relay claims
+rows instead of holding their locks while it publishes.
 
 Revision ID: 0005
 Revises: 0004
@@ -154,10 +155,17 @@ END
 $$
 """
 
-UPGRADE = [RUN_TASK_MESSAGE, BATCH_OUTCOME, ADVANCE_CHILDREN]
+UPGRADE = [
+    RUN_TASK_MESSAGE,
+    BATCH_OUTCOME,
+    ADVANCE_CHILDREN,
+    # The relay claims rows for a while instead of holding their locks while it publishes.
+    "ALTER TABLE outbox ADD COLUMN relay_lease_until timestamptz",
+]
 
 ADVANCE_ARGS = "text, text, integer[], task_status[], bigint[], text, timestamptz"
 DOWNGRADE = [
+    "ALTER TABLE outbox DROP COLUMN relay_lease_until",
     f"DROP FUNCTION dagrelay_advance_children({ADVANCE_ARGS})",
     "DROP FUNCTION dagrelay_batch_outcome(text, text)",
     "DROP FUNCTION dagrelay_run_task_message(text, text, text)",

@@ -41,7 +41,7 @@ from dagrelay.messages import CancelBatch, PollTask, Rerun, RunTask, StartBatch
 from dagrelay.states import TaskStatus
 from dagrelay.store import transitions as store
 from dagrelay.store.db import retry_transient
-from dagrelay.store.outbox import OutgoingMessage, Publisher
+from dagrelay.store.outbox import OutboxRelay, OutgoingMessage, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class Engine:
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.crashes = crashes
+        self.outbox = OutboxRelay(db, publisher, clock)
 
     # -- start_batch / cancel_batch -------------------------------------------------------------
 
@@ -425,28 +426,8 @@ class Engine:
     # -- outbox --------------------------------------------------------------------------------
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:
-        """Publish the messages that are due (after commit); mark them published. A failed
-        publish, or a message held for later (a retry), stays in the outbox for the relay."""
-        now = self.clock()
-        due = [m for m in messages if m.available_at is None or m.available_at <= now]
-        if not due:
-            return 0
-        results = self.publisher.publish(due)
-        sent = [m.outbox_id for m, r in zip(due, results, strict=True) if r is None]
-        failed = [(m.outbox_id, r) for m, r in zip(due, results, strict=True) if r]
-
-        def transaction() -> None:
-            with self.db.begin() as conn:
-                if sent:
-                    store.mark_published(conn, [i for i in sent if i is not None], self.clock())
-                if failed:
-                    errors = "; ".join(sorted({repr(r) for _, r in failed}))
-                    store.mark_publish_failed(conn, [i for i, _ in failed if i is not None], errors)
-
-        retry_transient(transaction)  # marking twice is harmless (WHERE published_at IS NULL)
-        for outbox_id, exc in failed:
-            log.warning("publish failed; left in outbox: %r", exc, extra={"outbox_id": outbox_id})
-        return len(sent)
+        """Publish the messages that are due (after commit) through the outbox relay."""
+        return self.outbox.send(messages)
 
     def _crash_point(self, point: CrashPoint, task: str) -> None:
         if self.crashes is not None:

@@ -246,6 +246,7 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     available_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
     log_id: Mapped[int | None] = mapped_column(ForeignKey("task_log.log_id", ondelete="SET NULL"))
+    relay_lease_until: Mapped[datetime | None] = mapped_column(TZ)
 
 
 class RejectedMessage(Base):

@@ -246,14 +246,6 @@ def finish_batch(conn: Connection, *, pipeline: str, batch_id: str, now: datetim
     ).scalar_one_or_none()
 
 
-def mark_published(conn: Connection, ids: Sequence[int], now: datetime) -> None:
-    conn.execute(query("mark_published"), {"ids": list(ids), "now": now})
-
-
-def mark_publish_failed(conn: Connection, ids: Sequence[int], error: str) -> None:
-    conn.execute(query("mark_publish_failed"), {"ids": list(ids), "error": error[:2000]})
-
-
 def record_rejected_message(
     conn: Connection,
     *,
@@ -273,16 +265,6 @@ def record_rejected_message(
             "now": now,
         },
     )
-
-
-def lock_unpublished_outbox(
-    conn: Connection, *, cutoff: datetime, now: datetime, limit: int
-) -> list[OutgoingMessage]:
-    """Unpublished rows due since ``cutoff``, and held rows (retries, polls) due by ``now``."""
-    rows = conn.execute(
-        query("lock_unpublished_outbox"), {"cutoff": cutoff, "now": now, "limit": limit}
-    ).all()
-    return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
 
 
 def extend_lease(conn: Connection, ref: AttemptRef, now: datetime) -> datetime | None:
