@@ -56,7 +56,7 @@ def test_checked_in_queries_parse_and_cover_the_engine() -> None:
         "finish_batch",
         "mark_published",
         "record_rejected_message",
-        "lock_unpublished_outbox",
+        "claim_unpublished_outbox",
     ):
         assert queries.get(name), name
     assert all(not sql.endswith(";") for sql in queries.values())

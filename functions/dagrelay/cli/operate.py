@@ -47,11 +47,11 @@ from dagrelay.cli.trigger import current_user, publish, start_batch_message
 from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine
 from dagrelay.errors import BadMessage, DagrelayError, PipelineError
-from dagrelay.handlers.registry import default_registry
 from dagrelay.messages import CancelBatch, Rerun
 from dagrelay.ops import verbs as ops
 from dagrelay.pipelines import spec as pipelines
 from dagrelay.pubsub import PubSubPublisher
+from dagrelay.router.wiring import build_engine
 from dagrelay.store import transitions as store
 from dagrelay.store.db import get_engine
 from dagrelay.store.outbox import Publisher
@@ -69,15 +69,7 @@ PipelineOption = Annotated[str | None, typer.Option(help="The batch's pipeline."
 
 def _engine(publisher: Publisher) -> Engine:
     """The engine as the router builds it (``dagrelay.router.wiring``), without the router."""
-    settings = get_settings()
-    return Engine(
-        get_engine(),
-        publisher,
-        default_registry,
-        events_topic=settings.events_topic,
-        alerts_topic=settings.alerts_topic,
-        worker_id=f"cli:{current_user()}",
-    )
+    return build_engine(get_settings(), publisher=publisher, worker_id=f"cli:{current_user()}")
 
 
 # -- validate / export ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The engine owns every state transition of a batch. Each step is a checked write in PostgreSQL;
 messages are written to the outbox in the same transaction and published after commit.
 
-Transaction shape of one task run (see DESIGN.md section 1):
+Transaction shape of one task run (ARCHITECTURE.md, the flow of one message):
   1. claim (NEW|due RETRY -> PROCESSING, attempt + 1, lease)     one statement, own transaction
   2. run the handler (it may heartbeat to extend its lease)      no transaction held
   3. conclude: PROCESSING -> SUCCESS|RETRY|ERROR, fenced by attempt, with the children it
@@ -27,7 +27,7 @@ from sqlalchemy import Engine as SqlEngine
 
 from dagrelay.engine import params as params_mod
 from dagrelay.engine import retry
-from dagrelay.engine.faults import CrashInjector, CrashPoint
+from dagrelay.engine.hooks import NO_HOOKS, EngineHooks, HookPoint
 from dagrelay.errors import BadMessage, NonRetryableError
 from dagrelay.handlers.registry import (
     Deferred,
@@ -89,7 +89,7 @@ class Engine:
         alerts_topic: str = "dagrelay-alerts",
         clock: Clock = utcnow,
         rng: random.Random | None = None,
-        crashes: CrashInjector | None = None,
+        hooks: EngineHooks | None = None,
     ) -> None:
         self.db = db
         self.publisher = publisher
@@ -99,7 +99,7 @@ class Engine:
         self.worker_id = worker_id
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self.crashes = crashes
+        self.hooks = hooks or NO_HOOKS  # tests and the local stack install crash points
         self.outbox = OutboxRelay(db, publisher, clock)
 
     # -- start_batch / cancel_batch -------------------------------------------------------------
@@ -209,9 +209,9 @@ class Engine:
         ref = claim.ref
         extra |= {"pipeline": ref.pipeline, "attempt": ref.attempt}
         log.info("task claimed", extra=extra)
-        self._crash_point(CrashPoint.AFTER_CLAIM, ref.task)
+        self.hooks.at(HookPoint.AFTER_CLAIM, ref.task)
         output, failure = self._execute(claim)
-        self._crash_point(CrashPoint.AFTER_HANDLER, ref.task)
+        self.hooks.at(HookPoint.AFTER_HANDLER, ref.task)
         return self.conclude(ref, output, failure)
 
     def _not_claimed(self, conn: Connection, msg: RunTask, extra: dict[str, Any]) -> RunOutcome:
@@ -272,7 +272,7 @@ class Engine:
                 parent_outputs=claim.parent_outputs,
                 heartbeat=lambda: self.heartbeat(ref),
             )
-            self._crash_point(CrashPoint.IN_HANDLER, ref.task)
+            self.hooks.at(HookPoint.IN_HANDLER, ref.task)
             result = _invoke(registration, context, claim.job)
             if isinstance(result, Deferred):
                 return check_deferred(result, ref.task), None
@@ -339,7 +339,7 @@ class Engine:
             return RunOutcome.IGNORED
         result, created = concluded
         _log_result(result, extra)
-        self._crash_point(CrashPoint.AFTER_COMMIT, ref.task)
+        self.hooks.at(HookPoint.AFTER_COMMIT, ref.task)
         self.publish(created.messages)
         released = any(t.status == TaskStatus.NEW for t in created.tasks)
         if result.status not in (TaskStatus.RETRY, TaskStatus.CANCELLED) and not released:
@@ -428,10 +428,6 @@ class Engine:
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:
         """Publish the messages that are due (after commit) through the outbox relay."""
         return self.outbox.send(messages)
-
-    def _crash_point(self, point: CrashPoint, task: str) -> None:
-        if self.crashes is not None:
-            self.crashes.hit(point, task)
 
 
 def _invoke(
