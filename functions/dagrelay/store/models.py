@@ -104,6 +104,16 @@ class TaskDependency(Base):
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
 
 
+class PipelineEdgeWrites(Base):
+    """Bumped by the dependency guard on every edge insert, so that concurrent edge inserts of
+    one pipeline conflict on this row at every isolation level."""
+
+    __tablename__ = "pipeline_edge_writes"
+
+    pipeline: Mapped[str] = mapped_column(Text, primary_key=True)
+    writes: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
 class Batch(Base):
     __tablename__ = "batches"
     __table_args__ = (
