@@ -22,7 +22,10 @@ from dagrelay import cli
 from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import Envelope, Message, RunTask, StartBatch, parse
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.apply import ApplyResult
+from dagrelay.pipelines.apply import apply as apply_pipeline
+from dagrelay.pipelines.export import export_yaml
+from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.store.db import get_engine
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.dbtools import create_database, drop_database
@@ -115,9 +118,9 @@ def run(db_url: str) -> Iterator[Run]:
     _reset()
 
 
-def apply_file(db: Engine, path: Path) -> pipelines.ApplyResult:
+def apply_file(db: Engine, path: Path) -> ApplyResult:
     with db.begin() as conn:
-        return pipelines.apply(conn, pipelines.load_pipeline(path))
+        return apply_pipeline(conn, load_pipeline(path))
 
 
 def batches(db: Engine, pipeline: str) -> dict[str, str]:
@@ -247,7 +250,7 @@ def test_export_round_trip_is_exact(run: Run, db: Engine, tmp_path: Path, templa
     exported = run("pipeline", "export", "exported")
 
     assert exported.exit_code == 0, exported.output
-    normalised = pipelines.export_yaml(pipelines.load_pipeline(source))
+    normalised = export_yaml(load_pipeline(source))
     assert exported.stdout == normalised
     assert exported.stdout.index("ex.load_a") < exported.stdout.index("ex.load_b")
     assert "description" not in exported.stdout

@@ -16,7 +16,10 @@ from sqlalchemy.exc import DBAPIError
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.errors import PipelineError
 from dagrelay.messages import StartBatch
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.apply import ApplyResult
+from dagrelay.pipelines.apply import apply as apply_pipeline
+from dagrelay.pipelines.spec import PipelineSpec, PipelineTask, load_pipeline
+from dagrelay.store.db import database_error
 
 pytestmark = pytest.mark.integration
 
@@ -27,15 +30,15 @@ T1 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 T2 = datetime(2024, 3, 2, 12, 0, tzinfo=UTC)
 
 
-def apply(db: Engine, spec: pipelines.PipelineSpec, **kwargs: Any) -> pipelines.ApplyResult:
+def apply(db: Engine, spec: PipelineSpec, **kwargs: Any) -> ApplyResult:
     with db.begin() as conn:
-        return pipelines.apply(conn, spec, **kwargs)
+        return apply_pipeline(conn, spec, **kwargs)
 
 
-def write(tmp_path: Path, pipeline: str, tasks: list[dict[str, Any]]) -> pipelines.PipelineSpec:
+def write(tmp_path: Path, pipeline: str, tasks: list[dict[str, Any]]) -> PipelineSpec:
     path = tmp_path / f"{pipeline}.yaml"
     path.write_text(yaml.safe_dump({"pipeline": pipeline, "tasks": tasks}), encoding="utf-8")
-    return pipelines.load_pipeline(path)
+    return load_pipeline(path)
 
 
 def noop(name: str, *parents: str, **fields: Any) -> dict[str, Any]:
@@ -60,7 +63,7 @@ def edge_rows(db: Engine) -> dict[tuple[str, str], datetime]:
 
 
 def test_monthly_profit_rows(db: Engine) -> None:
-    result = apply(db, pipelines.load_pipeline(MONTHLY_PROFIT), now=T1)
+    result = apply(db, load_pipeline(MONTHLY_PROFIT), now=T1)
 
     assert result.created == ("load_sales", "load_expenses", "calculate_profit")
     assert (result.updated, result.unchanged, result.edges_removed) == ((), (), ())
@@ -103,7 +106,7 @@ def test_monthly_profit_rows(db: Engine) -> None:
 
 
 def test_applying_twice_changes_nothing(db: Engine) -> None:
-    spec = pipelines.load_pipeline(MONTHLY_PROFIT)
+    spec = load_pipeline(MONTHLY_PROFIT)
     apply(db, spec, now=T1)
     tasks_before, edges_before = task_rows(db), edge_rows(db)
 
@@ -135,7 +138,7 @@ def test_same_rows_as_plain_sql(db: Engine, insert_pipeline: Callable[..., dict[
         )
     before = task_rows(db)
 
-    result = apply(db, pipelines.load_pipeline(MONTHLY_PROFIT))
+    result = apply(db, load_pipeline(MONTHLY_PROFIT))
 
     assert result.changes == 0
     assert task_rows(db) == before
@@ -221,11 +224,11 @@ def test_prune_refuses_tasks_with_history(db: Engine, engine: DagEngine, tmp_pat
 
 
 def test_graph_problems_are_refused_before_writing(db: Engine) -> None:
-    spec = pipelines.PipelineSpec(
+    spec = PipelineSpec(
         pipeline="p",
         tasks=(
-            pipelines.PipelineTask("a", "h", parents=("b",)),
-            pipelines.PipelineTask("b", "h", parents=("a",)),
+            PipelineTask("a", "h", parents=("b",)),
+            PipelineTask("b", "h", parents=("a",)),
         ),
         source="p.yaml",
     )
@@ -238,8 +241,8 @@ def test_graph_problems_are_refused_before_writing(db: Engine) -> None:
 
 def test_database_refusal_becomes_a_pipeline_error(db: Engine) -> None:
     """What the file's schema normally stops, the database refuses too; its message is kept."""
-    spec = pipelines.PipelineSpec(
-        pipeline="p", tasks=(pipelines.PipelineTask("no spaces allowed", "h"),), source="p.yaml"
+    spec = PipelineSpec(
+        pipeline="p", tasks=(PipelineTask("no spaces allowed", "h"),), source="p.yaml"
     )
 
     with pytest.raises(PipelineError) as raised:
@@ -282,7 +285,7 @@ def test_dependency_guard_error_is_read(
             {"c": ids["a"], "p": ids["b"]},
         )
 
-    assert pipelines.database_error(raised.value) == (
+    assert database_error(raised.value) == (
         "23514",
         'dependency "b" -> "a" would create a cycle: a -> b -> a',
     )

@@ -10,7 +10,8 @@ import pytest
 from dagrelay.errors import DagrelayError
 from dagrelay.ops import verbs as ops
 from dagrelay.ops.verbs import Action, Reprocess
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.export import export_yaml, topological_order
+from dagrelay.pipelines.spec import PipelineSpec, PipelineTask
 from dagrelay.states import TriggerRule
 
 D1, D2, D3, D4, D5 = (date(2024, 3, day) for day in range(1, 6))
@@ -275,24 +276,24 @@ def test_explain(rows: list[dict[str, Any]], expected: list[ops.RootCause]) -> N
     assert ops.explain(rows) == expected
 
 
-# -- export (pipelines.export_yaml) ---------------------------------------------------------
+# -- export (export_yaml) ---------------------------------------------------------
 
 
-def task(name: str, *parents: str, **fields: Any) -> pipelines.PipelineTask:
-    return pipelines.PipelineTask(name=name, handler="python.noop", parents=parents, **fields)
+def task(name: str, *parents: str, **fields: Any) -> PipelineTask:
+    return PipelineTask(name=name, handler="python.noop", parents=parents, **fields)
 
 
 def test_topological_order_breaks_ties_by_name() -> None:
-    spec = pipelines.PipelineSpec(
+    spec = PipelineSpec(
         "p", (task("d", "c", "b"), task("c", "a"), task("b", "a"), task("z"), task("a"))
     )
-    ordered = pipelines.topological_order(spec)
+    ordered = topological_order(spec)
     assert [t.name for t in ordered.tasks] == ["a", "b", "c", "d", "z"]
     assert ordered.tasks[3].parents == ("b", "c")
 
 
 def test_export_writes_only_what_differs_from_the_defaults() -> None:
-    spec = pipelines.PipelineSpec(
+    spec = PipelineSpec(
         "p",
         (
             task(
@@ -307,7 +308,7 @@ def test_export_writes_only_what_differs_from_the_defaults() -> None:
             task("a", description="not stored", trigger_rule=TriggerRule.ALL_DONE),
         ),
     )
-    assert pipelines.export_yaml(spec) == (
+    assert export_yaml(spec) == (
         "pipeline: p\n"
         "tasks:\n"
         "- name: a\n"

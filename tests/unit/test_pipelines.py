@@ -8,7 +8,8 @@ import pytest
 
 from dagrelay.errors import PipelineError
 from dagrelay.handlers.registry import Registration, default_registry
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.spec import load_pipeline
+from dagrelay.pipelines.validate import problems, registered_handlers, validate
 from dagrelay.resources import schema_dir
 from dagrelay.states import TriggerRule
 from tests.paths import PYTHON_MONTHLY_PROFIT
@@ -22,14 +23,14 @@ NAME_RULE = "a letter, then at most 127 letters, digits, '_', '.' or '-'"
 @pytest.fixture(scope="module")
 def handlers() -> dict[str, Registration]:
     default_registry.load_plugins([])
-    return pipelines.registered_handlers()
+    return registered_handlers()
 
 
 def problems_of(tmp_path: Path, source: str, handlers: dict[str, Registration]) -> list[str]:
     path = tmp_path / "bad.yaml"
     path.write_text(source, encoding="utf-8")
     try:
-        pipelines.validate(pipelines.load_pipeline(path), handlers)
+        validate(load_pipeline(path), handlers)
     except PipelineError as exc:
         return exc.problems
     return []
@@ -266,19 +267,19 @@ def test_good_file(tmp_path: Path, handlers: dict[str, Registration], source: st
 def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "missing.yaml"
     with pytest.raises(PipelineError) as raised:
-        pipelines.load_pipeline(missing)
+        load_pipeline(missing)
     assert raised.value.problems[0].startswith(f"{missing}: cannot read the file:")
 
 
 @pytest.mark.parametrize("path", sorted((schema_dir() / "pipelines").glob("*.yaml")), ids=str)
 def test_checked_in_pipelines_are_valid(path: Path, handlers: dict[str, Registration]) -> None:
-    spec = pipelines.load_pipeline(path)
-    assert pipelines.problems(spec, handlers) == []
+    spec = load_pipeline(path)
+    assert problems(spec, handlers) == []
     assert spec.source == path.name
 
 
 def test_monthly_profit_spec() -> None:
-    spec = pipelines.load_pipeline(PYTHON_MONTHLY_PROFIT)
+    spec = load_pipeline(PYTHON_MONTHLY_PROFIT)
     by_name = {t.name: t for t in spec.tasks}
     assert spec.pipeline == "monthly_profit"
     assert list(by_name) == ["load_sales", "load_expenses", "calculate_profit"]
@@ -298,7 +299,7 @@ def test_monthly_profit_spec() -> None:
 def test_defaults_are_the_database_defaults(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(tasks(f"name: a, {NOOP}"), encoding="utf-8")
-    row = pipelines.load_pipeline(path).tasks[0].row()
+    row = load_pipeline(path).tasks[0].row()
     assert row == {
         "name": "a",
         "handler": "python.noop",
@@ -317,4 +318,4 @@ def test_defaults_are_the_database_defaults(tmp_path: Path) -> None:
 def test_names_only_skip_the_params_check(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(tasks(f"name: a, {NOOP}, params: {{wrong: 1}}"), encoding="utf-8")
-    assert pipelines.problems(pipelines.load_pipeline(path), ["python.noop"]) == []
+    assert problems(load_pipeline(path), ["python.noop"]) == []

@@ -50,7 +50,10 @@ from dagrelay.errors import BadMessage, DagrelayError, PipelineError
 from dagrelay.handlers.registry import default_registry
 from dagrelay.messages import CancelBatch, Rerun
 from dagrelay.ops import verbs as ops
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.export import export_yaml, read_pipeline
+from dagrelay.pipelines.spec import PipelineSpec, load_pipeline
+from dagrelay.pipelines.validate import problems as pipeline_problems
+from dagrelay.pipelines.validate import registered_handlers
 from dagrelay.pubsub import PubSubPublisher
 from dagrelay.store import transitions as store
 from dagrelay.store.db import get_engine
@@ -98,10 +101,10 @@ def validate(
 ) -> None:
     """Check pipelines: cycles, unknown parents and handlers, params that do not fit their
     handler. Exit code 2 if anything is wrong, with every problem printed."""
-    handlers = pipelines.registered_handlers()
+    handlers = registered_handlers()
     found: list[str] = []
     for source, spec in _specs(files or [], found):
-        problems = pipelines.problems(spec, handlers)
+        problems = pipeline_problems(spec, handlers)
         found += problems
         if not problems:
             typer.echo(f"{source}: pipeline {spec.pipeline} is valid ({len(spec.tasks)} tasks)")
@@ -109,7 +112,7 @@ def validate(
         raise PipelineError(found)
 
 
-def _specs(files: Sequence[Path], found: list[str]) -> list[tuple[str, pipelines.PipelineSpec]]:
+def _specs(files: Sequence[Path], found: list[str]) -> list[tuple[str, PipelineSpec]]:
     """The pipelines of the files (a file that does not load adds its problems to ``found``),
     or with no files every pipeline in the database."""
     if not files:
@@ -117,11 +120,11 @@ def _specs(files: Sequence[Path], found: list[str]) -> list[tuple[str, pipelines
             names = ops.pipeline_names(conn)
             if not names:
                 raise DagrelayError("no pipelines in the database (and no files given)")
-            return [(f"database:{n}", pipelines.read_pipeline(conn, n)) for n in names]
+            return [(f"database:{n}", read_pipeline(conn, n)) for n in names]
     specs = []
     for file in files:
         try:
-            specs.append((file.name, pipelines.load_pipeline(file)))
+            specs.append((file.name, load_pipeline(file)))
         except PipelineError as exc:
             found += exc.problems
     return specs
@@ -137,8 +140,8 @@ def pipeline_export(
 ) -> None:
     """Write a pipeline's rows as a pipeline file: `pipeline apply` of it changes nothing."""
     with get_engine().connect() as conn:
-        spec = pipelines.read_pipeline(conn, pipeline)
-    text = pipelines.export_yaml(spec)
+        spec = read_pipeline(conn, pipeline)
+    text = export_yaml(spec)
     if output is None:
         typer.echo(text, nl=False)
         return
