@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError
 
 from dagrelay.engine.core import Engine as DagEngine
@@ -20,6 +20,7 @@ from dagrelay.pipelines.apply import ApplyResult
 from dagrelay.pipelines.apply import apply as apply_pipeline
 from dagrelay.pipelines.spec import PipelineSpec, PipelineTask, load_pipeline
 from dagrelay.store.db import database_error
+from tests.integration.helpers import scalar
 
 pytestmark = pytest.mark.integration
 
@@ -289,3 +290,78 @@ def test_dependency_guard_error_is_read(
         "23514",
         'dependency "b" -> "a" would create a cycle: a -> b -> a',
     )
+
+
+def row_versions(db: Engine) -> dict[str, str]:
+    """The xmin (writing transaction) of every task and edge row: a write changes it."""
+    sql = """
+        SELECT name, xmin::text FROM tasks
+        UNION ALL
+        SELECT p.name || '->' || c.name, d.xmin::text FROM task_dependencies d
+        JOIN tasks p ON p.task_id = d.parent_task_id JOIN tasks c ON c.task_id = d.child_task_id
+    """
+    with db.connect() as conn:
+        return {r[0]: r[1] for r in conn.execute(text(sql))}
+
+
+def counted_apply(db: Engine, spec: PipelineSpec, **kwargs: Any) -> tuple[ApplyResult, list[str]]:
+    """Apply, and the first word of each statement it ran."""
+    statements: list[str] = []
+    with db.begin() as conn:
+        listen = lambda *args: statements.append(args[2].split()[0])  # noqa: E731
+        event.listen(conn, "before_cursor_execute", listen)
+        try:
+            result = apply_pipeline(conn, spec, **kwargs)
+        finally:
+            event.remove(conn, "before_cursor_execute", listen)
+    return result, statements
+
+
+def diamond(tmp_path: Path, timeout_of_b: int = 540) -> PipelineSpec:
+    return write(
+        tmp_path,
+        "p",
+        [noop("a"), noop("b", "a", timeout_s=timeout_of_b), noop("c", "a"), noop("d", "b", "c")],
+    )
+
+
+def test_a_no_op_apply_only_reads(db: Engine, tmp_path: Path) -> None:
+    apply(db, diamond(tmp_path))
+    before = row_versions(db)
+
+    result, statements = counted_apply(db, diamond(tmp_path))
+
+    assert result.changes == 0
+    assert row_versions(db) == before
+    assert statements == ["SELECT", "SELECT", "SELECT"]  # lock, tasks, edges
+
+
+def test_one_changed_task_writes_that_row_alone(db: Engine, tmp_path: Path) -> None:
+    apply(db, diamond(tmp_path))
+    before = row_versions(db)
+
+    result, statements = counted_apply(db, diamond(tmp_path, timeout_of_b=60))
+
+    assert (result.updated, result.changes) == (("b",), 1)
+    after = row_versions(db)
+    assert {name for name in before if after[name] != before[name]} == {"b"}
+    assert statements == ["SELECT", "SELECT", "SELECT", "UPDATE"]
+
+
+def test_apply_in_progress_does_not_block_a_running_batch(db: Engine, tmp_path: Path) -> None:
+    """While an apply that changes a task is uncommitted, a batch of the pipeline starts and
+    its rows reference the tasks (foreign key checks lock them FOR KEY SHARE)."""
+    apply(db, diamond(tmp_path))
+    with db.begin() as conn:
+        apply_pipeline(conn, diamond(tmp_path, timeout_of_b=60))
+        with db.connect() as other:
+            other.execute(text("SET lock_timeout = '2s'"))
+            other.execute(text("INSERT INTO batches (pipeline, batch_id) VALUES ('p', 'b1')"))
+            other.execute(
+                text(
+                    "INSERT INTO task_log (pipeline, batch_id, task_id) "
+                    "SELECT 'p', 'b1', task_id FROM tasks WHERE pipeline = 'p'"
+                )
+            )
+            other.commit()
+    assert scalar(db, "SELECT count(*) FROM task_log WHERE batch_id = 'b1'") == 4
