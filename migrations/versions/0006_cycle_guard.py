@@ -45,7 +45,9 @@ BEGIN
     WITH RECURSIVE down(task_id) AS (
         SELECT p_child
         UNION
-        SELECT d.child_task_id FROM task_dependencies d JOIN down ON d.parent_task_id = down.task_id
+        SELECT d.child_task_id
+        FROM down, LATERAL (SELECT child_task_id FROM task_dependencies
+                            WHERE parent_task_id = down.task_id OFFSET 0) d
     )
     SELECT jsonb_object_agg(task_id::text, true), count(*) INTO reached, size FROM down;
     WHILE cur <> p_child AND cardinality(path) <= size LOOP
@@ -93,13 +95,16 @@ BEGIN
     -- the later transaction fails to serialize rather than check against a stale snapshot.
     INSERT INTO pipeline_edge_writes AS w (pipeline, writes) VALUES (child.pipeline, 1)
     ON CONFLICT (pipeline) DO UPDATE SET writes = w.writes + 1;
-    -- A cycle exists if the new parent is already downstream of the new child.
+    -- A cycle exists if the new parent is already downstream of the new child. Each task is
+    -- visited once (UNION) through the parent index (OFFSET 0 keeps the lookup per task: a hash
+    -- join would scan every edge of the table at each level of the search).
     IF EXISTS (
         WITH RECURSIVE down(task_id) AS (
             SELECT child.task_id
             UNION
             SELECT d.child_task_id
-            FROM task_dependencies d JOIN down ON d.parent_task_id = down.task_id
+            FROM down, LATERAL (SELECT child_task_id FROM task_dependencies
+                                WHERE parent_task_id = down.task_id OFFSET 0) d
         )
         SELECT 1 FROM down WHERE task_id = parent.task_id
     ) THEN
