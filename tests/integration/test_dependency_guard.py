@@ -212,3 +212,30 @@ def test_halves_of_a_cycle_from_two_snapshots_are_refused(
         "WHERE (c.name, p.name) IN (('d', 'a'), ('a', 'd'))",
     )
     assert cycle_edges == 1
+
+
+def _stacked_diamonds(count: int) -> dict[str, list[str]]:
+    """t0 -> l0, r0 -> t1 -> ... -> t<count>: 2^count paths from top to bottom."""
+    edges: dict[str, list[str]] = {"t0": []}
+    for k in range(count):
+        edges[f"l{k}"] = [f"t{k}"]
+        edges[f"r{k}"] = [f"t{k}"]
+        edges[f"t{k + 1}"] = [f"l{k}", f"r{k}"]
+    return edges
+
+
+def test_stacked_diamonds_are_checked_in_linear_time(
+    db: Engine, insert_pipeline: InsertPipeline
+) -> None:
+    """20 stacked diamonds hold 2^20 paths from top to bottom; a check that visits each task once
+    answers within a statement timeout a path enumeration could never meet."""
+    insert_pipeline("p", {**_stacked_diamonds(20), "root": []})
+    with db.begin() as conn:
+        conn.execute(text("SET LOCAL statement_timeout = '5s'"))
+        conn.execute(ADD_EDGE, {"child": "t0", "parent": "root"})
+    with db.connect() as conn:
+        conn.execute(text("SET statement_timeout = '5s'"))
+        with pytest.raises(DBAPIError, match="23514") as info:
+            conn.execute(ADD_EDGE, {"child": "t0", "parent": "t20"})
+    path = " -> ".join(name for k in range(20) for name in (f"t{k}", f"l{k}"))
+    assert f'dependency "t20" -> "t0" would create a cycle: {path} -> t20 -> t0' in str(info.value)
