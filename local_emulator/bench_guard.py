@@ -33,7 +33,14 @@ from sqlalchemy.exc import DBAPIError
 from dagrelay.pipelines.apply import apply as apply_pipeline
 from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.store import migrate
-from local_emulator.bench_db import CHAIN, median, ms, task_name, throwaway_database
+from local_emulator.bench_db import (
+    CHAIN,
+    insert_pipeline,
+    median,
+    ms,
+    task_name,
+    throwaway_database,
+)
 
 TIMEOUT_S = 60  # the previous guard's exponential cases are cut off here
 DIAMONDS = 20
@@ -41,12 +48,11 @@ BIG = 5000
 CHAINS_OF_100 = "SELECT g, g - 1 FROM generate_series(2, :n) g WHERE mod(g, 100) <> 1"
 # Diamond k (0-based) is top 3k+1 -> left 3k+2, right 3k+3 -> top 3k+4 of the next one.
 DIAMOND_EDGES = (
-    "SELECT 3 * k + s, 3 * k + 1 FROM generate_series(0, :d - 1) k, (VALUES (2), (3)) v(s) "
-    "UNION ALL "
-    "SELECT 3 * k + 4, 3 * k + s FROM generate_series(0, :d - 1) k, (VALUES (2), (3)) v(s)"
+    "SELECT 3 * k + s, 3 * k + 1 "
+    "FROM generate_series(0, (:n - 1) / 3 - 1) k, (VALUES (2), (3)) v(s) "
+    "UNION ALL SELECT 3 * k + 4, 3 * k + s "
+    "FROM generate_series(0, (:n - 1) / 3 - 1) k, (VALUES (2), (3)) v(s)"
 )
-ROOT = "CAST(:pipeline AS text) || '-root'"
-Row = tuple[str, str]  # (what, how it ended: "accepted", "refused", "timeout")
 
 
 def shapes() -> list[tuple[str, str, int, str, int]]:
@@ -59,28 +65,12 @@ def shapes() -> list[tuple[str, str, int, str, int]]:
 
 
 def insert_shape(db: Engine, pipeline: str, n: int, edges: str) -> None:
-    """Tasks 1..n and a root, and the shape's edges (inserted without the guard: superuser)."""
+    """Tasks 1..n and the shape's edges (inserted without the guard: superuser), and a root."""
+    insert_pipeline(db, pipeline, n, edges, guard=False)
     with db.begin() as conn:
         conn.execute(
-            text(
-                "INSERT INTO tasks (name, pipeline, handler) "
-                "SELECT CAST(:pipeline AS text) || '-' || lpad(CAST(g AS text), 5, '0'), "
-                ":pipeline, 'python.noop' FROM generate_series(1, :n) g "
-                f"UNION ALL SELECT {ROOT}, :pipeline, 'python.noop'"
-            ),
-            {"pipeline": pipeline, "n": n},
-        )
-        conn.execute(text("SET LOCAL session_replication_role = replica"))
-        conn.execute(
-            text(
-                "INSERT INTO task_dependencies (child_task_id, parent_task_id) "
-                f"SELECT c.task_id, p.task_id FROM ({edges}) AS e(child, parent) "
-                "JOIN tasks c ON c.name = CAST(:pipeline AS text) || '-' || "
-                "lpad(CAST(e.child AS text), 5, '0') "
-                "JOIN tasks p ON p.name = CAST(:pipeline AS text) || '-' || "
-                "lpad(CAST(e.parent AS text), 5, '0')"
-            ),
-            {"pipeline": pipeline, "n": n, "d": DIAMONDS},
+            text("INSERT INTO tasks (name, pipeline, handler) VALUES (:name, :p, 'python.noop')"),
+            {"name": f"{pipeline}-root", "p": pipeline},
         )
 
 
