@@ -174,3 +174,29 @@ JOIN tasks t ON t.task_id = tl.task_id
 LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
 LEFT JOIN tasks rc ON rc.task_id = rcl.task_id
 WHERE tl.batch_id = :batch_id AND t.name = :task;
+
+-- == Triggering and rejected messages (dagrelay trigger, dagrelay rejected) =====================
+
+-- name: batch_head
+-- A batch's status, params and the message that started it (trigger's checks).
+SELECT status::text AS status, params, triggered_by, trigger_message_id, created_at, finished_at
+FROM batches
+WHERE pipeline = :pipeline AND batch_id = :batch_id;
+
+-- name: rejected_messages_page
+-- Rejected messages newest first, from before :before_id (keyset paging), received since :since.
+SELECT rejected_id, message_id, received_at, attributes, data, payload_bytes, reason
+FROM rejected_messages
+WHERE (CAST(:before_id AS bigint) IS NULL OR rejected_id < :before_id)
+  AND (CAST(:since AS timestamptz) IS NULL OR received_at >= :since)
+ORDER BY rejected_id DESC
+LIMIT :page;
+
+-- name: rejection_of_request
+-- The rejection of the message a CLI command published (its message id and its request_id
+-- attribute: message ids repeat when the emulator restarts).
+SELECT reason, received_at
+FROM rejected_messages
+WHERE message_id = :message_id AND attributes ->> 'request_id' = :request_id
+ORDER BY rejected_id
+LIMIT 1;

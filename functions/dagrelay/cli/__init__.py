@@ -5,6 +5,7 @@
     dagrelay pipeline apply FILE.yaml [--prune] [--dry-run]        (define)
     dagrelay build-function                                        (define)
     dagrelay trigger PIPELINE BATCH_ID [--param k=v ...] [--start-task NAME]
+                     [--if-exists fail|ignore] [--no-check] [--wait [--timeout S]]
     dagrelay validate [FILES...]
     dagrelay pipeline export PIPELINE [-o FILE]                    (export)
     dagrelay backfill PIPELINE --from DATE --to DATE [--reprocess none|failed|all]
@@ -14,6 +15,7 @@
     dagrelay status [BATCH] [--pipeline P] [--json] [--wait [--timeout S]]
     dagrelay history BATCH TASK [--traceback]
     dagrelay explain BATCH [--pipeline P]
+    dagrelay rejected [--since AGE|TIME] [--limit N] [--action A] [--json]
     dagrelay schedule list | pause PIPELINE | resume PIPELINE     (schedule)
 
 One module per verb (named after it unless noted). ``define`` and ``trigger`` register their
@@ -38,6 +40,7 @@ from dagrelay.cli import (
     explain,
     export,
     history,
+    rejected,
     rerun,
     schedule,
     status,
@@ -54,5 +57,6 @@ app.command()(cancel.cancel)
 app.command()(status.status)
 app.command()(history.history)
 app.command()(explain.explain)
+app.command()(rejected.rejected)
 
 __all__ = ["app", "define", "schedule", "trigger"]
