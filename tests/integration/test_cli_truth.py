@@ -18,18 +18,12 @@ from dagrelay.messages import Envelope, StartBatch
 from dagrelay.router.dispatch import Router
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
+from tests.integration import test_ops_cli as ops
 from tests.integration.helpers import drive
-from tests.integration.test_ops_cli import (  # noqa: F401 - fixtures
-    MONTHLY_PROFIT,
-    Run,
-    Topic,
-    apply_file,
-    batches,
-    run,
-    topic,
-)
+from tests.integration.test_ops_cli import MONTHLY_PROFIT, Run, Topic, apply_file, batches
 
 pytestmark = pytest.mark.integration
+run, topic = ops.run, ops.topic  # the operator tests' fixtures
 
 
 class RouterStandIn:
@@ -154,9 +148,7 @@ def test_trigger_of_an_existing_batch_says_so_and_exits_1(
     drive(engine, publisher)
 
     again = run("trigger", "monthly_profit", "2024-03", "-p", "rows=5", **topic.env())
-    ignored = run(
-        "trigger", "monthly_profit", "2024-03", "--if-exists", "ignore", **topic.env()
-    )
+    ignored = run("trigger", "monthly_profit", "2024-03", "--if-exists", "ignore", **topic.env())
 
     assert again.exit_code == 1
     assert again.stderr.startswith(
