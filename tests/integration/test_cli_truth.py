@@ -277,3 +277,32 @@ def test_rejected_since(run: Run, router: Router) -> None:
         2,
         "error: --since 'yesterday' is neither an age (30m, 2h, 7d) nor an ISO 8601 time\n",
     )
+
+
+# -- an error text carries no stack frames -------------------------------------------------------
+
+
+def test_a_task_error_is_type_and_message_its_traceback_kept_apart(
+    run: Run,
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    insert_pipeline: object,
+) -> None:
+    insert_pipeline(  # type: ignore[operator]
+        "boom", {"a": []}, handlers={"a": "python.fail"},
+        params={"a": '{"message": "disk on fire", "retryable": false}'},
+    )  # fmt: skip
+    engine.start_batch(StartBatch("boom", "b1"))
+    drive(engine, publisher)
+
+    with db.connect() as conn:
+        error = conn.execute(text("SELECT error FROM task_log")).scalar_one()
+        trace = conn.execute(text("SELECT traceback FROM task_attempts")).scalar_one()
+    status = run("status", "b1")
+
+    assert error == "non-retryable NonRetryableError: disk on fire"
+    assert trace.startswith("Traceback (most recent call last):")
+    assert "builtin.py" in trace
+    assert "disk on fire" in status.stdout
+    assert "[at " not in status.stdout

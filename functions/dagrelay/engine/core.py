@@ -486,12 +486,10 @@ def _topmost(
 
 
 def _failure(exc: BaseException) -> Failure:
+    """``error`` is what an operator reads (``Type: message``, no frames of the engine); the
+    traceback, kept with the attempt, says where."""
     kind = "non-retryable " if isinstance(exc, NonRetryableError) else ""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = " <- ".join(
-        f"{f.name} ({f.filename.rsplit('/', 1)[-1]}:{f.lineno})" for f in reversed(frames[-3:])
-    )
-    error = f"{kind}{type(exc).__name__}: {exc}" + (f" [at {where}]" if where else "")
+    error = f"{kind}{type(exc).__name__}: {exc}"
     summary = "".join(traceback.format_exception(exc, limit=-8))
     return Failure(exc, error[:MAX_ERROR_CHARS], summary[-MAX_ERROR_CHARS:])
 
