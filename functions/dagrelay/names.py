@@ -3,7 +3,6 @@ one definition, ``schema/names.schema.json``. Full-string matches, as JSON Schem
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable
 from typing import Final
@@ -28,5 +27,5 @@ def is_batch_id(value: str) -> bool:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when one of ``choices`` is close to ``word``, else ``""``."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    near = schemas.closest(word, list(choices))
+    return f" (did you mean {near!r}?)" if near else ""

@@ -156,7 +156,7 @@ def test_schema_error_exit_code(run: Run, tmp_path: Path) -> None:
     result = run("pipeline", "apply", path)
 
     assert result.exit_code == 2
-    assert result.stderr == "error: bad.yaml: tasks/0/enabled: 3 is not of type 'boolean'\n"
+    assert result.stderr == "error: bad.yaml: task 'a': enabled: 3 is not of type 'boolean'\n"
     assert "Traceback" not in result.output
 
 
