@@ -12,6 +12,7 @@
                       [--max-concurrent N] [--wait] [--dry-run]
     dagrelay rerun BATCH TASK [--downstream] [--pipeline P]
     dagrelay cancel BATCH --pipeline P
+    dagrelay resume BATCH --pipeline P                             (cancel)
     dagrelay status [BATCH] [--pipeline P] [--json] [--wait [--timeout S]]
     dagrelay history BATCH TASK [--traceback]
     dagrelay explain BATCH [--pipeline P]
@@ -54,6 +55,7 @@ pipeline_app.command("export")(export.pipeline_export)
 app.command()(backfill.backfill)
 app.command()(rerun.rerun)
 app.command()(cancel.cancel)
+app.command()(cancel.resume)
 app.command()(status.status)
 app.command()(history.history)
 app.command()(explain.explain)
