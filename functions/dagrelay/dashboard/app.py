@@ -52,7 +52,8 @@ ROUTES = Map(
         Rule("/pipelines/<pipeline>", endpoint="pipeline", methods=READ),
         Rule("/rejected", endpoint="rejected", methods=READ),
         Rule("/dead-letters", endpoint="dead_letters", methods=READ),
-        Rule("/static/<name>", endpoint="static", methods=READ),
+        # not /static/: the Flask app of functions-framework serves that path itself
+        Rule("/assets/<name>", endpoint="asset", methods=READ),
         Rule("/api/batches", endpoint="api_batches", methods=READ),
         Rule("/api/batches/<pipeline>/<batch_id>", endpoint="api_batch", methods=READ),
         Rule("/api/batches/<pipeline>/<batch_id>/tasks/<task>", endpoint="api_task", methods=READ),
@@ -75,7 +76,7 @@ def handle(request: Request, operate: bool = False) -> Response:
         ops = Ops(token)
     response = _route(request, ops)
     response.headers.update(SECURITY_HEADERS)  # on every response, the legacy JSON's included
-    if request.path.startswith("/static/") and response.status_code == 200:
+    if request.path.startswith("/assets/") and response.status_code == 200:
         response.headers["Cache-Control"] = FOREVER
     if ops is not None and new_token and response.mimetype == "text/html":
         csrf.set_cookie(response, ops.token, request)
@@ -227,7 +228,7 @@ def dead_letters(request: Request, ops: Ops | None) -> Response:
     return html_response(pages.dead_letters_page(data, request.script_root, ops))
 
 
-def static(request: Request, ops: Ops | None, name: str) -> Response:
+def asset_file(request: Request, ops: Ops | None, name: str) -> Response:
     found = asset(name)
     if found is None:
         raise NotFound(f"no static file {name!r}")
@@ -342,7 +343,7 @@ VIEWS: dict[str, Callable[..., Response]] = {
     "pipeline": pipeline,
     "rejected": rejected,
     "dead_letters": dead_letters,
-    "static": static,
+    "asset": asset_file,
     "api_batches": api_batches,
     "api_batch": api_batch,
     "api_task": api_task,

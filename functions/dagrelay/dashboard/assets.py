@@ -51,4 +51,4 @@ def asset_url(base: str, name: str) -> str:
     found = asset(name)
     if found is None:
         raise KeyError(f"{name} is not a static file of the dashboard")
-    return f"{base}/static/{name}?v={found.version}"
+    return f"{base}/assets/{name}?v={found.version}"
