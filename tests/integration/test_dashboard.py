@@ -551,7 +551,7 @@ def test_grid_shows_each_batch_and_task_by_state(client: FlaskClient) -> None:
     assert grid["batches"][0]["statuses"]["child"] == "UPSTREAM_FAILED"
     html = client.get("/pipelines/dash").get_data(as_text=True)
     cells = re.findall(r'<a class="cell status-(\w+)" href="/batches/dash/b1/tasks/(\w+)"', html)
-    assert dict((t, st) for st, t in cells) == {
+    assert {t: st for st, t in cells} == {
         "root": "SUCCESS",
         "bad": "ERROR",
         "ok": "SUCCESS",
