@@ -5,7 +5,7 @@
   "use strict";
 
   var SVG = "http://www.w3.org/2000/svg";
-  var TASK_W = 196, TASK_H = 46, GROUP_W = 216, GROUP_H = 58, PER_SUBLAYER = 6, MAX_SPLIT = 8;
+  var TASK_W = 196, TASK_H = 46, GROUP_W = 216, GROUP_H = 58, PER_SUBLAYER = 10, MAX_SPLIT = 8;
   var SEVERITY = ["ERROR", "UPSTREAM_FAILED", "RETRY", "PROCESSING", "QUEUED", "NEW", "PENDING",
     "CANCELLED", "SKIPPED", "SUCCESS", "none"];
 
@@ -79,8 +79,10 @@
     view.boxes.forEach(function (b) { perLevel[b.level] = (perLevel[b.level] || 0) + 1; });
     var children = view.boxes.map(function (b) {
       var node = { id: b.id, width: b.group ? GROUP_W : TASK_W, height: b.group ? GROUP_H : TASK_H };
+      /* a wide level is unzipped into sub-layers; every other level keeps one (the lowest
+       * value set in a layer wins, and ELK's default is two) */
       var split = Math.min(MAX_SPLIT, Math.ceil(perLevel[b.level] / PER_SUBLAYER));
-      if (split > 1) node.layoutOptions = { "elk.layered.layerUnzipping.layerSplit": String(split) };
+      node.layoutOptions = { "elk.layered.layerUnzipping.layerSplit": String(Math.max(split, 1)) };
       return node;
     });
     return {
@@ -95,7 +97,9 @@
         "elk.spacing.nodeNode": "20",
         "elk.spacing.edgeNode": "14",
         "elk.spacing.edgeEdge": "8",
+        "elk.layered.layering.strategy": "LONGEST_PATH_SOURCE",
         "elk.layered.considerModelOrder.strategy": "NODES_AND_EDGES",
+        "elk.layered.mergeEdges": "true",
         "elk.padding": "[top=16,left=16,bottom=16,right=16]"
       },
       children: children,
