@@ -295,25 +295,6 @@ def test_monthly_profit_spec() -> None:
     ]
 
 
-def test_defaults_are_the_database_defaults(tmp_path: Path) -> None:
-    path = tmp_path / "p.yaml"
-    path.write_text(tasks(f"name: a, {NOOP}"), encoding="utf-8")
-    row = pipelines.load_pipeline(path).tasks[0].row()
-    assert row == {
-        "name": "a",
-        "handler": "python.noop",
-        "params": {},
-        "trigger_rule": "all_success",
-        "max_retries": 0,
-        "retry_delay_s": 30,
-        "retry_backoff": 2.0,
-        "retry_max_delay_s": 3600,
-        "timeout_s": 540,
-        "pool": None,
-        "enabled": True,
-    }
-
-
 def test_names_only_skip_the_params_check(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(tasks(f"name: a, {NOOP}, params: {{wrong: 1}}"), encoding="utf-8")

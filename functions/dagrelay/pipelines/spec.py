@@ -42,7 +42,8 @@ _KINDS = {list: "a list", str: "a string", int: "a number", float: "a number", b
 
 @dataclass(frozen=True)
 class PipelineTask:
-    """One task of a file; the defaults are the database's column defaults."""
+    """One task of a file. The defaults mirror the tasks table's column defaults (the migrations
+    define them; tests/integration/test_migrations.py proves the two equal)."""
 
     name: str
     handler: str
