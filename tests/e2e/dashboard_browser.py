@@ -4,6 +4,7 @@ screenshot, read the drawn graph's geometry, and check it (pure)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from tests.conftest import ARTIFACTS
@@ -83,7 +84,7 @@ def crossings(drawn: dict[str, Any], inset: float = 1.0) -> list[tuple[str, str,
     found = []
     for edge in drawn["edges"]:
         points = edge["points"]
-        for (x1, y1), (x2, y2) in zip(points, points[1:], strict=False):
+        for (x1, y1), (x2, y2) in pairwise(points):
             found += [
                 (edge["source"], edge["target"], box.id)
                 for box in boxes

@@ -129,8 +129,10 @@ def token(client: FlaskClient) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert found is not None, "the operator's page has no action form"
     cookie = client.get_cookie(COOKIE)
-    assert cookie is not None and cookie.value == found.group(1)
-    assert cookie.http_only and cookie.same_site == "Strict"
+    assert cookie is not None
+    assert cookie.value == found.group(1)
+    assert cookie.http_only
+    assert cookie.same_site == "Strict"
     return found.group(1)
 
 
