@@ -8,6 +8,7 @@ asked (``identity``), publishing what the CLI publishes (``actions``, ``publish`
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -32,6 +33,7 @@ from dagrelay.store.reads import batch_statuses, pipelines_shown, read_only, sta
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 RECENT = 20
+GZIP_OVER = 2048  # bytes
 # Nothing may come from anywhere but this origin: our stylesheet and scripts (no inline script,
 # no inline style), the JSON API for live refresh, forms posting back here.
 SECURITY_HEADERS = {
@@ -80,6 +82,21 @@ def handle(request: Request, operate: bool = False) -> Response:
         response.headers["Cache-Control"] = FOREVER
     if ops is not None and new_token and response.mimetype == "text/html":
         csrf.set_cookie(response, ops.token, request)
+    return compressed(response, request)
+
+
+def compressed(response: Response, request: Request) -> Response:
+    """A page or JSON answer gzipped when the client accepts it and it is worth it (Cloud
+    Functions send bodies as the function returns them)."""
+    if (
+        response.mimetype in ("text/html", "application/json")
+        and "gzip" in request.headers.get("Accept-Encoding", "")
+        and not response.direct_passthrough
+        and len(response.get_data()) >= GZIP_OVER
+    ):
+        response.set_data(gzip.compress(response.get_data(), compresslevel=6))
+        response.headers["Content-Encoding"] = "gzip"
+        response.headers["Vary"] = "Accept-Encoding"
     return response
 
 
