@@ -3,24 +3,25 @@
 -- Times are always the :now parameter (the engine's injectable clock), never now().
 
 -- name: lock_pipeline_apply
+-- Pipeline definition files (dagrelay.pipelines.apply) write the same rows a user writes with
+-- plain SQL into tasks and task_dependencies: one transaction, only what changed, set-based.
 -- This lock serialises concurrent applies of the same pipeline (released at commit/rollback).
 SELECT pg_advisory_xact_lock(hashtext('dagrelay.pipeline_apply'), hashtext(:pipeline));
 
--- name: lock_pipeline_tasks
--- The tasks an apply touches: this pipeline's tasks and any task bearing one of the file's
--- names (which may belong to another pipeline). Locked until the apply commits.
-SELECT task_id, name, pipeline
+-- name: pipeline_apply_tasks
+-- What an apply compares the file with: this pipeline's tasks and any task bearing one of the
+-- file's names (which may belong to another pipeline). Read without row locks: a running batch
+-- never waits on an apply that changes nothing.
+SELECT name, pipeline, handler, params, trigger_rule::text AS trigger_rule, max_retries,
+       retry_delay_s, retry_backoff, retry_max_delay_s, timeout_s, pool, enabled
 FROM tasks
-WHERE pipeline = :pipeline OR name = ANY (CAST(:names AS text[]))
-ORDER BY task_id
-FOR UPDATE;
+WHERE pipeline = :pipeline OR name = ANY (CAST(:names AS text[]));
 
--- name: upsert_pipeline_tasks
--- Inserts the file's new tasks and updates those whose definition differs (updated_at changes
--- only then). A name owned by another pipeline is never overwritten. Returns the rows written.
-INSERT INTO tasks AS t (name, pipeline, handler, params, trigger_rule, max_retries,
-                        retry_delay_s, retry_backoff, retry_max_delay_s, timeout_s, pool,
-                        enabled, created_at, updated_at)
+-- name: insert_pipeline_tasks
+-- The file's new tasks. A name another pipeline took meanwhile is skipped (not returned).
+INSERT INTO tasks (name, pipeline, handler, params, trigger_rule, max_retries, retry_delay_s,
+                   retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, created_at,
+                   updated_at)
 SELECT s.name, :pipeline, s.handler, s.params, s.trigger_rule, s.max_retries, s.retry_delay_s,
        s.retry_backoff, s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled, :now, :now
 FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS s(
@@ -28,37 +29,41 @@ FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS s(
     retry_delay_s integer, retry_backoff double precision, retry_max_delay_s integer,
     timeout_s integer, pool text, enabled boolean)
 ORDER BY s.name
-ON CONFLICT (name) DO UPDATE
-SET handler = EXCLUDED.handler, params = EXCLUDED.params, trigger_rule = EXCLUDED.trigger_rule,
-    max_retries = EXCLUDED.max_retries, retry_delay_s = EXCLUDED.retry_delay_s,
-    retry_backoff = EXCLUDED.retry_backoff, retry_max_delay_s = EXCLUDED.retry_max_delay_s,
-    timeout_s = EXCLUDED.timeout_s, pool = EXCLUDED.pool, enabled = EXCLUDED.enabled,
-    updated_at = EXCLUDED.updated_at
-WHERE t.pipeline = EXCLUDED.pipeline
+ON CONFLICT DO NOTHING
+RETURNING name;
+
+-- name: update_pipeline_tasks
+-- The file's tasks whose definition differs (updated_at changes only then); a checked write:
+-- returns the names it changed.
+UPDATE tasks AS t
+SET handler = s.handler, params = s.params, trigger_rule = s.trigger_rule,
+    max_retries = s.max_retries, retry_delay_s = s.retry_delay_s,
+    retry_backoff = s.retry_backoff, retry_max_delay_s = s.retry_max_delay_s,
+    timeout_s = s.timeout_s, pool = s.pool, enabled = s.enabled, updated_at = :now
+FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS s(
+    name text, handler text, params jsonb, trigger_rule trigger_rule, max_retries integer,
+    retry_delay_s integer, retry_backoff double precision, retry_max_delay_s integer,
+    timeout_s integer, pool text, enabled boolean)
+WHERE t.name = s.name AND t.pipeline = :pipeline
   AND (t.handler, t.params, t.trigger_rule, t.max_retries, t.retry_delay_s, t.retry_backoff,
        t.retry_max_delay_s, t.timeout_s, t.pool, t.enabled)
       IS DISTINCT FROM
-      (EXCLUDED.handler, EXCLUDED.params, EXCLUDED.trigger_rule, EXCLUDED.max_retries,
-       EXCLUDED.retry_delay_s, EXCLUDED.retry_backoff, EXCLUDED.retry_max_delay_s,
-       EXCLUDED.timeout_s, EXCLUDED.pool, EXCLUDED.enabled)
+      (s.handler, s.params, s.trigger_rule, s.max_retries, s.retry_delay_s, s.retry_backoff,
+       s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled)
 RETURNING t.name;
 
--- name: delete_stale_edges
--- The file's parent lists are authoritative for the file's tasks: their edges that the file no
--- longer lists are removed. The children[i], parents[i] arrays are the file's edges.
+-- name: delete_pipeline_edges
+-- The edges (children[i], parents[i]) of the pipeline, by name: the file no longer lists them.
 DELETE FROM task_dependencies d
-USING tasks c, tasks p
-WHERE c.task_id = d.child_task_id AND p.task_id = d.parent_task_id
-  AND c.pipeline = :pipeline AND c.name = ANY (CAST(:names AS text[]))
-  AND NOT EXISTS (
-      SELECT 1
-      FROM unnest(CAST(:children AS text[]), CAST(:parents AS text[])) AS w(child, parent)
-      WHERE w.child = c.name AND w.parent = p.name)
+USING unnest(CAST(:children AS text[]), CAST(:parents AS text[])) AS w(child, parent),
+      tasks c, tasks p
+WHERE c.pipeline = :pipeline AND c.name = w.child AND p.pipeline = :pipeline AND p.name = w.parent
+  AND d.child_task_id = c.task_id AND d.parent_task_id = p.task_id
 RETURNING p.name AS parent, c.name AS child;
 
--- name: insert_missing_edges
--- The file's edges that are not in the table yet. The dependency guard trigger still checks
--- every new edge (self-edge, cycle, crossing pipelines).
+-- name: insert_pipeline_edges
+-- The edges (children[i], parents[i]) the file adds. The dependency guard trigger checks each
+-- new edge (self-edge, cycle, crossing pipelines).
 WITH added AS (
     INSERT INTO task_dependencies (child_task_id, parent_task_id, created_at)
     SELECT c.task_id, p.task_id, :now
@@ -72,8 +77,7 @@ WITH added AS (
 SELECT p.name AS parent, c.name AS child
 FROM added a
 JOIN tasks c ON c.task_id = a.child_task_id
-JOIN tasks p ON p.task_id = a.parent_task_id
-ORDER BY c.name, p.name;
+JOIN tasks p ON p.task_id = a.parent_task_id;
 
 -- name: tasks_with_history
 -- Tasks of the pipeline that runs refer to: they cannot be deleted.

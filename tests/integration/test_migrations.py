@@ -27,6 +27,7 @@ TABLES = {
     "dead_letters",
     "file_log",
     "schedules",
+    "pipeline_edge_writes",
 }
 
 OURS = {
