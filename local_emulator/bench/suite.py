@@ -238,8 +238,10 @@ def table(r: dict[str, Any]) -> Table:
         rows.append(
             (
                 "dashboard 1,000-task batch page",
-                f"{page['render_ms_median']:.0f} ms to layout done, "
-                f"{page['page_bytes_transferred'] / 1024:.0f} KiB transferred",
+                (
+                    f"{page['render_ms_median']:.0f} ms to layout done, "
+                    f"{page['page_bytes_transferred'] / 1024:.0f} KiB transferred"
+                ),
             )
         )
     for name, value in rows:
