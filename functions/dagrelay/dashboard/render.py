@@ -118,12 +118,7 @@ def graph_card(payload: Row, label: str) -> Markup:
 def batches_page(
     data: Row, pipelines: list[str], selected: str | None, base: str, ops: Ops | None = None
 ) -> str:
-    options = Markup("").join(
-        Markup('<option value="{}"{}>{}</option>').format(
-            p, Markup(" selected") if p == selected else Markup(""), p
-        )
-        for p in pipelines
-    )
+    options = _options(pipelines, selected)
     form = Markup(
         '<form class="filter" method="get" action="{}"><label for="pipeline">Pipeline</label>'
         '<select id="pipeline" name="pipeline"><option value="">all</option>{}</select>'
@@ -137,15 +132,19 @@ def batches_page(
     return page("Batches", body, base, ops)
 
 
-def trigger_form(base: str, ops: Ops | None, pipelines: list[str], selected: str | None) -> Markup:
-    if ops is None or not pipelines:
-        return Markup("")
-    options = Markup("").join(
+def _options(pipelines: list[str], selected: str | None) -> Markup:
+    return Markup("").join(
         Markup('<option value="{}"{}>{}</option>').format(
             p, Markup(" selected") if p == selected else Markup(""), p
         )
         for p in pipelines
     )
+
+
+def trigger_form(base: str, ops: Ops | None, pipelines: list[str], selected: str | None) -> Markup:
+    if ops is None or not pipelines:
+        return Markup("")
+    options = _options(pipelines, selected)
     fields = Markup(
         '<label>Pipeline <select name="pipeline">{}</select></label>'
         '<label>Batch id <input name="batch_id" required placeholder="2024-03"></label>'
