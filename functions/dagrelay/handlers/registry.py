@@ -19,11 +19,13 @@ from dagrelay.config import get_settings
 from dagrelay.errors import NonRetryableError, UnknownHandler
 
 MAX_OUTPUT_BYTES = 64 * 1024
-BUILT_IN_MODULES = (
-    "dagrelay.handlers.builtin",
-    "dagrelay.handlers.bigquery.handlers",
-    "dagrelay.ingest.handlers",
-)
+BUILT_IN_MODULES = ("dagrelay.handlers.builtin",)
+# Built-ins imported on first use of one of their names (by prefix), so that a process that
+# never runs a BigQuery task never imports the BigQuery client (cold start): name prefix -> module.
+LAZY_BUILT_INS = {
+    "bigquery.": "dagrelay.handlers.bigquery.handlers",
+    "ingest.": "dagrelay.ingest.handlers",
+}
 ENTRY_POINT_GROUP = "dagrelay.handlers"
 
 
@@ -105,6 +107,8 @@ class HandlerRegistry:
 
     def get(self, name: str) -> Registration:
         self.load_plugins()
+        if name not in self._handlers:
+            self._load_lazy(name.startswith)
         try:
             return self._handlers[name]
         except KeyError:
@@ -112,7 +116,13 @@ class HandlerRegistry:
 
     def names(self) -> list[str]:
         self.load_plugins()
+        self._load_lazy(lambda _: True)
         return sorted(self._handlers)
+
+    def _load_lazy(self, wanted: Callable[[str], bool]) -> None:
+        for prefix, module in LAZY_BUILT_INS.items():
+            if wanted(prefix):
+                importlib.import_module(module)
 
     def load_plugins(self, modules: list[str] | None = None) -> None:
         """Import the built-ins, the configured modules and the entry points (once)."""
