@@ -4,6 +4,7 @@ function in a module listed in the ``handler_modules`` setting, or through the
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import threading
@@ -47,6 +48,15 @@ class HandlerContext:
     # returns False once the attempt is no longer live (its lease expired, the batch was
     # cancelled), and the handler should stop.
     heartbeat: Callable[[], bool] = field(default=lambda: True)
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt of this task's run in this batch — also for the attempt
+        that repeats one killed after its side effect and before its return — and new for a
+        rerun. A handler runs at least once per attempt: use this as the request id, MERGE key
+        or object name of a side effect that must happen once."""
+        run = f"{self.pipeline}\x1f{self.batch_id}\x1f{self.task}\x1f{self.run_id}"
+        return "dr-" + hashlib.sha256(run.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
