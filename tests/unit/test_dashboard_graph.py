@@ -113,3 +113,47 @@ def test_the_function_archive_and_the_wheel_ship_the_static_files() -> None:
         assert f"dagrelay/dashboard/static/{name}" in members, name
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert '"dagrelay.dashboard" = ["static/*.css", "static/*.js", "static/*.md"]' in pyproject
+
+
+def test_gantt_draws_one_bar_per_attempt_on_one_axis() -> None:
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    from dagrelay.dashboard.svg import gantt  # noqa: PLC0415
+
+    t0 = datetime(2024, 3, 1, tzinfo=UTC)
+    attempts = [
+        {
+            "task": "a<b>",
+            "run": 1,
+            "attempt": 1,
+            "outcome": "ERROR",
+            "started_at": t0,
+            "finished_at": t0 + timedelta(seconds=2),
+        },
+        {
+            "task": "a<b>",
+            "run": 1,
+            "attempt": 2,
+            "outcome": None,
+            "started_at": t0 + timedelta(seconds=5),
+            "finished_at": None,
+        },
+        {
+            "task": "c",
+            "run": 1,
+            "attempt": 1,
+            "outcome": "SUCCESS",
+            "started_at": t0 + timedelta(seconds=1),
+            "finished_at": t0 + timedelta(seconds=3),
+        },
+    ]
+    svg = str(gantt(attempts, now=t0 + timedelta(seconds=10)))
+    bars = re.findall(
+        r'<rect class="bar status-(\w+)" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)"', svg
+    )
+    assert [b[0] for b in bars] == ["ERROR", "PROCESSING", "SUCCESS"]
+    assert bars[0][2] == bars[1][2] != bars[2][2]  # retries share their task's row
+    assert float(bars[0][1]) == 220  # the first attempt starts the axis
+    assert float(bars[1][1]) + float(bars[1][3]) == pytest.approx(220 + 900)  # runs until now
+    assert "a<b>" not in svg
+    assert "a&lt;b&gt;" in svg
