@@ -549,7 +549,10 @@ def test_cancel(
     missing = run("cancel", "b2", "--pipeline", "p", **topic.env())
 
     assert first.exit_code == 0, first.output
-    assert first.stdout.startswith("cancelled batch p/b1\n")
+    assert first.stdout.startswith(
+        "batch p/b1 is CANCELLED: 0 running tasks will finish; 1 waiting task cancelled; "
+        "1 never-started task cancelled\n"
+    )
     assert "p / b1  CANCELLED" in first.stdout
     assert second.stdout.startswith("batch p/b1 is CANCELLED: nothing to cancel\n")
     assert (missing.exit_code, missing.stderr) == (1, "error: no batch 'b2' in pipeline 'p'\n")

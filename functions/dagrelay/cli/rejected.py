@@ -72,7 +72,7 @@ def newest(
     found: list[dict[str, Any]] = []
     before: int | None = None
     while len(found) < limit:
-        rows = reads.rejected_messages(conn, since=since, before_id=before, page=PAGE)
+        rows = reads.rejected_page(conn, since=since, before_id=before, page=PAGE)
         for row in rows:
             decoded = rejections.decode(row["data"], row["attributes"], row["payload_bytes"])
             if rejections.matches(decoded, action):

@@ -15,11 +15,11 @@ from google.api_core.exceptions import GoogleAPIError
 from google.cloud import pubsub_v1
 from sqlalchemy import Connection
 
-from dagrelay import messages, names, schemas
+from dagrelay import messages, names
 from dagrelay.cli.app import app, current_user, fail, reports_errors
 from dagrelay.cli.follow import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S, Poll, Timeout, follow
 from dagrelay.config import get_settings
-from dagrelay.errors import BadMessage, DagrelayError
+from dagrelay.errors import DagrelayError
 from dagrelay.store import reads
 from dagrelay.store.db import get_engine
 
@@ -188,19 +188,14 @@ def start_batch_message(
     pipeline: str, batch_id: str, params: Mapping[str, Any], start_task: str | None
 ) -> dict[str, Any]:
     """The start_batch message, checked against its JSON Schema (BadMessage if invalid)."""
-    message: dict[str, Any] = {
-        "action": "start_batch",
-        "pipeline": pipeline,
-        "batch_id": batch_id,
-        "params": dict(params),
-        "triggered_by": f"cli:{current_user()}",
-    }
-    if start_task is not None:
-        message["start_task"] = start_task
-    problem = schemas.problem(messages.validator("start_batch"), message, "(message)")
-    if problem is not None:
-        raise BadMessage(f"start_batch: {problem}")
-    return message
+    return messages.outgoing(
+        messages.Action.START_BATCH,
+        pipeline=pipeline,
+        batch_id=batch_id,
+        params=dict(params),
+        start_task=start_task,
+        triggered_by=f"cli:{current_user()}",
+    )
 
 
 def publish(
