@@ -306,3 +306,38 @@ def test_a_task_error_is_type_and_message_its_traceback_kept_apart(
     assert "builtin.py" in trace
     assert "disk on fire" in status.stdout
     assert "[at " not in status.stdout
+
+
+# -- cancel says exactly what happened; resume runs what it stopped -------------------------------
+
+
+def test_cancel_then_resume_from_the_cli(
+    run: Run,
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    insert_pipeline: object,
+    topic: Topic,
+) -> None:
+    insert_pipeline("p", {"b": ["a"], "c": ["b"]})  # type: ignore[operator]
+    engine.start_batch(StartBatch("p", "b1"))  # a is NEW; b and c not created yet
+
+    cancelled = run("cancel", "b1", "--pipeline", "p", **topic.env())
+    running = run("resume", "b1", "--pipeline", "nope", **topic.env())
+    resumed = run("resume", "b1", "--pipeline", "p", **topic.env())
+    again = run("resume", "b1", "--pipeline", "p", **topic.env())
+
+    assert cancelled.exit_code == 0, cancelled.output
+    assert cancelled.stdout.startswith(
+        "batch p/b1 is CANCELLED: 0 running tasks will finish; 1 waiting task cancelled; "
+        "2 never-started tasks cancelled\n"
+    )
+    assert (running.exit_code, running.stderr) == (2, "error: no batch 'b1' in pipeline 'nope'\n")
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.stdout.startswith(
+        "batch p/b1 resumed: 3 cancelled task rows reset, 1 tasks started"
+    )
+    assert again.exit_code == 2
+    assert "is RUNNING, not CANCELLED: nothing to resume" in again.stderr
+    ops.deliver(engine, publisher, topic.pull(1))  # a's run_task, as the router would
+    assert batches(db, "p") == {"b1": "SUCCESS"}
