@@ -247,7 +247,7 @@ def test_validate_the_database(run: Run, db: Engine, insert_pipeline: InsertPipe
 
 RICH_PIPELINE = """\
 pipeline: exported
-description: not stored, so not exported
+description: stored and exported
 tasks:
   - name: ex.report
     handler: python.noop
@@ -281,7 +281,8 @@ def test_export_round_trip_is_exact(run: Run, db: Engine, tmp_path: Path, templa
     normalised = export_yaml(load_pipeline(source))
     assert exported.stdout == normalised
     assert exported.stdout.index("ex.load_a") < exported.stdout.index("ex.load_b")
-    assert "description" not in exported.stdout
+    assert "description: stored and exported\n" in exported.stdout  # the pipeline's
+    assert "  description: the first load\n" in exported.stdout  # a task's
     out = tmp_path / "out.yaml"
     written = run("pipeline", "export", "exported", "-o", str(out))
     assert written.stdout == f"wrote {out} (pipeline exported, 3 tasks)\n"

@@ -45,12 +45,12 @@ class PipelineTask:
     timeout_s: int = 540
     pool: str | None = None
     enabled: bool = True
-    description: str | None = None  # documentation only; not stored
+    description: str | None = None  # documentation: stored (tasks.description), not run
 
     def row(self) -> dict[str, Any]:
         """The task's columns, as the task writes of ``dagrelay.pipelines.apply`` read them."""
         row = asdict(self)
-        del row["parents"], row["description"]
+        del row["parents"]
         row["params"] = dict(self.params)
         row["trigger_rule"] = self.trigger_rule.value
         row["retry_backoff"] = float(self.retry_backoff)
@@ -72,6 +72,7 @@ class PipelineTask:
             timeout_s=row["timeout_s"],
             pool=row["pool"],
             enabled=row["enabled"],
+            description=row.get("description"),
         )
 
 
