@@ -335,7 +335,7 @@ def test_cancel_then_resume_from_the_cli(
     assert (running.exit_code, running.stderr) == (2, "error: no batch 'b1' in pipeline 'nope'\n")
     assert resumed.exit_code == 0, resumed.output
     assert resumed.stdout.startswith(
-        "batch p/b1 resumed: 3 cancelled task rows reset, 1 tasks started"
+        "batch p/b1 resumed: 3 cancelled task rows reset, 1 started now"
     )
     assert again.exit_code == 2
     assert "is RUNNING, not CANCELLED: nothing to resume" in again.stderr

@@ -64,7 +64,7 @@ def resume(batch_id: Batch, pipeline: Pipeline) -> None:
     )
     typer.echo(
         f"batch {pipeline}/{batch_id} resumed: {resumed.reset} cancelled task rows reset, "
-        f"{resumed.started} tasks started (the rest follow their parents)"
+        f"{resumed.started} started now (the rest follow their parents)"
     )
     _show(batch_id, pipeline)
 
