@@ -2,31 +2,49 @@
 -- Loaded once by dagrelay.queries; each block starts with "-- name: <query name>".
 -- Times are always the :now parameter (the engine's injectable clock), never now().
 
+-- name: pin_version
+-- The version a new batch of the pipeline runs: its live definition, found by content hash or
+-- stored (dagrelay_pipeline_version). NULL version_id: the pipeline has no tasks. Nothing is
+-- pinned for a batch that exists already (a duplicate start_batch).
+SELECT EXISTS (SELECT 1 FROM batches WHERE pipeline = :pipeline AND batch_id = :batch_id)
+           AS batch_exists,
+       CASE WHEN NOT EXISTS (SELECT 1 FROM batches
+                             WHERE pipeline = :pipeline AND batch_id = :batch_id)
+            THEN dagrelay_pipeline_version(:pipeline, :now) END AS version_id;
+
+-- name: version_task_names
+SELECT name FROM version_tasks WHERE version_id = :version_id ORDER BY name;
+
 -- name: start_batch
--- Creates the batch, its fan-in counters, its root task_log rows and their run_task messages in
--- one statement. A batch that already exists makes every CTE empty: a no-op.
+-- Creates the batch on its version, its fan-in counters, its root task_log rows and their
+-- run_task messages in one statement, all from the version's rows. A batch that already exists
+-- makes every CTE empty: a no-op.
 WITH RECURSIVE scope(task_id) AS (
-    SELECT task_id FROM tasks
-    WHERE pipeline = :pipeline AND (CAST(:start_task AS text) IS NULL OR name = :start_task)
+    SELECT task_id FROM version_tasks
+    WHERE version_id = :version_id
+      AND (CAST(:start_task AS text) IS NULL OR name = :start_task)
     UNION
-    SELECT d.child_task_id
-    FROM task_dependencies d JOIN scope s ON d.parent_task_id = s.task_id
+    SELECT e.child_task_id
+    FROM version_edges e JOIN scope s
+        ON e.version_id = :version_id AND e.parent_task_id = s.task_id
     WHERE CAST(:start_task AS text) IS NOT NULL
 ),
 batch AS (
     INSERT INTO batches (pipeline, batch_id, params, start_task_id, triggered_by,
-                         trigger_message_id, created_at)
+                         trigger_message_id, created_at, version_id)
     SELECT :pipeline, :batch_id, CAST(:params AS jsonb),
-           (SELECT task_id FROM tasks WHERE name = CAST(:start_task AS text)),
-           :triggered_by, :message_id, :now
+           (SELECT task_id FROM version_tasks
+            WHERE version_id = :version_id AND name = CAST(:start_task AS text)),
+           :triggered_by, :message_id, :now, :version_id
     ON CONFLICT (pipeline, batch_id) DO NOTHING
     RETURNING pipeline, batch_id
 ),
 parent_counts AS (
-    SELECT s.task_id, count(d.parent_task_id) AS parents
+    SELECT s.task_id, count(e.parent_task_id) AS parents
     FROM scope s
-    LEFT JOIN task_dependencies d
-        ON d.child_task_id = s.task_id AND d.parent_task_id IN (SELECT task_id FROM scope)
+    LEFT JOIN version_edges e
+        ON e.version_id = :version_id AND e.child_task_id = s.task_id
+       AND e.parent_task_id IN (SELECT task_id FROM scope)
     GROUP BY s.task_id
 ),
 fanin AS (
@@ -42,7 +60,7 @@ roots AS (
            :now, CASE WHEN t.enabled THEN NULL ELSE CAST(:now AS timestamptz) END
     FROM batch b
     CROSS JOIN parent_counts pc
-    JOIN tasks t ON t.task_id = pc.task_id
+    JOIN version_tasks t ON t.version_id = :version_id AND t.task_id = pc.task_id
     WHERE pc.parents = 0
     RETURNING log_id, task_id, status
 ),
@@ -52,7 +70,7 @@ messages AS (
            jsonb_build_object('action', 'run_task', 'pipeline', CAST(:pipeline AS text),
                               'batch_id', CAST(:batch_id AS text), 'task', t.name),
            '{"action": "run_task"}', :now, :now, r.log_id
-    FROM roots r JOIN tasks t ON t.task_id = r.task_id
+    FROM roots r JOIN version_tasks t ON t.version_id = :version_id AND t.task_id = r.task_id
     WHERE r.status = 'NEW'
     RETURNING outbox_id, topic, payload, attributes
 )
@@ -70,19 +88,31 @@ FROM batch;
 -- name: pipeline_tasks
 SELECT name FROM tasks WHERE pipeline = :pipeline ORDER BY name;
 
+-- name: task_pipelines
+-- The pipelines with a batch :batch_id whose version has a task :task: how a message that does
+-- not name its pipeline (an older sender's) finds it, when there is exactly one.
+SELECT b.pipeline
+FROM batches b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
+WHERE b.batch_id = :batch_id
+ORDER BY b.pipeline;
+
 -- name: claim_task
 -- NEW (or RETRY that is due) -> PROCESSING, attempt + 1, lease set, attempt history opened; also
 -- returns everything the handler needs. No row back means the claim did not land.
+-- The task is the batch's version's task of that name.
 WITH claimed AS (
     UPDATE task_log tl
     SET status = 'PROCESSING', attempt = tl.attempt + 1, started_at = :now, finished_at = NULL,
         lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => t.timeout_s),
         next_attempt_at = NULL, error = NULL, job = NULL, poll_at = NULL
-    FROM tasks t, batches b
-    WHERE t.name = :task AND tl.task_id = t.task_id AND tl.batch_id = :batch_id
-      AND b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id AND b.status = 'RUNNING'
+    FROM batches b, version_tasks t
+    WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND b.status = 'RUNNING'
+      AND t.version_id = b.version_id AND t.name = :task
+      AND tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id AND tl.task_id = t.task_id
       AND (tl.status = 'NEW' OR (tl.status = 'RETRY' AND tl.next_attempt_at <= :now))
-    RETURNING tl.log_id, tl.attempt, tl.task_id, tl.pipeline, tl.batch_id, tl.lease_expires_at
+    RETURNING tl.log_id, tl.attempt, tl.task_id, tl.pipeline, tl.batch_id, tl.lease_expires_at,
+              b.version_id, b.params AS batch_params
 ),
 opened AS (
     INSERT INTO task_attempts (log_id, batch_id, task_id, attempt, started_at, worker)
@@ -90,20 +120,20 @@ opened AS (
 )
 SELECT c.log_id, c.attempt, c.pipeline, c.lease_expires_at, t.task_id, t.name, t.handler,
        t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
-       t.retry_max_delay_s, b.params AS batch_params, NULL::jsonb AS job,
-       dagrelay_parent_outputs(c.batch_id, c.task_id) AS parent_outputs
+       t.retry_max_delay_s, c.batch_params, NULL::jsonb AS job,
+       dagrelay_parent_outputs(c.version_id, c.batch_id, c.task_id) AS parent_outputs
 FROM claimed c
-JOIN tasks t ON t.task_id = c.task_id
-JOIN batches b ON b.pipeline = c.pipeline AND b.batch_id = c.batch_id;
+JOIN version_tasks t ON t.version_id = c.version_id AND t.task_id = c.task_id;
 
 -- name: task_state
 -- Why a claim did not land: the task's row in this batch (if any) and the batch's status.
-SELECT t.task_id, t.pipeline, tl.status::text AS status, tl.attempt, tl.lease_expires_at,
+-- No row back: no such batch, or its version has no such task.
+SELECT t.task_id, b.pipeline, tl.status::text AS status, tl.attempt, tl.lease_expires_at,
        b.status::text AS batch_status
-FROM tasks t
-LEFT JOIN task_log tl ON tl.task_id = t.task_id AND tl.batch_id = :batch_id
-LEFT JOIN batches b ON b.pipeline = t.pipeline AND b.batch_id = :batch_id
-WHERE t.name = :task;
+FROM batches b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
+LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
 
 -- name: finish_attempt
 -- PROCESSING -> SUCCESS | ERROR | RETRY, fenced by attempt so a late write from an older attempt
@@ -145,20 +175,21 @@ messages AS (
     INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
     SELECT CAST(:topic AS text),
            jsonb_build_object('action', 'run_task', 'pipeline', d.pipeline,
-                              'batch_id', d.batch_id, 'task', t.name),
+                              'batch_id', d.batch_id, 'task', CAST(:task AS text)),
            CAST('{"action": "run_task"}' AS jsonb), CAST(:now AS timestamptz),
            CAST(:next_attempt_at AS timestamptz), d.log_id
-    FROM done d JOIN tasks t ON t.task_id = d.task_id
+    FROM done d
     WHERE d.status = 'RETRY'
     UNION ALL
     SELECT CAST(:alerts_topic AS text),
            jsonb_build_object('kind', 'task_failed', 'pipeline', d.pipeline,
-                              'batch_id', d.batch_id, 'task', t.name, 'attempt', d.attempt,
-                              'error', CAST(:error AS text), 'log_id', d.log_id,
-                              'root_cause', t.name, 'at', CAST(:now AS timestamptz)),
+                              'batch_id', d.batch_id, 'task', CAST(:task AS text),
+                              'attempt', d.attempt, 'error', CAST(:error AS text),
+                              'log_id', d.log_id, 'root_cause', CAST(:task AS text),
+                              'at', CAST(:now AS timestamptz)),
            CAST('{"kind": "task_failed"}' AS jsonb), CAST(:now AS timestamptz),
            CAST(:now AS timestamptz), d.log_id
-    FROM done d JOIN tasks t ON t.task_id = d.task_id
+    FROM done d
     WHERE d.status = 'ERROR'
     RETURNING outbox_id, topic, payload, attributes, available_at
 )
@@ -176,11 +207,15 @@ FROM messages m;
 -- count their outcomes into their children's counters (rows locked in task_id order, so
 -- concurrent completions never deadlock), decide each child's trigger rule from the counters,
 -- create the children whose rule is now decided (exactly once: ON CONFLICT DO NOTHING), and
--- write a run_task message for each child that will run.
+-- write a run_task message for each child that will run. Edges and tasks are the batch's
+-- version's.
 WITH batch_running AS (
     SELECT 1 FROM batches
     WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'RUNNING'
     FOR SHARE
+),
+batch_version AS (
+    SELECT version_id FROM batches WHERE pipeline = :pipeline AND batch_id = :batch_id
 ),
 finished AS (
     SELECT f.task_id, f.outcome, NULLIF(f.root_cause, 0) AS root_cause
@@ -193,7 +228,9 @@ deltas AS (
            count(*) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED')) AS failed,
            count(*) FILTER (WHERE f.outcome = 'SKIPPED') AS skipped,
            min(f.root_cause) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED')) AS root_cause
-    FROM finished f JOIN task_dependencies d ON d.parent_task_id = f.task_id
+    FROM finished f
+    JOIN version_edges d
+        ON d.version_id = (SELECT version_id FROM batch_version) AND d.parent_task_id = f.task_id
     GROUP BY d.child_task_id
 ),
 locked AS (
@@ -218,7 +255,9 @@ decided AS (
     SELECT c.pipeline, c.task_id, t.name, t.enabled, c.root_cause_log_id,
            dagrelay_trigger_decision(t.trigger_rule, c.parents, c.succeeded, c.failed,
                                      c.skipped) AS decision
-    FROM counted c JOIN tasks t ON t.task_id = c.task_id
+    FROM counted c
+    JOIN version_tasks t
+        ON t.version_id = (SELECT version_id FROM batch_version) AND t.task_id = c.task_id
 ),
 created AS (
     INSERT INTO task_log (pipeline, batch_id, task_id, status, created_at, finished_at,
@@ -242,7 +281,9 @@ messages AS (
            jsonb_build_object('action', 'run_task', 'pipeline', c.pipeline,
                               'batch_id', CAST(:batch_id AS text), 'task', t.name),
            '{"action": "run_task"}', :now, :now, c.log_id
-    FROM created c JOIN tasks t ON t.task_id = c.task_id
+    FROM created c
+    JOIN version_tasks t
+        ON t.version_id = (SELECT version_id FROM batch_version) AND t.task_id = c.task_id
     WHERE c.status = 'NEW'
     RETURNING outbox_id, topic, payload, attributes
 )
@@ -255,14 +296,21 @@ SELECT 'message', NULL, NULL, NULL, NULL, m.outbox_id, m.topic, m.payload, m.att
 FROM messages m;
 
 -- name: finish_batch
--- RUNNING -> SUCCESS | FAILED once no task of the batch is open. Called after the commit of the
--- completion that may have been the last, so whichever completion commits last sees them all.
+-- RUNNING -> SUCCESS | FAILED | CANCELLED once no task of the batch is open: FAILED if a task
+-- failed, CANCELLED if a task is still CANCELLED (a cancelled batch rerun only in part never
+-- succeeds: what was cancelled did not run). Called after the commit of the completion that
+-- may have been the last, so whichever completion commits last sees them all.
 UPDATE batches b
 SET status = CASE WHEN EXISTS (
                     SELECT 1 FROM task_log tl
                     WHERE tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
                       AND tl.status IN ('ERROR', 'UPSTREAM_FAILED'))
-                  THEN 'FAILED' ELSE 'SUCCESS' END::batch_status,
+                  THEN 'FAILED'
+                  WHEN EXISTS (
+                    SELECT 1 FROM task_log tl
+                    WHERE tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
+                      AND tl.status = 'CANCELLED')
+                  THEN 'CANCELLED' ELSE 'SUCCESS' END::batch_status,
     finished_at = :now
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND b.status = 'RUNNING'
   AND NOT EXISTS (
@@ -287,18 +335,21 @@ VALUES (:message_id, :now, CAST(:attributes AS jsonb), :data, :reason)
 ON CONFLICT (message_id) DO NOTHING;
 
 -- name: batch_status
-SELECT pipeline, batch_id, status::text AS status, params, triggered_by, created_at, finished_at
-FROM batches
-WHERE batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR pipeline = :pipeline)
-ORDER BY pipeline;
+SELECT b.pipeline, b.batch_id, b.status::text AS status, b.params, b.triggered_by,
+       b.created_at, b.finished_at, v.version
+FROM batches b JOIN pipeline_versions v ON v.version_id = b.version_id
+WHERE b.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR b.pipeline = :pipeline)
+ORDER BY b.pipeline;
 
 -- name: batch_tasks
+-- Task names are the batch's version's.
 SELECT tl.pipeline, t.name AS task, tl.status::text AS status, tl.attempt, tl.started_at,
        tl.finished_at, tl.error, rc.name AS root_cause_task
 FROM task_log tl
-JOIN tasks t ON t.task_id = tl.task_id
+JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
 LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
-LEFT JOIN tasks rc ON rc.task_id = rcl.task_id
+LEFT JOIN version_tasks rc ON rc.version_id = b.version_id AND rc.task_id = rcl.task_id
 WHERE tl.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR tl.pipeline = :pipeline)
 ORDER BY tl.pipeline, coalesce(tl.started_at, tl.created_at), tl.log_id;
 
@@ -320,17 +371,17 @@ FOR UPDATE SKIP LOCKED;
 SELECT pg_advisory_xact_lock(hashtext('dagrelay.pipeline_apply'), hashtext(:pipeline));
 
 -- name: lock_pipeline_tasks
--- The tasks an apply touches: this pipeline's tasks and any task bearing one of the file's
--- names (which may belong to another pipeline). Locked until the apply commits.
+-- The tasks an apply touches: this pipeline's tasks (names are unique per pipeline). Locked
+-- until the apply commits.
 SELECT task_id, name, pipeline
 FROM tasks
-WHERE pipeline = :pipeline OR name = ANY (CAST(:names AS text[]))
+WHERE pipeline = :pipeline
 ORDER BY task_id
 FOR UPDATE;
 
 -- name: upsert_pipeline_tasks
 -- Inserts the file's new tasks and updates those whose definition differs (updated_at changes
--- only then). A name owned by another pipeline is never overwritten. Returns the rows written.
+-- only then). Returns the rows written.
 INSERT INTO tasks AS t (name, pipeline, handler, params, trigger_rule, max_retries,
                         retry_delay_s, retry_backoff, retry_max_delay_s, timeout_s, pool,
                         enabled, created_at, updated_at)
@@ -341,7 +392,7 @@ FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS s(
     retry_delay_s integer, retry_backoff double precision, retry_max_delay_s integer,
     timeout_s integer, pool text, enabled boolean)
 ORDER BY s.name
-ON CONFLICT (name) DO UPDATE
+ON CONFLICT (pipeline, name) DO UPDATE
 SET handler = EXCLUDED.handler, params = EXCLUDED.params, trigger_rule = EXCLUDED.trigger_rule,
     max_retries = EXCLUDED.max_retries, retry_delay_s = EXCLUDED.retry_delay_s,
     retry_backoff = EXCLUDED.retry_backoff, retry_max_delay_s = EXCLUDED.retry_max_delay_s,
@@ -388,18 +439,9 @@ JOIN tasks c ON c.task_id = a.child_task_id
 JOIN tasks p ON p.task_id = a.parent_task_id
 ORDER BY c.name, p.name;
 
--- name: tasks_with_history
--- Tasks of the pipeline that runs refer to: they cannot be deleted.
-SELECT t.name
-FROM tasks t
-WHERE t.pipeline = :pipeline AND t.name = ANY (CAST(:names AS text[]))
-  AND (EXISTS (SELECT 1 FROM task_log l WHERE l.task_id = t.task_id)
-       OR EXISTS (SELECT 1 FROM task_fanin f WHERE f.task_id = t.task_id)
-       OR EXISTS (SELECT 1 FROM batches b WHERE b.start_task_id = t.task_id))
-ORDER BY t.name;
-
 -- name: delete_pipeline_tasks
--- Their edges go with them (ON DELETE CASCADE).
+-- Their edges go with them (ON DELETE CASCADE); batches that ran them keep them in their
+-- version.
 DELETE FROM tasks
 WHERE pipeline = :pipeline AND name = ANY (CAST(:names AS text[]))
 RETURNING name;
@@ -409,17 +451,19 @@ RETURNING name;
 -- and its batch is still RUNNING (no row back: the handler should stop).
 UPDATE task_log tl
 SET lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => t.timeout_s)
-FROM tasks t, batches b
+FROM batches b, version_tasks t
 WHERE tl.log_id = :log_id AND tl.status = 'PROCESSING' AND tl.attempt = :attempt
-  AND t.task_id = tl.task_id
   AND b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id AND b.status = 'RUNNING'
+  AND t.version_id = b.version_id AND t.task_id = tl.task_id
 RETURNING tl.lease_expires_at;
 
 -- name: expired_leases
 -- PROCESSING attempts whose lease ran out (the function was killed, or the handler hung).
 SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, t.task_id, t.name, t.timeout_s,
        t.max_retries, t.retry_delay_s, t.retry_backoff, t.retry_max_delay_s
-FROM task_log tl JOIN tasks t ON t.task_id = tl.task_id
+FROM task_log tl
+JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
 WHERE tl.status = 'PROCESSING' AND tl.lease_expires_at < :now
 ORDER BY tl.lease_expires_at
 LIMIT :limit;
@@ -431,8 +475,8 @@ LIMIT :limit;
 WITH stale AS (
     SELECT tl.log_id, tl.pipeline, tl.batch_id, t.name
     FROM task_log tl
-    JOIN tasks t ON t.task_id = tl.task_id
     JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+    JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
     WHERE b.status = 'RUNNING'
       AND (tl.status = 'NEW' OR (tl.status = 'RETRY' AND tl.next_attempt_at <= :now))
       AND NOT EXISTS (  -- a message still on its way: unpublished (the relay's), or recent
@@ -459,7 +503,12 @@ SET status = CASE WHEN EXISTS (
                     SELECT 1 FROM task_log tl
                     WHERE tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
                       AND tl.status IN ('ERROR', 'UPSTREAM_FAILED'))
-                  THEN 'FAILED' ELSE 'SUCCESS' END::batch_status,
+                  THEN 'FAILED'
+                  WHEN EXISTS (
+                    SELECT 1 FROM task_log tl
+                    WHERE tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
+                      AND tl.status = 'CANCELLED')
+                  THEN 'CANCELLED' ELSE 'SUCCESS' END::batch_status,
     finished_at = :now
 WHERE b.status = 'RUNNING' AND b.created_at <= :cutoff
   AND NOT EXISTS (
@@ -501,33 +550,33 @@ ORDER BY received_at;
 -- name: rerun_scope
 -- The tasks to rerun and (with downstream) everything below them, with their rows in the batch.
 -- The batch row is locked: completions (advance_children share-locks it) wait for the rerun.
+-- Tasks and edges are the batch's version's.
 WITH RECURSIVE batch AS (
-    SELECT b.pipeline, b.batch_id
+    SELECT b.pipeline, b.batch_id, b.version_id
     FROM batches b
-    WHERE b.batch_id = :batch_id
-      AND EXISTS (SELECT 1 FROM tasks t
-                  WHERE t.pipeline = b.pipeline AND t.name = ANY (CAST(:tasks AS text[])))
+    WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
     FOR UPDATE
 ),
 scope(task_id) AS (
-    SELECT t.task_id FROM tasks t JOIN batch b ON b.pipeline = t.pipeline
+    SELECT t.task_id FROM version_tasks t JOIN batch b ON b.version_id = t.version_id
     WHERE t.name = ANY (CAST(:tasks AS text[]))
     UNION
-    SELECT d.child_task_id
-    FROM task_dependencies d JOIN scope s ON d.parent_task_id = s.task_id
-    WHERE CAST(:downstream AS boolean)
+    SELECT e.child_task_id
+    FROM version_edges e JOIN scope s ON e.parent_task_id = s.task_id
+    WHERE CAST(:downstream AS boolean) AND e.version_id = (SELECT version_id FROM batch)
 )
-SELECT s.task_id, t.name, t.pipeline, tl.log_id, tl.status::text AS status
+SELECT s.task_id, t.name, b.pipeline, tl.log_id, tl.status::text AS status
 FROM scope s
-JOIN tasks t ON t.task_id = s.task_id
-LEFT JOIN task_log tl ON tl.batch_id = :batch_id AND tl.task_id = s.task_id
+CROSS JOIN batch b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = s.task_id
+LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = s.task_id
 ORDER BY t.name;
 
 -- name: rerun_remove_rows
 -- The rows being rerun go; their attempts stay in task_attempts (log_id set to NULL).
 DELETE FROM task_log
-WHERE batch_id = :batch_id AND task_id = ANY (CAST(:task_ids AS integer[]))
-  AND status <> 'PROCESSING'
+WHERE pipeline = :pipeline AND batch_id = :batch_id
+  AND task_id = ANY (CAST(:task_ids AS integer[])) AND status <> 'PROCESSING'
 RETURNING log_id;
 
 -- name: rerun_recount_fanin
@@ -542,11 +591,13 @@ FROM (
            count(*) FILTER (WHERE pl.status = 'SKIPPED') AS skipped,
            min(CASE pl.status WHEN 'ERROR' THEN pl.log_id
                               WHEN 'UPSTREAM_FAILED' THEN pl.root_cause_log_id END) AS root_cause
-    FROM task_dependencies d
+    FROM version_edges d
     LEFT JOIN task_log pl ON pl.batch_id = :batch_id AND pl.task_id = d.parent_task_id
-    WHERE d.child_task_id IN (
-        SELECT child_task_id FROM task_dependencies
-        WHERE parent_task_id = ANY (CAST(:task_ids AS integer[])))
+    WHERE d.version_id = (SELECT version_id FROM batches
+                          WHERE pipeline = :pipeline AND batch_id = :batch_id)
+      AND d.child_task_id IN (
+        SELECT child_task_id FROM version_edges
+        WHERE version_id = d.version_id AND parent_task_id = ANY (CAST(:task_ids AS integer[])))
     GROUP BY d.child_task_id
 ) c
 WHERE f.batch_id = :batch_id AND f.task_id = c.task_id;
@@ -556,7 +607,7 @@ WHERE f.batch_id = :batch_id AND f.task_id = c.task_id;
 WITH resumed AS (
     UPDATE batches SET status = 'RUNNING', finished_at = NULL
     WHERE pipeline = :pipeline AND batch_id = :batch_id
-    RETURNING pipeline, batch_id
+    RETURNING pipeline, batch_id, version_id
 ),
 created AS (
     INSERT INTO task_log (pipeline, batch_id, task_id, status, created_at)
@@ -567,9 +618,9 @@ messages AS (
     INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
     SELECT :topic,
            jsonb_build_object('action', 'run_task', 'pipeline', c.pipeline,
-                              'batch_id', c.batch_id, 'task', t.name),
+                              'batch_id', c.batch_id, 'task', CAST(:task AS text)),
            '{"action": "run_task"}', :now, :now, c.log_id
-    FROM created c JOIN tasks t ON t.task_id = c.task_id
+    FROM created c
     RETURNING outbox_id, topic, payload, attributes, available_at
 )
 SELECT 'task' AS kind, c.log_id, c.task_id, c.status::text AS status,
@@ -582,11 +633,17 @@ SELECT 'message', NULL, NULL, NULL, NULL, m.outbox_id, m.topic, m.payload, m.att
 FROM messages m;
 
 -- name: descendants
-WITH RECURSIVE below(task_id) AS (
-    SELECT d.child_task_id FROM task_dependencies d
-    WHERE d.parent_task_id = ANY (CAST(:task_ids AS integer[]))
+-- Below :task_ids in the batch's version.
+WITH RECURSIVE version AS (
+    SELECT version_id FROM batches WHERE pipeline = :pipeline AND batch_id = :batch_id
+),
+below(task_id) AS (
+    SELECT d.child_task_id FROM version_edges d
+    WHERE d.version_id = (SELECT version_id FROM version)
+      AND d.parent_task_id = ANY (CAST(:task_ids AS integer[]))
     UNION
-    SELECT d.child_task_id FROM task_dependencies d JOIN below b ON d.parent_task_id = b.task_id
+    SELECT d.child_task_id FROM version_edges d JOIN below b ON d.parent_task_id = b.task_id
+    WHERE d.version_id = (SELECT version_id FROM version)
 )
 SELECT task_id FROM below;
 
@@ -597,10 +654,11 @@ WITH deferred AS (
     UPDATE task_log tl
     SET job = CAST(:job AS jsonb), poll_at = :poll_at,
         lease_expires_at = CAST(:poll_at AS timestamptz) + make_interval(secs => t.timeout_s)
-    FROM tasks t
+    FROM batches b, version_tasks t
     WHERE tl.log_id = :log_id AND tl.status = 'PROCESSING' AND tl.attempt = :attempt
       AND tl.poll_at IS NOT DISTINCT FROM CAST(:expected_poll_at AS timestamptz)
-      AND t.task_id = tl.task_id
+      AND b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+      AND t.version_id = b.version_id AND t.task_id = tl.task_id
     RETURNING tl.log_id, tl.task_id, tl.pipeline, tl.batch_id, tl.attempt, tl.status, t.name
 ),
 messages AS (
@@ -626,17 +684,19 @@ FROM messages m;
 SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, tl.lease_expires_at, t.task_id, t.name,
        t.handler, t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
        t.retry_max_delay_s, b.params AS batch_params, tl.job, tl.poll_at,
-       dagrelay_parent_outputs(tl.batch_id, tl.task_id) AS parent_outputs
-FROM task_log tl
-JOIN tasks t ON t.task_id = tl.task_id
-JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
-WHERE tl.batch_id = :batch_id AND t.name = :task AND tl.status = 'PROCESSING'
+       dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) AS parent_outputs
+FROM batches b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
+JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND tl.status = 'PROCESSING'
   AND tl.job IS NOT NULL AND tl.attempt = :attempt;
 
 -- name: overdue_polls
 -- Deferred attempts whose poll is overdue (its message was lost): the sweeper polls them.
-SELECT tl.batch_id, t.name, tl.attempt
-FROM task_log tl JOIN tasks t ON t.task_id = tl.task_id
+SELECT tl.pipeline, tl.batch_id, t.name, tl.attempt
+FROM task_log tl
+JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
 WHERE tl.job IS NOT NULL AND tl.status = 'PROCESSING' AND tl.poll_at <= :cutoff
 ORDER BY tl.poll_at
 LIMIT :limit;

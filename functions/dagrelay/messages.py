@@ -69,6 +69,7 @@ class Rerun:
     task: str
     pipeline: str | None = None
     downstream: bool = False
+    latest: bool = False  # first move the batch to the pipeline's current version
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,10 @@ class ApplyResult:
         if self.pruned:
             text += f"; pruned: {', '.join(self.pruned)}"
         if kept:
-            text += f"; not in the file, left in place: {', '.join(kept)}"
+            text += (
+                f"; live tasks not in the file (they still run; --prune removes them): "
+                f"{', '.join(kept)}"
+            )
         return text
 
 
@@ -286,7 +289,8 @@ def apply(
     """Write the pipeline into ``tasks`` and ``task_dependencies`` on ``conn``, inside the
     caller's transaction (nothing is committed here). Tasks are upserted by name, the file's
     tasks get exactly the file's parents, and this pipeline's tasks missing from the file are
-    reported, or deleted when ``prune``. Applying the same file again changes nothing."""
+    reported, or deleted when ``prune`` (batches that ran them keep them in their version; the
+    next batch no longer has them). Applying the same file again changes nothing."""
     structural = validate_dag(_dag_tasks(spec), {t.handler for t in spec.tasks})
     structural += _retry_problems(spec)
     if structural:
@@ -303,15 +307,11 @@ def apply(
 def _apply(conn: Connection, spec: PipelineSpec, prune: bool, now: datetime) -> ApplyResult:
     names = [t.name for t in spec.tasks]
     conn.execute(query("lock_pipeline_apply"), {"pipeline": spec.pipeline})
-    rows = conn.execute(query("lock_pipeline_tasks"), {"pipeline": spec.pipeline, "names": names})
-    owners = {row.name: row.pipeline for row in rows}
-    _refuse_foreign(spec, owners)
-    stale = sorted(n for n, p in owners.items() if p == spec.pipeline and n not in set(names))
-    if prune:
-        _refuse_history(conn, spec, stale)
+    rows = conn.execute(query("lock_pipeline_tasks"), {"pipeline": spec.pipeline})
+    owners = {row.name for row in rows}
+    stale = sorted(owners - set(names))
     written = _upsert_tasks(conn, spec, now)
     new = [n for n in names if n not in owners]
-    _refuse_taken(spec, [n for n in new if n not in written])
     removed, added = _sync_edges(conn, spec, now)
     pruned = _delete_tasks(conn, spec, stale) if prune and stale else []
     return ApplyResult(
@@ -324,35 +324,6 @@ def _apply(conn: Connection, spec: PipelineSpec, prune: bool, now: datetime) -> 
         not_in_file=tuple(stale),
         pruned=tuple(pruned),
     )
-
-
-def _refuse_foreign(spec: PipelineSpec, owners: Mapping[str, str]) -> None:
-    foreign = sorted((n, p) for n, p in owners.items() if p != spec.pipeline)
-    if foreign:
-        raise PipelineError(
-            [f"{spec.source}: task {n!r} already belongs to pipeline {p!r}" for n, p in foreign]
-        )
-
-
-def _refuse_taken(spec: PipelineSpec, names: Sequence[str]) -> None:
-    """New names another pipeline created after this apply looked (its lock came too late)."""
-    if names:
-        raise PipelineError(
-            [f"{spec.source}: task {n!r} was just created by another pipeline" for n in names]
-        )
-
-
-def _refuse_history(conn: Connection, spec: PipelineSpec, stale: Sequence[str]) -> None:
-    params = {"pipeline": spec.pipeline, "names": list(stale)}
-    used = conn.execute(query("tasks_with_history"), params).scalars().all()
-    if used:
-        raise PipelineError(
-            [
-                f"{spec.source}: cannot prune task {name!r}: batches have run it (task_log); "
-                "keep it in the file with enabled: false"
-                for name in used
-            ]
-        )
 
 
 def _upsert_tasks(conn: Connection, spec: PipelineSpec, now: datetime) -> set[str]:

@@ -56,7 +56,7 @@ class Base(DeclarativeBase):
 class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
-        UniqueConstraint("name", name="tasks_name_key"),
+        UniqueConstraint("pipeline", "name", name="tasks_pipeline_name_key"),
         CheckConstraint(rf"name ~ '{NAME_PATTERN}'", name="tasks_name_format"),
         CheckConstraint(rf"pipeline ~ '{NAME_PATTERN}'", name="tasks_pipeline_format"),
         CheckConstraint("jsonb_typeof(params) = 'object'", name="tasks_params_object"),
@@ -111,6 +111,7 @@ class Batch(Base):
         CheckConstraint(rf"batch_id ~ '{BATCH_ID_PATTERN}'", name="batches_batch_id_format"),
         CheckConstraint("jsonb_typeof(params) = 'object'", name="batches_params_object"),
         Index("batches_created_idx", text("created_at DESC")),
+        Index("batches_version_idx", "version_id"),
     )
 
     pipeline: Mapped[str] = mapped_column(Text)
@@ -119,11 +120,12 @@ class Batch(Base):
     status: Mapped[BatchStatus] = mapped_column(
         BATCH_STATUS, server_default=BatchStatus.RUNNING.value
     )
-    start_task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.task_id"))
+    start_task_id: Mapped[int | None] = mapped_column(Integer)  # a task of the batch's version
     triggered_by: Mapped[str] = mapped_column(Text, server_default="unknown")
     trigger_message_id: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
     finished_at: Mapped[datetime | None] = mapped_column(TZ)
+    version_id: Mapped[int] = mapped_column(ForeignKey("pipeline_versions.version_id"))
 
 
 class TaskLog(Base):
@@ -155,7 +157,7 @@ class TaskLog(Base):
     log_id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
     pipeline: Mapped[str] = mapped_column(Text)
     batch_id: Mapped[str] = mapped_column(Text)
-    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.task_id"))
+    task_id: Mapped[int] = mapped_column(Integer)
     status: Mapped[TaskStatus] = mapped_column(TASK_STATUS, server_default=TaskStatus.NEW.value)
     attempt: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
@@ -184,7 +186,7 @@ class TaskAttempt(Base):
     attempt_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     log_id: Mapped[int | None] = mapped_column(ForeignKey("task_log.log_id", ondelete="SET NULL"))
     batch_id: Mapped[str] = mapped_column(Text)
-    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.task_id"))
+    task_id: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(TZ)
     finished_at: Mapped[datetime | None] = mapped_column(TZ)
@@ -212,7 +214,7 @@ class TaskFanin(Base):
 
     pipeline: Mapped[str] = mapped_column(Text)
     batch_id: Mapped[str] = mapped_column(Text)
-    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.task_id"))
+    task_id: Mapped[int] = mapped_column(Integer)
     parents: Mapped[int] = mapped_column(Integer)
     succeeded: Mapped[int] = mapped_column(Integer, server_default="0")
     failed: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -300,3 +302,62 @@ class DeadLetter(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY)
     data: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
+
+
+class PipelineVersion(Base):
+    """An immutable snapshot of a pipeline's definition, stored once per content hash."""
+
+    __tablename__ = "pipeline_versions"
+    __table_args__ = (
+        UniqueConstraint("pipeline", "version", name="pipeline_versions_number_key"),
+        UniqueConstraint("pipeline", "content_hash", name="pipeline_versions_content_key"),
+        CheckConstraint("version > 0", name="pipeline_versions_number_positive"),
+    )
+
+    version_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+
+
+class VersionTask(Base):
+    __tablename__ = "version_tasks"
+    __table_args__ = (UniqueConstraint("version_id", "name", name="version_tasks_name_key"),)
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("pipeline_versions.version_id", ondelete="CASCADE"), primary_key=True
+    )
+    task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    handler: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    trigger_rule: Mapped[TriggerRule] = mapped_column(TRIGGER_RULE)
+    max_retries: Mapped[int] = mapped_column(Integer)
+    retry_delay_s: Mapped[int] = mapped_column(Integer)
+    retry_backoff: Mapped[float] = mapped_column(Float)
+    retry_max_delay_s: Mapped[int] = mapped_column(Integer)
+    timeout_s: Mapped[int] = mapped_column(Integer)
+    pool: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+
+
+class VersionEdge(Base):
+    __tablename__ = "version_edges"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["version_id", "child_task_id"],
+            ["version_tasks.version_id", "version_tasks.task_id"],
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["version_id", "parent_task_id"],
+            ["version_tasks.version_id", "version_tasks.task_id"],
+            ondelete="CASCADE",
+        ),
+        Index("version_edges_parent_idx", "version_id", "parent_task_id"),
+    )
+
+    version_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    child_task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parent_task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
