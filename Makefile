@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-stamp
 
 CHECKOV := .venv-checkov/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest up down venv clean terraform-check bench
+.PHONY: demo test lint typecheck pytest unit integration e2e chromium up down venv clean \
+	terraform-check bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +28,7 @@ $(CHECKOV):
 demo: $(STAMP)
 	$(BIN)/python -m local_emulator demo
 
-# Benchmarks are not tests: a table on stdout and bench-results.json (see local_emulator/bench.py).
+# Benchmarks are not tests: a table on stdout and bench-results.json (see local_emulator/bench/).
 bench: $(STAMP)
 	$(BIN)/python -m local_emulator bench
 
@@ -40,18 +41,37 @@ down: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
-	$(BIN)/pytest
+# The test tiers, each its own pytest run: unit (pure logic, seconds), integration (the real
+# PostgreSQL and Pub/Sub emulator), e2e (the whole local stack, and a real browser).
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+e2e: $(STAMP) chromium
+	$(BIN)/pytest tests/e2e
+
+pytest: unit integration e2e
+
+# The browser test drives Debian's Chromium (/usr/bin/chromium); install it when missing.
+CHROMIUM_INSTALL := apt-get update -qq && apt-get install -y -qq chromium
+chromium:
+	@test -x /usr/bin/chromium || { \
+		echo "installing Chromium for the browser test: $(CHROMIUM_INSTALL)"; \
+		if [ "$$(id -u)" = 0 ]; then $(CHROMIUM_INSTALL); else sudo -n sh -c '$(CHROMIUM_INSTALL)'; fi \
+		|| { echo "could not install Chromium; run as root: $(CHROMIUM_INSTALL)" >&2; exit 1; }; }
 
 terraform-check: $(CHECKOV)
 	terraform fmt -check -recursive terraform
 	.venv-checkov/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet
 
-test: lint typecheck terraform-check pytest
+test: lint typecheck terraform-check unit integration e2e
 
 clean:
-	rm -rf $(VENV) .venv-checkov .local_stack .mypy_cache .ruff_cache .pytest_cache test-artifacts
+	rm -rf $(VENV) .venv-checkov .local_stack .mypy_cache .ruff_cache .pytest_cache .import_linter_cache test-artifacts

@@ -1,4 +1,4 @@
-"""``python -m local_emulator up | down | demo``."""
+"""``python -m local_emulator up | down | demo | worker | bench``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from local_emulator import demo as demo_mod
+from local_emulator.bench import cli as bench_cli
 from local_emulator.processes import StackError
 from local_emulator.stack import Stack, StackConfig, read_state, state_file, write_state
 
@@ -103,16 +104,7 @@ def worker(
     Worker(subscription).run()
 
 
-@app.command()
-def bench(
-    quick: bool = typer.Option(False, "--quick", help="Reduced sizes: about a minute."),
-    out: str = typer.Option("bench-results.json", "--out", help="Where to write the JSON."),
-) -> None:
-    """Benchmark hop latency, throughput, fan-in/fan-out and a wide batch (issue #7)."""
-    from local_emulator import bench as bench_mod  # noqa: PLC0415 - loaded only for this command
-
-    ok = bench_mod.run(console, quick=quick, out=out)
-    raise typer.Exit(0 if ok else 1)
+app.command()(bench_cli.bench)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from dagrelay.cli.render import batch_table
 from dagrelay.config import load_settings
 from dagrelay.handlers.bigquery import client as bq
 from dagrelay.pipelines import spec as pipelines
-from dagrelay.store.reads import batch_report
+from dagrelay.store.reads import Batch, read_batches
 from local_emulator import gcs
 from local_emulator.processes import ROOT, StackError, wait_for
 from local_emulator.stack import Stack, StackConfig, StackInfo
@@ -96,13 +96,13 @@ def drop_files(info: StackInfo, console: Console) -> None:
         console.print(f"dropped gs://{info.inbox_bucket}/{path} and published its notification")
 
 
-def wait_for_batch(db: Engine, stack: Stack) -> dict[str, Any]:
-    found: list[dict[str, Any]] = []
+def wait_for_batch(db: Engine, stack: Stack) -> Batch:
+    found: list[Batch] = []
 
     def finished() -> bool:
         stack.check_alive()
         with db.connect() as conn:
-            found[:] = batch_report(conn, BATCH_ID, PIPELINE)
+            found[:] = read_batches(conn, BATCH_ID, PIPELINE)
         return bool(found) and found[0]["status"] != "RUNNING"
 
     wait_for(finished, TIMEOUT_S, f"batch {PIPELINE}/{BATCH_ID} to finish", poll_s=0.2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 from google.api_core.exceptions import AlreadyExists
 from google.cloud import pubsub_v1
@@ -11,11 +12,24 @@ from sqlalchemy import create_engine, make_url, text
 
 from dagrelay.store import migrate
 
-ACK_DEADLINE_S = 600  # above the longest handler run, or the emulator redelivers concurrently
-# The same values as terraform/ gives the real subscription.
-RETRY_MIN_BACKOFF_S = 1
-RETRY_MAX_BACKOFF_S = 60
-MAX_DELIVERY_ATTEMPTS = 5  # Pub/Sub's minimum
+
+@dataclass(frozen=True)
+class Delivery:
+    """A subscription's delivery policy. terraform/pubsub.tf gives the real subscriptions the
+    same values (tests/unit/test_terraform.py compares them)."""
+
+    ack_deadline_s: int  # above the longest handler run, or the emulator redelivers concurrently
+    retry_min_backoff_s: int
+    retry_max_backoff_s: int
+    retention_s: int  # how long an unacknowledged message is kept (and so redelivered)
+    max_delivery_attempts: int | None  # then the dead-letter topic; None: no dead-letter policy
+
+
+EVENTS = Delivery(600, 1, 60, 604_800, max_delivery_attempts=5)  # 5: Pub/Sub's minimum
+# The router acknowledges every dead letter once it is recorded (or, its last resort, logged),
+# so one is redelivered only while the router is down or failing: slower retries and one day's
+# retention bound that. No dead-letter policy: a dead letter of a dead letter would help nobody.
+DEAD_LETTERS = Delivery(600, 10, 600, 86_400, max_delivery_attempts=None)
 
 
 def ensure_database(url: str) -> bool:
@@ -45,7 +59,7 @@ def upgrade_database(url: str) -> None:
 
 def push_endpoint(router_port: int, project: str, topic: str) -> str:
     # The path must contain /projects/<p>/topics/<t>: functions-framework derives the
-    # CloudEvent source from it (LOCAL-STACK-NOTES.md).
+    # CloudEvent source from it (ARCHITECTURE.md, "Local stack").
     return f"http://127.0.0.1:{router_port}/projects/{project}/topics/{topic}"
 
 
@@ -63,9 +77,10 @@ def ensure_subscription(
     *,
     push_endpoint: str | None = None,
     dead_letter_topic: str | None = None,
+    delivery: Delivery = EVENTS,
 ) -> str:
-    """A subscription with the retry and dead-letter policies Terraform gives the real one
-    (pull when no endpoint is given)."""
+    """A subscription with the delivery policy Terraform gives the real one (pull when no
+    endpoint is given; a dead-letter policy when the delivery has one and a topic is given)."""
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
     try:
@@ -74,18 +89,19 @@ def ensure_subscription(
         request: dict[str, object] = {
             "name": sub_path,
             "topic": topic_path,
-            "ack_deadline_seconds": ACK_DEADLINE_S,
+            "ack_deadline_seconds": delivery.ack_deadline_s,
+            "message_retention_duration": duration_pb2.Duration(seconds=delivery.retention_s),
             "retry_policy": {
-                "minimum_backoff": duration_pb2.Duration(seconds=RETRY_MIN_BACKOFF_S),
-                "maximum_backoff": duration_pb2.Duration(seconds=RETRY_MAX_BACKOFF_S),
+                "minimum_backoff": duration_pb2.Duration(seconds=delivery.retry_min_backoff_s),
+                "maximum_backoff": duration_pb2.Duration(seconds=delivery.retry_max_backoff_s),
             },
         }
         if push_endpoint:
             request["push_config"] = {"push_endpoint": push_endpoint}
-        if dead_letter_topic:
+        if dead_letter_topic and delivery.max_delivery_attempts is not None:
             request["dead_letter_policy"] = {
                 "dead_letter_topic": ensure_topic(publisher, project, dead_letter_topic),
-                "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
+                "max_delivery_attempts": delivery.max_delivery_attempts,
             }
         with contextlib.suppress(AlreadyExists):
             subscriber.create_subscription(request=request)

@@ -145,7 +145,12 @@ class Stack:
                 for n in range(c.workers)
             ]
             if c.sweep_interval_s > 0:
-                self.sweep_loop = SweepLoop(c, c.sweep_interval_s)
+                self.sweep_loop = SweepLoop(
+                    c.project_id,
+                    c.events_topic,
+                    interval_s=c.sweep_interval_s,
+                    older_than_s=c.sweep_older_than_s,
+                )
                 self.sweep_loop.start()
         except BaseException:
             self.stop()
@@ -189,6 +194,7 @@ class Stack:
             c.dead_letter_topic,
             f"{c.dead_letter_topic}-router",
             push_endpoint=infra.push_endpoint(router_port, c.project_id, c.dead_letter_topic),
+            delivery=infra.DEAD_LETTERS,
         )
         infra.ensure_subscription(c.project_id, c.alerts_topic, f"{c.alerts_topic}-inbox")
 

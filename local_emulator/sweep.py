@@ -6,25 +6,23 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING
 
 from google.api_core.exceptions import GoogleAPICallError
 from google.cloud import pubsub_v1
-
-if TYPE_CHECKING:
-    from local_emulator.stack import StackConfig
 
 log = logging.getLogger(__name__)
 
 
 class SweepLoop:
-    def __init__(self, config: StackConfig, interval_s: float) -> None:
+    """Publishes a sweep to ``project_id``'s ``topic`` every ``interval_s`` seconds."""
+
+    def __init__(
+        self, project_id: str, topic: str, *, interval_s: float, older_than_s: int
+    ) -> None:
         self.interval_s = interval_s
-        self.message = json.dumps(
-            {"action": "sweep", "older_than_s": config.sweep_older_than_s}
-        ).encode()
+        self.message = json.dumps({"action": "sweep", "older_than_s": older_than_s}).encode()
         self.client = pubsub_v1.PublisherClient()
-        self.topic = self.client.topic_path(config.project_id, config.events_topic)
+        self.topic = self.client.topic_path(project_id, topic)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sweep-loop", daemon=True)
 

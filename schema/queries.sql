@@ -330,28 +330,14 @@ SET publish_attempts = publish_attempts + 1, last_error = :error
 WHERE outbox_id = ANY (CAST(:ids AS bigint[])) AND published_at IS NULL;
 
 -- name: record_rejected_message
-INSERT INTO rejected_messages (message_id, received_at, attributes, data, reason)
-VALUES (:message_id, :now, CAST(:attributes AS jsonb), :data, :reason)
-ON CONFLICT (message_id) DO NOTHING;
-
--- name: batch_status
-SELECT b.pipeline, b.batch_id, b.status::text AS status, b.params, b.triggered_by,
-       b.created_at, b.finished_at, v.version
-FROM batches b JOIN pipeline_versions v ON v.version_id = b.version_id
-WHERE b.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR b.pipeline = :pipeline)
-ORDER BY b.pipeline;
-
--- name: batch_tasks
--- Task names are the batch's version's.
-SELECT tl.pipeline, t.name AS task, tl.status::text AS status, tl.attempt, tl.started_at,
-       tl.finished_at, tl.error, rc.name AS root_cause_task
-FROM task_log tl
-JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
-JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
-LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
-LEFT JOIN version_tasks rc ON rc.version_id = b.version_id AND rc.task_id = rcl.task_id
-WHERE tl.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR tl.pipeline = :pipeline)
-ORDER BY tl.pipeline, coalesce(tl.started_at, tl.created_at), tl.log_id;
+-- A redelivery (same message id, same data) adds no row. Message ids repeat (an emulator restart
+-- numbers them from 1 again), so a different message under a known id is a row of its own.
+INSERT INTO rejected_messages (message_id, received_at, attributes, data, payload_bytes,
+                               payload_sha256, reason)
+VALUES (:message_id, :now, CAST(:attributes AS jsonb), :data, :payload_bytes, :payload_sha256,
+        :reason)
+ON CONFLICT (message_id, payload_sha256) DO NOTHING
+RETURNING rejected_id;
 
 -- name: lock_unpublished_outbox
 -- The relay's share of outbox rows left unpublished (crash after commit, failed publish).
@@ -534,18 +520,15 @@ WHERE pipeline = :pipeline AND batch_id = :batch_id AND status IN ('NEW', 'RETRY
 RETURNING log_id;
 
 -- name: record_dead_letter
+-- Keyed like record_rejected_message: a redelivery adds no row, a reused message id does.
 INSERT INTO dead_letters (message_id, received_at, source_subscription, delivery_attempts,
-                          action, pipeline, batch_id, task, attributes, data, reason)
+                          action, pipeline, batch_id, task, attributes, data, payload_bytes,
+                          payload_sha256, reason)
 VALUES (:message_id, :now, :source_subscription, :delivery_attempts, :action, :pipeline,
-        :batch_id, :task, CAST(:attributes AS jsonb), :data, :reason)
-ON CONFLICT (message_id) DO NOTHING
+        :batch_id, :task, CAST(:attributes AS jsonb), :data, :payload_bytes, :payload_sha256,
+        :reason)
+ON CONFLICT (message_id, payload_sha256) DO NOTHING
 RETURNING dead_letter_id;
-
--- name: batch_dead_letters
-SELECT received_at, action, pipeline, task, delivery_attempts, source_subscription, reason
-FROM dead_letters
-WHERE batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR pipeline = :pipeline)
-ORDER BY received_at;
 
 -- name: rerun_scope
 -- The tasks to rerun and (with downstream) everything below them, with their rows in the batch.

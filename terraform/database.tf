@@ -13,7 +13,7 @@ resource "google_sql_database_instance" "main" {
   #checkov:skip=CKV_GCP_6:ssl_mode ENCRYPTED_ONLY refuses every unencrypted connection. Client certificates (TRUSTED_CLIENT_CERTIFICATE_REQUIRED) add nothing here: there is no public IP, and every client authenticates through the Cloud SQL connector with IAM (cloudsql.client) plus the password.
   #checkov:skip=CKV_GCP_110:pgAudit would log every statement of the engine's hot path (claims, checked updates, outbox), multiplying log volume and cost; the database flags below log connections, DDL, errors and lock waits. Enable cloudsql.enable_pgaudit where an audit mandate requires it.
   #checkov:skip=CKV2_GCP_13:log_duration writes one line per statement (the same volume problem as pgAudit); Query Insights (insights_config) records statement latency instead.
-  #checkov:skip=CKV_GCP_79:PostgreSQL 15 is the version dagrelay is built and tested on (local stack, DESIGN.md); a major upgrade is a deliberate change, not a lint fix.
+  #checkov:skip=CKV_GCP_79:PostgreSQL 15 is the version dagrelay is built and tested on (the local stack and the tests run it); a major upgrade is a deliberate change, not a lint fix.
   name             = "${local.prefix}-pg-${random_id.db_suffix.hex}"
   region           = var.region
   database_version = "POSTGRES_15"

@@ -11,12 +11,19 @@
 # router recognises dead letters by that source.
 
 locals {
-  # Same values as local_emulator/infra.py (a unit test compares them).
+  # Same values as local_emulator/infra.py EVENTS and DEAD_LETTERS (a unit test compares them).
   ack_deadline_s        = 600 # above the router's timeout, or a running message is redelivered
   retry_min_backoff     = "1s"
   retry_max_backoff     = "60s"
   max_delivery_attempts = 5 # Pub/Sub's minimum
   message_retention     = "604800s"
+
+  # The router acknowledges every dead letter once it is recorded (or, its last resort, logged as
+  # an ERROR), so one is redelivered only while the router is down or failing: slower retries,
+  # and one day's retention instead of seven bounds how long.
+  dead_letter_retry_min_backoff = "10s"
+  dead_letter_retry_max_backoff = "600s"
+  dead_letter_retention         = "86400s"
 
   router_uri = google_cloudfunctions2_function.router.service_config[0].uri
 }
@@ -84,15 +91,15 @@ resource "google_pubsub_subscription" "router" {
   ]
 }
 
-# Dead letters into the router too: it records each one (dead_letters table) and logs an ERROR.
-# No dead-letter policy here: a dead letter that cannot be recorded is retried until the topic's
-# retention (7 days) runs out, and the log-based alert on dead letters fires meanwhile.
+# Dead letters into the router too: it records each one (dead_letters table), logs an ERROR and
+# always acknowledges (when the record fails, the log line is the record). No dead-letter policy
+# here — a dead letter of a dead letter would help nobody; its own bounded delivery instead.
 resource "google_pubsub_subscription" "dead_letter_router" {
   name  = "${local.dead_letter_topic}-router"
   topic = google_pubsub_topic.dead_letter.id
 
   ack_deadline_seconds       = local.ack_deadline_s
-  message_retention_duration = local.message_retention
+  message_retention_duration = local.dead_letter_retention
 
   push_config {
     push_endpoint = "${local.router_uri}/projects/${var.project_id}/topics/${google_pubsub_topic.dead_letter.name}"
@@ -103,8 +110,8 @@ resource "google_pubsub_subscription" "dead_letter_router" {
   }
 
   retry_policy {
-    minimum_backoff = local.retry_min_backoff
-    maximum_backoff = local.retry_max_backoff
+    minimum_backoff = local.dead_letter_retry_min_backoff
+    maximum_backoff = local.dead_letter_retry_max_backoff
   }
 
   expiration_policy {

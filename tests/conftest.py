@@ -2,8 +2,8 @@
 
 Databases: the schema is built once per session into a template database; each test that asks
 for ``db_url`` gets its own clone (CREATE DATABASE ... TEMPLATE), dropped afterwards.
-Pub/Sub: one real emulator per session (LOCAL-STACK-NOTES: fresh emulator per session; unique
-topic and subscription names per test).
+Pub/Sub: one real emulator per session, with unique topic and subscription names per test so no
+test sees another's messages (ARCHITECTURE.md, "Local stack").
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Callables of the example pipelines in ``schema/pipelines`` (run through ``python.call``)."""
+"""The callable of the engine-level test pipeline ``tests/fixtures/pipelines/monthly_profit.yaml``
+(``python.call``), where python handlers stand in for the BigQuery work of the real example
+``schema/pipelines/monthly_profit.yaml``."""
 
 from __future__ import annotations
 

@@ -10,19 +10,31 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Any
+from enum import StrEnum
+from typing import Any, ClassVar, get_args
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
+from jsonschema.protocols import Validator
 
+from dagrelay import schemas
 from dagrelay.errors import BadMessage
-from dagrelay.resources import schema_dir
 
-ACTIONS = ("start_batch", "run_task", "poll_task", "sweep", "rerun", "cancel_batch")
 MAX_DATA_BYTES = 1_000_000
+
+
+class Action(StrEnum):
+    """Every kind of message, named once: the ``action`` of a JSON message (each has its
+    ``schema/messages/<action>.schema.json``), and the GCS notification (known by attributes)."""
+
+    START_BATCH = "start_batch"
+    RUN_TASK = "run_task"
+    POLL_TASK = "poll_task"
+    SWEEP = "sweep"
+    RERUN = "rerun"
+    CANCEL_BATCH = "cancel_batch"
+    OBJECT_FINALIZE = "object_finalize"
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,8 @@ class Envelope:
 
 @dataclass(frozen=True)
 class StartBatch:
+    action: ClassVar[Action] = Action.START_BATCH
+
     pipeline: str
     batch_id: str
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -45,6 +59,8 @@ class StartBatch:
 
 @dataclass(frozen=True)
 class RunTask:
+    action: ClassVar[Action] = Action.RUN_TASK
+
     batch_id: str
     task: str
     pipeline: str | None = None
@@ -52,6 +68,8 @@ class RunTask:
 
 @dataclass(frozen=True)
 class PollTask:
+    action: ClassVar[Action] = Action.POLL_TASK
+
     batch_id: str
     task: str
     attempt: int
@@ -60,11 +78,15 @@ class PollTask:
 
 @dataclass(frozen=True)
 class Sweep:
+    action: ClassVar[Action] = Action.SWEEP
+
     older_than_s: int | None = None
 
 
 @dataclass(frozen=True)
 class Rerun:
+    action: ClassVar[Action] = Action.RERUN
+
     batch_id: str
     task: str
     pipeline: str | None = None
@@ -74,6 +96,8 @@ class Rerun:
 
 @dataclass(frozen=True)
 class CancelBatch:
+    action: ClassVar[Action] = Action.CANCEL_BATCH
+
     pipeline: str
     batch_id: str
 
@@ -82,30 +106,58 @@ class CancelBatch:
 class ObjectFinalized:
     """A GCS object-finalize notification (routed to ingestion)."""
 
+    action: ClassVar[Action] = Action.OBJECT_FINALIZE
+
     bucket: str
     name: str
     generation: int
     resource: Mapping[str, Any]
 
 
-Message = StartBatch | RunTask | PollTask | Sweep | Rerun | CancelBatch | ObjectFinalized
+ActionMessage = StartBatch | RunTask | PollTask | Sweep | Rerun | CancelBatch
+Message = ActionMessage | ObjectFinalized
 
-_TYPES: dict[str, type[StartBatch | RunTask | PollTask | Sweep | Rerun | CancelBatch]] = {
-    "start_batch": StartBatch,
-    "run_task": RunTask,
-    "poll_task": PollTask,
-    "sweep": Sweep,
-    "rerun": Rerun,
-    "cancel_batch": CancelBatch,
-}
+_TYPES: dict[str, type[ActionMessage]] = {t.action.value: t for t in get_args(ActionMessage)}
+ACTIONS = tuple(_TYPES)  # the actions a JSON message may name
 
 
-@cache
-def validator(action: str) -> Draft202012Validator:
-    path = schema_dir() / "messages" / f"{action}.schema.json"
-    schema = json.loads(path.read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+def validator(action: str) -> Validator:
+    return schemas.validator(f"messages/{action}.schema.json")
+
+
+def escaped(text: str) -> str:
+    """``text`` in a form PostgreSQL can store: NUL as ``\\u0000``, lone surrogates as
+    ``\\udXXX`` (everything else as it is)."""
+    return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _string_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which the database cannot store"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (e.g. \\ud800), which is not Unicode text"
+    return None
+
+
+def unstorable(value: Any, top: str = "(message)") -> str | None:
+    """Where a string the database cannot hold sits in a JSON value (keys included), with why;
+    None if there is none."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str) and (problem := _string_problem(item)):
+            return f"{path or top}: {problem}"
+        if isinstance(item, dict):
+            for key, child in item.items():
+                where = f"{path}/{escaped(key)}".lstrip("/")
+                if problem := _string_problem(key):
+                    return f"{where} (a key): {problem}"
+                stack.append((where, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}/{i}".lstrip("/"), child) for i, child in enumerate(item))
+    return None
 
 
 def envelope_from_push(body: Any) -> Envelope:
@@ -129,11 +181,17 @@ def envelope_from_push(body: Any) -> Envelope:
 def parse(envelope: Envelope) -> Message:
     """The typed message in an envelope, or BadMessage naming what is wrong."""
     try:
+        _check_attributes(envelope.attributes)
         if envelope.attributes.get("eventType") == "OBJECT_FINALIZE":
             return _object_finalized(envelope)
         return _action_message(_json_object(envelope), envelope.attributes)
     except BadMessage as exc:
         raise BadMessage(exc.reason, message_id=envelope.message_id) from None
+
+
+def _check_attributes(attributes: Mapping[str, str]) -> None:
+    if problem := unstorable(dict(attributes), "(attributes)"):
+        raise BadMessage(f"attribute {problem}")
 
 
 def _decode(envelope: Envelope) -> str:
@@ -151,14 +209,27 @@ def _decode(envelope: Envelope) -> str:
         raise BadMessage(f"message data is not UTF-8: {exc}") from exc
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _json_object(envelope: Envelope) -> dict[str, Any]:
     text = _decode(envelope)
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, too-long ints, deep nesting
         raise BadMessage(f"message data is not JSON we accept: {exc}") from exc
     if not isinstance(value, dict):
         raise BadMessage(f"message data must be a JSON object, got {type(value).__name__}")
+    if problem := unstorable(value):
+        raise BadMessage(f"message data {problem}")
     return value
 
 
@@ -172,10 +243,8 @@ def _action_message(body: dict[str, Any], attributes: Mapping[str, str]) -> Mess
         raise BadMessage(
             f"attribute action={attributes['action']!r} disagrees with data action={action!r}"
         )
-    error = best_match(validator(action).iter_errors(body))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(message)"
-        raise BadMessage(f"{action}: {where}: {error.message}")
+    if problem := schemas.problem(validator(action), body, "(message)"):
+        raise BadMessage(f"{action}: {problem}")
     fields = {k: v for k, v in body.items() if k != "action"}
     return _TYPES[action](**fields)
 

@@ -1,5 +1,5 @@
 """The status vocabularies. The database enums are the source of truth; a test checks these
-equal them (tests/integration/test_schema.py)."""
+equal them (tests/integration/test_migrations.py)."""
 
 from __future__ import annotations
 

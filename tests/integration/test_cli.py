@@ -257,8 +257,9 @@ def test_status_lists_the_batch_dead_letters(
         conn.execute(
             text(
                 "INSERT INTO dead_letters (message_id, action, pipeline, batch_id, task, "
-                "delivery_attempts, reason) VALUES ('m-1', 'run_task', 'monthly_profit', "
-                "'2024-03', 'load_sales', 5, 'dead-lettered after 5 failed deliveries')"
+                "delivery_attempts, payload_bytes, payload_sha256, reason) VALUES ('m-1', "
+                "'run_task', 'monthly_profit', '2024-03', 'load_sales', 5, 0, "
+                "encode(sha256(''), 'hex'), 'dead-lettered after 5 failed deliveries')"
             )
         )
 

@@ -19,9 +19,10 @@ from sqlalchemy.exc import DBAPIError
 import dagrelay.config
 import dagrelay.store.db
 from dagrelay.dashboard import app as dashboard
-from dagrelay.dashboard import store
+from dagrelay.dashboard.app import SECURITY_HEADERS
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import StartBatch
+from dagrelay.store import reads
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration.helpers import batch_status, drive
@@ -84,7 +85,8 @@ def batches(
         conn.execute(
             text(
                 "INSERT INTO dead_letters (message_id, action, pipeline, batch_id, task, "
-                "delivery_attempts, reason) VALUES ('dl-1', 'run_task', 'dash', 'b1', 'ok', 5, "
+                "delivery_attempts, payload_bytes, payload_sha256, reason) VALUES ('dl-1', "
+                "'run_task', 'dash', 'b1', 'ok', 5, 0, encode(sha256(''), 'hex'), "
                 "'too many deliveries <b>')"
             )
         )
@@ -278,6 +280,59 @@ def test_unknown_things_are_404(client: FlaskClient, path: str, mimetype: str) -
     assert response.mimetype == mimetype
 
 
+@pytest.mark.usefixtures("batches")
+@pytest.mark.parametrize(
+    ("path", "status", "reason"),
+    [
+        ("/batches/dash/b1%00", 400, "NUL"),
+        ("/api/batches/da%00sh/b1", 400, "NUL"),
+        ("/pipelines/%00", 400, "NUL"),
+        ("/?batch_id=b1%00", 400, "NUL"),
+        ("/?batch_id=b1&pipeline=%00", 400, "NUL"),
+        ("/api/batches?pipeline=x%00y", 400, "NUL"),
+        ("/?x%00=1", 400, "NUL"),
+        ("/api/batches?limit=%C2%B2", 400, "limit must be an integer"),
+        ("/?limit=%C2%B2", 400, "limit must be an integer"),
+        ("/api/pipelines/dash?limit=%EF%BC%95", 400, "limit must be an integer"),
+        ("/api/batches/dash/b1%0A", 404, "Not Found"),
+        ("/batches/dash%0A/b1", 404, "Not Found"),
+        ("/api/batches/dash/%C2%B2", 404, "no batch"),
+        ("/pipelines/dash%20", 404, "no pipeline"),
+        ("/?batch_id=b1%0A", 404, "no batch"),
+    ],
+)
+def test_hostile_paths_and_parameters_are_400_or_404(
+    client: FlaskClient, path: str, status: int, reason: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == status
+    assert reason in response.get_data(as_text=True)
+    assert len(response.get_data()) < 5_000 or response.mimetype == "text/html"
+
+
+@pytest.mark.usefixtures("batches")
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/?batch_id=b1&pipeline=dash",
+        "/?batch_id=nope",
+        "/?batch_id=",
+        "/?batch_id=b1%00",
+        "/",
+        "/batches/dash/b1",
+        "/api/batches",
+        "/api/nothing",
+        "/openapi.json",
+        "/no/such/page",
+    ],
+)
+def test_every_response_carries_the_security_headers(client: FlaskClient, path: str) -> None:
+    response = client.get(path)
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value, (path, name)
+    assert client.post(path).headers.get("X-Content-Type-Options") == "nosniff"
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -298,7 +353,7 @@ def test_only_get_is_allowed(client: FlaskClient, path: str, method: str) -> Non
 
 
 def test_reads_run_in_a_read_only_transaction(db: Engine) -> None:
-    with pytest.raises(DBAPIError, match="read-only transaction"), store.read_only(db) as conn:
+    with pytest.raises(DBAPIError, match="read-only transaction"), reads.read_only(db) as conn:
         conn.execute(text("DELETE FROM batches"))
 
 

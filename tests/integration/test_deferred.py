@@ -1,6 +1,7 @@
-"""Deferred attempts (DESIGN.md 6.6): a handler whose work goes on elsewhere (a BigQuery job)
-returns Deferred; the attempt stays PROCESSING with its job, a poll_task message waits in the
-outbox until the poll is due, and the registered poll concludes it, defers again, or fails."""
+"""Deferred attempts (ARCHITECTURE.md, "States"): a handler whose work goes on elsewhere (a
+BigQuery job) returns Deferred; the attempt stays PROCESSING with its job, a poll_task message
+waits in the outbox until the poll is due, and the registered poll concludes it, defers again, or
+fails."""
 
 from __future__ import annotations
 

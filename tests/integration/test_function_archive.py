@@ -36,11 +36,14 @@ def test_archive_holds_entry_point_package_schema_and_pinned_requirements(tmp_pa
     names = zipfile.ZipFile(archive).namelist()
     assert "main.py" in names
     assert "dagrelay/engine/core.py" in names
-    assert "schema/queries.sql" in names
-    assert "schema/messages/run_task.schema.json" in names
-    assert "schema/openapi.json" in names
+    assert "dagrelay/_schema/queries.sql" in names
+    assert "dagrelay/_schema/messages/run_task.schema.json" in names
+    assert "dagrelay/_schema/openapi.json" in names
     assert "dagrelay/dashboard/style.css" in names
     assert not [n for n in names if "__pycache__" in n or n.startswith("tests/")]
+    # Only what the functions read at run time: no migrations, demo data or second main.py.
+    assert not [n for n in names if n.startswith(("dagrelay/_migrations", "dagrelay/_function"))]
+    assert not [n for n in names if n.endswith((".csv", ".yaml")) and "sources.yaml" not in n]
     requirements = zipfile.ZipFile(archive).read("requirements.txt").decode().split()
     assert requirements == runtime_requirements()
     assert all("==" in r for r in requirements)

@@ -1,4 +1,5 @@
-"""The operator's commands (dagrelay.cli.operate) against a real database and the Pub/Sub emulator.
+"""The operator's commands (dagrelay.cli: backfill, rerun, status, ...) against a real database
+and the Pub/Sub emulator.
 
 What the CLI publishes goes to a topic of the test's own; the test pulls it from a
 subscription and feeds it to the in-process ``engine`` fixture, as the router would."""
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.cloud import pubsub_v1
@@ -23,6 +25,7 @@ from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import Envelope, Message, RunTask, StartBatch, parse
 from dagrelay.pipelines import spec as pipelines
+from dagrelay.store import reads
 from dagrelay.store.db import get_engine
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.dbtools import create_database, drop_database
@@ -113,6 +116,31 @@ def run(db_url: str) -> Iterator[Run]:
 
     yield invoke
     _reset()
+
+
+class Calls:
+    """Counts the returns of a function the CLI calls (patched on its module), so a test can
+    wait, with a deadline, until the CLI has looked at the database again."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> None:
+        original = getattr(module, name)
+        self.results: list[Any] = []
+        self._changed = threading.Condition()
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            with self._changed:
+                self.results.append(result)
+                self._changed.notify_all()
+            return result
+
+        monkeypatch.setattr(module, name, counted)
+
+    def wait_beyond(self, count: int, timeout_s: float = 60) -> None:
+        """Until more than ``count`` calls have returned."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.results) > count, timeout_s):
+                raise AssertionError(f"the CLI made no call after call {count} in {timeout_s}s")
 
 
 def apply_file(db: Engine, path: Path) -> pipelines.ApplyResult:
@@ -328,23 +356,34 @@ def test_backfill_publishes_a_start_for_each_missing_day(
 
 @pytest.mark.usefixtures("one_day_done")
 def test_backfill_keeps_at_most_n_batches_running(
-    run: Run, db: Engine, engine: DagEngine, publisher: InMemoryPublisher, topic: Topic
+    run: Run,
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    topic: Topic,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A router stand-in takes what the CLI published, waits a moment to see whether more
-    comes, then runs it: the CLI never has more than 2 batches in flight."""
+    """A router stand-in waits until the CLI has looked at its batches again after publishing
+    (so whatever it launched in that round is on the topic), takes it all and runs it: the CLI
+    never has more than 2 batches in flight."""
+    polls = Calls(monkeypatch, reads, "batch_statuses")
     seen: list[int] = []
+    errors: list[BaseException] = []
     done = threading.Event()
 
     def router() -> None:
         handled = 0
-        while handled < 6 and not done.is_set():
-            messages = topic.pull_now()
-            time.sleep(0.5)
-            messages += topic.pull_now()
-            if messages:
-                seen.append(len(messages))
-                deliver(engine, publisher, messages)
-                handled += len(messages)
+        try:
+            while handled < 6 and not done.is_set():
+                polls.wait_beyond(len(polls.results))
+                messages = topic.pull_now()
+                if messages:
+                    seen.append(len(messages))
+                    deliver(engine, publisher, messages)
+                    handled += len(messages)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+            raise
 
     thread = threading.Thread(target=router)
     thread.start()
@@ -366,6 +405,7 @@ def test_backfill_keeps_at_most_n_batches_running(
         done.set()
         thread.join(60)
 
+    assert errors == []
     assert result.exit_code == 0, result.output
     assert sum(seen) == 6
     assert max(seen) <= 2, seen
@@ -401,6 +441,7 @@ def test_backfill_reprocess_failed_reruns_the_failed_task(
         "2024-03-01",
         "--reprocess",
         "failed",
+        "--latest",
         **topic.env(),
     )
 
@@ -434,7 +475,7 @@ def test_rerun_after_a_fix_resumes_the_batch(
     failing_diamond(insert_pipeline, engine, publisher)
     fix(db, "b")
 
-    result = run("rerun", "b1", "b", "--downstream", "--pipeline", "dia", **topic.env())
+    result = run("rerun", "b1", "b", "--downstream", "--latest", "--pipeline", "dia", **topic.env())
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == "2 task rows reset; batch dia/b1 is RUNNING again"
@@ -457,10 +498,14 @@ def test_rerun_after_a_fix_resumes_the_batch(
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        pytest.param(["b1", "nope"], "error: no batch 'b1' with a task 'nope'\n", id="unknown"),
+        pytest.param(
+            ["b1", "nope"],
+            "error: no batch 'b1' with a task 'nope' in pipeline 'dia'\n",
+            id="unknown",
+        ),
         pytest.param(
             ["b1", "b", "--pipeline", "other"],
-            "error: task 'b' belongs to pipeline 'dia', not 'other'\n",
+            "error: no batch 'b1' with a task 'b' in pipeline 'other'\n",
             id="wrong pipeline",
         ),
     ],
@@ -534,7 +579,8 @@ def test_explain_a_diamond_with_one_failure(
 
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        f"dia / b1  FAILED\n└── b ERROR after 1 attempt: {error}\n    └── d UPSTREAM_FAILED\n"
+        f"dia / b1  FAILED  version 1\n└── b ERROR after 1 attempt: {error}\n"
+        "    └── d UPSTREAM_FAILED\n"
     )
 
 
@@ -550,7 +596,7 @@ def test_explain_a_batch_that_did_not_fail(
 
     assert (result.exit_code, result.stdout) == (
         0,
-        "monthly_profit / 2024-03  SUCCESS\n└── nothing failed\n",
+        "monthly_profit / 2024-03  SUCCESS  version 1\n└── nothing failed\n",
     )
     assert (missing.exit_code, missing.stderr) == (1, "error: no batch 'nope'\n")
 
@@ -584,13 +630,19 @@ def test_status_lists_recent_batches(
 
 
 def test_status_wait_returns_when_the_batch_finishes(
-    run: Run, db: Engine, engine: DagEngine, publisher: InMemoryPublisher
+    run: Run,
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The batch finishes only after the CLI has seen it RUNNING: --wait really waited."""
     apply_file(db, MONTHLY_PROFIT)
     engine.start_batch(StartBatch("monthly_profit", "2024-03"))
+    looks = Calls(monkeypatch, reads, "read_batches")
 
     def finish() -> None:
-        time.sleep(1)
+        looks.wait_beyond(0)
         drive(engine, publisher)
 
     thread = threading.Thread(target=finish)
@@ -600,6 +652,7 @@ def test_status_wait_returns_when_the_batch_finishes(
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == "finished: monthly_profit/2024-03 SUCCESS"
+    assert looks.results[0][0]["status"] == "RUNNING"
 
 
 def test_status_wait_exit_codes(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from sqlalchemy import Engine, text
 import dagrelay.config
 import dagrelay.router.wiring
 import dagrelay.store.db
+from dagrelay.logs import JsonFormatter
 from tests.integration.helpers import batch_status, scalar, statuses
 
 pytestmark = pytest.mark.integration
@@ -199,4 +201,153 @@ def test_database_outage_is_a_500(
     missing = db_url.rsplit("/", 1)[0] + "/dagrelay_no_such_database"
     client = app_client(missing)
     assert post(client, fixture("start_batch")) == 500
-    assert post(client, fixture("bad_json")) == 500  # cannot even record the rejection
+    # A rejection the database cannot take is logged (its last resort) and acknowledged.
+    assert post(client, fixture("bad_json")) == 200
+
+
+# -- hostile input: every message ends processed, rejected (recorded) or dead-lettered ----------
+
+DEAD_LETTER_PATH = f"/projects/{PROJECT}/topics/dagrelay-dead-letter"
+Client = Callable[[str | None], FlaskClient]
+
+
+def push(data: bytes | str | None, message_id: str = "h-1", **attributes: str) -> dict[str, Any]:
+    raw = data.encode() if isinstance(data, str) else data
+    message: dict[str, Any] = {"messageId": message_id, "attributes": attributes}
+    if raw is not None:
+        message["data"] = base64.b64encode(raw).decode()
+    return {"message": message, "subscription": f"projects/{PROJECT}/subscriptions/s"}
+
+
+def start(**fields: Any) -> str:
+    return json.dumps({"action": "start_batch", "pipeline": "monthly_profit", **fields})
+
+
+def rows(db: Engine, table: str = "rejected_messages") -> list[dict[str, Any]]:
+    with db.connect() as conn:
+        result = conn.execute(text(f"SELECT * FROM {table} ORDER BY 1"))
+        return [dict(r) for r in result.mappings()]
+
+
+@pytest.fixture
+def error_lines() -> Iterator[list[dict[str, Any]]]:
+    """The router's ERROR log lines, as the JSON Cloud Logging receives."""
+    lines: list[dict[str, Any]] = []
+    handler = logging.Handler(logging.ERROR)
+    formatter = JsonFormatter()
+    handler.emit = lambda record: lines.append(json.loads(formatter.format(record)))  # type: ignore[method-assign]
+    logger = logging.getLogger("dagrelay.router.dispatch")
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
+
+
+@pytest.mark.usefixtures("monthly_profit")
+@pytest.mark.parametrize("batch_id", ["2024-03\n", "2024-03\r\n", "\u00b2"])
+def test_a_value_the_schema_must_refuse_is_a_recorded_rejection(
+    app_client: Client, db: Engine, batch_id: str
+) -> None:
+    assert post(app_client(None), push(start(batch_id=batch_id))) == 200
+    [row] = rows(db)
+    assert "batch_id" in row["reason"]
+    assert "does not match" in row["reason"]
+    assert scalar(db, "SELECT count(*) FROM batches") == 0
+
+
+@pytest.mark.usefixtures("monthly_profit")
+def test_a_value_the_database_refuses_is_a_recorded_rejection(
+    app_client: Client, db: Engine
+) -> None:
+    """Validation and the database can drift (a CHECK added by hand): still a rejection."""
+    with db.begin() as conn:
+        conn.execute(text("ALTER TABLE batches ADD CONSTRAINT no_x CHECK (batch_id <> 'x')"))
+    client = app_client(None)
+    assert post(client, push(start(batch_id="x"))) == 200
+    [row] = rows(db)
+    assert row["reason"].startswith("the database refused a value (23514)")
+    assert "no_x" in row["reason"]
+    assert post(client, push(start(batch_id="y"), "h-2")) == 200
+    assert batch_status(db, "monthly_profit", "y") == "RUNNING"
+
+
+@pytest.mark.usefixtures("monthly_profit")
+@pytest.mark.parametrize(
+    ("data", "attributes", "where"),
+    [
+        pytest.param(start(batch_id="b", triggered_by="me\u0000"), {}, "triggered_by", id="tb"),
+        pytest.param(start(batch_id="b", params={"k": "\u0000"}), {}, "params/k", id="params"),
+        pytest.param(start(batch_id="b"), {"origin": "a\u0000b"}, "attribute origin", id="attr"),
+    ],
+)
+def test_nul_is_rejected_and_stored_escaped(
+    app_client: Client, db: Engine, data: str, attributes: dict[str, str], where: str
+) -> None:
+    assert post(app_client(None), push(data, **attributes)) == 200
+    [row] = rows(db)
+    assert f"{where}: contains a NUL character" in row["reason"]
+    assert row["attributes"] == {k: v.replace("\x00", "\\u0000") for k, v in attributes.items()}
+    assert scalar(db, "SELECT count(*) FROM batches") == 0
+
+
+def test_a_huge_message_is_stored_bounded_with_its_size_and_hash(
+    app_client: Client, db: Engine
+) -> None:
+    body = push(b"\xff" * 7_500_000)
+    data = body["message"]["data"]
+    assert post(app_client(None), body) == 200
+    [row] = rows(db)
+    assert "larger than" in row["reason"]
+    assert row["data"] == data[:65_536]
+    assert row["payload_bytes"] == len(data)
+    assert row["payload_sha256"] == hashlib.sha256(data.encode()).hexdigest()
+
+
+def test_a_reused_message_id_never_hides_a_new_rejection(app_client: Client, db: Engine) -> None:
+    client = app_client(None)
+    assert post(client, push("not json", "7")) == 200
+    assert post(client, push("not json", "7")) == 200  # a redelivery: no new row
+    assert post(client, push("other garbage", "7")) == 200  # an id reused after a restart
+    assert [r["message_id"] for r in rows(db)] == ["7", "7"]
+    assert len({r["payload_sha256"] for r in rows(db)}) == 2
+
+
+def test_a_rejection_that_cannot_be_recorded_is_logged_and_acknowledged(
+    app_client: Client, db_url: str, error_lines: list[dict[str, Any]]
+) -> None:
+    client = app_client(db_url.rsplit("/", 1)[0] + "/dagrelay_no_such_database")
+    body = push("not json \u0000", "lost-1")
+    assert post(client, body) == 200
+    [line] = error_lines
+    assert line["severity"] == "ERROR"
+    assert line["record"] == "rejection"
+    assert line["message_id"] == "lost-1"
+    assert "not JSON" in line["reason"]
+    data = body["message"]["data"]
+    assert line["payload_bytes"] == len(data)
+    assert line["payload_sha256"] == hashlib.sha256(data.encode()).hexdigest()
+
+
+@pytest.mark.usefixtures("monthly_profit")
+def test_a_dead_letter_with_nul_is_recorded_escaped_and_acknowledged(
+    app_client: Client, db: Engine
+) -> None:
+    client = app_client(None)
+    body = push(start(batch_id="b", triggered_by="\u0000"), "d-1", note="x\u0000")
+    response = client.post(DEAD_LETTER_PATH, json=body)
+    assert response.status_code == 200
+    assert client.post(DEAD_LETTER_PATH, json=body).status_code == 200
+    [row] = rows(db, "dead_letters")
+    assert row["attributes"] == {"note": "x\\u0000"}
+    assert "NUL" in row["reason"]
+    assert "\x00" not in row["reason"]
+
+
+def test_a_dead_letter_that_cannot_be_recorded_is_logged_and_acknowledged(
+    app_client: Client, db_url: str, error_lines: list[dict[str, Any]]
+) -> None:
+    client = app_client(db_url.rsplit("/", 1)[0] + "/dagrelay_no_such_database")
+    response = client.post(DEAD_LETTER_PATH, json=push(start(batch_id="b"), "d-2"))
+    assert response.status_code == 200
+    [line] = error_lines
+    assert line["record"] == "dead letter"
+    assert line["message_id"] == "d-2"

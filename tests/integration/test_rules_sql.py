@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from sqlalchemy import Engine, text
 
@@ -27,8 +29,28 @@ DECISIONS = text(
 )
 
 
-def test_every_combination_is_covered() -> None:
-    assert len(COMBINATIONS) == sum((p + 1) * (p + 2) * (p + 3) // 6 for p in range(1, 5))
+# What each rule can decide (None: wait); the SQL must reach every one of them on COMBINATIONS.
+OUTCOMES: dict[TriggerRule, set[str | None]] = {
+    TriggerRule.ALL_SUCCESS: {"RUN", "UPSTREAM_FAILED", "SKIPPED", None},
+    TriggerRule.ALL_DONE: {"RUN", None},
+    TriggerRule.ALL_FAILED: {"RUN", "SKIPPED", None},
+    TriggerRule.ONE_SUCCESS: {"RUN", "UPSTREAM_FAILED", "SKIPPED", None},
+    TriggerRule.ONE_FAILED: {"RUN", "SKIPPED", None},
+    TriggerRule.NONE_FAILED: {"RUN", "UPSTREAM_FAILED", None},
+}
+
+
+def test_the_combinations_are_every_valid_count_once() -> None:
+    """Checked against ParentCounts' own validation, not against how COMBINATIONS is built."""
+    box = range(MAX_PARENTS + 1)
+    valid = set()
+    for p, s, f, k in itertools.product(box, repeat=4):
+        try:
+            valid.add(ParentCounts(p, s, f, k))
+        except ValueError:
+            continue
+    assert len(set(COMBINATIONS)) == len(COMBINATIONS)
+    assert set(COMBINATIONS) == valid
 
 
 @pytest.mark.parametrize("rule", list(TriggerRule))
@@ -49,3 +71,4 @@ def test_sql_decision_equals_python(db: Engine, rule: TriggerRule) -> None:
     python = {c: (d.value if (d := decide(rule, c)) else None) for c in COMBINATIONS}
     mismatches = {c: (sql[c], python[c]) for c in COMBINATIONS if sql[c] != python[c]}
     assert mismatches == {}
+    assert set(sql.values()) == OUTCOMES[rule]

@@ -1,5 +1,6 @@
 """The completion that releases a child costs the same number of statements whether the child
-has 1 parent or 200 (DESIGN.md 6.2: one set-based statement, not a loop over parents)."""
+has 1 parent or 200: one set-based statement, not a loop over parents (ARCHITECTURE.md,
+"Invariants")."""
 
 from __future__ import annotations
 

@@ -10,8 +10,7 @@ import pytest
 from dagrelay.errors import DagrelayError
 from dagrelay.ops import verbs as ops
 from dagrelay.ops.verbs import Action, Reprocess
-from dagrelay.pipelines import spec as pipelines
-from dagrelay.states import TriggerRule
+from dagrelay.store.reads import RootCause, root_causes
 
 D1, D2, D3, D4, D5 = (date(2024, 3, day) for day in range(1, 6))
 
@@ -228,18 +227,23 @@ def test_number_runs(attempts: list[tuple[int, bool]], runs: list[int]) -> None:
     assert [e.run for e in ops.number_runs(rows)] == runs
 
 
-def failed(
-    name: str, status: str, log_id: int, cause: int | None = None, pipeline: str = "p"
-) -> dict[str, Any]:
+def failed(name: str, status: str, log_id: int, cause: int | None = None) -> dict[str, Any]:
     return {
-        "pipeline": pipeline,
         "log_id": log_id,
-        "name": name,
+        "task": name,
         "status": status,
         "attempt": 2 if status == "ERROR" else 0,
         "error": f"{name} broke" if status == "ERROR" else None,
         "root_cause_log_id": cause,
     }
+
+
+def cause(task: str | None, took_down: list[str]) -> RootCause:
+    if task is None:
+        return RootCause(task=None, status=None, error=None, attempts=0, took_down=took_down)
+    return RootCause(
+        task=task, status="ERROR", error=f"{task} broke", attempts=2, took_down=took_down
+    )
 
 
 @pytest.mark.parametrize(
@@ -248,7 +252,7 @@ def failed(
         pytest.param([], [], id="nothing failed"),
         pytest.param(
             [failed("b", "ERROR", 2), failed("d", "UPSTREAM_FAILED", 4, 2)],
-            [ops.RootCause("p", "b", "b broke", 2, ("d",))],
+            [cause("b", ["d"])],
             id="diamond",
         ),
         pytest.param(
@@ -257,75 +261,18 @@ def failed(
                 failed("a", "ERROR", 1),
                 failed("c", "ERROR", 3),
                 failed("y", "UPSTREAM_FAILED", 8, 1),
+                failed("ok", "SUCCESS", 4),
             ],
-            [
-                ops.RootCause("p", "a", "a broke", 2, ("y", "z")),
-                ops.RootCause("p", "c", "c broke", 2, ()),
-            ],
+            [cause("a", ["y", "z"]), cause("c", [])],
             id="an error that took nothing down",
         ),
         pytest.param(
             [failed("x", "UPSTREAM_FAILED", 5, None), failed("b", "ERROR", 2)],
-            [ops.RootCause("p", "b", "b broke", 2, ()), ops.RootCause("p", None, None, 0, ("x",))],
+            [cause("b", []), cause(None, ["x"])],
             id="cause gone",
         ),
     ],
 )
-def test_explain(rows: list[dict[str, Any]], expected: list[ops.RootCause]) -> None:
-    assert ops.explain(rows) == expected
-
-
-# -- export (pipelines.export_yaml) ---------------------------------------------------------
-
-
-def task(name: str, *parents: str, **fields: Any) -> pipelines.PipelineTask:
-    return pipelines.PipelineTask(name=name, handler="python.noop", parents=parents, **fields)
-
-
-def test_topological_order_breaks_ties_by_name() -> None:
-    spec = pipelines.PipelineSpec(
-        "p", (task("d", "c", "b"), task("c", "a"), task("b", "a"), task("z"), task("a"))
-    )
-    ordered = pipelines.topological_order(spec)
-    assert [t.name for t in ordered.tasks] == ["a", "b", "c", "d", "z"]
-    assert ordered.tasks[3].parents == ("b", "c")
-
-
-def test_export_writes_only_what_differs_from_the_defaults() -> None:
-    spec = pipelines.PipelineSpec(
-        "p",
-        (
-            task(
-                "b",
-                "a",
-                params={"z": 1, "a": {"y": [1, "2024-03-01"], "x": None}},
-                max_retries=3,
-                retry_backoff=3,
-                enabled=False,
-                pool="bq",
-            ),
-            task("a", description="not stored", trigger_rule=TriggerRule.ALL_DONE),
-        ),
-    )
-    assert pipelines.export_yaml(spec) == (
-        "pipeline: p\n"
-        "tasks:\n"
-        "- name: a\n"
-        "  handler: python.noop\n"
-        "  trigger_rule: all_done\n"
-        "- name: b\n"
-        "  handler: python.noop\n"
-        "  parents:\n"
-        "  - a\n"
-        "  params:\n"
-        "    a:\n"
-        "      x: null\n"
-        "      y:\n"
-        "      - 1\n"
-        "      - '2024-03-01'\n"
-        "    z: 1\n"
-        "  max_retries: 3\n"
-        "  retry_backoff: 3.0\n"
-        "  pool: bq\n"
-        "  enabled: false\n"
-    )
+def test_root_causes(rows: list[dict[str, Any]], expected: list[RootCause]) -> None:
+    """dagrelay.store.reads.root_causes: pure, the part of the read model explain draws."""
+    assert root_causes(rows) == expected

@@ -1,12 +1,29 @@
 """The ``dagrelay`` console script.
 
-    dagrelay db upgrade [--revision head]
-    dagrelay pipeline validate FILE.yaml
-    dagrelay pipeline apply FILE.yaml [--prune] [--dry-run]
+    dagrelay db upgrade [--revision head]                          (define)
+    dagrelay pipeline validate FILE.yaml                           (define)
+    dagrelay pipeline apply FILE.yaml [--prune] [--dry-run]        (define)
+    dagrelay build-function                                        (define)
     dagrelay trigger PIPELINE BATCH_ID [--param k=v ...] [--start-task NAME]
-    dagrelay status [BATCH_ID] [--pipeline P] [--json] [--wait]
-    dagrelay validate | backfill | rerun | cancel | history | explain | pipeline export
-             (the operator's commands: dagrelay.cli.operate)
+    dagrelay validate [FILES...]
+    dagrelay pipeline export PIPELINE [-o FILE]                    (export)
+    dagrelay pipeline history PIPELINE                             (versions)
+    dagrelay pipeline diff PIPELINE A B                            (versions)
+    dagrelay backfill PIPELINE --from DATE --to DATE [--reprocess none|failed|all]
+                      [--latest] [--max-concurrent N] [--wait] [--dry-run]
+    dagrelay rerun BATCH TASK [--downstream] [--latest] [--pipeline P]
+    dagrelay cancel BATCH [--pipeline P]
+    dagrelay status [BATCH] [--pipeline P] [--json] [--wait [--timeout S]]
+    dagrelay history BATCH TASK [--traceback] [--pipeline P]
+    dagrelay explain BATCH [--pipeline P]
+
+A batch id is unique per pipeline only: a verb given an id that several pipelines use refuses
+(exit code 2), naming them, until --pipeline says which.
+
+One module per verb (named after it unless noted). ``define`` and ``trigger`` register their
+commands where they are defined; the operator's verbs are registered below, in the order
+``dagrelay --help`` lists them. The decisions behind them (plans, rerun targets, explanations)
+are pure functions in ``dagrelay.ops.verbs``.
 
 Settings come from ``dagrelay.config`` (``DATABASE_URL``, ``DAGRELAY_PROJECT_ID``,
 ``DAGRELAY_EVENTS_TOPIC``, ...). A dagrelay error is one line per problem on stderr and exit
@@ -15,7 +32,33 @@ code 2; an unreachable database is exit code 1.
 
 from __future__ import annotations
 
-from dagrelay.cli import define, operate, trigger
-from dagrelay.cli.app import app
+# define's commands come first in `dagrelay --help`, then trigger's (backfill imports trigger).
+from dagrelay.cli import define
 
-__all__ = ["app", "define", "operate", "trigger"]
+# isort: split
+from dagrelay.cli import (
+    backfill,
+    cancel,
+    explain,
+    export,
+    history,
+    rerun,
+    status,
+    trigger,
+    validate,
+    versions,
+)
+from dagrelay.cli.app import app, pipeline_app
+
+app.command()(validate.validate)
+pipeline_app.command("export")(export.pipeline_export)
+pipeline_app.command("history")(versions.pipeline_history)
+pipeline_app.command("diff")(versions.pipeline_diff)
+app.command()(backfill.backfill)
+app.command()(rerun.rerun)
+app.command()(cancel.cancel)
+app.command()(status.status)
+app.command()(history.history)
+app.command()(explain.explain)
+
+__all__ = ["app", "define", "trigger"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,10 +28,12 @@ def json_default(value: Any) -> str:
 
 
 def batch_table(batch: Mapping[str, Any]) -> Table:
-    """A batch report (one item of ``batch_report``) as a table: its status in the title,
-    who triggered it and when in the caption."""
+    """A batch (``dagrelay.store.reads.Batch``) as a table of its task rows in the order they
+    ran: its status in the title, who triggered it and when in the caption."""
     title = Text.assemble(
-        f"{batch['pipeline']} / {batch['batch_id']}  ", status_text(batch["status"])
+        f"{batch['pipeline']} / {batch['batch_id']}  ",
+        status_text(batch["status"]),
+        (f"  version {batch['version']}", "dim"),
     )
     table = Table(title=title, caption=caption(batch), title_justify="left")
     table.add_column("task", overflow="fold")
@@ -41,6 +43,8 @@ def batch_table(batch: Mapping[str, Any]) -> Table:
     table.add_column("duration", justify="right")
     table.add_column("error / root cause", overflow="fold", min_width=10)
     for task in batch["tasks"]:
+        if task["status"] is None:  # no row in the batch yet
+            continue
         table.add_row(
             Text(task["task"]),
             status_text(task["status"]),
@@ -52,7 +56,7 @@ def batch_table(batch: Mapping[str, Any]) -> Table:
     return table
 
 
-def dead_letter_table(letters: list[Mapping[str, Any]]) -> Table:
+def dead_letter_table(letters: Sequence[Mapping[str, Any]]) -> Table:
     """Messages Pub/Sub gave up delivering for this batch (the dead_letters table)."""
     table = Table(title=Text("dead letters", style="bold red"), title_justify="left")
     for column in ("received", "action", "task", "deliveries", "reason"):

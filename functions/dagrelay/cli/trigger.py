@@ -10,9 +10,8 @@ from typing import Annotated, Any
 import typer
 from google.api_core.exceptions import GoogleAPIError
 from google.cloud import pubsub_v1
-from jsonschema.exceptions import best_match
 
-from dagrelay import messages
+from dagrelay import messages, schemas
 from dagrelay.cli.app import app, reports_errors
 from dagrelay.config import get_settings
 from dagrelay.errors import BadMessage, DagrelayError
@@ -74,10 +73,9 @@ def start_batch_message(
     }
     if start_task is not None:
         message["start_task"] = start_task
-    error = best_match(messages.validator("start_batch").iter_errors(message))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(message)"
-        raise BadMessage(f"start_batch: {where}: {error.message}")
+    problem = schemas.problem(messages.validator("start_batch"), message, "(message)")
+    if problem is not None:
+        raise BadMessage(f"start_batch: {problem}")
     return message
 
 

@@ -14,10 +14,12 @@ from flask import Request, Response
 from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from dagrelay.dashboard import model, render, store
+from dagrelay.dashboard import model, render
+from dagrelay.messages import unstorable
+from dagrelay.names import is_batch_id, is_name
 from dagrelay.resources import schema_dir
 from dagrelay.store.db import get_engine
-from dagrelay.store.reads import status_response
+from dagrelay.store.reads import pipelines_shown, read_only, status_response
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -46,9 +48,16 @@ ROUTES = Map(
 
 
 def handle(request: Request) -> Response:
+    response = _route(request)
+    response.headers.update(SECURITY_HEADERS)  # on every response, the legacy JSON's included
+    return response
+
+
+def _route(request: Request) -> Response:
     adapter = ROUTES.bind_to_environ(request.environ)
     api = request.path.startswith("/api/") or request.path == "/openapi.json"
     try:
+        _check_text(request)
         endpoint, args = adapter.match()
         return VIEWS[str(endpoint)](request, **args)
     except MethodNotAllowed as exc:
@@ -82,9 +91,24 @@ def _json_default(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def _check_text(request: Request) -> None:
+    """Refuse at once a path or query string holding what no name or database string can."""
+    for text in (request.path, *(k + v for k, v in request.args.items(multi=True))):
+        if problem := unstorable(text, "the path or query string"):
+            raise BadRequest(problem)
+
+
+def _known_shape(pipeline: str, batch_id: str | None = None) -> None:
+    """404 without a query for names no batch or pipeline can have."""
+    if batch_id is not None and not is_batch_id(batch_id):
+        raise NotFound(f"no batch {batch_id!r} in pipeline {pipeline!r}")
+    if not is_name(pipeline):
+        raise NotFound(f"no pipeline {pipeline!r}")
+
+
 def _limit(request: Request) -> int:
     raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, not {raw!r}")
     return int(raw)
 
@@ -98,19 +122,21 @@ def _pipeline_arg(request: Request) -> str | None:
 
 def index(request: Request) -> Response:
     if "batch_id" in request.args:  # the status function's original JSON (README, CLI users)
-        body, status, headers = status_response(
-            request.args.get("batch_id"), _pipeline_arg(request)
-        )
+        batch_id = request.args.get("batch_id")
+        if batch_id and not is_batch_id(batch_id):
+            return json_response({"error": f"no batch {batch_id!r}"}, 404)
+        body, status, headers = status_response(batch_id, _pipeline_arg(request))
         return Response(body, status, headers)
     selected = _pipeline_arg(request)
-    with store.read_only(get_engine()) as conn:
+    with read_only(get_engine()) as conn:
         data = model.batch_list(conn, selected, _limit(request))
-        names = store.pipelines(conn)
+        names = pipelines_shown(conn)
     return html_response(render.batches_page(data, names, selected, request.script_root))
 
 
 def batch(request: Request, pipeline: str, batch_id: str) -> Response:
-    with store.read_only(get_engine()) as conn:
+    _known_shape(pipeline, batch_id)
+    with read_only(get_engine()) as conn:
         detail = model.batch_detail(conn, pipeline, batch_id)
     if detail is None:
         raise NotFound(f"no batch {batch_id!r} in pipeline {pipeline!r}")
@@ -118,7 +144,8 @@ def batch(request: Request, pipeline: str, batch_id: str) -> Response:
 
 
 def pipeline(request: Request, pipeline: str) -> Response:
-    with store.read_only(get_engine()) as conn:
+    _known_shape(pipeline)
+    with read_only(get_engine()) as conn:
         detail = model.pipeline_detail(conn, pipeline, RECENT)
     if detail is None:
         raise NotFound(f"no pipeline {pipeline!r}")
@@ -127,12 +154,13 @@ def pipeline(request: Request, pipeline: str) -> Response:
 
 def api_batches(request: Request) -> Response:
     limit = _limit(request)
-    with store.read_only(get_engine()) as conn:
+    with read_only(get_engine()) as conn:
         return json_response(model.batch_list(conn, _pipeline_arg(request), limit))
 
 
 def api_batch(request: Request, pipeline: str, batch_id: str) -> Response:
-    with store.read_only(get_engine()) as conn:
+    _known_shape(pipeline, batch_id)
+    with read_only(get_engine()) as conn:
         detail = model.batch_detail(conn, pipeline, batch_id)
     if detail is None:
         raise NotFound(f"no batch {batch_id!r} in pipeline {pipeline!r}")
@@ -140,8 +168,9 @@ def api_batch(request: Request, pipeline: str, batch_id: str) -> Response:
 
 
 def api_pipeline(request: Request, pipeline: str) -> Response:
+    _known_shape(pipeline)
     limit = _limit(request)
-    with store.read_only(get_engine()) as conn:
+    with read_only(get_engine()) as conn:
         detail = model.pipeline_detail(conn, pipeline, limit)
     if detail is None:
         raise NotFound(f"no pipeline {pipeline!r}")

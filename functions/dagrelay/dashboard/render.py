@@ -121,6 +121,7 @@ def _batch_facts(batch: Row) -> Markup:
     return parts.facts(
         [
             ("Pipeline", batch["pipeline"]),
+            ("Version", str(batch["version"])),
             ("Status", pill(batch["status"])),
             ("Started", when(batch["created_at"])),
             ("Finished", when(batch["finished_at"])),

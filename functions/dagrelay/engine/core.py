@@ -1,7 +1,7 @@
 """The engine owns every state transition of a batch. Each step is a checked write in PostgreSQL;
 messages are written to the outbox in the same transaction and published after commit.
 
-Transaction shape of one task run (see DESIGN.md section 1):
+Transaction shape of one task run (ARCHITECTURE.md, "Flow of one message"):
   1. claim (NEW|due RETRY -> PROCESSING, attempt + 1, lease)     one statement, own transaction
   2. run the handler (it may heartbeat to extend its lease)      no transaction held
   3. conclude: PROCESSING -> SUCCESS|RETRY|ERROR, fenced by attempt, with the children it
@@ -527,7 +527,8 @@ def _rerun_targets(
     for task in tasks:
         target = by_name.get(task)
         if target is None or (pipeline is not None and target.pipeline != pipeline):
-            raise BadMessage(f"no batch {batch_id!r} with a task {task!r}")
+            where = f" in pipeline {pipeline!r}" if pipeline else ""
+            raise BadMessage(f"no batch {batch_id!r} with a task {task!r}{where}")
         if target.status is None:
             raise BadMessage(f"task {task!r} has not been started in batch {batch_id!r}")
         targets.append(target)

@@ -13,8 +13,8 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
 
+from dagrelay import schemas
 from dagrelay.config import get_settings
 from dagrelay.errors import NonRetryableError, UnknownHandler
 
@@ -72,10 +72,9 @@ class Registration:
     def check_params(self, params: Mapping[str, Any], task: str) -> None:
         if self.params_schema is None:
             return
-        error = best_match(Draft202012Validator(self.params_schema).iter_errors(params))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(params)"
-            raise NonRetryableError(f"task {task!r} ({self.name}): params {where}: {error.message}")
+        problem = schemas.problem(schemas.for_schema(self.params_schema), params, "(params)")
+        if problem is not None:
+            raise NonRetryableError(f"task {task!r} ({self.name}): params {problem}")
 
 
 class HandlerRegistry:

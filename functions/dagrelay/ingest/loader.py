@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 from google.api_core.exceptions import Conflict
 
-from dagrelay.ingest.parquet import BIGQUERY_TYPES
 from dagrelay.ingest.sources import Column
 
 
@@ -30,6 +29,8 @@ class BigQueryLoader:
 
     def load(self, *, uri: str, table: str, columns: tuple[Column, ...], job_id: str) -> int:
         from google.cloud import bigquery  # noqa: PLC0415 - only the real loader needs it
+
+        from dagrelay.ingest.parquet import BIGQUERY_TYPES  # noqa: PLC0415 - nor pyarrow
 
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,

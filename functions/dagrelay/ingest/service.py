@@ -26,7 +26,6 @@ from dagrelay.errors import BadMessage
 from dagrelay.ingest import filelog
 from dagrelay.ingest.filelog import FileRow
 from dagrelay.ingest.loader import Loader
-from dagrelay.ingest.parquet import to_parquet
 from dagrelay.ingest.rules import InvalidFile, month_of, month_of_name, validate
 from dagrelay.ingest.sources import Match, Source, Sources, match_object
 from dagrelay.ingest.storage import ObjectGone, ObjectStore
@@ -151,6 +150,8 @@ class Ingestion:
         except InvalidFile as exc:
             return self.reject(row, exc.reason, move=True)
         staged = staging_name(*self.where())
+        from dagrelay.ingest.parquet import to_parquet  # noqa: PLC0415 - pyarrow only when converting
+
         parquet = to_parquet(rows, self.source)
         self.store.write(self.obj.bucket, staged, parquet, "application/vnd.apache.parquet")
         return self.mark(row, FileStatus.VALIDATED)

@@ -6,18 +6,15 @@ cannot say (regex groups, column references, trigger requirements)."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import yaml
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
 
+from dagrelay import schemas
 from dagrelay.errors import ConfigError
 from dagrelay.resources import schema_dir
 
@@ -81,13 +78,6 @@ def match_object(name: str, sources: Sources, prefix: str = INBOX_PREFIX) -> Mat
     return Match(sources[source_name], rest)
 
 
-@cache
-def _validator() -> Draft202012Validator:
-    schema = json.loads((schema_dir() / "sources.schema.json").read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
-
-
 def load_sources(path: Path | None = None) -> dict[str, Source]:
     """Sources from a YAML file (default ``schema/sources.yaml``); ConfigError naming the
     problem when the file is invalid."""
@@ -100,10 +90,9 @@ def load_sources(path: Path | None = None) -> dict[str, Source]:
 
 
 def parse_sources(data: Any, origin: str = "sources") -> dict[str, Source]:
-    error = best_match(_validator().iter_errors(data))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top)"
-        raise ConfigError(f"{origin}: {where}: {error.message}")
+    problem = schemas.problem(schemas.validator("sources.schema.json"), data, "(top)")
+    if problem is not None:
+        raise ConfigError(f"{origin}: {problem}")
     sources = {name: _source(name, raw) for name, raw in data["sources"].items()}
     problems = [p for s in sources.values() for p in _problems(s, sources)]
     if problems:

@@ -1,7 +1,7 @@
-"""Operating pipelines: backfill plans, what to rerun, a task's history, a failure's
-explanation. Pure functions over plain data (tested with tables of cases), and the read-only
-queries of ``schema/views.sql`` that feed them. Nothing here changes state: the CLI publishes
-messages or calls the engine for that."""
+"""Operating pipelines: backfill plans, what to rerun, a task's history. Pure functions over
+plain data (tested with tables of cases); the reads that feed them are ``dagrelay.store.reads``
+(a failure's root causes are part of its batch there). Nothing here changes state: the CLI
+publishes messages or calls the engine for that."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection
-
 from dagrelay.errors import DagrelayError
-from dagrelay.store.queries import query
 
 MAX_BACKFILL_DAYS = 3660
 RUNNING = "RUNNING"
@@ -170,114 +167,3 @@ def number_runs(attempts: Sequence[Mapping[str, Any]]) -> list[AttemptEntry]:
             )
         )
     return entries
-
-
-# -- explain -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RootCause:
-    """A failed task and the tasks its failure took down (UPSTREAM_FAILED)."""
-
-    pipeline: str
-    task: str | None  # None: tasks whose root cause row is gone
-    error: str | None
-    attempts: int
-    casualties: tuple[str, ...]
-
-
-def explain(rows: Sequence[Mapping[str, Any]]) -> list[RootCause]:
-    """Group a batch's failed rows (``ops_batch_failures``: ERROR and UPSTREAM_FAILED) by
-    the failure that caused them: each ERROR (by pipeline and name) with the UPSTREAM_FAILED
-    tasks whose ``root_cause_log_id`` is its row, by name, including ERRORs that took nothing
-    down; then, per pipeline, UPSTREAM_FAILED tasks whose cause is no longer in the batch
-    (cause None)."""
-    errors = sorted(
-        (r for r in rows if r["status"] == "ERROR"), key=lambda r: (r["pipeline"], r["name"])
-    )
-    known = {r["log_id"] for r in errors}
-    taken: dict[tuple[str, int | None], list[str]] = {}
-    for row in rows:
-        if row["status"] == "UPSTREAM_FAILED":
-            cause = row["root_cause_log_id"] if row["root_cause_log_id"] in known else None
-            taken.setdefault((row["pipeline"], cause), []).append(row["name"])
-    causes = [
-        RootCause(
-            r["pipeline"],
-            r["name"],
-            r["error"],
-            r["attempt"],
-            tuple(sorted(taken.get((r["pipeline"], r["log_id"]), []))),
-        )
-        for r in errors
-    ]
-    lost = sorted(pipeline for pipeline, cause in taken if cause is None)
-    return causes + [
-        RootCause(pipeline, None, None, 0, tuple(sorted(taken[(pipeline, None)])))
-        for pipeline in lost
-    ]
-
-
-# -- read queries (schema/views.sql) -------------------------------------------------------------
-
-
-def batch_statuses(conn: Connection, pipeline: str, batch_ids: Sequence[str]) -> dict[str, str]:
-    """{batch_id: status} of those of ``batch_ids`` that exist in the pipeline."""
-    rows = conn.execute(
-        query("ops_batch_statuses"), {"pipeline": pipeline, "batch_ids": list(batch_ids)}
-    )
-    return {row.batch_id: row.status for row in rows}
-
-
-def batch_rows(conn: Connection, pipeline: str, batch_id: str) -> dict[str, str | None]:
-    """{task: its status in the batch, or None} for every task of the pipeline."""
-    rows = conn.execute(query("ops_batch_rows"), {"pipeline": pipeline, "batch_id": batch_id})
-    return {row.name: row.status for row in rows}
-
-
-def pipeline_parents(conn: Connection, pipeline: str) -> dict[str, list[str]]:
-    """{task: its parents} of the pipeline's tasks that have parents."""
-    parents: dict[str, list[str]] = {}
-    for edge in conn.execute(query("export_pipeline_edges"), {"pipeline": pipeline}):
-        parents.setdefault(edge.child, []).append(edge.parent)
-    return parents
-
-
-def pipeline_names(conn: Connection) -> list[str]:
-    return list(conn.execute(query("ops_pipelines")).scalars())
-
-
-def task_pipeline(conn: Connection, task: str) -> str | None:
-    return conn.execute(query("ops_task_pipeline"), {"task": task}).scalar_one_or_none()
-
-
-def rerun_preview(
-    conn: Connection, batch_id: str, task: str, downstream: bool
-) -> list[dict[str, Any]]:
-    """The rows a rerun would reset: task, status, attempt."""
-    params = {"batch_id": batch_id, "task": task, "downstream": downstream}
-    return [dict(r) for r in conn.execute(query("ops_rerun_preview"), params).mappings()]
-
-
-def recent_batches(conn: Connection, pipeline: str | None, limit: int) -> list[dict[str, Any]]:
-    params = {"pipeline": pipeline, "limit": limit}
-    return [dict(r) for r in conn.execute(query("ops_recent_batches"), params).mappings()]
-
-
-def task_history(conn: Connection, batch_id: str, task: str) -> list[AttemptEntry]:
-    rows = conn.execute(query("ops_task_history"), {"batch_id": batch_id, "task": task})
-    return number_runs([dict(r) for r in rows.mappings()])
-
-
-def task_row(conn: Connection, batch_id: str, task: str) -> dict[str, Any] | None:
-    row = (
-        conn.execute(query("ops_task_row"), {"batch_id": batch_id, "task": task})
-        .mappings()
-        .one_or_none()
-    )
-    return dict(row) if row is not None else None
-
-
-def batch_failures(conn: Connection, batch_id: str, pipeline: str | None) -> list[RootCause]:
-    rows = conn.execute(query("ops_batch_failures"), {"batch_id": batch_id, "pipeline": pipeline})
-    return explain([dict(r) for r in rows.mappings()])

@@ -16,26 +16,26 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
+from jsonschema.protocols import Validator
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
+from dagrelay import schemas
 from dagrelay.engine import params as params_mod
 from dagrelay.engine.dag import TaskSpec, validate_dag
 from dagrelay.errors import NonRetryableError, PipelineError
 from dagrelay.handlers.registry import HandlerRegistry, Registration, default_registry
-from dagrelay.resources import schema_dir
+from dagrelay.names import NAME_PATTERN
 from dagrelay.states import TriggerRule
 from dagrelay.store.db import database_error
 from dagrelay.store.queries import query
 
-NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"
 _KINDS = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
 
 
@@ -156,11 +156,8 @@ def _yaml_reason(exc: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
-@cache
-def _validator() -> Draft202012Validator:
-    schema = json.loads((schema_dir() / "pipeline.schema.json").read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+def _validator() -> Validator:
+    return schemas.validator("pipeline.schema.json")
 
 
 def schema_problems(data: Any) -> list[str]:
@@ -186,7 +183,6 @@ def _not_json(tasks: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _describe(error: ValidationError) -> str:
-    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
     message = error.message
     if error.validator == "pattern" and error.validator_value == NAME_PATTERN:
         message = (
@@ -197,7 +193,7 @@ def _describe(error: ValidationError) -> str:
         message = f"key {error.instance!r} is not a string (quote it in YAML)"
     elif error.validator == "type" and isinstance(error.validator_value, list):
         message = f"{error.instance!r} is not a JSON value (quote dates and times in YAML)"
-    return f"{where}: {message}"
+    return schemas.describe(error, message=message)
 
 
 def _spec(data: Mapping[str, Any], source: str) -> PipelineSpec:

@@ -1,24 +1,30 @@
 """The main event router: validates a message and dispatches it to the engine.
 
-Acknowledge or redeliver is decided here, deliberately: a message that can never be processed
-(BadMessage) is logged, recorded in rejected_messages and acknowledged; an infrastructure failure
-(database unreachable, ...) propagates, so Pub/Sub redelivers it (and dead-letters it after the
-subscription's maximum attempts).
+Acknowledge or redeliver is decided here, deliberately. Every message ends in exactly one of:
+processed; rejected (recorded in rejected_messages with the reason, acknowledged) — a message that
+can never be processed, including one whose values the database refuses; dead-lettered (recorded
+in dead_letters, acknowledged). Only an infrastructure failure (database unreachable, ...) of a
+valid message propagates, so Pub/Sub redelivers it and dead-letters it after the subscription's
+maximum attempts. Recording a rejection or a dead letter never fails the delivery: when the
+database cannot take the record, an ERROR log line carries it and the message is acknowledged.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, assert_never
 
 from sqlalchemy import Engine as SqlEngine
+from sqlalchemy.exc import DBAPIError
 
 from dagrelay import messages
 from dagrelay.engine.core import Clock, Engine
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import BadMessage
 from dagrelay.store import transitions as store
+from dagrelay.store.db import refused_value, retry_transient
+from dagrelay.store.records import DeadLetter, Rejection
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +61,8 @@ class Router:
             envelope = messages.envelope_from_push(body)
         except BadMessage as exc:
             raw = body.get("message") if isinstance(body, Mapping) else None
-            self._reject(messages.Envelope(data=repr(raw)[:10_000]), exc.reason)
+            message_id = exc.message_id if isinstance(exc.message_id, str) else None
+            self._reject(messages.Envelope(data=repr(raw), message_id=message_id), exc.reason)
             return "rejected"
         if source is not None and source.endswith(f"/topics/{self.dead_letter_topic}"):
             return self.record_dead_letter(envelope)
@@ -66,8 +73,14 @@ class Router:
             message = messages.parse(envelope)
             return self._dispatch(message, envelope)
         except BadMessage as exc:
-            self._reject(envelope, exc.reason)
-            return "rejected"
+            reason = exc.reason
+        except DBAPIError as exc:  # the values passed validation, yet the database refuses them
+            refused = refused_value(exc)
+            if refused is None:
+                raise
+            reason = refused
+        self._reject(envelope, reason)
+        return "rejected"
 
     def _dispatch(self, message: messages.Message, envelope: messages.Envelope) -> str:  # noqa: PLR0911 - one return per action
         match message:
@@ -94,67 +107,59 @@ class Router:
                 assert_never(message)  # mypy: every action of messages.Message is dispatched
 
     def _reject(self, envelope: messages.Envelope, reason: str) -> None:
-        log.warning(
-            "message rejected: %s",
-            reason,
-            extra={"action": "reject", "message_id": envelope.message_id, "reason": reason},
-        )
-        with self.db.begin() as conn:
-            store.record_rejected_message(
-                conn,
-                message_id=envelope.message_id,
-                attributes=envelope.attributes,
-                data=envelope.data,
-                reason=reason,
-                now=self.clock(),
-            )
+        rejection = Rejection.of(envelope, reason)
+        log.warning("message rejected: %s", rejection.reason, extra=rejection.log_fields())
+
+        def record() -> None:
+            with self.db.begin() as conn:
+                store.record_rejected_message(conn, rejection, now=self.clock())
+
+        self._record_or_log("rejection", rejection, record)
 
     def record_dead_letter(self, envelope: messages.Envelope) -> str:
         """A message Pub/Sub gave up on (the router failed it max_delivery_attempts times):
-        recorded once with what it was for, logged as an ERROR, acknowledged."""
+        recorded once with what it was for, logged as an ERROR, and always acknowledged — a
+        dead letter of a dead letter would help nobody."""
         attrs = envelope.attributes
         count = attrs.get("CloudPubSubDeadLetterSourceDeliveryCount", "")
         subscription = attrs.get("CloudPubSubDeadLetterSourceSubscription")
-        fields: dict[str, Any] = {
-            "message_id": envelope.message_id,
-            "source_subscription": subscription,
-            "delivery_attempts": int(count) if count.isascii() and count.isdigit() else None,
-            "action": None,
-            "pipeline": None,
-            "batch_id": None,
-            "task": None,
-            "attributes": attrs,
-            "data": envelope.data,
-        }
+        about: dict[str, str | None] = {}
         try:
             message = messages.parse(envelope)
-            fields["action"] = _ACTION_NAMES.get(type(message), type(message).__name__)
-            for key in ("pipeline", "batch_id", "task"):
-                fields[key] = getattr(message, key, None)
+            about = {k: getattr(message, k, None) for k in ("pipeline", "batch_id", "task")}
+            about["action"] = message.action.value
             what = "the message"
         except BadMessage as exc:
             what = f"a malformed message ({exc.reason})"
-        fields["reason"] = (
+        reason = (
             f"Pub/Sub dead-lettered {what} after {count or 'several'} failed deliveries"
             f" on {subscription or 'the events subscription'}; the router's logs say why"
         )
-        with self.db.begin() as conn:
-            new = store.record_dead_letter(conn, fields=fields, now=self.clock())
-        if new:
-            log.error(
-                "dead letter: %s",
-                fields["reason"],
-                extra={k: fields[k] for k in ("action", "pipeline", "batch_id", "task")},
-            )
+        letter = DeadLetter(
+            rejection=Rejection.of(envelope, reason),
+            source_subscription=subscription,
+            delivery_attempts=int(count) if count.isascii() and count.isdigit() else None,
+            about=about,
+        )
+
+        def record() -> None:
+            with self.db.begin() as conn:
+                if store.record_dead_letter(conn, letter, now=self.clock()):
+                    log.error("dead letter: %s", letter.rejection.reason, extra=letter.about)
+
+        self._record_or_log("dead letter", letter.rejection, record)
         return "dead-lettered"
 
-
-_ACTION_NAMES = {
-    messages.StartBatch: "start_batch",
-    messages.RunTask: "run_task",
-    messages.PollTask: "poll_task",
-    messages.Sweep: "sweep",
-    messages.Rerun: "rerun",
-    messages.CancelBatch: "cancel_batch",
-    messages.ObjectFinalized: "object_finalize",
-}
+    def _record_or_log(self, what: str, rejection: Rejection, record: Callable[[], None]) -> None:
+        """Record (retrying a transient database error); if that fails, the last resort is a
+        structured ERROR log line with the reason, size and hash — and the message is acked."""
+        try:
+            retry_transient(record)
+        except Exception as exc:  # noqa: BLE001 - whatever the failure, the delivery must end
+            log.error(  # noqa: TRY400 - the record is the point; the traceback adds nothing
+                "%s not recorded (%s: %s); this line is its only record",
+                what,
+                type(exc).__name__,
+                str(exc)[:500],
+                extra={"record": what, **rejection.log_fields()},
+            )

@@ -8,8 +8,6 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from google.cloud.storage import Client as StorageClient
-
 from dagrelay import ingest, logs
 from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine, utcnow
@@ -44,7 +42,7 @@ def get_router() -> Router:
     )
     ingestor = ingest.Ingestor(
         db=db,
-        storage_client=_Lazy(lambda: StorageClient(project=settings.project_id)),
+        storage_client=_Lazy(lambda: _storage_client(settings.project_id)),
         loader=_LazyLoader(),
         engine=engine,
         sources=ingest.load_sources(settings.sources_file),
@@ -52,6 +50,12 @@ def get_router() -> Router:
         resume_after_s=settings.ingest_resume_after_s,
     )
     return Router(engine, db, utcnow, dead_letter_topic=settings.dead_letter_topic, ingest=ingestor)
+
+
+def _storage_client(project: str) -> Any:
+    from google.cloud.storage import Client  # noqa: PLC0415 - imported by the first GCS call
+
+    return Client(project=project)
 
 
 class _Lazy:

@@ -68,9 +68,9 @@ def _cloud_sql_engine(settings: Settings, pool: dict[str, Any]) -> Engine:
 def memoise_pg8000_statement_rewrite() -> None:
     """pg8000 rewrites every statement's placeholders (``%s`` -> ``$n``) by scanning its text
     character by character in Python on each execute: ~0.85 ms for advance_children, ~1.7 ms of
-    client CPU per task completion (profiled with pyinstrument; see the closing note of the
-    performance issue). For the "format" paramstyle SQLAlchemy uses, the rewrite depends on the
-    text alone, so it is computed once per distinct statement. Idempotent."""
+    client CPU per task completion (profiled with pyinstrument). For the "format" paramstyle
+    SQLAlchemy uses, the rewrite depends on the text alone, so it is computed once per distinct
+    statement. Idempotent."""
     original = pg8000_legacy.convert_paramstyle
     if getattr(original, "memoised_by_dagrelay", False):
         return
@@ -112,7 +112,7 @@ def fewer_round_trips(connection: Any) -> None:
     """Make a pg8000 connection cheaper per statement. pg8000 runs every statement with the
     extended protocol in three round trips (Parse, Describe, Bind+Execute, each with a Sync),
     COMMIT included; the engine's transactions are a few statements each, so that was most of
-    a task completion's cost (profiled; see the performance issue's closing note). Here:
+    a task completion's cost (profiled). Here:
     - COMMIT / ROLLBACK / BEGIN go through the simple query protocol: one round trip;
     - a statement with parameters is prepared once per connection (Parse + Describe) and then
       executed by name in one round trip (Bind + Execute + Sync).
@@ -219,3 +219,18 @@ def database_error(exc: DBAPIError) -> tuple[str | None, str]:
         orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], dict) else {}
     )
     return fields.get("C"), str(fields.get("M") or orig)
+
+
+def refused_value(exc: BaseException) -> str | None:
+    """Why the database refused a value it was given — a CHECK, a NOT NULL, a string it cannot
+    store, a number out of range (SQLSTATE classes 22 and 23) — or None for any other error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError):
+            code, message = database_error(seen)
+            if code is not None and code[:2] in {"22", "23"}:
+                return f"the database refused a value ({code}): {message}"
+        if isinstance(seen, UnicodeError):
+            return f"a string the database cannot store: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from dagrelay.errors import ConfigError
-
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]
-
-
-def migrations_dir() -> Path:
-    override = os.environ.get("DAGRELAY_MIGRATIONS_DIR")
-    candidates = [Path(override)] if override else []
-    candidates += [_PACKAGE_DIR.parent / "migrations", _PACKAGE_DIR.parent.parent / "migrations"]
-    for candidate in candidates:
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise ConfigError(f"migrations not found (searched {', '.join(map(str, candidates))})")
+from dagrelay.resources import migrations_dir
 
 
 def _config() -> Config:

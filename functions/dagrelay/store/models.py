@@ -1,7 +1,7 @@
-"""SQLAlchemy models of the metadata schema (migrations/ builds it; a test checks they agree).
-
-The engine's state changes are the named queries in schema/queries.sql; these models serve the
-CLI, the status views and the schema test.
+"""SQLAlchemy models of the metadata schema. The migrations in migrations/ build the schema;
+these models are only its description for Alembic (``target_metadata`` in migrations/env.py), and
+tests/integration/test_migrations.py checks that the two agree. No runtime code uses them: the
+engine's reads and writes are the named statements in schema/.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from dagrelay.names import BATCH_ID_PATTERN, NAME_PATTERN
 from dagrelay.states import BatchStatus, FileStatus, TaskStatus, TriggerRule
 
 
@@ -43,8 +44,7 @@ TRIGGER_RULE = _pg_enum(TriggerRule, "trigger_rule")
 FILE_STATUS = _pg_enum(FileStatus, "file_status")
 TZ = DateTime(timezone=True)
 # The same patterns as the migration's CHECKs and the message JSON Schemas.
-NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"
-BATCH_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:=+-]{0,127}$"
+PAYLOAD_VALID = "payload_bytes >= 0 AND payload_sha256 ~ '^[0-9a-f]{64}$' AND length(data) <= 65536"
 NOW = text("now()")
 EMPTY = text("'{}'::jsonb")
 
@@ -252,13 +252,18 @@ class Outbox(Base):
 
 class RejectedMessage(Base):
     __tablename__ = "rejected_messages"
-    __table_args__ = (UniqueConstraint("message_id", name="rejected_messages_message_id_key"),)
+    __table_args__ = (
+        UniqueConstraint("message_id", "payload_sha256", name="rejected_messages_message_key"),
+        CheckConstraint(PAYLOAD_VALID, name="rejected_messages_payload_valid"),
+    )
 
     rejected_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     message_id: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY)
     data: Mapped[str | None] = mapped_column(Text)
+    payload_bytes: Mapped[int] = mapped_column(BigInteger)
+    payload_sha256: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
 
 
@@ -286,7 +291,8 @@ class FileLog(Base):
 class DeadLetter(Base):
     __tablename__ = "dead_letters"
     __table_args__ = (
-        UniqueConstraint("message_id", name="dead_letters_message_id_key"),
+        UniqueConstraint("message_id", "payload_sha256", name="dead_letters_message_key"),
+        CheckConstraint(PAYLOAD_VALID, name="dead_letters_payload_valid"),
         Index("dead_letters_batch_idx", "batch_id"),
     )
 
@@ -301,6 +307,8 @@ class DeadLetter(Base):
     task: Mapped[str | None] = mapped_column(Text)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=EMPTY)
     data: Mapped[str | None] = mapped_column(Text)
+    payload_bytes: Mapped[int] = mapped_column(BigInteger)
+    payload_sha256: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
 
 

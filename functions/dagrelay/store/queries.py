@@ -1,8 +1,8 @@
 """The named SQL of ``schema/*.sql``, parsed once into SQLAlchemy text clauses.
 
-``queries.sql`` holds every statement that changes state (the state machine); other files hold
-read-only views (``views.sql`` for the CLI, ``dashboard.sql`` for the dashboard). A name may be
-defined once across all of them."""
+``queries.sql`` holds every statement that changes state (the state machine); ``reads.sql``
+holds the read model's statements (``dagrelay.store.reads``), and the other files their own
+concerns. A name may be defined once across all of them."""
 
 from __future__ import annotations
 

@@ -1,50 +1,383 @@
-"""Read-only views of batches for the CLI and the HTTP status function."""
+"""The read model: what the CLI, the dashboard and the status function show, read through the
+named statements of ``schema/reads.sql``. Nothing here writes.
+
+One typed shape of a batch, ``Batch``: its row, every task of its pipeline with its row in the
+batch, every attempt, the root causes of its failures and its dead letters. The CLI's tables,
+``explain`` and the dashboard's pages and JSON API are drawn from it; ``legacy_report`` is the
+older JSON of the status function (``/?batch_id=``) and of ``dagrelay status --json``.
+"""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, TypeVar, cast
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
-from dagrelay.store import transitions as store
 from dagrelay.store.db import get_engine
 from dagrelay.store.queries import query
 
-
-def batch_report(
-    conn: Connection, batch_id: str, pipeline: str | None = None
-) -> list[dict[str, Any]]:
-    """Each batch with this id (one per pipeline unless ``pipeline`` is given) and its tasks."""
-    batches = (
-        conn.execute(query("batch_status"), {"batch_id": batch_id, "pipeline": pipeline})
-        .mappings()
-        .all()
-    )
-    tasks = (
-        conn.execute(query("batch_tasks"), {"batch_id": batch_id, "pipeline": pipeline})
-        .mappings()
-        .all()
-    )
-    dead = store.batch_dead_letters(conn, batch_id, pipeline)
-    report = []
-    for batch in batches:
-        rows = [dict(t) for t in tasks if t["pipeline"] == batch["pipeline"]]
-        for row in rows:
-            row["duration_s"] = _duration(row["started_at"], row["finished_at"])
-        letters = [d for d in dead if d.get("pipeline") in (None, batch["pipeline"])]
-        report.append({**dict(batch), "tasks": rows, "dead_letters": letters})
-    return report
+T = TypeVar("T")
+FAILED = "ERROR"
+TAKEN_DOWN = "UPSTREAM_FAILED"
 
 
-def _duration(start: datetime | None, end: datetime | None) -> float | None:
+class Task(TypedDict):
+    """A task of the batch's pipeline and its row in the batch (``status`` None: no row yet)."""
+
+    task: str
+    handler: str
+    trigger_rule: str
+    status: str | None
+    attempt: int  # 0 without a row
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    error: str | None
+    root_cause_task: str | None  # UPSTREAM_FAILED: the failed task that took it down
+
+
+class Attempt(TypedDict):
+    task: str
+    attempt: int
+    outcome: str | None  # None: still running
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    worker: str | None
+
+
+class RootCause(TypedDict):
+    """A failed task (ERROR) and the tasks its failure took down (UPSTREAM_FAILED); ``task``
+    None gathers the tasks whose root cause row is no longer in the batch (a rerun)."""
+
+    task: str | None
+    status: str | None
+    error: str | None
+    attempts: int
+    took_down: list[str]
+
+
+class DeadLetter(TypedDict):
+    received_at: datetime
+    action: str | None
+    pipeline: str | None
+    task: str | None
+    delivery_attempts: int | None
+    source_subscription: str | None
+    reason: str
+
+
+class BatchFields(TypedDict):
+    """What every view of a batch shows: ``task_counts`` counts its rows by status
+    (``total_tasks`` them all)."""
+
+    pipeline: str
+    batch_id: str
+    version: int  # the pipeline version the batch runs
+    status: str
+    triggered_by: str
+    created_at: datetime
+    finished_at: datetime | None
+    duration_s: float | None
+    task_counts: dict[str, int]
+    total_tasks: int
+
+
+class BatchSummary(BatchFields):
+    """A batch in a list: ``tasks_in_scope`` is how many tasks it runs (the whole pipeline, or
+    its start task and descendants), ``tasks_finished`` how many of its rows ended."""
+
+    tasks_in_scope: int
+    tasks_finished: int
+
+
+class Batch(BatchFields):
+    """One batch, whole."""
+
+    params: dict[str, Any]
+    start_task: str | None
+    tasks: list[Task]  # the rows in the order they ran, then the tasks without a row by name
+    edges: list[dict[str, str]]  # {parent, child}: the batch's own graph (its version's)
+    attempts: list[Attempt]
+    root_causes: list[RootCause]
+    dead_letters: list[DeadLetter]
+
+
+@contextmanager
+def read_only(engine: Engine) -> Iterator[Connection]:
+    """A connection whose transaction the database refuses to write in; rolled back at the end."""
+    with engine.connect() as conn, conn.begin() as transaction:
+        conn.execute(query("read_only"))
+        yield conn
+        transaction.rollback()
+
+
+def _rows(conn: Connection, name: str, **params: Any) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(query(name), params).mappings()]
+
+
+def duration_s(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
     return round((end - start).total_seconds(), 3)
 
 
+# -- one batch -----------------------------------------------------------------------------------
+
+
+def read_batches(conn: Connection, batch_id: str, pipeline: str | None = None) -> list[Batch]:
+    """Each batch with this id (one per pipeline unless ``pipeline`` is given), whole."""
+    params = {"batch_id": batch_id, "pipeline": pipeline}
+    heads = _rows(conn, "batch_heads", **params)
+    if not heads:
+        return []
+    tasks = _rows(conn, "batch_task_rows", **params)
+    attempts = _rows(conn, "batch_attempts", **params)
+    letters = _rows(conn, "batch_dead_letters", **params)
+    edges = _rows(conn, "batch_edges", **params)
+    return [
+        _batch(
+            head,
+            [t for t in tasks if t["pipeline"] == head["pipeline"]],
+            [a for a in attempts if a["pipeline"] == head["pipeline"]],
+            [d for d in letters if d["pipeline"] in (None, head["pipeline"])],
+            [
+                {"parent": e["parent"], "child": e["child"]}
+                for e in edges
+                if e["pipeline"] == head["pipeline"]
+            ],
+        )
+        for head in heads
+    ]
+
+
+def read_batch(conn: Connection, pipeline: str, batch_id: str) -> Batch | None:
+    found = read_batches(conn, batch_id, pipeline)
+    return found[0] if found else None
+
+
+def _batch(
+    head: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    attempts: Sequence[Mapping[str, Any]],
+    letters: Sequence[Mapping[str, Any]],
+    edges: list[dict[str, str]],
+) -> Batch:
+    counts = Counter(r["status"] for r in rows if r["log_id"] is not None)
+    return Batch(
+        **_fields(head, dict(counts)),
+        params=head["params"],
+        start_task=head["start_task"],
+        tasks=[_task(r) for r in rows],
+        edges=edges,
+        attempts=[_pick(Attempt, a) for a in attempts],
+        root_causes=root_causes(rows),
+        dead_letters=[_pick(DeadLetter, d) for d in letters],
+    )
+
+
+def _fields(row: Mapping[str, Any], counts: dict[str, int]) -> BatchFields:
+    return BatchFields(
+        pipeline=row["pipeline"],
+        batch_id=row["batch_id"],
+        version=row["version"],
+        status=row["status"],
+        triggered_by=row["triggered_by"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+        duration_s=duration_s(row["created_at"], row["finished_at"]),
+        task_counts=counts,
+        total_tasks=sum(counts.values()),
+    )
+
+
+def _pick(shape: type[T], row: Mapping[str, Any]) -> T:
+    """The columns of ``row`` that the TypedDict ``shape`` names, as that shape."""
+    return cast(T, {k: row[k] for k in shape.__annotations__})
+
+
+def _task(row: Mapping[str, Any]) -> Task:
+    return Task(
+        task=row["task"],
+        handler=row["handler"],
+        trigger_rule=row["trigger_rule"],
+        status=row["status"],
+        attempt=row["attempt"] or 0,
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        duration_s=duration_s(row["started_at"], row["finished_at"]),
+        error=row["error"],
+        root_cause_task=row["root_cause_task"],
+    )
+
+
+def root_causes(rows: Sequence[Mapping[str, Any]]) -> list[RootCause]:
+    """Group one batch's rows (``log_id``, ``task``, ``status``, ``attempt``, ``error``,
+    ``root_cause_log_id``) by the failure that caused them: each ERROR row, by task name, with
+    the UPSTREAM_FAILED tasks whose ``root_cause_log_id`` is that row, including ERRORs that
+    took nothing down; then the UPSTREAM_FAILED tasks whose cause is no longer in the batch."""
+    errors = sorted((r for r in rows if r["status"] == FAILED), key=lambda r: r["task"])
+    known = {r["log_id"] for r in errors}
+    taken: dict[int | None, list[str]] = {}
+    for row in rows:
+        if row["status"] == TAKEN_DOWN:
+            cause = row["root_cause_log_id"] if row["root_cause_log_id"] in known else None
+            taken.setdefault(cause, []).append(row["task"])
+    causes = [
+        RootCause(
+            task=r["task"],
+            status=FAILED,
+            error=r["error"],
+            attempts=r["attempt"],
+            took_down=sorted(taken.get(r["log_id"], [])),
+        )
+        for r in errors
+    ]
+    if None in taken:
+        causes.append(
+            RootCause(task=None, status=None, error=None, attempts=0, took_down=sorted(taken[None]))
+        )
+    return causes
+
+
+def legacy_report(batch: Batch) -> dict[str, Any]:
+    """The status function's (and ``dagrelay status --json``'s) JSON of a batch: its row, its
+    task rows in the order they ran, its dead letters."""
+    return {
+        "pipeline": batch["pipeline"],
+        "batch_id": batch["batch_id"],
+        "version": batch["version"],
+        "status": batch["status"],
+        "params": batch["params"],
+        "triggered_by": batch["triggered_by"],
+        "created_at": batch["created_at"],
+        "finished_at": batch["finished_at"],
+        "tasks": [
+            {
+                "pipeline": batch["pipeline"],
+                "task": t["task"],
+                "status": t["status"],
+                "attempt": t["attempt"],
+                "started_at": t["started_at"],
+                "finished_at": t["finished_at"],
+                "error": t["error"],
+                "root_cause_task": t["root_cause_task"],
+                "duration_s": t["duration_s"],
+            }
+            for t in batch["tasks"]
+            if t["status"] is not None
+        ],
+        "dead_letters": batch["dead_letters"],
+    }
+
+
+def batch_report(
+    conn: Connection, batch_id: str, pipeline: str | None = None
+) -> list[dict[str, Any]]:
+    """``legacy_report`` of each batch with this id (one per pipeline unless ``pipeline``)."""
+    return [legacy_report(b) for b in read_batches(conn, batch_id, pipeline)]
+
+
+# -- lists of batches ----------------------------------------------------------------------------
+
+
+def recent_batches(conn: Connection, pipeline: str | None, limit: int) -> list[BatchSummary]:
+    """The latest batches, newest first, optionally of one pipeline."""
+    rows = _rows(conn, "recent_batches", pipeline=pipeline, limit=limit)
+    return [
+        BatchSummary(
+            **_fields(row, {k: int(v) for k, v in row["task_counts"].items()}),
+            tasks_in_scope=row["tasks_in_scope"],
+            tasks_finished=row["tasks_finished"],
+        )
+        for row in rows
+    ]
+
+
+def batch_statuses(conn: Connection, pipeline: str, batch_ids: Sequence[str]) -> dict[str, str]:
+    """{batch_id: status} of those of ``batch_ids`` that exist in the pipeline."""
+    rows = _rows(conn, "batch_statuses", pipeline=pipeline, batch_ids=list(batch_ids))
+    return {row["batch_id"]: row["status"] for row in rows}
+
+
+# -- pipelines -----------------------------------------------------------------------------------
+
+
+def pipeline_names(conn: Connection) -> list[str]:
+    """The pipelines that have tasks."""
+    return [r["pipeline"] for r in _rows(conn, "pipelines_with_tasks")]
+
+
+def pipelines_shown(conn: Connection) -> list[str]:
+    """The pipelines that have tasks or batches."""
+    return [r["pipeline"] for r in _rows(conn, "pipelines_with_tasks_or_batches")]
+
+
+def pipeline_tasks(conn: Connection, pipeline: str) -> list[dict[str, Any]]:
+    """A pipeline's tasks with every column a pipeline file can set, by name."""
+    return _rows(conn, "export_pipeline_tasks", pipeline=pipeline)
+
+
+def pipeline_edges(conn: Connection, pipeline: str) -> list[dict[str, str]]:
+    """A pipeline's edges as {parent, child} names."""
+    return _rows(conn, "export_pipeline_edges", pipeline=pipeline)
+
+
+def pipeline_parents(conn: Connection, pipeline: str) -> dict[str, list[str]]:
+    """{task: its parents} of the pipeline's tasks that have parents."""
+    parents: dict[str, list[str]] = {}
+    for edge in pipeline_edges(conn, pipeline):
+        parents.setdefault(edge["child"], []).append(edge["parent"])
+    return parents
+
+
+def batch_pipelines(conn: Connection, batch_id: str) -> list[str]:
+    """The pipelines that have a batch with this id (an id is unique per pipeline only)."""
+    return [r["pipeline"] for r in _rows(conn, "batch_pipelines", batch_id=batch_id)]
+
+
+# -- one task in a batch -------------------------------------------------------------------------
+
+
+def batch_rows(conn: Connection, pipeline: str, batch_id: str) -> dict[str, str | None]:
+    """{task: its status in the batch, or None} for every task of the pipeline."""
+    rows = _rows(conn, "batch_rows", pipeline=pipeline, batch_id=batch_id)
+    return {row["name"]: row["status"] for row in rows}
+
+
+def batch_parents(conn: Connection, pipeline: str, batch_id: str) -> dict[str, list[str]]:
+    """{task: its parents} in the batch's version."""
+    parents: dict[str, list[str]] = {}
+    for edge in _rows(conn, "batch_parents", pipeline=pipeline, batch_id=batch_id):
+        parents.setdefault(edge["child"], []).append(edge["parent"])
+    return parents
+
+
+def rerun_preview(
+    conn: Connection, pipeline: str, batch_id: str, task: str, downstream: bool
+) -> list[dict[str, Any]]:
+    """The rows a rerun would reset: name, status, attempt."""
+    params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "downstream": downstream}
+    return _rows(conn, "rerun_preview", **params)
+
+
+def task_history(conn: Connection, pipeline: str, batch_id: str, task: str) -> list[dict[str, Any]]:
+    """Every attempt of the task in the batch, across reruns, oldest first."""
+    return _rows(conn, "task_history", pipeline=pipeline, batch_id=batch_id, task=task)
+
+
+def task_row(conn: Connection, pipeline: str, batch_id: str, task: str) -> dict[str, Any] | None:
+    found = _rows(conn, "task_row", pipeline=pipeline, batch_id=batch_id, task=task)
+    return found[0] if found else None
+
+
 def status_response(batch_id: str | None, pipeline: str | None) -> tuple[str, int, dict[str, str]]:
+    """The status function's answer to ``/?batch_id=`` (JSON body, HTTP status, headers)."""
     headers = {"Content-Type": "application/json"}
     if not batch_id:
         return json.dumps({"error": "batch_id is required"}), 400, headers
@@ -52,4 +385,8 @@ def status_response(batch_id: str | None, pipeline: str | None) -> tuple[str, in
         report = batch_report(conn, batch_id, pipeline)
     if not report:
         return json.dumps({"error": f"no batch {batch_id!r}"}), 404, headers
+    if len(report) > 1:  # batch ids are unique per pipeline only: never guess which
+        names = [r["pipeline"] for r in report]
+        error = f"batch {batch_id!r} exists in pipelines {', '.join(names)}: add &pipeline="
+        return json.dumps({"error": error, "pipelines": names}), 409, headers
     return json.dumps({"batches": report}, default=str), 200, headers

@@ -15,6 +15,7 @@ from dagrelay.engine.retry import RetryPolicy
 from dagrelay.states import TaskStatus
 from dagrelay.store.outbox import OutgoingMessage
 from dagrelay.store.queries import query
+from dagrelay.store.records import DeadLetter, Rejection
 
 
 @dataclass(frozen=True)
@@ -289,25 +290,24 @@ def mark_publish_failed(conn: Connection, ids: Sequence[int], error: str) -> Non
     conn.execute(query("mark_publish_failed"), {"ids": list(ids), "error": error[:2000]})
 
 
-def record_rejected_message(
-    conn: Connection,
-    *,
-    message_id: str | None,
-    attributes: Mapping[str, str],
-    data: str | None,
-    reason: str,
-    now: datetime,
-) -> None:
-    conn.execute(
-        query("record_rejected_message"),
-        {
-            "message_id": message_id,
-            "attributes": json.dumps(dict(attributes)),
-            "data": data,
-            "reason": reason,
-            "now": now,
-        },
+def record_rejected_message(conn: Connection, rejection: Rejection, *, now: datetime) -> bool:
+    """Store a rejected message; False if this message (same id, same data) is already stored."""
+    return (
+        conn.execute(query("record_rejected_message"), _message_row(rejection, now)).first()
+        is not None
     )
+
+
+def _message_row(rejection: Rejection, now: datetime) -> dict[str, Any]:
+    return {
+        "message_id": rejection.message_id,
+        "attributes": json.dumps(rejection.attributes),
+        "data": rejection.payload.data,
+        "payload_bytes": rejection.payload.size,
+        "payload_sha256": rejection.payload.sha256,
+        "reason": rejection.reason,
+        "now": now,
+    }
 
 
 def lock_unpublished_outbox(
@@ -359,19 +359,10 @@ def cancel_batch(
     return True, len(conn.execute(query("cancel_waiting_tasks"), params).all())
 
 
-def record_dead_letter(conn: Connection, *, fields: Mapping[str, Any], now: datetime) -> bool:
+def record_dead_letter(conn: Connection, letter: DeadLetter, *, now: datetime) -> bool:
     """Store a dead-lettered message once; False if it was already recorded."""
-    params = {**fields, "attributes": json.dumps(dict(fields["attributes"])), "now": now}
+    params = {**_message_row(letter.rejection, now), **letter.row()}
     return conn.execute(query("record_dead_letter"), params).first() is not None
-
-
-def batch_dead_letters(
-    conn: Connection, batch_id: str, pipeline: str | None = None
-) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        query("batch_dead_letters"), {"batch_id": batch_id, "pipeline": pipeline}
-    ).mappings()
-    return [dict(r) for r in rows]
 
 
 @dataclass(frozen=True)

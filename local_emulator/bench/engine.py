@@ -24,7 +24,7 @@ from dagrelay.handlers.registry import default_registry
 from dagrelay.messages import RunTask, StartBatch
 from dagrelay.store.db import create_db_engine
 from dagrelay.store.outbox import InMemoryPublisher
-from local_emulator.bench_db import INDEPENDENT, insert_pipeline, scalar
+from local_emulator.bench.db import INDEPENDENT, insert_pipeline, scalar
 from local_emulator.processes import StackError
 
 EVENTS_TOPIC = "dagrelay-events"

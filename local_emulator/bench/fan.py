@@ -16,8 +16,8 @@ from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import StartBatch
 from dagrelay.store.db import StatementCounter
 from dagrelay.store.outbox import InMemoryPublisher
-from local_emulator.bench_db import FAN_IN, FAN_OUT, insert_pipeline, median, scalar, task_name
-from local_emulator.bench_engine import BATCH, BenchError, dag_engine, db_engine, run_ok
+from local_emulator.bench.db import FAN_IN, FAN_OUT, insert_pipeline, median, scalar, task_name
+from local_emulator.bench.engine import BATCH, BenchError, dag_engine, db_engine, run_ok
 
 # -- fan-in / fan-out ------------------------------------------------------------------------
 

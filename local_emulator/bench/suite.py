@@ -1,4 +1,5 @@
-"""``python -m local_emulator bench [--quick] [--out bench-results.json]`` (issue #7).
+"""The benchmark suite: ``python -m local_emulator bench [--quick] [--out bench-results.json]``
+(or ``python -m local_emulator.bench``, ``make bench``).
 
 Four benchmarks, each on a throwaway database of its own, everything it starts stopped:
 1. hop latency of a chain on the local stack (push, sweep off), with the floor measured in the
@@ -23,8 +24,8 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from local_emulator import bench_engine, bench_fan, bench_stack
-from local_emulator.bench_db import median, ms, percentile, throwaway_database
+from local_emulator.bench import engine, fan, stack
+from local_emulator.bench.db import median, ms, percentile, throwaway_database
 from local_emulator.processes import StackError
 
 T = TypeVar("T")
@@ -84,9 +85,7 @@ def measure(console: Console, sizes: Sizes) -> dict[str, Any]:
         hop = step(
             console,
             f"1. hop latency ({sizes.chain}-task chain) and its floor",
-            lambda: bench_stack.hop_latency(
-                url, sizes.chain, sizes.floor_samples, sizes.pg_samples
-            ),
+            lambda: stack.hop_latency(url, sizes.chain, sizes.floor_samples, sizes.pg_samples),
         )
     results |= hop_results(hop)
     with throwaway_database("throughput") as url:
@@ -95,22 +94,22 @@ def measure(console: Console, sizes: Sizes) -> dict[str, Any]:
                 step(
                     console,
                     f"2. throughput, {workers} worker(s), {sizes.throughput_tasks} tasks",
-                    lambda w=workers: bench_engine.throughput(url, sizes.throughput_tasks, w),
+                    lambda w=workers: engine.throughput(url, sizes.throughput_tasks, w),
                 ),
                 1,
             )
     with throwaway_database("fan") as url:
-        fan = step(
+        costs = step(
             console,
             "3. fan-in / fan-out, 10..10,000",
-            lambda: bench_fan.scaling(url, FAN_SIZES, sizes.fan_reps, sizes.naive_reps),
+            lambda: fan.scaling(url, FAN_SIZES, sizes.fan_reps, sizes.naive_reps),
         )
-    results |= fan_results(fan)
+    results |= fan_results(costs)
     with throwaway_database("wide") as url:
         wall, inserted = step(
             console,
             f"4. wide batch, {sizes.wide_tasks} tasks, 4 pull workers",
-            lambda: bench_stack.wide_batch(url, sizes.wide_tasks, 4, 240),
+            lambda: stack.wide_batch(url, sizes.wide_tasks, 4, 240),
         )
     results[f"wide_batch_{sizes.wide_tasks}_seconds"] = round(wall, 3)
     results["wide_pipeline_insert_seconds"] = round(inserted, 3)  # 1,996 edges, guard on
@@ -134,14 +133,14 @@ def hop_results(hop: dict[str, list[float]]) -> dict[str, Any]:
     }
 
 
-def fan_results(fan: dict[str, dict[int, bench_fan.Cost]]) -> dict[str, Any]:
+def fan_results(costs: dict[str, dict[int, fan.Cost]]) -> dict[str, Any]:
     def by_size(kind: str, field: str) -> dict[str, Any]:
         return {
             str(size): round(getattr(cost, field), 6) if field == "seconds" else cost.statements
-            for size, cost in fan[kind].items()
+            for size, cost in costs[kind].items()
         }
 
-    ours, naive = fan["fanin"][1000].seconds, fan["naive"][1000].seconds
+    ours, naive = costs["fanin"][1000].seconds, costs["naive"][1000].seconds
     return {
         "statements_per_completion": by_size("fanin", "statements"),
         "fanin_seconds": by_size("fanin", "seconds"),

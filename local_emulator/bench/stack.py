@@ -23,8 +23,8 @@ from google.cloud.pubsub_v1.types import BatchSettings
 from sqlalchemy import Engine, create_engine, text
 
 from local_emulator import infra
-from local_emulator.bench_db import CHAIN, WIDE, batch_state, insert_pipeline, task_name
-from local_emulator.bench_engine import BenchError
+from local_emulator.bench.db import CHAIN, WIDE, batch_state, insert_pipeline, task_name
+from local_emulator.bench.engine import BenchError
 from local_emulator.processes import wait_for
 from local_emulator.stack import Stack, StackConfig, StackInfo
 

@@ -1,0 +1,61 @@
+"""What the operator's commands share: the engine as the router builds it, and the options
+for waiting."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from sqlalchemy import Connection
+
+from dagrelay.cli.app import fail
+from dagrelay.cli.trigger import current_user
+from dagrelay.config import get_settings
+from dagrelay.engine.core import Engine
+from dagrelay.errors import DagrelayError
+from dagrelay.handlers.registry import default_registry
+from dagrelay.store import reads
+from dagrelay.store.db import get_engine
+from dagrelay.store.outbox import Publisher
+
+DEFAULT_TIMEOUT_S = 3600.0
+DEFAULT_POLL_S = 2.0
+
+Timeout = Annotated[
+    float, typer.Option(min=0, help="Give up waiting after this many seconds (exit code 1).")
+]
+Poll = Annotated[float, typer.Option(min=0.01, help="Seconds between looks at the database.")]
+PipelineOption = Annotated[
+    str | None,
+    typer.Option(help="The batch's pipeline (needed when pipelines share the batch id)."),
+]
+
+
+def batch_pipeline(conn: Connection, batch_id: str, pipeline: str | None) -> str:
+    """The pipeline of batch ``batch_id``: ``pipeline`` when given, else the only pipeline with
+    a batch of that id. A batch id is unique per pipeline only, so an id several pipelines use
+    is refused (exit code 2) with their names, and an unknown one is exit code 1."""
+    if pipeline is not None:
+        return pipeline
+    found = reads.batch_pipelines(conn, batch_id)
+    if not found:
+        fail([f"no batch {batch_id!r}"], 1)
+    if len(found) > 1:
+        raise DagrelayError(
+            f"batch {batch_id!r} exists in pipelines {', '.join(found)}: "
+            "say which one with --pipeline"
+        )
+    return found[0]
+
+
+def operator_engine(publisher: Publisher) -> Engine:
+    """The engine as the router builds it (``dagrelay.router.wiring``), without the router."""
+    settings = get_settings()
+    return Engine(
+        get_engine(),
+        publisher,
+        default_registry,
+        events_topic=settings.events_topic,
+        alerts_topic=settings.alerts_topic,
+        worker_id=f"cli:{current_user()}",
+    )

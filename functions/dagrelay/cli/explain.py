@@ -1,0 +1,73 @@
+"""``dagrelay explain BATCH [--pipeline P]``: why a batch failed, as a tree of root causes
+and the tasks each took down."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from rich.tree import Tree
+
+from dagrelay.cli.app import fail, reports_errors
+from dagrelay.cli.common import PipelineOption, batch_pipeline
+from dagrelay.cli.render import status_text
+from dagrelay.store import reads
+from dagrelay.store.db import get_engine
+
+
+@reports_errors
+def explain(
+    batch_id: Annotated[str, typer.Argument(help="The batch.")],
+    pipeline: PipelineOption = None,
+) -> None:
+    """Why a batch failed: each failed task with its error, and under it the tasks its
+    failure took down (UPSTREAM_FAILED)."""
+    with get_engine().connect() as conn:
+        pipeline = batch_pipeline(conn, batch_id, pipeline)
+        report = reads.read_batches(conn, batch_id, pipeline)
+    if not report:
+        where = f" in pipeline {pipeline!r}" if pipeline else ""
+        fail([f"no batch {batch_id!r}{where}"], 1)
+    console = Console()
+    for batch in report:
+        console.print(
+            explain_tree(
+                batch["pipeline"],
+                batch_id,
+                batch["status"],
+                batch["root_causes"],
+                batch["version"],
+            )
+        )
+
+
+def explain_tree(
+    pipeline: str,
+    batch_id: str,
+    status: str,
+    causes: Sequence[reads.RootCause],
+    version: int | None = None,
+) -> Tree:
+    label = Text.assemble(f"{pipeline} / {batch_id}  ", status_text(status))
+    if version is not None:
+        label.append(f"  version {version}", style="dim")
+    tree = Tree(label)
+    if not causes:
+        tree.add(Text("nothing failed", style="green"))
+    for cause in causes:
+        if cause["task"] is None:
+            node = tree.add(Text("root cause no longer in the batch (rerun?)", style="dim"))
+        else:
+            error = (cause["error"] or "").splitlines()[0] if cause["error"] else "no error text"
+            count = cause["attempts"]
+            attempts = f"{count} attempt{'s' if count != 1 else ''}"
+            label = Text.assemble(
+                (cause["task"], "bold"), " ", status_text("ERROR"), f" after {attempts}: {error}"
+            )
+            node = tree.add(label)
+        for casualty in cause["took_down"]:
+            node.add(Text.assemble(f"{casualty} ", status_text("UPSTREAM_FAILED")))
+    return tree

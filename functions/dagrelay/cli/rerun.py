@@ -1,0 +1,55 @@
+"""``dagrelay rerun BATCH TASK [--downstream] [--latest] [--pipeline P]``: reset a task (and its
+descendants) and run it again through the engine, as the router would: in the batch's version,
+or with --latest in the pipeline's current one (the rule: ``dagrelay.engine.versions``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dagrelay.cli.app import reports_errors
+from dagrelay.cli.common import PipelineOption, batch_pipeline, operator_engine
+from dagrelay.cli.render import status_text
+from dagrelay.config import get_settings
+from dagrelay.messages import Rerun
+from dagrelay.pubsub import PubSubPublisher
+from dagrelay.store import reads
+from dagrelay.store.db import get_engine
+
+
+@reports_errors
+def rerun(
+    batch_id: Annotated[str, typer.Argument(help="The batch.")],
+    task: Annotated[str, typer.Argument(help="The task to run again.")],
+    downstream: Annotated[
+        bool, typer.Option("--downstream", help="Also reset every task below it.")
+    ] = False,
+    latest: Annotated[
+        bool,
+        typer.Option(
+            "--latest",
+            help="Move the batch to the pipeline's current version first; refused, saying "
+            "why, unless every task that changed is rerun.",
+        ),
+    ] = False,
+    pipeline: PipelineOption = None,
+) -> None:
+    """Reset a task (and with --downstream its descendants) in a batch and run it again, in
+    the batch's version; the batch resumes. Their earlier attempts stay in `dagrelay history`."""
+    with get_engine().connect() as conn:
+        owner = batch_pipeline(conn, batch_id, pipeline)
+        preview = reads.rerun_preview(conn, owner, batch_id, task, downstream)
+    settings = get_settings()
+    reset = operator_engine(PubSubPublisher(settings.project_id)).rerun(
+        Rerun(batch_id=batch_id, task=task, pipeline=owner, downstream=downstream, latest=latest)
+    )
+    table = Table(title=f"{owner} / {batch_id}: reset", title_justify="left")
+    for column in ("task", "was", "attempts"):
+        table.add_column(column)
+    for row in preview:
+        table.add_row(row["name"], status_text(row["status"]), str(row["attempt"]))
+    Console().print(table)
+    typer.echo(f"{reset} task rows reset; batch {owner}/{batch_id} is RUNNING again")

@@ -1,0 +1,58 @@
+"""``dagrelay validate [FILES...]``: check pipeline files, or every pipeline in the database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dagrelay.cli.app import reports_errors
+from dagrelay.errors import DagrelayError, PipelineError
+from dagrelay.pipelines import spec as pipelines
+from dagrelay.store import reads
+from dagrelay.store.db import get_engine
+
+
+@reports_errors
+def validate(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="Pipeline files (default: every pipeline in the database).",
+        ),
+    ] = None,
+) -> None:
+    """Check pipelines: cycles, unknown parents and handlers, params that do not fit their
+    handler. Exit code 2 if anything is wrong, with every problem printed."""
+    handlers = pipelines.registered_handlers()
+    found: list[str] = []
+    for source, spec in _specs(files or [], found):
+        problems = pipelines.problems(spec, handlers)
+        found += problems
+        if not problems:
+            typer.echo(f"{source}: pipeline {spec.pipeline} is valid ({len(spec.tasks)} tasks)")
+    if found:
+        raise PipelineError(found)
+
+
+def _specs(files: Sequence[Path], found: list[str]) -> list[tuple[str, pipelines.PipelineSpec]]:
+    """The pipelines of the files (a file that does not load adds its problems to ``found``),
+    or with no files every pipeline in the database."""
+    if not files:
+        with get_engine().connect() as conn:
+            names = reads.pipeline_names(conn)
+            if not names:
+                raise DagrelayError("no pipelines in the database (and no files given)")
+            return [(f"database:{n}", pipelines.read_pipeline(conn, n)) for n in names]
+    specs = []
+    for file in files:
+        try:
+            specs.append((file.name, pipelines.load_pipeline(file)))
+        except PipelineError as exc:
+            found += exc.problems
+    return specs

@@ -1,0 +1,8 @@
+"""``python -m local_emulator.bench [--quick] [--out bench-results.json]``."""
+
+from __future__ import annotations
+
+from local_emulator.bench.cli import app
+
+if __name__ == "__main__":
+    app()
