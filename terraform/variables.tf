@@ -404,47 +404,13 @@ variable "bigquery_location" {
 # -- Scheduling -----------------------------------------------------------------------------------
 
 variable "sweep_schedule" {
-  description = "Cron schedule of the sweep (expired leases, outbox relay, lost messages). Every minute by design."
+  description = "Cron schedule of the sweep (expired leases, outbox relay, lost messages, due schedule ticks). Every minute by design: a schedule tick starts at most this late."
   type        = string
   default     = "* * * * *"
 
   validation {
     condition     = length(split(" ", trimspace(var.sweep_schedule))) == 5
     error_message = "sweep_schedule must be a five-field cron expression."
-  }
-}
-
-variable "scheduled_pipelines" {
-  description = <<-EOT
-    Pipelines started on a schedule: {pipeline = {schedule, time_zone, params, batch_id}}. Each gets a
-    Cloud Scheduler job that publishes a start_batch message to the events topic. A Scheduler
-    message is static: it cannot compute a date, so batch_id is the same on every run and dagrelay
-    treats a second start_batch with the same (pipeline, batch_id) as a duplicate. See README.md,
-    "Scheduled pipelines".
-  EOT
-  type = map(object({
-    schedule  = string
-    time_zone = optional(string, "Etc/UTC")
-    params    = optional(map(string), {})
-    batch_id  = optional(string, "scheduled")
-  }))
-  default = {}
-
-  validation {
-    condition     = alltrue([for p in keys(var.scheduled_pipelines) : can(regex("^[A-Za-z][A-Za-z0-9_.-]{0,127}$", p))])
-    error_message = "scheduled_pipelines keys must be pipeline names (^[A-Za-z][A-Za-z0-9_.-]{0,127}$)."
-  }
-  validation {
-    condition     = alltrue([for p in values(var.scheduled_pipelines) : can(regex("^[A-Za-z0-9][A-Za-z0-9_.:=+-]{0,127}$", p.batch_id))])
-    error_message = "scheduled_pipelines batch_id must match ^[A-Za-z0-9][A-Za-z0-9_.:=+-]{0,127}$ (the start_batch message schema)."
-  }
-  validation {
-    condition     = alltrue(flatten([for p in values(var.scheduled_pipelines) : [for k in keys(p.params) : can(regex("^[A-Za-z_][A-Za-z0-9_]*$", k))]]))
-    error_message = "scheduled_pipelines params keys must be identifiers (^[A-Za-z_][A-Za-z0-9_]*$)."
-  }
-  validation {
-    condition     = alltrue([for p in values(var.scheduled_pipelines) : length(split(" ", trimspace(p.schedule))) == 5])
-    error_message = "scheduled_pipelines schedule must be a five-field cron expression, e.g. \"0 6 * * *\"."
   }
 }
 

@@ -27,7 +27,7 @@ from local_emulator import processes
 from tests.dbtools import create_database, drop_database
 
 # Fixtures of the local BigQuery and GCS stand-ins (the `local` extra).
-pytest_plugins = ["tests.bq_fixtures", "tests.gcs_fixtures"]
+pytest_plugins = ["tests.bq_fixtures", "tests.gcs_fixtures", "tests.integration.ingest_harness"]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

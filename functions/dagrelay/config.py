@@ -59,11 +59,10 @@ class Settings(BaseSettings):
     sources_file: Path | None = Field(
         None, description="Ingestion sources (YAML); unset: schema/sources.yaml."
     )
-    ingest_resume_after_s: float = Field(
-        600.0,
-        gt=0,
-        description="A file_log row untouched this long (RECEIVED/VALIDATED/LOADED) is taken "
-        "to be abandoned by its worker and may be resumed by the next notification or sweep.",
+    ingest_workdir: Path | None = Field(
+        None,
+        description="Where ingestion writes its temp files (the downloaded object, its Parquet); "
+        "unset: the system temp dir, which is memory on Cloud Functions.",
     )
     handler_modules: list[str] = Field(
         default_factory=list, description="Modules imported at start to register user handlers."

@@ -58,3 +58,4 @@ class FileStatus(StrEnum):
     LOADED = "LOADED"
     ARCHIVED = "ARCHIVED"
     REJECTED = "REJECTED"
+    DUPLICATE = "DUPLICATE"

@@ -20,13 +20,4 @@ status_invokers = ["group:dagrelay-dev@example.com"]
 
 bigquery_datasets = ["finance", "reports", "web"]
 
-scheduled_pipelines = {
-  monthly_profit = {
-    schedule  = "0 6 1 * *"
-    time_zone = "Europe/Brussels"
-    params    = { source = "scheduler" }
-    batch_id  = "scheduled"
-  }
-}
-
 # notification_channels = ["projects/my-dagrelay-dev/notificationChannels/1234567890"]

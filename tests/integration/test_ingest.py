@@ -1,103 +1,96 @@
-"""Ingestion against real PostgreSQL and the real storage emulator: bad files rejected and moved
-with their reason, duplicates loaded once, Parquet staged with the declared schema, file_log
-statuses in order, interrupted ingestions resumed, and a month's sources starting exactly one
-pipeline batch even when they finish together."""
+"""Ingestion on the engine against real PostgreSQL and the real storage emulator (BigQuery's jobs
+faked: tests/integration/test_ingest_bigquery.py loads into bqemulator): a file is a batch of
+``ingest.<source>``; bad, unreadable and foreign objects end REJECTED with their reason; the same
+content is loaded once; a corrected file under a loaded name follows its source's on_replace;
+the load is deferred and polled; a crash between steps resumes without a second load."""
 
 from __future__ import annotations
 
-import base64
 import io
-import logging
+import itertools
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy import Engine, text
 
 from dagrelay.engine.core import Engine as DagEngine
-from dagrelay.ingest import ingest_object, load_sources, resume_stale
-from dagrelay.ingest.sources import Column
-from dagrelay.messages import Envelope, ObjectFinalized, parse
-from local_emulator import gcs
-from tests.conftest import FakeClock
+from dagrelay.engine.core import RunOutcome
+from dagrelay.engine.faults import CrashInjector, InjectedCrash
+from dagrelay.ingest.pipeline import batch_id
+from dagrelay.ingest.sources import parse_sources
+from tests.integration.helpers import statuses
+from tests.integration.ingest_harness import SOURCES, FakeLoader, Harness
 
 pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).resolve().parents[2] / "schema" / "pipelines" / "data"
-SOURCES = load_sources()
 SALES = "inbox/sales/sales_2024-03.csv"
 EXPENSES = "inbox/expenses/expenses_2024-03.csv"
+SALES_HEADER = b"sale_date,region,product,quantity,amount\n"
+STEPS = ["validate", "convert", "load", "archive", "trigger"]
 
 
-class FakeLoader:
-    """Records each load; can be told to fail the next ones."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.fail: BaseException | None = None
-        self.lock = threading.Lock()
-
-    def load(self, *, uri: str, table: str, columns: tuple[Column, ...], job_id: str) -> int:
-        if self.fail is not None:
-            raise self.fail
-        with self.lock:
-            self.calls.append({"uri": uri, "table": table, "job_id": job_id})
-        return 4
-
-
-def upload(client: Any, bucket: str, name: str, data: bytes) -> ObjectFinalized:
-    """Upload, then parse the notification GCS would publish, as the router does."""
-    client.bucket(bucket).blob(name).upload_from_string(data)
-    body, attributes = gcs.finalize_message(gcs.object_resource(gcs_url(), bucket, name))
-    envelope = Envelope(base64.b64encode(body).decode(), attributes, message_id="1")
-    message = parse(envelope)
-    assert isinstance(message, ObjectFinalized)
-    return message
-
-
-def gcs_url() -> str:
-    import os  # noqa: PLC0415
-
-    return os.environ["STORAGE_EMULATOR_HOST"]
-
-
-def names(client: Any, bucket: str) -> list[str]:
-    return sorted(b.name for b in client.list_blobs(bucket))
-
-
-def read(client: Any, bucket: str, name: str) -> bytes:
-    return bytes(client.bucket(bucket).blob(name).download_as_bytes())
-
-
-def file_row(db: Engine, name: str) -> Any:
-    with db.connect() as conn:
-        return conn.execute(text("SELECT * FROM file_log WHERE name = :n"), {"n": name}).one()
+def sales() -> bytes:
+    return (DATA / "sales_2024-03.csv").read_bytes()
 
 
 @pytest.fixture
-def ingest(db: Engine, engine: DagEngine, gcs_client: Any, clock: FakeClock) -> Callable[..., str]:
-    loader = FakeLoader()
-
-    def run(obj: ObjectFinalized, **kw: Any) -> str:
-        return ingest_object(
-            obj,
-            db=db,
-            storage_client=gcs_client,
-            loader=kw.pop("loader", loader),
-            engine=engine,
-            sources=SOURCES,
-            clock=clock,
-            **kw,
-        )
-
-    run.loader = loader  # type: ignore[attr-defined]
-    return run
+def h(ingest_harness: Harness) -> Harness:
+    return ingest_harness
 
 
-SALES_HEADER = b"sale_date,region,product,quantity,amount\n"
+@pytest.fixture
+def loader(ingest_harness: Harness) -> FakeLoader:
+    assert isinstance(ingest_harness.loader, FakeLoader)
+    return ingest_harness.loader
+
+
+def task_statuses(h: Harness, obj: Any, source: str = "sales") -> dict[str, str]:
+    found = statuses(h.db, batch_id(obj.bucket, obj.name, obj.generation))
+    return {name.removeprefix(f"ingest.{source}."): status for name, status in found.items()}
+
+
+def test_a_good_file_runs_as_an_engine_batch(h: Harness, loader: FakeLoader) -> None:
+    obj = h.upload(SALES, sales())
+    assert h.ingest(obj) == "received"
+    assert task_statuses(h, obj) == dict.fromkeys(STEPS, "SUCCESS")
+    batch = batch_id(obj.bucket, obj.name, obj.generation)
+    assert h.batches() == [("ingest.sales", batch, "SUCCESS")]
+    row = h.file(SALES)
+    assert (row["status"], row["rows_loaded"], row["batch_id"]) == ("ARCHIVED", 4, batch)
+    assert row["md5"] == obj.resource["md5Hash"]  # computed from the content, as GCS has it
+    staged = f"staging/sales/{obj.generation}/sales_2024-03.csv.parquet"
+    archived = f"archive/sales/{obj.generation}/sales_2024-03.csv"
+    assert h.names() == [archived, staged]
+    assert h.read(archived) == sales()
+    table = pq.read_table(io.BytesIO(h.read(staged)))
+    assert [(f.name, str(f.type), f.nullable) for f in table.schema] == [
+        ("sale_date", "date32[day]", False),
+        ("region", "string", False),
+        ("product", "string", True),
+        ("quantity", "int64", False),
+        ("amount", "double", False),
+    ]
+    assert sum(table.column("amount").to_pylist()) == pytest.approx(1250.5)
+    [job] = loader.submitted
+    assert (job["uri"], job["table"]) == (f"gs://{h.bucket}/{staged}", "finance.sales")
+
+
+def test_the_load_is_deferred_and_its_poll_concludes(h: Harness, loader: FakeLoader) -> None:
+    obj = h.upload(SALES, sales())
+    h.ingestor(obj)
+    seen: list[tuple[str, RunOutcome]] = []
+    while not any(o == RunOutcome.DEFERRED for _, o in seen):
+        seen += [h.deliver(m.payload, m) for m in h.publisher.drain("dagrelay-events")]
+    assert seen[-1] == ("ingest.sales.load", RunOutcome.DEFERRED)
+    assert h.file(SALES)["status"] == "VALIDATED"  # submitted, not waited for
+    assert h.file(SALES)["load_job"] == loader.submitted[0]["job_id"]
+    later = h.drive()
+    assert ("ingest.sales.load", RunOutcome.SUCCESS) in later  # by its poll
+    assert h.file(SALES)["status"] == "ARCHIVED"
+    assert len(loader.submitted) == 1
 
 
 @pytest.mark.parametrize(
@@ -106,7 +99,6 @@ SALES_HEADER = b"sale_date,region,product,quantity,amount\n"
         ("sales_2024-03.csv", b"", "file is empty"),
         ("sales_2024-03.csv", SALES_HEADER, "file has a header but no data rows"),
         ("sales_2024-03.csv", b"sale_date,region\n2024-03-01,n\n", "missing required column"),
-        ("sales_2024-03.csv", b"sale_date,region,quantity,amount,vat\n", "undeclared column"),
         (
             "sales_2024-03.csv",
             SALES_HEADER + b"2024-03-01,n,w,1,1\n2024-03-02,n,w,1,abc\n",
@@ -116,242 +108,234 @@ SALES_HEADER = b"sale_date,region,product,quantity,amount\n"
         ("sales.csv", SALES_HEADER + b"2024-03-01,n,w,1,1\n", "carries no month"),
     ],
 )
-def test_bad_file_is_rejected_and_moved(
-    ingest: Callable[..., str],
-    gcs_client: Any,
-    gcs_bucket: str,
-    db: Engine,
-    file_name: str,
-    data: bytes,
-    reason: str,
+def test_a_bad_file_is_rejected_kept_and_fails_its_batch(
+    h: Harness, loader: FakeLoader, file_name: str, data: bytes, reason: str
 ) -> None:
-    obj = upload(gcs_client, gcs_bucket, f"inbox/sales/{file_name}", data)
-    assert ingest(obj) == "rejected"
-    row = file_row(db, obj.name)
-    assert row.status == "REJECTED"
-    assert reason in row.error
+    obj = h.upload(f"inbox/sales/{file_name}", data)
+    h.ingest(obj)
+    row = h.file(obj.name)
+    assert row["status"] == "REJECTED"
+    assert reason in row["error"]
     moved = f"rejected/sales/{obj.generation}/{file_name}"
-    assert names(gcs_client, gcs_bucket) == [moved]
-    assert read(gcs_client, gcs_bucket, moved) == data  # nothing lost
-    assert ingest.loader.calls == []  # type: ignore[attr-defined]
+    assert h.names() == [moved]
+    assert h.read(moved) == data
+    found = task_statuses(h, obj)
+    assert found["validate"] == "ERROR"  # non-retryable: one attempt
+    assert {found[s] for s in STEPS[1:]} == {"UPSTREAM_FAILED"}  # nothing after it ran
+    assert loader.submitted == []
 
 
-def test_good_file_staged_loaded_archived_in_order(
-    ingest: Callable[..., str],
-    gcs_client: Any,
-    gcs_bucket: str,
-    db: Engine,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    raw = (DATA / "sales_2024-03.csv").read_bytes()
-    obj = upload(gcs_client, gcs_bucket, SALES, raw)
-    with caplog.at_level(logging.INFO, logger="dagrelay.ingest"):
-        assert ingest(obj) == "archived"
-    moves = [(r.__dict__["from"], r.__dict__["to"]) for r in caplog.records if "to" in r.__dict__]
-    assert moves == [("RECEIVED", "VALIDATED"), ("VALIDATED", "LOADED"), ("LOADED", "ARCHIVED")]
-    row = file_row(db, SALES)
-    assert (row.status, row.rows_loaded, row.target_table, row.source) == (
-        "ARCHIVED",
-        4,
-        "finance.sales",
-        "sales",
-    )
-    assert row.md5 == obj.resource["md5Hash"]
-    assert row.size_bytes == len(raw)
-    staged = f"staging/sales/{obj.generation}/sales_2024-03.csv.parquet"
-    archived = f"archive/sales/{obj.generation}/sales_2024-03.csv"
-    assert names(gcs_client, gcs_bucket) == [archived, staged]
-    assert read(gcs_client, gcs_bucket, archived) == raw
-    table = pq.read_table(io.BytesIO(read(gcs_client, gcs_bucket, staged)))
-    assert [(f.name, str(f.type), f.nullable) for f in table.schema] == [
-        ("sale_date", "date32[day]", False),
-        ("region", "string", False),
-        ("product", "string", True),
-        ("quantity", "int64", False),
-        ("amount", "double", False),
-    ]
-    assert table.num_rows == 4
-    assert sum(table.column("amount").to_pylist()) == pytest.approx(1250.5)
-    assert table.column("product").to_pylist()[-1] is None
-    [call] = ingest.loader.calls  # type: ignore[attr-defined]
-    assert call["uri"] == f"gs://{gcs_bucket}/{staged}"
-    assert call["table"] == "finance.sales"
+def test_the_same_content_twice_is_loaded_once(h: Harness, loader: FakeLoader) -> None:
+    first = h.upload(SALES, sales())
+    h.ingest(first)
+    again = h.upload(SALES, sales())  # a new generation, identical content
+    other = h.upload("inbox/sales/copy_of_sales_2024-03.csv", sales())  # same md5, new name
+    assert again.generation != first.generation
+    h.ingest(again)
+    h.ingest(other)
+    assert len(loader.submitted) == 1
+    for obj in (again, other):
+        row = h.file(obj.name) if obj is other else _by_generation(h, obj)
+        assert row["status"] == "DUPLICATE"
+        assert row["duplicate_of"] == _by_generation(h, first)["file_id"]
+        assert f"gs://{h.bucket}/{SALES}#{first.generation}" in row["error"]
+        assert task_statuses(h, obj) == dict.fromkeys(STEPS, "SUCCESS")  # nothing failed
+    archived = [n for n in h.names() if n.startswith("archive/")]
+    assert len(archived) == 3  # each upload accounted for, none left in the inbox
+    assert not [n for n in h.names() if n.startswith("inbox/")]
 
 
-def test_same_object_notified_twice_is_loaded_once(
-    ingest: Callable[..., str],
-    gcs_client: Any,
-    gcs_bucket: str,
-    db: Engine,
-) -> None:
-    obj = upload(gcs_client, gcs_bucket, SALES, (DATA / "sales_2024-03.csv").read_bytes())
-    assert ingest(obj) == "archived"
-    assert ingest(obj) == "duplicate: ARCHIVED"
-    assert len(ingest.loader.calls) == 1  # type: ignore[attr-defined]
-    with db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM file_log")).scalar_one() == 1
+def _by_generation(h: Harness, obj: Any) -> dict[str, Any]:
+    return next(r for r in _rows(h) if (r["name"], r["generation"]) == (obj.name, obj.generation))
 
 
-def test_duplicates_in_parallel_load_once(
-    ingest: Callable[..., str],
-    gcs_client: Any,
-    gcs_bucket: str,
-) -> None:
-    obj = upload(gcs_client, gcs_bucket, SALES, (DATA / "sales_2024-03.csv").read_bytes())
-    results: list[str] = []
-    threads = [threading.Thread(target=lambda: results.append(ingest(obj))) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results.count("archived") == 1
-    assert len(ingest.loader.calls) == 1  # type: ignore[attr-defined]
+def _rows(h: Harness) -> list[dict[str, Any]]:
+    from sqlalchemy import text  # noqa: PLC0415
+
+    with h.db.connect() as conn:
+        found = conn.execute(text("SELECT *, status::text AS status FROM file_log"))
+        return [dict(r) for r in found.mappings()]
 
 
-def test_failed_load_is_resumed_by_the_redelivery(
-    ingest: Callable[..., str],
-    gcs_client: Any,
-    gcs_bucket: str,
-    db: Engine,
-) -> None:
-    obj = upload(gcs_client, gcs_bucket, SALES, (DATA / "sales_2024-03.csv").read_bytes())
-    ingest.loader.fail = RuntimeError("backend error")  # type: ignore[attr-defined]
-    with pytest.raises(RuntimeError):
-        ingest(obj)
-    row = file_row(db, SALES)
-    assert (row.status, row.error) == ("VALIDATED", "RuntimeError: backend error")
-    ingest.loader.fail = None  # type: ignore[attr-defined]
-    assert ingest(obj) == "archived"  # resumed from VALIDATED: no second validation
-    assert file_row(db, SALES).error is None
-    assert len(ingest.loader.calls) == 1  # type: ignore[attr-defined]
+def test_copies_arriving_together_load_once(h: Harness, loader: FakeLoader) -> None:
+    objs = [h.upload(f"inbox/sales/copy{i}_2024-03.csv", sales()) for i in range(3)]
+    for obj in objs:
+        h.ingestor(obj)
+    barrier = threading.Barrier(3)
+    runs = list(h.publisher.drain("dagrelay-events"))
 
-
-def test_abandoned_row_waits_then_is_resumed_by_the_sweep(
-    ingest: Callable[..., str],
-    gcs_client: Any,
-    gcs_bucket: str,
-    db: Engine,
-    engine: DagEngine,
-    clock: FakeClock,
-) -> None:
-    """A worker killed after claiming (no error recorded): a duplicate notification leaves the
-    row alone while it may still be running; once stale, the sweep takes it over."""
-    obj = upload(gcs_client, gcs_bucket, SALES, (DATA / "sales_2024-03.csv").read_bytes())
-    with db.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO file_log (bucket, name, generation, source, status, received_at,"
-                " updated_at) VALUES (:b, :n, :g, 'sales', 'RECEIVED', :t, :t)"
-            ),
-            {"b": gcs_bucket, "n": SALES, "g": obj.generation, "t": clock()},
-        )
-    assert ingest(obj, resume_after_s=60) == "in progress: RECEIVED"
-    clock.advance(61)
-    loader = ingest.loader  # type: ignore[attr-defined]
-    done = resume_stale(
-        db=db,
-        storage_client=gcs_client,
-        loader=loader,
-        engine=engine,
-        sources=SOURCES,
-        clock=clock,
-        resume_after_s=60,
-    )
-    assert done == {f"gs://{gcs_bucket}/{SALES}#{obj.generation}": "archived"}
-    assert len(loader.calls) == 1
-
-
-def _batches(db: Engine) -> list[tuple[str, str]]:
-    with db.connect() as conn:
-        return [tuple(r) for r in conn.execute(text("SELECT pipeline, batch_id FROM batches"))]
-
-
-@pytest.fixture
-def monthly_profit(insert_pipeline: Callable[..., dict[str, int]]) -> None:
-    insert_pipeline("monthly_profit", {"calculate_profit": ["load_sales", "load_expenses"]})
-
-
-@pytest.mark.usefixtures("monthly_profit")
-def test_both_sources_of_a_month_start_one_batch(
-    ingest: Callable[..., str],
-    gcs_client: Any,
-    gcs_bucket: str,
-    db: Engine,
-) -> None:
-    sales = upload(gcs_client, gcs_bucket, SALES, (DATA / "sales_2024-03.csv").read_bytes())
-    assert ingest(sales) == "archived"
-    assert _batches(db) == []  # expenses for 2024-03 not loaded yet
-    other = "inbox/expenses/expenses_2024-04.csv"
-    april = upload(gcs_client, gcs_bucket, other, (DATA / "expenses_2024-03.csv").read_bytes())
-    assert ingest(april) == "archived"
-    assert _batches(db) == []  # another month
-    data = (DATA / "expenses_2024-03.csv").read_bytes()
-    assert ingest(upload(gcs_client, gcs_bucket, EXPENSES, data)) == "archived"
-    assert _batches(db) == [("monthly_profit", "2024-03")]
-    with db.connect() as conn:
-        by = conn.execute(text("SELECT * FROM batches")).one()
-    assert "expenses_2024-03.csv" in str(by._mapping)
-
-
-@pytest.mark.usefixtures("monthly_profit")
-@pytest.mark.parametrize("attempt", range(3))
-def test_sources_finishing_together_start_exactly_one_batch(
-    ingest: Callable[..., str],
-    gcs_client: Any,
-    gcs_bucket: str,
-    db: Engine,
-    attempt: int,
-) -> None:
-    objs = [
-        upload(gcs_client, gcs_bucket, SALES, (DATA / "sales_2024-03.csv").read_bytes()),
-        upload(gcs_client, gcs_bucket, EXPENSES, (DATA / "expenses_2024-03.csv").read_bytes()),
-    ]
-    barrier = threading.Barrier(2)
-    results: list[str] = []
-
-    def work(obj: ObjectFinalized) -> None:
+    def deliver(message: Any) -> None:
         barrier.wait()
-        results.append(ingest(obj))
+        h.deliver(message.payload, message)
 
-    threads = [threading.Thread(target=work, args=(o,)) for o in objs]
+    threads = [threading.Thread(target=deliver, args=(m,)) for m in runs]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results == ["archived", "archived"]
-    assert _batches(db) == [("monthly_profit", "2024-03")]
+    h.drive()
+    assert sorted(r["status"] for r in _rows(h)) == ["ARCHIVED", "DUPLICATE", "DUPLICATE"]
+    assert len(loader.submitted) == 1
 
 
-def test_notify_publishes_what_gcs_would(
-    gcs_client: Any,
-    gcs_bucket: str,
-    pubsub_emulator: str,
-    unique: str,
+def test_a_corrected_file_under_a_loaded_name_is_refused_by_default(
+    h: Harness, loader: FakeLoader
 ) -> None:
-    from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient  # noqa: PLC0415
+    first = h.upload(SALES, sales())
+    h.ingest(first)
+    corrected = sales().replace(b"450.50", b"460.50")
+    assert corrected != sales()
+    second = h.upload(SALES, corrected)
+    h.ingest(second)
+    row = _by_generation(h, second)
+    assert row["status"] == "REJECTED"
+    assert "already loaded under this name with other content" in row["error"]
+    assert "on_replace: refuse" in row["error"]
+    assert h.read(f"rejected/sales/{second.generation}/sales_2024-03.csv") == corrected
+    assert task_statuses(h, second)["validate"] == "ERROR"
+    assert len(loader.submitted) == 1  # the earlier rows stand alone
 
-    publisher, subscriber = PublisherClient(), SubscriberClient()
-    topic = publisher.topic_path("dagrelay-test", f"events-{unique}")
-    sub = subscriber.subscription_path("dagrelay-test", f"sub-{unique}")
-    publisher.create_topic(name=topic)
-    subscriber.create_subscription(name=sub, topic=topic)
-    gcs_client.bucket(gcs_bucket).blob(SALES).upload_from_string(b"x")
-    gcs.notify(gcs_bucket, SALES, "dagrelay-test", f"events-{unique}")
-    [received] = subscriber.pull(subscription=sub, max_messages=1, timeout=10).received_messages
-    attrs = dict(received.message.attributes)
-    blob = gcs_client.bucket(gcs_bucket).get_blob(SALES)
-    assert attrs == {
-        "notificationConfig": f"projects/_/buckets/{gcs_bucket}/notificationConfigs/1",
-        "eventType": "OBJECT_FINALIZE",
-        "payloadFormat": "JSON_API_V1",
-        "bucketId": gcs_bucket,
-        "objectId": SALES,
-        "objectGeneration": str(blob.generation),
-        "eventTime": attrs["eventTime"],
-    }
-    envelope = Envelope(base64.b64encode(received.message.data).decode(), attrs)
-    message = parse(envelope)
-    assert message == ObjectFinalized(gcs_bucket, SALES, blob.generation, message.resource)  # type: ignore[union-attr]
-    assert message.resource["md5Hash"] == blob.md5_hash
-    assert message.resource["size"] == "1"
-    subscriber.close()
+
+def test_a_source_that_appends_loads_a_corrected_file_beside_the_first(
+    h: Harness, loader: FakeLoader
+) -> None:
+    raw = {"sources": {"log": {"format": "csv", "target_table": "web.log", "on_replace": "append",
+                               "columns": [{"name": "n", "type": "integer"}]}}}  # fmt: skip
+    h.reconfigured(sources=parse_sources(raw))
+    h.ingest(h.upload("inbox/log/day.csv", b"n\n1\n"))
+    h.ingest(h.upload("inbox/log/day.csv", b"n\n2\n"))
+    h.ingest(h.upload("inbox/log/day.csv", b"n\n2\n"))  # the same content again: not loaded
+    assert sorted(r["status"] for r in _rows(h)) == ["ARCHIVED", "ARCHIVED", "DUPLICATE"]
+    assert len(loader.submitted) == 2
+
+
+def test_another_bucket_is_rejected_and_left_where_it_is(
+    h: Harness, gcs_client: Any, loader: FakeLoader
+) -> None:
+    from local_emulator import gcs  # noqa: PLC0415
+
+    foreign = f"{h.bucket}-other"
+    gcs.create_buckets(gcs_client, [foreign])
+    obj = h.upload(SALES, sales(), bucket=foreign)
+    assert h.ingest(obj) == f"rejected: bucket {foreign!r} is not the inbox bucket"
+    assert h.ingest(obj) == "duplicate: REJECTED"  # a repeated notification: nothing more
+    row = h.file(SALES)
+    assert (row["bucket"], row["status"]) == (foreign, "REJECTED")
+    assert "not the inbox bucket" in row["error"]
+    assert [b.name for b in gcs_client.list_blobs(foreign)] == [SALES]  # not moved
+    assert h.batches() == []
+    assert loader.submitted == []
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("inbox/sales/../../etc/sales_2024-03.csv", "'..' path segment"),
+        ("inbox/sales//sales_2024-03.csv", "empty, '.' or '..' path segment"),
+        ("inbox/sales/sales\n2024-03.csv", "control character"),
+        ("inbox/nosuchsource/x.csv", "no source for this object"),
+    ],
+)
+def test_an_unsafe_name_is_rejected_without_reading(h: Harness, name: str, reason: str) -> None:
+    obj = h.notification(h.bucket, name, generation=1)
+    assert h.ingest(obj).startswith("rejected: ")
+    row = h.file(name)
+    assert row["status"] == "REJECTED"
+    assert reason in row["error"]
+    assert h.batches() == []
+
+
+def test_a_missing_object_is_rejected_once_and_not_retried(h: Harness) -> None:
+    obj = h.notification(h.bucket, SALES, generation=12345)  # never uploaded
+    assert h.ingest(obj) == "received"
+    row = h.file(SALES)
+    assert row["status"] == "REJECTED"
+    assert "does not exist" in row["error"]
+    assert task_statuses(h, obj)["validate"] == "ERROR"
+    assert h.batches()[0][2] == "FAILED"
+    assert h.drive() == []  # the sweep finds nothing more to do with it
+
+
+class BrokenStore:
+    """An object store that times out on every read, as an unreachable GCS would."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def download(self, *args: Any) -> None:
+        self.reads += 1
+        raise TimeoutError("read timed out")
+
+
+def test_an_unreadable_object_is_rejected_after_a_bounded_number_of_tries(h: Harness) -> None:
+    broken = BrokenStore(h.runtime.store)
+    h.reconfigured(store=broken)
+    obj = h.upload(SALES, sales())
+    h.ingest(obj)
+    row = h.file(SALES)
+    assert row["status"] == "REJECTED"
+    assert "could not be read in 3 tries: read timed out" in row["error"]
+    assert broken.reads == 3
+    assert task_statuses(h, obj)["validate"] == "ERROR"
+    assert h.drive() == []
+
+
+def test_a_failed_load_job_is_retried_with_a_new_job(h: Harness, loader: FakeLoader) -> None:
+    loader.fail_next = "BigQuery job x failed (backendError): try again"
+    obj = h.upload(SALES, sales())
+    h.ingest(obj)
+    assert h.file(SALES)["status"] == "ARCHIVED"
+    failed, loaded = loader.submitted
+    assert failed["job_id"] != loaded["job_id"]
+    assert h.file(SALES)["load_job"] == loaded["job_id"]
+
+
+@pytest.mark.parametrize("step", ["convert", "load", "archive"])
+def test_a_crash_after_a_step_resumes_without_a_second_load(
+    h: Harness, engine: DagEngine, loader: FakeLoader, step: str
+) -> None:
+    """The worker dies after the step's work, before its result is written: the lease
+    expires, the sweeper retries the attempt, and the retry finds the work done."""
+    engine.crashes = CrashInjector.parse(f"after_handler:ingest.sales.{step}")
+    obj = h.upload(SALES, sales())
+    h.ingestor(obj)
+    with pytest.raises(InjectedCrash):
+        h.drive()
+    h.drive()  # leases expire as the clock moves; the sweeper retries
+    assert task_statuses(h, obj) == dict.fromkeys(STEPS, "SUCCESS")
+    assert h.file(SALES)["status"] == "ARCHIVED"
+    assert len(loader.submitted) == 1
+
+
+def test_a_month_complete_starts_one_pipeline_batch(
+    h: Harness, insert_pipeline: Any, loader: FakeLoader
+) -> None:
+    insert_pipeline("monthly_profit", {"calculate_profit": ["load_sales", "load_expenses"]})
+    h.ingest(h.upload(SALES, sales()))
+    assert [b for b in h.batches() if b[0] == "monthly_profit"] == []
+    expenses = (DATA / "expenses_2024-03.csv").read_bytes()
+    obj = h.upload(EXPENSES, expenses)
+    h.ingest(obj)
+    monthly = [b for b in h.batches() if b[0] == "monthly_profit"]
+    assert [b[1] for b in monthly] == ["2024-03"]
+    with h.db.connect() as conn:
+        from sqlalchemy import text  # noqa: PLC0415
+
+        by = conn.execute(
+            text("SELECT triggered_by FROM batches WHERE pipeline = 'monthly_profit'")
+        ).scalar_one()
+    assert by == f"ingest:gs://{h.bucket}/{EXPENSES}#{obj.generation}"
+
+
+def test_example_sources_have_their_generated_pipelines() -> None:
+    from dagrelay.ingest.pipeline import spec  # noqa: PLC0415
+
+    generated = spec(SOURCES["sales"])
+    assert [t.name for t in generated.tasks] == [f"ingest.sales.{s}" for s in STEPS]
+    assert generated.edges() == [
+        (f"ingest.sales.{a}", f"ingest.sales.{b}") for a, b in itertools.pairwise(STEPS)
+    ]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dagrelay import cli, messages, names
+from dagrelay import cli, messages
 from dagrelay.config import Settings
 from dagrelay.ingest.sources import INBOX_PREFIX, load_sources
 from dagrelay.ops.packaging import build_archive
@@ -395,36 +395,11 @@ def test_scheduler_publishes_valid_messages_to_the_events_topic(tf: Config) -> N
     messages.validator("sweep").validate({"action": "sweep"})
     assert tf.variables["sweep_schedule"]["default"] == "* * * * *"
 
-    start = block(jobs["pipeline"], "pubsub_target")
-    assert start["topic_name"] == "${google_pubsub_topic.events.id}"
-    assert start["attributes"] == {"action": "start_batch"}
-    fields = dict(re.findall(r"(\w+) = ([^,]+?)(?:, |\}\)\))", start["data"]))
-    assert fields["action"] == '"start_batch"'
-    assert fields["pipeline"] == "each.key"
-    assert fields["batch_id"] == "each.value.batch_id"
-    assert fields["params"] == "each.value.params"
-    assert set(fields) == {"action", "pipeline", "batch_id", "params", "triggered_by"}
-    # The message the dev example's job publishes is a valid start_batch.
-    dev = parse_file(TERRAFORM / "examples" / "dev.tfvars")
-    for pipeline, job in dev["scheduled_pipelines"].items():
-        message = {
-            "action": "start_batch",
-            "pipeline": pipeline,
-            "batch_id": job.get("batch_id", "scheduled"),
-            "params": job.get("params", {}),
-            "triggered_by": f"cloud-scheduler:dagrelay-start-{pipeline}",
-        }
-        messages.validator("start_batch").validate(message)
-
-    # Terraform's validations spell the identifier rules of schema/names.schema.json (RE2's
-    # '^...$' is a whole-string match, as ECMA-262's and PostgreSQL's are).
-    variable = tf.variables["scheduled_pipelines"]
-    validations = " ".join(v["condition"] for v in variable["validation"])
-    for pattern in (names.NAME_PATTERN, names.BATCH_ID_PATTERN, names.PARAM_KEY_PATTERN):
-        assert f'regex("{pattern}"' in validations
-    assert names.is_batch_id("scheduled")
-    assert 'time_zone = optional(string, "Etc/UTC")' in variable["type"]
-    assert "params = optional(map(string), {})" in variable["type"]
+    # Pipeline schedules live in the database and the sweep starts their ticks: no job per
+    # pipeline, and nothing in the variables to declare one.
+    assert set(jobs) == {"sweep"}
+    assert "scheduled_pipelines" not in tf.variables
+    assert "scheduled_pipelines" not in parse_file(TERRAFORM / "examples" / "dev.tfvars")
 
 
 def test_inbox_notifies_the_events_topic(tf: Config) -> None:

@@ -16,6 +16,7 @@
     dagrelay status [BATCH] [--pipeline P] [--json] [--wait [--timeout S]]
     dagrelay history BATCH TASK [--traceback] [--pipeline P]
     dagrelay explain BATCH [--pipeline P]
+    dagrelay schedule list | pause PIPELINE | resume PIPELINE     (schedule)
 
 A batch id is unique per pipeline only: a verb given an id that several pipelines use refuses
 (exit code 2), naming them, until --pipeline says which.
@@ -43,6 +44,7 @@ from dagrelay.cli import (
     export,
     history,
     rerun,
+    schedule,
     status,
     trigger,
     validate,
@@ -61,4 +63,4 @@ app.command()(status.status)
 app.command()(history.history)
 app.command()(explain.explain)
 
-__all__ = ["app", "define", "trigger"]
+__all__ = ["app", "define", "schedule", "trigger"]

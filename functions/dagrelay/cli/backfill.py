@@ -20,6 +20,7 @@ from rich.text import Text
 from dagrelay.cli.app import reports_errors
 from dagrelay.cli.common import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S, Poll, Timeout, operator_engine
 from dagrelay.cli.render import status_text
+from dagrelay.cli.schedule import scheduled_runs
 from dagrelay.cli.trigger import publish, start_batch_message
 from dagrelay.config import get_settings
 from dagrelay.errors import DagrelayError
@@ -68,15 +69,22 @@ def backfill(
     timeout: Timeout = DEFAULT_TIMEOUT_S,
     poll: Poll = DEFAULT_POLL_S,
 ) -> None:
-    """One batch per day (batch id and params `date`/`ds`: the ISO date), never repeating a
-    batch that succeeded unless asked. New batches start by publishing start_batch; existing
-    ones are rerun from their failed tasks (or, with --reprocess all, from their roots)."""
+    """One batch per day (batch id and params `date`/`ds`: the ISO date) or, for a pipeline
+    with a schedule, per tick whose interval starts on those days (with the schedule's batch
+    ids and params), never repeating a batch that succeeded unless asked. New batches start
+    by publishing start_batch; existing ones are rerun from their failed tasks (or, with
+    --reprocess all, from their roots)."""
     days = ops.backfill_dates(first.date(), last.date())
     with get_engine().connect() as conn:
         if not store.pipeline_tasks(conn, pipeline):
             raise DagrelayError(f"no pipeline {pipeline!r} in the database (it has no tasks)")
-        existing = reads.batch_statuses(conn, pipeline, [d.isoformat() for d in days])
-    plan = ops.plan_backfill(days, existing, reprocess)
+        ticks = scheduled_runs(conn, pipeline, days)  # None: not scheduled, one batch a day
+        ids = [d.isoformat() for d in days] if ticks is None else [r.batch_id for _, r in ticks]
+        existing = reads.batch_statuses(conn, pipeline, ids)
+    if ticks is None:
+        plan = ops.plan_backfill(days, existing, reprocess)
+    else:
+        plan = ops.plan_ticks(ticks, existing, reprocess)
     console = Console()
     console.print(plan_table(pipeline, plan))
     todo = [item for item in plan if item.action != ops.Action.SKIP]
@@ -160,8 +168,7 @@ class _Backfill:
     def _launch(self, item: ops.PlannedBatch) -> bool:
         if item.action == ops.Action.START:
             settings = get_settings()
-            params = ops.batch_params(item.day)
-            message = start_batch_message(self.pipeline, item.batch_id, params, None)
+            message = start_batch_message(self.pipeline, item.batch_id, item.params, None)
             publish(settings.project_id, settings.events_topic, message)
         else:
             try:

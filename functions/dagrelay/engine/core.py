@@ -106,50 +106,58 @@ class Engine:
 
     def start_batch(self, msg: StartBatch, message_id: str | None = None) -> StartOutcome:
         extra = {"action": "start_batch", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
-        now = self.clock()
         with self.db.begin() as conn:
-            # The batch runs the pipeline's definition as it is now: its version, pinned in
-            # the transaction that creates the batch.
-            exists, version_id = store.pin_version(
-                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=now
-            )
-            if exists:
-                log.info("batch already exists: start_batch ignored", extra=extra)
-                return StartOutcome(created=False, roots=0)
-            if version_id is None:
-                raise BadMessage(f"unknown pipeline {msg.pipeline!r} (it has no tasks)")
-            tasks = store.version_task_names(conn, version_id)
-            if msg.start_task is not None and msg.start_task not in tasks:
-                raise BadMessage(
-                    f"start_task {msg.start_task!r} is not a task of pipeline {msg.pipeline!r}"
-                )
-            created = store.start_batch(
-                conn,
-                pipeline=msg.pipeline,
-                batch_id=msg.batch_id,
-                version_id=version_id,
-                params=msg.params,
-                start_task=msg.start_task,
-                triggered_by=msg.triggered_by or "message",
-                message_id=message_id,
-                topic=self.events_topic,
-                now=now,
-            )
-            if not created.batch_created:
-                log.info("batch already exists: start_batch ignored", extra=extra)
-                return StartOutcome(created=False, roots=0)
-            skipped = [
-                store.Transition(t.task_id, t.status)
-                for t in created.tasks
-                if t.status != TaskStatus.NEW
-            ]
-            cascade = self._advance(conn, msg.pipeline, msg.batch_id, skipped, now)
-        messages = created.messages + cascade.messages
-        self.publish(messages)
+            created = self.start_batch_in(conn, msg, self.clock(), message_id)
+        if created is None:
+            log.info("batch already exists: start_batch ignored", extra=extra)
+            return StartOutcome(created=False, roots=0)
+        self.publish(created.messages)
         log.info("batch started", extra={**extra, "roots": len(created.tasks)})
-        if not messages:
+        if not created.messages:
             self.finish_batch(msg.pipeline, msg.batch_id)
         return StartOutcome(created=True, roots=len(created.tasks))
+
+    def start_batch_in(
+        self, conn: Connection, msg: StartBatch, now: datetime, message_id: str | None = None
+    ) -> store.Created | None:
+        """Create the batch in the caller's transaction (a schedule tick starts its batch in
+        the transaction that advances the schedule). None if the batch exists. The caller
+        publishes the messages after commit, and finishes the batch if there are none."""
+        # The batch runs the pipeline's definition as it is now: its version, pinned in the
+        # transaction that creates the batch.
+        exists, version_id = store.pin_version(
+            conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=now
+        )
+        if exists:
+            return None
+        if version_id is None:
+            raise BadMessage(f"unknown pipeline {msg.pipeline!r} (it has no tasks)")
+        tasks = store.version_task_names(conn, version_id)
+        if msg.start_task is not None and msg.start_task not in tasks:
+            raise BadMessage(
+                f"start_task {msg.start_task!r} is not a task of pipeline {msg.pipeline!r}"
+            )
+        created = store.start_batch(
+            conn,
+            pipeline=msg.pipeline,
+            batch_id=msg.batch_id,
+            version_id=version_id,
+            params=msg.params,
+            start_task=msg.start_task,
+            triggered_by=msg.triggered_by or "message",
+            message_id=message_id,
+            topic=self.events_topic,
+            now=now,
+        )
+        if not created.batch_created:
+            return None
+        skipped = [
+            store.Transition(t.task_id, t.status)
+            for t in created.tasks
+            if t.status != TaskStatus.NEW
+        ]
+        cascade = self._advance(conn, msg.pipeline, msg.batch_id, skipped, now)
+        return store.Created(created.tasks, created.messages + cascade.messages, True)
 
     def cancel_batch(self, msg: CancelBatch) -> bool:
         extra = {"action": "cancel_batch", "pipeline": msg.pipeline, "batch_id": msg.batch_id}

@@ -5,7 +5,8 @@ leave behind (the ``sweep`` action, from Cloud Scheduler every minute; a loop lo
    so the zombie's late result is rejected;
 2. outbox rows still unpublished (a crash after commit, a failed publish, a retry now due);
 3. NEW or due RETRY tasks whose message was lost: a new run_task message;
-4. RUNNING batches with nothing open: finished.
+4. RUNNING batches with nothing open: finished;
+5. due schedule ticks: their batches started (``dagrelay.engine.schedules``).
 Every step is idempotent; two sweeps at once take disjoint rows or write nothing twice.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from dagrelay.engine import schedules
 from dagrelay.engine.core import Engine, Failure
 from dagrelay.errors import LeaseExpired
 from dagrelay.messages import PollTask
@@ -35,12 +37,14 @@ class SweepReport:
     polled: int = 0
     batches_finished: int = 0
     files_resumed: int = 0
+    ticks_started: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.expired} expired leases, {self.relayed} relayed, "
             f"{self.requeued} requeued, {self.polled} overdue polls, "
-            f"{self.batches_finished} batches finished, {self.files_resumed} files resumed"
+            f"{self.batches_finished} batches finished, {self.files_resumed} files resumed, "
+            f"{self.ticks_started} scheduled batches started"
         )
 
 
@@ -58,6 +62,7 @@ class Sweeper:
             polled=self._step(lambda: self.poll_overdue(2 * age)),
             batches_finished=self._step(lambda: self.finish_idle_batches(age)),
             files_resumed=self._step(self.resume_files) if self.resume_files else 0,
+            ticks_started=self._step(lambda: schedules.start_due_ticks(self.engine)),
         )
         log.info("sweep: %s", report, extra={"action": "sweep"})
         return report

@@ -19,7 +19,11 @@ from dagrelay.config import get_settings
 from dagrelay.errors import NonRetryableError, UnknownHandler
 
 MAX_OUTPUT_BYTES = 64 * 1024
-BUILT_IN_MODULES = ("dagrelay.handlers.builtin", "dagrelay.handlers.bigquery.handlers")
+BUILT_IN_MODULES = (
+    "dagrelay.handlers.builtin",
+    "dagrelay.handlers.bigquery.handlers",
+    "dagrelay.ingest.handlers",
+)
 ENTRY_POINT_GROUP = "dagrelay.handlers"
 
 

@@ -1,135 +1,25 @@
-"""Ingestion (``ingest.file``): GCS object-finalize notifications for ``inbox/<source>/...``
-validated, converted to Parquet, loaded to BigQuery, archived or rejected, recorded in file_log,
-and pipeline batches started when all the sources of a month have arrived."""
+"""Ingestion: a file dropped at ``gs://<inbox>/inbox/<source>/<name>`` becomes a batch of the
+engine, so it gets the engine's retries, leases, deferred polling and dashboard.
+
+1. The GCS notification reaches the router, which calls ``arrival.Ingestor``: another bucket or
+   an unsafe name is recorded REJECTED in file_log and nothing else happens; otherwise the object
+   is recorded RECEIVED and batch ``<name>.<generation>.<hash>`` of pipeline ``ingest.<source>``
+   is started (both idempotent).
+2. ``ingest.<source>`` is generated from the source (``pipeline``) and applied with
+   ``pipelines.apply`` the first time a process sees the source; its tasks (``handlers``):
+   ``validate`` (download to a temp file, check every row in bounded memory, then decide under a
+   per-source lock: load, DUPLICATE of content already loaded, or REJECTED) -> ``convert``
+   (Parquet under staging/) -> ``load`` (submits the BigQuery load job and defers; its poll
+   marks the file LOADED) -> ``archive`` (raw file to archive/) -> ``trigger`` (starts a
+   pipeline batch once all the sources of a month have arrived).
+3. file_log is the ledger: (bucket, name, generation) is recorded once, its content (md5) is
+   loaded once per source, and each file has at most one live load job (``load_job``).
+"""
 
 from __future__ import annotations
 
-import logging
-from datetime import timedelta
-from typing import Any
+from dagrelay.ingest.arrival import Ingestor
+from dagrelay.ingest.runtime import Runtime, install
+from dagrelay.ingest.sources import Source, Sources, load_sources
 
-from sqlalchemy import Engine as SqlEngine
-
-from dagrelay.engine.core import Clock, Engine
-from dagrelay.ingest import filelog
-from dagrelay.ingest.loader import BigQueryLoader, Loader, default_loader
-from dagrelay.ingest.service import RESUME_AFTER_S, Ingestion
-from dagrelay.ingest.sources import Source, Sources, load_sources, match_object
-from dagrelay.ingest.storage import GcsObjectStore, ObjectStore
-from dagrelay.ingest.storage import as_object_store as _as_object_store
-from dagrelay.messages import ObjectFinalized
-
-__all__ = [
-    "BigQueryLoader",
-    "GcsObjectStore",
-    "Ingestor",
-    "Loader",
-    "ObjectStore",
-    "Source",
-    "Sources",
-    "default_loader",
-    "ingest_object",
-    "load_sources",
-    "resume_stale",
-]
-
-log = logging.getLogger(__name__)
-
-
-def ingest_object(
-    notification: ObjectFinalized,
-    *,
-    db: SqlEngine,
-    storage_client: ObjectStore | Any,
-    loader: Loader,
-    engine: Engine,
-    sources: Sources,
-    clock: Clock,
-    resume_after_s: float = RESUME_AFTER_S,
-) -> str:
-    """Ingest one finalized object; returns what happened ("archived", "rejected", "duplicate:
-    ARCHIVED", "in progress: VALIDATED", "ignored: ..."). Raises on infrastructure failures
-    (the notification is then redelivered and resumes where this attempt stopped).
-    ``storage_client`` is an ObjectStore or a google.cloud.storage.Client."""
-    match = match_object(notification.name, sources)
-    if match is None:
-        log.info(
-            "object ignored: not under inbox/<source>/",
-            extra={"action": "ingest", "object": f"gs://{notification.bucket}/{notification.name}"},
-        )
-        return "ignored: no source for this object"
-    return Ingestion(
-        obj=notification,
-        match=match,
-        db=db,
-        store=_as_object_store(storage_client),
-        loader=loader,
-        engine=engine,
-        sources=sources,
-        clock=clock,
-        resume_after_s=resume_after_s,
-    ).run()
-
-
-def resume_stale(
-    *,
-    db: SqlEngine,
-    storage_client: ObjectStore | Any,
-    loader: Loader,
-    engine: Engine,
-    sources: Sources,
-    clock: Clock,
-    resume_after_s: float = RESUME_AFTER_S,
-    limit: int = 20,
-) -> dict[str, str]:
-    """The sweep's part: resume files whose worker stopped mid-way and that no notification
-    brought back. {gs://bucket/name#generation: what happened}."""
-    stale_before = clock() - timedelta(seconds=resume_after_s)
-    with db.connect() as conn:
-        stale = filelog.stale_files(conn, stale_before=stale_before, limit=limit)
-    done: dict[str, str] = {}
-    for bucket, name, generation in stale:
-        obj = ObjectFinalized(bucket=bucket, name=name, generation=generation, resource={})
-        done[f"gs://{bucket}/{name}#{generation}"] = ingest_object(
-            obj,
-            db=db,
-            storage_client=storage_client,
-            loader=loader,
-            engine=engine,
-            sources=sources,
-            clock=clock,
-            resume_after_s=resume_after_s,
-        )
-    return done
-
-
-class Ingestor:
-    """Ingestion with its clients, built once per process (dagrelay.router.wiring): what the router
-    calls for a GCS notification and the sweeper for stale files."""
-
-    def __init__(
-        self,
-        *,
-        db: SqlEngine,
-        storage_client: ObjectStore | Any,
-        loader: Loader,
-        engine: Engine,
-        sources: Sources,
-        clock: Clock,
-        resume_after_s: float = RESUME_AFTER_S,
-    ) -> None:
-        self._deps: dict[str, Any] = {
-            "db": db,
-            "storage_client": storage_client,
-            "loader": loader,
-            "engine": engine,
-            "sources": sources,
-            "clock": clock,
-            "resume_after_s": resume_after_s,
-        }
-
-    def __call__(self, notification: ObjectFinalized) -> str:
-        return ingest_object(notification, **self._deps)
-
-    def resume_stale(self) -> int:
-        return len(resume_stale(**self._deps))
+__all__ = ["Ingestor", "Runtime", "Source", "Sources", "install", "load_sources"]

@@ -1,11 +1,12 @@
-"""file_log through the named queries of ``schema/ingest.sql``. Each transition is a checked write
-and says whether it landed; the caller decides what a write that did not land means."""
+"""file_log, the ingestion ledger, through the named queries of ``schema/ingest.sql``. Each
+transition is a checked write and says whether it landed; the caller decides what a write that
+did not land means."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,83 +20,99 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FileRow:
-    """Our hold on a file_log row: its status and the updated_at we last wrote (the fence)."""
-
     file_id: int
+    bucket: str
+    name: str
+    generation: int
+    md5: str | None
+    source: str | None
+    target_table: str | None
+    batch_id: str | None
     status: FileStatus
-    token: datetime
+    rows_loaded: int | None
+    error: str | None
+    load_job: str | None
+    duplicate_of: int | None
+
+    @property
+    def uri(self) -> str:
+        return f"gs://{self.bucket}/{self.name}#{self.generation}"
 
 
 @dataclass(frozen=True)
-class Existing:
-    row: FileRow
-    error: str | None
+class Earlier:
+    """Another file of the source already loaded (or on its way) — see ``ingest_earlier_files``."""
+
+    file_id: int
+    uri: str
+    md5: str | None
 
 
-def claim(conn: Connection, *, obj: dict[str, Any], now: datetime) -> FileRow | None:
-    """Insert the RECEIVED row; None when the object is already known."""
-    found = conn.execute(query("ingest_claim_file"), {**obj, "now": now}).one_or_none()
-    return None if found is None else FileRow(found.file_id, FileStatus(found.status), now)
+def claim(conn: Connection, values: dict[str, Any], now: datetime) -> int | None:
+    """Record the object RECEIVED; its file_id, or None when it is already recorded."""
+    return conn.execute(query("ingest_claim_file"), {**values, "now": now}).scalar_one_or_none()
 
 
-def existing(conn: Connection, *, bucket: str, name: str, generation: int) -> Existing | None:
+def record_rejected(conn: Connection, values: dict[str, Any], error: str, now: datetime) -> bool:
+    """Record a refused notification REJECTED with ``error``; False if already recorded."""
+    found = conn.execute(query("ingest_record_rejected"), {**values, "error": error, "now": now})
+    return found.scalar_one_or_none() is not None
+
+
+def get(conn: Connection, *, bucket: str, name: str, generation: int) -> FileRow | None:
     params = {"bucket": bucket, "name": name, "generation": generation}
-    found = conn.execute(query("ingest_get_file"), params).one_or_none()
+    found = conn.execute(query("ingest_get_file"), params).mappings().one_or_none()
     if found is None:
         return None
-    return Existing(FileRow(found.file_id, FileStatus(found.status), found.updated_at), found.error)
+    return FileRow(**{**found, "status": FileStatus(found["status"])})
 
 
-def reclaim(
-    conn: Connection, row: FileRow, *, now: datetime, stale_before: datetime
-) -> FileRow | None:
-    """Take over a row left mid-way (stale, or its last attempt failed); None if someone else
-    holds it or it moved on."""
-    params = {"file_id": row.file_id, "status": row.status.value, "now": now}
-    found = conn.execute(
-        query("ingest_reclaim_file"), {**params, "stale_before": stale_before}
-    ).one_or_none()
-    return None if found is None else FileRow(row.file_id, row.status, found.updated_at)
+def earlier_files(conn: Connection, row: FileRow, md5: str) -> list[Earlier]:
+    """Lock the source's decisions (until commit), then its other loaded files with this
+    content or this name."""
+    conn.execute(query("ingest_lock_source"), {"source": row.source})
+    params = {
+        "file_id": row.file_id,
+        "source": row.source,
+        "md5": md5,
+        "bucket": row.bucket,
+        "name": row.name,
+    }
+    return [
+        Earlier(r.file_id, f"gs://{r.bucket}/{r.name}#{r.generation}", r.md5)
+        for r in conn.execute(query("ingest_earlier_files"), params)
+    ]
 
 
 _MARKS = {
     FileStatus.VALIDATED: "ingest_mark_validated",
+    FileStatus.DUPLICATE: "ingest_mark_duplicate",
+    FileStatus.REJECTED: "ingest_mark_rejected",
     FileStatus.LOADED: "ingest_mark_loaded",
     FileStatus.ARCHIVED: "ingest_mark_archived",
-    FileStatus.REJECTED: "ingest_mark_rejected",
 }
 
 
-def transition(
-    conn: Connection, row: FileRow, to: FileStatus, *, now: datetime, **values: Any
-) -> FileRow | None:
-    """``row`` moved to ``to`` (checked: same status and token as we hold); None if it had moved."""
-    params = {"file_id": row.file_id, "token": row.token, "now": now, **values}
-    found = conn.execute(query(_MARKS[to]), params).one_or_none()
-    extra = {"action": "ingest", "file_id": row.file_id, "from": row.status, "to": to}
-    if found is None:
-        log.warning("file_log transition did not land: row moved on", extra=extra)
-        return None
-    log.info("file_log %s -> %s", row.status, to, extra=extra)
-    return replace(row, status=to, token=found.updated_at)
+def mark(conn: Connection, row: FileRow, to: FileStatus, now: datetime, **values: Any) -> bool:
+    """``row`` moved to ``to`` (checked on the status it leaves); False if it had moved on."""
+    params = {"file_id": row.file_id, "now": now, **values}
+    landed = conn.execute(query(_MARKS[to]), params).scalar_one_or_none() is not None
+    extra = {"action": "ingest", "file_id": row.file_id, "object": row.uri, "to": to}
+    if landed:
+        log.info("file_log -> %s", to, extra=extra)
+    else:
+        log.info("file_log -> %s did not land: the row had moved on", to, extra=extra)
+    return landed
 
 
-def note_error(conn: Connection, row: FileRow, error: str) -> bool:
-    """Record a failed attempt on the row we hold; the next notification may then resume it."""
-    params = {"file_id": row.file_id, "status": row.status.value, "token": row.token}
-    return conn.execute(query("ingest_note_error"), {**params, "error": error}).rowcount == 1
+def set_load_job(
+    conn: Connection, row: FileRow, job_id: str, previous: str | None, now: datetime
+) -> bool:
+    params = {"file_id": row.file_id, "load_job": job_id, "previous": previous, "now": now}
+    return conn.execute(query("ingest_set_load_job"), params).scalar_one_or_none() is not None
 
 
 def loaded_files(conn: Connection, sources: Sequence[str]) -> list[tuple[str, str]]:
     """(source, name) of every LOADED or ARCHIVED file of these sources."""
     rows = conn.execute(query("ingest_loaded_files"), {"sources": list(sources)}).all()
     return [(r.source, r.name) for r in rows]
-
-
-def stale_files(
-    conn: Connection, *, stale_before: datetime, limit: int
-) -> list[tuple[str, str, int]]:
-    found = conn.execute(
-        query("ingest_stale_files"), {"stale_before": stale_before, "limit": limit}
-    ).all()
-    return [(r.bucket, r.name, r.generation) for r in found]

@@ -3,8 +3,6 @@ matching BigQuery schema."""
 
 from __future__ import annotations
 
-import io
-
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
@@ -40,7 +38,12 @@ def to_table(rows: Rows, source: Source) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def to_parquet(rows: Rows, source: Source) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(to_table(rows, source), sink, compression="snappy")
-    return sink.getvalue()
+def to_batch(rows: Rows, source: Source) -> pa.RecordBatch:
+    schema = arrow_schema(source.columns)
+    arrays = [pa.array(rows.columns[f.name], type=f.type) for f in schema]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def writer(path: str, columns: tuple[Column, ...]) -> pq.ParquetWriter:
+    """A Parquet file written batch by batch (opening it truncates ``path``)."""
+    return pq.ParquetWriter(path, arrow_schema(columns), compression="snappy")

@@ -1,20 +1,27 @@
-"""Validation of a file's content against its source, and its month. Pure: bytes in, typed
-columns (or an InvalidFile naming the line and column) out."""
+"""Validation of a file's content against its source, and its month: the exact rules, with the
+line and column of every problem. A stream in, typed chunks (or an InvalidFile) out, in bounded
+memory. ``stream`` runs large CSV files through pyarrow first and falls back to these rules
+whenever pyarrow cannot decide."""
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from dagrelay.errors import NonRetryableError
 from dagrelay.ingest.sources import Column, ColumnType, Source
 
 MAX_REPORTED_ERRORS = 5
+MAX_LINE_BYTES = 16 << 20  # a longer line is not a row of a table: the file is refused
+MAX_JSON_BYTES = 64 << 20  # a json array is parsed whole; larger files should be ndjson
+CHUNK_ROWS = 50_000  # rows converted at a time: what bounds the memory of a large file
+_BOM = b"\xef\xbb\xbf"
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -29,7 +36,7 @@ class InvalidFile(NonRetryableError):
 
 @dataclass(frozen=True)
 class Rows:
-    """A validated file: one list of typed values per declared column."""
+    """Validated rows: one list of typed values per declared column."""
 
     columns: Mapping[str, list[Any]]
     count: int
@@ -40,53 +47,114 @@ Record = tuple[str, Mapping[str, Any]]  # (where, e.g. "line 3", {column: raw va
 
 def validate(data: bytes, source: Source) -> Rows:
     """The file's rows typed by the source's columns, or InvalidFile with every problem found
-    (the first few, with their line and column)."""
-    text = decode(data)
-    records = list(_records(text, source))
-    if not records:
-        raise InvalidFile("file has a header but no data rows" if text.strip() else "file is empty")
+    (the first few, with their line and column). For files of any size use ``typed_chunks``
+    over ``records`` of a stream, as this does."""
     columns: dict[str, list[Any]] = {c.name: [] for c in source.columns}
-    errors: list[str] = []
-    for where, record in records:
+    count = 0
+    for chunk in typed_chunks(records(io.BytesIO(data), source), source):
+        for name, values in chunk.columns.items():
+            columns[name] += values
+        count += chunk.count
+    return Rows(columns, count)
+
+
+def records(stream: BinaryIO, source: Source) -> Iterator[Record]:
+    """The file's records, read line by line from ``stream`` (bounded memory; a json array,
+    which cannot be streamed, is read whole up to MAX_JSON_BYTES). InvalidFile when the file is
+    empty, has no data rows, or is not UTF-8, CSV or JSON."""
+    seen = _Seen()
+    if source.format == "json":
+        found = _json_records(_whole(stream, seen), source)
+    else:
+        reader = _csv_records if source.format == "csv" else _ndjson_records
+        found = reader(decoded_lines(stream, seen), source)
+    empty = True
+    for record in found:
+        empty = False
+        yield record
+    if empty:
+        raise InvalidFile("file has a header but no data rows" if seen.text else "file is empty")
+
+
+class _Seen:
+    """Whether a file held anything but whitespace (which of the two empty-file reasons)."""
+
+    text = False
+
+
+def decoded_lines(stream: BinaryIO, seen: _Seen | None = None) -> Iterator[str]:
+    """The stream's lines as text (newlines kept, a UTF-8 BOM dropped); InvalidFile naming the
+    first byte that is not UTF-8, with its offset and line."""
+    offset = 0
+    for number in itertools.count(1):
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES:
+            raise InvalidFile(f"line {number} is longer than {MAX_LINE_BYTES} bytes")
+        if number == 1 and raw.startswith(_BOM):
+            raw, offset = raw[len(_BOM) :], len(_BOM)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidFile(
+                f"file is not UTF-8: byte 0x{raw[exc.start]:02x} at offset {offset + exc.start}"
+                f" (line {number})"
+            ) from None
+        offset += len(raw)
+        if seen is not None and line.strip():
+            seen.text = True
+        yield line
+
+
+def _whole(stream: BinaryIO, seen: _Seen) -> str:
+    data = stream.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise InvalidFile(f"a json file is read whole: at most {MAX_JSON_BYTES} bytes; use ndjson")
+    text = "".join(decoded_lines(io.BytesIO(data), seen))
+    return text if text.strip() else "[]"  # nothing in it: "file is empty"
+
+
+def typed_chunks(
+    found: Iterable[Record], source: Source, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[Rows]:
+    """``found`` typed by the source's columns, ``chunk_rows`` at a time. Every value is checked;
+    once one is invalid nothing more is yielded, and InvalidFile (the first few problems, and
+    how many there were) is raised at the end."""
+    columns: dict[str, list[Any]] = {c.name: [] for c in source.columns}
+    count, errors, shown = 0, 0, list[str]()
+    for where, record in found:
         for column in source.columns:
             try:
                 columns[column.name].append(convert(record.get(column.name), column))
             except ValueError as exc:
-                errors.append(f"{where}, column {column.name!r}: {exc}")
+                errors += 1
+                if len(shown) < MAX_REPORTED_ERRORS:
+                    shown.append(f"{where}, column {column.name!r}: {exc}")
+        count += 1
+        if count >= chunk_rows:
+            if not errors:
+                yield Rows(columns, count)
+            columns, count = {c.name: [] for c in source.columns}, 0
     if errors:
-        raise InvalidFile(_summary(errors))
-    return Rows(columns, len(records))
+        raise InvalidFile(_summary(shown, errors))
+    if count:
+        yield Rows(columns, count)
 
 
-def decode(data: bytes) -> str:
-    if not data:
-        raise InvalidFile("file is empty")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise InvalidFile(
-            f"file is not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line})"
-        ) from None
-
-
-def _summary(errors: list[str]) -> str:
-    shown = "; ".join(errors[:MAX_REPORTED_ERRORS])
-    more = len(errors) - MAX_REPORTED_ERRORS
-    return f"{len(errors)} invalid value(s): {shown}" + (f"; and {more} more" if more > 0 else "")
-
-
-def _records(text: str, source: Source) -> Iterator[Record]:
-    readers: dict[str, Callable[[str, Source], Iterator[Record]]] = {
-        "csv": _csv_records,
-        "ndjson": _ndjson_records,
-        "json": _json_records,
-    }
-    return readers[source.format](text, source)
+def _summary(shown: list[str], total: int) -> str:
+    more = total - len(shown)
+    return f"{total} invalid value(s): " + "; ".join(shown) + (f"; and {more} more" if more else "")
 
 
 def check_fields(fields: list[str], source: Source, where: str) -> None:
     """Missing required columns and undeclared columns, by name."""
+    problems = field_problems(fields, source)
+    if problems:
+        raise InvalidFile(f"{where}: " + "; ".join(problems))
+
+
+def field_problems(fields: list[str], source: Source) -> list[str]:
     declared = {c.name for c in source.columns}
     missing = [c.name for c in source.columns if c.required and c.name not in fields]
     extra = [f for f in fields if f not in declared]
@@ -97,12 +165,11 @@ def check_fields(fields: list[str], source: Source, where: str) -> None:
         problems.append(f"undeclared column(s) {', '.join(extra)}")
     if len(set(fields)) != len(fields):
         problems.append("a column appears twice")
-    if problems:
-        raise InvalidFile(f"{where}: " + "; ".join(problems))
+    return problems
 
 
-def _csv_records(text: str, source: Source) -> Iterator[Record]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _csv_records(lines: Iterator[str], source: Source) -> Iterator[Record]:
+    reader = csv.reader(lines)
     try:
         header = next(reader, None)
         if header is None:
@@ -119,8 +186,8 @@ def _csv_records(text: str, source: Source) -> Iterator[Record]:
         raise InvalidFile(f"line {reader.line_num}: not valid CSV: {exc}") from None
 
 
-def _ndjson_records(text: str, source: Source) -> Iterator[Record]:
-    for number, line in enumerate(text.splitlines(), start=1):
+def _ndjson_records(lines: Iterator[str], source: Source) -> Iterator[Record]:
+    for number, line in enumerate(lines, start=1):
         if line.strip():
             yield _object(_json(line, f"line {number}"), source, f"line {number}")
 
@@ -238,6 +305,14 @@ def month_of_name(source: Source, file_name: str) -> str | None:
 
 def month_of(source: Source, file_name: str, rows: Rows) -> str | None:
     """The file's month, or InvalidFile when the source declares one and the file lacks it."""
+    column = source.month_from.column if source.month_from else None
+    values = rows.columns[column] if column else []
+    return month_from(source, file_name, {f"{v.year:04d}-{v.month:02d}" for v in values if v})
+
+
+def month_from(source: Source, file_name: str, months: set[str]) -> str | None:
+    """The file's month from its name, or from ``months`` (the YYYY-MM of every value of the
+    source's month column); InvalidFile when the source declares one and the file lacks it."""
     if source.month_from is None:
         return None
     if source.month_from.file_name is not None:
@@ -248,9 +323,8 @@ def month_of(source: Source, file_name: str, rows: Rows) -> str | None:
                 f" (expected a match of {source.month_from.file_name.pattern!r})"
             )
         return month
-    column = source.month_from.column or ""
-    months = sorted({f"{v.year:04d}-{v.month:02d}" for v in rows.columns[column] if v is not None})
     if len(months) != 1:
-        found = ", ".join(months) or "none"
+        found = ", ".join(sorted(months)) or "none"
+        column = source.month_from.column
         raise InvalidFile(f"column {column!r} must hold dates of exactly one month (found {found})")
-    return months[0]
+    return next(iter(months))

@@ -20,6 +20,9 @@ from dagrelay.resources import schema_dir
 
 ColumnType = Literal["string", "integer", "float", "date", "timestamp", "boolean"]
 FileFormat = Literal["csv", "ndjson", "json"]
+# What a file whose name was already loaded with other content does (see README, ingestion):
+# refuse: REJECTED with the reason; append: loaded as new data beside the earlier one.
+OnReplace = Literal["refuse", "append"]
 INBOX_PREFIX = "inbox/"
 
 
@@ -53,6 +56,7 @@ class Source:
     columns: tuple[Column, ...]
     month_from: MonthFrom | None = None
     triggers: tuple[Trigger, ...] = ()
+    on_replace: OnReplace = "refuse"
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -76,6 +80,17 @@ def match_object(name: str, sources: Sources, prefix: str = INBOX_PREFIX) -> Mat
     if not sep or not rest or rest.endswith("/") or source_name not in sources:
         return None
     return Match(sources[source_name], rest)
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why an object name under the inbox cannot be ingested safely (a ``.``/``..`` or empty
+    path segment, a control character), or None. Such a name would address another object
+    once a client or server normalises it, and is never read."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return "object name contains a control character"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "object name has an empty, '.' or '..' path segment"
+    return None
 
 
 def load_sources(path: Path | None = None) -> dict[str, Source]:
@@ -114,6 +129,7 @@ def _source(name: str, raw: Mapping[str, Any]) -> Source:
         triggers=tuple(
             Trigger(t["pipeline"], tuple(t.get("requires", []))) for t in raw.get("triggers", [])
         ),
+        on_replace=cast(OnReplace, raw.get("on_replace", "refuse")),
     )
 
 

@@ -6,7 +6,7 @@ publishes messages or calls the engine for that."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -36,15 +36,28 @@ class Action(StrEnum):
 
 
 @dataclass(frozen=True)
+class ScheduledRun:
+    """A schedule tick a backfill runs: the batch id and params its schedule gives it."""
+
+    batch_id: str
+    params: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class PlannedBatch:
-    day: date
+    day: date  # the day; with a schedule, the day its tick's interval starts
     existing: str | None  # the batch's status, None: no batch yet
     action: Action
     reason: str
+    tick: ScheduledRun | None = None  # None: the day's batch
 
     @property
     def batch_id(self) -> str:
-        return self.day.isoformat()
+        return self.tick.batch_id if self.tick else self.day.isoformat()
+
+    @property
+    def params(self) -> dict[str, str]:
+        return dict(self.tick.params) if self.tick else batch_params(self.day)
 
 
 def backfill_dates(first: date, last: date) -> list[date]:
@@ -69,6 +82,16 @@ def plan_backfill(
     batch id, the ISO date). A batch that succeeded is never run again unless asked
     (``Reprocess.ALL``); a RUNNING batch is always left alone."""
     return [_plan_day(day, existing.get(day.isoformat()), reprocess) for day in days]
+
+
+def plan_ticks(
+    ticks: Sequence[tuple[date, ScheduledRun]], existing: Mapping[str, str], reprocess: Reprocess
+) -> list[PlannedBatch]:
+    """``plan_backfill`` for a scheduled pipeline: one batch per tick, by its batch id."""
+    return [
+        replace(_plan_day(day, existing.get(run.batch_id), reprocess), tick=run)
+        for day, run in ticks
+    ]
 
 
 def _plan_day(day: date, status: str | None, reprocess: Reprocess) -> PlannedBatch:

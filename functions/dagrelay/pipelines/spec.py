@@ -32,6 +32,7 @@ from dagrelay.engine.dag import TaskSpec, validate_dag
 from dagrelay.errors import NonRetryableError, PipelineError
 from dagrelay.handlers.registry import HandlerRegistry, Registration, default_registry
 from dagrelay.names import NAME_PATTERN
+from dagrelay.pipelines import schedule as schedules
 from dagrelay.states import TriggerRule
 from dagrelay.store.db import database_error
 from dagrelay.store.queries import query
@@ -73,6 +74,7 @@ class PipelineSpec:
     tasks: tuple[PipelineTask, ...]
     description: str | None = None
     source: str = "<pipeline>"  # the file's name, which starts every problem message
+    schedule: schedules.ScheduleSpec | None = None
 
     def edges(self) -> list[tuple[str, str]]:
         """(parent, child) for every edge of the file."""
@@ -91,6 +93,7 @@ class ApplyResult:
     edges_removed: tuple[tuple[str, str], ...] = ()
     not_in_file: tuple[str, ...] = ()  # this pipeline's tasks the file does not list
     pruned: tuple[str, ...] = ()  # of those, the ones deleted (prune=True)
+    schedule: str = "none"  # what happened to the schedule (dagrelay.pipelines.schedule)
 
     @property
     def changes(self) -> int:
@@ -98,7 +101,7 @@ class ApplyResult:
             map(
                 len, (self.created, self.updated, self.edges_added, self.edges_removed, self.pruned)
             )
-        )
+        ) + (self.schedule in ("created", "updated", "deleted"))
 
     def __str__(self) -> str:
         text = (
@@ -114,7 +117,7 @@ class ApplyResult:
                 f"; live tasks not in the file (they still run; --prune removes them): "
                 f"{', '.join(kept)}"
             )
-        return text
+        return text + ("" if self.schedule == "none" else f"; schedule {self.schedule}")
 
 
 # -- load ----------------------------------------------------------------------------------------
@@ -202,6 +205,7 @@ def _spec(data: Mapping[str, Any], source: str) -> PipelineSpec:
         tasks=tuple(_task(item) for item in data["tasks"]),
         description=data.get("description"),
         source=source,
+        schedule=schedules.from_yaml(data.get("schedule"), source),
     )
 
 
@@ -319,6 +323,7 @@ def _apply(conn: Connection, spec: PipelineSpec, prune: bool, now: datetime) -> 
         edges_removed=tuple(removed),
         not_in_file=tuple(stale),
         pruned=tuple(pruned),
+        schedule=schedules.apply(conn, spec.pipeline, spec.schedule, prune, now),
     )
 
 
@@ -377,7 +382,9 @@ def read_pipeline(conn: Connection, pipeline: str) -> PipelineSpec:
     for edge in edges:
         parents.setdefault(edge.child, []).append(edge.parent)
     tasks = tuple(_task_from_row(dict(r), sorted(parents.get(r["name"], []))) for r in rows)
-    return topological_order(PipelineSpec(pipeline, tasks, source=f"database:{pipeline}"))
+    schedule = schedules.read(conn, pipeline)
+    spec = PipelineSpec(pipeline, tasks, source=f"database:{pipeline}", schedule=schedule)
+    return topological_order(spec)
 
 
 def _task_from_row(row: Mapping[str, Any], parents: Sequence[str]) -> PipelineTask:
@@ -428,7 +435,10 @@ def export_yaml(spec: PipelineSpec) -> str:
     (descriptions are not stored, so not written). Exporting what applying this text wrote
     gives this text again, byte for byte."""
     ordered = topological_order(spec)
-    document = {"pipeline": spec.pipeline, "tasks": [_task_document(t) for t in ordered.tasks]}
+    document: dict[str, Any] = {"pipeline": spec.pipeline}
+    if spec.schedule is not None:
+        document["schedule"] = schedules.to_yaml(spec.schedule)
+    document["tasks"] = [_task_document(t) for t in ordered.tasks]
     return yaml.safe_dump(
         document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
     )

@@ -34,8 +34,6 @@ class Ingest(Protocol):
 
     def __call__(self, notification: messages.ObjectFinalized) -> str: ...
 
-    def resume_stale(self) -> int: ...
-
 
 class Router:
     def __init__(
@@ -48,7 +46,7 @@ class Router:
     ) -> None:
         self.engine = engine
         self.ingest = ingest
-        self.sweeper = Sweeper(engine, resume_files=ingest.resume_stale if ingest else None)
+        self.sweeper = Sweeper(engine)  # a file's steps are tasks: the engine's sweep covers them
         self.db = db
         self.clock = clock
         self.dead_letter_topic = dead_letter_topic

@@ -13,7 +13,8 @@ from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine, utcnow
 from dagrelay.engine.faults import CrashInjector
 from dagrelay.handlers.registry import default_registry
-from dagrelay.ingest.sources import Column
+from dagrelay.ingest.loader import BigQueryLoader
+from dagrelay.ingest.storage import GcsObjectStore
 from dagrelay.pubsub import PubSubPublisher
 from dagrelay.router.dispatch import Router
 from dagrelay.store.db import get_engine
@@ -40,15 +41,18 @@ def get_router() -> Router:
         clock=utcnow,
         crashes=crashes,
     )
-    ingestor = ingest.Ingestor(
+    runtime = ingest.Runtime(
         db=db,
-        storage_client=_Lazy(lambda: _storage_client(settings.project_id)),
-        loader=_LazyLoader(),
-        engine=engine,
+        store=GcsObjectStore(_Lazy(lambda: _storage_client(settings.project_id))),
+        loader=BigQueryLoader(),
         sources=ingest.load_sources(settings.sources_file),
+        start_batch=engine.start_batch,
         clock=utcnow,
-        resume_after_s=settings.ingest_resume_after_s,
+        inbox_bucket=settings.inbox_bucket,
+        workdir=settings.ingest_workdir,
     )
+    ingest.install(runtime)
+    ingestor = ingest.Ingestor(runtime)
     return Router(engine, db, utcnow, dead_letter_topic=settings.dead_letter_topic, ingest=ingestor)
 
 
@@ -75,14 +79,3 @@ class _Lazy:
 
     def bucket(self, *args: Any, **kwargs: Any) -> Any:
         return self.get().bucket(*args, **kwargs)
-
-
-class _LazyLoader:
-    """ingest.Loader on the process's BigQuery client, made on first load."""
-
-    def __init__(self) -> None:
-        self._loader = _Lazy(ingest.default_loader)
-
-    def load(self, *, uri: str, table: str, columns: tuple[Column, ...], job_id: str) -> int:
-        loaded: int = self._loader.get().load(uri=uri, table=table, columns=columns, job_id=job_id)
-        return loaded

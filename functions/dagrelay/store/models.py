@@ -269,7 +269,11 @@ class RejectedMessage(Base):
 
 class FileLog(Base):
     __tablename__ = "file_log"
-    __table_args__ = (UniqueConstraint("bucket", "name", "generation", name="file_log_object_key"),)
+    __table_args__ = (
+        UniqueConstraint("bucket", "name", "generation", name="file_log_object_key"),
+        Index("file_log_content_idx", "source", "md5"),
+        Index("file_log_object_name_idx", "bucket", "name"),
+    )
 
     file_id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     bucket: Mapped[str] = mapped_column(Text)
@@ -286,6 +290,11 @@ class FileLog(Base):
     error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
     updated_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+    batch_id: Mapped[str | None] = mapped_column(Text)
+    load_job: Mapped[str | None] = mapped_column(Text)
+    duplicate_of: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("file_log.file_id", name="file_log_duplicate_of_fkey")
+    )
 
 
 class DeadLetter(Base):
@@ -369,3 +378,45 @@ class VersionEdge(Base):
     version_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     child_task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     parent_task_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class Schedule(Base):
+    """A pipeline's recurring schedule (dagrelay.engine.schedules evaluates it)."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        CheckConstraint(rf"pipeline ~ '{NAME_PATTERN}'", name="schedules_pipeline_format"),
+        CheckConstraint(
+            r"cron ~ '^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$' "
+            r"OR cron ~ '^\s*\S+\s+\S+\s+\S+\s+\S+\s+\S+\s*$'",
+            name="schedules_cron_five_fields",
+        ),
+        CheckConstraint("dagrelay_is_timezone(timezone)", name="schedules_timezone_known"),
+        CheckConstraint(
+            "length(batch_id_template) BETWEEN 1 AND 200", name="schedules_template_length"
+        ),
+        CheckConstraint("catchup IN ('all', 'latest')", name="schedules_catchup_valid"),
+        CheckConstraint("catchup_limit BETWEEN 1 AND 1000", name="schedules_catchup_limit_range"),
+        CheckConstraint("max_active_batches >= 1", name="schedules_max_active_positive"),
+        CheckConstraint("overlap IN ('skip', 'wait')", name="schedules_overlap_valid"),
+        Index("schedules_due_idx", "next_run_at", postgresql_where=text("NOT paused")),
+    )
+
+    pipeline: Mapped[str] = mapped_column(Text, primary_key=True)
+    cron: Mapped[str] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(Text, server_default="Etc/UTC")
+    batch_id_template: Mapped[str] = mapped_column(
+        Text, server_default="{scheduled_for:%Y-%m-%dT%H:%M}"
+    )
+    catchup: Mapped[str] = mapped_column(Text, server_default="latest")
+    catchup_limit: Mapped[int] = mapped_column(Integer, server_default="10")
+    max_active_batches: Mapped[int] = mapped_column(Integer, server_default="1")
+    overlap: Mapped[str] = mapped_column(Text, server_default="skip")
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    next_run_at: Mapped[datetime | None] = mapped_column(TZ)
+    last_tick_at: Mapped[datetime | None] = mapped_column(TZ)
+    last_run_at: Mapped[datetime | None] = mapped_column(TZ)
+    last_batch_id: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)
+    updated_at: Mapped[datetime] = mapped_column(TZ, server_default=NOW)

@@ -1,0 +1,118 @@
+"""The ``dagrelay schedule`` verbs:
+
+    dagrelay schedule list
+    dagrelay schedule pause PIPELINE
+    dagrelay schedule resume PIPELINE
+
+Schedules are declared in pipeline files (``schedule:``) or written into the schedules table;
+the sweep starts their ticks (``dagrelay.engine.schedules``). Times are shown in each
+schedule's own zone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy import Connection
+
+from dagrelay.cli.app import app, reports_errors
+from dagrelay.engine.schedules import Schedule, backfill_ticks
+from dagrelay.engine.ticks import ScheduleError, zone
+from dagrelay.errors import DagrelayError
+from dagrelay.ops import verbs as ops
+from dagrelay.store import schedules as store
+from dagrelay.store.db import get_engine
+
+schedule_app = typer.Typer(help="Recurring schedules (the schedules table).", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+
+Pipeline = Annotated[str, typer.Argument(help="The scheduled pipeline.")]
+
+
+@schedule_app.command("list")
+@reports_errors
+def schedule_list() -> None:
+    """Every schedule: cron, zone, next and last run (in the schedule's zone), paused."""
+    with get_engine().connect() as conn:
+        rows = store.rows(conn)
+    if not rows:
+        typer.echo("no schedules (declare one under schedule: in a pipeline file)")
+        return
+    Console(width=160).print(schedule_table(rows))
+
+
+def schedule_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="schedules", title_justify="left")
+    for column in ("pipeline", "cron", "zone", "next run", "last run", "last batch", "state"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["pipeline"],
+            row["cron"],
+            row["timezone"],
+            _local(row["next_run_at"], row["timezone"], "at the next sweep"),
+            _local(row["last_tick_at"], row["timezone"], "-"),
+            row["last_batch_id"] or "-",
+            _state(row),
+        )
+    return table
+
+
+def _local(value: datetime | None, name: str, missing: str) -> str:
+    if value is None:
+        return missing
+    try:
+        return value.astimezone(zone(name)).strftime("%Y-%m-%d %H:%M %Z")
+    except ScheduleError:  # a zone PostgreSQL knows and Python does not
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _state(row: Mapping[str, Any]) -> Text:
+    if row["last_error"]:
+        return Text(f"error: {row['last_error']}", style="red")
+    return Text("paused", style="yellow") if row["paused"] else Text("active", style="green")
+
+
+@schedule_app.command("pause")
+@reports_errors
+def schedule_pause(pipeline: Pipeline) -> None:
+    """Stop starting ticks (the running batches go on)."""
+    _set_paused(pipeline, paused=True)
+
+
+@schedule_app.command("resume")
+@reports_errors
+def schedule_resume(pipeline: Pipeline) -> None:
+    """Start ticks again, from the next one: ticks missed while paused are not started."""
+    _set_paused(pipeline, paused=False)
+
+
+def _set_paused(pipeline: str, *, paused: bool) -> None:
+    with get_engine().begin() as conn:
+        changed = store.set_paused(conn, pipeline, paused, datetime.now(UTC))
+        exists = changed or store.row(conn, pipeline) is not None
+    if not exists:
+        raise DagrelayError(f"no schedule for pipeline {pipeline!r}")
+    state = "paused" if paused else "resumed"
+    typer.echo(f"schedule {pipeline}: {state}" if changed else f"schedule {pipeline}: already so")
+
+
+def scheduled_runs(
+    conn: Connection, pipeline: str, days: Sequence[date]
+) -> list[tuple[date, ops.ScheduledRun]] | None:
+    """For ``backfill``: the runs of the pipeline's schedule whose interval starts on one of
+    ``days`` (first to last), or None if the pipeline has no schedule."""
+    row = store.row(conn, pipeline)
+    if row is None:
+        return None
+    ticks = backfill_ticks(Schedule.from_row(row), days[0], days[-1], ops.MAX_BACKFILL_DAYS)
+    return [
+        (tick.interval_start.date(), ops.ScheduledRun(batch_id, tick.params()))
+        for batch_id, tick in ticks
+    ]

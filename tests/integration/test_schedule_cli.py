@@ -1,0 +1,82 @@
+"""``dagrelay schedule list|pause|resume`` and ``backfill`` of a scheduled pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+from typer.testing import CliRunner, Result
+
+from dagrelay import cli
+from dagrelay.config import get_settings
+from dagrelay.store.db import get_engine
+
+pytestmark = pytest.mark.integration
+
+Run = Callable[..., Result]
+
+
+def _reset() -> None:
+    if get_engine.cache_info().currsize:
+        get_engine().dispose()
+    get_engine.cache_clear()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def run(db_url: str) -> Iterator[Run]:
+    def invoke(*args: str) -> Result:
+        _reset()
+        try:
+            return CliRunner().invoke(cli.app, list(args), env={"DATABASE_URL": db_url})
+        finally:
+            _reset()
+
+    yield invoke
+    _reset()
+
+
+@pytest.fixture
+def monthly(db: Engine, insert_pipeline: Callable[..., dict[str, int]]) -> None:
+    insert_pipeline("monthly", {"report": []})
+    with db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO schedules (pipeline, cron, timezone, batch_id_template, "
+                "next_run_at, last_tick_at, last_batch_id) VALUES ('monthly', '0 6 1 * *', "
+                "'Europe/Brussels', '{interval_start:%Y-%m}', '2024-05-01T04:00Z', "
+                "'2024-04-01T04:00Z', '2024-03')"
+            )
+        )
+
+
+@pytest.mark.usefixtures("monthly")
+def test_list_shows_runs_in_the_schedules_zone_then_pause_and_resume(run: Run, db: Engine) -> None:
+    listed = run("schedule", "list")
+    assert listed.exit_code == 0, listed.output
+    line = next(x for x in listed.stdout.splitlines() if "monthly" in x)
+    for cell in ("0 6 1 * *", "Europe/Brussels", "2024-05-01 06:00 CEST", "2024-04-01 06:00"):
+        assert cell in line
+    assert "active" in line
+
+    assert run("schedule", "pause", "monthly").stdout == "schedule monthly: paused\n"
+    assert run("schedule", "pause", "monthly").stdout == "schedule monthly: already so\n"
+    assert "paused" in run("schedule", "list").stdout
+    assert run("schedule", "resume", "monthly").stdout == "schedule monthly: resumed\n"
+    with db.connect() as conn:
+        paused, next_run = conn.execute(text("SELECT paused, next_run_at FROM schedules")).one()
+    assert (paused, next_run) == (False, None)  # the next sweep computes the next tick
+
+    missing = run("schedule", "pause", "nope")
+    assert missing.exit_code == 2
+    assert "no schedule for pipeline 'nope'" in missing.output
+
+
+@pytest.mark.usefixtures("monthly")
+def test_backfill_walks_the_schedules_ticks(run: Run) -> None:
+    result = run("backfill", "monthly", "--from", "2024-01-01", "--to", "2024-03-31", "--dry-run")
+    assert result.exit_code == 0, result.output
+    starts = [x.split()[1] for x in result.stdout.splitlines() if " start " in x]
+    assert starts == ["2024-01", "2024-02", "2024-03"]  # the ids the schedule gives them
+    assert result.stdout.splitlines()[-1] == "dry run: 3 of 3 days would run; nothing started"
