@@ -233,21 +233,24 @@ deltas AS (
         ON d.version_id = (SELECT version_id FROM batch_version) AND d.parent_task_id = f.task_id
     GROUP BY d.child_task_id
 ),
+-- locked carries the deltas, so counted joins one CTE to the counters' primary key: no join of
+-- two CTE scans, whose row estimates (version_edges of a version just stored has no statistics
+-- yet) could make it quadratic.
 locked AS (
-    SELECT c.task_id
-    FROM task_fanin c
-    WHERE c.batch_id = :batch_id AND c.task_id IN (SELECT task_id FROM deltas)
+    SELECT c.task_id, x.succeeded, x.failed, x.skipped, x.root_cause
+    FROM task_fanin c JOIN deltas x ON x.task_id = c.task_id
+    WHERE c.batch_id = :batch_id
     ORDER BY c.task_id
-    FOR UPDATE
+    FOR UPDATE OF c
 ),
 counted AS (
     UPDATE task_fanin c
-    SET succeeded = c.succeeded + x.succeeded,
-        failed = c.failed + x.failed,
-        skipped = c.skipped + x.skipped,
-        root_cause_log_id = LEAST(c.root_cause_log_id, x.root_cause)
-    FROM deltas x, locked l
-    WHERE c.batch_id = :batch_id AND c.task_id = x.task_id AND l.task_id = x.task_id
+    SET succeeded = c.succeeded + l.succeeded,
+        failed = c.failed + l.failed,
+        skipped = c.skipped + l.skipped,
+        root_cause_log_id = LEAST(c.root_cause_log_id, l.root_cause)
+    FROM locked l
+    WHERE c.batch_id = :batch_id AND c.task_id = l.task_id
     RETURNING c.pipeline, c.task_id, c.parents, c.succeeded, c.failed, c.skipped,
               c.root_cause_log_id
 ),
