@@ -22,7 +22,8 @@ from sqlalchemy import Engine, create_engine, text
 from dagrelay.cli.render import batch_table
 from dagrelay.config import load_settings
 from dagrelay.handlers.bigquery import client as bq
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.apply import apply as apply_pipeline
+from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.store.reads import Batch, read_batches
 from local_emulator import gcs
 from local_emulator.processes import ROOT, StackError, wait_for
@@ -67,7 +68,7 @@ def run(console: Console) -> bool:
 
 
 def seed(db: Engine, info: StackInfo, console: Console) -> None:
-    spec = pipelines.load_pipeline(PIPELINE_FILE)
+    spec = load_pipeline(PIPELINE_FILE)
     names = [task.name for task in spec.tasks]
     with db.begin() as conn:
         # The demo is repeatable: its earlier batches, inbox files and tasks it no longer has
@@ -81,7 +82,7 @@ def seed(db: Engine, info: StackInfo, console: Console) -> None:
             ),
             {"p": PIPELINE, "names": names},
         )
-        result = pipelines.apply(conn, spec, prune=True)
+        result = apply_pipeline(conn, spec, prune=True)
     console.print(f"pipeline {PIPELINE}: {result}")
 
 

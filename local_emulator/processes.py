@@ -16,7 +16,10 @@ from pathlib import Path
 
 import requests
 
+from local_emulator import crashes
+
 ROOT = Path(__file__).resolve().parent.parent
+CRASH_ROUTER = ROOT / "local_emulator" / "crash_router.py"
 EMULATOR_LAUNCHER = Path(
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 )
@@ -137,13 +140,18 @@ def start_pubsub_emulator(port: int, project: str, workdir: Path) -> ManagedProc
 def start_router(
     port: int, env: Mapping[str, str], workdir: Path, target: str = "router"
 ) -> ManagedProcess:
-    """functions/main.py's ``target`` under functions-framework on 127.0.0.1:port."""
+    """functions/main.py's ``target`` under functions-framework on 127.0.0.1:port; the router
+    with crash hooks (local_emulator/crash_router.py) when the environment arms crash points."""
+    armed = target == "router" and bool(env.get(crashes.POINTS_ENV))
+    source = (
+        ROOT / "local_emulator" / "crash_router.py" if armed else ROOT / "functions" / "main.py"
+    )
     argv = [
         sys.executable,
         "-m",
         "functions_framework",
         "--source",
-        str(ROOT / "functions" / "main.py"),
+        str(source),
         "--target",
         target,
         "--signature-type",

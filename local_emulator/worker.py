@@ -16,7 +16,7 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1
 
 from dagrelay.config import get_settings
-from dagrelay.router.wiring import get_router
+from local_emulator.crash_router import crash_armed_router
 
 log = logging.getLogger("dagrelay.worker")
 
@@ -24,7 +24,7 @@ log = logging.getLogger("dagrelay.worker")
 class Worker:
     def __init__(self, subscription: str, max_messages: int = 10) -> None:
         settings = get_settings()
-        self.router = get_router()
+        self.router = crash_armed_router()  # the fault tests' crash points, if armed
         self.subscriber = pubsub_v1.SubscriberClient()
         self.path = self.subscriber.subscription_path(settings.project_id, subscription)
         self.source = (

@@ -1,5 +1,7 @@
 """Alembic environment: one online mode, the URL taken from dagrelay's settings.
 
+The migrations are the one definition of the schema: there are no models to autogenerate from
+(tests/integration/test_migrations.py checks what Python mirrors: the enums, the task defaults).
 A caller may pass an open connection in ``config.attributes["connection"]`` (tests and the
 ``dagrelay db upgrade`` command do), otherwise an engine is built from the settings.
 """
@@ -9,14 +11,12 @@ from __future__ import annotations
 from alembic import context
 
 from dagrelay.store.db import create_db_engine
-from dagrelay.store.models import Base
 
 config = context.config
-target_metadata = Base.metadata
 
 
 def run_migrations(connection: object) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata)  # type: ignore[arg-type]
+    context.configure(connection=connection)  # type: ignore[arg-type]
     with context.begin_transaction():
         context.run_migrations()
 

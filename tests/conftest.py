@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from dagrelay.config import load_settings
+from dagrelay.config import Settings, load_settings
 from dagrelay.engine.core import Engine as DagEngine
-from dagrelay.handlers.registry import default_registry
+from dagrelay.router.wiring import build_engine
 from dagrelay.store import migrate
 from dagrelay.store.db import create_db_engine
 from dagrelay.store.outbox import InMemoryPublisher
@@ -93,18 +93,21 @@ def publisher() -> InMemoryPublisher:
     return InMemoryPublisher()
 
 
+def engine_settings() -> Settings:
+    """The settings every test engine is built with (the default topics)."""
+    return Settings(
+        worker_id="test",
+        handler_modules=[],
+        events_topic="dagrelay-events",
+        alerts_topic="dagrelay-alerts",
+    )
+
+
 @pytest.fixture
 def engine(db: Engine, publisher: InMemoryPublisher, clock: FakeClock) -> DagEngine:
-    """The engine against this test's database, publishing into memory."""
-    default_registry.load_plugins([])
-    return DagEngine(
-        db,
-        publisher,
-        default_registry,
-        events_topic="dagrelay-events",
-        worker_id="test",
-        clock=clock,
-    )
+    """The engine against this test's database, publishing into memory: built by the one wiring
+    function, with the fakes passed in."""
+    return build_engine(engine_settings(), db=db, publisher=publisher, clock=clock)
 
 
 @pytest.fixture

@@ -89,13 +89,6 @@ class Settings(BaseSettings):
     pipelines_dir: Path | None = Field(
         None, description="Where sql_file params are read from; unset: schema/pipelines."
     )
-    crash_points: str | None = Field(
-        None,
-        description="Tests only: crash points to arm, e.g. 'after_claim:task' (see faults.py).",
-    )
-    crash_marker_dir: Path | None = Field(
-        None, description="Tests only: where fired crash points are remembered across processes."
-    )
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
         description="Recorded in each attempt's history: which process ran it.",

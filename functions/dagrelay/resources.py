@@ -26,7 +26,7 @@ _CHECKOUT = Path(__file__).resolve().parents[2]
 
 @cache
 def schema_dir() -> Path:
-    return data_dir("_schema", marker="queries.sql", override="DAGRELAY_SCHEMA_DIR")
+    return data_dir("_schema", marker="sql/tasks.sql", override="DAGRELAY_SCHEMA_DIR")
 
 
 def migrations_dir() -> Path:

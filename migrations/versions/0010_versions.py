@@ -17,6 +17,10 @@ Create Date: 2026-12-01
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 from alembic import op
 
 revision = "0010"
@@ -145,6 +149,155 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
 $$
 """
 
+# The fan-in/fan-out cascade of 0005 on the batch's version: its edges decide the children, its
+# tasks their names, trigger rules and enabled flags. ``locked`` carries the deltas, so counting
+# joins one CTE to the counters' primary key (the edges of a version just stored have no
+# statistics yet; a join of two CTE scans could go quadratic on a wide fan-out).
+ADVANCE_CHILDREN = r"""
+CREATE OR REPLACE FUNCTION dagrelay_advance_children(
+    p_pipeline text, p_batch_id text, p_parent_ids integer[], p_outcomes task_status[],
+    p_root_causes bigint[], p_topic text, p_now timestamptz,
+    OUT created_tasks jsonb, OUT created_messages jsonb
+) LANGUAGE plpgsql AS $$
+DECLARE
+    level_tasks jsonb;
+    level_messages jsonb;
+    v_version bigint;
+BEGIN
+    created_tasks := '[]';
+    created_messages := '[]';
+    SELECT version_id INTO v_version FROM batches
+    WHERE pipeline = p_pipeline AND batch_id = p_batch_id;
+    WHILE cardinality(p_parent_ids) > 0 LOOP
+        WITH batch_running AS (
+            SELECT 1 FROM batches
+            WHERE pipeline = p_pipeline AND batch_id = p_batch_id AND status = 'RUNNING'
+            FOR SHARE
+        ),
+        finished AS (
+            SELECT f.task_id, f.outcome, NULLIF(f.root_cause, 0) AS root_cause
+            FROM unnest(p_parent_ids, p_outcomes, p_root_causes) AS f(task_id, outcome, root_cause)
+        ),
+        deltas AS (
+            SELECT e.child_task_id AS task_id,
+                   count(*) FILTER (WHERE f.outcome = 'SUCCESS') AS succeeded,
+                   count(*) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED')) AS failed,
+                   count(*) FILTER (WHERE f.outcome = 'SKIPPED') AS skipped,
+                   min(f.root_cause) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED'))
+                       AS root_cause
+            FROM finished f
+            JOIN version_edges e ON e.version_id = v_version AND e.parent_task_id = f.task_id
+            GROUP BY e.child_task_id
+        ),
+        locked AS (
+            SELECT c.task_id, x.succeeded, x.failed, x.skipped, x.root_cause
+            FROM task_fanin c JOIN deltas x ON x.task_id = c.task_id
+            WHERE c.batch_id = p_batch_id
+            ORDER BY c.task_id
+            FOR UPDATE OF c
+        ),
+        counted AS (
+            UPDATE task_fanin c
+            SET succeeded = c.succeeded + l.succeeded,
+                failed = c.failed + l.failed,
+                skipped = c.skipped + l.skipped,
+                root_cause_log_id = LEAST(c.root_cause_log_id, l.root_cause)
+            FROM locked l
+            WHERE c.batch_id = p_batch_id AND c.task_id = l.task_id
+            RETURNING c.pipeline, c.task_id, c.parents, c.succeeded, c.failed, c.skipped,
+                      c.root_cause_log_id
+        ),
+        decided AS (
+            SELECT c.pipeline, c.task_id, t.name, t.enabled, c.root_cause_log_id,
+                   dagrelay_trigger_decision(t.trigger_rule, c.parents, c.succeeded, c.failed,
+                                             c.skipped) AS decision
+            FROM counted c
+            JOIN version_tasks t ON t.version_id = v_version AND t.task_id = c.task_id
+        ),
+        created AS (
+            INSERT INTO task_log (pipeline, batch_id, task_id, status, created_at, finished_at,
+                                  root_cause_log_id)
+            SELECT d.pipeline, p_batch_id, d.task_id,
+                   CASE WHEN d.decision <> 'RUN' THEN d.decision
+                        WHEN d.enabled THEN 'NEW'
+                        ELSE 'SKIPPED' END::task_status,
+                   p_now,
+                   CASE WHEN d.decision = 'RUN' AND d.enabled THEN NULL ELSE p_now END,
+                   CASE WHEN d.decision = 'UPSTREAM_FAILED' THEN d.root_cause_log_id END
+            FROM decided d
+            WHERE d.decision IS NOT NULL AND EXISTS (SELECT 1 FROM batch_running)
+            ON CONFLICT (batch_id, task_id) DO NOTHING
+            RETURNING log_id, task_id, status, root_cause_log_id
+        ),
+        messages AS (
+            INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
+            SELECT p_topic, m.payload, m.attributes, p_now, p_now, c.log_id
+            FROM created c
+            JOIN version_tasks t ON t.version_id = v_version AND t.task_id = c.task_id
+            CROSS JOIN LATERAL dagrelay_run_task_message(p_pipeline, p_batch_id, t.name) m
+            WHERE c.status = 'NEW'
+            RETURNING outbox_id, topic, payload, attributes, available_at
+        )
+        SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM created c),
+               (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.outbox_id), '[]')
+                FROM messages m)
+        INTO level_tasks, level_messages;
+        created_tasks := created_tasks || level_tasks;
+        created_messages := created_messages || level_messages;
+        SELECT coalesce(array_agg(t.task_id), '{}'), coalesce(array_agg(t.status), '{}'),
+               coalesce(array_agg(coalesce(t.root_cause_log_id, 0)), '{}')
+        INTO p_parent_ids, p_outcomes, p_root_causes
+        FROM jsonb_to_recordset(level_tasks)
+             AS t(task_id integer, status task_status, root_cause_log_id bigint)
+        WHERE t.status <> 'NEW';
+    END LOOP;
+END
+$$
+"""
+
+# When a batch is finished: NULL while a task is open, else FAILED if a task failed, else
+# CANCELLED if a task is still CANCELLED (a cancelled batch rerun only in part never succeeds:
+# what was cancelled did not run), else SUCCESS.
+BATCH_OUTCOME = r"""
+CREATE OR REPLACE FUNCTION dagrelay_batch_outcome(p_pipeline text, p_batch_id text)
+RETURNS batch_status LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM task_log tl
+               WHERE tl.batch_id = p_batch_id AND tl.pipeline = p_pipeline
+                 AND tl.status IN ('NEW', 'PROCESSING', 'RETRY')) THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM task_log tl
+               WHERE tl.batch_id = p_batch_id AND tl.pipeline = p_pipeline
+                 AND tl.status IN ('ERROR', 'UPSTREAM_FAILED')) THEN
+        RETURN 'FAILED';
+    END IF;
+    IF EXISTS (SELECT 1 FROM task_log tl
+               WHERE tl.batch_id = p_batch_id AND tl.pipeline = p_pipeline
+                 AND tl.status = 'CANCELLED') THEN
+        RETURN 'CANCELLED';
+    END IF;
+    RETURN 'SUCCESS';
+END
+$$
+"""
+
+
+def _engine_sql() -> ModuleType:
+    """Revision 0005, whose engine functions the downgrade puts back."""
+    path = Path(__file__).with_name("0005_engine_sql.py")
+    spec = importlib.util.spec_from_file_location("dagrelay_migration_0005", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _replacing(definition: str) -> str:
+    return definition.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+
+
 OLD_PARENT_OUTPUTS = r"""
 CREATE FUNCTION dagrelay_parent_outputs(p_batch_id text, p_task_id integer)
 RETURNS jsonb LANGUAGE sql STABLE AS $$
@@ -208,6 +361,8 @@ UPGRADE = [
     "ALTER TABLE batches DROP CONSTRAINT batches_start_task_id_fkey",
     "DROP FUNCTION dagrelay_parent_outputs(text, integer)",
     PARENT_OUTPUTS,
+    ADVANCE_CHILDREN,
+    BATCH_OUTCOME,
 ]
 
 # Refuse, naming what stands in the way, before changing anything.
@@ -266,5 +421,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for statement in DOWNGRADE:
+    engine_sql = _engine_sql()
+    op.execute(REFUSE_DOWNGRADE)
+    op.execute(_replacing(engine_sql.ADVANCE_CHILDREN))
+    op.execute(_replacing(engine_sql.BATCH_OUTCOME))
+    for statement in DOWNGRADE[1:]:
         op.execute(statement)

@@ -31,6 +31,7 @@ from google.cloud import pubsub_v1
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
+from local_emulator import crashes
 from local_emulator.processes import ROOT, wait_for
 from local_emulator.stack import Stack, StackConfig, StackInfo
 from tests.dbtools import admin_engine, create_database, drop_database
@@ -310,8 +311,8 @@ def test_process_killed_at_crash_point(
     markers = tmp_path / "markers"
     fs = fault_stack(
         router_env={
-            "DAGRELAY_CRASH_POINTS": f"{point}:k_b",
-            "DAGRELAY_CRASH_MARKER_DIR": str(markers),
+            crashes.POINTS_ENV: f"{point}:k_b",
+            crashes.MARKER_DIR_ENV: str(markers),
         }
     )
     fs.define("crash", dict.fromkeys(DIAMOND, RECORD), DIAMOND)

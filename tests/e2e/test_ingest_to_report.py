@@ -15,7 +15,8 @@ from sqlalchemy import Engine, create_engine, text
 
 from dagrelay.config import load_settings
 from dagrelay.handlers.bigquery import client as bq
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.apply import apply as apply_pipeline
+from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.store.reads import batch_report
 from local_emulator import gcs
 from local_emulator.processes import ROOT, wait_for
@@ -52,8 +53,8 @@ def data_stack(
     db = create_engine(url)
     try:
         with db.begin() as conn:
-            spec = pipelines.load_pipeline(ROOT / "schema" / "pipelines" / "monthly_profit.yaml")
-            pipelines.apply(conn, spec)
+            spec = load_pipeline(ROOT / "schema" / "pipelines" / "monthly_profit.yaml")
+            apply_pipeline(conn, spec)
         yield info, db
     finally:
         db.dispose()

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.apply import apply as apply_pipeline
+from dagrelay.pipelines.spec import load_pipeline
 from local_emulator.processes import ROOT, wait_for
 from tests.dbtools import create_database, drop_database
 from tests.e2e.sql_pipelines import insert_with_sql
@@ -31,11 +32,9 @@ def statuses(report: dict[str, Any]) -> dict[str, str]:
 def test_example_pipeline_runs_through_pubsub(
     stack_db: Engine, publish: Publish, wait_batch: WaitBatch
 ) -> None:
-    spec = pipelines.load_pipeline(
-        ROOT / "tests" / "fixtures" / "pipelines" / "monthly_profit.yaml"
-    )
+    spec = load_pipeline(ROOT / "tests" / "fixtures" / "pipelines" / "monthly_profit.yaml")
     with stack_db.begin() as conn:
-        pipelines.apply(conn, spec)
+        apply_pipeline(conn, spec)
     publish({"action": "start_batch", "pipeline": "monthly_profit", "batch_id": "2024-03"})
 
     report = wait_batch("monthly_profit", "2024-03")

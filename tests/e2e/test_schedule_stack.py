@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.apply import apply as apply_pipeline
+from dagrelay.pipelines.spec import PipelineSpec, PipelineTask
 from local_emulator.processes import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -21,15 +22,15 @@ def test_the_sweep_loop_starts_an_every_minute_schedule(
     stack_db: Engine, wait_batch: WaitBatch, unique: str
 ) -> None:
     pipeline = f"every_minute_{unique}"
-    spec = pipelines.PipelineSpec(
+    spec = PipelineSpec(
         pipeline,
         (
-            pipelines.PipelineTask(f"tick_{unique}", "python.noop"),
-            pipelines.PipelineTask(f"tock_{unique}", "python.noop", parents=(f"tick_{unique}",)),
+            PipelineTask(f"tick_{unique}", "python.noop"),
+            PipelineTask(f"tock_{unique}", "python.noop", parents=(f"tick_{unique}",)),
         ),
     )
     with stack_db.begin() as conn:
-        pipelines.apply(conn, spec)
+        apply_pipeline(conn, spec)
         # A tick one minute ago is due now: the next sweep starts it (no waiting for a minute).
         conn.execute(
             text(

@@ -17,11 +17,14 @@ from sqlalchemy.pool import NullPool
 
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
-from dagrelay.engine.faults import CrashInjector, InjectedCrash
+from dagrelay.engine.hooks import EngineHooks
 from dagrelay.engine.sweeper import Sweeper
-from dagrelay.handlers.registry import HandlerContext, default_registry
+from dagrelay.handlers.registry import HandlerContext
 from dagrelay.messages import Envelope, RunTask, parse
+from dagrelay.router.wiring import build_engine
 from dagrelay.store.outbox import InMemoryPublisher, OutgoingMessage
+from local_emulator.crashes import InjectedCrash
+from tests.conftest import engine_settings
 
 HELPERS = "tests.integration.helpers"
 
@@ -297,20 +300,17 @@ def make_engine(
     clock: Callable[[], Any],
     *,
     seed: int = 1,
-    crashes: CrashInjector | None = None,
+    hooks: EngineHooks | None = None,
 ) -> DagEngine:
-    """The engine fixture's twin with a seeded jitter rng and, optionally, armed crash points."""
-    default_registry.load_plugins([])
-    return DagEngine(
-        db,
-        publisher,
-        default_registry,
-        events_topic=EVENTS_TOPIC,
-        alerts_topic=ALERTS_TOPIC,
-        worker_id="test",
+    """The engine fixture's twin with a seeded jitter rng and, optionally, hooks (armed crash
+    points)."""
+    return build_engine(
+        engine_settings(),
+        db=db,
+        publisher=publisher,
         clock=clock,
         rng=random.Random(seed),
-        crashes=crashes,
+        hooks=hooks,
     )
 
 

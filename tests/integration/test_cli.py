@@ -18,7 +18,8 @@ from dagrelay import cli
 from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import StartBatch
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.apply import apply as apply_pipeline
+from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.store.db import get_engine
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.integration.helpers import drive
@@ -191,7 +192,7 @@ def test_missing_file_is_a_usage_error(run: Run, tmp_path: Path) -> None:
 
 def run_batch(db: Engine, engine: DagEngine, publisher: InMemoryPublisher, batch_id: str) -> None:
     with db.begin() as conn:
-        pipelines.apply(conn, pipelines.load_pipeline(MONTHLY_PROFIT))
+        apply_pipeline(conn, load_pipeline(MONTHLY_PROFIT))
     engine.start_batch(StartBatch(pipeline="monthly_profit", batch_id=batch_id))
     drive(engine, publisher)
 

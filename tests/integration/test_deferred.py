@@ -20,8 +20,9 @@ from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import NonRetryableError
 from dagrelay.handlers.registry import Deferred, HandlerContext, HandlerRegistry, default_registry
 from dagrelay.messages import PollTask, RunTask, StartBatch
+from dagrelay.router.wiring import build_engine
 from dagrelay.store.outbox import InMemoryPublisher
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, engine_settings
 from tests.integration.helpers import EVENTS_TOPIC, as_run_task
 
 pytestmark = pytest.mark.integration
@@ -67,12 +68,11 @@ def engine(db: Engine, publisher: InMemoryPublisher, clock: FakeClock, jobs: Fak
     noop = default_registry.get("python.noop")
     registry.register(noop.name, noop.function, noop.params_schema)
     registry.register("test.job", jobs.start, poll=jobs.poll)
-    return DagEngine(
-        db,
-        publisher,
-        registry,
-        events_topic=EVENTS_TOPIC,
-        worker_id="test",
+    return build_engine(
+        engine_settings(),
+        db=db,
+        publisher=publisher,
+        registry=registry,
         clock=clock,
         rng=random.Random(1),
     )
@@ -233,8 +233,8 @@ def test_a_handler_that_defers_without_a_poll_fails_clearly(
     registry = HandlerRegistry()
     registry.load_plugins([])
     registry.register("test.nopoll", lambda ctx: Deferred({"job_id": "x"}))
-    engine = DagEngine(
-        db, publisher, registry, events_topic=EVENTS_TOPIC, worker_id="t", clock=clock
+    engine = build_engine(
+        engine_settings(), db=db, publisher=publisher, registry=registry, clock=clock
     )
     insert_pipeline("p", {"a": []}, handlers={"a": "test.nopoll"})
     engine.start_batch(StartBatch("p", "b1"))

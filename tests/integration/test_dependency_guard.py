@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from tests.integration.helpers import run_together, scalar, wait_for
@@ -147,3 +148,94 @@ def test_second_half_of_a_cycle_waits_for_the_first(db: Engine) -> None:
 
     results = run_together([first, second, release_when_second_waits])
     assert results[:2] == ["added", "rejected"]
+
+
+def _waiting_locks(db: Engine) -> int:
+    return int(
+        scalar(
+            db,
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+    )
+
+
+def _insert_and_finish(conn: Connection, child: str, parent: str) -> str:
+    """Add the edge in the connection's open transaction and commit; what happened."""
+    try:
+        conn.execute(ADD_EDGE, {"child": child, "parent": parent})
+        conn.commit()
+    except DBAPIError as exc:
+        conn.rollback()
+        return str(exc.orig)
+    return "added"
+
+
+@pytest.mark.usefixtures("tasks")
+@pytest.mark.parametrize(
+    ("isolation", "refusal"),
+    [
+        ("READ COMMITTED", 'dependency "d" -> "a" would create a cycle: a -> d -> a'),
+        ("REPEATABLE READ", "could not serialize access"),
+        ("SERIALIZABLE", "could not serialize access"),
+    ],
+)
+@pytest.mark.parametrize("second_inserts", ["while the first is open", "after the first commits"])
+def test_halves_of_a_cycle_from_two_snapshots_are_refused(
+    db: Engine, isolation: str, refusal: str, second_inserts: str
+) -> None:
+    """Two transactions take their snapshots, then each adds one edge of the 2-cycle a -> d -> a,
+    then both commit. Neither snapshot holds the other's edge; the second must still be refused
+    (a cycle error, or a serialization failure the caller retries) and no cycle may remain."""
+    with (
+        db.connect().execution_options(isolation_level=isolation) as first,
+        db.connect().execution_options(isolation_level=isolation) as second,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        for conn in (first, second):
+            conn.execute(text("SELECT count(*) FROM task_dependencies"))  # the snapshot
+        first.execute(ADD_EDGE, {"child": "d", "parent": "a"})
+        if second_inserts == "after the first commits":
+            first.commit()
+            outcome = _insert_and_finish(second, "a", "d")
+        else:
+            pending = pool.submit(_insert_and_finish, second, "a", "d")
+            wait_for(lambda: _waiting_locks(db) == 1, what="the second insert to wait")
+            first.commit()
+            outcome = pending.result(timeout=30)
+
+    assert refusal in outcome
+    cycle_edges = scalar(
+        db,
+        "SELECT count(*) FROM task_dependencies d JOIN tasks c ON c.task_id = d.child_task_id "
+        "JOIN tasks p ON p.task_id = d.parent_task_id "
+        "WHERE (c.name, p.name) IN (('d', 'a'), ('a', 'd'))",
+    )
+    assert cycle_edges == 1
+
+
+def _stacked_diamonds(count: int) -> dict[str, list[str]]:
+    """t0 -> l0, r0 -> t1 -> ... -> t<count>: 2^count paths from top to bottom."""
+    edges: dict[str, list[str]] = {"t0": []}
+    for k in range(count):
+        edges[f"l{k}"] = [f"t{k}"]
+        edges[f"r{k}"] = [f"t{k}"]
+        edges[f"t{k + 1}"] = [f"l{k}", f"r{k}"]
+    return edges
+
+
+def test_stacked_diamonds_are_checked_in_linear_time(
+    db: Engine, insert_pipeline: InsertPipeline
+) -> None:
+    """20 stacked diamonds hold 2^20 paths from top to bottom; a check that visits each task once
+    answers within a statement timeout a path enumeration could never meet."""
+    insert_pipeline("p", {**_stacked_diamonds(20), "root": []})
+    with db.begin() as conn:
+        conn.execute(text("SET LOCAL statement_timeout = '5s'"))
+        conn.execute(ADD_EDGE, {"child": "t0", "parent": "root"})
+    with db.connect() as conn:
+        conn.execute(text("SET statement_timeout = '5s'"))
+        with pytest.raises(DBAPIError, match="23514") as info:
+            conn.execute(ADD_EDGE, {"child": "t0", "parent": "t20"})
+    path = " -> ".join(name for k in range(20) for name in (f"t{k}", f"l{k}"))
+    assert f'dependency "t20" -> "t0" would create a cycle: {path} -> t20 -> t0' in str(info.value)

@@ -9,18 +9,14 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from dagrelay.resources import schema_dir
 from dagrelay.store.db import is_transient, memoise_pg8000_statement_rewrite, retry_transient
-from dagrelay.store.queries import parse_queries, query
+from dagrelay.store.queries import all_queries, query
 
 pytestmark = pytest.mark.integration
 
 
 def named_queries() -> list[str]:
-    names: list[str] = []
-    for path in sorted(schema_dir().glob("*.sql")):
-        names += parse_queries(path.read_text("utf-8"))
-    return names
+    return list(all_queries())
 
 
 def test_memoised_rewrite_equals_pg8000s_own(db: Engine) -> None:

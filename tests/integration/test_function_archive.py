@@ -36,7 +36,7 @@ def test_archive_holds_entry_point_package_schema_and_pinned_requirements(tmp_pa
     names = zipfile.ZipFile(archive).namelist()
     assert "main.py" in names
     assert "dagrelay/engine/core.py" in names
-    assert "dagrelay/_schema/queries.sql" in names
+    assert "dagrelay/_schema/sql/tasks.sql" in names
     assert "dagrelay/_schema/messages/run_task.schema.json" in names
     assert "dagrelay/_schema/openapi.json" in names
     assert "dagrelay/dashboard/style.css" in names

@@ -17,9 +17,9 @@ import pytest
 
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
-from dagrelay.engine.faults import CrashInjector, InjectedCrash
 from dagrelay.ingest.pipeline import batch_id
 from dagrelay.ingest.sources import parse_sources
+from local_emulator.crashes import CrashInjector, InjectedCrash
 from tests.integration.helpers import statuses
 from tests.integration.ingest_harness import SOURCES, FakeLoader, Harness
 
@@ -300,7 +300,7 @@ def test_a_crash_after_a_step_resumes_without_a_second_load(
 ) -> None:
     """The worker dies after the step's work, before its result is written: the lease
     expires, the sweeper retries the attempt, and the retry finds the work done."""
-    engine.crashes = CrashInjector.parse(f"after_handler:ingest.sales.{step}")
+    engine.hooks = CrashInjector.parse(f"after_handler:ingest.sales.{step}")
     obj = h.upload(SALES, sales())
     h.ingestor(obj)
     with pytest.raises(InjectedCrash):

@@ -15,10 +15,10 @@ from google.cloud import bigquery
 
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
-from dagrelay.engine.faults import CrashInjector, InjectedCrash
 from dagrelay.ingest.loader import BigQueryLoader
 from local_emulator import bigquery as local_bq
 from local_emulator import gcs
+from local_emulator.crashes import CrashInjector, InjectedCrash
 from tests.gcs_fixtures import storage_emulator
 from tests.integration.ingest_harness import SOURCES, Harness
 
@@ -85,7 +85,7 @@ def test_a_corrected_file_under_the_same_name_leaves_the_rows_alone(
 def test_a_worker_killed_after_submitting_the_load_does_not_load_twice(
     h: Harness, engine: DagEngine, bq_client: bigquery.Client
 ) -> None:
-    engine.crashes = CrashInjector.parse("after_handler:ingest.sales.load")
+    engine.hooks = CrashInjector.parse("after_handler:ingest.sales.load")
     h.ingestor(h.upload(SALES, (DATA / "sales_2024-03.csv").read_bytes()))
     with pytest.raises(InjectedCrash):
         h.drive()

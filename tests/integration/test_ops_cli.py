@@ -24,7 +24,10 @@ from dagrelay import cli
 from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import Envelope, Message, RunTask, StartBatch, parse
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.apply import ApplyResult
+from dagrelay.pipelines.apply import apply as apply_pipeline
+from dagrelay.pipelines.export import export_yaml
+from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.store import reads
 from dagrelay.store.db import get_engine
 from dagrelay.store.outbox import InMemoryPublisher
@@ -143,9 +146,9 @@ class Calls:
                 raise AssertionError(f"the CLI made no call after call {count} in {timeout_s}s")
 
 
-def apply_file(db: Engine, path: Path) -> pipelines.ApplyResult:
+def apply_file(db: Engine, path: Path) -> ApplyResult:
     with db.begin() as conn:
-        return pipelines.apply(conn, pipelines.load_pipeline(path))
+        return apply_pipeline(conn, load_pipeline(path))
 
 
 def batches(db: Engine, pipeline: str) -> dict[str, str]:
@@ -275,7 +278,7 @@ def test_export_round_trip_is_exact(run: Run, db: Engine, tmp_path: Path, templa
     exported = run("pipeline", "export", "exported")
 
     assert exported.exit_code == 0, exported.output
-    normalised = pipelines.export_yaml(pipelines.load_pipeline(source))
+    normalised = export_yaml(load_pipeline(source))
     assert exported.stdout == normalised
     assert exported.stdout.index("ex.load_a") < exported.stdout.index("ex.load_b")
     assert "description" not in exported.stdout

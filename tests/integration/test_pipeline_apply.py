@@ -10,14 +10,18 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError
 
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.errors import PipelineError
 from dagrelay.messages import StartBatch
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.apply import ApplyResult
+from dagrelay.pipelines.apply import apply as apply_pipeline
+from dagrelay.pipelines.spec import PipelineSpec, PipelineTask, load_pipeline
+from dagrelay.store.db import database_error
 from dagrelay.store.reads import batch_report
+from tests.integration.helpers import scalar
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +32,15 @@ T1 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 T2 = datetime(2024, 3, 2, 12, 0, tzinfo=UTC)
 
 
-def apply(db: Engine, spec: pipelines.PipelineSpec, **kwargs: Any) -> pipelines.ApplyResult:
+def apply(db: Engine, spec: PipelineSpec, **kwargs: Any) -> ApplyResult:
     with db.begin() as conn:
-        return pipelines.apply(conn, spec, **kwargs)
+        return apply_pipeline(conn, spec, **kwargs)
 
 
-def write(tmp_path: Path, pipeline: str, tasks: list[dict[str, Any]]) -> pipelines.PipelineSpec:
+def write(tmp_path: Path, pipeline: str, tasks: list[dict[str, Any]]) -> PipelineSpec:
     path = tmp_path / f"{pipeline}.yaml"
     path.write_text(yaml.safe_dump({"pipeline": pipeline, "tasks": tasks}), encoding="utf-8")
-    return pipelines.load_pipeline(path)
+    return load_pipeline(path)
 
 
 def noop(name: str, *parents: str, **fields: Any) -> dict[str, Any]:
@@ -61,7 +65,7 @@ def edge_rows(db: Engine) -> dict[tuple[str, str], datetime]:
 
 
 def test_monthly_profit_rows(db: Engine) -> None:
-    result = apply(db, pipelines.load_pipeline(MONTHLY_PROFIT), now=T1)
+    result = apply(db, load_pipeline(MONTHLY_PROFIT), now=T1)
 
     assert result.created == ("load_sales", "load_expenses", "calculate_profit")
     assert (result.updated, result.unchanged, result.edges_removed) == ((), (), ())
@@ -104,7 +108,7 @@ def test_monthly_profit_rows(db: Engine) -> None:
 
 
 def test_applying_twice_changes_nothing(db: Engine) -> None:
-    spec = pipelines.load_pipeline(MONTHLY_PROFIT)
+    spec = load_pipeline(MONTHLY_PROFIT)
     apply(db, spec, now=T1)
     tasks_before, edges_before = task_rows(db), edge_rows(db)
 
@@ -136,7 +140,7 @@ def test_same_rows_as_plain_sql(db: Engine, insert_pipeline: Callable[..., dict[
         )
     before = task_rows(db)
 
-    result = apply(db, pipelines.load_pipeline(MONTHLY_PROFIT))
+    result = apply(db, load_pipeline(MONTHLY_PROFIT))
 
     assert result.changes == 0
     assert task_rows(db) == before
@@ -235,11 +239,11 @@ def test_prune_removes_tasks_batches_ran_and_they_keep_them(
 
 
 def test_graph_problems_are_refused_before_writing(db: Engine) -> None:
-    spec = pipelines.PipelineSpec(
+    spec = PipelineSpec(
         pipeline="p",
         tasks=(
-            pipelines.PipelineTask("a", "h", parents=("b",)),
-            pipelines.PipelineTask("b", "h", parents=("a",)),
+            PipelineTask("a", "h", parents=("b",)),
+            PipelineTask("b", "h", parents=("a",)),
         ),
         source="p.yaml",
     )
@@ -252,8 +256,8 @@ def test_graph_problems_are_refused_before_writing(db: Engine) -> None:
 
 def test_database_refusal_becomes_a_pipeline_error(db: Engine) -> None:
     """What the file's schema normally stops, the database refuses too; its message is kept."""
-    spec = pipelines.PipelineSpec(
-        pipeline="p", tasks=(pipelines.PipelineTask("no spaces allowed", "h"),), source="p.yaml"
+    spec = PipelineSpec(
+        pipeline="p", tasks=(PipelineTask("no spaces allowed", "h"),), source="p.yaml"
     )
 
     with pytest.raises(PipelineError) as raised:
@@ -296,7 +300,88 @@ def test_dependency_guard_error_is_read(
             {"c": ids["a"], "p": ids["b"]},
         )
 
-    assert pipelines.database_error(raised.value) == (
+    assert database_error(raised.value) == (
         "23514",
         'dependency "b" -> "a" would create a cycle: a -> b -> a',
     )
+
+
+def row_versions(db: Engine) -> dict[str, str]:
+    """The xmin (writing transaction) of every task and edge row: a write changes it."""
+    sql = """
+        SELECT name, xmin::text FROM tasks
+        UNION ALL
+        SELECT p.name || '->' || c.name, d.xmin::text FROM task_dependencies d
+        JOIN tasks p ON p.task_id = d.parent_task_id JOIN tasks c ON c.task_id = d.child_task_id
+    """
+    with db.connect() as conn:
+        return {r[0]: r[1] for r in conn.execute(text(sql))}
+
+
+def counted_apply(db: Engine, spec: PipelineSpec, **kwargs: Any) -> tuple[ApplyResult, list[str]]:
+    """Apply, and the first word of each statement it ran."""
+    statements: list[str] = []
+    with db.begin() as conn:
+        listen = lambda *args: statements.append(args[2].split()[0])  # noqa: E731
+        event.listen(conn, "before_cursor_execute", listen)
+        try:
+            result = apply_pipeline(conn, spec, **kwargs)
+        finally:
+            event.remove(conn, "before_cursor_execute", listen)
+    return result, statements
+
+
+def diamond(tmp_path: Path, timeout_of_b: int = 540) -> PipelineSpec:
+    return write(
+        tmp_path,
+        "p",
+        [noop("a"), noop("b", "a", timeout_s=timeout_of_b), noop("c", "a"), noop("d", "b", "c")],
+    )
+
+
+def test_a_no_op_apply_only_reads(db: Engine, tmp_path: Path) -> None:
+    apply(db, diamond(tmp_path))
+    before = row_versions(db)
+
+    result, statements = counted_apply(db, diamond(tmp_path))
+
+    assert result.changes == 0
+    assert row_versions(db) == before
+    # the apply lock, tasks, edges, and the schedule (to say whether one is left in place)
+    assert statements == ["SELECT", "SELECT", "SELECT", "SELECT"]
+
+
+def test_one_changed_task_writes_that_row_alone(db: Engine, tmp_path: Path) -> None:
+    apply(db, diamond(tmp_path))
+    before = row_versions(db)
+
+    result, statements = counted_apply(db, diamond(tmp_path, timeout_of_b=60))
+
+    assert (result.updated, result.changes) == (("b",), 1)
+    after = row_versions(db)
+    assert {name for name in before if after[name] != before[name]} == {"b"}
+    assert statements == ["SELECT", "SELECT", "SELECT", "UPDATE", "SELECT"]
+
+
+def test_apply_in_progress_does_not_block_a_running_batch(db: Engine, tmp_path: Path) -> None:
+    """While an apply that changes a task is uncommitted, a batch of the pipeline starts: its
+    version is read from the live rows (the committed ones) without waiting for the apply."""
+    apply(db, diamond(tmp_path))
+    with db.begin() as conn:
+        apply_pipeline(conn, diamond(tmp_path, timeout_of_b=60))
+        with db.connect() as other:
+            other.execute(text("SET lock_timeout = '2s'"))
+            other.execute(
+                text(
+                    "INSERT INTO batches (pipeline, batch_id, version_id) "
+                    "VALUES ('p', 'b1', dagrelay_pipeline_version('p', now()))"
+                )
+            )
+            other.execute(
+                text(
+                    "INSERT INTO task_log (pipeline, batch_id, task_id) "
+                    "SELECT 'p', 'b1', task_id FROM tasks WHERE pipeline = 'p'"
+                )
+            )
+            other.commit()
+    assert scalar(db, "SELECT count(*) FROM task_log WHERE batch_id = 'b1'") == 4

@@ -10,10 +10,10 @@ from functools import partial
 import pytest
 from sqlalchemy import Engine, text
 
-from dagrelay.engine.faults import CrashInjector, CrashPoint
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.messages import StartBatch
 from dagrelay.store.outbox import InMemoryPublisher
+from local_emulator.crashes import CrashInjector, CrashPoint
 from tests.conftest import FakeClock
 from tests.integration.helpers import (
     CRASH,
@@ -80,7 +80,7 @@ def test_crash_at_each_point_loses_nothing_and_does_nothing_twice(
     task: str,
 ) -> None:
     crashes = CrashInjector.parse(f"{point}:{task}")
-    engine = make_engine(db, publisher, clock, crashes=crashes)
+    engine = make_engine(db, publisher, clock, hooks=crashes)
     engine.start_batch(StartBatch(*BATCH))
 
     first = drive_faulty(engine, publisher)
@@ -121,7 +121,7 @@ def assert_children_wait_unpublished(db: Engine, task: str) -> None:
 def test_after_commit_children_are_published_only_by_the_sweep(
     db: Engine, publisher: InMemoryPublisher, clock: FakeClock, effects_dag: None
 ) -> None:
-    engine = make_engine(db, publisher, clock, crashes=CrashInjector.parse("after_commit:a"))
+    engine = make_engine(db, publisher, clock, hooks=CrashInjector.parse("after_commit:a"))
     engine.start_batch(StartBatch(*BATCH))
     assert drive_faulty(engine, publisher) == [("a", CRASH)]
     assert publisher.drain() == []
@@ -140,7 +140,7 @@ def test_duplicated_shuffled_delivery_with_crashes_and_sweeps(
 ) -> None:
     rng = random.Random(seed)
     spec = ",".join(f"{rng.choice(list(CrashPoint))}:{t}" for t in rng.sample(sorted(DAG), 2))
-    engine = make_engine(db, publisher, clock, seed=seed, crashes=CrashInjector.parse(spec))
+    engine = make_engine(db, publisher, clock, seed=seed, hooks=CrashInjector.parse(spec))
     sweep = partial(Sweeper(engine).sweep, older_than_s=60)
     engine.start_batch(StartBatch(*BATCH))
 

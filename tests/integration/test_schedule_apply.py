@@ -12,7 +12,10 @@ import yaml
 from sqlalchemy import Engine, text
 
 from dagrelay.errors import PipelineError
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.apply import ApplyResult
+from dagrelay.pipelines.apply import apply as apply_pipeline
+from dagrelay.pipelines.export import export_yaml, read_pipeline
+from dagrelay.pipelines.spec import PipelineSpec, load_pipeline
 from dagrelay.resources import schema_dir
 
 pytestmark = pytest.mark.integration
@@ -21,18 +24,18 @@ T1 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 TASKS = [{"name": "only", "handler": "python.noop"}]
 
 
-def write(tmp_path: Path, schedule: dict[str, Any] | None) -> pipelines.PipelineSpec:
+def write(tmp_path: Path, schedule: dict[str, Any] | None) -> PipelineSpec:
     document: dict[str, Any] = {"pipeline": "p", "tasks": TASKS}
     if schedule is not None:
         document["schedule"] = schedule
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    return pipelines.load_pipeline(path)
+    return load_pipeline(path)
 
 
-def apply(db: Engine, spec: pipelines.PipelineSpec, prune: bool = False) -> pipelines.ApplyResult:
+def apply(db: Engine, spec: PipelineSpec, prune: bool = False) -> ApplyResult:
     with db.begin() as conn:
-        return pipelines.apply(conn, spec, prune=prune, now=T1)
+        return apply_pipeline(conn, spec, prune=prune, now=T1)
 
 
 def row(db: Engine) -> dict[str, Any] | None:
@@ -56,7 +59,7 @@ def test_apply_writes_the_schedule_and_export_round_trips_it(db: Engine, tmp_pat
     assert apply(db, spec).changes == 0
 
     with db.connect() as conn:
-        text_out = pipelines.export_yaml(pipelines.read_pipeline(conn, "p"))
+        text_out = export_yaml(read_pipeline(conn, "p"))
     assert yaml.safe_load(text_out)["schedule"] == {
         "cron": "0 6 1 * *",
         "timezone": "Europe/Brussels",
@@ -65,7 +68,7 @@ def test_apply_writes_the_schedule_and_export_round_trips_it(db: Engine, tmp_pat
         "paused": True,
     }
     (tmp_path / "out.yaml").write_text(text_out, encoding="utf-8")
-    assert apply(db, pipelines.load_pipeline(tmp_path / "out.yaml")).changes == 0
+    assert apply(db, load_pipeline(tmp_path / "out.yaml")).changes == 0
 
 
 def test_a_new_cron_resets_next_run_and_pause_is_the_operators(db: Engine, tmp_path: Path) -> None:
@@ -111,7 +114,7 @@ def test_bad_schedules_are_refused_naming_the_problem(
 
 
 def test_the_example_has_a_paused_monthly_schedule_named_like_its_batches() -> None:
-    spec = pipelines.load_pipeline(schema_dir() / "pipelines" / "monthly_profit.yaml")
+    spec = load_pipeline(schema_dir() / "pipelines" / "monthly_profit.yaml")
     assert spec.schedule is not None
     assert spec.schedule.paused is True
     assert spec.schedule.batch_id_template == "{interval_start:%Y-%m}"

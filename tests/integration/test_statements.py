@@ -4,6 +4,7 @@ has 1 parent or 200: one set-based statement, not a loop over parents (ARCHITECT
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable
 
@@ -13,11 +14,10 @@ from sqlalchemy import Engine
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.messages import StartBatch
-from dagrelay.resources import schema_dir
 from dagrelay.store.db import StatementCounter
 from dagrelay.store.outbox import InMemoryPublisher
-from dagrelay.store.queries import parse_queries, query
-from tests.integration.helpers import as_run_task
+from dagrelay.store.queries import all_queries, query
+from tests.integration.helpers import as_run_task, batch_status, call_params, statuses
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def query_names(db: Engine) -> dict[str, str]:
 
 
 def all_query_names() -> list[str]:
-    return list(parse_queries((schema_dir() / "queries.sql").read_text("utf-8")))
+    return list(all_queries())
 
 
 def count(db: Engine, work: Callable[[], object]) -> Counter[str]:
@@ -88,3 +88,37 @@ def test_statements_per_completion(
     print(f"\n{parents} parent(s): releasing completion {dict(releasing)}; child {dict(last)}")
     assert dict(releasing) == EXPECTED_RELEASE
     assert dict(last) == EXPECTED_LAST_TASK
+
+
+EXPECTED_FAILED_ROOT = {
+    "claim_task": 1,
+    "finish_attempt": 1,
+    "advance_children": 1,  # every level below is settled inside this one statement
+    "mark_published": 1,  # the alert
+    "finish_batch": 1,
+}
+
+
+@pytest.mark.parametrize("depth", [1, 12])
+def test_a_failure_settles_every_level_below_in_one_statement(
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    insert_pipeline: InsertPipeline,
+    db: Engine,
+    depth: int,
+) -> None:
+    chain = [f"t{i:02d}" for i in range(depth + 1)]
+    insert_pipeline(
+        "p",
+        {child: [parent] for parent, child in itertools.pairwise(chain)},
+        handlers={chain[0]: "python.call"},
+        params={chain[0]: call_params("flaky", fails=10**6)},
+    )
+    engine.start_batch(StartBatch("p", "b1"))
+    [root] = [as_run_task(m) for m in publisher.drain()]
+
+    failing = count(db, lambda: engine.run_task(root))
+
+    assert dict(failing) == EXPECTED_FAILED_ROOT
+    assert statuses(db, "b1") == {chain[0]: "ERROR"} | dict.fromkeys(chain[1:], "UPSTREAM_FAILED")
+    assert batch_status(db, "p", "b1") == "FAILED"

@@ -108,7 +108,7 @@ def test_wheel_holds_the_package_and_its_data_only(wheel: Path) -> None:
     top = {n.split("/")[0] for n in names}
     assert top == {"dagrelay", "dagrelay-0.1.0.dist-info"}
     for expected in (
-        "dagrelay/_schema/queries.sql",
+        "dagrelay/_schema/sql/tasks.sql",
         "dagrelay/_schema/messages/start_batch.schema.json",
         "dagrelay/_schema/pipeline.schema.json",
         "dagrelay/_migrations/env.py",

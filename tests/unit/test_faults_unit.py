@@ -5,8 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
-from dagrelay.engine.faults import CrashInjector, CrashPoint, InjectedCrash
+from dagrelay.config import Settings
+from dagrelay.engine.hooks import NO_HOOKS
+from dagrelay.router.wiring import build_engine
+from dagrelay.store.outbox import InMemoryPublisher
+from local_emulator import crashes
+from local_emulator.crashes import CrashInjector, CrashPoint, InjectedCrash
 
 
 def test_parse_reads_points_and_tasks() -> None:
@@ -21,7 +27,7 @@ def test_parse_reads_points_and_tasks() -> None:
 def test_parse_empty_spec_arms_nothing() -> None:
     injector = CrashInjector.parse("")
     assert injector.armed == {}
-    injector.hit(CrashPoint.AFTER_CLAIM, "a")  # disarmed: does not raise
+    injector.at(CrashPoint.AFTER_CLAIM, "a")  # disarmed: does not raise
 
 
 def test_unknown_point_names_the_known_points() -> None:
@@ -34,20 +40,20 @@ def test_unknown_point_names_the_known_points() -> None:
 def test_fires_once_per_point_and_task() -> None:
     injector = CrashInjector.parse("after_claim:a,after_handler:a")
     with pytest.raises(InjectedCrash, match="after_claim of task a"):
-        injector.hit(CrashPoint.AFTER_CLAIM, "a")
-    injector.hit(CrashPoint.AFTER_CLAIM, "a")  # already fired
-    injector.hit(CrashPoint.AFTER_CLAIM, "b")  # not armed for b
-    injector.hit(CrashPoint.IN_HANDLER, "a")  # point not armed
+        injector.at(CrashPoint.AFTER_CLAIM, "a")
+    injector.at(CrashPoint.AFTER_CLAIM, "a")  # already fired
+    injector.at(CrashPoint.AFTER_CLAIM, "b")  # not armed for b
+    injector.at(CrashPoint.IN_HANDLER, "a")  # point not armed
     with pytest.raises(InjectedCrash, match="after_handler of task a"):
-        injector.hit(CrashPoint.AFTER_HANDLER, "a")
+        injector.at(CrashPoint.AFTER_HANDLER, "a")
 
 
 def test_wildcard_fires_once_for_each_task() -> None:
     injector = CrashInjector.parse("in_handler:*")
     for task in ("a", "b"):
         with pytest.raises(InjectedCrash):
-            injector.hit(CrashPoint.IN_HANDLER, task)
-        injector.hit(CrashPoint.IN_HANDLER, task)
+            injector.at(CrashPoint.IN_HANDLER, task)
+        injector.at(CrashPoint.IN_HANDLER, task)
 
 
 def test_injected_crash_is_not_an_exception() -> None:
@@ -61,9 +67,30 @@ def test_marker_dir_makes_once_hold_across_instances(tmp_path: Path) -> None:
     first = CrashInjector.parse("after_commit:a", marker_dir=markers)
     second = CrashInjector.parse("after_commit:a", marker_dir=markers)
     with pytest.raises(InjectedCrash):
-        first.hit(CrashPoint.AFTER_COMMIT, "a")
-    second.hit(CrashPoint.AFTER_COMMIT, "a")  # a restarted worker gets past it
+        first.at(CrashPoint.AFTER_COMMIT, "a")
+    second.at(CrashPoint.AFTER_COMMIT, "a")  # a restarted worker gets past it
     assert [p.name for p in markers.iterdir()] == ["after_commit-a"]
     third = CrashInjector.parse("after_commit:a", marker_dir=tmp_path / "other")
     with pytest.raises(InjectedCrash):
-        third.hit(CrashPoint.AFTER_COMMIT, "a")
+        third.at(CrashPoint.AFTER_COMMIT, "a")
+
+
+def test_the_local_stack_arms_crash_points_from_its_own_variables(tmp_path: Path) -> None:
+    assert CrashInjector.from_env({}) is None
+    injector = CrashInjector.from_env(
+        {crashes.POINTS_ENV: "after_commit:a", crashes.MARKER_DIR_ENV: str(tmp_path)}
+    )
+    assert injector is not None
+    assert injector.armed == {CrashPoint.AFTER_COMMIT: {"a"}}
+    assert injector.exit_process  # a router process dies, as a killed function would
+    assert injector.marker_dir == tmp_path
+
+
+def test_production_settings_and_wiring_carry_no_crash_points() -> None:
+    assert [name for name in Settings.model_fields if "crash" in name] == []
+    engine = build_engine(
+        Settings(handler_modules=[]),
+        db=create_engine("postgresql+pg8000://nobody@127.0.0.1/none"),  # never connects
+        publisher=InMemoryPublisher(),
+    )
+    assert engine.hooks is NO_HOOKS

@@ -10,6 +10,9 @@ import pytest
 from dagrelay.errors import DagrelayError
 from dagrelay.ops import verbs as ops
 from dagrelay.ops.verbs import Action, Reprocess
+from dagrelay.pipelines.export import export_yaml, topological_order
+from dagrelay.pipelines.spec import PipelineSpec, PipelineTask
+from dagrelay.states import TriggerRule
 from dagrelay.store.reads import RootCause, root_causes
 
 D1, D2, D3, D4, D5 = (date(2024, 3, day) for day in range(1, 6))
@@ -276,3 +279,59 @@ def cause(task: str | None, took_down: list[str]) -> RootCause:
 def test_root_causes(rows: list[dict[str, Any]], expected: list[RootCause]) -> None:
     """dagrelay.store.reads.root_causes: pure, the part of the read model explain draws."""
     assert root_causes(rows) == expected
+
+
+# -- export (export_yaml) ---------------------------------------------------------
+
+
+def task(name: str, *parents: str, **fields: Any) -> PipelineTask:
+    return PipelineTask(name=name, handler="python.noop", parents=parents, **fields)
+
+
+def test_topological_order_breaks_ties_by_name() -> None:
+    spec = PipelineSpec(
+        "p", (task("d", "c", "b"), task("c", "a"), task("b", "a"), task("z"), task("a"))
+    )
+    ordered = topological_order(spec)
+    assert [t.name for t in ordered.tasks] == ["a", "b", "c", "d", "z"]
+    assert ordered.tasks[3].parents == ("b", "c")
+
+
+def test_export_writes_only_what_differs_from_the_defaults() -> None:
+    spec = PipelineSpec(
+        "p",
+        (
+            task(
+                "b",
+                "a",
+                params={"z": 1, "a": {"y": [1, "2024-03-01"], "x": None}},
+                max_retries=3,
+                retry_backoff=3,
+                enabled=False,
+                pool="bq",
+            ),
+            task("a", description="not stored", trigger_rule=TriggerRule.ALL_DONE),
+        ),
+    )
+    assert export_yaml(spec) == (
+        "pipeline: p\n"
+        "tasks:\n"
+        "- name: a\n"
+        "  handler: python.noop\n"
+        "  trigger_rule: all_done\n"
+        "- name: b\n"
+        "  handler: python.noop\n"
+        "  parents:\n"
+        "  - a\n"
+        "  params:\n"
+        "    a:\n"
+        "      x: null\n"
+        "      y:\n"
+        "      - 1\n"
+        "      - '2024-03-01'\n"
+        "    z: 1\n"
+        "  max_retries: 3\n"
+        "  retry_backoff: 3.0\n"
+        "  pool: bq\n"
+        "  enabled: false\n"
+    )

@@ -8,7 +8,9 @@ import pytest
 
 from dagrelay.errors import PipelineError
 from dagrelay.handlers.registry import Registration, default_registry
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.apply import Plan, plan
+from dagrelay.pipelines.spec import PipelineSpec, PipelineTask, load_pipeline
+from dagrelay.pipelines.validate import problems, registered_handlers, validate
 from dagrelay.resources import schema_dir
 from dagrelay.states import TriggerRule
 from tests.paths import PYTHON_MONTHLY_PROFIT
@@ -22,14 +24,14 @@ NAME_RULE = "a letter, then at most 127 letters, digits, '_', '.' or '-'"
 @pytest.fixture(scope="module")
 def handlers() -> dict[str, Registration]:
     default_registry.load_plugins([])
-    return pipelines.registered_handlers()
+    return registered_handlers()
 
 
 def problems_of(tmp_path: Path, source: str, handlers: dict[str, Registration]) -> list[str]:
     path = tmp_path / "bad.yaml"
     path.write_text(source, encoding="utf-8")
     try:
-        pipelines.validate(pipelines.load_pipeline(path), handlers)
+        validate(load_pipeline(path), handlers)
     except PipelineError as exc:
         return exc.problems
     return []
@@ -266,19 +268,19 @@ def test_good_file(tmp_path: Path, handlers: dict[str, Registration], source: st
 def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "missing.yaml"
     with pytest.raises(PipelineError) as raised:
-        pipelines.load_pipeline(missing)
+        load_pipeline(missing)
     assert raised.value.problems[0].startswith(f"{missing}: cannot read the file:")
 
 
 @pytest.mark.parametrize("path", sorted((schema_dir() / "pipelines").glob("*.yaml")), ids=str)
 def test_checked_in_pipelines_are_valid(path: Path, handlers: dict[str, Registration]) -> None:
-    spec = pipelines.load_pipeline(path)
-    assert pipelines.problems(spec, handlers) == []
+    spec = load_pipeline(path)
+    assert problems(spec, handlers) == []
     assert spec.source == path.name
 
 
 def test_monthly_profit_spec() -> None:
-    spec = pipelines.load_pipeline(PYTHON_MONTHLY_PROFIT)
+    spec = load_pipeline(PYTHON_MONTHLY_PROFIT)
     by_name = {t.name: t for t in spec.tasks}
     assert spec.pipeline == "monthly_profit"
     assert list(by_name) == ["load_sales", "load_expenses", "calculate_profit"]
@@ -295,26 +297,53 @@ def test_monthly_profit_spec() -> None:
     ]
 
 
-def test_defaults_are_the_database_defaults(tmp_path: Path) -> None:
-    path = tmp_path / "p.yaml"
-    path.write_text(tasks(f"name: a, {NOOP}"), encoding="utf-8")
-    row = pipelines.load_pipeline(path).tasks[0].row()
-    assert row == {
-        "name": "a",
-        "handler": "python.noop",
-        "params": {},
-        "trigger_rule": "all_success",
-        "max_retries": 0,
-        "retry_delay_s": 30,
-        "retry_backoff": 2.0,
-        "retry_max_delay_s": 3600,
-        "timeout_s": 540,
-        "pool": None,
-        "enabled": True,
-    }
-
-
 def test_names_only_skip_the_params_check(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(tasks(f"name: a, {NOOP}, params: {{wrong: 1}}"), encoding="utf-8")
-    assert pipelines.problems(pipelines.load_pipeline(path), ["python.noop"]) == []
+    assert problems(load_pipeline(path), ["python.noop"]) == []
+
+
+# -- plan: what an apply writes --------------------------------------------------------------
+
+
+def _row(name: str, pipeline: str = "p", **columns: object) -> dict[str, object]:
+    task = PipelineTask(name, "python.noop")
+    return {**task.row(), "pipeline": pipeline, **columns}
+
+
+def _spec(*tasks: PipelineTask) -> PipelineSpec:
+    return PipelineSpec("p", tasks)
+
+
+def test_plan_of_an_unchanged_pipeline_is_empty() -> None:
+    spec = _spec(PipelineTask("a", "python.noop"), PipelineTask("b", "python.noop", parents=("a",)))
+    changes = plan(spec, [_row("a"), _row("b")], [("a", "b")])
+    assert changes == Plan((), (), (), (), ())
+
+
+def test_plan_lists_each_kind_of_change() -> None:
+    spec = _spec(
+        PipelineTask("a", "python.noop", timeout_s=60),
+        PipelineTask("new", "python.noop", parents=("a",)),
+        PipelineTask("b", "python.noop", parents=("new",)),
+        PipelineTask("theirs", "python.noop"),
+    )
+    rows = [_row("a"), _row("b"), _row("old"), _row("theirs", pipeline="q")]
+    changes = plan(spec, rows, [("a", "b"), ("a", "old")])
+    assert [t.name for t in changes.create] == ["new", "theirs"]  # q's "theirs" is q's own
+    assert [t.name for t in changes.update] == ["a"]
+    assert changes.stale == ("old",)
+    assert changes.remove_edges == (("a", "b"),)  # the edge into "old" is not the file's to drop
+    assert changes.add_edges == (("a", "new"), ("new", "b"))
+
+
+@pytest.mark.parametrize(
+    ("in_file", "in_row"),
+    [
+        pytest.param({"flag": True}, {"flag": 1}, id="true is not 1 in jsonb"),
+        pytest.param({"n": 1}, {"n": 1, "m": None}, id="an extra key"),
+    ],
+)
+def test_params_are_compared_as_json(in_file: dict[str, object], in_row: dict[str, object]) -> None:
+    spec = _spec(PipelineTask("a", "python.noop", params=in_file))
+    assert [t.name for t in plan(spec, [_row("a", params=in_row)], []).update] == ["a"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from dagrelay.resources import schema_dir
-from dagrelay.store.queries import parse_queries
+from dagrelay.store import queries as queries_mod
+from dagrelay.store.queries import all_queries, parse_queries, query_files
 
 
 @pytest.mark.parametrize(
@@ -45,7 +47,7 @@ def test_duplicate_name_is_an_error() -> None:
 
 
 def test_checked_in_queries_parse_and_cover_the_engine() -> None:
-    queries = parse_queries((schema_dir() / "queries.sql").read_text(encoding="utf-8"))
+    queries = all_queries()
     for name in (
         "start_batch",
         "claim_task",
@@ -54,7 +56,28 @@ def test_checked_in_queries_parse_and_cover_the_engine() -> None:
         "finish_batch",
         "mark_published",
         "record_rejected_message",
-        "lock_unpublished_outbox",
+        "claim_unpublished_outbox",
     ):
         assert queries.get(name), name
     assert all(not sql.endswith(";") for sql in queries.values())
+
+
+def test_a_name_is_defined_once_across_files() -> None:
+    names = [n for path in query_files() for n in parse_queries(path.read_text(encoding="utf-8"))]
+    assert len(names) == len(set(names)) == len(all_queries())
+    assert {p.parent.name for p in query_files()} == {"sql"}
+
+
+def test_a_name_in_two_files_is_an_error_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sql").mkdir()
+    (tmp_path / "sql" / "reads.sql").write_text("-- name: a\nSELECT 1;\n")
+    (tmp_path / "sql" / "tasks.sql").write_text("-- name: a\nSELECT 2;\n")
+    monkeypatch.setattr(queries_mod, "schema_dir", lambda: tmp_path)
+    all_queries.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"'a' is defined twice \(reads.sql, tasks.sql\)"):
+            all_queries()
+    finally:
+        all_queries.cache_clear()

@@ -13,9 +13,8 @@ from dagrelay.cli.trigger import current_user
 from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine
 from dagrelay.errors import DagrelayError
-from dagrelay.handlers.registry import default_registry
+from dagrelay.router.wiring import build_engine
 from dagrelay.store import reads
-from dagrelay.store.db import get_engine
 from dagrelay.store.outbox import Publisher
 
 DEFAULT_TIMEOUT_S = 3600.0
@@ -50,12 +49,4 @@ def batch_pipeline(conn: Connection, batch_id: str, pipeline: str | None) -> str
 
 def operator_engine(publisher: Publisher) -> Engine:
     """The engine as the router builds it (``dagrelay.router.wiring``), without the router."""
-    settings = get_settings()
-    return Engine(
-        get_engine(),
-        publisher,
-        default_registry,
-        events_topic=settings.events_topic,
-        alerts_topic=settings.alerts_topic,
-        worker_id=f"cli:{current_user()}",
-    )
+    return build_engine(get_settings(), publisher=publisher, worker_id=f"cli:{current_user()}")

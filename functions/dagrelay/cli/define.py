@@ -12,7 +12,10 @@ from sqlalchemy import Connection
 
 from dagrelay.cli.app import app, db_app, pipeline_app, reports_errors
 from dagrelay.ops import packaging
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.apply import ApplyResult
+from dagrelay.pipelines.apply import apply as apply_pipeline
+from dagrelay.pipelines.spec import PipelineSpec, load_pipeline
+from dagrelay.pipelines.validate import registered_handlers, validate
 from dagrelay.store import migrate
 from dagrelay.store.db import get_engine
 
@@ -72,16 +75,16 @@ def pipeline_apply(
     """Validate a pipeline file, then write it into tasks and task_dependencies."""
     spec = _load_valid(file)
     with _transaction(rollback=dry_run) as conn:
-        result = pipelines.apply(conn, spec, prune=prune)
+        result = apply_pipeline(conn, spec, prune=prune)
     prefix = "dry run, nothing written: " if dry_run else ""
     typer.echo(f"{prefix}pipeline {spec.pipeline}: {result}")
     for label, names in _apply_details(result):
         typer.echo(f"  {label}: {', '.join(names)}")
 
 
-def _load_valid(file: Path) -> pipelines.PipelineSpec:
-    spec = pipelines.load_pipeline(file)
-    pipelines.validate(spec, pipelines.registered_handlers())
+def _load_valid(file: Path) -> PipelineSpec:
+    spec = load_pipeline(file)
+    validate(spec, registered_handlers())
     return spec
 
 
@@ -93,7 +96,7 @@ def _transaction(*, rollback: bool) -> Iterator[Connection]:
             tx.rollback()
 
 
-def _apply_details(result: pipelines.ApplyResult) -> list[tuple[str, list[str]]]:
+def _apply_details(result: ApplyResult) -> list[tuple[str, list[str]]]:
     details = [
         ("created", list(result.created)),
         ("updated", list(result.updated)),

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from dagrelay.cli.app import reports_errors
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.export import export_yaml, read_pipeline
 from dagrelay.store.db import get_engine
 
 
@@ -21,8 +21,8 @@ def pipeline_export(
 ) -> None:
     """Write a pipeline's rows as a pipeline file: `pipeline apply` of it changes nothing."""
     with get_engine().connect() as conn:
-        spec = pipelines.read_pipeline(conn, pipeline)
-    text = pipelines.export_yaml(spec)
+        spec = read_pipeline(conn, pipeline)
+    text = export_yaml(spec)
     if output is None:
         typer.echo(text, nl=False)
         return

@@ -10,7 +10,10 @@ import typer
 
 from dagrelay.cli.app import reports_errors
 from dagrelay.errors import DagrelayError, PipelineError
-from dagrelay.pipelines import spec as pipelines
+from dagrelay.pipelines.export import read_pipeline
+from dagrelay.pipelines.spec import PipelineSpec, load_pipeline
+from dagrelay.pipelines.validate import problems as pipeline_problems
+from dagrelay.pipelines.validate import registered_handlers
 from dagrelay.store import reads
 from dagrelay.store.db import get_engine
 
@@ -29,10 +32,10 @@ def validate(
 ) -> None:
     """Check pipelines: cycles, unknown parents and handlers, params that do not fit their
     handler. Exit code 2 if anything is wrong, with every problem printed."""
-    handlers = pipelines.registered_handlers()
+    handlers = registered_handlers()
     found: list[str] = []
     for source, spec in _specs(files or [], found):
-        problems = pipelines.problems(spec, handlers)
+        problems = pipeline_problems(spec, handlers)
         found += problems
         if not problems:
             typer.echo(f"{source}: pipeline {spec.pipeline} is valid ({len(spec.tasks)} tasks)")
@@ -40,7 +43,7 @@ def validate(
         raise PipelineError(found)
 
 
-def _specs(files: Sequence[Path], found: list[str]) -> list[tuple[str, pipelines.PipelineSpec]]:
+def _specs(files: Sequence[Path], found: list[str]) -> list[tuple[str, PipelineSpec]]:
     """The pipelines of the files (a file that does not load adds its problems to ``found``),
     or with no files every pipeline in the database."""
     if not files:
@@ -48,11 +51,11 @@ def _specs(files: Sequence[Path], found: list[str]) -> list[tuple[str, pipelines
             names = reads.pipeline_names(conn)
             if not names:
                 raise DagrelayError("no pipelines in the database (and no files given)")
-            return [(f"database:{n}", pipelines.read_pipeline(conn, n)) for n in names]
+            return [(f"database:{n}", read_pipeline(conn, n)) for n in names]
     specs = []
     for file in files:
         try:
-            specs.append((file.name, pipelines.load_pipeline(file)))
+            specs.append((file.name, load_pipeline(file)))
         except PipelineError as exc:
             found += exc.problems
     return specs

@@ -27,7 +27,7 @@ from sqlalchemy import Engine as SqlEngine
 
 from dagrelay.engine import moves, retry
 from dagrelay.engine import params as params_mod
-from dagrelay.engine.faults import CrashInjector, CrashPoint
+from dagrelay.engine.hooks import NO_HOOKS, EngineHooks, HookPoint
 from dagrelay.errors import BadMessage, NonRetryableError
 from dagrelay.handlers.registry import (
     Deferred,
@@ -42,7 +42,7 @@ from dagrelay.states import TaskStatus
 from dagrelay.store import transitions as store
 from dagrelay.store import versions as store_versions
 from dagrelay.store.db import retry_transient
-from dagrelay.store.outbox import OutgoingMessage, Publisher
+from dagrelay.store.outbox import OutboxRelay, OutgoingMessage, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Engine:
         alerts_topic: str = "dagrelay-alerts",
         clock: Clock = utcnow,
         rng: random.Random | None = None,
-        crashes: CrashInjector | None = None,
+        hooks: EngineHooks | None = None,
     ) -> None:
         self.db = db
         self.publisher = publisher
@@ -100,7 +100,8 @@ class Engine:
         self.worker_id = worker_id
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self.crashes = crashes
+        self.hooks = hooks or NO_HOOKS  # tests and the local stack install crash points
+        self.outbox = OutboxRelay(db, publisher, clock)
 
     # -- start_batch / cancel_batch -------------------------------------------------------------
 
@@ -255,9 +256,9 @@ class Engine:
         ref = claim.ref
         extra |= {"pipeline": ref.pipeline, "attempt": ref.attempt}
         log.info("task claimed", extra=extra)
-        self._crash_point(CrashPoint.AFTER_CLAIM, ref.task)
+        self.hooks.at(HookPoint.AFTER_CLAIM, ref.task)
         output, failure = self._execute(claim)
-        self._crash_point(CrashPoint.AFTER_HANDLER, ref.task)
+        self.hooks.at(HookPoint.AFTER_HANDLER, ref.task)
         return self.conclude(ref, output, failure)
 
     def _not_claimed(self, conn: Connection, msg: RunTask, extra: dict[str, Any]) -> RunOutcome:
@@ -323,7 +324,7 @@ class Engine:
                 parent_outputs=claim.parent_outputs,
                 heartbeat=lambda: self.heartbeat(ref),
             )
-            self._crash_point(CrashPoint.IN_HANDLER, ref.task)
+            self.hooks.at(HookPoint.IN_HANDLER, ref.task)
             result = _invoke(registration, context, claim.job)
             if isinstance(result, Deferred):
                 return check_deferred(result, ref.task), None
@@ -390,7 +391,7 @@ class Engine:
             return RunOutcome.IGNORED
         result, created = concluded
         _log_result(result, extra)
-        self._crash_point(CrashPoint.AFTER_COMMIT, ref.task)
+        self.hooks.at(HookPoint.AFTER_COMMIT, ref.task)
         self.publish(created.messages)
         released = any(t.status == TaskStatus.NEW for t in created.tasks)
         if result.status not in (TaskStatus.RETRY, TaskStatus.CANCELLED) and not released:
@@ -447,29 +448,19 @@ class Engine:
         finished: Sequence[store.Transition],
         now: datetime,
     ) -> store.Created:
-        """check_and_trigger_children: one set-based statement per level. Children that can
-        never run (UPSTREAM_FAILED, SKIPPED) are terminal at birth, so their own children are
-        decided in the next level, inside the same transaction."""
-        tasks: list[store.CreatedTask] = []
-        messages: list[OutgoingMessage] = []
-        frontier = list(finished)
-        while frontier:
-            created = store.advance_children(
-                conn,
-                pipeline=pipeline,
-                batch_id=batch_id,
-                finished=frontier,
-                topic=self.events_topic,
-                now=now,
-            )
-            tasks += created.tasks
-            messages += created.messages
-            frontier = [
-                store.Transition(t.task_id, t.status, t.root_cause_log_id)
-                for t in created.tasks
-                if t.status != TaskStatus.NEW
-            ]
-        return store.Created(tasks, messages)
+        """check_and_trigger_children: one statement, whatever the number of parents or levels.
+        Children that can never run (UPSTREAM_FAILED, SKIPPED) are terminal at birth; their own
+        children are decided inside PostgreSQL, in the same transaction."""
+        if not finished:
+            return store.Created([], [])
+        return store.advance_children(
+            conn,
+            pipeline=pipeline,
+            batch_id=batch_id,
+            finished=finished,
+            topic=self.events_topic,
+            now=now,
+        )
 
     def finish_batch(self, pipeline: str, batch_id: str) -> None:
         def transaction() -> str | None:
@@ -487,32 +478,8 @@ class Engine:
     # -- outbox --------------------------------------------------------------------------------
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:
-        """Publish the messages that are due (after commit); mark them published. A failed
-        publish, or a message held for later (a retry), stays in the outbox for the relay."""
-        now = self.clock()
-        due = [m for m in messages if m.available_at is None or m.available_at <= now]
-        if not due:
-            return 0
-        results = self.publisher.publish(due)
-        sent = [m.outbox_id for m, r in zip(due, results, strict=True) if r is None]
-        failed = [(m.outbox_id, r) for m, r in zip(due, results, strict=True) if r]
-
-        def transaction() -> None:
-            with self.db.begin() as conn:
-                if sent:
-                    store.mark_published(conn, [i for i in sent if i is not None], self.clock())
-                if failed:
-                    errors = "; ".join(sorted({repr(r) for _, r in failed}))
-                    store.mark_publish_failed(conn, [i for i, _ in failed if i is not None], errors)
-
-        retry_transient(transaction)  # marking twice is harmless (WHERE published_at IS NULL)
-        for outbox_id, exc in failed:
-            log.warning("publish failed; left in outbox: %r", exc, extra={"outbox_id": outbox_id})
-        return len(sent)
-
-    def _crash_point(self, point: CrashPoint, task: str) -> None:
-        if self.crashes is not None:
-            self.crashes.hit(point, task)
+        """Publish the messages that are due (after commit) through the outbox relay."""
+        return self.outbox.send(messages)
 
 
 def _invoke(

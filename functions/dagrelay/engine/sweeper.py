@@ -100,23 +100,8 @@ class Sweeper:
 
     def relay_outbox(self, older_than_s: int) -> int:
         """Publish rows that have been due for ``older_than_s``; republishing is harmless."""
-        engine = self.engine
-        cutoff = engine.clock() - timedelta(seconds=older_than_s)
-        with engine.db.begin() as conn:  # rows stay locked while they are published
-            pending = store.lock_unpublished_outbox(
-                conn, cutoff=cutoff, now=engine.clock(), limit=BATCH_LIMIT
-            )
-            if not pending:
-                return 0
-            results = engine.publisher.publish(pending)
-            sent = [m.outbox_id for m, r in zip(pending, results, strict=True) if r is None]
-            failed = [(m.outbox_id, r) for m, r in zip(pending, results, strict=True) if r]
-            store.mark_published(conn, [i for i in sent if i is not None], engine.clock())
-            if failed:
-                errors = "; ".join(sorted({repr(r) for _, r in failed}))
-                store.mark_publish_failed(conn, [i for i, _ in failed if i is not None], errors)
-                log.warning("relay: %d messages still not published: %s", len(failed), errors)
-        return len(sent)
+        cutoff = self.engine.clock() - timedelta(seconds=older_than_s)
+        return self.engine.outbox.relay(cutoff=cutoff, limit=BATCH_LIMIT)
 
     def requeue_stale(self, older_than_s: int) -> int:
         engine = self.engine

@@ -1,4 +1,4 @@
-"""file_log, the ingestion ledger, through the named queries of ``schema/ingest.sql``. Each
+"""file_log, the ingestion ledger, through the named queries of ``schema/sql/ingest.sql``. Each
 transition is a checked write and says whether it landed; the caller decides what a write that
 did not land means."""
 

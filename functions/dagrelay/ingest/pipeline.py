@@ -17,7 +17,8 @@ import threading
 from sqlalchemy import Engine as SqlEngine
 
 from dagrelay.ingest.sources import Source
-from dagrelay.pipelines.spec import PipelineSpec, PipelineTask, apply
+from dagrelay.pipelines.apply import apply
+from dagrelay.pipelines.spec import PipelineSpec, PipelineTask
 
 PREFIX = "ingest."
 MAX_BATCH_ID = 128

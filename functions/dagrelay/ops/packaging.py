@@ -14,7 +14,7 @@ from dagrelay import resources
 from dagrelay.errors import ConfigError
 
 SCHEMA_FILES = (
-    "*.sql",
+    "sql/*.sql",
     "openapi.json",
     "sources.yaml",
     "sources.schema.json",
@@ -45,7 +45,7 @@ def archive_members() -> dict[str, Path]:
         inside = path.relative_to(package)
         if _is_package_file(path, inside):
             members[f"dagrelay/{inside.as_posix()}"] = path
-    schema = resources.data_dir("_schema", marker="queries.sql")
+    schema = resources.data_dir("_schema", marker="sql/tasks.sql")
     for pattern in SCHEMA_FILES:
         for path in sorted(schema.glob(pattern)):
             members[f"dagrelay/_schema/{path.relative_to(schema).as_posix()}"] = path

@@ -1,46 +1,65 @@
-"""Process-wide wiring: settings, database, publisher, registry, engine, router — built once
-per process (per Cloud Functions instance) and reused across invocations."""
+"""The one place that builds the engine and the router. The app (``get_router``), the CLI and
+the tests call ``build_engine``; a test passes its fakes (database, publisher, clock, hooks) as
+arguments instead of patching globals. Built once per process (per Cloud Functions instance)
+and reused across invocations."""
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from sqlalchemy import Engine as SqlEngine
+
 from dagrelay import ingest, logs
-from dagrelay.config import get_settings
-from dagrelay.engine.core import Engine, utcnow
-from dagrelay.engine.faults import CrashInjector
-from dagrelay.handlers.registry import default_registry
+from dagrelay.config import Settings, get_settings
+from dagrelay.engine.core import Clock, Engine, utcnow
+from dagrelay.engine.hooks import EngineHooks
+from dagrelay.handlers.registry import HandlerRegistry, default_registry
 from dagrelay.ingest.loader import BigQueryLoader
 from dagrelay.ingest.storage import GcsObjectStore
 from dagrelay.pubsub import PubSubPublisher
 from dagrelay.router.dispatch import Router
 from dagrelay.store.db import get_engine
+from dagrelay.store.outbox import Publisher
 
 
-@cache
-def get_router() -> Router:
-    settings = get_settings()
-    logs.configure()
-    default_registry.load_plugins()
-    db = get_engine()
-    crashes = None
-    if settings.crash_points:
-        crashes = CrashInjector.parse(
-            settings.crash_points, exit_process=True, marker_dir=settings.crash_marker_dir
-        )
-    engine = Engine(
-        db,
-        PubSubPublisher(settings.project_id),
-        default_registry,
+def build_engine(
+    settings: Settings,
+    *,
+    db: SqlEngine | None = None,
+    publisher: Publisher | None = None,
+    registry: HandlerRegistry | None = None,
+    clock: Clock | None = None,
+    hooks: EngineHooks | None = None,
+    rng: random.Random | None = None,
+    worker_id: str | None = None,
+) -> Engine:
+    """The engine for ``settings``; each part left out is the production one (the process's
+    database pool, Pub/Sub, the default registry with its plugins, the wall clock, no hooks)."""
+    if registry is None:
+        registry = default_registry
+        registry.load_plugins(settings.handler_modules)
+    return Engine(
+        db if db is not None else get_engine(),
+        publisher if publisher is not None else PubSubPublisher(settings.project_id),
+        registry,
         events_topic=settings.events_topic,
         alerts_topic=settings.alerts_topic,
-        worker_id=settings.worker_id,
-        clock=utcnow,
-        crashes=crashes,
+        worker_id=worker_id or settings.worker_id,
+        clock=clock or utcnow,
+        rng=rng,
+        hooks=hooks,
     )
+
+
+def build_router(settings: Settings, *, hooks: EngineHooks | None = None) -> Router:
+    """The router of a function instance: the engine, ingestion on it, dead letters."""
+    logs.configure()
+    db = get_engine()
+    engine = build_engine(settings, db=db, hooks=hooks)
     runtime = ingest.Runtime(
         db=db,
         store=GcsObjectStore(_Lazy(lambda: _storage_client(settings.project_id))),
@@ -52,8 +71,18 @@ def get_router() -> Router:
         workdir=settings.ingest_workdir,
     )
     ingest.install(runtime)
-    ingestor = ingest.Ingestor(runtime)
-    return Router(engine, db, utcnow, dead_letter_topic=settings.dead_letter_topic, ingest=ingestor)
+    return Router(
+        engine,
+        db,
+        utcnow,
+        dead_letter_topic=settings.dead_letter_topic,
+        ingest=ingest.Ingestor(runtime),
+    )
+
+
+@cache
+def get_router() -> Router:
+    return build_router(get_settings())
 
 
 def _storage_client(project: str) -> Any:

@@ -1,15 +1,28 @@
 """The outbox's side of publishing: a message as the engine writes it (an ``outbox`` row), the
-narrow ``Publisher`` interface it is published through after commit, and an in-memory fake.
-The real Pub/Sub client is ``dagrelay.pubsub``; the store never imports it."""
+narrow ``Publisher`` interface it is published through after commit, an in-memory fake, and the
+one relay that publishes rows and records the result (the engine after each commit, the sweeper
+for rows left behind). The real Pub/Sub client is ``dagrelay.pubsub``; the store never imports
+it."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
+
+from sqlalchemy import Engine
+
+from dagrelay.store.db import retry_transient
+from dagrelay.store.queries import query
+
+log = logging.getLogger(__name__)
+
+RELAY_LEASE_S = 120  # a claimed row's publish must end by then, or another relay takes it
+MAX_ERROR_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -19,6 +32,18 @@ class OutgoingMessage:
     attributes: Mapping[str, str] = field(default_factory=dict)
     outbox_id: int | None = None
     available_at: datetime | None = None  # None: now; later: held in the outbox until then
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> OutgoingMessage:
+        """An outbox row as a statement returns it in JSON (``to_jsonb`` of its RETURNING)."""
+        available_at = row.get("available_at")
+        return cls(
+            topic=row["topic"],
+            payload=row["payload"],
+            attributes=row["attributes"],
+            outbox_id=row["outbox_id"],
+            available_at=datetime.fromisoformat(available_at) if available_at else None,
+        )
 
     def data(self) -> bytes:
         return json.dumps(self.payload, separators=(",", ":"), sort_keys=True).encode()
@@ -52,3 +77,65 @@ class InMemoryPublisher:
             taken = [m for m in self.sent if topic is None or m.topic == topic]
             self.sent = [m for m in self.sent if not (topic is None or m.topic == topic)]
             return taken
+
+
+class OutboxRelay:
+    """Publishes outbox rows and records each outcome (published, or the error for the next
+    relay). Never holds a row lock across the network call: rows the engine just committed are
+    published as they are; rows left behind are claimed with a short lease first."""
+
+    def __init__(
+        self,
+        db: Engine,
+        publisher: Publisher,
+        clock: Callable[[], datetime],
+        lease_s: float = RELAY_LEASE_S,
+    ) -> None:
+        self.db = db
+        self.publisher = publisher
+        self.clock = clock
+        self.lease = timedelta(seconds=lease_s)
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> int:
+        """Publish the messages that are due (after their commit); record the outcome. A failed
+        publish, or a message held for later (a retry, a poll), stays for ``relay``. Returns
+        how many were published."""
+        now = self.clock()
+        due = [m for m in messages if m.available_at is None or m.available_at <= now]
+        if not due:
+            return 0
+        results = self.publisher.publish(due)
+        sent = [m.outbox_id for m, r in zip(due, results, strict=True) if r is None]
+        failed = [(m.outbox_id, r) for m, r in zip(due, results, strict=True) if r is not None]
+        self._record([i for i in sent if i is not None], failed)
+        return len(sent)
+
+    def relay(self, *, cutoff: datetime, limit: int) -> int:
+        """Publish unpublished rows due since ``cutoff`` and held rows due by now: claimed in a
+        short transaction of their own, published outside it. Returns how many were published."""
+
+        def claim() -> list[OutgoingMessage]:
+            now = self.clock()
+            params = {"cutoff": cutoff, "now": now, "limit": limit, "lease_until": now + self.lease}
+            with self.db.begin() as conn:
+                rows = conn.execute(query("claim_unpublished_outbox"), params).all()
+            return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
+
+        claimed = sorted(retry_transient(claim), key=lambda m: m.outbox_id or 0)
+        return self.send(claimed)
+
+    def _record(self, sent: list[int], failed: list[tuple[int | None, BaseException]]) -> None:
+        errors = "; ".join(sorted({repr(r) for _, r in failed}))
+
+        def transaction() -> None:
+            with self.db.begin() as conn:
+                if sent:
+                    conn.execute(query("mark_published"), {"ids": sent, "now": self.clock()})
+                if failed:
+                    ids = [i for i, _ in failed if i is not None]
+                    error = errors[:MAX_ERROR_CHARS]
+                    conn.execute(query("mark_publish_failed"), {"ids": ids, "error": error})
+
+        retry_transient(transaction)  # marking twice is harmless (WHERE published_at IS NULL)
+        for outbox_id, exc in failed:
+            log.warning("publish failed; left in outbox: %r", exc, extra={"outbox_id": outbox_id})

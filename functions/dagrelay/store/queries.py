@@ -1,13 +1,15 @@
-"""The named SQL of ``schema/*.sql``, parsed once into SQLAlchemy text clauses.
+"""The named SQL of ``schema/``, parsed once into SQLAlchemy text clauses.
 
-``queries.sql`` holds every statement that changes state (the state machine); ``reads.sql``
-holds the read model's statements (``dagrelay.store.reads``), and the other files their own
-concerns. A name may be defined once across all of them."""
+``schema/sql/*.sql`` holds the named SQL, one file per concern: the state machine (batches,
+tasks, outbox, sweeper, rerun, pipelines, rejections), the read model (``reads.sql``, used by
+``dagrelay.store.reads``), schedules and ingestion's ledger. A name may be defined once across
+all of them."""
 
 from __future__ import annotations
 
 import re
 from functools import cache
+from pathlib import Path
 
 from sqlalchemy import TextClause, text
 
@@ -32,16 +34,28 @@ def _without_comment_lines(sql: str) -> str:
     return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
 
 
+def query_files(root: Path | None = None) -> list[Path]:
+    """Every file of named SQL: ``schema/sql/*.sql``."""
+    return sorted(((root or schema_dir()) / "sql").glob("*.sql"))
+
+
 @cache
-def _all() -> dict[str, TextClause]:
-    queries: dict[str, TextClause] = {}
-    for path in sorted(schema_dir().glob("*.sql")):
+def all_queries() -> dict[str, str]:
+    """{name: sql} over every file; a name defined in two files is an error naming both."""
+    queries: dict[str, str] = {}
+    where: dict[str, str] = {}
+    for path in query_files():
         for name, sql in parse_queries(path.read_text(encoding="utf-8")).items():
             if name in queries:
-                raise ValueError(f"query {name!r} is defined twice ({path.name})")
-            queries[name] = text(sql)
+                raise ValueError(f"query {name!r} is defined twice ({where[name]}, {path.name})")
+            queries[name], where[name] = sql, path.name
     return queries
 
 
+@cache
+def _clauses() -> dict[str, TextClause]:
+    return {name: text(sql) for name, sql in all_queries().items()}
+
+
 def query(name: str) -> TextClause:
-    return _all()[name]
+    return _clauses()[name]

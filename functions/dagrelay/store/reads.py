@@ -1,5 +1,5 @@
 """The read model: what the CLI, the dashboard and the status function show, read through the
-named statements of ``schema/reads.sql``. Nothing here writes.
+named statements of ``schema/sql/reads.sql``. Nothing here writes.
 
 One typed shape of a batch, ``Batch``: its row, every task of its pipeline with its row in the
 batch, every attempt, the root causes of its failures and its dead letters. The CLI's tables,

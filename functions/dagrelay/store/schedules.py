@@ -1,4 +1,4 @@
-"""The schedules table through the named queries of ``schema/schedules.sql``. Rows come back as
+"""The schedules table through the named queries of ``schema/sql/schedules.sql``. Rows come back as
 plain mappings; ``dagrelay.engine.schedules`` decides what they mean."""
 
 from __future__ import annotations

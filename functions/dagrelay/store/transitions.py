@@ -1,5 +1,5 @@
-"""The store: runs the named queries of schema/queries.sql and maps their rows. No decisions
-are made here; the engine decides, the SQL enforces."""
+"""The store: runs the named queries of schema/sql/ and maps their rows. No decisions are
+made here; the engine decides, the SQL enforces."""
 
 from __future__ import annotations
 
@@ -98,26 +98,15 @@ class Transition:
     root_cause_log_id: int | None = None
 
 
-def _created(rows: Sequence[Row[Any]]) -> Created:
-    tasks, messages, batch_created = [], [], False
-    for row in rows:
-        if row.kind == "task":
-            tasks.append(
-                CreatedTask(row.log_id, row.task_id, TaskStatus(row.status), row.root_cause_log_id)
-            )
-        elif row.kind == "message":
-            messages.append(
-                OutgoingMessage(
-                    topic=row.topic,
-                    payload=row.payload,
-                    attributes=row.attributes,
-                    outbox_id=row.outbox_id,
-                    available_at=getattr(row, "available_at", None),
-                )
-            )
-        else:
-            batch_created = True
-    return Created(tasks, messages, batch_created)
+def _created(row: Row[Any]) -> Created:
+    """A statement's one row: ``tasks`` and ``messages`` (JSON arrays of the rows it created
+    and the outbox rows it wrote), and for start_batch ``batch_created``."""
+    tasks = [
+        CreatedTask(t["log_id"], t["task_id"], TaskStatus(t["status"]), t.get("root_cause_log_id"))
+        for t in row.tasks
+    ]
+    messages = [OutgoingMessage.from_json(m) for m in row.messages]
+    return Created(tasks, messages, bool(getattr(row, "batch_created", False)))
 
 
 def pin_version(
@@ -154,7 +143,7 @@ def start_batch(
     topic: str,
     now: datetime,
 ) -> Created:
-    rows = conn.execute(
+    row = conn.execute(
         query("start_batch"),
         {
             "pipeline": pipeline,
@@ -167,8 +156,8 @@ def start_batch(
             "topic": topic,
             "now": now,
         },
-    ).all()
-    return _created(rows)
+    ).one()
+    return _created(row)
 
 
 def pipeline_tasks(conn: Connection, pipeline: str) -> list[str]:
@@ -230,7 +219,7 @@ def finish_attempt(
     """PROCESSING -> result.status for this attempt, with its retry message or its alert.
     None: the row had moved on (another attempt, a cancel) or, with ``lease_before``, its lease
     was renewed past it (a heartbeat): nothing was written."""
-    rows = conn.execute(
+    row = conn.execute(
         query("finish_attempt"),
         {
             "log_id": ref.log_id,
@@ -246,8 +235,8 @@ def finish_attempt(
             "now": now,
             "lease_before": lease_before,
         },
-    ).all()
-    created = _created(rows)
+    ).one()
+    created = _created(row)
     return created if created.tasks else None
 
 
@@ -260,7 +249,7 @@ def advance_children(
     topic: str,
     now: datetime,
 ) -> Created:
-    rows = conn.execute(
+    row = conn.execute(
         query("advance_children"),
         {
             "pipeline": pipeline,
@@ -271,8 +260,8 @@ def advance_children(
             "topic": topic,
             "now": now,
         },
-    ).all()
-    return _created(rows)
+    ).one()
+    return _created(row)
 
 
 def finish_batch(conn: Connection, *, pipeline: str, batch_id: str, now: datetime) -> str | None:
@@ -280,14 +269,6 @@ def finish_batch(conn: Connection, *, pipeline: str, batch_id: str, now: datetim
     return conn.execute(
         query("finish_batch"), {"pipeline": pipeline, "batch_id": batch_id, "now": now}
     ).scalar_one_or_none()
-
-
-def mark_published(conn: Connection, ids: Sequence[int], now: datetime) -> None:
-    conn.execute(query("mark_published"), {"ids": list(ids), "now": now})
-
-
-def mark_publish_failed(conn: Connection, ids: Sequence[int], error: str) -> None:
-    conn.execute(query("mark_publish_failed"), {"ids": list(ids), "error": error[:2000]})
 
 
 def record_rejected_message(conn: Connection, rejection: Rejection, *, now: datetime) -> bool:
@@ -308,16 +289,6 @@ def _message_row(rejection: Rejection, now: datetime) -> dict[str, Any]:
         "reason": rejection.reason,
         "now": now,
     }
-
-
-def lock_unpublished_outbox(
-    conn: Connection, *, cutoff: datetime, now: datetime, limit: int
-) -> list[OutgoingMessage]:
-    """Unpublished rows due since ``cutoff``, and held rows (retries, polls) due by ``now``."""
-    rows = conn.execute(
-        query("lock_unpublished_outbox"), {"cutoff": cutoff, "now": now, "limit": limit}
-    ).all()
-    return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
 
 
 def extend_lease(conn: Connection, ref: AttemptRef, now: datetime) -> datetime | None:
@@ -414,7 +385,7 @@ def rerun_start(
     topic: str,
     now: datetime,
 ) -> Created:
-    rows = conn.execute(
+    row = conn.execute(
         query("rerun_start"),
         {
             "pipeline": pipeline,
@@ -424,8 +395,8 @@ def rerun_start(
             "topic": topic,
             "now": now,
         },
-    ).all()
-    return _created(rows)
+    ).one()
+    return _created(row)
 
 
 def descendants(
@@ -459,7 +430,7 @@ def defer_attempt(
     # concurrent poll cannot start a second chain of polls.
     """Keep the attempt PROCESSING with its job and a poll message held until ``poll_at``.
     None: the attempt is no longer live (nothing written)."""
-    rows = conn.execute(
+    row = conn.execute(
         query("defer_attempt"),
         {
             "log_id": ref.log_id,
@@ -470,8 +441,8 @@ def defer_attempt(
             "topic": topic,
             "now": now,
         },
-    ).all()
-    created = _created(rows)
+    ).one()
+    created = _created(row)
     return created if created.tasks else None
 
 

@@ -1,28 +1,30 @@
-"""Crash points: named places in the engine where a test can make the process die, to prove
-that a crash at any of them loses nothing and does nothing twice. Disarmed in production.
+"""Crash injection: engine hooks (``dagrelay.engine.hooks``) that make the process die at a
+named point of a task's run, to prove that a crash at any of them loses nothing and does nothing
+twice. Installed only by tests and the local stack (``local_emulator.crash_router``), never by
+production wiring.
 
-Armed by the ``crash_points`` setting (``DAGRELAY_CRASH_POINTS``), e.g.
-``after_claim:load_sales,after_commit:*``. Each (point, task) fires once; with a
-``crash_marker_dir`` the "once" holds across processes, so a restarted worker gets past it.
+A spec such as ``after_claim:load_sales,after_commit:*`` arms points per task. Each (point,
+task) fires once; with a ``marker_dir`` the "once" holds across processes, so a restarted worker
+gets past it. ``from_env`` reads the spec from ``LOCAL_CRASH_POINTS`` (and the marker directory
+from ``LOCAL_CRASH_MARKER_DIR``): the local stack's own variables, not dagrelay settings.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from enum import StrEnum
+from collections.abc import Mapping
 from pathlib import Path
 
+from dagrelay.engine.hooks import HookPoint as CrashPoint
 
-class CrashPoint(StrEnum):
-    AFTER_CLAIM = "after_claim"  # the claim committed; the handler has not started
-    IN_HANDLER = "in_handler"  # the handler is running
-    AFTER_HANDLER = "after_handler"  # the handler returned; its result is not committed
-    AFTER_COMMIT = "after_commit"  # the result and the children are committed; nothing published
+POINTS_ENV = "LOCAL_CRASH_POINTS"
+MARKER_DIR_ENV = "LOCAL_CRASH_MARKER_DIR"
+EXIT_CODE = 86
 
 
 class InjectedCrash(BaseException):
-    """Raised at an armed crash point when the injector is in "raise" mode."""
+    """Raised at an armed crash point when the injector does not exit the process."""
 
 
 class CrashInjector:
@@ -51,12 +53,23 @@ class CrashInjector:
                 raise ValueError(f"unknown crash point {point!r} (known: {known})") from None
         return cls(armed, **kwargs)  # type: ignore[arg-type]
 
-    def hit(self, point: CrashPoint, task: str) -> None:
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> CrashInjector | None:
+        """The process-killing injector the environment arms, or None (no crash points)."""
+        spec = env.get(POINTS_ENV)
+        if not spec:
+            return None
+        marker_dir = env.get(MARKER_DIR_ENV)
+        return cls.parse(
+            spec, exit_process=True, marker_dir=Path(marker_dir) if marker_dir else None
+        )
+
+    def at(self, point: CrashPoint, task: str) -> None:
         tasks = self.armed.get(point)
         if not tasks or not ({task, "*"} & tasks) or not self._first_time(point, task):
             return
         if self.exit_process:
-            os._exit(86)  # the process dies here, as a killed function would
+            os._exit(EXIT_CODE)  # the process dies here, as a killed function would
         raise InjectedCrash(f"injected crash at {point} of task {task}")
 
     def _first_time(self, point: CrashPoint, task: str) -> bool:

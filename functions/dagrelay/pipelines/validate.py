@@ -1,0 +1,76 @@
+"""Checks of a pipeline beyond its file's JSON Schema: the graph (``dagrelay.engine.dag``),
+retry settings, and each task's params against its handler's ``params_schema``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from dagrelay.engine import params as params_mod
+from dagrelay.engine.dag import TaskSpec, validate_dag
+from dagrelay.errors import NonRetryableError, PipelineError
+from dagrelay.handlers.registry import HandlerRegistry, Registration, default_registry
+from dagrelay.pipelines.spec import PipelineSpec
+
+
+def registered_handlers(registry: HandlerRegistry = default_registry) -> dict[str, Registration]:
+    """{name: registration} of every handler (built-ins, configured modules, entry points)."""
+    return {name: registry.get(name) for name in registry.names()}
+
+
+def problems(
+    spec: PipelineSpec, known_handlers: Mapping[str, Registration] | Iterable[str]
+) -> list[str]:
+    """Every problem with the pipeline: the graph (cycles, self-edges, unknown parents and
+    handlers, duplicates), retry settings, and each task's params against its handler's
+    ``params_schema`` (skipped for params with ``{placeholders}``, known only per batch)."""
+    handlers = known_handlers if isinstance(known_handlers, Mapping) else {}
+    found = validate_dag(dag_tasks(spec), known_handlers)
+    found += retry_problems(spec) + _params_problems(spec, handlers)
+    return [f"{spec.source}: {p}" for p in found]
+
+
+def validate(
+    spec: PipelineSpec, known_handlers: Mapping[str, Registration] | Iterable[str]
+) -> None:
+    """``PipelineError`` with all of ``problems(...)``, if any."""
+    found = problems(spec, known_handlers)
+    if found:
+        raise PipelineError(found)
+
+
+def dag_tasks(spec: PipelineSpec) -> list[TaskSpec]:
+    """The file's tasks as the graph checks see them."""
+    return [TaskSpec(t.name, t.handler, t.parents, t.params) for t in spec.tasks]
+
+
+def retry_problems(spec: PipelineSpec) -> list[str]:
+    """Retry settings the database would refuse."""
+    found = [
+        f"task {t.name!r}: retry_backoff must be a finite number"
+        for t in spec.tasks
+        if not math.isfinite(t.retry_backoff)
+    ]
+    return found + [
+        f"task {t.name!r}: retry_max_delay_s ({t.retry_max_delay_s}) is less than "
+        f"retry_delay_s ({t.retry_delay_s})"
+        for t in spec.tasks
+        if t.retry_max_delay_s < t.retry_delay_s
+    ]
+
+
+def _params_problems(spec: PipelineSpec, handlers: Mapping[str, Registration]) -> list[str]:
+    found: list[str] = []
+    for task in spec.tasks:
+        registration = handlers.get(task.handler)
+        if registration is None:
+            continue
+        try:
+            resolved = params_mod.resolve(task.params, {})
+        except NonRetryableError:
+            continue  # has {placeholders}: checked when a batch resolves them
+        try:
+            registration.check_params(resolved, task.name)
+        except NonRetryableError as exc:
+            found.append(str(exc))
+    return found

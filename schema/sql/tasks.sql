@@ -1,0 +1,160 @@
+-- One attempt of one task: claim, heartbeat, defer, finish, and the fan-in/fan-out step that
+-- decides the children of the tasks it finished.
+-- Times are always the :now parameter (the engine's injectable clock), never now().
+
+-- name: claim_task
+-- NEW (or RETRY that is due) -> PROCESSING, attempt + 1, lease set, attempt history opened; also
+-- returns everything the handler needs. No row back means the claim did not land. The task is
+-- the batch's version's task of that name.
+WITH claimed AS (
+    UPDATE task_log tl
+    SET status = 'PROCESSING', attempt = tl.attempt + 1, started_at = :now, finished_at = NULL,
+        lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => t.timeout_s),
+        next_attempt_at = NULL, error = NULL, job = NULL, poll_at = NULL
+    FROM batches b, version_tasks t
+    WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND b.status = 'RUNNING'
+      AND t.version_id = b.version_id AND t.name = :task
+      AND tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+      AND (tl.status = 'NEW' OR (tl.status = 'RETRY' AND tl.next_attempt_at <= :now))
+    RETURNING tl.log_id, tl.attempt, tl.task_id, tl.pipeline, tl.batch_id, tl.lease_expires_at,
+              b.version_id, b.params AS batch_params
+),
+opened AS (
+    INSERT INTO task_attempts (log_id, batch_id, task_id, attempt, started_at, worker)
+    SELECT log_id, batch_id, task_id, attempt, :now, :worker FROM claimed
+)
+SELECT c.log_id, c.attempt, c.pipeline, c.lease_expires_at, t.task_id, t.name, t.handler,
+       t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
+       t.retry_max_delay_s, c.batch_params, NULL::jsonb AS job,
+       dagrelay_parent_outputs(c.version_id, c.batch_id, c.task_id) AS parent_outputs
+FROM claimed c
+JOIN version_tasks t ON t.version_id = c.version_id AND t.task_id = c.task_id;
+
+-- name: task_state
+-- Why a claim did not land: the task's row in this batch (if any) and the batch's status.
+-- No row back: no such batch, or its version has no such task.
+SELECT t.task_id, b.pipeline, tl.status::text AS status, tl.attempt, tl.lease_expires_at,
+       b.status::text AS batch_status
+FROM batches b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
+LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
+
+-- name: extend_lease
+-- Heartbeat of a long handler: push its lease out by timeout_s, only while its attempt is live
+-- and its batch is still RUNNING (no row back: the handler should stop).
+UPDATE task_log tl
+SET lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => t.timeout_s)
+FROM batches b, version_tasks t
+WHERE tl.log_id = :log_id AND tl.status = 'PROCESSING' AND tl.attempt = :attempt
+  AND b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id AND b.status = 'RUNNING'
+  AND t.version_id = b.version_id AND t.task_id = tl.task_id
+RETURNING tl.lease_expires_at;
+
+-- name: defer_attempt
+-- The attempt's work goes on elsewhere (a BigQuery job): keep the job, renew the lease past
+-- the next poll, and write the poll_task message, held until poll_at. Fenced by attempt.
+WITH deferred AS (
+    UPDATE task_log tl
+    SET job = CAST(:job AS jsonb), poll_at = :poll_at,
+        lease_expires_at = CAST(:poll_at AS timestamptz) + make_interval(secs => t.timeout_s)
+    FROM batches b, version_tasks t
+    WHERE tl.log_id = :log_id AND tl.status = 'PROCESSING' AND tl.attempt = :attempt
+      AND tl.poll_at IS NOT DISTINCT FROM CAST(:expected_poll_at AS timestamptz)
+      AND b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+      AND t.version_id = b.version_id AND t.task_id = tl.task_id
+    RETURNING tl.log_id, tl.task_id, tl.pipeline, tl.batch_id, tl.attempt, tl.status, t.name
+),
+messages AS (
+    INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
+    SELECT :topic,
+           jsonb_build_object('action', 'poll_task', 'pipeline', d.pipeline,
+                              'batch_id', d.batch_id, 'task', d.name, 'attempt', d.attempt),
+           '{"action": "poll_task"}', :now, :poll_at, d.log_id
+    FROM deferred d
+    RETURNING outbox_id, topic, payload, attributes, available_at
+)
+SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM deferred c) AS tasks,
+       (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.outbox_id), '[]') FROM messages m)
+           AS messages;
+
+-- name: deferred_attempt
+-- A deferred attempt and everything its poll needs (the same shape as claim_task's result).
+SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, tl.lease_expires_at, t.task_id, t.name,
+       t.handler, t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
+       t.retry_max_delay_s, b.params AS batch_params, tl.job, tl.poll_at,
+       dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) AS parent_outputs
+FROM batches b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
+JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND tl.status = 'PROCESSING'
+  AND tl.job IS NOT NULL AND tl.attempt = :attempt;
+
+-- name: finish_attempt
+-- PROCESSING -> SUCCESS | ERROR | RETRY, fenced by attempt so a late write from an older attempt
+-- (a zombie whose lease expired) is rejected; closes the attempt's history row. A RETRY writes
+-- its run_task message, held in the outbox until next_attempt_at; an ERROR writes the one alert.
+-- A RETRY in a batch that is no longer RUNNING (cancelled meanwhile) is CANCELLED instead.
+-- An empty tasks array back means the write did not land.
+WITH running AS (
+    SELECT 1 FROM batches b
+    WHERE (b.pipeline, b.batch_id) = (SELECT pipeline, batch_id FROM task_log WHERE log_id = :log_id)
+      AND b.status = 'RUNNING'
+    FOR SHARE
+),
+outcome AS (
+    SELECT CASE WHEN CAST(:status AS task_status) = 'RETRY' AND NOT EXISTS (SELECT 1 FROM running)
+                THEN 'CANCELLED' ELSE CAST(:status AS task_status) END AS status
+),
+done AS (
+    UPDATE task_log
+    SET status = o.status,
+        finished_at = CASE WHEN o.status = 'RETRY' THEN NULL ELSE CAST(:now AS timestamptz) END,
+        next_attempt_at = CASE WHEN o.status = 'RETRY'
+                               THEN CAST(:next_attempt_at AS timestamptz) END,
+        lease_expires_at = NULL, job = NULL, poll_at = NULL,
+        output = CAST(:output AS jsonb), error = :error
+    FROM outcome o
+    WHERE log_id = :log_id AND task_log.status = 'PROCESSING' AND attempt = :attempt
+      AND (CAST(:lease_before AS timestamptz) IS NULL
+           OR task_log.lease_expires_at < CAST(:lease_before AS timestamptz))
+    RETURNING log_id, task_id, pipeline, batch_id, task_log.status, attempt
+),
+closed AS (
+    UPDATE task_attempts a
+    SET finished_at = :now, outcome = d.status, error = :error, traceback = :traceback
+    FROM done d
+    WHERE a.log_id = d.log_id AND a.attempt = d.attempt
+),
+messages AS (
+    INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
+    SELECT CAST(:topic AS text), m.payload, m.attributes, CAST(:now AS timestamptz),
+           CAST(:next_attempt_at AS timestamptz), d.log_id
+    FROM done d
+    CROSS JOIN LATERAL dagrelay_run_task_message(d.pipeline, d.batch_id, :task) m
+    WHERE d.status = 'RETRY'
+    UNION ALL
+    SELECT CAST(:alerts_topic AS text),
+           jsonb_build_object('kind', 'task_failed', 'pipeline', d.pipeline,
+                              'batch_id', d.batch_id, 'task', CAST(:task AS text),
+                              'attempt', d.attempt, 'error', CAST(:error AS text),
+                              'log_id', d.log_id, 'root_cause', CAST(:task AS text),
+                              'at', CAST(:now AS timestamptz)),
+           CAST('{"kind": "task_failed"}' AS jsonb), CAST(:now AS timestamptz),
+           CAST(:now AS timestamptz), d.log_id
+    FROM done d
+    WHERE d.status = 'ERROR'
+    RETURNING outbox_id, topic, payload, attributes, available_at
+)
+SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM done c) AS tasks,
+       (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.outbox_id), '[]') FROM messages m)
+           AS messages;
+
+-- name: advance_children
+-- The fan-in/fan-out step, settled: dagrelay_advance_children (migrations/versions/
+-- 0010_versions.py: the batch's version's edges and tasks) decides the children of the given parents, and the children of those
+-- that can never run, level by level inside PostgreSQL. One statement per completion.
+SELECT created_tasks AS tasks, created_messages AS messages
+FROM dagrelay_advance_children(
+    :pipeline, :batch_id, CAST(:parent_ids AS integer[]), CAST(:outcomes AS task_status[]),
+    CAST(:root_causes AS bigint[]), :topic, :now);
