@@ -162,6 +162,7 @@ class Engine:
 
     def cancel_batch(self, msg: CancelBatch) -> bool:
         extra = {"action": "cancel_batch", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
+        extra["triggered_by"] = msg.triggered_by or "unknown"
         with self.db.begin() as conn:
             cancelled, tasks = store.cancel_batch(
                 conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=self.clock()
@@ -177,6 +178,8 @@ class Engine:
         in the batch's version (with ``latest``, first moved to the pipeline's current version
         when ``dagrelay.engine.versions`` allows it); their attempts stay in the history and the
         batch resumes. Returns rows reset."""
+        asked = {"action": "rerun", "batch_id": msg.batch_id, "task": msg.task}
+        log.info("rerun asked by %s", msg.triggered_by or "unknown", extra=asked)
         return self.rerun_tasks(
             msg.batch_id, [msg.task], msg.downstream, msg.pipeline, latest=msg.latest
         )
