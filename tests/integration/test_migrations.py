@@ -29,6 +29,9 @@ TABLES = {
     "schedules",
     "pipeline_edge_writes",
     "pipelines",
+    "pipeline_versions",
+    "version_tasks",
+    "version_edges",
 }
 
 OURS = {

@@ -1,5 +1,5 @@
-"""``dagrelay cancel BATCH --pipeline P``: cancel a RUNNING batch through the engine, and say
-exactly what happened; ``dagrelay resume BATCH --pipeline P``: run what the cancel stopped."""
+"""``dagrelay cancel BATCH [--pipeline P]``: cancel a RUNNING batch through the engine, and say
+exactly what happened; ``dagrelay resume BATCH [--pipeline P]``: run what the cancel stopped."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from dagrelay.cli.app import fail, reports_errors
-from dagrelay.cli.common import operator_engine
+from dagrelay.cli.common import PipelineOption, batch_pipeline, operator_engine
 from dagrelay.cli.render import batch_table
 from dagrelay.config import get_settings
 from dagrelay.messages import CancelBatch, Resume
@@ -19,15 +19,15 @@ from dagrelay.store.cancelling import Cancelled
 from dagrelay.store.db import get_engine
 
 Batch = Annotated[str, typer.Argument(help="The batch.")]
-Pipeline = Annotated[str, typer.Option(help="The batch's pipeline.")]
 
 
 @reports_errors
-def cancel(batch_id: Batch, pipeline: Pipeline) -> None:
+def cancel(batch_id: Batch, pipeline: PipelineOption = None) -> None:
     """Cancel a RUNNING batch: its waiting tasks and those not started yet become CANCELLED;
     running ones finish (the batch is CANCELLING until the last ends, then CANCELLED).
     `dagrelay resume` runs what the cancel stopped."""
     with get_engine().connect() as conn:
+        pipeline = batch_pipeline(conn, batch_id, pipeline)
         before = reads.read_batches(conn, batch_id, pipeline)
     if not before:
         fail([f"no batch {batch_id!r} in pipeline {pipeline!r}"], 1)
@@ -56,9 +56,11 @@ def _tasks(count: int, kind: str) -> str:
 
 
 @reports_errors
-def resume(batch_id: Batch, pipeline: Pipeline) -> None:
+def resume(batch_id: Batch, pipeline: PipelineOption = None) -> None:
     """Resume a CANCELLED batch: run the tasks the cancel stopped, keeping what had ended
     (succeeded or failed); the batch then ends by the usual rules."""
+    with get_engine().connect() as conn:
+        pipeline = batch_pipeline(conn, batch_id, pipeline)
     resumed = operator_engine(PubSubPublisher(get_settings().project_id)).resume(
         Resume(pipeline=pipeline, batch_id=batch_id)
     )

@@ -14,6 +14,7 @@ from rich.text import Text
 from sqlalchemy import Connection
 
 from dagrelay.cli.app import fail
+from dagrelay.cli.common import batch_pipeline
 from dagrelay.cli.render import batch_table
 from dagrelay.store import reads
 from dagrelay.store.db import get_engine
@@ -42,6 +43,8 @@ def follow(
         while True:
             with get_engine().connect() as conn:
                 report = reads.read_batches(conn, batch_id, pipeline)
+                if pipeline is None and len(report) > 1:
+                    batch_pipeline(conn, batch_id, pipeline)  # refuses, naming the pipelines
                 if check is not None:
                     check(conn, report)
             if report:

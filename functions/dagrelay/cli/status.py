@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dagrelay.cli.app import fail, reports_errors
+from dagrelay.cli.common import PipelineOption, batch_pipeline
 from dagrelay.cli.follow import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S, Poll, Timeout, follow
 from dagrelay.cli.render import (
     batch_table,
@@ -31,7 +32,7 @@ def status(
         str | None, typer.Argument(help="The batch to show (default: the recent batches).")
     ] = None,
     *,
-    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline's batches.")] = None,
+    pipeline: PipelineOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     wait: Annotated[
         bool,
@@ -54,10 +55,10 @@ def status(
         follow(batch_id, pipeline, time.monotonic() + timeout, poll)
         return
     with get_engine().connect() as conn:
+        pipeline = batch_pipeline(conn, batch_id, pipeline)
         report = reads.read_batches(conn, batch_id, pipeline)
     if not report:
-        where = f" in pipeline {pipeline!r}" if pipeline else ""
-        fail([f"no batch {batch_id!r}{where}"], 1)
+        fail([f"no batch {batch_id!r} in pipeline {pipeline!r}"], 1)
     if as_json:
         legacy = [reads.legacy_report(b) for b in report]
         typer.echo(json.dumps({"batches": legacy}, default=json_default, indent=2))
