@@ -1,12 +1,15 @@
 """The benchmark suite: ``python -m local_emulator bench [--quick] [--out bench-results.json]``
 (or ``python -m local_emulator.bench``, ``make bench``).
 
-Four benchmarks, each on a throwaway database of its own, everything it starts stopped:
+Six benchmarks, each on a throwaway database of its own, everything it starts stopped:
 1. hop latency of a chain on the local stack (push, sweep off), with the floor measured in the
    same run: emulator publish -> push to a trivial receiver, and one PostgreSQL round trip;
 2. engine throughput without transport (InMemoryPublisher), 1 and 4 worker processes;
 3. fan-in / fan-out cost of one completion, 10..10,000 parents/children, against a naive loop;
-4. wall time of a 1,000-task wide batch on the local stack with 4 pull workers.
+4. wall time of a 1,000-task wide batch on the local stack with 4 pull workers;
+5. the dependency guard's cycle check (20 stacked diamonds, 5,000-task pipelines) and
+   ``pipeline apply`` of 5,000 tasks (first, no-op, one task changed) — ``bench.guard``;
+6. ingestion's peak memory (validate + Parquet) at 5, 50 and 500 MB files — ``bench.ingest``.
 Medians and ratios are all measured in the same run; the targets are printed with pass/fail.
 """
 
@@ -24,7 +27,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from local_emulator.bench import engine, fan, stack
+from local_emulator.bench import engine, fan, guard, ingest, stack
 from local_emulator.bench.db import median, ms, percentile, throwaway_database
 from local_emulator.processes import StackError
 
@@ -41,10 +44,19 @@ class Sizes:
     fan_reps: int = 5
     naive_reps: int = 3
     wide_tasks: int = 1000
+    guard_reps: int = 3
+    ingest_mb: tuple[int, ...] = (5, 50, 500)
 
 
 QUICK = Sizes(
-    chain=25, floor_samples=25, pg_samples=100, throughput_tasks=1000, fan_reps=2, naive_reps=1
+    chain=25,
+    floor_samples=25,
+    pg_samples=100,
+    throughput_tasks=1000,
+    fan_reps=2,
+    naive_reps=1,
+    guard_reps=1,
+    ingest_mb=(5, 50),
 )
 
 
@@ -113,6 +125,16 @@ def measure(console: Console, sizes: Sizes) -> dict[str, Any]:
         )
     results[f"wide_batch_{sizes.wide_tasks}_seconds"] = round(wall, 3)
     results["wide_pipeline_insert_seconds"] = round(inserted, 3)  # 1,996 edges, guard on
+    results["guard_and_apply"] = step(
+        console,
+        "5. cycle guard and pipeline apply",
+        lambda: guard.measure(False, guard.apply_here, sizes.guard_reps),
+    )
+    results["ingest_peak_memory"] = step(
+        console,
+        f"6. ingestion peak memory at {', '.join(map(str, sizes.ingest_mb))} MB",
+        lambda: ingest.peaks(list(sizes.ingest_mb)),
+    )
     return results
 
 
@@ -202,6 +224,11 @@ def table(r: dict[str, Any]) -> Table:
     ]
     wide = next(k for k in r if k.startswith("wide_batch_"))
     rows.append((f"wide batch ({wide.split('_')[2]} tasks, 4 workers)", f"{r[wide]:.2f} s"))
+    rows += list(r.get("guard_and_apply", {}).items())
+    rows += [
+        (f"ingestion peak RSS, {p['file_mb']} MB file", f"{p['peak_mb']} MB ({p['seconds']} s)")
+        for p in r.get("ingest_peak_memory", [])
+    ]
     for name, value in rows:
         t.add_row(name, value)
     for check in r["targets"].values():

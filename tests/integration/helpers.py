@@ -214,7 +214,9 @@ class Gate:
         return {"gated": context.task}
 
 
-EFFECTS_DDL = "CREATE TABLE effects (batch_id text, task text, attempt integer)"
+EFFECTS_DDL = (
+    "CREATE TABLE effects (batch_id text, task text, attempt integer, idempotency_key text)"
+)
 
 
 def record_effect(context: HandlerContext, db_url: str) -> dict[str, Any]:
@@ -224,8 +226,13 @@ def record_effect(context: HandlerContext, db_url: str) -> dict[str, Any]:
     try:
         with engine.begin() as conn:
             conn.execute(
-                text("INSERT INTO effects VALUES (:b, :t, :a)"),
-                {"b": context.batch_id, "t": context.task, "a": context.attempt},
+                text("INSERT INTO effects VALUES (:b, :t, :a, :k)"),
+                {
+                    "b": context.batch_id,
+                    "t": context.task,
+                    "a": context.attempt,
+                    "k": context.idempotency_key,
+                },
             )
     finally:
         engine.dispose()

@@ -157,3 +157,33 @@ def test_duplicated_shuffled_delivery_with_crashes_and_sweeps(
     assert_each_effect_once(db)
     assert_fanin_complete(db)
     assert scalar(db, "SELECT count(*) FROM task_log") == len(DAG)
+
+
+def keys(db: Engine, task: str) -> list[tuple[int, str]]:
+    with db.connect() as conn:
+        rows = conn.execute(
+            text("SELECT attempt, idempotency_key FROM effects WHERE task = :t ORDER BY attempt"),
+            {"t": task},
+        )
+        return [(r.attempt, r.idempotency_key) for r in rows]
+
+
+def test_the_idempotency_key_survives_a_killed_attempt_and_changes_on_rerun(
+    db: Engine, publisher: InMemoryPublisher, clock: FakeClock, effects_dag: None
+) -> None:
+    """Killed after its side effect and before its return, b runs again: at least once per
+    attempt. Its idempotency key is the same for both attempts, and new for a rerun."""
+    engine = make_engine(db, publisher, clock, hooks=CrashInjector.parse("after_handler:b"))
+    engine.start_batch(StartBatch(*BATCH))
+    drive_faulty(engine, publisher)
+    settle(engine, publisher, clock.advance, BATCH)
+    assert batch_status(db, *BATCH) == "SUCCESS"
+    (first, key1), (second, key2) = keys(db, "b")
+    assert (first, second) == (1, 2)
+    assert key1 == key2
+    assert key1 != dict(keys(db, "a"))[1]  # one key per task's run
+
+    engine.rerun_tasks("b1", ["b"], downstream=False, pipeline="p")
+    settle(engine, publisher, clock.advance, BATCH)
+    assert batch_status(db, *BATCH) == "SUCCESS"
+    assert len({key for _, key in keys(db, "b")}) == 2  # the rerun's run has its own

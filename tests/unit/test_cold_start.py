@@ -50,3 +50,35 @@ def test_an_entry_point_loads_only_what_it_needs(entry: str, never: tuple[str, .
     loaded = loaded_after(entry)
     assert entry in loaded
     assert not set(never) & loaded
+
+
+REGISTRY_PROBE = """
+import json, sys
+from dagrelay.handlers.registry import default_registry
+default_registry.load_plugins([])
+for name in sys.argv[1:]:
+    default_registry.get(name)
+print(json.dumps("google.cloud.bigquery" in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    ("names", "bigquery_loaded"),
+    [
+        pytest.param((), False, id="plugins loaded"),
+        pytest.param(("python.noop",), False, id="a python task"),
+        pytest.param(("bigquery.query",), True, id="a BigQuery task"),
+    ],
+)
+def test_the_bigquery_client_is_imported_by_the_first_bigquery_task(
+    names: tuple[str, ...], bigquery_loaded: bool
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", REGISTRY_PROBE, *names],
+        cwd=FUNCTIONS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(result.stdout) is bigquery_loaded

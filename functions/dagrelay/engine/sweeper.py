@@ -36,22 +36,20 @@ class SweepReport:
     requeued: int = 0
     polled: int = 0
     batches_finished: int = 0
-    files_resumed: int = 0
     ticks_started: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.expired} expired leases, {self.relayed} relayed, "
             f"{self.requeued} requeued, {self.polled} overdue polls, "
-            f"{self.batches_finished} batches finished, {self.files_resumed} files resumed, "
+            f"{self.batches_finished} batches finished, "
             f"{self.ticks_started} scheduled batches started"
         )
 
 
 class Sweeper:
-    def __init__(self, engine: Engine, resume_files: Callable[[], int] | None = None) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.resume_files = resume_files  # ingestion's stale files (dagrelay.ingest)
 
     def sweep(self, older_than_s: int | None = None) -> SweepReport:
         age = DEFAULT_OLDER_THAN_S if older_than_s is None else older_than_s
@@ -61,7 +59,6 @@ class Sweeper:
             requeued=self._step(lambda: self.requeue_stale(age)),
             polled=self._step(lambda: self.poll_overdue(2 * age)),
             batches_finished=self._step(lambda: self.finish_idle_batches(age)),
-            files_resumed=self._step(self.resume_files) if self.resume_files else 0,
             ticks_started=self._step(lambda: schedules.start_due_ticks(self.engine)),
         )
         log.info("sweep: %s", report, extra={"action": "sweep"})

@@ -4,6 +4,7 @@ function in a module listed in the ``handler_modules`` setting, or through the
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import threading
@@ -23,11 +24,13 @@ from dagrelay.config import get_settings
 from dagrelay.errors import ConfigError, NonRetryableError, UnknownHandler
 
 MAX_OUTPUT_BYTES = 64 * 1024
-BUILT_IN_MODULES = (
-    "dagrelay.handlers.builtin",
-    "dagrelay.handlers.bigquery.handlers",
-    "dagrelay.ingest.handlers",
-)
+BUILT_IN_MODULES = ("dagrelay.handlers.builtin",)
+# Built-ins imported on first use of one of their names (by prefix), so that a process that
+# never runs a BigQuery task never imports the BigQuery client (cold start): name prefix -> module.
+LAZY_BUILT_INS = {
+    "bigquery.": "dagrelay.handlers.bigquery.handlers",
+    "ingest.": "dagrelay.ingest.handlers",
+}
 ENTRY_POINT_GROUP = "dagrelay.handlers"
 
 
@@ -66,6 +69,15 @@ class HandlerContext(Generic[P]):
         """The schedule tick that started the batch; None for a batch started otherwise."""
         value = self.batch_params.get("scheduled_for")
         return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt of this task's run in this batch — also for the attempt
+        that repeats one killed after its side effect and before its return — and new for a
+        rerun. A handler runs at least once per attempt: use this as the request id, MERGE key
+        or object name of a side effect that must happen once."""
+        run = f"{self.pipeline}\x1f{self.batch_id}\x1f{self.task}\x1f{self.run_id}"
+        return "dr-" + hashlib.sha256(run.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,8 @@ class HandlerRegistry:
 
     def get(self, name: str) -> Registration:
         self.load_plugins()
+        if name not in self._handlers:
+            self._load_lazy(name.startswith)
         try:
             return self._handlers[name]
         except KeyError:
@@ -160,7 +174,13 @@ class HandlerRegistry:
 
     def names(self) -> list[str]:
         self.load_plugins()
+        self._load_lazy(lambda _: True)
         return sorted(self._handlers)
+
+    def _load_lazy(self, wanted: Callable[[str], bool]) -> None:
+        for prefix, module in LAZY_BUILT_INS.items():
+            if wanted(prefix):
+                importlib.import_module(module)
 
     def load_plugins(self, modules: list[str] | None = None) -> None:
         """Import the built-ins, the configured modules and the entry points (once)."""

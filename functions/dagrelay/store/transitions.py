@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 
-from dagrelay.engine.retry import RetryPolicy
+from dagrelay.retry_policy import RetryPolicy
 from dagrelay.states import TaskStatus
 from dagrelay.store.outbox import OutgoingMessage
 from dagrelay.store.queries import query

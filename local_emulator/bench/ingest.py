@@ -1,4 +1,4 @@
-"""Ingestion's peak memory: ``python -m local_emulator.bench_ingest [--sizes 5,50,500]``.
+"""Ingestion's peak memory: ``python -m local_emulator.bench.ingest [--sizes 5,50,500]``.
 
 For each size a sales CSV of about that many MB is generated into a temp directory; a fresh
 Python process then validates it and writes it as Parquet (``dagrelay.ingest.stream.scan``, what
@@ -16,7 +16,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -73,6 +72,31 @@ def measure(path: Path, mode: str) -> dict[str, float]:
     return result
 
 
+def peaks(sizes: list[int], *, old: bool = False) -> list[dict[str, float | str]]:
+    """One row per (size, path): file MB, rows, seconds, RSS after imports and peak RSS (MB)."""
+    rows: list[dict[str, float | str]] = []
+    with tempfile.TemporaryDirectory(prefix="dagrelay-bench-ingest-") as tmp:
+        for size in sizes:
+            path = Path(tmp) / f"sales_{size}mb_2024-03.csv"
+            generate(path, size)
+            modes = ["stream"] + (["whole file"] if old and size <= OLD_PATH_MAX_MB else [])
+            for mode in modes:
+                result = measure(path, "stream" if mode == "stream" else "old")
+                rows.append(
+                    {
+                        "path": mode,
+                        "file_mb": round(path.stat().st_size / 1e6),
+                        "rows": int(result["rows"]),
+                        "seconds": round(result["s"], 2),
+                        "base_mb": round(result["base_kb"] / 1024),
+                        "peak_mb": round(result["peak_kb"] / 1024),
+                    }
+                )
+            path.unlink()
+            path.with_suffix(".parquet").unlink(missing_ok=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="5,50,500", help="file sizes in MB, comma-separated")
@@ -82,24 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     table = Table(title="ingestion peak memory (validate + Parquet, one process)")
     for column in ("path", "file MB", "rows", "seconds", "RSS after imports MB", "peak RSS MB"):
         table.add_column(column, justify="left" if column == "path" else "right")
-    with tempfile.TemporaryDirectory(prefix="dagrelay-bench-ingest-") as tmp:
-        for size in sizes:
-            path = Path(tmp) / f"sales_{size}mb_2024-03.csv"
-            generate(path, size)
-            modes = ["stream"] + (["whole file"] if args.old and size <= OLD_PATH_MAX_MB else [])
-            for mode in modes:
-                started = time.monotonic()
-                result = measure(path, "stream" if mode == "stream" else "old")
-                table.add_row(
-                    mode,
-                    f"{path.stat().st_size / 1e6:.0f}",
-                    f"{int(result['rows']):,}",
-                    f"{result['s']:.1f} ({time.monotonic() - started:.1f})",
-                    f"{result['base_kb'] / 1024:.0f}",
-                    f"{result['peak_kb'] / 1024:.0f}",
-                )
-            path.unlink()
-            path.with_suffix(".parquet").unlink(missing_ok=True)
+    for row in peaks(sizes, old=args.old):
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
     Console().print(table)
 
 

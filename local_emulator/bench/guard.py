@@ -1,4 +1,4 @@
-"""``python -m local_emulator.bench_guard [--baseline DIR] [--reps N]``: what the dependency
+"""``python -m local_emulator.bench.guard [--baseline DIR] [--reps N]``: what the dependency
 guard and ``pipeline apply`` cost.
 
 Rows: the cycle check of one edge on 20 stacked diamonds (61 tasks, 2^20 paths from the top)
@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from dagrelay.pipelines.apply import apply as apply_pipeline
 from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.store import migrate
-from local_emulator.bench_db import (
+from local_emulator.bench.db import (
     CHAIN,
     insert_pipeline,
     median,
