@@ -174,3 +174,10 @@ JOIN tasks t ON t.task_id = tl.task_id
 LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
 LEFT JOIN tasks rc ON rc.task_id = rcl.task_id
 WHERE tl.batch_id = :batch_id AND t.name = :task;
+
+-- name: batch_outputs
+-- Each task's output in the batch (dagrelay.testing returns them with the statuses).
+SELECT t.name AS task, tl.output
+FROM task_log tl
+JOIN tasks t ON t.task_id = tl.task_id
+WHERE tl.pipeline = :pipeline AND tl.batch_id = :batch_id;

@@ -137,10 +137,11 @@ def model_problems(exc: PydanticValidationError) -> str:
 
 
 class HandlerRegistry:
-    def __init__(self) -> None:
+    def __init__(self, *, load: bool = True) -> None:
+        """``load=False``: only what is registered on it (no built-ins, modules or plugins)."""
         self._handlers: dict[str, Registration] = {}
         self._lock = threading.Lock()
-        self._loaded_plugins = False
+        self._loaded_plugins = not load
 
     def register(
         self,
