@@ -16,7 +16,7 @@ locals {
     DAGRELAY_DB_IP_TYPE         = "private"
     DAGRELAY_DB_POOL_SIZE       = tostring(var.db_pool_size)
     DAGRELAY_DB_MAX_OVERFLOW    = tostring(var.db_max_overflow)
-    DAGRELAY_HANDLER_MODULES    = jsonencode(var.handler_modules) # pydantic-settings reads lists as JSON
+    DAGRELAY_HANDLER_MODULES    = join(",", var.handler_modules) # empty: the archive's dagrelay.yaml decides
     DAGRELAY_INBOX_BUCKET       = google_storage_bucket.data["inbox"].name
     DAGRELAY_BIGQUERY_LOCATION  = local.bigquery_location
   }
@@ -81,6 +81,32 @@ resource "terraform_data" "migrations" {
   }
 
   depends_on = [google_secret_manager_secret_version.db_password]
+}
+
+# -- Pipelines (optional): `dagrelay pipeline apply` of each file, after the migrations --------------
+
+resource "terraform_data" "pipelines" {
+  count = var.run_migrations_on_apply && length(var.pipeline_files) > 0 ? 1 : 0
+
+  triggers_replace = {
+    files    = sha1(join(",", [for f in var.pipeline_files : "${f}:${filesha1(f)}"]))
+    instance = google_sql_database_instance.main.connection_name
+  }
+
+  provisioner "local-exec" {
+    command = join(" && ", [for f in var.pipeline_files : "${path.module}/scripts/migrate.sh pipeline apply ${abspath(f)}"])
+    environment = {
+      DAGRELAY_PROJECT_ID         = var.project_id
+      DAGRELAY_CLOUD_SQL_INSTANCE = google_sql_database_instance.main.connection_name
+      DAGRELAY_DB_NAME            = google_sql_database.dagrelay.name
+      DAGRELAY_DB_USER            = google_sql_user.dagrelay.name
+      DAGRELAY_DB_IP_TYPE         = "private"
+      DB_PASSWORD_SECRET          = google_secret_manager_secret.db_password.secret_id
+      DAGRELAY                    = var.dagrelay_command
+    }
+  }
+
+  depends_on = [terraform_data.migrations]
 }
 
 # -- Router ---------------------------------------------------------------------------------------

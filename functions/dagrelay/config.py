@@ -31,7 +31,9 @@ SECRET_FIELDS = ("db_password",)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DAGRELAY_", extra="forbid")
+    # An empty variable is unset (Terraform writes DAGRELAY_HANDLER_MODULES="" when it has none,
+    # so that the archive's dagrelay.yaml decides).
+    model_config = SettingsConfigDict(env_prefix="DAGRELAY_", extra="forbid", env_ignore_empty=True)
 
     project_id: str = Field("dagrelay-local", description="Google Cloud project id.")
     region: str = Field("europe-west1", description="Region of the functions and Cloud SQL.")

@@ -40,10 +40,18 @@ def build_function(
     out: Annotated[Path, typer.Option(help="Where to write the zip.")] = Path(
         "dist/function-source.zip"
     ),
+    project: Annotated[
+        Path | None,
+        typer.Option(
+            help="A team's project (handlers/, pipelines/, sql/, requirements.txt) to pack "
+            "with dagrelay; see `dagrelay init`."
+        ),
+    ] = None,
 ) -> None:
     """Build the Cloud Function source archive (main.py, the package, named SQL, message
-    schemas, pinned requirements.txt) for Terraform or `gcloud functions deploy`."""
-    path = packaging.build_archive(out)
+    schemas, pinned requirements.txt; with --project the team's handlers, pipelines, SQL and
+    requirements) for Terraform or `gcloud functions deploy`. Reproducible byte for byte."""
+    path = packaging.build_archive(out, project)
     typer.echo(f"{path} ({path.stat().st_size} bytes)")
 
 

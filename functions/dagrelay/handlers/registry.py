@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -202,6 +204,8 @@ default_registry = HandlerRegistry()
 def import_handler_module(module: str) -> None:
     """Import a module of user handlers; a module that is not there is one ``ConfigError``
     line saying what to do (a module that fails inside keeps its own traceback)."""
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # a project's modules, for the dagrelay command run in it
     try:
         importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -209,8 +213,8 @@ def import_handler_module(module: str) -> None:
             raise
         raise ConfigError(
             f"handler module {module!r} not found (from handler_modules / "
-            f"DAGRELAY_HANDLER_MODULES): install it, or run from the directory that holds it "
-            f"or add that directory to PYTHONPATH"
+            f"DAGRELAY_HANDLER_MODULES; searched the working directory and sys.path): install "
+            f"it, run from the directory that holds it, or add that directory to PYTHONPATH"
         ) from None
 
 
