@@ -1,8 +1,9 @@
 """Cloud Functions entry points. Thin: decode the event, hand it to the router or the dashboard.
 
-Both functions deploy from this one module, so each imports its side on its first call: the
-status function never loads the router's wiring (Pub/Sub, ingestion, the handlers), and the
-router does not load the dashboard. ``python -m local_emulator.coldstart`` measures it.
+All three functions (router, status, operate) deploy from this one module, so each imports its
+side on its first call: the dashboard functions never load the router's wiring (ingestion, the
+handlers; Pub/Sub only on an operator's first action), and the router does not load the
+dashboard. ``python -m local_emulator.coldstart`` measures it.
 """
 
 from __future__ import annotations
@@ -27,3 +28,12 @@ def status(request: Request) -> Response:
     from dagrelay.dashboard import app as dashboard  # noqa: PLC0415 - see the module docstring
 
     return dashboard.handle(request)
+
+
+@functions_framework.http
+def operate(request: Request) -> Response:
+    """HTTP (IAM-authenticated, operators only): the same dashboard with its actions (POSTs
+    protected against cross-site requests) that publish what the CLI publishes."""
+    from dagrelay.dashboard import app as dashboard  # noqa: PLC0415 - see the module docstring
+
+    return dashboard.handle(request, operate=True)

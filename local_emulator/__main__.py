@@ -47,6 +47,7 @@ def up() -> None:
             " CLOUDSDK_AUTH_DISABLE_CREDENTIALS=true"
         )
         console.print(f"  router:  {info.router_url}   dashboard: {info.status_url}/")
+        console.print(f"  operator dashboard (trigger, rerun, cancel): {info.operate_url}/")
         console.print(f"  topic:   projects/{info.project_id}/topics/{info.events_topic}")
         console.print(f"  logs:    {info.log_dir}")
         console.print("Stop with Ctrl-C or `python -m local_emulator down`.")

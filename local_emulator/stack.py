@@ -50,6 +50,7 @@ class StackConfig:
     emulator_port: int = 0  # 0: pick a free port
     router_port: int = 0
     status_port: int = 0
+    operate_port: int = 0
     workdir: Path = STATE_DIR
 
 
@@ -69,6 +70,7 @@ class StackInfo:
     inbox_bucket: str
     router_url: str
     status_url: str
+    operate_url: str  # the same dashboard with the operator's actions
     pids: dict[str, int]
     log_dir: str
 
@@ -135,9 +137,13 @@ class Stack:
             }
             router_port = c.router_port or processes.free_port()
             status_port = c.status_port or processes.free_port()
+            operate_port = c.operate_port or processes.free_port()
             self.processes.append(processes.start_router(router_port, self.router_env, c.workdir))
             self.processes.append(
                 processes.start_router(status_port, self.router_env, c.workdir, target="status")
+            )
+            self.processes.append(
+                processes.start_router(operate_port, self.router_env, c.workdir, target="operate")
             )
             self.setup_pubsub(router_port)
             self.processes += [
@@ -168,6 +174,7 @@ class Stack:
             inbox_bucket=c.inbox_bucket,
             router_url=f"http://127.0.0.1:{router_port}",
             status_url=f"http://127.0.0.1:{status_port}",
+            operate_url=f"http://127.0.0.1:{operate_port}",
             pids={p.name: p.pid for p in self.processes},
             log_dir=str(c.workdir),
         )

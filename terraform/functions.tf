@@ -1,4 +1,5 @@
-# The two Cloud Functions (gen2): the event router (Pub/Sub push, pubsub.tf) and the status
+# The three Cloud Functions (gen2): the event router (Pub/Sub push, pubsub.tf), the operator
+# dashboard (operate, below) and the status
 # function (HTTP). Both are built from one archive: `dagrelay build-function` zips main.py, the
 # dagrelay package, schema/ files and a pinned requirements.txt.
 
@@ -217,6 +218,63 @@ resource "google_cloudfunctions2_function" "status" {
   depends_on = [
     google_project_service.apis,
     google_secret_manager_secret_iam_member.status_db_password,
+    google_secret_manager_secret_version.db_password,
+    google_project_iam_member.builder,
+    google_storage_bucket_iam_member.builder_source,
+    terraform_data.migrations,
+  ]
+}
+
+# -- Operate --------------------------------------------------------------------------------------
+# The same dashboard with the operator's actions (POSTs that publish start_batch, rerun and
+# cancel_batch, as the CLI does). A separate function so viewers (status_invokers) and operators
+# (operate_invokers) are separate IAM lists, and only this function's account may publish.
+
+resource "google_cloudfunctions2_function" "operate" {
+  #checkov:skip=CKV_GCP_124:Ingress is a variable (status_ingress, shared with the status function) so that operators with run.invoker can call it from outside the VPC; every request still needs an IAM identity token of an operate_invokers member, and no binding makes it public.
+  name        = local.operate_function
+  location    = var.region
+  description = "dagrelay operator dashboard: the status dashboard plus trigger, rerun and cancel (IAM-authenticated, operators only)."
+
+  build_config {
+    runtime         = "python311"
+    entry_point     = "operate"
+    service_account = google_service_account.builder.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.function_source.name
+        object = google_storage_bucket_object.function_source.name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.operate.email
+    timeout_seconds                  = 60
+    available_memory                 = "256Mi"
+    min_instance_count               = 0
+    max_instance_count               = var.operate_max_instances
+    max_instance_request_concurrency = 1
+    # Never public: there is no allUsers binding, so every request needs run.invoker (iam.tf).
+    ingress_settings               = var.status_ingress
+    all_traffic_on_latest_revision = true
+
+    vpc_connector                 = google_vpc_access_connector.functions.id
+    vpc_connector_egress_settings = "PRIVATE_RANGES_ONLY"
+
+    environment_variables = local.function_env
+
+    secret_environment_variables {
+      key        = "DAGRELAY_DB_PASSWORD"
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.db_password.secret_id
+      version    = "latest"
+    }
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    google_secret_manager_secret_iam_member.operate_db_password,
     google_secret_manager_secret_version.db_password,
     google_project_iam_member.builder,
     google_storage_bucket_iam_member.builder_source,

@@ -4,7 +4,9 @@
 #
 #   router        runs the event router: publishes to its topics, Cloud SQL, BigQuery jobs and its
 #                 datasets, its buckets, the database password
-#   status        runs the status function: Cloud SQL and the database password
+#   status        runs the status function (viewers' dashboard): Cloud SQL and the database password
+#   operate       runs the operator dashboard: the same, and publishes to the events topic (the
+#                 only account besides the router's that may)
 #   push-invoker  identity of the push subscriptions' OIDC tokens: may invoke the router only
 #   builder       Cloud Build identity for the function builds: logs, images, the source bucket
 #
@@ -19,6 +21,11 @@ resource "google_service_account" "router" {
 resource "google_service_account" "status" {
   account_id   = "${local.prefix}-status"
   display_name = "dagrelay status function (runtime)"
+}
+
+resource "google_service_account" "operate" {
+  account_id   = "${local.prefix}-operate"
+  display_name = "dagrelay operator dashboard (runtime)"
 }
 
 resource "google_service_account" "push_invoker" {
@@ -91,6 +98,26 @@ resource "google_secret_manager_secret_iam_member" "status_db_password" {
   member    = "serviceAccount:${google_service_account.status.email}"
 }
 
+# -- Operate --------------------------------------------------------------------------------------
+
+resource "google_project_iam_member" "operate_cloudsql_client" {
+  project = var.project_id
+  role    = "roles/cloudsql.client"
+  member  = "serviceAccount:${google_service_account.operate.email}"
+}
+
+resource "google_secret_manager_secret_iam_member" "operate_db_password" {
+  secret_id = google_secret_manager_secret.db_password.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.operate.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "operate_publisher" {
+  topic  = google_pubsub_topic.events.name
+  role   = "roles/pubsub.publisher" # start_batch, rerun, cancel_batch from the operator's forms
+  member = "serviceAccount:${google_service_account.operate.email}"
+}
+
 # -- Invocation -----------------------------------------------------------------------------------
 # A gen2 function is a Cloud Run service of the same name: invoking it needs run.invoker there.
 
@@ -106,6 +133,15 @@ resource "google_cloud_run_service_iam_member" "status_invokers" {
 
   location = google_cloudfunctions2_function.status.location
   service  = google_cloudfunctions2_function.status.name
+  role     = "roles/run.invoker"
+  member   = each.value
+}
+
+resource "google_cloud_run_service_iam_member" "operate_invokers" {
+  for_each = toset(var.operate_invokers)
+
+  location = google_cloudfunctions2_function.operate.location
+  service  = google_cloudfunctions2_function.operate.name
   role     = "roles/run.invoker"
   member   = each.value
 }

@@ -14,8 +14,9 @@ locals {
   alerts_topic      = "${local.prefix}-alerts"
   dead_letter_topic = "${local.prefix}-dead-letter"
 
-  router_function = "${local.prefix}-router"
-  status_function = "${local.prefix}-status"
+  router_function  = "${local.prefix}-router"
+  status_function  = "${local.prefix}-status"
+  operate_function = "${local.prefix}-operate"
 
   # Bucket names are global: the project id keeps them unique.
   buckets = {

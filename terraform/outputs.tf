@@ -21,6 +21,11 @@ output "status_uri" {
   value       = google_cloudfunctions2_function.status.service_config[0].uri
 }
 
+output "operate_uri" {
+  description = "HTTPS URL of the operator dashboard (trigger, rerun, cancel); open it with an identity token of an operate_invokers member, e.g. through `gcloud run services proxy`."
+  value       = google_cloudfunctions2_function.operate.service_config[0].uri
+}
+
 output "events_topic" {
   description = "Topic id to publish dagrelay messages to (start_batch, rerun, cancel_batch, ...)."
   value       = google_pubsub_topic.events.name
@@ -87,10 +92,11 @@ output "bigquery_datasets" {
 }
 
 output "service_accounts" {
-  description = "Emails of the service accounts: router, status (runtime), push_invoker, builder."
+  description = "Emails of the service accounts: router, status and operate (runtimes), push_invoker, builder."
   value = {
     router       = google_service_account.router.email
     status       = google_service_account.status.email
+    operate      = google_service_account.operate.email
     push_invoker = google_service_account.push_invoker.email
     builder      = google_service_account.builder.email
   }

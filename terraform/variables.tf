@@ -174,6 +174,30 @@ variable "status_invokers" {
   }
 }
 
+variable "operate_invokers" {
+  description = "Principals allowed to call the operator dashboard (trigger, rerun, cancel), e.g. [\"group:dagrelay-operators@example.com\"]. Keep it shorter than status_invokers; never public."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition = alltrue([
+      for m in var.operate_invokers : can(regex("^(user|group|serviceAccount|domain):[^ ]+$", m))
+    ])
+    error_message = "operate_invokers must be IAM principals (user:, group:, serviceAccount:, domain:); allUsers and allAuthenticatedUsers are refused."
+  }
+}
+
+variable "operate_max_instances" {
+  description = "Most operator-dashboard instances at once."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.operate_max_instances >= 1 && var.operate_max_instances <= 10
+    error_message = "operate_max_instances must be between 1 and 10."
+  }
+}
+
 variable "db_pool_size" {
   description = "Database connections each function instance keeps (DAGRELAY_DB_POOL_SIZE)."
   type        = number

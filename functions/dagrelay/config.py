@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     pipelines_dir: Path | None = Field(
         None, description="Where sql_file params are read from; unset: schema/pipelines."
     )
+    dashboard_caller: str = Field(
+        "local",
+        min_length=1,
+        max_length=100,
+        description="Who the operator dashboard records in triggered_by (as dashboard:<this>) "
+        "when the request carries no ID token with an email (locally; in GCP it always does).",
+    )
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
         description="Recorded in each attempt's history: which process ran it.",

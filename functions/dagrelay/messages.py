@@ -91,6 +91,7 @@ class Rerun:
     task: str
     pipeline: str | None = None
     downstream: bool = False
+    triggered_by: str | None = None  # who asked (logged)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class CancelBatch:
 
     pipeline: str
     batch_id: str
+    triggered_by: str | None = None  # who asked (logged)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,16 @@ ACTIONS = tuple(_TYPES)  # the actions a JSON message may name
 
 def validator(action: str) -> Validator:
     return schemas.validator(f"messages/{action}.schema.json")
+
+
+def outgoing(action: Action, **fields: Any) -> dict[str, Any]:
+    """A message to publish: ``action`` and the fields that are not None, checked against the
+    action's JSON Schema (BadMessage naming what is wrong). The CLI and the dashboard build
+    every message they publish with it."""
+    message = {"action": action.value, **{k: v for k, v in fields.items() if v is not None}}
+    if problem := schemas.problem(validator(action.value), message, "(message)"):
+        raise BadMessage(f"{action.value}: {problem}")
+    return message
 
 
 def escaped(text: str) -> str:

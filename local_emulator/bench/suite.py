@@ -9,7 +9,9 @@ Six benchmarks, each on a throwaway database of its own, everything it starts st
 4. wall time of a 1,000-task wide batch on the local stack with 4 pull workers;
 5. the dependency guard's cycle check (20 stacked diamonds, 5,000-task pipelines) and
    ``pipeline apply`` of 5,000 tasks (first, no-op, one task changed) — ``bench.guard``;
-6. ingestion's peak memory (validate + Parquet) at 5, 50 and 500 MB files — ``bench.ingest``.
+6. ingestion's peak memory (validate + Parquet) at 5, 50 and 500 MB files — ``bench.ingest``;
+7. the dashboard's page of a 1,000-task batch in Chromium: weight and render time —
+   ``bench.dashboard`` (runnable alone: ``python -m local_emulator.bench.dashboard``).
 Medians and ratios are all measured in the same run; the targets are printed with pass/fail.
 """
 
@@ -27,7 +29,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from local_emulator.bench import engine, fan, guard, ingest, stack
+from local_emulator.bench import dashboard, engine, fan, guard, ingest, stack
 from local_emulator.bench.db import median, ms, percentile, throwaway_database
 from local_emulator.processes import StackError
 
@@ -135,6 +137,9 @@ def measure(console: Console, sizes: Sizes) -> dict[str, Any]:
         f"6. ingestion peak memory at {', '.join(map(str, sizes.ingest_mb))} MB",
         lambda: ingest.peaks(list(sizes.ingest_mb)),
     )
+    results["dashboard_1000_tasks"] = step(
+        console, "7. dashboard: a 1,000-task batch page in Chromium", lambda: dashboard.run(3, None)
+    )
     return results
 
 
@@ -229,6 +234,16 @@ def table(r: dict[str, Any]) -> Table:
         (f"ingestion peak RSS, {p['file_mb']} MB file", f"{p['peak_mb']} MB ({p['seconds']} s)")
         for p in r.get("ingest_peak_memory", [])
     ]
+    if page := r.get("dashboard_1000_tasks"):
+        rows.append(
+            (
+                "dashboard 1,000-task batch page",
+                (
+                    f"{page['render_ms_median']:.0f} ms to layout done, "
+                    f"{page['page_bytes_transferred'] / 1024:.0f} KiB transferred"
+                ),
+            )
+        )
     for name, value in rows:
         t.add_row(name, value)
     for check in r["targets"].values():

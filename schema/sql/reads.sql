@@ -35,8 +35,12 @@ ORDER BY b.pipeline, tl.log_id IS NULL, coalesce(tl.started_at, tl.created_at), 
 
 -- name: batch_attempts
 -- The audit trail: every attempt of the batch, reruns included (their task_log row is new).
-SELECT t.pipeline, t.name AS task, a.attempt, a.outcome::text AS outcome, a.error, a.started_at,
-       a.finished_at, a.worker
+-- run numbers a task's runs in the batch: a rerun starts again at attempt 1, so each attempt 1
+-- opens the next run.
+SELECT t.pipeline, t.name AS task,
+       sum(CASE WHEN a.attempt = 1 THEN 1 ELSE 0 END)
+           OVER (PARTITION BY t.pipeline, t.name ORDER BY a.started_at, a.attempt_id) AS run,
+       a.attempt, a.outcome::text AS outcome, a.error, a.started_at, a.finished_at, a.worker
 FROM task_attempts a
 JOIN tasks t ON t.task_id = a.task_id
 WHERE a.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR t.pipeline = :pipeline)
@@ -181,3 +185,60 @@ SELECT t.name AS task, tl.output
 FROM task_log tl
 JOIN tasks t ON t.task_id = tl.task_id
 WHERE tl.pipeline = :pipeline AND tl.batch_id = :batch_id;
+
+-- == The dashboard's pages (dagrelay.dashboard.model) ============================================
+
+-- name: dashboard_task
+-- One task of a batch: its definition and its row in the batch (status NULL: no row yet).
+SELECT t.name AS task, t.handler, t.trigger_rule::text AS trigger_rule, t.params AS task_params,
+       b.params AS batch_params, tl.status::text AS status, tl.attempt, tl.created_at,
+       tl.started_at, tl.finished_at, tl.next_attempt_at, tl.error, tl.output,
+       rc.name AS root_cause_task
+FROM batches b
+JOIN tasks t ON t.pipeline = b.pipeline AND t.name = :task
+LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
+    AND tl.task_id = t.task_id
+LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
+LEFT JOIN tasks rc ON rc.task_id = rcl.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
+
+-- name: dashboard_task_attempts
+-- Every attempt of a task in a batch, across reruns, oldest first, numbered by run.
+SELECT sum(CASE WHEN a.attempt = 1 THEN 1 ELSE 0 END)
+           OVER (ORDER BY a.started_at, a.attempt_id) AS run,
+       a.attempt, a.outcome::text AS outcome, a.started_at, a.finished_at, a.worker, a.error,
+       a.traceback, a.log_id IS NOT NULL AS current
+FROM task_attempts a
+JOIN tasks t ON t.task_id = a.task_id
+WHERE a.batch_id = :batch_id AND t.pipeline = :pipeline AND t.name = :task
+ORDER BY a.started_at, a.attempt_id;
+
+-- name: dashboard_grid
+-- The grid of a pipeline: each of its latest :limit batches with its rows' statuses by task
+-- name ({} for a batch with no rows yet).
+SELECT b.batch_id, b.status::text AS status, b.created_at,
+       coalesce((SELECT jsonb_object_agg(t.name, tl.status::text)
+                 FROM task_log tl JOIN tasks t ON t.task_id = tl.task_id
+                 WHERE tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id), '{}'::jsonb)
+           AS statuses
+FROM batches b
+WHERE b.pipeline = :pipeline
+ORDER BY b.created_at DESC, b.batch_id
+LIMIT :limit;
+
+-- name: dashboard_rejected
+-- The latest rejected messages (data: the message data as received, base64, cut to what the
+-- table keeps).
+SELECT rejected_id, message_id, received_at, attributes, data, payload_bytes, payload_sha256,
+       reason
+FROM rejected_messages
+ORDER BY received_at DESC, rejected_id DESC
+LIMIT :limit;
+
+-- name: dashboard_dead_letters
+-- The latest dead letters: messages Pub/Sub gave up delivering.
+SELECT dead_letter_id, message_id, received_at, source_subscription, delivery_attempts, action,
+       pipeline, batch_id, task, attributes, data, payload_bytes, payload_sha256, reason
+FROM dead_letters
+ORDER BY received_at DESC, dead_letter_id DESC
+LIMIT :limit;

@@ -3,6 +3,8 @@ against a real database: pages, JSON API, escaping, 404/405, and the OpenAPI con
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -19,9 +21,10 @@ from sqlalchemy.exc import DBAPIError
 import dagrelay.config
 import dagrelay.store.db
 from dagrelay.dashboard import app as dashboard
+from dagrelay.dashboard import assets, model
 from dagrelay.dashboard.app import SECURITY_HEADERS
 from dagrelay.engine.core import Engine as DagEngine
-from dagrelay.messages import StartBatch
+from dagrelay.messages import Rerun, StartBatch
 from dagrelay.store import reads
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
@@ -31,6 +34,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 EVIL = "<script>alert(1)</script>"
+REJECTED_DATA = '{"action": "start_batch", "pipeline": "<b>etll</b>", "batch_id": "2024-03"}'
 InsertPipeline = Callable[..., dict[str, int]]
 
 
@@ -90,18 +94,31 @@ def batches(
                 "'too many deliveries <b>')"
             )
         )
+        conn.execute(
+            text(
+                "INSERT INTO rejected_messages (message_id, attributes, data, payload_bytes, "
+                "payload_sha256, reason) VALUES ('rj-1', '{\"action\": \"start_batch\"}', "
+                ":data, 60, encode(sha256('x'), 'hex'), 'start_batch: unknown pipeline <i>')"
+            ),
+            {"data": base64.b64encode(REJECTED_DATA.encode()).decode()},
+        )
     assert batch_status(db, "dash", "b1") == "FAILED"
     assert batch_status(db, "other", "b2") == "SUCCESS"
 
 
-def nodes(html: str) -> dict[str, tuple[str, str]]:
-    """{data-task: (class, data-status)} of the SVG nodes."""
-    found = re.findall(
-        r'<g id="node-[^"]*" class="([^"]*)" data-task="([^"]*)" '
-        r'data-status="([^"]*)"',
-        html,
-    )
-    return {task: (classes, status) for classes, task, status in found}
+def graph_data(html: str) -> dict[str, Any]:
+    """The graph the page hands to its script (the JSON in <script id="graph-data">)."""
+    found = re.search(r'<script type="application/json" id="graph-data">(.*?)</script>', html)
+    assert found is not None, "the page carries no graph data"
+    data: dict[str, Any] = json.loads(found.group(1))
+    return data
+
+
+def nodes(html: str) -> dict[str, tuple[str, bool]]:
+    """{task: (status, is a root cause)} of the graph's data."""
+    data = graph_data(html)
+    causes = set(data["causes"])
+    return {n: (data["status"][i], i in causes) for i, n in enumerate(data["names"])}
 
 
 # -- pages ------------------------------------------------------------------------------------
@@ -136,18 +153,19 @@ def test_batch_page_draws_the_dag_by_state_with_the_root_cause(client: FlaskClie
     assert response.status_code == 200
     html = response.get_data(as_text=True)
     drawn = nodes(html)
-    assert {t: s for t, (_, s) in drawn.items()} == {
+    assert {t: s for t, (s, _) in drawn.items()} == {
         "root": "SUCCESS",
         "bad": "ERROR",
         "ok": "SUCCESS",
         "child": "UPSTREAM_FAILED",
         "grandchild": "UPSTREAM_FAILED",
     }
-    assert "root-cause" in drawn["bad"][0].split()
-    assert "status-ERROR" in drawn["bad"][0].split()
-    assert all("root-cause" not in c for t, (c, _) in drawn.items() if t != "bad")
-    assert html.count('class="edge"') == 5
-    assert 'data-parent="bad" data-child="child"' in html
+    assert [t for t, (_, cause) in drawn.items() if cause] == ["bad"]
+    data = graph_data(html)
+    edges = {(data["names"][a], data["names"][b]) for a, b in data["edges"]}
+    assert len(edges) == 5
+    assert ("bad", "child") in edges
+    assert data["task_url"] == "/batches/dash/b1/tasks/{task}"
     assert 'data-root-cause="bad"' in html
     assert "It took down 2: child, grandchild." in html
     assert "Dead letters" in html
@@ -159,7 +177,8 @@ def test_batch_page_draws_the_dag_by_state_with_the_root_cause(client: FlaskClie
 def test_html_escapes_errors_from_the_database(client: FlaskClient) -> None:
     html = client.get("/batches/dash/b1").get_data(as_text=True)
     assert EVIL not in html
-    assert "<script" not in html
+    assert html.count("<script") == 3  # ELK, our script, the graph's data
+    assert "<script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
@@ -170,7 +189,7 @@ def test_pipeline_page_shows_tasks_uncoloured_dag_and_recent_batches(
     response = client.get("/pipelines/dash")
     assert response.status_code == 200
     html = response.get_data(as_text=True)
-    assert {s for _, s in nodes(html).values()} == {"none"}
+    assert {s for s, _ in nodes(html).values()} == {"none"}
     assert set(nodes(html)) == {"root", "bad", "ok", "child", "grandchild"}
     assert "python.fail" in html
     assert "all_success" in html
@@ -180,13 +199,24 @@ def test_pipeline_page_shows_tasks_uncoloured_dag_and_recent_batches(
 
 
 @pytest.mark.usefixtures("batches")
-def test_pages_fetch_nothing(client: FlaskClient) -> None:
-    for path in ("/", "/batches/dash/b1", "/pipelines/dash"):
+def test_pages_fetch_nothing_from_elsewhere(client: FlaskClient) -> None:
+    pages = ("/", "/batches/dash/b1", "/batches/dash/b1/gantt", "/batches/dash/b1/tasks/bad")
+    for path in (*pages, "/pipelines/dash", "/rejected", "/dead-letters"):
         response = client.get(path)
-        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+        policy = response.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy
+        assert "script-src 'self';" in policy
+        assert "unsafe" not in policy
         html = response.get_data(as_text=True)
-        assert not re.search(r"<(script|link|img|iframe)\b", html), path
+        assert not re.search(r"<(link|img|iframe)\b(?![^>]*href=\"/assets/)", html), path
+        scripts = re.findall(r"<script\b([^>]*)>", html)
+        assert all(
+            re.fullmatch(r' src="/assets/[a-z.]+\.js\?v=[0-9a-f]{16}" defer', a)
+            or a == ' type="application/json" id="graph-data"'
+            for a in scripts
+        ), (path, scripts)
         assert not re.search(r"(src|href)=\"(https?:)?//", html), path
+        assert not re.search(r"\son[a-z]+=", html), path  # no inline event handlers
         assert re.findall(r"https?://[^\"' )]+", html) == ["http://www.w3.org/2000/svg"] * (
             html.count("<svg")
         )
@@ -226,11 +256,12 @@ def test_api_batch_has_tasks_edges_attempts_root_causes(client: FlaskClient) -> 
         ("ok", "child"),
         ("child", "grandchild"),
     }
-    assert [(a["task"], a["attempt"], a["outcome"]) for a in detail["attempts"]] == [
-        ("bad", 1, "ERROR"),
-        ("ok", 1, "SUCCESS"),
-        ("root", 1, "SUCCESS"),
+    assert [(a["task"], a["run"], a["attempt"], a["outcome"]) for a in detail["attempts"]] == [
+        ("bad", 1, 1, "ERROR"),
+        ("ok", 1, 1, "SUCCESS"),
+        ("root", 1, 1, "SUCCESS"),
     ]
+    assert detail["batch"]["version"] is None
     (cause,) = detail["root_causes"]
     assert (cause["task"], cause["status"]) == ("bad", "ERROR")
     assert cause["took_down"] == ["child", "grandchild"]
@@ -379,6 +410,25 @@ EXCHANGES = [
     ("/batches/{pipeline}/{batch_id}", "/batches/dash/nope", 404),
     ("/pipelines/{pipeline}", "/pipelines/other", 200),
     ("/pipelines/{pipeline}", "/pipelines/nope", 404),
+    ("/batches/{pipeline}/{batch_id}/gantt", "/batches/dash/b1/gantt", 200),
+    ("/batches/{pipeline}/{batch_id}/gantt", "/batches/dash/nope/gantt", 404),
+    ("/batches/{pipeline}/{batch_id}/tasks/{task}", "/batches/dash/b1/tasks/bad", 200),
+    ("/batches/{pipeline}/{batch_id}/tasks/{task}", "/batches/dash/b1/tasks/nope", 404),
+    ("/rejected", "/rejected", 200),
+    ("/rejected", "/rejected?limit=0", 400),
+    ("/dead-letters", "/dead-letters?limit=10", 200),
+    ("/assets/{name}", "/assets/dashboard.js", 200),
+    ("/assets/{name}", "/assets/style.css", 200),
+    ("/assets/{name}", "/assets/VENDORED.md", 404),
+    ("/api/batches/{pipeline}/{batch_id}/tasks/{task}", "/api/batches/dash/b1/tasks/bad", 200),
+    ("/api/batches/{pipeline}/{batch_id}/tasks/{task}", "/api/batches/dash/b1/tasks/x", 404),
+    ("/api/batches/{pipeline}/{batch_id}/tasks/{task}", "/api/batches/dash/b9/tasks/bad", 404),
+    ("/api/pipelines/{pipeline}/grid", "/api/pipelines/dash/grid", 200),
+    ("/api/pipelines/{pipeline}/grid", "/api/pipelines/nope/grid", 404),
+    ("/api/pipelines/{pipeline}/grid", "/api/pipelines/dash/grid?limit=x", 400),
+    ("/api/rejected", "/api/rejected", 200),
+    ("/api/rejected", "/api/rejected?limit=501", 400),
+    ("/api/dead-letters", "/api/dead-letters", 200),
 ]
 
 
@@ -396,10 +446,15 @@ def test_openapi_document_is_served_and_is_3_1() -> None:
 
 
 def test_openapi_paths_are_exactly_the_routes() -> None:
-    routes = {re.sub(r"<(\w+)>", r"{\1}", r.rule) for r in dashboard.ROUTES.iter_rules()}
-    assert set(OPENAPI["paths"]) == routes
-    assert all(set(ops) == {"get"} for ops in OPENAPI["paths"].values())
-    assert {p for p, _, _ in EXCHANGES} == routes, "every documented path is exercised"
+    routes = {
+        re.sub(r"<(\w+)>", r"{\1}", r.rule): {m.lower() for m in r.methods or ()}
+        - {"head", "options"}
+        for r in dashboard.ROUTES.iter_rules()
+    }
+    assert {path: set(ops) for path, ops in OPENAPI["paths"].items()} == routes
+    read = {path for path, ops in routes.items() if ops == {"get"}}
+    assert {p for p, _, _ in EXCHANGES} == read, "every documented GET path is exercised"
+    assert set(routes) - read == {"/actions/{action}"}
 
 
 @pytest.mark.usefixtures("batches")
@@ -421,3 +476,124 @@ def test_responses_conform_to_the_openapi_document(
     validate(schema, body)
     if request_path == "/openapi.json":
         assert body == OPENAPI
+
+
+# -- the task, Gantt, grid and message pages ----------------------------------------------------
+
+
+@pytest.fixture
+def rerun_once(batches: None, engine: DagEngine, publisher: InMemoryPublisher) -> None:
+    """``bad`` of dash/b1 rerun (with its downstream): it fails again, in a second run."""
+    engine.rerun(Rerun(batch_id="b1", task="bad", pipeline="dash", downstream=True))
+    drive(engine, publisher)
+
+
+@pytest.mark.usefixtures("rerun_once")
+def test_task_page_numbers_attempts_by_run_and_shows_params_and_traceback(
+    client: FlaskClient,
+) -> None:
+    detail = client.get("/api/batches/dash/b1/tasks/bad").get_json()
+    assert [(a["run"], a["attempt"], a["outcome"]) for a in detail["attempts"]] == [
+        (1, 1, "ERROR"),
+        (2, 1, "ERROR"),
+    ]
+    assert [a["current"] for a in detail["attempts"]] == [False, True]
+    assert detail["params"] == {"message": EVIL, "retryable": False}
+    assert detail["resolved_params"] == detail["params"]
+    assert (detail["parents"], detail["children"]) == (["root"], ["child"])
+    assert all(a["traceback"] for a in detail["attempts"])
+    html = client.get("/batches/dash/b1/tasks/bad").get_data(as_text=True)
+    assert html.count('<span class="run">run 1</span>') == 1
+    assert html.count('<span class="run">run 2</span>') == 1
+    assert "run 2 · attempt 1" in html  # the traceback of the latest attempt, open
+    assert EVIL not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'href="/batches/dash/b1/tasks/child"' in html
+
+
+@pytest.mark.usefixtures("batches")
+def test_task_page_resolves_placeholders_with_the_batch_params(
+    client: FlaskClient, db: Engine
+) -> None:
+    with db.begin() as conn:
+        conn.execute(
+            text("UPDATE tasks SET params = :p WHERE name = 'ok'"),
+            {"p": json.dumps({"path": "in/{month}/{batch_id}.csv", "bad": "{nope}"})},
+        )
+    detail = client.get("/api/batches/dash/b1/tasks/ok").get_json()
+    assert detail["resolved_params"] is None
+    assert "unknown placeholder {nope}" in detail["resolve_error"]
+    with db.begin() as conn:
+        conn.execute(
+            text("UPDATE tasks SET params = :p WHERE name = 'ok'"),
+            {"p": json.dumps({"path": "in/{month}/{batch_id}.csv"})},
+        )
+    detail = client.get("/api/batches/dash/b1/tasks/ok").get_json()
+    assert detail["resolved_params"] == {"path": "in/03/b1.csv"}
+
+
+@pytest.mark.usefixtures("rerun_once")
+def test_gantt_draws_a_bar_per_attempt_labelled_by_run(client: FlaskClient) -> None:
+    html = client.get("/batches/dash/b1/gantt").get_data(as_text=True)
+    bars = re.findall(r'<g class="attempt outcome-(\w+)" data-task="(\w+)" data-run="(\d)"', html)
+    assert sorted(bars) == [
+        ("ERROR", "bad", "1"),
+        ("ERROR", "bad", "2"),
+        ("SUCCESS", "ok", "1"),
+        ("SUCCESS", "root", "1"),
+    ]
+
+
+@pytest.mark.usefixtures("batches")
+def test_grid_shows_each_batch_and_task_by_state(client: FlaskClient) -> None:
+    grid = client.get("/api/pipelines/dash/grid").get_json()
+    assert [b["batch_id"] for b in grid["batches"]] == ["b1"]
+    assert grid["batches"][0]["statuses"]["child"] == "UPSTREAM_FAILED"
+    html = client.get("/pipelines/dash").get_data(as_text=True)
+    cells = re.findall(r'<a class="cell status-(\w+)" href="/batches/dash/b1/tasks/(\w+)"', html)
+    assert {t: st for st, t in cells} == {
+        "root": "SUCCESS",
+        "bad": "ERROR",
+        "ok": "SUCCESS",
+        "child": "UPSTREAM_FAILED",
+        "grandchild": "UPSTREAM_FAILED",
+    }
+
+
+@pytest.mark.usefixtures("batches")
+def test_rejected_and_dead_letter_pages_decode_and_escape_payloads(client: FlaskClient) -> None:
+    (rejected,) = client.get("/api/rejected").get_json()["rejected"]
+    assert rejected["preview"] == REJECTED_DATA
+    assert rejected["reason"] == "start_batch: unknown pipeline <i>"
+    html = client.get("/rejected").get_data(as_text=True)
+    assert "&lt;b&gt;etll&lt;/b&gt;" in html
+    assert "<b>etll" not in html
+    assert "unknown pipeline &lt;i&gt;" in html
+    assert "60 B" in html
+    (letter,) = client.get("/api/dead-letters").get_json()["dead_letters"]
+    assert (letter["task"], letter["delivery_attempts"]) == ("ok", 5)
+    html = client.get("/dead-letters").get_data(as_text=True)
+    assert "too many deliveries &lt;b&gt;" in html
+    assert 'href="/batches/dash/b1"' in html
+
+
+def test_preview_of_message_data() -> None:
+    assert model.preview(base64.b64encode(b"caf\xc3\xa9 \xff").decode()) == "café \\xff"
+    assert model.preview("not base64!") == "not base64!"
+    assert model.preview(None) == ""
+    assert model.preview(base64.b64encode(b"x" * 50).decode(), limit=10) == "x" * 10 + "…"
+
+
+def test_static_files_are_served_gzipped_with_their_hash(client: FlaskClient) -> None:
+    elk = assets.asset("elk.bundled.js")
+    assert elk is not None
+    response = client.get(
+        f"/assets/elk.bundled.js?v={elk.version}", headers={"Accept-Encoding": "gzip, br"}
+    )
+    assert response.status_code == 200
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(response.get_data()) == elk.body
+    assert response.headers["Cache-Control"] == assets.FOREVER
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    html = client.get("/batches/nope/b1").get_data(as_text=True)
+    assert f'href="/assets/style.css?v={assets.asset("style.css").version}"' in html  # type: ignore[union-attr]

@@ -77,6 +77,11 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
         ("roles/cloudsql.client", "project"),
         ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.db_password"),
     },
+    "operate": {
+        ("roles/cloudsql.client", "project"),
+        ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.db_password"),
+        ("roles/pubsub.publisher", "google_pubsub_topic.events"),
+    },
     "push_invoker": {("roles/run.invoker", "google_cloudfunctions2_function.router")},
     "builder": {
         ("roles/logging.logWriter", "project"),
@@ -90,7 +95,9 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
     },
     "gcs service agent": {("roles/pubsub.publisher", "google_pubsub_topic.events")},
     "var.status_invokers": {("roles/run.invoker", "google_cloudfunctions2_function.status")},
+    "var.operate_invokers": {("roles/run.invoker", "google_cloudfunctions2_function.operate")},
 }
+FUNCTIONS = ("router", "status", "operate")
 IAM_TARGETS = ("topic", "dataset_id", "bucket", "secret_id", "service", "subscription")
 
 
@@ -137,7 +144,7 @@ def test_every_dagrelay_variable_in_terraform_is_a_setting() -> None:
     assert named <= SETTING_NAMES, f"not dagrelay settings: {sorted(named - SETTING_NAMES)}"
 
 
-@pytest.mark.parametrize("function", ["router", "status"])
+@pytest.mark.parametrize("function", FUNCTIONS)
 def test_function_environment_is_dagrelay_configuration(tf: Config, function: str) -> None:
     service = block(tf.resource("google_cloudfunctions2_function", function), "service_config")
     env = tf.resolve(service["environment_variables"])
@@ -269,10 +276,11 @@ def test_nothing_is_public(tf: Config) -> None:
             assert not any(p in str(value) for p in PUBLIC), f"{rtype}.{name} is public"
     for rtype in tf.resources:
         assert not rtype.endswith(("_iam_binding", "_iam_policy")), f"authoritative IAM: {rtype}"
-    pattern = _validation_regex(tf, "status_invokers")
-    assert re.fullmatch(pattern, "group:oncall@example.com")
-    for principal in PUBLIC:
-        assert not re.fullmatch(pattern, principal)
+    for variable in ("status_invokers", "operate_invokers"):
+        pattern = _validation_regex(tf, variable)
+        assert re.fullmatch(pattern, "group:oncall@example.com")
+        for principal in PUBLIC:
+            assert not re.fullmatch(pattern, principal)
     for bucket in ("data", "function_source"):
         body = tf.resource("google_storage_bucket", bucket)
         assert body["public_access_prevention"] == "enforced"
@@ -350,8 +358,8 @@ def test_each_principal_has_exactly_its_roles(tf: Config) -> None:
                 granted.setdefault(principal, set()).add((role, target))
     assert granted == EXPECTED_ROLES
     accounts = set(tf.resources["google_service_account"])
-    assert accounts == {"router", "status", "push_invoker", "builder"}
-    for function in ("router", "status"):
+    assert accounts == {"router", "status", "operate", "push_invoker", "builder"}
+    for function in FUNCTIONS:
         service = block(tf.resource("google_cloudfunctions2_function", function), "service_config")
         assert service["service_account_email"] == (f"${{google_service_account.{function}.email}}")
 
@@ -365,7 +373,7 @@ def test_function_source_is_the_built_archive(tf: Config, tmp_path: Path) -> Non
     assert source["source"] == "${var.function_source_archive}"
     assert "${filemd5(var.function_source_archive)}" in source["name"]
     entry_points = _module_functions(REPO / "functions" / "main.py")
-    for function in ("router", "status"):
+    for function in FUNCTIONS:
         build = block(tf.resource("google_cloudfunctions2_function", function), "build_config")
         assert build["runtime"] == "python311"
         assert build["entry_point"] in entry_points
@@ -471,3 +479,33 @@ def test_example_tfvars_hold_no_secrets() -> None:
         values = parse_file(path)
         assert "project_id" in values
         assert not any(re.search("password|secret|token", key, re.I) for key in values), path
+
+
+def test_viewers_and_operators_are_separate_and_only_operators_publish(tf: Config) -> None:
+    """The viewers' status function and the operators' function run the same code from the
+    same archive with their own entry point, account and invoker list; of the two, only the
+    operator function's account may publish to the events topic."""
+    builds = {
+        f: block(tf.resource("google_cloudfunctions2_function", f), "build_config")
+        for f in ("status", "operate")
+    }
+    assert {f: b["entry_point"] for f, b in builds.items()} == {
+        "status": "status",
+        "operate": "operate",
+    }
+    assert builds["status"]["source"] == builds["operate"]["source"]
+    invokers = {
+        name: body["for_each"]
+        for name, body in tf.resources["google_cloud_run_service_iam_member"].items()
+        if name != "router_push_invoker"
+    }
+    assert invokers == {
+        "status_invokers": "${toset(var.status_invokers)}",
+        "operate_invokers": "${toset(var.operate_invokers)}",
+    }
+    publishers = {
+        principal
+        for principal, grants in EXPECTED_ROLES.items()
+        if ("roles/pubsub.publisher", "google_pubsub_topic.events") in grants
+    }
+    assert publishers == {"router", "operate", "gcs service agent"}

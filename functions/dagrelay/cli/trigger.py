@@ -11,10 +11,10 @@ import typer
 from google.api_core.exceptions import GoogleAPIError
 from google.cloud import pubsub_v1
 
-from dagrelay import messages, schemas
+from dagrelay import messages
 from dagrelay.cli.app import app, reports_errors
 from dagrelay.config import get_settings
-from dagrelay.errors import BadMessage, DagrelayError
+from dagrelay.errors import DagrelayError
 
 PUBLISH_TIMEOUT_S = 60.0
 
@@ -64,19 +64,14 @@ def start_batch_message(
     pipeline: str, batch_id: str, params: Mapping[str, Any], start_task: str | None
 ) -> dict[str, Any]:
     """The start_batch message, checked against its JSON Schema (BadMessage if invalid)."""
-    message: dict[str, Any] = {
-        "action": "start_batch",
-        "pipeline": pipeline,
-        "batch_id": batch_id,
-        "params": dict(params),
-        "triggered_by": f"cli:{current_user()}",
-    }
-    if start_task is not None:
-        message["start_task"] = start_task
-    problem = schemas.problem(messages.validator("start_batch"), message, "(message)")
-    if problem is not None:
-        raise BadMessage(f"start_batch: {problem}")
-    return message
+    return messages.outgoing(
+        messages.Action.START_BATCH,
+        pipeline=pipeline,
+        batch_id=batch_id,
+        params=dict(params),
+        start_task=start_task,
+        triggered_by=f"cli:{current_user()}",
+    )
 
 
 def current_user() -> str:

@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from markupsafe import Markup
 
-_STYLE = Path(__file__).with_name("style.css")
+from dagrelay.dashboard.csrf import FIELD
+
 NOTHING = Markup('<span class="muted">—</span>')
 
 
-@cache
-def style() -> Markup:
-    return Markup(_STYLE.read_text(encoding="utf-8"))  # noqa: S704 - our own file, not data
+@dataclass(frozen=True)
+class Ops:
+    """The operator's side of a page: present only on the operator function, with the CSRF
+    token its forms carry."""
+
+    token: str
 
 
 def url(base: str, *segments: str, **query: str | None) -> str:
@@ -90,3 +93,54 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], empty: str) -> 
 def facts(items: Iterable[tuple[str, Any]]) -> Markup:
     pairs = Markup("").join(Markup("<dt>{}</dt><dd>{}</dd>").format(k, v) for k, v in items)
     return Markup('<dl class="facts card">{}</dl>').format(pairs)
+
+
+def json_block(element_id: str, value: Any) -> Markup:
+    """Data for the page's script: JSON in a non-executed script element, with ``<``, ``>`` and
+    ``&`` escaped so no value can close the element."""
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return Markup('<script type="application/json" id="{}">{}</script>').format(
+        element_id,
+        Markup(text),  # noqa: S704 - JSON with <, > and & escaped above
+    )
+
+
+def action_form(
+    base: str,
+    ops: Ops | None,
+    action: str,
+    fields: Mapping[str, str],
+    label: str,
+    *,
+    extra: Markup | None = None,
+    danger: bool = False,
+) -> Markup:
+    """A POST form for one operator action (nothing on the read-only function)."""
+    if ops is None:
+        return Markup("")
+    hidden = Markup("").join(
+        Markup('<input type="hidden" name="{}" value="{}">').format(k, v) for k, v in fields.items()
+    )
+    return Markup(
+        '<form class="action" method="post" action="{url}" data-action="{action}">'
+        '<input type="hidden" name="{field}" value="{token}">{hidden}{extra}'
+        '<button type="submit" class="{cls}">{label}</button></form>'
+    ).format(
+        url=url(base, "actions", action),
+        action=action,
+        field=FIELD,
+        token=ops.token,
+        hidden=hidden,
+        extra=extra or Markup(""),
+        cls="danger" if danger else "primary",
+        label=label,
+    )
+
+
+def pre(value: Any, cls: str = "data") -> Markup:
+    """A JSON value or a text, preformatted (escaped)."""
+    if value is None or value == "":
+        return NOTHING
+    shown = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True)
+    return Markup('<pre class="{}">{}</pre>').format(cls, shown)

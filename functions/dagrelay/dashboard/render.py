@@ -1,14 +1,18 @@
-"""The HTML pages: self-contained (inline CSS, inline SVG, no script, nothing fetched), every
-value from the database escaped (see ``parts``). Each page renders a ``model`` payload."""
+"""The HTML pages of batches and pipelines: self-contained (our own stylesheet and script, and
+the vendored ELK, all from this origin; nothing fetched elsewhere), every value from the database
+escaped (see ``parts``). Each page renders a ``model`` payload; task, Gantt and message pages are
+in ``pages``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from markupsafe import Markup
 
-from dagrelay.dashboard import parts, svg
-from dagrelay.dashboard.parts import link, pill, url, when
+from dagrelay.dashboard import graph, parts
+from dagrelay.dashboard.assets import asset_url
+from dagrelay.dashboard.parts import Ops, link, pill, url, when
 
 Row = dict[str, Any]
 LEGEND = (
@@ -22,51 +26,139 @@ LEGEND = (
     "CANCELLED",
     "PENDING",
 )
+POLL_MS = 3000
 
 
-def page(title: str, body: Markup, base: str, refresh_s: int | None = None) -> str:
-    refresh = (
-        Markup('<meta http-equiv="refresh" content="{}">').format(refresh_s)
-        if refresh_s
+def page(
+    title: str,
+    body: Markup,
+    base: str,
+    ops: Ops | None = None,
+    *,
+    script: bool = False,
+    attrs: Mapping[str, str] | None = None,
+) -> str:
+    """A whole page; ``script`` loads ELK and the dashboard's script; ``attrs`` go on <body>."""
+    scripts = (
+        Markup('<script src="{}" defer></script><script src="{}" defer></script>').format(
+            asset_url(base, "elk.bundled.js"), asset_url(base, "dashboard.js")
+        )
+        if script or attrs
         else Markup("")
     )
+    body_attrs = Markup("").join(
+        Markup(' {}="{}"').format(k, v) for k, v in sorted((attrs or {}).items())
+    )
+    nav = Markup("").join(
+        link(url(base, *path), label)
+        for path, label in (
+            (("",), "Batches"),
+            (("rejected",), "Rejected"),
+            (("dead-letters",), "Dead letters"),
+        )
+    )
+    role = Markup('<span class="role">operator</span>') if ops else Markup("")
     return str(
         Markup(
             '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">{refresh}'
-            "<title>{title} · dagrelay</title><style>{style}</style></head><body>"
-            '<header class="top"><a class="brand" href="{home}">dagrelay</a>'
-            '<a href="{home}">Batches</a></header><main>{body}</main></body></html>'
-        ).format(refresh=refresh, title=title, style=parts.style(), home=url(base), body=body)
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<title>{title} · dagrelay</title><link rel="stylesheet" href="{style}">{scripts}'
+            '</head><body{attrs}><header class="top"><a class="brand" href="{home}">dagrelay</a>'
+            "<nav>{nav}</nav>{role}</header><main>{body}</main></body></html>"
+        ).format(
+            title=title,
+            style=asset_url(base, "style.css"),
+            scripts=scripts,
+            attrs=body_attrs,
+            home=url(base),
+            nav=nav,
+            role=role,
+            body=body,
+        )
     )
 
 
-def error_page(status: int, message: str, base: str) -> str:
-    body = Markup("<h1>{}</h1><p>{}</p><p>{}</p>").format(
+def error_page(status: int, message: str, base: str, ops: Ops | None = None) -> str:
+    body = Markup('<h1>{}</h1><p class="problem">{}</p><p>{}</p>').format(
         status, message, link(url(base), "All batches")
     )
-    return page(f"{status}", body, base)
+    return page(f"{status}", body, base, ops)
 
 
-def batches_page(data: Row, pipelines: list[str], selected: str | None, base: str) -> str:
-    options = Markup("").join(
+def legend() -> Markup:
+    return Markup('<div class="legend">{}</div>').format(Markup("").join(pill(s) for s in LEGEND))
+
+
+def graph_card(payload: Row, label: str) -> Markup:
+    """The graph's holder (drawn by the script), its data and its grouping control."""
+    modes = Markup("").join(
         Markup('<option value="{}"{}>{}</option>').format(
-            p, Markup(" selected") if p == selected else Markup(""), p
+            value, Markup(" selected") if value == payload["mode"] else Markup(""), text
         )
-        for p in pipelines
+        for value, text in (
+            ("none", "every task"),
+            ("prefix", "groups by name"),
+            ("level", "groups by level"),
+        )
     )
+    return Markup(
+        '<div class="graph-tools"><label for="graph-mode">Show</label>'
+        '<select id="graph-mode">{modes}</select><span class="muted">{n} tasks · click a group '
+        "to open it</span></div>"
+        '<div class="card scroll graph-card"><div id="graph" class="graph" data-label="{label}" '
+        'data-layout="pending"><p class="muted">Laying out the graph…</p></div></div>{data}'
+    ).format(
+        modes=modes,
+        n=len(payload["names"]),
+        label=label,
+        data=parts.json_block("graph-data", payload),
+    )
+
+
+def batches_page(
+    data: Row, pipelines: list[str], selected: str | None, base: str, ops: Ops | None = None
+) -> str:
+    options = _options(pipelines, selected)
     form = Markup(
         '<form class="filter" method="get" action="{}"><label for="pipeline">Pipeline</label>'
         '<select id="pipeline" name="pipeline"><option value="">all</option>{}</select>'
         '<button type="submit">Filter</button></form>'
     ).format(url(base), options)
-    body = Markup("<h1>Batches</h1>{}{}").format(form, _batch_table(data["batches"], base, True))
-    return page("Batches", body, base)
+    body = Markup("<h1>Batches</h1>{}{}{}").format(
+        form,
+        trigger_form(base, ops, pipelines, selected),
+        _batch_table(data["batches"], base, True),
+    )
+    return page("Batches", body, base, ops)
+
+
+def _options(pipelines: list[str], selected: str | None) -> Markup:
+    return Markup("").join(
+        Markup('<option value="{}"{}>{}</option>').format(
+            p, Markup(" selected") if p == selected else Markup(""), p
+        )
+        for p in pipelines
+    )
+
+
+def trigger_form(base: str, ops: Ops | None, pipelines: list[str], selected: str | None) -> Markup:
+    if ops is None or not pipelines:
+        return Markup("")
+    options = _options(pipelines, selected)
+    fields = Markup(
+        '<label>Pipeline <select name="pipeline">{}</select></label>'
+        '<label>Batch id <input name="batch_id" required placeholder="2024-03"></label>'
+        '<label>Params <input name="params" placeholder=\'{{"month": "2024-03"}}\'></label>'
+        '<label>Start task <input name="start_task" placeholder="(all)"></label>'
+    ).format(options)
+    return Markup(
+        '<details class="card trigger"><summary>Trigger a batch</summary>{}</details>'
+    ).format(parts.action_form(base, ops, "trigger", {}, "Trigger", extra=fields))
 
 
 def _batch_table(batches: list[Row], base: str, with_pipeline: bool) -> Markup:
     headers = ["Pipeline"] if with_pipeline else []
-    headers += ["Batch", "Status", "Started", "Duration", "Tasks"]
+    headers += ["Batch", "Status", "Started", "Duration", "Triggered by", "Tasks"]
     rows = []
     for b in batches:
         cells: list[Any] = [link(url(base, "pipelines", b["pipeline"]), b["pipeline"])]
@@ -76,51 +168,99 @@ def _batch_table(batches: list[Row], base: str, with_pipeline: bool) -> Markup:
             pill(b["status"]),
             when(b["created_at"]),
             parts.seconds(b["duration_s"]),
+            b["triggered_by"],
             parts.counts(b["task_counts"]),
         ]
         rows.append(cells)
     return parts.table(headers, rows, "No batches yet.")
 
 
-def batch_page(detail: Row, base: str) -> str:
-    batch = detail["batch"]
-    crumbs = Markup('<div class="crumbs">{} / {}</div>').format(
-        link(url(base), "Batches"),
-        link(url(base, "pipelines", batch["pipeline"]), batch["pipeline"]),
+def crumbs(base: str, pipeline: str, *more: Markup) -> Markup:
+    trail = [link(url(base), "Batches"), link(url(base, "pipelines", pipeline), pipeline), *more]
+    return Markup('<div class="crumbs">{}</div>').format(Markup(" / ").join(trail))
+
+
+def batch_tabs(base: str, pipeline: str, batch_id: str, current: str) -> Markup:
+    tabs = (("graph", "Graph", ()), ("gantt", "Gantt", ("gantt",)))
+    return Markup('<nav class="tabs">{}</nav>').format(
+        Markup("").join(
+            Markup('<a href="{}"{}>{}</a>').format(
+                url(base, "batches", pipeline, batch_id, *path),
+                Markup(' class="current"') if key == current else Markup(""),
+                label,
+            )
+            for key, label, path in tabs
+        )
     )
+
+
+def live_attrs(base: str, batch: Row, task: Row | None = None) -> dict[str, str]:
+    """<body> attributes that make the script poll the batch's JSON while it runs."""
+    if batch["status"] != "RUNNING":
+        return {}
+    attrs = {
+        "data-poll": url(base, "api", "batches", batch["pipeline"], batch["batch_id"]),
+        "data-poll-ms": str(POLL_MS),
+        "data-batch-status": batch["status"],
+    }
+    if task is not None:
+        attrs |= {"data-task": task["task"], "data-task-status": task["status"] or "PENDING"}
+    return attrs
+
+
+def batch_actions(base: str, ops: Ops | None, batch: Row, tasks: list[Row]) -> Markup:
+    if ops is None:
+        return Markup("")
+    key = {"pipeline": batch["pipeline"], "batch_id": batch["batch_id"]}
+    forms = []
+    if batch["status"] == "RUNNING":
+        forms.append(parts.action_form(base, ops, "cancel", key, "Cancel batch", danger=True))
+    if any(t["status"] == "ERROR" for t in tasks):
+        forms.append(parts.action_form(base, ops, "rerun-failed", key, "Rerun failed tasks"))
+    if not forms:
+        return Markup("")
+    return Markup('<div class="actions">{}</div>').format(Markup("").join(forms))
+
+
+def batch_page(detail: Row, base: str, ops: Ops | None = None) -> str:
+    batch = detail["batch"]
+    p, b = batch["pipeline"], batch["batch_id"]
     statuses = {t["task"]: t["status"] for t in detail["tasks"]}
     causes = [c["task"] for c in detail["root_causes"]]
-    graph = svg.graph(statuses, _edges(detail), statuses, causes, f"batch {batch['batch_id']}")
+    task_url = url(base, "batches", p, b, "tasks") + "/{task}"
+    payload = graph.payload(statuses, _edges(detail), statuses, causes, task_url)
     body = Markup(
-        "{crumbs}<h1>{title} {status}</h1>{facts}<h2>Graph</h2>{legend}"
-        '<div class="card scroll">{graph}</div>{causes}<h2>Tasks</h2>{tasks}'
-        "<h2>Attempts</h2>{attempts}{dead}"
+        "{crumbs}<h1>{title} {status}</h1>{tabs}{actions}{facts}<h2>Graph</h2>{legend}{graph}"
+        "{causes}<h2>Tasks</h2>{tasks}{dead}"
     ).format(
-        crumbs=crumbs,
-        title=batch["batch_id"],
+        crumbs=crumbs(base, p),
+        title=b,
         status=pill(batch["status"]),
+        tabs=batch_tabs(base, p, b, "graph"),
+        actions=batch_actions(base, ops, batch, detail["tasks"]),
         facts=_batch_facts(batch),
-        legend=Markup('<div class="legend">{}</div>').format(
-            Markup("").join(pill(s) for s in LEGEND)
-        ),
-        graph=graph,
+        legend=legend(),
+        graph=graph_card(payload, f"batch {b}"),
         causes=_root_causes(detail["root_causes"]),
-        tasks=_task_table(detail["tasks"]),
-        attempts=_attempt_table(detail["attempts"]),
+        tasks=_task_table(detail["tasks"], base, p, b),
         dead=_dead_letters(detail["dead_letters"]),
     )
-    refresh = 5 if batch["status"] == "RUNNING" else None
-    return page(f"{batch['pipeline']} / {batch['batch_id']}", body, base, refresh)
+    return page(f"{p} / {b}", body, base, ops, script=True, attrs=live_attrs(base, batch))
 
 
 def _edges(detail: Row) -> list[tuple[str, str]]:
     return [(e["parent"], e["child"]) for e in detail["edges"]]
 
 
+def version_text(version: int | None) -> Any:
+    return f"v{version}" if version is not None else Markup('<span class="muted">live tasks</span>')
+
+
 def _batch_facts(batch: Row) -> Markup:
     return parts.facts(
         [
             ("Pipeline", batch["pipeline"]),
+            ("Version", version_text(batch["version"])),
             ("Status", pill(batch["status"])),
             ("Started", when(batch["created_at"])),
             ("Finished", when(batch["finished_at"])),
@@ -155,10 +295,12 @@ def _root_causes(causes: list[Row]) -> Markup:
     return Markup("<h2>Root cause</h2>{}").format(items)
 
 
-def _task_table(tasks: list[Row]) -> Markup:
+def _task_table(tasks: list[Row], base: str, pipeline: str, batch_id: str) -> Markup:
     rows = [
         [
-            Markup('<a id="task-{}"></a>{}').format(t["task"], t["task"]),
+            Markup('<a id="task-{}" href="{}">{}</a>').format(
+                t["task"], url(base, "batches", pipeline, batch_id, "tasks", t["task"]), t["task"]
+            ),
             pill(t["status"]),
             t["attempt"],
             when(t["started_at"]),
@@ -170,23 +312,6 @@ def _task_table(tasks: list[Row]) -> Markup:
     ]
     headers = ["Task", "Status", "Attempts", "Started", "Duration", "Root cause", "Error"]
     return parts.table(headers, rows, "This pipeline has no tasks.")
-
-
-def _attempt_table(attempts: list[Row]) -> Markup:
-    rows = [
-        [
-            a["task"],
-            a["attempt"],
-            pill(a["outcome"] or "PROCESSING"),
-            when(a["started_at"]),
-            when(a["finished_at"]),
-            a["worker"] or parts.NOTHING,
-            parts.error(a["error"]),
-        ]
-        for a in attempts
-    ]
-    headers = ["Task", "Attempt", "Outcome", "Started", "Finished", "Worker", "Error"]
-    return parts.table(headers, rows, "No attempt has started yet.")
 
 
 def _dead_letters(letters: list[Row]) -> Markup:
@@ -208,8 +333,10 @@ def _retries(task: Row) -> Markup:
     )
 
 
-def pipeline_page(detail: Row, base: str) -> str:
+def pipeline_page(detail: Row, grid: Row, base: str, ops: Ops | None = None) -> str:
+    name = detail["pipeline"]
     names = [t["task"] for t in detail["tasks"]]
+    payload = graph.payload(names, _edges(detail))
     rows = [
         [
             t["task"],
@@ -225,14 +352,59 @@ def pipeline_page(detail: Row, base: str) -> str:
     ]
     headers = ["Task", "Handler", "Trigger rule", "Retries", "Timeout", "Pool", "Enabled", "Params"]
     body = Markup(
-        '<div class="crumbs">{crumbs}</div><h1>{name}</h1><h2>Graph</h2>'
-        '<div class="card scroll">{graph}</div><h2>Tasks</h2>{tasks}'
-        "<h2>Recent batches</h2>{batches}"
+        '<div class="crumbs">{crumbs}</div><h1>{name}</h1>{trigger}<h2>Graph</h2>{graph}'
+        "<h2>Grid</h2>{grid}<h2>Tasks</h2>{tasks}<h2>Recent batches</h2>{batches}"
     ).format(
         crumbs=link(url(base), "Batches"),
-        name=detail["pipeline"],
-        graph=svg.graph(names, _edges(detail), label=f"pipeline {detail['pipeline']}"),
+        name=name,
+        trigger=trigger_form(base, ops, [name], name),
+        graph=graph_card(payload, f"pipeline {name}") if names else parts.NOTHING,
+        grid=grid_table(grid, payload, base),
         tasks=parts.table(headers, rows, "This pipeline has no tasks."),
         batches=_batch_table(detail["batches"], base, False),
     )
-    return page(detail["pipeline"], body, base)
+    return page(name, body, base, ops, script=bool(names))
+
+
+def grid_table(grid: Row, payload: Row, base: str) -> Markup:
+    """Airflow's grid: a row per task (by level, then name), a column per batch (oldest
+    left), each cell its state, linking to the task's page in that batch."""
+    batches = grid["batches"]
+    if not batches or not payload["names"]:
+        return Markup('<p class="muted">No batches yet.</p>')
+    order = sorted(
+        range(len(payload["names"])), key=lambda i: (payload["level"][i], payload["names"][i])
+    )
+    head = Markup("").join(
+        Markup('<th class="col"><a href="{}" title="{}">{}</a>{}</th>').format(
+            url(base, "batches", grid["pipeline"], b["batch_id"]),
+            b["batch_id"],
+            b["batch_id"],
+            Markup('<span class="cell status-{}"></span>').format(b["status"]),
+        )
+        for b in batches
+    )
+    body = Markup("").join(
+        Markup("<tr><th>{}</th>{}</tr>").format(
+            payload["names"][i], _grid_cells(grid["pipeline"], payload["names"][i], batches, base)
+        )
+        for i in order
+    )
+    return Markup(
+        '<div class="card scroll"><table class="grid"><thead><tr><th>Task</th>{}</tr></thead>'
+        "<tbody>{}</tbody></table></div>"
+    ).format(head, body)
+
+
+def _grid_cells(pipeline: str, task: str, batches: list[Row], base: str) -> Markup:
+    cells = []
+    for b in batches:
+        status = b["statuses"].get(task) or "PENDING"
+        cells.append(
+            Markup('<td><a class="cell status-{s}" href="{u}" title="{b}: {s}"></a></td>').format(
+                s=status,
+                u=url(base, "batches", pipeline, b["batch_id"], "tasks", task),
+                b=b["batch_id"],
+            )
+        )
+    return Markup("").join(cells)

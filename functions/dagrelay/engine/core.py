@@ -153,6 +153,7 @@ class Engine:
 
     def cancel_batch(self, msg: CancelBatch) -> bool:
         extra = {"action": "cancel_batch", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
+        extra["triggered_by"] = msg.triggered_by or "unknown"
         with self.db.begin() as conn:
             cancelled, tasks = store.cancel_batch(
                 conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=self.clock()
@@ -166,6 +167,8 @@ class Engine:
     def rerun(self, msg: Rerun) -> int:
         """Reset a task (and with ``downstream`` its descendants) in a batch and run it again;
         their attempts stay in the history and the batch resumes. Returns rows reset."""
+        asked = {"action": "rerun", "batch_id": msg.batch_id, "task": msg.task}
+        log.info("rerun asked by %s", msg.triggered_by or "unknown", extra=asked)
         return self.rerun_tasks(msg.batch_id, [msg.task], msg.downstream, msg.pipeline)
 
     def rerun_tasks(

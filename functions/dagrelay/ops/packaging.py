@@ -23,7 +23,7 @@ SCHEMA_FILES = (
     "pipelines/**/*.sql",
     "messages/*.json",
 )
-PACKAGE_SUFFIXES = {".py", ".typed", ".html", ".css", ".js", ".svg", ".json"}
+PACKAGE_SUFFIXES = {".py", ".typed", ".html", ".css", ".js", ".svg", ".json", ".md"}
 # Fixed timestamps make the archive byte-for-byte reproducible (Terraform hashes it).
 EPOCH = (1980, 1, 1, 0, 0, 0)
 

@@ -43,6 +43,7 @@ class Task(TypedDict):
 
 class Attempt(TypedDict):
     task: str
+    run: int  # the task's runs in the batch: a rerun starts a new run at attempt 1
     attempt: int
     outcome: str | None  # None: still running
     error: str | None
@@ -371,3 +372,51 @@ def status_response(batch_id: str | None, pipeline: str | None) -> tuple[str, in
     if not report:
         return json.dumps({"error": f"no batch {batch_id!r}"}), 404, headers
     return json.dumps({"batches": report}, default=str), 200, headers
+
+
+# -- the dashboard's pages -----------------------------------------------------------------------
+
+
+def batch_edges(conn: Connection, pipeline: str, batch_id: str) -> list[dict[str, str]]:
+    """The edges a batch runs, as {parent, child} names. Until batches are pinned to a pipeline
+    version this is the live pipeline's edges; then it becomes the edges of the batch's version
+    (this function is the one place that read changes)."""
+    del batch_id  # read once batches carry their version
+    return pipeline_edges(conn, pipeline)
+
+
+def batch_version(conn: Connection, pipeline: str, batch_id: str) -> int | None:
+    """The number of the pipeline version a batch runs; None until batches carry a version."""
+    del conn, pipeline, batch_id
+    return None
+
+
+def task_in_batch(
+    conn: Connection, pipeline: str, batch_id: str, task: str
+) -> dict[str, Any] | None:
+    """A task's definition, the batch's params and the task's row in the batch (``status``
+    None: no row yet); None if the batch or the task does not exist."""
+    found = _rows(conn, "dashboard_task", pipeline=pipeline, batch_id=batch_id, task=task)
+    return found[0] if found else None
+
+
+def task_attempts(
+    conn: Connection, pipeline: str, batch_id: str, task: str
+) -> list[dict[str, Any]]:
+    """Every attempt of the task in the batch, oldest first, with its ``run`` and traceback."""
+    return _rows(conn, "dashboard_task_attempts", pipeline=pipeline, batch_id=batch_id, task=task)
+
+
+def pipeline_grid(conn: Connection, pipeline: str, limit: int) -> list[dict[str, Any]]:
+    """The latest batches of a pipeline, newest first, each with ``statuses`` {task: status}."""
+    return _rows(conn, "dashboard_grid", pipeline=pipeline, limit=limit)
+
+
+def rejected_messages(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    """The latest rejected messages, newest first (``data`` base64 as received)."""
+    return _rows(conn, "dashboard_rejected", limit=limit)
+
+
+def dead_letters(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    """The latest dead letters, newest first (``data`` base64 as received)."""
+    return _rows(conn, "dashboard_dead_letters", limit=limit)

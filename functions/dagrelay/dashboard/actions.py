@@ -1,0 +1,146 @@
+"""The operator's actions: each turns a submitted form into the messages the CLI would publish
+(built and checked by ``dagrelay.messages.outgoing``), after checking against the read model
+what it can, so a mistake is refused with a message that names it instead of being published
+and rejected later. ``triggered_by`` records who asked.
+
+Resume (run what never ran) is not offered: no message does it yet, and a rerun refuses a task
+that never started."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection
+
+from dagrelay.errors import BadMessage
+from dagrelay.messages import Action, outgoing
+from dagrelay.store import reads
+
+Form = Mapping[str, str]
+Message = dict[str, Any]
+
+
+class Refused(Exception):
+    """The form asks for something that cannot be done; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _field(form: Form, name: str, required: bool = True) -> str | None:
+    value = (form.get(name) or "").strip()
+    if not value and required:
+        raise Refused(f"the form lacks {name!r}")
+    return value or None
+
+
+def _params(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise Refused(f"params are not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise Refused('params must be a JSON object, e.g. {"month": "2024-03"}')
+    return value
+
+
+def _build(action: Action, **fields: Any) -> Message:
+    try:
+        return outgoing(action, **fields)
+    except BadMessage as exc:
+        raise Refused(exc.reason) from None
+
+
+def _batch(conn: Connection, pipeline: str, batch_id: str) -> dict[str, str | None]:
+    rows = reads.batch_rows(conn, pipeline, batch_id)
+    if not rows and not reads.batch_statuses(conn, pipeline, [batch_id]):
+        raise Refused(f"no batch {batch_id!r} in pipeline {pipeline!r}", 404)
+    return rows
+
+
+def trigger(conn: Connection, form: Form, who: str) -> list[Message]:
+    pipeline, batch_id = _field(form, "pipeline"), _field(form, "batch_id")
+    start_task = _field(form, "start_task", required=False)
+    message = _build(
+        Action.START_BATCH,
+        pipeline=pipeline,
+        batch_id=batch_id,
+        params=_params(_field(form, "params", required=False)),
+        start_task=start_task,
+        triggered_by=who,
+    )
+    tasks = {t["name"] for t in reads.pipeline_tasks(conn, message["pipeline"])}
+    if not tasks:
+        raise Refused(f"no pipeline {pipeline!r} (no tasks)", 404)
+    if start_task is not None and start_task not in tasks:
+        raise Refused(f"pipeline {pipeline!r} has no task {start_task!r}", 404)
+    existing = reads.batch_statuses(conn, message["pipeline"], [message["batch_id"]])
+    if existing:
+        status = existing[message["batch_id"]]
+        raise Refused(f"batch {pipeline}/{batch_id} already exists ({status})", 409)
+    return [message]
+
+
+def rerun(conn: Connection, form: Form, who: str) -> list[Message]:
+    pipeline, batch_id, task = (_field(form, k) for k in ("pipeline", "batch_id", "task"))
+    downstream = form.get("downstream") in ("1", "true", "on")
+    message = _build(
+        Action.RERUN,
+        pipeline=pipeline,
+        batch_id=batch_id,
+        task=task,
+        downstream=downstream,
+        triggered_by=who,
+    )
+    rows = _batch(conn, message["pipeline"], message["batch_id"])
+    if task not in rows:
+        raise Refused(f"pipeline {pipeline!r} has no task {task!r}", 404)
+    if rows[message["task"]] is None:
+        raise Refused(f"task {task!r} has not started in batch {batch_id!r}: nothing to rerun", 409)
+    return [message]
+
+
+def rerun_failed(conn: Connection, form: Form, who: str) -> list[Message]:
+    """One rerun, with its downstream, of each task that failed (ERROR) in the batch."""
+    pipeline, batch_id = _field(form, "pipeline"), _field(form, "batch_id")
+    rows = _batch(conn, str(pipeline), str(batch_id))
+    failed = sorted(task for task, status in rows.items() if status == "ERROR")
+    if not failed:
+        raise Refused(f"no task failed in batch {pipeline}/{batch_id}: nothing to rerun", 409)
+    return [
+        _build(
+            Action.RERUN,
+            pipeline=pipeline,
+            batch_id=batch_id,
+            task=task,
+            downstream=True,
+            triggered_by=who,
+        )
+        for task in failed
+    ]
+
+
+def cancel(conn: Connection, form: Form, who: str) -> list[Message]:
+    pipeline, batch_id = _field(form, "pipeline"), _field(form, "batch_id")
+    message = _build(Action.CANCEL_BATCH, pipeline=pipeline, batch_id=batch_id, triggered_by=who)
+    statuses = reads.batch_statuses(conn, message["pipeline"], [message["batch_id"]])
+    if not statuses:
+        raise Refused(f"no batch {batch_id!r} in pipeline {pipeline!r}", 404)
+    if statuses[message["batch_id"]] != "RUNNING":
+        status = statuses[message["batch_id"]]
+        raise Refused(f"batch {pipeline}/{batch_id} is {status}: nothing to cancel", 409)
+    return [message]
+
+
+ACTIONS: dict[str, Callable[[Connection, Form, str], list[Message]]] = {
+    "trigger": trigger,
+    "rerun": rerun,
+    "rerun-failed": rerun_failed,
+    "cancel": cancel,
+}
