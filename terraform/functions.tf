@@ -60,6 +60,19 @@ resource "google_storage_bucket_object" "function_source" {
 
 # -- Migrations (optional, see variables.tf run_migrations_on_apply and README.md) -------------------
 
+locals {
+  # What scripts/migrate.sh needs to reach Cloud SQL (migrations and pipeline_files).
+  migrate_env = {
+    DAGRELAY_PROJECT_ID         = var.project_id
+    DAGRELAY_CLOUD_SQL_INSTANCE = google_sql_database_instance.main.connection_name
+    DAGRELAY_DB_NAME            = google_sql_database.dagrelay.name
+    DAGRELAY_DB_USER            = google_sql_user.dagrelay.name
+    DAGRELAY_DB_IP_TYPE         = "private"
+    DB_PASSWORD_SECRET          = google_secret_manager_secret.db_password.secret_id
+    DAGRELAY                    = var.dagrelay_command
+  }
+}
+
 resource "terraform_data" "migrations" {
   count = var.run_migrations_on_apply ? 1 : 0
 
@@ -70,15 +83,8 @@ resource "terraform_data" "migrations" {
   }
 
   provisioner "local-exec" {
-    command = "${path.module}/scripts/migrate.sh"
-    environment = {
-      DAGRELAY_PROJECT_ID         = var.project_id
-      DAGRELAY_CLOUD_SQL_INSTANCE = google_sql_database_instance.main.connection_name
-      DAGRELAY_DB_NAME            = google_sql_database.dagrelay.name
-      DAGRELAY_DB_USER            = google_sql_user.dagrelay.name
-      DAGRELAY_DB_IP_TYPE         = "private"
-      DB_PASSWORD_SECRET          = google_secret_manager_secret.db_password.secret_id
-    }
+    command     = "${path.module}/scripts/migrate.sh"
+    environment = local.migrate_env
   }
 
   depends_on = [google_secret_manager_secret_version.db_password]
@@ -95,16 +101,8 @@ resource "terraform_data" "pipelines" {
   }
 
   provisioner "local-exec" {
-    command = join(" && ", [for f in var.pipeline_files : "${path.module}/scripts/migrate.sh pipeline apply ${abspath(f)}"])
-    environment = {
-      DAGRELAY_PROJECT_ID         = var.project_id
-      DAGRELAY_CLOUD_SQL_INSTANCE = google_sql_database_instance.main.connection_name
-      DAGRELAY_DB_NAME            = google_sql_database.dagrelay.name
-      DAGRELAY_DB_USER            = google_sql_user.dagrelay.name
-      DAGRELAY_DB_IP_TYPE         = "private"
-      DB_PASSWORD_SECRET          = google_secret_manager_secret.db_password.secret_id
-      DAGRELAY                    = var.dagrelay_command
-    }
+    command     = join(" && ", [for f in var.pipeline_files : "${path.module}/scripts/migrate.sh pipeline apply ${abspath(f)}"])
+    environment = local.migrate_env
   }
 
   depends_on = [terraform_data.migrations]
