@@ -39,7 +39,7 @@ def test_archive_holds_entry_point_package_schema_and_pinned_requirements(tmp_pa
     assert "dagrelay/_schema/sql/tasks.sql" in names
     assert "dagrelay/_schema/messages/run_task.schema.json" in names
     assert "dagrelay/_schema/openapi.json" in names
-    assert "dagrelay/dashboard/style.css" in names
+    assert "dagrelay/dashboard/static/style.css" in names
     assert not [n for n in names if "__pycache__" in n or n.startswith("tests/")]
     # Only what the functions read at run time: no migrations, demo data or second main.py.
     assert not [n for n in names if n.startswith(("dagrelay/_migrations", "dagrelay/_function"))]

@@ -115,7 +115,7 @@ def test_wheel_holds_the_package_and_its_data_only(wheel: Path) -> None:
         "dagrelay/_migrations/script.py.mako",
         "dagrelay/_migrations/versions/0001_core_schema.py",
         "dagrelay/_function/main.py",
-        "dagrelay/dashboard/style.css",
+        "dagrelay/dashboard/static/style.css",
         "dagrelay/py.typed",
     ):
         assert expected in names
