@@ -91,6 +91,7 @@ class Rerun:
     task: str
     pipeline: str | None = None
     downstream: bool = False
+    latest: bool = False  # first move the batch to the pipeline's current version
     triggered_by: str | None = None  # who asked (logged)
 
 

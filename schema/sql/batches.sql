@@ -2,32 +2,50 @@
 -- that go with them (the CLI's status).
 -- Times are always the :now parameter (the engine's injectable clock), never now().
 
+-- name: pin_version
+-- The version a new batch of the pipeline runs: its live definition, found by content hash or
+-- stored (dagrelay_pipeline_version). NULL version_id: the pipeline has no tasks. Nothing is
+-- pinned for a batch that exists already (a duplicate start_batch).
+SELECT EXISTS (SELECT 1 FROM batches WHERE pipeline = :pipeline AND batch_id = :batch_id)
+           AS batch_exists,
+       CASE WHEN NOT EXISTS (SELECT 1 FROM batches
+                             WHERE pipeline = :pipeline AND batch_id = :batch_id)
+            THEN dagrelay_pipeline_version(:pipeline, :now) END AS version_id;
+
+-- name: version_task_names
+SELECT name FROM version_tasks WHERE version_id = :version_id ORDER BY name;
+
 -- name: start_batch
--- Creates the batch, its fan-in counters, its root task_log rows and their run_task messages in
--- one statement. A batch that already exists makes every CTE empty: a no-op. One row back: the
--- rows created and the messages written (JSON arrays), and whether the batch was created.
+-- Creates the batch on its version, its fan-in counters, its root task_log rows and their
+-- run_task messages in one statement, all from the version's rows. A batch that already exists
+-- makes every CTE empty: a no-op. One row back: the rows created and the messages written (JSON
+-- arrays), and whether the batch was created.
 WITH RECURSIVE scope(task_id) AS (
-    SELECT task_id FROM tasks
-    WHERE pipeline = :pipeline AND (CAST(:start_task AS text) IS NULL OR name = :start_task)
+    SELECT task_id FROM version_tasks
+    WHERE version_id = :version_id
+      AND (CAST(:start_task AS text) IS NULL OR name = :start_task)
     UNION
-    SELECT d.child_task_id
-    FROM task_dependencies d JOIN scope s ON d.parent_task_id = s.task_id
+    SELECT e.child_task_id
+    FROM version_edges e JOIN scope s
+        ON e.version_id = :version_id AND e.parent_task_id = s.task_id
     WHERE CAST(:start_task AS text) IS NOT NULL
 ),
 batch AS (
     INSERT INTO batches (pipeline, batch_id, params, start_task_id, triggered_by,
-                         trigger_message_id, created_at)
+                         trigger_message_id, created_at, version_id)
     SELECT :pipeline, :batch_id, CAST(:params AS jsonb),
-           (SELECT task_id FROM tasks WHERE name = CAST(:start_task AS text)),
-           :triggered_by, :message_id, :now
+           (SELECT task_id FROM version_tasks
+            WHERE version_id = :version_id AND name = CAST(:start_task AS text)),
+           :triggered_by, :message_id, :now, :version_id
     ON CONFLICT (pipeline, batch_id) DO NOTHING
     RETURNING pipeline, batch_id
 ),
 parent_counts AS (
-    SELECT s.task_id, count(d.parent_task_id) AS parents
+    SELECT s.task_id, count(e.parent_task_id) AS parents
     FROM scope s
-    LEFT JOIN task_dependencies d
-        ON d.child_task_id = s.task_id AND d.parent_task_id IN (SELECT task_id FROM scope)
+    LEFT JOIN version_edges e
+        ON e.version_id = :version_id AND e.child_task_id = s.task_id
+       AND e.parent_task_id IN (SELECT task_id FROM scope)
     GROUP BY s.task_id
 ),
 fanin AS (
@@ -43,7 +61,7 @@ roots AS (
            :now, CASE WHEN t.enabled THEN NULL ELSE CAST(:now AS timestamptz) END
     FROM batch b
     CROSS JOIN parent_counts pc
-    JOIN tasks t ON t.task_id = pc.task_id
+    JOIN version_tasks t ON t.version_id = :version_id AND t.task_id = pc.task_id
     WHERE pc.parents = 0
     RETURNING log_id, task_id, status
 ),
@@ -51,7 +69,7 @@ messages AS (
     INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
     SELECT :topic, m.payload, m.attributes, :now, :now, r.log_id
     FROM roots r
-    JOIN tasks t ON t.task_id = r.task_id
+    JOIN version_tasks t ON t.version_id = :version_id AND t.task_id = r.task_id
     CROSS JOIN LATERAL dagrelay_run_task_message(:pipeline, :batch_id, t.name) m
     WHERE r.status = 'NEW'
     RETURNING outbox_id, topic, payload, attributes, available_at
@@ -64,8 +82,17 @@ SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM roo
 -- name: pipeline_tasks
 SELECT name FROM tasks WHERE pipeline = :pipeline ORDER BY name;
 
+-- name: task_pipelines
+-- The pipelines with a batch :batch_id whose version has a task :task: how a message that does
+-- not name its pipeline (an older sender's) finds it, when there is exactly one.
+SELECT b.pipeline
+FROM batches b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
+WHERE b.batch_id = :batch_id
+ORDER BY b.pipeline;
+
 -- name: finish_batch
--- RUNNING -> SUCCESS | FAILED once no task of the batch is open (dagrelay_batch_outcome, the
+-- RUNNING -> SUCCESS | FAILED | CANCELLED once no task of the batch is open (dagrelay_batch_outcome, the
 -- one definition of "finished", shared with finish_idle_batches). Called after the commit of
 -- the completion that may have been the last, so whichever completion commits last sees them all.
 UPDATE batches b

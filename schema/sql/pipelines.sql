@@ -9,16 +9,15 @@
 SELECT pg_advisory_xact_lock(hashtext('dagrelay.pipeline_apply'), hashtext(:pipeline));
 
 -- name: pipeline_apply_tasks
--- What an apply compares the file with: this pipeline's tasks and any task bearing one of the
--- file's names (which may belong to another pipeline). Read without row locks: a running batch
--- never waits on an apply that changes nothing.
+-- What an apply compares the file with: this pipeline's tasks (names are unique per pipeline).
+-- Read without row locks: a running batch never waits on an apply that changes nothing.
 SELECT name, pipeline, handler, params, trigger_rule::text AS trigger_rule, max_retries,
        retry_delay_s, retry_backoff, retry_max_delay_s, timeout_s, pool, enabled
 FROM tasks
-WHERE pipeline = :pipeline OR name = ANY (CAST(:names AS text[]));
+WHERE pipeline = :pipeline;
 
 -- name: insert_pipeline_tasks
--- The file's new tasks. A name another pipeline took meanwhile is skipped (not returned).
+-- The file's new tasks. A name inserted meanwhile (plain SQL) is skipped (not returned).
 INSERT INTO tasks (name, pipeline, handler, params, trigger_rule, max_retries, retry_delay_s,
                    retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, created_at,
                    updated_at)
@@ -79,18 +78,9 @@ FROM added a
 JOIN tasks c ON c.task_id = a.child_task_id
 JOIN tasks p ON p.task_id = a.parent_task_id;
 
--- name: tasks_with_history
--- Tasks of the pipeline that runs refer to: they cannot be deleted.
-SELECT t.name
-FROM tasks t
-WHERE t.pipeline = :pipeline AND t.name = ANY (CAST(:names AS text[]))
-  AND (EXISTS (SELECT 1 FROM task_log l WHERE l.task_id = t.task_id)
-       OR EXISTS (SELECT 1 FROM task_fanin f WHERE f.task_id = t.task_id)
-       OR EXISTS (SELECT 1 FROM batches b WHERE b.start_task_id = t.task_id))
-ORDER BY t.name;
-
 -- name: delete_pipeline_tasks
--- Their edges go with them (ON DELETE CASCADE).
+-- Their edges go with them (ON DELETE CASCADE); batches that ran them keep them in their
+-- version.
 DELETE FROM tasks
 WHERE pipeline = :pipeline AND name = ANY (CAST(:names AS text[]))
 RETURNING name;

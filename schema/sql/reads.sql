@@ -10,26 +10,27 @@ SET TRANSACTION READ ONLY;
 -- == One batch (dagrelay.store.reads.read_batches) ==============================================
 
 -- name: batch_heads
--- The batches with this id (one per pipeline unless :pipeline is given).
+-- The batches with this id (one per pipeline unless :pipeline is given), with their version.
 SELECT b.pipeline, b.batch_id, b.status::text AS status, b.params, st.name AS start_task,
-       b.triggered_by, b.created_at, b.finished_at
+       b.triggered_by, b.created_at, b.finished_at, v.version
 FROM batches b
-LEFT JOIN tasks st ON st.task_id = b.start_task_id
+JOIN pipeline_versions v ON v.version_id = b.version_id
+LEFT JOIN version_tasks st ON st.version_id = b.version_id AND st.task_id = b.start_task_id
 WHERE b.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR b.pipeline = :pipeline)
 ORDER BY b.pipeline;
 
 -- name: batch_task_rows
--- Every task of each batch's pipeline with its row in the batch (log_id NULL: no row yet):
+-- Every task of each batch's version with its row in the batch (log_id NULL: no row yet):
 -- the rows in the order they ran, then the tasks without a row by name.
 SELECT b.pipeline, t.name AS task, t.handler, t.trigger_rule::text AS trigger_rule, tl.log_id,
        tl.status::text AS status, tl.attempt, tl.started_at, tl.finished_at, tl.error,
        tl.root_cause_log_id, rc.name AS root_cause_task
 FROM batches b
-JOIN tasks t ON t.pipeline = b.pipeline
+JOIN version_tasks t ON t.version_id = b.version_id
 LEFT JOIN task_log tl
     ON tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline AND tl.task_id = t.task_id
 LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
-LEFT JOIN tasks rc ON rc.task_id = rcl.task_id
+LEFT JOIN version_tasks rc ON rc.version_id = b.version_id AND rc.task_id = rcl.task_id
 WHERE b.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR b.pipeline = :pipeline)
 ORDER BY b.pipeline, tl.log_id IS NULL, coalesce(tl.started_at, tl.created_at), tl.log_id, t.name;
 
@@ -37,14 +38,25 @@ ORDER BY b.pipeline, tl.log_id IS NULL, coalesce(tl.started_at, tl.created_at), 
 -- The audit trail: every attempt of the batch, reruns included (their task_log row is new).
 -- run numbers a task's runs in the batch: a rerun starts again at attempt 1, so each attempt 1
 -- opens the next run.
-SELECT t.pipeline, t.name AS task,
+SELECT b.pipeline, t.name AS task,
        sum(CASE WHEN a.attempt = 1 THEN 1 ELSE 0 END)
-           OVER (PARTITION BY t.pipeline, t.name ORDER BY a.started_at, a.attempt_id) AS run,
+           OVER (PARTITION BY b.pipeline, t.name ORDER BY a.started_at, a.attempt_id) AS run,
        a.attempt, a.outcome::text AS outcome, a.error, a.started_at, a.finished_at, a.worker
 FROM task_attempts a
-JOIN tasks t ON t.task_id = a.task_id
-WHERE a.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR t.pipeline = :pipeline)
-ORDER BY t.pipeline, t.name, a.started_at, a.attempt_id;
+JOIN batches b ON b.batch_id = a.batch_id
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = a.task_id
+WHERE a.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR b.pipeline = :pipeline)
+ORDER BY b.pipeline, t.name, a.started_at, a.attempt_id;
+
+-- name: batch_edges
+-- The edges of each batch's version as (parent, child) names: the batch's own graph.
+SELECT b.pipeline, p.name AS parent, c.name AS child
+FROM batches b
+JOIN version_edges e ON e.version_id = b.version_id
+JOIN version_tasks c ON c.version_id = e.version_id AND c.task_id = e.child_task_id
+JOIN version_tasks p ON p.version_id = e.version_id AND p.task_id = e.parent_task_id
+WHERE b.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR b.pipeline = :pipeline)
+ORDER BY b.pipeline, p.name, c.name;
 
 -- name: batch_dead_letters
 -- Messages Pub/Sub gave up on for this batch id; one without a pipeline belongs to each batch.
@@ -60,26 +72,27 @@ ORDER BY received_at, dead_letter_id;
 -- The latest batches (optionally of one pipeline): task_counts maps each status of the batch's
 -- rows to its count; tasks_in_scope counts the tasks the batch runs (the whole pipeline, or the
 -- start task and its descendants), tasks_finished those of its rows that have finished.
+-- The scope is read from each batch's version.
 WITH RECURSIVE recent AS (
-    SELECT pipeline, batch_id, status::text AS status, start_task_id, triggered_by, created_at,
-           finished_at
-    FROM batches
-    WHERE CAST(:pipeline AS text) IS NULL OR pipeline = :pipeline
-    ORDER BY created_at DESC, pipeline, batch_id
+    SELECT b.pipeline, b.batch_id, b.status::text AS status, b.start_task_id, b.triggered_by,
+           b.created_at, b.finished_at, b.version_id, v.version
+    FROM batches b JOIN pipeline_versions v ON v.version_id = b.version_id
+    WHERE CAST(:pipeline AS text) IS NULL OR b.pipeline = :pipeline
+    ORDER BY b.created_at DESC, b.pipeline, b.batch_id
     LIMIT :limit
 ),
 scope(pipeline, batch_id, task_id) AS (
     SELECT r.pipeline, r.batch_id, t.task_id
-    FROM recent r JOIN tasks t ON t.pipeline = r.pipeline
+    FROM recent r JOIN version_tasks t ON t.version_id = r.version_id
     WHERE r.start_task_id IS NULL OR t.task_id = r.start_task_id
     UNION
     SELECT s.pipeline, s.batch_id, d.child_task_id
     FROM scope s
-    JOIN task_dependencies d ON d.parent_task_id = s.task_id
     JOIN recent r ON r.pipeline = s.pipeline AND r.batch_id = s.batch_id
+    JOIN version_edges d ON d.version_id = r.version_id AND d.parent_task_id = s.task_id
     WHERE r.start_task_id IS NOT NULL
 )
-SELECT r.pipeline, r.batch_id, r.status, r.triggered_by, r.created_at, r.finished_at,
+SELECT r.pipeline, r.batch_id, r.status, r.triggered_by, r.created_at, r.finished_at, r.version,
        coalesce((SELECT jsonb_object_agg(c.status, c.n)
                  FROM (SELECT tl.status::text AS status, count(*) AS n
                        FROM task_log tl
@@ -129,77 +142,97 @@ JOIN tasks p ON p.task_id = d.parent_task_id
 WHERE c.pipeline = :pipeline
 ORDER BY p.name, c.name;
 
--- name: task_pipeline
--- The pipeline a task belongs to (task names are unique across pipelines).
-SELECT pipeline FROM tasks WHERE name = :task;
 
 -- == One task in a batch (the operator's rerun and history) =====================================
 
 -- name: batch_rows
--- Every task of the batch's pipeline with its row's status in the batch (NULL: no row).
+-- Every task of the batch's version with its row's status in the batch (NULL: no row).
 SELECT t.name, tl.status::text AS status
 FROM batches b
-JOIN tasks t ON t.pipeline = b.pipeline
-LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+JOIN version_tasks t ON t.version_id = b.version_id
+LEFT JOIN task_log tl
+    ON tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id AND tl.task_id = t.task_id
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
 ORDER BY t.name;
+
+-- name: batch_parents
+-- {child: parents} of the batch's version, as (parent, child) names.
+SELECT p.name AS parent, c.name AS child
+FROM batches b
+JOIN version_edges e ON e.version_id = b.version_id
+JOIN version_tasks c ON c.version_id = e.version_id AND c.task_id = e.child_task_id
+JOIN version_tasks p ON p.version_id = e.version_id AND p.task_id = e.parent_task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
+ORDER BY c.name, p.name;
 
 -- name: rerun_preview
 -- What a rerun of :task (and with :downstream its descendants) would reset in the batch: the
 -- same scope as rerun_scope in queries.sql, read without locking, for the operator to see.
-WITH RECURSIVE scope(task_id) AS (
-    SELECT task_id FROM tasks WHERE name = :task
+WITH RECURSIVE batch AS (
+    SELECT pipeline, batch_id, version_id FROM batches
+    WHERE pipeline = :pipeline AND batch_id = :batch_id
+),
+scope(task_id) AS (
+    SELECT t.task_id FROM version_tasks t JOIN batch b ON b.version_id = t.version_id
+    WHERE t.name = :task
     UNION
     SELECT d.child_task_id
-    FROM task_dependencies d JOIN scope s ON d.parent_task_id = s.task_id
-    WHERE CAST(:downstream AS boolean)
+    FROM version_edges d JOIN scope s ON d.parent_task_id = s.task_id
+    WHERE CAST(:downstream AS boolean) AND d.version_id = (SELECT version_id FROM batch)
 )
 SELECT t.name, tl.status::text AS status, tl.attempt
 FROM scope s
-JOIN tasks t ON t.task_id = s.task_id
-JOIN task_log tl ON tl.batch_id = :batch_id AND tl.task_id = s.task_id
+CROSS JOIN batch b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = s.task_id
+JOIN task_log tl
+    ON tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id AND tl.task_id = s.task_id
 ORDER BY t.name;
 
 -- name: task_history
 -- Every attempt of a task in a batch, across reruns (a rerun's replaced row leaves its attempts
 -- with log_id NULL), oldest first; plus whether each belongs to the task's current row.
 SELECT a.attempt_id, a.attempt, a.started_at, a.finished_at, a.outcome::text AS outcome,
-       a.error, a.worker, a.traceback, a.log_id IS NOT NULL AS current, t.pipeline
-FROM task_attempts a
-JOIN tasks t ON t.task_id = a.task_id
-WHERE a.batch_id = :batch_id AND t.name = :task
+       a.error, a.worker, a.traceback, a.log_id IS NOT NULL AS current, b.pipeline
+FROM batches b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
+JOIN task_attempts a ON a.batch_id = b.batch_id AND a.task_id = t.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
 ORDER BY a.started_at, a.attempt_id;
 
 -- name: task_row
 -- The task's current row in the batch (none: never started, or no such task/batch).
 SELECT tl.pipeline, tl.status::text AS status, tl.attempt, rc.name AS root_cause_task
-FROM task_log tl
-JOIN tasks t ON t.task_id = tl.task_id
+FROM batches b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
+JOIN task_log tl
+    ON tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id AND tl.task_id = t.task_id
 LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
-LEFT JOIN tasks rc ON rc.task_id = rcl.task_id
-WHERE tl.batch_id = :batch_id AND t.name = :task;
+LEFT JOIN version_tasks rc ON rc.version_id = b.version_id AND rc.task_id = rcl.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
 
 -- name: batch_outputs
 -- Each task's output in the batch (dagrelay.testing returns them with the statuses).
 SELECT t.name AS task, tl.output
-FROM task_log tl
-JOIN tasks t ON t.task_id = tl.task_id
-WHERE tl.pipeline = :pipeline AND tl.batch_id = :batch_id;
+FROM batches b
+JOIN task_log tl ON tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
 
 -- == The dashboard's pages (dagrelay.dashboard.model) ============================================
 
 -- name: dashboard_task
--- One task of a batch: its definition and its row in the batch (status NULL: no row yet).
+-- One task of a batch: its definition in the batch's version and its row in the batch (status
+-- NULL: no row yet).
 SELECT t.name AS task, t.handler, t.trigger_rule::text AS trigger_rule, t.params AS task_params,
        b.params AS batch_params, tl.status::text AS status, tl.attempt, tl.created_at,
        tl.started_at, tl.finished_at, tl.next_attempt_at, tl.error, tl.output,
        rc.name AS root_cause_task
 FROM batches b
-JOIN tasks t ON t.pipeline = b.pipeline AND t.name = :task
+JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
 LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
     AND tl.task_id = t.task_id
 LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
-LEFT JOIN tasks rc ON rc.task_id = rcl.task_id
+LEFT JOIN version_tasks rc ON rc.version_id = b.version_id AND rc.task_id = rcl.task_id
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
 
 -- name: dashboard_task_attempts
@@ -208,9 +241,10 @@ SELECT sum(CASE WHEN a.attempt = 1 THEN 1 ELSE 0 END)
            OVER (ORDER BY a.started_at, a.attempt_id) AS run,
        a.attempt, a.outcome::text AS outcome, a.started_at, a.finished_at, a.worker, a.error,
        a.traceback, a.log_id IS NOT NULL AS current
-FROM task_attempts a
-JOIN tasks t ON t.task_id = a.task_id
-WHERE a.batch_id = :batch_id AND t.pipeline = :pipeline AND t.name = :task
+FROM batches b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
+JOIN task_attempts a ON a.batch_id = b.batch_id AND a.task_id = t.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
 ORDER BY a.started_at, a.attempt_id;
 
 -- name: dashboard_grid
@@ -218,7 +252,8 @@ ORDER BY a.started_at, a.attempt_id;
 -- name ({} for a batch with no rows yet).
 SELECT b.batch_id, b.status::text AS status, b.created_at,
        coalesce((SELECT jsonb_object_agg(t.name, tl.status::text)
-                 FROM task_log tl JOIN tasks t ON t.task_id = tl.task_id
+                 FROM task_log tl
+                 JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
                  WHERE tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id), '{}'::jsonb)
            AS statuses
 FROM batches b

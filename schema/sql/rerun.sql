@@ -2,35 +2,35 @@
 -- Times are always the :now parameter (the engine's injectable clock), never now().
 
 -- name: rerun_scope
--- The tasks to rerun and (with downstream) everything below them, with their rows in the batch.
--- The batch row is locked: completions (advance_children share-locks it) wait for the rerun.
+-- The tasks to rerun and (with downstream) everything below them, with their rows in the batch;
+-- tasks and edges are the batch's version's. The batch row is locked: completions
+-- (advance_children share-locks it) wait for the rerun.
 WITH RECURSIVE batch AS (
-    SELECT b.pipeline, b.batch_id
+    SELECT b.pipeline, b.batch_id, b.version_id
     FROM batches b
-    WHERE b.batch_id = :batch_id
-      AND EXISTS (SELECT 1 FROM tasks t
-                  WHERE t.pipeline = b.pipeline AND t.name = ANY (CAST(:tasks AS text[])))
+    WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
     FOR UPDATE
 ),
 scope(task_id) AS (
-    SELECT t.task_id FROM tasks t JOIN batch b ON b.pipeline = t.pipeline
+    SELECT t.task_id FROM version_tasks t JOIN batch b ON b.version_id = t.version_id
     WHERE t.name = ANY (CAST(:tasks AS text[]))
     UNION
-    SELECT d.child_task_id
-    FROM task_dependencies d JOIN scope s ON d.parent_task_id = s.task_id
-    WHERE CAST(:downstream AS boolean)
+    SELECT e.child_task_id
+    FROM version_edges e JOIN scope s ON e.parent_task_id = s.task_id
+    WHERE CAST(:downstream AS boolean) AND e.version_id = (SELECT version_id FROM batch)
 )
-SELECT s.task_id, t.name, t.pipeline, tl.log_id, tl.status::text AS status
+SELECT s.task_id, t.name, b.pipeline, tl.log_id, tl.status::text AS status
 FROM scope s
-JOIN tasks t ON t.task_id = s.task_id
-LEFT JOIN task_log tl ON tl.batch_id = :batch_id AND tl.task_id = s.task_id
+CROSS JOIN batch b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = s.task_id
+LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = s.task_id
 ORDER BY t.name;
 
 -- name: rerun_remove_rows
 -- The rows being rerun go; their attempts stay in task_attempts (log_id set to NULL).
 DELETE FROM task_log
-WHERE batch_id = :batch_id AND task_id = ANY (CAST(:task_ids AS integer[]))
-  AND status <> 'PROCESSING'
+WHERE pipeline = :pipeline AND batch_id = :batch_id
+  AND task_id = ANY (CAST(:task_ids AS integer[])) AND status <> 'PROCESSING'
 RETURNING log_id;
 
 -- name: rerun_recount_fanin
@@ -45,11 +45,13 @@ FROM (
            count(*) FILTER (WHERE pl.status = 'SKIPPED') AS skipped,
            min(CASE pl.status WHEN 'ERROR' THEN pl.log_id
                               WHEN 'UPSTREAM_FAILED' THEN pl.root_cause_log_id END) AS root_cause
-    FROM task_dependencies d
+    FROM version_edges d
     LEFT JOIN task_log pl ON pl.batch_id = :batch_id AND pl.task_id = d.parent_task_id
-    WHERE d.child_task_id IN (
-        SELECT child_task_id FROM task_dependencies
-        WHERE parent_task_id = ANY (CAST(:task_ids AS integer[])))
+    WHERE d.version_id = (SELECT version_id FROM batches
+                          WHERE pipeline = :pipeline AND batch_id = :batch_id)
+      AND d.child_task_id IN (
+        SELECT child_task_id FROM version_edges
+        WHERE version_id = d.version_id AND parent_task_id = ANY (CAST(:task_ids AS integer[])))
     GROUP BY d.child_task_id
 ) c
 WHERE f.batch_id = :batch_id AND f.task_id = c.task_id;
@@ -70,8 +72,7 @@ messages AS (
     INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
     SELECT :topic, m.payload, m.attributes, :now, :now, c.log_id
     FROM created c
-    JOIN tasks t ON t.task_id = c.task_id
-    CROSS JOIN LATERAL dagrelay_run_task_message(c.pipeline, c.batch_id, t.name) m
+    CROSS JOIN LATERAL dagrelay_run_task_message(c.pipeline, c.batch_id, :task) m
     RETURNING outbox_id, topic, payload, attributes, available_at
 )
 SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM created c) AS tasks,
@@ -79,10 +80,16 @@ SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM cre
            AS messages;
 
 -- name: descendants
-WITH RECURSIVE below(task_id) AS (
-    SELECT d.child_task_id FROM task_dependencies d
-    WHERE d.parent_task_id = ANY (CAST(:task_ids AS integer[]))
+-- Below :task_ids in the batch's version.
+WITH RECURSIVE version AS (
+    SELECT version_id FROM batches WHERE pipeline = :pipeline AND batch_id = :batch_id
+),
+below(task_id) AS (
+    SELECT d.child_task_id FROM version_edges d
+    WHERE d.version_id = (SELECT version_id FROM version)
+      AND d.parent_task_id = ANY (CAST(:task_ids AS integer[]))
     UNION
-    SELECT d.child_task_id FROM task_dependencies d JOIN below b ON d.parent_task_id = b.task_id
+    SELECT d.child_task_id FROM version_edges d JOIN below b ON d.parent_task_id = b.task_id
+    WHERE d.version_id = (SELECT version_id FROM version)
 )
 SELECT task_id FROM below;

@@ -6,7 +6,9 @@
 -- PROCESSING attempts whose lease ran out (the function was killed, or the handler hung).
 SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, t.task_id, t.name, t.timeout_s,
        t.max_retries, t.retry_delay_s, t.retry_backoff, t.retry_max_delay_s
-FROM task_log tl JOIN tasks t ON t.task_id = tl.task_id
+FROM task_log tl
+JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
 WHERE tl.status = 'PROCESSING' AND tl.lease_expires_at < :now
 ORDER BY tl.lease_expires_at
 LIMIT :limit;
@@ -18,8 +20,8 @@ LIMIT :limit;
 WITH stale AS (
     SELECT tl.log_id, tl.pipeline, tl.batch_id, t.name
     FROM task_log tl
-    JOIN tasks t ON t.task_id = tl.task_id
     JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+    JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
     WHERE b.status = 'RUNNING'
       AND (tl.status = 'NEW' OR (tl.status = 'RETRY' AND tl.next_attempt_at <= :now))
       AND NOT EXISTS (  -- a message still on its way: unpublished (the relay's), or recent
@@ -37,8 +39,10 @@ RETURNING outbox_id, topic, payload, attributes, available_at;
 
 -- name: overdue_polls
 -- Deferred attempts whose poll is overdue (its message was lost): the sweeper polls them.
-SELECT tl.batch_id, t.name, tl.attempt
-FROM task_log tl JOIN tasks t ON t.task_id = tl.task_id
+SELECT tl.pipeline, tl.batch_id, t.name, tl.attempt
+FROM task_log tl
+JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
 WHERE tl.job IS NOT NULL AND tl.status = 'PROCESSING' AND tl.poll_at <= :cutoff
 ORDER BY tl.poll_at
 LIMIT :limit;

@@ -4,17 +4,20 @@
 
 -- name: claim_task
 -- NEW (or RETRY that is due) -> PROCESSING, attempt + 1, lease set, attempt history opened; also
--- returns everything the handler needs. No row back means the claim did not land.
+-- returns everything the handler needs. No row back means the claim did not land. The task is
+-- the batch's version's task of that name.
 WITH claimed AS (
     UPDATE task_log tl
     SET status = 'PROCESSING', attempt = tl.attempt + 1, started_at = :now, finished_at = NULL,
         lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => t.timeout_s),
         next_attempt_at = NULL, error = NULL, job = NULL, poll_at = NULL
-    FROM tasks t, batches b
-    WHERE t.name = :task AND tl.task_id = t.task_id AND tl.batch_id = :batch_id
-      AND b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id AND b.status = 'RUNNING'
+    FROM batches b, version_tasks t
+    WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND b.status = 'RUNNING'
+      AND t.version_id = b.version_id AND t.name = :task
+      AND tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id AND tl.task_id = t.task_id
       AND (tl.status = 'NEW' OR (tl.status = 'RETRY' AND tl.next_attempt_at <= :now))
-    RETURNING tl.log_id, tl.attempt, tl.task_id, tl.pipeline, tl.batch_id, tl.lease_expires_at
+    RETURNING tl.log_id, tl.attempt, tl.task_id, tl.pipeline, tl.batch_id, tl.lease_expires_at,
+              b.version_id, b.params AS batch_params
 ),
 opened AS (
     INSERT INTO task_attempts (log_id, batch_id, task_id, attempt, started_at, worker)
@@ -22,30 +25,30 @@ opened AS (
 )
 SELECT c.log_id, c.attempt, c.pipeline, c.lease_expires_at, t.task_id, t.name, t.handler,
        t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
-       t.retry_max_delay_s, b.params AS batch_params, NULL::jsonb AS job,
-       dagrelay_parent_outputs(c.batch_id, c.task_id) AS parent_outputs
+       t.retry_max_delay_s, c.batch_params, NULL::jsonb AS job,
+       dagrelay_parent_outputs(c.version_id, c.batch_id, c.task_id) AS parent_outputs
 FROM claimed c
-JOIN tasks t ON t.task_id = c.task_id
-JOIN batches b ON b.pipeline = c.pipeline AND b.batch_id = c.batch_id;
+JOIN version_tasks t ON t.version_id = c.version_id AND t.task_id = c.task_id;
 
 -- name: task_state
 -- Why a claim did not land: the task's row in this batch (if any) and the batch's status.
-SELECT t.task_id, t.pipeline, tl.status::text AS status, tl.attempt, tl.lease_expires_at,
+-- No row back: no such batch, or its version has no such task.
+SELECT t.task_id, b.pipeline, tl.status::text AS status, tl.attempt, tl.lease_expires_at,
        b.status::text AS batch_status
-FROM tasks t
-LEFT JOIN task_log tl ON tl.task_id = t.task_id AND tl.batch_id = :batch_id
-LEFT JOIN batches b ON b.pipeline = t.pipeline AND b.batch_id = :batch_id
-WHERE t.name = :task;
+FROM batches b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
+LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
 
 -- name: extend_lease
 -- Heartbeat of a long handler: push its lease out by timeout_s, only while its attempt is live
 -- and its batch is still RUNNING (no row back: the handler should stop).
 UPDATE task_log tl
 SET lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => t.timeout_s)
-FROM tasks t, batches b
+FROM batches b, version_tasks t
 WHERE tl.log_id = :log_id AND tl.status = 'PROCESSING' AND tl.attempt = :attempt
-  AND t.task_id = tl.task_id
   AND b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id AND b.status = 'RUNNING'
+  AND t.version_id = b.version_id AND t.task_id = tl.task_id
 RETURNING tl.lease_expires_at;
 
 -- name: defer_attempt
@@ -55,10 +58,11 @@ WITH deferred AS (
     UPDATE task_log tl
     SET job = CAST(:job AS jsonb), poll_at = :poll_at,
         lease_expires_at = CAST(:poll_at AS timestamptz) + make_interval(secs => t.timeout_s)
-    FROM tasks t
+    FROM batches b, version_tasks t
     WHERE tl.log_id = :log_id AND tl.status = 'PROCESSING' AND tl.attempt = :attempt
       AND tl.poll_at IS NOT DISTINCT FROM CAST(:expected_poll_at AS timestamptz)
-      AND t.task_id = tl.task_id
+      AND b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+      AND t.version_id = b.version_id AND t.task_id = tl.task_id
     RETURNING tl.log_id, tl.task_id, tl.pipeline, tl.batch_id, tl.attempt, tl.status, t.name
 ),
 messages AS (
@@ -79,11 +83,11 @@ SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM def
 SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, tl.lease_expires_at, t.task_id, t.name,
        t.handler, t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
        t.retry_max_delay_s, b.params AS batch_params, tl.job, tl.poll_at,
-       dagrelay_parent_outputs(tl.batch_id, tl.task_id) AS parent_outputs
-FROM task_log tl
-JOIN tasks t ON t.task_id = tl.task_id
-JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
-WHERE tl.batch_id = :batch_id AND t.name = :task AND tl.status = 'PROCESSING'
+       dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) AS parent_outputs
+FROM batches b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
+JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND tl.status = 'PROCESSING'
   AND tl.job IS NOT NULL AND tl.attempt = :attempt;
 
 -- name: finish_attempt
@@ -127,18 +131,18 @@ messages AS (
     SELECT CAST(:topic AS text), m.payload, m.attributes, CAST(:now AS timestamptz),
            CAST(:next_attempt_at AS timestamptz), d.log_id
     FROM done d
-    JOIN tasks t ON t.task_id = d.task_id
-    CROSS JOIN LATERAL dagrelay_run_task_message(d.pipeline, d.batch_id, t.name) m
+    CROSS JOIN LATERAL dagrelay_run_task_message(d.pipeline, d.batch_id, :task) m
     WHERE d.status = 'RETRY'
     UNION ALL
     SELECT CAST(:alerts_topic AS text),
            jsonb_build_object('kind', 'task_failed', 'pipeline', d.pipeline,
-                              'batch_id', d.batch_id, 'task', t.name, 'attempt', d.attempt,
-                              'error', CAST(:error AS text), 'log_id', d.log_id,
-                              'root_cause', t.name, 'at', CAST(:now AS timestamptz)),
+                              'batch_id', d.batch_id, 'task', CAST(:task AS text),
+                              'attempt', d.attempt, 'error', CAST(:error AS text),
+                              'log_id', d.log_id, 'root_cause', CAST(:task AS text),
+                              'at', CAST(:now AS timestamptz)),
            CAST('{"kind": "task_failed"}' AS jsonb), CAST(:now AS timestamptz),
            CAST(:now AS timestamptz), d.log_id
-    FROM done d JOIN tasks t ON t.task_id = d.task_id
+    FROM done d
     WHERE d.status = 'ERROR'
     RETURNING outbox_id, topic, payload, attributes, available_at
 )
@@ -148,7 +152,7 @@ SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM don
 
 -- name: advance_children
 -- The fan-in/fan-out step, settled: dagrelay_advance_children (migrations/versions/
--- 0005_engine_sql.py) decides the children of the given parents, and the children of those
+-- 0010_versions.py: the batch's version's edges and tasks) decides the children of the given parents, and the children of those
 -- that can never run, level by level inside PostgreSQL. One statement per completion.
 SELECT created_tasks AS tasks, created_messages AS messages
 FROM dagrelay_advance_children(

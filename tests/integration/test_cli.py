@@ -162,15 +162,17 @@ def test_schema_error_exit_code(run: Run, tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_task_of_another_pipeline(run: Run, db: Engine, tmp_path: Path) -> None:
+def test_a_task_name_another_pipeline_uses_is_free(run: Run, db: Engine, tmp_path: Path) -> None:
     with db.begin() as conn:
         conn.execute(text("INSERT INTO tasks (name, pipeline, handler) VALUES ('a', 'other', 'x')"))
     path = write(tmp_path, "pipeline: p\ntasks: [{name: a, handler: python.noop}]\n")
 
     result = run("pipeline", "apply", path)
 
-    assert result.exit_code == 2
-    assert result.stderr == "error: bad.yaml: task 'a' already belongs to pipeline 'other'\n"
+    assert result.exit_code == 0, result.stderr
+    with db.connect() as conn:
+        rows = conn.execute(text("SELECT pipeline, handler FROM tasks WHERE name = 'a'")).all()
+    assert sorted(tuple(r) for r in rows) == [("other", "x"), ("p", "python.noop")]
 
 
 def test_pipeline_validate(run: Run) -> None:

@@ -166,11 +166,14 @@ def test_a_failed_job_is_retried_with_a_new_attempt_and_a_new_job(
     db: Engine,
     clock: FakeClock,
     jobs: FakeJobs,
-    started: RunTask,
+    insert_pipeline: InsertPipeline,
 ) -> None:
-    with db.begin() as conn:
+    insert_pipeline("p", {"report": ["load"]}, handlers={"load": "test.job"})
+    with db.begin() as conn:  # before the batch starts: its version has the retries
         conn.execute(text("UPDATE tasks SET max_retries = 1, retry_delay_s = 5"))
-    engine.run_task(started)
+    engine.start_batch(StartBatch("p", "b1"))
+    (message,) = publisher.drain(EVENTS_TOPIC)
+    engine.run_task(as_run_task(message))
     jobs.done["b1-load-1"] = RuntimeError("backend error")
     clock.advance(10)
 

@@ -28,6 +28,9 @@ TABLES = {
     "file_log",
     "schedules",
     "pipeline_edge_writes",
+    "pipeline_versions",
+    "version_tasks",
+    "version_edges",
 }
 
 OURS = {

@@ -443,6 +443,7 @@ def test_backfill_reprocess_failed_reruns_the_failed_task(
         "2024-03-01",
         "--reprocess",
         "failed",
+        "--latest",
         **topic.env(),
     )
 
@@ -476,7 +477,7 @@ def test_rerun_after_a_fix_resumes_the_batch(
     failing_diamond(insert_pipeline, engine, publisher)
     fix(db, "b")
 
-    result = run("rerun", "b1", "b", "--downstream", "--pipeline", "dia", **topic.env())
+    result = run("rerun", "b1", "b", "--downstream", "--latest", "--pipeline", "dia", **topic.env())
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == "2 task rows reset; batch dia/b1 is RUNNING again"
@@ -499,10 +500,14 @@ def test_rerun_after_a_fix_resumes_the_batch(
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        pytest.param(["b1", "nope"], "error: no batch 'b1' with a task 'nope'\n", id="unknown"),
+        pytest.param(
+            ["b1", "nope"],
+            "error: no batch 'b1' with a task 'nope' in pipeline 'dia'\n",
+            id="unknown",
+        ),
         pytest.param(
             ["b1", "b", "--pipeline", "other"],
-            "error: task 'b' belongs to pipeline 'dia', not 'other'\n",
+            "error: no batch 'b1' with a task 'b' in pipeline 'other'\n",
             id="wrong pipeline",
         ),
     ],
@@ -576,7 +581,8 @@ def test_explain_a_diamond_with_one_failure(
 
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        f"dia / b1  FAILED\n└── b ERROR after 1 attempt: {error}\n    └── d UPSTREAM_FAILED\n"
+        f"dia / b1  FAILED  version 1\n└── b ERROR after 1 attempt: {error}\n"
+        "    └── d UPSTREAM_FAILED\n"
     )
 
 
@@ -592,7 +598,7 @@ def test_explain_a_batch_that_did_not_fail(
 
     assert (result.exit_code, result.stdout) == (
         0,
-        "monthly_profit / 2024-03  SUCCESS\n└── nothing failed\n",
+        "monthly_profit / 2024-03  SUCCESS  version 1\n└── nothing failed\n",
     )
     assert (missing.exit_code, missing.stderr) == (1, "error: no batch 'nope'\n")
 
@@ -671,3 +677,134 @@ def test_help_lists_the_operator_commands(run: Run) -> None:
     result = run("--help")
     for command in ("validate", "backfill", "rerun", "cancel", "history", "explain", "status"):
         assert command in result.stdout
+
+
+# -- batch ids shared by pipelines, versions -----------------------------------------------------
+
+
+@pytest.fixture
+def two_pipelines(
+    engine: DagEngine, publisher: InMemoryPublisher, insert_pipeline: InsertPipeline
+) -> None:
+    """dia (b fails) and ok (the same task names, all succeed), each with a batch b1."""
+    failing_diamond(insert_pipeline, engine, publisher)
+    insert_pipeline("ok", {"b": ["a"], "c": ["a"], "d": ["b", "c"]})
+    engine.start_batch(StartBatch("ok", "b1"))
+    drive(engine, publisher)
+
+
+@pytest.mark.usefixtures("two_pipelines")
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["status", "b1"],
+        ["explain", "b1"],
+        ["history", "b1", "b"],
+        ["rerun", "b1", "b"],
+        ["cancel", "b1"],
+    ],
+)
+def test_an_ambiguous_batch_id_is_refused_naming_the_pipelines(
+    run: Run, db: Engine, topic: Topic, verb: list[str]
+) -> None:
+    result = run(*verb, **topic.env())
+
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: batch 'b1' exists in pipelines dia, ok: say which one with --pipeline\n",
+    )
+    assert batches(db, "dia") == {"b1": "FAILED"}  # nothing was done to either batch
+    assert batches(db, "ok") == {"b1": "SUCCESS"}
+    assert topic.pull_now() == []
+
+
+@pytest.mark.usefixtures("two_pipelines")
+def test_every_verb_picks_the_pipeline_it_is_given(run: Run, db: Engine, topic: Topic) -> None:
+    ok = run("status", "b1", "--pipeline", "ok")
+    dia = run("explain", "b1", "--pipeline", "dia")
+    history = run("history", "b1", "b", "--pipeline", "ok")
+    rerun = run("rerun", "b1", "b", "--pipeline", "ok", **topic.env())
+
+    assert ok.exit_code == 0, ok.output
+    assert "ok / b1  SUCCESS  version 1" in ok.stdout
+    assert "dia / b1" not in ok.stdout
+    assert dia.stdout.startswith("dia / b1  FAILED  version 1\n└── b ERROR")
+    assert "b in batch b1 (now SUCCESS)" in history.stdout
+    assert rerun.stdout.splitlines()[-1] == "1 task rows reset; batch ok/b1 is RUNNING again"
+    assert topic.pull(1) == [RunTask(batch_id="b1", task="b", pipeline="ok")]
+    assert batches(db, "dia") == {"b1": "FAILED"}
+
+
+def test_pipeline_history_and_diff(
+    run: Run,
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    insert_pipeline: InsertPipeline,
+) -> None:
+    failing_diamond(insert_pipeline, engine, publisher)
+    fix(db, "b")
+    with db.begin() as conn:
+        conn.execute(text("DELETE FROM tasks WHERE name = 'c'"))
+    engine.start_batch(StartBatch("dia", "b2"))
+    engine.start_batch(StartBatch("dia", "b3"))
+
+    history = run("pipeline", "history", "dia")
+    diff = run("pipeline", "diff", "dia", "1", "2")
+    missing = run("pipeline", "diff", "dia", "1", "9")
+
+    assert history.exit_code == 0, history.output
+    lines = [line for line in history.stdout.splitlines() if line.startswith("│ ")]
+    assert [line.split("│")[1].strip() for line in lines] == ["1", "2"]
+    assert "b1" in lines[0]
+    assert "b2, b3" in lines[1]
+    assert diff.stdout.splitlines() == [
+        "- task c",
+        '~ task b: handler "python.fail" -> "python.noop"',
+        '~ task b: params {"message": "disk on fire", "retryable": false} -> {}',
+        "- edge a -> c",
+        "- edge c -> d",
+    ]
+    assert (missing.exit_code, missing.stderr) == (1, "error: pipeline 'dia' has no version 9\n")
+
+
+def test_backfill_reports_a_refused_rerun_and_goes_on(
+    run: Run,
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    insert_pipeline: InsertPipeline,
+    topic: Topic,
+) -> None:
+    """Was: the first refused rerun stopped the backfill (and the days after it)."""
+    insert_pipeline(
+        "dia",
+        {"b": ["a"], "c": ["a"]},
+        handlers={"b": "python.fail", "c": "python.fail"},
+        params={"b": '{"message": "no"}', "c": '{"message": "no"}'},
+    )
+    for day in ("2024-03-01", "2024-03-02"):
+        engine.start_batch(StartBatch("dia", day))
+    drive(engine, publisher)
+    fix(db, "b")
+    fix(db, "c")
+    with db.begin() as conn:  # day 1 moves only if c is rerun: make c not rerun there
+        conn.execute(
+            text(
+                "UPDATE task_log SET status = 'SUCCESS' WHERE batch_id = '2024-03-01' "
+                "AND task_id = (SELECT task_id FROM tasks WHERE name = 'c')"
+            )
+        )
+    result = run(
+        "backfill", "dia", "--from", "2024-03-01", "--to", "2024-03-02",
+        "--reprocess", "failed", "--latest", **topic.env(),
+    )  # fmt: skip
+
+    assert result.exit_code == 1, result.output
+    assert "dia/2024-03-01: rerun refused: cannot move batch dia/2024-03-01" in result.stderr
+    assert "task 'c' changed in version 2 but is not rerun" in result.stderr
+    messages = topic.pull(2)
+    assert {(m.batch_id, m.task) for m in messages if isinstance(m, RunTask)} == {
+        ("2024-03-02", "b"),
+        ("2024-03-02", "c"),
+    }

@@ -20,6 +20,7 @@ from dagrelay.pipelines.apply import ApplyResult
 from dagrelay.pipelines.apply import apply as apply_pipeline
 from dagrelay.pipelines.spec import PipelineSpec, PipelineTask, load_pipeline
 from dagrelay.store.db import database_error
+from dagrelay.store.reads import batch_report
 from tests.integration.helpers import scalar
 
 pytestmark = pytest.mark.integration
@@ -171,17 +172,26 @@ def test_changed_parents_remove_and_add_edges(db: Engine, tmp_path: Path) -> Non
     assert edge_rows(db) == {("b", "c"): T1, ("b", "a"): T2}
 
 
-def test_task_of_another_pipeline_is_refused(db: Engine, tmp_path: Path) -> None:
+def test_two_pipelines_may_have_tasks_of_the_same_name(db: Engine, tmp_path: Path) -> None:
     apply(db, write(tmp_path, "first", [noop("shared"), noop("mine")]))
-    before = task_rows(db)
 
-    with pytest.raises(PipelineError) as raised:
-        apply(db, write(tmp_path, "second", [noop("new"), noop("shared", "new")]))
+    result = apply(db, write(tmp_path, "second", [noop("new"), noop("shared", "new")]))
 
-    assert raised.value.problems == [
-        "second.yaml: task 'shared' already belongs to pipeline 'first'"
+    assert result.created == ("new", "shared")
+    with db.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT t.pipeline, t.name, count(d.parent_task_id) FROM tasks t "
+                "LEFT JOIN task_dependencies d ON d.child_task_id = t.task_id "
+                "GROUP BY t.task_id ORDER BY 1, 2"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("first", "mine", 0),
+        ("first", "shared", 0),  # untouched by the second pipeline's file
+        ("second", "new", 0),
+        ("second", "shared", 1),
     ]
-    assert task_rows(db) == before
 
 
 def test_tasks_missing_from_the_file_are_reported_and_kept(db: Engine, tmp_path: Path) -> None:
@@ -191,7 +201,9 @@ def test_tasks_missing_from_the_file_are_reported_and_kept(db: Engine, tmp_path:
 
     assert result.not_in_file == ("b", "c")
     assert result.pruned == ()
-    assert str(result).endswith("; not in the file, left in place: b, c")
+    assert str(result).endswith(
+        "; live tasks not in the file (they still run; --prune removes them): b, c"
+    )
     assert set(task_rows(db)) == {"a", "b", "c"}
     assert set(edge_rows(db)) == {("a", "b"), ("b", "c")}  # kept tasks keep their parents
 
@@ -208,20 +220,22 @@ def test_prune_deletes_them(db: Engine, tmp_path: Path) -> None:
     assert apply(db, write(tmp_path, "p", [noop("a")]), prune=True).changes == 0
 
 
-def test_prune_refuses_tasks_with_history(db: Engine, engine: DagEngine, tmp_path: Path) -> None:
+def test_prune_removes_tasks_batches_ran_and_they_keep_them(
+    db: Engine, engine: DagEngine, tmp_path: Path
+) -> None:
     apply(db, write(tmp_path, "p", [noop("a"), noop("b"), noop("c", "a")]))
     engine.start_batch(StartBatch(pipeline="p", batch_id="b1"))
-    before = task_rows(db)
 
-    with pytest.raises(PipelineError) as raised:
-        apply(db, write(tmp_path, "p", [noop("c")]), prune=True)
+    result = apply(db, write(tmp_path, "p", [noop("c")]), prune=True)
+    engine.start_batch(StartBatch(pipeline="p", batch_id="b2"))
 
-    history = "batches have run it (task_log); keep it in the file with enabled: false"
-    assert raised.value.problems == [
-        f"p.yaml: cannot prune task 'a': {history}",
-        f"p.yaml: cannot prune task 'b': {history}",
-    ]
-    assert task_rows(db) == before
+    assert result.pruned == ("a", "b")
+    assert set(task_rows(db)) == {"c"}
+    with db.connect() as conn:
+        (old,) = batch_report(conn, "b1", "p")
+        (new,) = batch_report(conn, "b2", "p")
+    assert (old["version"], sorted(t["task"] for t in old["tasks"])) == (1, ["a", "b"])
+    assert (new["version"], sorted(t["task"] for t in new["tasks"])) == (2, ["c"])
 
 
 def test_graph_problems_are_refused_before_writing(db: Engine) -> None:
@@ -350,14 +364,19 @@ def test_one_changed_task_writes_that_row_alone(db: Engine, tmp_path: Path) -> N
 
 
 def test_apply_in_progress_does_not_block_a_running_batch(db: Engine, tmp_path: Path) -> None:
-    """While an apply that changes a task is uncommitted, a batch of the pipeline starts and
-    its rows reference the tasks (foreign key checks lock them FOR KEY SHARE)."""
+    """While an apply that changes a task is uncommitted, a batch of the pipeline starts: its
+    version is read from the live rows (the committed ones) without waiting for the apply."""
     apply(db, diamond(tmp_path))
     with db.begin() as conn:
         apply_pipeline(conn, diamond(tmp_path, timeout_of_b=60))
         with db.connect() as other:
             other.execute(text("SET lock_timeout = '2s'"))
-            other.execute(text("INSERT INTO batches (pipeline, batch_id) VALUES ('p', 'b1')"))
+            other.execute(
+                text(
+                    "INSERT INTO batches (pipeline, batch_id, version_id) "
+                    "VALUES ('p', 'b1', dagrelay_pipeline_version('p', now()))"
+                )
+            )
             other.execute(
                 text(
                     "INSERT INTO task_log (pipeline, batch_id, task_id) "

@@ -74,7 +74,7 @@ def test_a_rerun_never_removes_a_task_claimed_meanwhile(
     assert engine.run_task(RunTask("b1", "a")) == RunOutcome.SUCCESS  # b is NEW
     with db.connect() as conn:
         transaction = conn.begin()
-        claim = store.claim(conn, batch_id="b1", task="b", now=clock(), worker="w1")
+        claim = store.claim(conn, pipeline="p", batch_id="b1", task="b", now=clock(), worker="w1")
         assert claim is not None  # claimed, not yet committed
         thread, result = in_thread(lambda: engine.rerun_tasks("b1", ["a"], downstream=True))
         wait_for(lambda: waiting_on_a_lock(db), 10, "the rerun to wait for the claim")
@@ -95,7 +95,7 @@ def test_a_retry_written_while_the_batch_is_cancelled_ends_cancelled(
         conn.execute(text("UPDATE tasks SET max_retries = 3"))
     engine.start_batch(StartBatch("p", "b1"))
     with db.begin() as conn:
-        claim = store.claim(conn, batch_id="b1", task="r", now=clock(), worker="w1")
+        claim = store.claim(conn, pipeline="p", batch_id="b1", task="r", now=clock(), worker="w1")
     assert claim is not None
     with db.connect() as conn:
         transaction = conn.begin()
@@ -122,7 +122,7 @@ def test_children_created_as_the_batch_is_cancelled_are_cancelled(
     insert_pipeline("p", {"c": ["a"]})
     engine.start_batch(StartBatch("p", "b1"))
     with db.begin() as conn:
-        claim = store.claim(conn, batch_id="b1", task="a", now=clock(), worker="w1")
+        claim = store.claim(conn, pipeline="p", batch_id="b1", task="a", now=clock(), worker="w1")
     assert claim is not None
     with db.connect() as conn:
         transaction = conn.begin()
@@ -158,7 +158,7 @@ def test_the_sweeper_leaves_a_lease_a_heartbeat_renewed(
     insert_pipeline("p", {"a": []})
     engine.start_batch(StartBatch("p", "b1"))
     with db.begin() as conn:
-        claim = store.claim(conn, batch_id="b1", task="a", now=clock(), worker="w1")
+        claim = store.claim(conn, pipeline="p", batch_id="b1", task="a", now=clock(), worker="w1")
     assert claim is not None
     clock.advance(541)  # the lease (timeout_s 540) ran out ...
     with db.begin() as conn:
@@ -182,7 +182,7 @@ def test_a_deferral_is_written_once_per_poll(
     insert_pipeline("p", {"a": []})
     engine.start_batch(StartBatch("p", "b1"))
     with db.begin() as conn:
-        claim = store.claim(conn, batch_id="b1", task="a", now=clock(), worker="w1")
+        claim = store.claim(conn, pipeline="p", batch_id="b1", task="a", now=clock(), worker="w1")
     assert claim is not None
     deferred = Deferred({"job_id": "j1"}, poll_after_s=10)
 
@@ -209,7 +209,7 @@ def test_a_failing_sweep_step_does_not_stop_the_others(
     engine.start_batch(StartBatch("p", "b1"))  # both run_task messages stay unpublished
     publisher.fail_with = None
     with db.begin() as conn:
-        claim = store.claim(conn, batch_id="b1", task="a", now=clock(), worker="w1")
+        claim = store.claim(conn, pipeline="p", batch_id="b1", task="a", now=clock(), worker="w1")
     assert claim is not None
     clock.advance(600)
 

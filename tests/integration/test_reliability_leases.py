@@ -54,6 +54,15 @@ def dag(
     helpers.HOOKS.pop(HOOK, None)
 
 
+def restart_with(dag: DagEngine, db: Engine, publisher: InMemoryPublisher, **columns: Any) -> None:
+    """Change the tasks' settings and start b1 again: a batch runs the version it started with."""
+    with db.begin() as conn:
+        conn.execute(text("DELETE FROM batches WHERE batch_id = 'b1'"))
+    set_task_columns(db, **columns)
+    dag.start_batch(StartBatch("p", "b1"))
+    publisher.drain()
+
+
 def lease(db: Engine) -> Any:
     return scalar(db, "SELECT lease_expires_at FROM task_log WHERE status = 'PROCESSING'")
 
@@ -75,7 +84,7 @@ def test_zombie_result_after_lease_expiry_is_rejected(
     retries: int,
     concluded: str,
 ) -> None:
-    set_task_columns(db, max_retries=retries)
+    restart_with(dag, db, publisher, max_retries=retries)
     swept: list[int] = []
 
     def hang_past_the_lease(ctx: HandlerContext) -> dict[str, Any]:
@@ -184,7 +193,7 @@ def test_live_lease_is_not_expired_and_duplicate_is_ignored(
 def test_two_sweepers_expire_one_lease_once(
     dag: DagEngine, db: Engine, clock: FakeClock, publisher: InMemoryPublisher
 ) -> None:
-    set_task_columns(db, max_retries=0)
+    restart_with(dag, db, publisher, max_retries=0)
     gate = Gate()
     helpers.HOOKS[HOOK] = gate
     thread = threading.Thread(target=lambda: dag.run_task(RunTask("b1", "z")))

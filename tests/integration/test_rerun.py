@@ -41,7 +41,8 @@ def batch_status(db: Engine, batch_id: str) -> str:
 
 
 def fix_task(db: Engine, name: str) -> None:
-    """What an operator does before a rerun: make the broken task work."""
+    """What an operator does before a rerun --latest: make the broken task work (in the live
+    definition; the batch moves to that version)."""
     with db.begin() as conn:
         conn.execute(
             text("UPDATE tasks SET handler = 'python.noop', params = '{}' WHERE name = :n"),
@@ -72,7 +73,7 @@ def test_rerun_downstream_after_a_fix_resumes_the_batch_to_success(
 ) -> None:
     fix_task(db, "bad")
 
-    reset = engine.rerun(Rerun(batch_id="b1", task="bad", downstream=True))
+    reset = engine.rerun(Rerun(batch_id="b1", task="bad", downstream=True, latest=True))
     assert batch_status(db, "b1") == "RUNNING"
     drive(engine, publisher)
 
@@ -113,7 +114,7 @@ def test_rerun_without_downstream_reruns_only_the_task(
 ) -> None:
     fix_task(db, "bad")
 
-    assert engine.rerun(Rerun(batch_id="b1", task="bad")) == 1
+    assert engine.rerun(Rerun(batch_id="b1", task="bad", latest=True)) == 1
     drive(engine, publisher)
 
     result = statuses(db, "b1")
@@ -135,7 +136,7 @@ def test_rerun_of_a_successful_task_runs_it_again_and_its_children_once(
     engine: DagEngine, publisher: InMemoryPublisher, db: Engine
 ) -> None:
     fix_task(db, "bad")
-    engine.rerun(Rerun(batch_id="b1", task="bad", downstream=True))
+    engine.rerun(Rerun(batch_id="b1", task="bad", downstream=True, latest=True))
     drive(engine, publisher)
 
     assert engine.rerun(Rerun(batch_id="b1", task="e", downstream=True)) == 2  # e and d

@@ -8,14 +8,19 @@
     dagrelay trigger PIPELINE BATCH_ID [--param k=v ...] [--start-task NAME]
     dagrelay validate [FILES...]
     dagrelay pipeline export PIPELINE [-o FILE]                    (export)
+    dagrelay pipeline history PIPELINE                             (versions)
+    dagrelay pipeline diff PIPELINE A B                            (versions)
     dagrelay backfill PIPELINE --from DATE --to DATE [--reprocess none|failed|all]
-                      [--max-concurrent N] [--wait] [--dry-run]
-    dagrelay rerun BATCH TASK [--downstream] [--pipeline P]
-    dagrelay cancel BATCH --pipeline P
+                      [--latest] [--max-concurrent N] [--wait] [--dry-run]
+    dagrelay rerun BATCH TASK [--downstream] [--latest] [--pipeline P]
+    dagrelay cancel BATCH [--pipeline P]
     dagrelay status [BATCH] [--pipeline P] [--json] [--wait [--timeout S]]
-    dagrelay history BATCH TASK [--traceback]
+    dagrelay history BATCH TASK [--traceback] [--pipeline P]
     dagrelay explain BATCH [--pipeline P]
     dagrelay schedule list | pause PIPELINE | resume PIPELINE     (schedule)
+
+A batch id is unique per pipeline only: a verb given an id that several pipelines use refuses
+(exit code 2), naming them, until --pipeline says which.
 
 One module per verb (named after it unless noted). ``define`` and ``trigger`` register their
 commands where they are defined; the operator's verbs are registered below, in the order
@@ -45,12 +50,15 @@ from dagrelay.cli import (
     status,
     trigger,
     validate,
+    versions,
 )
 from dagrelay.cli.app import app, pipeline_app
 
 app.command()(init.init)
 app.command()(validate.validate)
 pipeline_app.command("export")(export.pipeline_export)
+pipeline_app.command("history")(versions.pipeline_history)
+pipeline_app.command("diff")(versions.pipeline_diff)
 app.command()(backfill.backfill)
 app.command()(rerun.rerun)
 app.command()(cancel.cancel)

@@ -1,4 +1,4 @@
-"""``dagrelay backfill PIPELINE --from DATE --to DATE [--reprocess none|failed|all]
+"""``dagrelay backfill PIPELINE --from DATE --to DATE [--reprocess none|failed|all] [--latest]
 [--max-concurrent N] [--wait] [--dry-run]``: one batch per day. The plan is
 ``dagrelay.ops.verbs.plan_backfill``; new batches start by publishing start_batch (like
 ``trigger``), so a backfill works against the deployed system; existing ones are rerun through
@@ -58,6 +58,14 @@ def backfill(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan, start nothing.")
     ] = False,
+    latest: Annotated[
+        bool,
+        typer.Option(
+            "--latest",
+            help="Reprocessed batches move to the pipeline's current version (each refusal "
+            "is reported and the backfill goes on).",
+        ),
+    ] = False,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
     poll: Poll = DEFAULT_POLL_S,
 ) -> None:
@@ -84,9 +92,10 @@ def backfill(
         typer.echo(f"dry run: {len(todo)} of {len(plan)} days would run; nothing started")
         return
     runner = _Backfill(pipeline, max_concurrent, wait, time.monotonic() + timeout, poll)
+    runner.latest = latest
     results = runner.run(todo)
-    console.print(result_table(pipeline, results))
-    if wait and any(status != "SUCCESS" for status in results.values()):
+    console.print(result_table(pipeline, results | runner.refused))
+    if runner.refused or (wait and any(status != "SUCCESS" for status in results.values())):
         raise typer.Exit(1)
 
 
@@ -108,7 +117,7 @@ def result_table(pipeline: str, results: Mapping[str, str]) -> Table:
     table = Table(title=f"backfill {pipeline}: started", title_justify="left")
     table.add_column("batch")
     table.add_column("status now")
-    for batch_id, status in results.items():
+    for batch_id, status in sorted(results.items()):
         table.add_row(batch_id, status_text(status))
     return table
 
@@ -123,6 +132,8 @@ class _Backfill:
         self.pipeline, self.limit, self.wait = pipeline, limit, wait
         self.deadline, self.poll = deadline, poll
         self.launched: list[str] = []
+        self.latest = False
+        self.refused: dict[str, str] = {}  # batch id -> why its rerun was refused
 
     def run(self, todo: Sequence[ops.PlannedBatch]) -> dict[str, str]:
         pending = list(todo)
@@ -159,23 +170,31 @@ class _Backfill:
             settings = get_settings()
             message = start_batch_message(self.pipeline, item.batch_id, item.params, None)
             publish(settings.project_id, settings.events_topic, message)
-        elif not rerun_batch(self.pipeline, item.batch_id, item.action == ops.Action.RERUN_ALL):
-            return False
+        else:
+            try:
+                everything = item.action == ops.Action.RERUN_ALL
+                if not rerun_batch(self.pipeline, item.batch_id, everything, self.latest):
+                    return False
+            except DagrelayError as exc:  # reported; the other batches go on
+                self.refused[item.batch_id] = f"REFUSED: {exc}"
+                typer.echo(f"{self.pipeline}/{item.batch_id}: rerun refused: {exc}", err=True)
+                return False
         self.launched.append(item.batch_id)
         return True
 
 
-def rerun_batch(pipeline: str, batch_id: str, everything: bool) -> bool:
+def rerun_batch(pipeline: str, batch_id: str, everything: bool, latest: bool = False) -> bool:
     """Run an existing batch again through ``Engine.rerun`` (each target with its
-    downstream; see ``ops.rerun_targets``). False if there was nothing to rerun."""
+    downstream; see ``ops.rerun_targets``), in its version (with ``latest``: moved to the
+    current one). False if there was nothing to rerun; a refusal raises."""
     with get_engine().connect() as conn:
         rows = reads.batch_rows(conn, pipeline, batch_id)
-        parents = reads.pipeline_parents(conn, pipeline)
+        parents = reads.batch_parents(conn, pipeline, batch_id)
     targets = ops.rerun_targets(rows, parents, everything=everything)
     if not targets:
         typer.echo(f"{pipeline}/{batch_id}: nothing to rerun", err=True)
         return False
     # One transaction for all of them: no task starts before every reset is committed.
     engine = operator_engine(PubSubPublisher(get_settings().project_id))
-    engine.rerun_tasks(batch_id, targets, downstream=True, pipeline=pipeline)
+    engine.rerun_tasks(batch_id, targets, downstream=True, pipeline=pipeline, latest=latest)
     return True

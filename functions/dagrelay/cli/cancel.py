@@ -1,4 +1,4 @@
-"""``dagrelay cancel BATCH --pipeline P``: cancel a RUNNING batch through the engine."""
+"""``dagrelay cancel BATCH [--pipeline P]``: cancel a RUNNING batch through the engine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from dagrelay.cli.app import fail, reports_errors
-from dagrelay.cli.common import operator_engine
+from dagrelay.cli.common import PipelineOption, batch_pipeline, operator_engine
 from dagrelay.cli.render import batch_table
 from dagrelay.config import get_settings
 from dagrelay.messages import CancelBatch
@@ -20,10 +20,11 @@ from dagrelay.store.db import get_engine
 @reports_errors
 def cancel(
     batch_id: Annotated[str, typer.Argument(help="The batch.")],
-    pipeline: Annotated[str, typer.Option(help="The batch's pipeline.")],
+    pipeline: PipelineOption = None,
 ) -> None:
     """Cancel a RUNNING batch: its waiting tasks become CANCELLED, running ones finish."""
     with get_engine().connect() as conn:
+        pipeline = batch_pipeline(conn, batch_id, pipeline)
         before = reads.read_batches(conn, batch_id, pipeline)
     if not before:
         fail([f"no batch {batch_id!r} in pipeline {pipeline!r}"], 1)

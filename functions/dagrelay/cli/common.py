@@ -6,11 +6,15 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from sqlalchemy import Connection
 
+from dagrelay.cli.app import fail
 from dagrelay.cli.trigger import current_user
 from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine
+from dagrelay.errors import DagrelayError
 from dagrelay.router.wiring import build_engine
+from dagrelay.store import reads
 from dagrelay.store.outbox import Publisher
 
 DEFAULT_TIMEOUT_S = 3600.0
@@ -20,7 +24,27 @@ Timeout = Annotated[
     float, typer.Option(min=0, help="Give up waiting after this many seconds (exit code 1).")
 ]
 Poll = Annotated[float, typer.Option(min=0.01, help="Seconds between looks at the database.")]
-PipelineOption = Annotated[str | None, typer.Option(help="The batch's pipeline.")]
+PipelineOption = Annotated[
+    str | None,
+    typer.Option(help="The batch's pipeline (needed when pipelines share the batch id)."),
+]
+
+
+def batch_pipeline(conn: Connection, batch_id: str, pipeline: str | None) -> str:
+    """The pipeline of batch ``batch_id``: ``pipeline`` when given, else the only pipeline with
+    a batch of that id. A batch id is unique per pipeline only, so an id several pipelines use
+    is refused (exit code 2) with their names, and an unknown one is exit code 1."""
+    if pipeline is not None:
+        return pipeline
+    found = reads.batch_pipelines(conn, batch_id)
+    if not found:
+        fail([f"no batch {batch_id!r}"], 1)
+    if len(found) > 1:
+        raise DagrelayError(
+            f"batch {batch_id!r} exists in pipelines {', '.join(found)}: "
+            "say which one with --pipeline"
+        )
+    return found[0]
 
 
 def operator_engine(publisher: Publisher) -> Engine:

@@ -12,6 +12,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from dagrelay.cli.app import fail, reports_errors
+from dagrelay.cli.common import PipelineOption, batch_pipeline
 from dagrelay.cli.render import status_text
 from dagrelay.store import reads
 from dagrelay.store.db import get_engine
@@ -20,11 +21,12 @@ from dagrelay.store.db import get_engine
 @reports_errors
 def explain(
     batch_id: Annotated[str, typer.Argument(help="The batch.")],
-    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline's batch.")] = None,
+    pipeline: PipelineOption = None,
 ) -> None:
     """Why a batch failed: each failed task with its error, and under it the tasks its
     failure took down (UPSTREAM_FAILED)."""
     with get_engine().connect() as conn:
+        pipeline = batch_pipeline(conn, batch_id, pipeline)
         report = reads.read_batches(conn, batch_id, pipeline)
     if not report:
         where = f" in pipeline {pipeline!r}" if pipeline else ""
@@ -32,14 +34,27 @@ def explain(
     console = Console()
     for batch in report:
         console.print(
-            explain_tree(batch["pipeline"], batch_id, batch["status"], batch["root_causes"])
+            explain_tree(
+                batch["pipeline"],
+                batch_id,
+                batch["status"],
+                batch["root_causes"],
+                batch["version"],
+            )
         )
 
 
 def explain_tree(
-    pipeline: str, batch_id: str, status: str, causes: Sequence[reads.RootCause]
+    pipeline: str,
+    batch_id: str,
+    status: str,
+    causes: Sequence[reads.RootCause],
+    version: int | None = None,
 ) -> Tree:
-    tree = Tree(Text.assemble(f"{pipeline} / {batch_id}  ", status_text(status)))
+    label = Text.assemble(f"{pipeline} / {batch_id}  ", status_text(status))
+    if version is not None:
+        label.append(f"  version {version}", style="dim")
+    tree = Tree(label)
     if not causes:
         tree.add(Text("nothing failed", style="green"))
     for cause in causes:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dagrelay.cli.app import fail, reports_errors
+from dagrelay.cli.common import PipelineOption, batch_pipeline
 from dagrelay.cli.render import duration, problem, status_text, time_text
 from dagrelay.ops import verbs as ops
 from dagrelay.store import reads
@@ -23,11 +24,13 @@ def history(
     show_traceback: Annotated[
         bool, typer.Option("--traceback", help="Print each failed attempt's traceback.")
     ] = False,
+    pipeline: PipelineOption = None,
 ) -> None:
     """Every attempt of a task in a batch, across reruns: when, where, how it ended."""
     with get_engine().connect() as conn:
-        attempts = ops.number_runs(reads.task_history(conn, batch_id, task))
-        row = reads.task_row(conn, batch_id, task)
+        owner = batch_pipeline(conn, batch_id, pipeline)
+        attempts = ops.number_runs(reads.task_history(conn, owner, batch_id, task))
+        row = reads.task_row(conn, owner, batch_id, task)
     if not attempts:
         if row is None:
             fail([f"task {task!r} has no row and no attempts in batch {batch_id!r}"], 1)

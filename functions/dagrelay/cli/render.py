@@ -31,7 +31,9 @@ def batch_table(batch: Mapping[str, Any]) -> Table:
     """A batch (``dagrelay.store.reads.Batch``) as a table of its task rows in the order they
     ran: its status in the title, who triggered it and when in the caption."""
     title = Text.assemble(
-        f"{batch['pipeline']} / {batch['batch_id']}  ", status_text(batch["status"])
+        f"{batch['pipeline']} / {batch['batch_id']}  ",
+        status_text(batch["status"]),
+        (f"  version {batch['version']}", "dim"),
     )
     table = Table(title=title, caption=caption(batch), title_justify="left")
     table.add_column("task", overflow="fold")

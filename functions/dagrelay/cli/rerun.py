@@ -1,5 +1,6 @@
-"""``dagrelay rerun BATCH TASK [--downstream] [--pipeline P]``: reset a task (and its
-descendants) and run it again through the engine, as the router would."""
+"""``dagrelay rerun BATCH TASK [--downstream] [--latest] [--pipeline P]``: reset a task (and its
+descendants) and run it again through the engine, as the router would: in the batch's version,
+or with --latest in the pipeline's current one (the rule: ``dagrelay.engine.versions``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from dagrelay.cli.app import reports_errors
-from dagrelay.cli.common import PipelineOption, operator_engine
+from dagrelay.cli.common import PipelineOption, batch_pipeline, operator_engine
 from dagrelay.cli.render import status_text
 from dagrelay.config import get_settings
-from dagrelay.errors import BadMessage
 from dagrelay.messages import Rerun
 from dagrelay.pubsub import PubSubPublisher
 from dagrelay.store import reads
@@ -27,18 +27,24 @@ def rerun(
     downstream: Annotated[
         bool, typer.Option("--downstream", help="Also reset every task below it.")
     ] = False,
+    latest: Annotated[
+        bool,
+        typer.Option(
+            "--latest",
+            help="Move the batch to the pipeline's current version first; refused, saying "
+            "why, unless every task that changed is rerun.",
+        ),
+    ] = False,
     pipeline: PipelineOption = None,
 ) -> None:
-    """Reset a task (and with --downstream its descendants) in a batch and run it again; the
-    batch resumes. Their earlier attempts stay in `dagrelay history`."""
+    """Reset a task (and with --downstream its descendants) in a batch and run it again, in
+    the batch's version; the batch resumes. Their earlier attempts stay in `dagrelay history`."""
     with get_engine().connect() as conn:
-        owner = reads.task_pipeline(conn, task)
-        if pipeline is not None and owner is not None and owner != pipeline:
-            raise BadMessage(f"task {task!r} belongs to pipeline {owner!r}, not {pipeline!r}")
-        preview = reads.rerun_preview(conn, batch_id, task, downstream)
+        owner = batch_pipeline(conn, batch_id, pipeline)
+        preview = reads.rerun_preview(conn, owner, batch_id, task, downstream)
     settings = get_settings()
     reset = operator_engine(PubSubPublisher(settings.project_id)).rerun(
-        Rerun(batch_id=batch_id, task=task, pipeline=pipeline or owner, downstream=downstream)
+        Rerun(batch_id=batch_id, task=task, pipeline=owner, downstream=downstream, latest=latest)
     )
     table = Table(title=f"{owner} / {batch_id}: reset", title_justify="left")
     for column in ("task", "was", "attempts"):

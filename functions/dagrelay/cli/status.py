@@ -14,7 +14,14 @@ from rich.table import Table
 from rich.text import Text
 
 from dagrelay.cli.app import fail, reports_errors
-from dagrelay.cli.common import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S, Poll, Timeout
+from dagrelay.cli.common import (
+    DEFAULT_POLL_S,
+    DEFAULT_TIMEOUT_S,
+    PipelineOption,
+    Poll,
+    Timeout,
+    batch_pipeline,
+)
 from dagrelay.cli.render import (
     batch_table,
     dead_letter_table,
@@ -33,7 +40,7 @@ def status(
         str | None, typer.Argument(help="The batch to show (default: the recent batches).")
     ] = None,
     *,
-    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline's batches.")] = None,
+    pipeline: PipelineOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     wait: Annotated[
         bool,
@@ -56,10 +63,10 @@ def status(
         _wait(batch_id, pipeline, time.monotonic() + timeout, poll)
         return
     with get_engine().connect() as conn:
+        pipeline = batch_pipeline(conn, batch_id, pipeline)
         report = reads.read_batches(conn, batch_id, pipeline)
     if not report:
-        where = f" in pipeline {pipeline!r}" if pipeline else ""
-        fail([f"no batch {batch_id!r}{where}"], 1)
+        fail([f"no batch {batch_id!r} in pipeline {pipeline!r}"], 1)
     if as_json:
         legacy = [reads.legacy_report(b) for b in report]
         typer.echo(json.dumps({"batches": legacy}, default=json_default, indent=2))
@@ -111,6 +118,8 @@ def _wait(batch_id: str, pipeline: str | None, deadline: float, poll: float) -> 
         while True:
             with get_engine().connect() as conn:
                 report = reads.read_batches(conn, batch_id, pipeline)
+            if pipeline is None and len(report) > 1:
+                batch_pipeline(conn, batch_id, pipeline)  # refuses, naming the pipelines
             if report:
                 live.update(Group(*(batch_table(b) for b in report)), refresh=True)
             if report and all(b["status"] != "RUNNING" for b in report):

@@ -17,6 +17,7 @@ Row = dict[str, Any]
 SUMMARY_FIELDS = (
     "pipeline",
     "batch_id",
+    "version",
     "status",
     "triggered_by",
     "created_at",

@@ -25,8 +25,8 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy import Engine as SqlEngine
 
+from dagrelay.engine import moves, retry
 from dagrelay.engine import params as params_mod
-from dagrelay.engine import retry
 from dagrelay.engine.hooks import NO_HOOKS, EngineHooks, HookPoint
 from dagrelay.errors import BadMessage, NonRetryableError
 from dagrelay.handlers.registry import (
@@ -40,6 +40,7 @@ from dagrelay.handlers.registry import (
 from dagrelay.messages import CancelBatch, PollTask, Rerun, RunTask, StartBatch
 from dagrelay.states import TaskStatus
 from dagrelay.store import transitions as store
+from dagrelay.store import versions as store_versions
 from dagrelay.store.db import retry_transient
 from dagrelay.store.outbox import OutboxRelay, OutgoingMessage, Publisher
 
@@ -123,9 +124,16 @@ class Engine:
         """Create the batch in the caller's transaction (a schedule tick starts its batch in
         the transaction that advances the schedule). None if the batch exists. The caller
         publishes the messages after commit, and finishes the batch if there are none."""
-        tasks = store.pipeline_tasks(conn, msg.pipeline)
-        if not tasks:
+        # The batch runs the pipeline's definition as it is now: its version, pinned in the
+        # transaction that creates the batch.
+        exists, version_id = store.pin_version(
+            conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=now
+        )
+        if exists:
+            return None
+        if version_id is None:
             raise BadMessage(f"unknown pipeline {msg.pipeline!r} (it has no tasks)")
+        tasks = store.version_task_names(conn, version_id)
         if msg.start_task is not None and msg.start_task not in tasks:
             raise BadMessage(
                 f"start_task {msg.start_task!r} is not a task of pipeline {msg.pipeline!r}"
@@ -134,6 +142,7 @@ class Engine:
             conn,
             pipeline=msg.pipeline,
             batch_id=msg.batch_id,
+            version_id=version_id,
             params=msg.params,
             start_task=msg.start_task,
             triggered_by=msg.triggered_by or "message",
@@ -165,14 +174,24 @@ class Engine:
         return cancelled
 
     def rerun(self, msg: Rerun) -> int:
-        """Reset a task (and with ``downstream`` its descendants) in a batch and run it again;
-        their attempts stay in the history and the batch resumes. Returns rows reset."""
+        """Reset a task (and with ``downstream`` its descendants) in a batch and run it again,
+        in the batch's version (with ``latest``, first moved to the pipeline's current version
+        when ``dagrelay.engine.versions`` allows it); their attempts stay in the history and the
+        batch resumes. Returns rows reset."""
         asked = {"action": "rerun", "batch_id": msg.batch_id, "task": msg.task}
         log.info("rerun asked by %s", msg.triggered_by or "unknown", extra=asked)
-        return self.rerun_tasks(msg.batch_id, [msg.task], msg.downstream, msg.pipeline)
+        return self.rerun_tasks(
+            msg.batch_id, [msg.task], msg.downstream, msg.pipeline, latest=msg.latest
+        )
 
     def rerun_tasks(
-        self, batch_id: str, tasks: Sequence[str], downstream: bool, pipeline: str | None = None
+        self,
+        batch_id: str,
+        tasks: Sequence[str],
+        downstream: bool,
+        pipeline: str | None = None,
+        *,
+        latest: bool = False,
     ) -> int:
         """Rerun several tasks of one batch in one transaction (no task starts before every
         reset is committed). Refuses while any task in scope is running, or if a task has not
@@ -181,21 +200,34 @@ class Engine:
         extra = {"action": "rerun", "batch_id": batch_id, "tasks": list(tasks)}
         now = self.clock()
         with self.db.begin() as conn:
-            scope = store.rerun_scope(conn, batch_id=batch_id, tasks=tasks, downstream=downstream)
+            pipeline = resolve_pipeline(conn, pipeline, batch_id, tasks[0], latest=latest)
+            if latest:
+                moves.move_to_latest(
+                    conn,
+                    pipeline=pipeline,
+                    batch_id=batch_id,
+                    tasks=tasks,
+                    downstream=downstream,
+                    now=now,
+                )
+            scope = store.rerun_scope(
+                conn, pipeline=pipeline, batch_id=batch_id, tasks=tasks, downstream=downstream
+            )
             targets = _rerun_targets(batch_id, tasks, pipeline, scope)
             reset = store.rerun_reset(
-                conn, batch_id=batch_id, task_ids=[row.task_id for row in scope]
+                conn, pipeline=pipeline, batch_id=batch_id, task_ids=[r.task_id for r in scope]
             )
             if reset != sum(row.log_id is not None for row in scope):
                 # A task in scope was claimed after the scope was read: roll back, refuse.
                 raise BadMessage("a task to rerun started meanwhile; wait for it and try again")
             messages: list[OutgoingMessage] = []
-            for target in _topmost(targets, downstream, conn):
+            for target in _topmost(targets, downstream, conn, batch_id):
                 created = store.rerun_start(
                     conn,
                     pipeline=target.pipeline,
                     batch_id=batch_id,
                     task_id=target.task_id,
+                    task=target.task,
                     topic=self.events_topic,
                     now=now,
                 )
@@ -213,11 +245,17 @@ class Engine:
     def run_task(self, msg: RunTask) -> RunOutcome:
         extra: dict[str, Any] = {"action": "run_task", "batch_id": msg.batch_id, "task": msg.task}
         with self.db.begin() as conn:
+            pipeline = resolve_pipeline(conn, msg.pipeline, msg.batch_id, msg.task)
             claim = store.claim(
-                conn, batch_id=msg.batch_id, task=msg.task, now=self.clock(), worker=self.worker_id
+                conn,
+                pipeline=pipeline,
+                batch_id=msg.batch_id,
+                task=msg.task,
+                now=self.clock(),
+                worker=self.worker_id,
             )
             if claim is None:
-                return self._not_claimed(conn, msg, extra)
+                return self._not_claimed(conn, replace(msg, pipeline=pipeline), extra)
         ref = claim.ref
         extra |= {"pipeline": ref.pipeline, "attempt": ref.attempt}
         log.info("task claimed", extra=extra)
@@ -227,9 +265,13 @@ class Engine:
         return self.conclude(ref, output, failure)
 
     def _not_claimed(self, conn: Connection, msg: RunTask, extra: dict[str, Any]) -> RunOutcome:
-        state = store.task_state(conn, batch_id=msg.batch_id, task=msg.task)
+        pipeline = msg.pipeline or ""  # resolved by run_task
+        state = store.task_state(conn, pipeline=pipeline, batch_id=msg.batch_id, task=msg.task)
         if state is None:
-            raise BadMessage(f"unknown task {msg.task!r}")
+            raise BadMessage(
+                f"unknown task {msg.task!r}: batch {msg.pipeline}/{msg.batch_id} does not exist "
+                "or its version has no such task"
+            )
         if state.status is None:
             raise BadMessage(f"task {msg.task!r} has no task_log row in batch {msg.batch_id!r}")
         log.info(
@@ -245,8 +287,9 @@ class Engine:
         """Poll a deferred attempt's work (its handler's registered poll) and conclude it, or
         defer again. A poll for an attempt no longer deferred is acknowledged and ignored."""
         with self.db.begin() as conn:
+            pipeline = resolve_pipeline(conn, msg.pipeline, msg.batch_id, msg.task)
             claim = store.deferred_attempt(
-                conn, batch_id=msg.batch_id, task=msg.task, attempt=msg.attempt
+                conn, pipeline=pipeline, batch_id=msg.batch_id, task=msg.task, attempt=msg.attempt
             )
         if claim is None:
             log.info(
@@ -461,7 +504,8 @@ def _rerun_targets(
     for task in tasks:
         target = by_name.get(task)
         if target is None or (pipeline is not None and target.pipeline != pipeline):
-            raise BadMessage(f"no batch {batch_id!r} with a task {task!r}")
+            where = f" in pipeline {pipeline!r}" if pipeline else ""
+            raise BadMessage(f"no batch {batch_id!r} with a task {task!r}{where}")
         if target.status is None:
             raise BadMessage(f"task {task!r} has not been started in batch {batch_id!r}")
         targets.append(target)
@@ -477,14 +521,41 @@ def _rerun_targets(
 
 
 def _topmost(
-    targets: Sequence[store.ScopeRow], downstream: bool, conn: Connection
+    targets: Sequence[store.ScopeRow], downstream: bool, conn: Connection, batch_id: str
 ) -> list[store.ScopeRow]:
     """With downstream, a target that lies below another target is left to be decided by the
     fan-in (started on its own, it would run before its reset parent)."""
     if not downstream or len(targets) == 1:
         return list(targets)
-    below = store.descendants(conn, [t.task_id for t in targets])
+    below = store.descendants(
+        conn,
+        pipeline=targets[0].pipeline,
+        batch_id=batch_id,
+        task_ids=[t.task_id for t in targets],
+    )
     return [t for t in targets if t.task_id not in below]
+
+
+def resolve_pipeline(
+    conn: Connection, pipeline: str | None, batch_id: str, task: str, *, latest: bool = False
+) -> str:
+    """The pipeline a message is for: the one it names, or, for a message from an older sender
+    that names none, the only pipeline with a batch ``batch_id`` whose version has ``task``
+    (with ``latest``: the only one with such a batch, whatever its version)."""
+    if pipeline is not None:
+        return pipeline
+    if latest:
+        found = store_versions.batch_pipelines(conn, batch_id)
+    else:
+        found = store.task_pipelines(conn, batch_id=batch_id, task=task)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise BadMessage(f"unknown task {task!r}: no batch {batch_id!r} with a task {task!r}")
+    raise BadMessage(
+        f"the message names no pipeline and batch {batch_id!r} with task {task!r} exists in "
+        f'pipelines {", ".join(found)}: send it again with "pipeline"'
+    )
 
 
 def _failure(exc: BaseException) -> Failure:

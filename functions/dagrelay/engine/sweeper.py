@@ -123,9 +123,11 @@ class Sweeper:
         cutoff = engine.clock() - timedelta(seconds=older_than_s)
         with engine.db.begin() as conn:
             overdue = store.overdue_polls(conn, cutoff=cutoff, limit=BATCH_LIMIT)
-        for batch_id, task, attempt in overdue:
+        for pipeline, batch_id, task, attempt in overdue:
             try:
-                engine.poll_task(PollTask(batch_id=batch_id, task=task, attempt=attempt))
+                engine.poll_task(
+                    PollTask(batch_id=batch_id, task=task, attempt=attempt, pipeline=pipeline)
+                )
             except Exception:  # one stuck poll must not stop the sweep for every batch
                 log.exception("sweep: polling %s/%s failed", batch_id, task)
         return len(overdue)

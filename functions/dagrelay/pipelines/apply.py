@@ -61,7 +61,10 @@ class ApplyResult:
         if self.pruned:
             text += f"; pruned: {', '.join(self.pruned)}"
         if kept:
-            text += f"; not in the file, left in place: {', '.join(kept)}"
+            text += (
+                f"; live tasks not in the file (they still run; --prune removes them): "
+                f"{', '.join(kept)}"
+            )
         return text + ("" if self.schedule == "none" else f"; schedule {self.schedule}")
 
 
@@ -71,25 +74,22 @@ class Plan:
 
     create: tuple[PipelineTask, ...]
     update: tuple[PipelineTask, ...]
-    foreign: tuple[tuple[str, str], ...]  # (task, its pipeline): file names another one owns
     stale: tuple[str, ...]  # this pipeline's tasks the file does not list
     remove_edges: tuple[Edge, ...]
     add_edges: tuple[Edge, ...]
 
 
 def plan(spec: PipelineSpec, rows: Iterable[Mapping[str, Any]], edges: Iterable[Edge]) -> Plan:
-    """Compare the file with ``rows`` (this pipeline's tasks and any task bearing one of the
-    file's names, with their ``pipeline``) and ``edges`` (this pipeline's). The file's parent
-    lists are authoritative for the file's tasks; other tasks' edges are left alone."""
-    current = {row["name"]: row for row in rows}
+    """Compare the file with ``rows`` (this pipeline's tasks; names are unique per pipeline)
+    and ``edges`` (this pipeline's). The file's parent lists are authoritative for the file's
+    tasks; other tasks' edges are left alone."""
+    mine = {row["name"]: row for row in rows if row["pipeline"] == spec.pipeline}
     names = {t.name for t in spec.tasks}
-    mine = {n: r for n, r in current.items() if r["pipeline"] == spec.pipeline}
     wanted = set(spec.edges())
     existing = {(p, c) for p, c in edges if c in names}
     return Plan(
-        create=tuple(t for t in spec.tasks if t.name not in current),
+        create=tuple(t for t in spec.tasks if t.name not in mine),
         update=tuple(t for t in spec.tasks if t.name in mine and _differs(t, mine[t.name])),
-        foreign=tuple(sorted((n, r["pipeline"]) for n, r in current.items() if n not in mine)),
         stale=tuple(sorted(set(mine) - names)),
         remove_edges=tuple(sorted(existing - wanted)),
         add_edges=tuple(sorted(wanted - existing)),
@@ -113,7 +113,8 @@ def apply(
     """Write the pipeline into ``tasks`` and ``task_dependencies`` on ``conn``, inside the
     caller's transaction (nothing is committed here). New tasks are inserted and changed ones
     updated by name, the file's tasks get exactly the file's parents, and this pipeline's tasks
-    missing from the file are reported, or deleted when ``prune``. Applying the same file again
+    missing from the file are reported, or deleted when ``prune`` (batches that ran them keep
+    them in their version; the next batch no longer has them). Applying the same file again
     writes nothing."""
     structural = validate_dag(dag_tasks(spec), {t.handler for t in spec.tasks})
     structural += retry_problems(spec)
@@ -130,9 +131,6 @@ def apply(
 
 def _apply(conn: Connection, spec: PipelineSpec, prune: bool, now: datetime) -> ApplyResult:
     changes = _read_plan(conn, spec)
-    _refuse_foreign(spec, changes.foreign)
-    if prune and changes.stale:
-        _refuse_history(conn, spec, changes.stale)
     created = _write_tasks(conn, "insert_pipeline_tasks", spec, changes.create, now)
     _refuse_taken(spec, [t.name for t in changes.create if t.name not in created])
     updated = _write_tasks(conn, "update_pipeline_tasks", spec, changes.update, now)
@@ -162,31 +160,11 @@ def _read_plan(conn: Connection, spec: PipelineSpec) -> Plan:
     return plan(spec, [dict(r) for r in rows], [(e.parent, e.child) for e in edges])
 
 
-def _refuse_foreign(spec: PipelineSpec, foreign: Sequence[tuple[str, str]]) -> None:
-    if foreign:
-        raise PipelineError(
-            [f"{spec.source}: task {n!r} already belongs to pipeline {p!r}" for n, p in foreign]
-        )
-
-
 def _refuse_taken(spec: PipelineSpec, names: Sequence[str]) -> None:
-    """New names another pipeline created after this apply looked."""
+    """New names someone inserted (plain SQL) after this apply looked."""
     if names:
         raise PipelineError(
-            [f"{spec.source}: task {n!r} was just created by another pipeline" for n in names]
-        )
-
-
-def _refuse_history(conn: Connection, spec: PipelineSpec, stale: Sequence[str]) -> None:
-    params = {"pipeline": spec.pipeline, "names": list(stale)}
-    used = conn.execute(query("tasks_with_history"), params).scalars().all()
-    if used:
-        raise PipelineError(
-            [
-                f"{spec.source}: cannot prune task {name!r}: batches have run it (task_log); "
-                "keep it in the file with enabled: false"
-                for name in used
-            ]
+            [f"{spec.source}: task {n!r} was just created by someone else" for n in names]
         )
 
 

@@ -79,6 +79,7 @@ class BatchFields(TypedDict):
 
     pipeline: str
     batch_id: str
+    version: int  # the pipeline version the batch runs
     status: str
     triggered_by: str
     created_at: datetime
@@ -102,6 +103,7 @@ class Batch(BatchFields):
     params: dict[str, Any]
     start_task: str | None
     tasks: list[Task]  # the rows in the order they ran, then the tasks without a row by name
+    edges: list[dict[str, str]]  # {parent, child}: the batch's own graph (its version's)
     attempts: list[Attempt]
     root_causes: list[RootCause]
     dead_letters: list[DeadLetter]
@@ -138,12 +140,18 @@ def read_batches(conn: Connection, batch_id: str, pipeline: str | None = None) -
     tasks = _rows(conn, "batch_task_rows", **params)
     attempts = _rows(conn, "batch_attempts", **params)
     letters = _rows(conn, "batch_dead_letters", **params)
+    edges = _rows(conn, "batch_edges", **params)
     return [
         _batch(
             head,
             [t for t in tasks if t["pipeline"] == head["pipeline"]],
             [a for a in attempts if a["pipeline"] == head["pipeline"]],
             [d for d in letters if d["pipeline"] in (None, head["pipeline"])],
+            [
+                {"parent": e["parent"], "child": e["child"]}
+                for e in edges
+                if e["pipeline"] == head["pipeline"]
+            ],
         )
         for head in heads
     ]
@@ -159,6 +167,7 @@ def _batch(
     rows: Sequence[Mapping[str, Any]],
     attempts: Sequence[Mapping[str, Any]],
     letters: Sequence[Mapping[str, Any]],
+    edges: list[dict[str, str]],
 ) -> Batch:
     counts = Counter(r["status"] for r in rows if r["log_id"] is not None)
     return Batch(
@@ -166,6 +175,7 @@ def _batch(
         params=head["params"],
         start_task=head["start_task"],
         tasks=[_task(r) for r in rows],
+        edges=edges,
         attempts=[_pick(Attempt, a) for a in attempts],
         root_causes=root_causes(rows),
         dead_letters=[_pick(DeadLetter, d) for d in letters],
@@ -176,6 +186,7 @@ def _fields(row: Mapping[str, Any], counts: dict[str, int]) -> BatchFields:
     return BatchFields(
         pipeline=row["pipeline"],
         batch_id=row["batch_id"],
+        version=row["version"],
         status=row["status"],
         triggered_by=row["triggered_by"],
         created_at=row["created_at"],
@@ -241,6 +252,7 @@ def legacy_report(batch: Batch) -> dict[str, Any]:
     return {
         "pipeline": batch["pipeline"],
         "batch_id": batch["batch_id"],
+        "version": batch["version"],
         "status": batch["status"],
         "params": batch["params"],
         "triggered_by": batch["triggered_by"],
@@ -325,9 +337,9 @@ def pipeline_parents(conn: Connection, pipeline: str) -> dict[str, list[str]]:
     return parents
 
 
-def task_pipeline(conn: Connection, task: str) -> str | None:
-    found = _rows(conn, "task_pipeline", task=task)
-    return found[0]["pipeline"] if found else None
+def batch_pipelines(conn: Connection, batch_id: str) -> list[str]:
+    """The pipelines that have a batch with this id (an id is unique per pipeline only)."""
+    return [r["pipeline"] for r in _rows(conn, "batch_pipelines", batch_id=batch_id)]
 
 
 # -- one task in a batch -------------------------------------------------------------------------
@@ -339,16 +351,25 @@ def batch_rows(conn: Connection, pipeline: str, batch_id: str) -> dict[str, str 
     return {row["name"]: row["status"] for row in rows}
 
 
+def batch_parents(conn: Connection, pipeline: str, batch_id: str) -> dict[str, list[str]]:
+    """{task: its parents} in the batch's version."""
+    parents: dict[str, list[str]] = {}
+    for edge in _rows(conn, "batch_parents", pipeline=pipeline, batch_id=batch_id):
+        parents.setdefault(edge["child"], []).append(edge["parent"])
+    return parents
+
+
 def rerun_preview(
-    conn: Connection, batch_id: str, task: str, downstream: bool
+    conn: Connection, pipeline: str, batch_id: str, task: str, downstream: bool
 ) -> list[dict[str, Any]]:
     """The rows a rerun would reset: name, status, attempt."""
-    return _rows(conn, "rerun_preview", batch_id=batch_id, task=task, downstream=downstream)
+    params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "downstream": downstream}
+    return _rows(conn, "rerun_preview", **params)
 
 
-def task_history(conn: Connection, batch_id: str, task: str) -> list[dict[str, Any]]:
+def task_history(conn: Connection, pipeline: str, batch_id: str, task: str) -> list[dict[str, Any]]:
     """Every attempt of the task in the batch, across reruns, oldest first."""
-    return _rows(conn, "task_history", batch_id=batch_id, task=task)
+    return _rows(conn, "task_history", pipeline=pipeline, batch_id=batch_id, task=task)
 
 
 def batch_outputs(conn: Connection, pipeline: str, batch_id: str) -> dict[str, Any]:
@@ -357,8 +378,8 @@ def batch_outputs(conn: Connection, pipeline: str, batch_id: str) -> dict[str, A
     return {row["task"]: row["output"] for row in rows}
 
 
-def task_row(conn: Connection, batch_id: str, task: str) -> dict[str, Any] | None:
-    found = _rows(conn, "task_row", batch_id=batch_id, task=task)
+def task_row(conn: Connection, pipeline: str, batch_id: str, task: str) -> dict[str, Any] | None:
+    found = _rows(conn, "task_row", pipeline=pipeline, batch_id=batch_id, task=task)
     return found[0] if found else None
 
 
@@ -371,6 +392,10 @@ def status_response(batch_id: str | None, pipeline: str | None) -> tuple[str, in
         report = batch_report(conn, batch_id, pipeline)
     if not report:
         return json.dumps({"error": f"no batch {batch_id!r}"}), 404, headers
+    if len(report) > 1:  # batch ids are unique per pipeline only: never guess which
+        names = [r["pipeline"] for r in report]
+        error = f"batch {batch_id!r} exists in pipelines {', '.join(names)}: add &pipeline="
+        return json.dumps({"error": error, "pipelines": names}), 409, headers
     return json.dumps({"batches": report}, default=str), 200, headers
 
 
@@ -378,17 +403,15 @@ def status_response(batch_id: str | None, pipeline: str | None) -> tuple[str, in
 
 
 def batch_edges(conn: Connection, pipeline: str, batch_id: str) -> list[dict[str, str]]:
-    """The edges a batch runs, as {parent, child} names. Until batches are pinned to a pipeline
-    version this is the live pipeline's edges; then it becomes the edges of the batch's version
-    (this function is the one place that read changes)."""
-    del batch_id  # read once batches carry their version
-    return pipeline_edges(conn, pipeline)
+    """The edges a batch runs, as {parent, child} names: its version's, not the live rows."""
+    rows = _rows(conn, "batch_edges", batch_id=batch_id, pipeline=pipeline)
+    return [{"parent": r["parent"], "child": r["child"]} for r in rows]
 
 
 def batch_version(conn: Connection, pipeline: str, batch_id: str) -> int | None:
-    """The number of the pipeline version a batch runs; None until batches carry a version."""
-    del conn, pipeline, batch_id
-    return None
+    """The number of the pipeline version a batch runs; None: no such batch."""
+    rows = _rows(conn, "batch_heads", batch_id=batch_id, pipeline=pipeline)
+    return rows[0]["version"] if rows else None
 
 
 def task_in_batch(

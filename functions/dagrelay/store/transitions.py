@@ -109,11 +109,33 @@ def _created(row: Row[Any]) -> Created:
     return Created(tasks, messages, bool(getattr(row, "batch_created", False)))
 
 
+def pin_version(
+    conn: Connection, *, pipeline: str, batch_id: str, now: datetime
+) -> tuple[bool, int | None]:
+    """(whether the batch exists already, the version a new batch runs: None when it exists or
+    the pipeline has no tasks)."""
+    row = conn.execute(
+        query("pin_version"), {"pipeline": pipeline, "batch_id": batch_id, "now": now}
+    ).one()
+    return bool(row.batch_exists), row.version_id
+
+
+def version_task_names(conn: Connection, version_id: int) -> list[str]:
+    return list(conn.execute(query("version_task_names"), {"version_id": version_id}).scalars())
+
+
+def task_pipelines(conn: Connection, *, batch_id: str, task: str) -> list[str]:
+    """The pipelines having a batch ``batch_id`` whose version has a task ``task``."""
+    rows = conn.execute(query("task_pipelines"), {"batch_id": batch_id, "task": task})
+    return list(rows.scalars())
+
+
 def start_batch(
     conn: Connection,
     *,
     pipeline: str,
     batch_id: str,
+    version_id: int,
     params: Mapping[str, Any],
     start_task: str | None,
     triggered_by: str,
@@ -126,6 +148,7 @@ def start_batch(
         {
             "pipeline": pipeline,
             "batch_id": batch_id,
+            "version_id": version_id,
             "params": json.dumps(dict(params)),
             "start_task": start_task,
             "triggered_by": triggered_by,
@@ -142,11 +165,10 @@ def pipeline_tasks(conn: Connection, pipeline: str) -> list[str]:
 
 
 def claim(
-    conn: Connection, *, batch_id: str, task: str, now: datetime, worker: str
+    conn: Connection, *, pipeline: str, batch_id: str, task: str, now: datetime, worker: str
 ) -> Claim | None:
-    row = conn.execute(
-        query("claim_task"), {"batch_id": batch_id, "task": task, "now": now, "worker": worker}
-    ).one_or_none()
+    params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "now": now}
+    row = conn.execute(query("claim_task"), {**params, "worker": worker}).one_or_none()
     return _claim(row, batch_id)
 
 
@@ -164,8 +186,9 @@ def _claim(row: Row[Any] | None, batch_id: str) -> Claim | None:
     )
 
 
-def task_state(conn: Connection, *, batch_id: str, task: str) -> TaskState | None:
-    row = conn.execute(query("task_state"), {"batch_id": batch_id, "task": task}).one_or_none()
+def task_state(conn: Connection, *, pipeline: str, batch_id: str, task: str) -> TaskState | None:
+    params = {"pipeline": pipeline, "batch_id": batch_id, "task": task}
+    row = conn.execute(query("task_state"), params).one_or_none()
     if row is None:
         return None
     status = TaskStatus(row.status) if row.status is not None else None
@@ -201,6 +224,7 @@ def finish_attempt(
         {
             "log_id": ref.log_id,
             "attempt": ref.attempt,
+            "task": ref.task,
             "status": result.status.value,
             "output": json.dumps(result.output) if result.output is not None else None,
             "error": result.error,
@@ -322,13 +346,18 @@ class ScopeRow:
 
 
 def rerun_scope(
-    conn: Connection, *, batch_id: str, tasks: Sequence[str], downstream: bool
+    conn: Connection, *, pipeline: str, batch_id: str, tasks: Sequence[str], downstream: bool
 ) -> list[ScopeRow]:
-    """The tasks and (optionally) their descendants with their rows; [] if no such batch/task.
-    Locks the batch row until the transaction ends."""
+    """The tasks and (optionally) their descendants in the batch's version, with their rows;
+    [] if no such batch/task. Locks the batch row until the transaction ends."""
     rows = conn.execute(
         query("rerun_scope"),
-        {"batch_id": batch_id, "tasks": list(tasks), "downstream": downstream},
+        {
+            "pipeline": pipeline,
+            "batch_id": batch_id,
+            "tasks": list(tasks),
+            "downstream": downstream,
+        },
     ).all()
     return [
         ScopeRow(
@@ -338,16 +367,23 @@ def rerun_scope(
     ]
 
 
-def rerun_reset(conn: Connection, *, batch_id: str, task_ids: Sequence[int]) -> int:
+def rerun_reset(conn: Connection, *, pipeline: str, batch_id: str, task_ids: Sequence[int]) -> int:
     """Remove the rows being rerun and recount their children's fan-in; rows removed."""
-    params = {"batch_id": batch_id, "task_ids": list(task_ids)}
+    params = {"pipeline": pipeline, "batch_id": batch_id, "task_ids": list(task_ids)}
     removed = len(conn.execute(query("rerun_remove_rows"), params).all())
     conn.execute(query("rerun_recount_fanin"), params)
     return removed
 
 
 def rerun_start(
-    conn: Connection, *, pipeline: str, batch_id: str, task_id: int, topic: str, now: datetime
+    conn: Connection,
+    *,
+    pipeline: str,
+    batch_id: str,
+    task_id: int,
+    task: str,
+    topic: str,
+    now: datetime,
 ) -> Created:
     row = conn.execute(
         query("rerun_start"),
@@ -355,6 +391,7 @@ def rerun_start(
             "pipeline": pipeline,
             "batch_id": batch_id,
             "task_id": task_id,
+            "task": task,
             "topic": topic,
             "now": now,
         },
@@ -362,17 +399,21 @@ def rerun_start(
     return _created(row)
 
 
-def descendants(conn: Connection, task_ids: Sequence[int]) -> set[int]:
-    """Every task strictly below any of ``task_ids``."""
-    rows = conn.execute(query("descendants"), {"task_ids": list(task_ids)}).scalars()
+def descendants(
+    conn: Connection, *, pipeline: str, batch_id: str, task_ids: Sequence[int]
+) -> set[int]:
+    """Every task strictly below any of ``task_ids`` in the batch's version."""
+    params = {"pipeline": pipeline, "batch_id": batch_id, "task_ids": list(task_ids)}
+    rows = conn.execute(query("descendants"), params).scalars()
     return set(rows)
 
 
-def deferred_attempt(conn: Connection, *, batch_id: str, task: str, attempt: int) -> Claim | None:
+def deferred_attempt(
+    conn: Connection, *, pipeline: str, batch_id: str, task: str, attempt: int
+) -> Claim | None:
     """A deferred attempt with what its poll needs; None if it is not (or no longer) deferred."""
-    row = conn.execute(
-        query("deferred_attempt"), {"batch_id": batch_id, "task": task, "attempt": attempt}
-    ).one_or_none()
+    params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "attempt": attempt}
+    row = conn.execute(query("deferred_attempt"), params).one_or_none()
     return _claim(row, batch_id)
 
 
@@ -405,6 +446,9 @@ def defer_attempt(
     return created if created.tasks else None
 
 
-def overdue_polls(conn: Connection, *, cutoff: datetime, limit: int) -> list[tuple[str, str, int]]:
+def overdue_polls(
+    conn: Connection, *, cutoff: datetime, limit: int
+) -> list[tuple[str, str, str, int]]:
+    """(pipeline, batch_id, task, attempt) of each deferred attempt whose poll is overdue."""
     rows = conn.execute(query("overdue_polls"), {"cutoff": cutoff, "limit": limit}).all()
-    return [(r.batch_id, r.name, r.attempt) for r in rows]
+    return [(r.pipeline, r.batch_id, r.name, r.attempt) for r in rows]
