@@ -23,6 +23,7 @@ import pytest
 from google.cloud import pubsub_v1
 from sqlalchemy import create_engine, text
 
+from dagrelay.store.reads import batch_outputs
 from local_emulator import infra, processes
 from tests.dbtools import ADMIN_URL
 from tests.integration.test_wheel import installed, wheel  # noqa: F401 - fixtures
@@ -241,9 +242,9 @@ def test_the_archive_runs_the_teams_pipeline_behind_push(
     finally:
         proc.stop()
     assert status["batch"] == "SUCCESS", (status, proc.log_tail())
-    score = status["outputs"][f"{NAME}_orders_score"]
+    score = status["outputs"]["score"]
     assert score["orders"] == 5
-    assert status["outputs"][f"{NAME}_orders_publish"] == {
+    assert status["outputs"]["publish"] == {
         "published": score["flagged"],
         "batch": "2024-03-01",
     }
@@ -259,14 +260,8 @@ def _wait_batch(url: str, pipeline: str, batch_id: str, proc: Any) -> dict[str, 
                 text("SELECT status::text FROM batches WHERE pipeline = :p AND batch_id = :b"),
                 {"p": pipeline, "b": batch_id},
             ).scalar_one_or_none()
-            outputs = conn.execute(
-                text(
-                    "SELECT t.name, tl.output FROM task_log tl JOIN tasks t USING (task_id) "
-                    "WHERE tl.batch_id = :b"
-                ),
-                {"b": batch_id},
-            ).all()
-        found.update(batch=status, outputs=dict(outputs))
+            outputs = batch_outputs(conn, pipeline, batch_id)
+        found.update(batch=status, outputs=outputs)
         return status in ("SUCCESS", "FAILED") or not proc.alive()
 
     try:

@@ -16,6 +16,7 @@ from google.cloud import pubsub_v1
 from sqlalchemy import create_engine, text
 
 from dagrelay.scaffold import write_project
+from dagrelay.store.reads import batch_outputs
 from local_emulator.processes import wait_for
 from local_emulator.stack import ProjectWatcher, Stack, StackConfig, StackInfo
 
@@ -65,17 +66,10 @@ def trigger_and_wait(info: StackInfo, pipeline: str, batch_id: str) -> dict[str,
     def done() -> bool:
         with engine.connect() as conn:
             found["status"] = conn.execute(
-                text("SELECT status::text FROM batches WHERE batch_id = :b"), {"b": batch_id}
+                text("SELECT status::text FROM batches WHERE pipeline = :p AND batch_id = :b"),
+                {"p": pipeline, "b": batch_id},
             ).scalar_one_or_none()
-            found["outputs"] = dict(
-                conn.execute(
-                    text(
-                        "SELECT t.name, tl.output FROM task_log tl JOIN tasks t USING (task_id) "
-                        "WHERE tl.batch_id = :b"
-                    ),
-                    {"b": batch_id},
-                ).all()
-            )
+            found["outputs"] = batch_outputs(conn, pipeline, batch_id)
         return found["status"] in ("SUCCESS", "FAILED")
 
     try:
@@ -105,7 +99,7 @@ def test_up_loads_the_project_and_reloads_it_on_change(
 
     first = trigger_and_wait(info, "reload_orders", "b1")
     assert first["status"] == "SUCCESS", first
-    assert "version" not in first["outputs"]["reload_orders_score"]
+    assert "version" not in first["outputs"]["score"]
 
     handler = team / "handlers" / "orders.py"
     source = handler.read_text()
@@ -118,5 +112,5 @@ def test_up_loads_the_project_and_reloads_it_on_change(
 
     second = trigger_and_wait(info, "reload_orders", "b2")
     assert second["status"] == "SUCCESS", second
-    assert second["outputs"]["reload_orders_score"]["version"] == 2
+    assert second["outputs"]["score"]["version"] == 2
     assert f"http://127.0.0.1:{stack.router_port}" == router_url
