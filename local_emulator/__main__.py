@@ -6,27 +6,47 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 from types import FrameType
 
 import typer
 from rich.console import Console
 
+from dagrelay.errors import DagrelayError
 from local_emulator import demo as demo_mod
 from local_emulator.bench import cli as bench_cli
 from local_emulator.processes import StackError
-from local_emulator.stack import Stack, StackConfig, read_state, state_file, write_state
+from local_emulator.stack import (
+    ProjectWatcher,
+    Stack,
+    StackConfig,
+    read_state,
+    state_file,
+    write_state,
+)
 
 app = typer.Typer(add_completion=False, help="Run dagrelay's whole system on this machine.")
 console = Console(soft_wrap=True)
 
 
 @app.command()
-def up() -> None:
+def up(
+    project: Path | None = typer.Option(  # noqa: B008 - typer's way of declaring an option
+        None,
+        help="A team's project (dagrelay init): its handlers and pipelines load in the router, "
+        "which restarts on the same port when one of its files changes.",
+    ),
+) -> None:
     """Start the stack and keep it running until Ctrl-C or `python -m local_emulator down`."""
     if read_state() is not None:
         console.print(f"[red]a stack seems to be up already ({state_file()}); run down first")
         raise typer.Exit(1)
-    stack = Stack(StackConfig())
+    try:
+        watcher = ProjectWatcher(project) if project is not None else None
+    except DagrelayError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from None
+    stack = Stack(StackConfig(project=project))
     stopping = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -51,8 +71,13 @@ def up() -> None:
         console.print(f"  topic:   projects/{info.project_id}/topics/{info.events_topic}")
         console.print(f"  logs:    {info.log_dir}")
         console.print("Stop with Ctrl-C or `python -m local_emulator down`.")
+        if watcher is not None:
+            console.print(f"  project: {watcher.project.root} (reloaded on change)")
         while not stopping:
             stack.check_alive()
+            if watcher is not None and watcher.changed():
+                stack.reload_router()
+                console.print("project changed: router restarted")
             time.sleep(0.5)  # a supervision loop, not synchronisation
     except StackError as exc:
         console.print(f"[red]{exc}")

@@ -91,7 +91,9 @@ class ManagedProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str]) -> ManagedProcess:
+def spawn(
+    name: str, argv: list[str], log_path: Path, env: Mapping[str, str], cwd: Path = ROOT
+) -> ManagedProcess:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
@@ -100,7 +102,7 @@ def spawn(name: str, argv: list[str], log_path: Path, env: Mapping[str, str]) ->
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=dict(env),
-            cwd=ROOT,
+            cwd=cwd,
             start_new_session=True,
         )
     return ManagedProcess(name, popen.pid, log_path, popen)

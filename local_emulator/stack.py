@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from dagrelay.ops.project import Project
 from local_emulator import bigquery, gcs, infra, processes
 from local_emulator.processes import ManagedProcess, StackError
 from local_emulator.sweep import SweepLoop
@@ -46,6 +47,7 @@ class StackConfig:
     data_services: bool = True  # the local GCS and BigQuery stand-ins (ingestion, bigquery.*)
     inbox_bucket: str = "dagrelay-inbox"
     router_env: dict[str, str] = field(default_factory=dict)  # extra env (tests: crash points)
+    project: Path | None = None  # a team's project (dagrelay init): its handlers in the router
     emulator_host: str | None = None  # reuse a running emulator instead of starting one
     emulator_port: int = 0  # 0: pick a free port
     router_port: int = 0
@@ -100,6 +102,7 @@ class Stack:
         self.sweep_loop: SweepLoop | None = None
         self.emulator: ManagedProcess | None = None
         self.router_env: dict[str, str] = {}
+        self.router_port = 0
         self._previous_env: dict[str, str | None] = {}  # restored by stop()
 
     def __enter__(self) -> StackInfo:
@@ -134,9 +137,11 @@ class Stack:
                 "DAGRELAY_INBOX_BUCKET": c.inbox_bucket,
                 **data_env,
                 "PYTHONUNBUFFERED": "1",
+                **project_env(c.project),
                 **c.router_env,
             }
             router_port = c.router_port or processes.free_port()
+            self.router_port = router_port
             status_port = c.status_port or processes.free_port()
             operate_port = c.operate_port or processes.free_port()
             self.processes.append(processes.start_router(router_port, self.router_env, c.workdir))
@@ -254,10 +259,56 @@ class Stack:
                 os.environ[key] = value
         self._previous_env = {}
 
+    def reload_router(self) -> None:
+        """Restart the router on its port (by PID): it imports the project's modules again."""
+        index = next(i for i, p in enumerate(self.processes) if p.name.endswith(":router"))
+        self.processes[index].stop()
+        self.processes[index] = processes.start_router(
+            self.router_port, self.router_env, self.config.workdir
+        )
+
     def check_alive(self) -> None:
         for proc in self.processes:
             if not proc.alive():
                 raise StackError(f"{proc.name} exited:\n{proc.log_tail()}")
+
+
+def project_env(project: Path | None) -> dict[str, str]:
+    """The router's environment for a team's project: the project on its path, every module
+    of its handlers/ and pipelines/ as handler_modules, its sql/ as the pipelines directory."""
+    if project is None:
+        return {}
+    team = Project.at(project)
+    env = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(team.root), os.environ.get("PYTHONPATH")])),
+        "DAGRELAY_HANDLER_MODULES": ",".join(team.modules()),
+    }
+    if (team.root / "sql").is_dir():
+        env["DAGRELAY_PIPELINES_DIR"] = str(team.root / "sql")
+    return env
+
+
+class ProjectWatcher:
+    """Tells when a project's files (handlers, pipelines, SQL) changed since the last look."""
+
+    def __init__(self, project: Path) -> None:
+        self.project = Project.at(project)
+        self.seen = self._fingerprint()
+
+    def _fingerprint(self) -> frozenset[tuple[str, int, int]]:
+        found = set()
+        for name, path in self.project.files().items():
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            found.add((name, stat.st_mtime_ns, stat.st_size))
+        return frozenset(found)
+
+    def changed(self) -> bool:
+        now = self._fingerprint()
+        changed, self.seen = now != self.seen, now
+        return changed
 
 
 # -- the state file that lets ``down`` stop what ``up`` started --------------------------------

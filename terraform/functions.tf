@@ -17,7 +17,7 @@ locals {
     DAGRELAY_DB_IP_TYPE         = "private"
     DAGRELAY_DB_POOL_SIZE       = tostring(var.db_pool_size)
     DAGRELAY_DB_MAX_OVERFLOW    = tostring(var.db_max_overflow)
-    DAGRELAY_HANDLER_MODULES    = jsonencode(var.handler_modules) # pydantic-settings reads lists as JSON
+    DAGRELAY_HANDLER_MODULES    = join(",", var.handler_modules) # empty: the archive's dagrelay.yaml decides
     DAGRELAY_INBOX_BUCKET       = google_storage_bucket.data["inbox"].name
     DAGRELAY_BIGQUERY_LOCATION  = local.bigquery_location
   }
@@ -60,6 +60,19 @@ resource "google_storage_bucket_object" "function_source" {
 
 # -- Migrations (optional, see variables.tf run_migrations_on_apply and README.md) -------------------
 
+locals {
+  # What scripts/migrate.sh needs to reach Cloud SQL (migrations and pipeline_files).
+  migrate_env = {
+    DAGRELAY_PROJECT_ID         = var.project_id
+    DAGRELAY_CLOUD_SQL_INSTANCE = google_sql_database_instance.main.connection_name
+    DAGRELAY_DB_NAME            = google_sql_database.dagrelay.name
+    DAGRELAY_DB_USER            = google_sql_user.dagrelay.name
+    DAGRELAY_DB_IP_TYPE         = "private"
+    DB_PASSWORD_SECRET          = google_secret_manager_secret.db_password.secret_id
+    DAGRELAY                    = var.dagrelay_command
+  }
+}
+
 resource "terraform_data" "migrations" {
   count = var.run_migrations_on_apply ? 1 : 0
 
@@ -70,18 +83,29 @@ resource "terraform_data" "migrations" {
   }
 
   provisioner "local-exec" {
-    command = "${path.module}/scripts/migrate.sh"
-    environment = {
-      DAGRELAY_PROJECT_ID         = var.project_id
-      DAGRELAY_CLOUD_SQL_INSTANCE = google_sql_database_instance.main.connection_name
-      DAGRELAY_DB_NAME            = google_sql_database.dagrelay.name
-      DAGRELAY_DB_USER            = google_sql_user.dagrelay.name
-      DAGRELAY_DB_IP_TYPE         = "private"
-      DB_PASSWORD_SECRET          = google_secret_manager_secret.db_password.secret_id
-    }
+    command     = "${path.module}/scripts/migrate.sh"
+    environment = local.migrate_env
   }
 
   depends_on = [google_secret_manager_secret_version.db_password]
+}
+
+# -- Pipelines (optional): `dagrelay pipeline apply` of each file, after the migrations --------------
+
+resource "terraform_data" "pipelines" {
+  count = var.run_migrations_on_apply && length(var.pipeline_files) > 0 ? 1 : 0
+
+  triggers_replace = {
+    files    = sha1(join(",", [for f in var.pipeline_files : "${f}:${filesha1(f)}"]))
+    instance = google_sql_database_instance.main.connection_name
+  }
+
+  provisioner "local-exec" {
+    command     = join(" && ", [for f in var.pipeline_files : "${path.module}/scripts/migrate.sh pipeline apply ${abspath(f)}"])
+    environment = local.migrate_env
+  }
+
+  depends_on = [terraform_data.migrations]
 }
 
 # -- Router ---------------------------------------------------------------------------------------

@@ -76,6 +76,23 @@ variable "handler_modules" {
   }
 }
 
+variable "pipeline_files" {
+  description = "Pipeline files (YAML, or Python files of the archive's project) that `terraform apply` writes with `dagrelay pipeline apply`, after the migrations. Only with run_migrations_on_apply (the same network reach); otherwise run scripts/migrate.sh pipeline apply FILE yourself."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for f in var.pipeline_files : fileexists(f) && can(regex("\\.(ya?ml|py)$", f))])
+    error_message = "pipeline_files must be existing .yaml, .yml or .py files."
+  }
+}
+
+variable "dagrelay_command" {
+  description = "The dagrelay command scripts/migrate.sh runs (migrations, pipeline_files); empty: the .venv/bin/dagrelay of the repository holding this module."
+  type        = string
+  default     = ""
+}
+
 # -- Functions ------------------------------------------------------------------------------------
 
 variable "router_max_instances" {

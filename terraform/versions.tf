@@ -1,5 +1,9 @@
 # Pinned versions. `terraform init` records the exact provider builds in .terraform.lock.hcl;
 # commit that file after the first init so every deploy uses the same builds.
+#
+# terraform/ is a module: it configures no provider. The root that calls it does
+# (terraform/deploy/ here; `dagrelay init` writes one into a team's project), so the module
+# can be called from any root, with count or for_each, and removed cleanly.
 terraform {
   # 1.5: check blocks and optional() object attributes with defaults; terraform_data is built in.
   required_version = ">= 1.5.0, < 2.0.0"
@@ -14,12 +18,4 @@ terraform {
       version = "~> 3.6"
     }
   }
-}
-
-provider "google" {
-  project = var.project_id
-  region  = var.region
-
-  # Every resource that takes labels gets these too.
-  default_labels = var.labels
 }

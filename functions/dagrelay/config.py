@@ -7,18 +7,21 @@ directory when it exists), the defaults below. Secrets never come from the file.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -28,7 +31,9 @@ SECRET_FIELDS = ("db_password",)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DAGRELAY_", extra="forbid")
+    # An empty variable is unset (Terraform writes DAGRELAY_HANDLER_MODULES="" when it has none,
+    # so that the archive's dagrelay.yaml decides).
+    model_config = SettingsConfigDict(env_prefix="DAGRELAY_", extra="forbid", env_ignore_empty=True)
 
     project_id: str = Field("dagrelay-local", description="Google Cloud project id.")
     region: str = Field("europe-west1", description="Region of the functions and Cloud SQL.")
@@ -64,8 +69,10 @@ class Settings(BaseSettings):
         description="Where ingestion writes its temp files (the downloaded object, its Parquet); "
         "unset: the system temp dir, which is memory on Cloud Functions.",
     )
-    handler_modules: list[str] = Field(
-        default_factory=list, description="Modules imported at start to register user handlers."
+    handler_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Modules imported at start to register user handlers: a list, or in the "
+        "environment a comma-separated string (acme.handlers,acme.more) or a JSON list.",
     )
     bigquery_project: str | None = Field(
         None, description="Project that runs BigQuery jobs; unset: project_id."
@@ -101,6 +108,11 @@ class Settings(BaseSettings):
         description="Recorded in each attempt's history: which process ran it.",
     )
 
+    @field_validator("handler_modules", mode="before")
+    @classmethod
+    def _module_list(cls, value: Any) -> Any:
+        return module_list(value) if isinstance(value, str) else value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -115,6 +127,20 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
         return tuple(sources)
+
+
+def module_list(text: str) -> list[str]:
+    """``a.b,c`` or ``["a.b", "c"]`` as a list of module names."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            parsed = json.loads(stripped)
+        except ValueError as exc:
+            raise ValueError(f"not a JSON list of module names: {exc}") from exc
+        if not isinstance(parsed, list) or not all(isinstance(m, str) for m in parsed):
+            raise ValueError("a JSON list of module names must hold strings only")
+        return [m.strip() for m in parsed if m.strip()]
+    return [m.strip() for m in stripped.split(",") if m.strip()]
 
 
 def config_path() -> Path | None:
@@ -147,7 +173,18 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+        raise ConfigError(f"invalid configuration: {_one_line(exc)}") from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Each problem as ``field: message`` (the environment variable's name when it has one)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])} "
+        f"(DAGRELAY_{str(error['loc'][0]).upper()}): {error['msg']}"
+        for error in exc.errors()
+    )
 
 
 @cache

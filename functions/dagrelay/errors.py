@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+REGISTER_HINT = (
+    "register it with @handler({name!r}) in a module named in DAGRELAY_HANDLER_MODULES "
+    "(comma-separated), or in the 'dagrelay.handlers' entry-point group"
+)
+
 
 class DagrelayError(Exception):
     """Base of every error dagrelay raises on purpose."""
@@ -41,6 +49,13 @@ class PipelineError(NonRetryableError):
 
 
 class UnknownHandler(NonRetryableError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no handler registered under {name!r}")
+    def __init__(self, name: str, known: Iterable[str] = ()) -> None:
+        super().__init__(f"no handler registered under {name!r}: {handler_hint(name, known)}")
         self.name = name
+
+
+def handler_hint(name: str, known: Iterable[str]) -> str:
+    """What to do about an unknown handler: the closest registered names, and how to register."""
+    close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.8)
+    guess = f"did you mean {' or '.join(repr(c) for c in close)}? else " if close else ""
+    return guess + REGISTER_HINT.format(name=name)

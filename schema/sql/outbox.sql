@@ -33,3 +33,7 @@ WHERE outbox_id = ANY (CAST(:ids AS bigint[])) AND published_at IS NULL;
 UPDATE outbox
 SET publish_attempts = publish_attempts + 1, last_error = :error, relay_lease_until = NULL
 WHERE outbox_id = ANY (CAST(:ids AS bigint[])) AND published_at IS NULL;
+
+-- name: next_held_outbox
+-- When the earliest unpublished outbox row is due (dagrelay.testing moves its clock there).
+SELECT min(available_at) AS due FROM outbox WHERE published_at IS NULL;

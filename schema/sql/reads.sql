@@ -213,6 +213,14 @@ LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
 LEFT JOIN version_tasks rc ON rc.version_id = b.version_id AND rc.task_id = rcl.task_id
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
 
+-- name: batch_outputs
+-- Each task's output in the batch (dagrelay.testing returns them with the statuses).
+SELECT t.name AS task, tl.output
+FROM batches b
+JOIN task_log tl ON tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
+
 -- == The dashboard's pages (dagrelay.dashboard.model) ============================================
 
 -- name: dashboard_task

@@ -8,7 +8,8 @@
 #                         terraform/scripts/migrate.sh ARGS...    # dagrelay ARGS... on Cloud SQL,
 #                             e.g. pipeline apply schema/pipelines/monthly_profit.yaml
 #
-# Settings come from the environment, else from `terraform output` in terraform/:
+# Settings come from the environment, else from `terraform output` of the root module
+# (TF_ROOT, default terraform/deploy):
 #   DAGRELAY_PROJECT_ID          project of the secret      (default: gcloud's current project)
 #   DAGRELAY_CLOUD_SQL_INSTANCE  PROJECT:REGION:INSTANCE    (output cloud_sql_connection_name)
 #   DAGRELAY_DB_NAME             database                   (output db_name)
@@ -29,8 +30,9 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-tf_dir="$(dirname "$here")"
-repo="$(dirname "$tf_dir")"
+repo="$(dirname "$(dirname "$here")")"
+# The root module whose outputs name the instance: terraform/deploy here, or TF_ROOT.
+tf_dir="${TF_ROOT:-$repo/terraform/deploy}"
 
 tf_output() {
     terraform -chdir="$tf_dir" output -raw "$1"

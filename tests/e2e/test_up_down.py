@@ -49,7 +49,7 @@ def test_up_then_down_stops_everything_it_started(template_db: str, tmp_path: Pa
         assert up.poll() is None, output.read_text()
         info = json.loads(state.read_text())
         pids = list(info["pids"].values())
-        assert len(pids) == 5  # Pub/Sub, GCS and BigQuery stand-ins, router, status
+        assert len(pids) == 6  # Pub/Sub, GCS and BigQuery stand-ins, router, status, operate
         assert all(alive(p) for p in pids)
         # What `up` prints is what the README's commands use: `curl "$STATUS_URL/?batch_id=..."`.
         wait_for(lambda: "Stop with Ctrl-C" in output.read_text(), 30, "up to print the variables")

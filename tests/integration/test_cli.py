@@ -144,7 +144,9 @@ def test_invalid_pipeline_prints_every_problem(run: Run, db: Engine, tmp_path: P
         result = run("pipeline", command, path)
         assert result.exit_code == 2
         assert result.stderr == (
-            "error: bad.yaml: task 'b': unknown handler 'nope'\n"
+            "error: bad.yaml: task 'b': unknown handler 'nope' (register it with @handler('nope') "
+            "in a module named in DAGRELAY_HANDLER_MODULES (comma-separated), or in the "
+            "'dagrelay.handlers' entry-point group)\n"
             "error: bad.yaml: cycle: a -> b -> a\n"
         )
     assert tasks(db) == []

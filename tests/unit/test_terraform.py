@@ -180,6 +180,8 @@ def _sample(tf: Config, expression: str) -> str:
         function, name = match.groups()
         default = tf.variables[name]["default"]
         return str(default) if function == "tostring" else json.dumps(default)
+    if match := re.fullmatch(r"\$\{join\(\",\", var\.(\w+)\)\}", expression):
+        return ",".join(tf.variables[match.group(1)]["default"])
     if match := re.fullmatch(r"\$\{var\.(\w+)\}", expression):
         return str(tf.variables[match.group(1)].get("default") or "my-project")
     return "placeholder" if expression.startswith("${") else expression

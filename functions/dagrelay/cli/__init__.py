@@ -3,7 +3,8 @@
     dagrelay db upgrade [--revision head]                          (define)
     dagrelay pipeline validate FILE.yaml                           (define)
     dagrelay pipeline apply FILE.yaml [--prune] [--dry-run]        (define)
-    dagrelay build-function                                        (define)
+    dagrelay build-function [--project DIR]                        (define)
+    dagrelay init DIR [--terraform-module PATH|URL]
     dagrelay trigger PIPELINE BATCH_ID [--param k=v ...] [--start-task NAME]
                      [--if-exists fail|ignore] [--no-check] [--wait [--timeout S]]
     dagrelay validate [FILES...]
@@ -46,6 +47,7 @@ from dagrelay.cli import (
     explain,
     export,
     history,
+    init,
     rejected,
     rerun,
     schedule,
@@ -56,6 +58,7 @@ from dagrelay.cli import (
 )
 from dagrelay.cli.app import app, pipeline_app
 
+app.command()(init.init)
 app.command()(validate.validate)
 pipeline_app.command("export")(export.pipeline_export)
 pipeline_app.command("history")(versions.pipeline_history)

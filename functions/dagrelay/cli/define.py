@@ -14,7 +14,8 @@ from dagrelay.cli.app import app, db_app, pipeline_app, reports_errors
 from dagrelay.ops import packaging
 from dagrelay.pipelines.apply import ApplyResult
 from dagrelay.pipelines.apply import apply as apply_pipeline
-from dagrelay.pipelines.spec import PipelineSpec, load_pipeline
+from dagrelay.pipelines.sources import load_specs
+from dagrelay.pipelines.spec import PipelineSpec
 from dagrelay.pipelines.validate import registered_handlers, validate
 from dagrelay.store import migrate
 from dagrelay.store.db import get_engine
@@ -39,26 +40,38 @@ def build_function(
     out: Annotated[Path, typer.Option(help="Where to write the zip.")] = Path(
         "dist/function-source.zip"
     ),
+    project: Annotated[
+        Path | None,
+        typer.Option(
+            help="A team's project (handlers/, pipelines/, sql/, requirements.txt) to pack "
+            "with dagrelay; see `dagrelay init`."
+        ),
+    ] = None,
 ) -> None:
     """Build the Cloud Function source archive (main.py, the package, named SQL, message
-    schemas, pinned requirements.txt) for Terraform or `gcloud functions deploy`."""
-    path = packaging.build_archive(out)
+    schemas, pinned requirements.txt; with --project the team's handlers, pipelines, SQL and
+    requirements) for Terraform or `gcloud functions deploy`. Reproducible byte for byte."""
+    path = packaging.build_archive(out, project)
     typer.echo(f"{path} ({path.stat().st_size} bytes)")
 
 
 # -- pipeline ------------------------------------------------------------------------------------
 
 PipelineFile = Annotated[
-    Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="Pipeline YAML file.")
+    str,
+    typer.Argument(
+        help="A pipeline: a YAML file, a Python file (every Pipeline it defines) or "
+        "package.module:attribute."
+    ),
 ]
 
 
 @pipeline_app.command("validate")
 @reports_errors
 def pipeline_validate(file: PipelineFile) -> None:
-    """Check a pipeline file (schema, graph, handlers, params) without touching the database."""
-    spec = _load_valid(file)
-    typer.echo(f"{file.name}: pipeline {spec.pipeline} is valid ({len(spec.tasks)} tasks)")
+    """Check a pipeline (schema, graph, handlers, params) without touching the database."""
+    for spec in _load_valid(file):
+        typer.echo(f"{spec.source}: pipeline {spec.pipeline} is valid ({len(spec.tasks)} tasks)")
 
 
 @pipeline_app.command("apply")
@@ -72,20 +85,23 @@ def pipeline_apply(
         bool, typer.Option("--dry-run", help="Show what would change, then roll back.")
     ] = False,
 ) -> None:
-    """Validate a pipeline file, then write it into tasks and task_dependencies."""
-    spec = _load_valid(file)
+    """Validate a pipeline (YAML, Python), then write it into tasks and task_dependencies."""
+    specs = _load_valid(file)
     with _transaction(rollback=dry_run) as conn:
-        result = apply_pipeline(conn, spec, prune=prune)
+        results = [apply_pipeline(conn, spec, prune=prune) for spec in specs]
     prefix = "dry run, nothing written: " if dry_run else ""
-    typer.echo(f"{prefix}pipeline {spec.pipeline}: {result}")
-    for label, names in _apply_details(result):
-        typer.echo(f"  {label}: {', '.join(names)}")
+    for spec, result in zip(specs, results, strict=True):
+        typer.echo(f"{prefix}pipeline {spec.pipeline}: {result}")
+        for label, names in _apply_details(result):
+            typer.echo(f"  {label}: {', '.join(names)}")
 
 
-def _load_valid(file: Path) -> PipelineSpec:
-    spec = load_pipeline(file)
-    validate(spec, registered_handlers())
-    return spec
+def _load_valid(file: str) -> list[PipelineSpec]:
+    specs = load_specs(file)
+    handlers = registered_handlers()
+    for spec in specs:
+        validate(spec, handlers)
+    return specs
 
 
 @contextmanager

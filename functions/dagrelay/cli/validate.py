@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,7 +10,8 @@ import typer
 from dagrelay.cli.app import reports_errors
 from dagrelay.errors import DagrelayError, PipelineError
 from dagrelay.pipelines.export import read_pipeline
-from dagrelay.pipelines.spec import PipelineSpec, load_pipeline
+from dagrelay.pipelines.sources import load_specs
+from dagrelay.pipelines.spec import PipelineSpec
 from dagrelay.pipelines.validate import problems as pipeline_problems
 from dagrelay.pipelines.validate import registered_handlers
 from dagrelay.store import reads
@@ -21,12 +21,10 @@ from dagrelay.store.db import get_engine
 @reports_errors
 def validate(
     files: Annotated[
-        list[Path] | None,
+        list[str] | None,
         typer.Argument(
-            exists=True,
-            dir_okay=False,
-            readable=True,
-            help="Pipeline files (default: every pipeline in the database).",
+            help="Pipeline files (.yaml, .py) or module:attribute (default: every pipeline "
+            "in the database).",
         ),
     ] = None,
 ) -> None:
@@ -43,7 +41,7 @@ def validate(
         raise PipelineError(found)
 
 
-def _specs(files: Sequence[Path], found: list[str]) -> list[tuple[str, PipelineSpec]]:
+def _specs(files: Sequence[str], found: list[str]) -> list[tuple[str, PipelineSpec]]:
     """The pipelines of the files (a file that does not load adds its problems to ``found``),
     or with no files every pipeline in the database."""
     if not files:
@@ -55,7 +53,7 @@ def _specs(files: Sequence[Path], found: list[str]) -> list[tuple[str, PipelineS
     specs = []
     for file in files:
         try:
-            specs.append((file.name, load_pipeline(file)))
+            specs += [(spec.source, spec) for spec in load_specs(file)]
         except PipelineError as exc:
             found += exc.problems
     return specs

@@ -361,14 +361,13 @@ class Engine:
                 else params_mod.resolve(value, values, f"params.{key}")
                 for key, value in claim.params.items()
             }
-            registration.check_params(resolved, ref.task)
-            context = HandlerContext(
+            context: HandlerContext[Any] = HandlerContext(
                 pipeline=ref.pipeline,
                 batch_id=ref.batch_id,
                 task=ref.task,
                 attempt=ref.attempt,
                 run_id=ref.log_id,
-                params=resolved,
+                params=registration.parse_params(resolved, ref.task),
                 batch_params=claim.batch_params,
                 parent_outputs=claim.parent_outputs,
                 heartbeat=lambda: self.heartbeat(ref),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from dagrelay.errors import handler_hint
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -60,7 +62,10 @@ def validate_dag(tasks: list[TaskSpec], known_handlers: Iterable[str]) -> list[s
         seen.add(name)
     for task in tasks:
         if task.handler not in handlers:
-            problems.append(f"task {task.name!r}: unknown handler {task.handler!r}")
+            problems.append(
+                f"task {task.name!r}: unknown handler {task.handler!r} "
+                f"({handler_hint(task.handler, handlers)})"
+            )
         for parent in task.parents:
             if parent == task.name:
                 problems.append(f"task {task.name!r} cannot depend on itself")

@@ -7,17 +7,23 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Generic
 
 from jsonschema import Draft202012Validator
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+from typing_extensions import TypeVar
 
 from dagrelay import schemas
 from dagrelay.config import get_settings
-from dagrelay.errors import NonRetryableError, UnknownHandler
+from dagrelay.errors import ConfigError, NonRetryableError, UnknownHandler
 
 MAX_OUTPUT_BYTES = 64 * 1024
 BUILT_IN_MODULES = ("dagrelay.handlers.builtin",)
@@ -30,15 +36,19 @@ LAZY_BUILT_INS = {
 ENTRY_POINT_GROUP = "dagrelay.handlers"
 
 
+P = TypeVar("P", default=Mapping[str, Any])
+
+
 @dataclass(frozen=True)
-class HandlerContext:
-    """What a handler receives: resolved params, the batch, and its parents' outputs."""
+class HandlerContext(Generic[P]):
+    """What a handler receives: resolved params (an instance of the handler's params model
+    when it registered one, else a mapping), the batch, and its parents' outputs."""
 
     pipeline: str
     batch_id: str
     task: str
     attempt: int
-    params: Mapping[str, Any]
+    params: P
     # The task's run in this batch (its task_log row): a rerun gets a new one, so ids derived
     # from (run_id, attempt), like BigQuery job ids, never collide across reruns.
     run_id: int = 0
@@ -48,6 +58,19 @@ class HandlerContext:
     # returns False once the attempt is no longer live (its lease expired, the batch was
     # cancelled), and the handler should stop.
     heartbeat: Callable[[], bool] = field(default=lambda: True)
+    # The item of a mapped task's instance; None for a task that is not mapped.
+    item: Any = None
+
+    @property
+    def batch(self) -> str:
+        """The batch's id (``batch_id``)."""
+        return self.batch_id
+
+    @property
+    def scheduled_for(self) -> datetime | None:
+        """The schedule tick that started the batch; None for a batch started otherwise."""
+        value = self.batch_params.get("scheduled_for")
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
 
     @property
     def idempotency_key(self) -> str:
@@ -71,8 +94,9 @@ class Deferred:
     poll_after_s: float = 10.0
 
 
-Handler = Callable[[HandlerContext], Mapping[str, Any] | Deferred | None]
-Poll = Callable[[HandlerContext, Mapping[str, Any]], Mapping[str, Any] | Deferred | None]
+Output = Mapping[str, Any] | Deferred | None
+Handler = Callable[[HandlerContext[Any]], Output]
+Poll = Callable[[HandlerContext[Any], Mapping[str, Any]], Output]
 
 
 @dataclass(frozen=True)
@@ -84,20 +108,42 @@ class Registration:
     # Params passed through as written: no {placeholder} resolution (e.g. SQL, whose values
     # must travel as query parameters, and whose braces are not placeholders).
     raw_params: frozenset[str] = frozenset()
+    params_model: type[BaseModel] | None = None
 
     def check_params(self, params: Mapping[str, Any], task: str) -> None:
-        if self.params_schema is None:
-            return
-        problem = schemas.problem(schemas.for_schema(self.params_schema), params, "(params)")
-        if problem is not None:
-            raise NonRetryableError(f"task {task!r} ({self.name}): params {problem}")
+        self.parse_params(params, task)
+
+    def parse_params(self, params: Mapping[str, Any], task: str) -> Any:
+        """The params as the handler receives them: an instance of its model, or the mapping
+        (checked against its JSON Schema). ``NonRetryableError`` naming the task and field."""
+        if self.params_model is not None:
+            try:
+                return self.params_model.model_validate(dict(params))
+            except PydanticValidationError as exc:
+                raise NonRetryableError(
+                    f"task {task!r} ({self.name}): params {model_problems(exc)}"
+                ) from None
+        if self.params_schema is not None:
+            problem = schemas.problem(schemas.for_schema(self.params_schema), params, "(params)")
+            if problem is not None:
+                raise NonRetryableError(f"task {task!r} ({self.name}): params {problem}")
+        return params
+
+
+def model_problems(exc: PydanticValidationError) -> str:
+    """A params model's errors on one line: ``field: message; ...``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or '(params)'}: {error['msg']}"
+        for error in exc.errors()
+    )
 
 
 class HandlerRegistry:
-    def __init__(self) -> None:
+    def __init__(self, *, load: bool = True) -> None:
+        """``load=False``: only what is registered on it (no built-ins, modules or plugins)."""
         self._handlers: dict[str, Registration] = {}
         self._lock = threading.Lock()
-        self._loaded_plugins = False
+        self._loaded_plugins = not load
 
     def register(
         self,
@@ -106,14 +152,19 @@ class HandlerRegistry:
         params_schema: Mapping[str, Any] | None = None,
         poll: Poll | None = None,
         raw_params: frozenset[str] = frozenset(),
+        *,
+        params_model: type[BaseModel] | None = None,
     ) -> None:
+        if params_model is not None:
+            params_schema = params_model.model_json_schema()
         if params_schema is not None:
             Draft202012Validator.check_schema(params_schema)
+        registration = Registration(name, function, params_schema, poll, raw_params, params_model)
         with self._lock:
             existing = self._handlers.get(name)
-            if existing is not None and existing.function is not function:
+            if existing is not None and not _same(existing, registration):
                 raise ValueError(f"handler {name!r} is already registered")
-            self._handlers[name] = Registration(name, function, params_schema, poll, raw_params)
+            self._handlers[name] = registration
 
     def get(self, name: str) -> Registration:
         self.load_plugins()
@@ -122,7 +173,7 @@ class HandlerRegistry:
         try:
             return self._handlers[name]
         except KeyError:
-            raise UnknownHandler(name) from None
+            raise UnknownHandler(name, self._handlers) from None
 
     def names(self) -> list[str]:
         self.load_plugins()
@@ -141,7 +192,7 @@ class HandlerRegistry:
         for module in BUILT_IN_MODULES:
             importlib.import_module(module)
         for module in modules or get_settings().handler_modules:
-            importlib.import_module(module)
+            import_handler_module(module)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             self.register(ep.name, ep.load())
         self._loaded_plugins = True
@@ -150,17 +201,68 @@ class HandlerRegistry:
 default_registry = HandlerRegistry()
 
 
+def import_handler_module(module: str) -> None:
+    """Import a module of user handlers; a module that is not there is one ``ConfigError``
+    line saying what to do (a module that fails inside keeps its own traceback)."""
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # a project's modules, for the dagrelay command run in it
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not _is_prefix(exc.name, module):
+            raise
+        raise ConfigError(
+            f"handler module {module!r} not found (from handler_modules / "
+            f"DAGRELAY_HANDLER_MODULES; searched the working directory and sys.path): install "
+            f"it, run from the directory that holds it, or add that directory to PYTHONPATH"
+        ) from None
+
+
+def _is_prefix(missing: str, module: str) -> bool:
+    return module == missing or module.startswith(missing + ".")
+
+
+def _same(old: Registration, new: Registration) -> bool:
+    """The same handler registered again: the same function object, or the same function
+    re-imported (a module loaded twice under one name, a reloaded file)."""
+    if old.function is new.function:
+        return True
+    return _qualified(old.function) == _qualified(new.function)
+
+
+def _qualified(function: Callable[..., Any]) -> tuple[str, str]:
+    return (getattr(function, "__module__", ""), getattr(function, "__qualname__", ""))
+
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+
 def handler(
     name: str,
     params_schema: Mapping[str, Any] | None = None,
     poll: Poll | None = None,
     raw_params: frozenset[str] = frozenset(),
-) -> Callable[[Handler], Handler]:
+    *,
+    params: type[BaseModel] | None = None,
+) -> Callable[[H], H]:
     """Register a function as the handler ``name`` in the default registry (with ``poll``
-    if it may return Deferred; ``raw_params`` are not placeholder-resolved)."""
+    if it may return Deferred; ``raw_params`` are not placeholder-resolved). ``params``, a
+    pydantic model, types the params: checked when a pipeline is validated or applied, and
+    handed to the handler as ``ctx.params``, an instance of the model::
 
-    def decorate(function: Handler) -> Handler:
-        default_registry.register(name, function, params_schema, poll, raw_params)
+        class ExportParams(BaseModel):
+            table: str
+            limit: int = 100
+
+        @handler("acme.export", params=ExportParams)
+        def export(ctx: HandlerContext[ExportParams]) -> dict[str, int]:
+            return {"rows": ctx.params.limit}
+    """
+
+    def decorate(function: H) -> H:
+        default_registry.register(
+            name, function, params_schema, poll, raw_params, params_model=params
+        )
         return function
 
     return decorate

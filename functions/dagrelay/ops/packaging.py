@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dagrelay import resources
 from dagrelay.errors import ConfigError
+from dagrelay.ops.project import Project, merge_requirements
 
 SCHEMA_FILES = (
     "sql/*.sql",
@@ -57,11 +58,27 @@ def _is_package_file(path: Path, inside: Path) -> bool:
     return path.is_file() and not skipped & set(inside.parts) and path.suffix in PACKAGE_SUFFIXES
 
 
-def build_archive(out: Path) -> Path:
+def build_archive(out: Path, project: Path | None = None) -> Path:
+    """The archive at ``out``; with ``project``, the team's project too (ops/project.py)."""
+    members: dict[str, bytes] = {n: p.read_bytes() for n, p in archive_members().items()}
+    requirements = runtime_requirements()
+    if project is not None:
+        team = Project.at(project)
+        clash = sorted(set(team.files()) & set(members))
+        if clash:
+            raise ConfigError(f"--project {team.root}: files clash with dagrelay's: {clash}")
+        members |= {n: p.read_bytes() for n, p in team.files().items()}
+        members["dagrelay.yaml"] = team.settings_yaml().encode()
+        requirements = merge_requirements(requirements, team.requirements())
+    members["requirements.txt"] = ("\n".join(requirements) + "\n").encode()
     out.parent.mkdir(parents=True, exist_ok=True)
-    requirements = "\n".join(runtime_requirements()) + "\n"
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, path in archive_members().items():
-            archive.writestr(zipfile.ZipInfo(name, EPOCH), path.read_bytes())
-        archive.writestr(zipfile.ZipInfo("requirements.txt", EPOCH), requirements)
+        for name in sorted(members, key=_order):
+            archive.writestr(zipfile.ZipInfo(name, EPOCH), members[name])
     return out
+
+
+def _order(name: str) -> tuple[int, str]:
+    """main.py and the package first, as before; then the project's files; requirements last."""
+    rank = 0 if name == "main.py" or name.startswith("dagrelay/") else 1
+    return (2 if name == "requirements.txt" else rank, name)

@@ -51,11 +51,16 @@ def from_yaml(data: Mapping[str, Any] | None, source: str) -> ScheduleSpec | Non
     if data is None:
         return None
     spec = ScheduleSpec(**data)
+    check_spec(spec, source)
+    return spec
+
+
+def check_spec(spec: ScheduleSpec, source: str) -> None:
+    """``check`` as a ``PipelineError`` naming the file (or Python pipeline)."""
     try:
         check(spec)
     except ScheduleError as exc:
         raise PipelineError([f"{source}: schedule: {exc}"]) from exc
-    return spec
 
 
 def check(spec: ScheduleSpec) -> None:

@@ -372,6 +372,12 @@ def task_history(conn: Connection, pipeline: str, batch_id: str, task: str) -> l
     return _rows(conn, "task_history", pipeline=pipeline, batch_id=batch_id, task=task)
 
 
+def batch_outputs(conn: Connection, pipeline: str, batch_id: str) -> dict[str, Any]:
+    """{task: its output} of the batch's rows."""
+    rows = _rows(conn, "batch_outputs", pipeline=pipeline, batch_id=batch_id)
+    return {row["task"]: row["output"] for row in rows}
+
+
 def task_row(conn: Connection, pipeline: str, batch_id: str, task: str) -> dict[str, Any] | None:
     found = _rows(conn, "task_row", pipeline=pipeline, batch_id=batch_id, task=task)
     return found[0] if found else None

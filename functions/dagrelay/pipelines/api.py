@@ -1,0 +1,267 @@
+"""Pipelines in Python: a small typed API that builds exactly the ``PipelineSpec`` a YAML file
+builds, so ``pipeline apply``, ``validate`` and ``export`` treat both alike::
+
+    etl = Pipeline("etl", schedule=Schedule(cron="0 6 * * *"))
+
+    class ExtractParams(BaseModel):
+        rows: int = 10
+
+    @etl.task(params=ExtractParams(rows=3), retries=2)
+    def extract(ctx: HandlerContext[ExtractParams]) -> dict[str, int]:
+        return {"rows": ctx.params.rows}
+
+    check = etl.bigquery_check("check", sql="SELECT ...", parents=[extract])
+    etl.add("export", handler="acme.export", params={"table": "t"}, parents=[check])
+
+A decorated step is registered as the handler ``<pipeline>.<task>`` when its module is imported,
+so the deployed function must import that module (``handler_modules``). ``spec()`` checks every
+field (the pipeline file's JSON Schema, trigger rules, the schedule) and names the task and the
+field of each problem; the graph and the params are checked by ``validate``, before anything is
+written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar, cast
+
+from pydantic import BaseModel
+
+from dagrelay.errors import PipelineError
+from dagrelay.handlers.registry import Handler, default_registry
+from dagrelay.pipelines import schedule as schedules
+from dagrelay.pipelines.schedule import ScheduleSpec
+from dagrelay.pipelines.spec import PipelineSpec, PipelineTask, schema_problems
+from dagrelay.states import TriggerRule
+
+Schedule = ScheduleSpec  # the schedule: section, with the same fields and defaults
+Params = BaseModel | Mapping[str, Any] | None
+A = ParamSpec("A")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """A task added to a pipeline; pass it (or its name) in another task's ``parents``."""
+
+    name: str
+
+
+class Step(Generic[A, R]):
+    """A decorated Python step: a task (pass it in ``parents``) that is still callable as the
+    plain function (handy in unit tests)."""
+
+    def __init__(self, name: str, function: Callable[A, R]) -> None:
+        self.name = name
+        self.function = function
+
+    def __call__(self, *args: A.args, **kwargs: A.kwargs) -> R:
+        return self.function(*args, **kwargs)
+
+
+Parent = TaskRef | Step[..., Any] | str
+
+
+class Pipeline:
+    """A pipeline built in Python. Task settings take the YAML names and defaults, except
+    ``retries`` for ``max_retries``."""
+
+    def __init__(
+        self, name: str, *, description: str | None = None, schedule: Schedule | None = None
+    ) -> None:
+        self.name = name
+        self.description = description
+        self.schedule = schedule
+        self._tasks: list[PipelineTask] = []
+
+    def add(
+        self,
+        name: str,
+        *,
+        handler: str,
+        params: Params = None,
+        parents: Sequence[Parent] = (),
+        trigger_rule: TriggerRule | str = TriggerRule.ALL_SUCCESS,
+        retries: int = 0,
+        retry_delay_s: int = 30,
+        retry_backoff: float = 2.0,
+        retry_max_delay_s: int = 3600,
+        timeout_s: int = 540,
+        pool: str | None = None,
+        enabled: bool = True,
+        description: str | None = None,
+    ) -> TaskRef:
+        """A task running the registered handler ``handler``."""
+        self._tasks.append(
+            PipelineTask(
+                name=name,
+                handler=handler,
+                params=_plain_params(params),
+                parents=tuple(p if isinstance(p, str) else p.name for p in parents),
+                trigger_rule=_rule(name, trigger_rule),
+                max_retries=retries,
+                retry_delay_s=retry_delay_s,
+                retry_backoff=retry_backoff,
+                retry_max_delay_s=retry_max_delay_s,
+                timeout_s=timeout_s,
+                pool=pool,
+                enabled=enabled,
+                description=description,
+            )
+        )
+        return TaskRef(name)
+
+    def task(
+        self, name: str | None = None, *, params: BaseModel | None = None, **settings: Any
+    ) -> Callable[[Callable[A, R]], Step[A, R]]:
+        """Decorate a function ``f(ctx: HandlerContext[Model]) -> dict | None`` as a task of
+        this pipeline (named after the function unless ``name``), registered as the handler
+        ``<pipeline>.<task>`` with ``type(params)`` as its params model. ``settings`` are
+        those of ``add``: parents, trigger_rule, retries, timeout_s, pool, ..."""
+
+        def decorate(function: Callable[A, R]) -> Step[A, R]:
+            task = name or function.__name__
+            handler = f"{self.name}.{task}"
+            model = type(params) if params is not None else None
+            default_registry.register(handler, cast(Handler, function), params_model=model)
+            self.add(task, handler=handler, params=params, **settings)
+            return Step(task, function)
+
+        return decorate
+
+    def noop(
+        self, name: str, *, output: Mapping[str, Any] | None = None, **settings: Any
+    ) -> TaskRef:
+        """``python.noop``: does nothing, returns ``output``."""
+        params = {} if output is None else {"output": dict(output)}
+        return self.add(name, handler="python.noop", params=params, **settings)
+
+    def bigquery_query(
+        self,
+        name: str,
+        *,
+        sql: str | None = None,
+        sql_file: str | None = None,
+        destination: str | None = None,
+        query_parameters: Mapping[str, Any] | None = None,
+        write_disposition: str | None = None,
+        create_disposition: str | None = None,
+        time_partitioning: Mapping[str, Any] | None = None,
+        clustering_fields: Sequence[str] | None = None,
+        maximum_bytes_billed: int | None = None,
+        wait_s: float | None = None,
+        poll_after_s: float | None = None,
+        **settings: Any,
+    ) -> TaskRef:
+        """``bigquery.query``: run ``sql`` (or the file ``sql_file``), optionally into
+        ``destination``; values only as query parameters (``@name``)."""
+        params = _present(
+            sql=sql,
+            sql_file=sql_file,
+            destination=destination,
+            query_parameters=query_parameters,
+            write_disposition=write_disposition,
+            create_disposition=create_disposition,
+            time_partitioning=time_partitioning,
+            clustering_fields=list(clustering_fields) if clustering_fields else None,
+            maximum_bytes_billed=maximum_bytes_billed,
+            wait_s=wait_s,
+            poll_after_s=poll_after_s,
+        )
+        return self.add(name, handler="bigquery.query", params=params, **settings)
+
+    def bigquery_check(
+        self,
+        name: str,
+        *,
+        sql: str | None = None,
+        sql_file: str | None = None,
+        expect: str | Mapping[str, Any] | None = None,
+        condition_column: str | None = None,
+        query_parameters: Mapping[str, Any] | None = None,
+        wait_s: float | None = None,
+        poll_after_s: float | None = None,
+        **settings: Any,
+    ) -> TaskRef:
+        """``bigquery.check``: the query's result must be ``expect`` (``"empty"``, or the
+        first row's values), or its ``condition_column`` true in every row."""
+        params = _present(
+            sql=sql,
+            sql_file=sql_file,
+            expect=expect,
+            condition_column=condition_column,
+            query_parameters=query_parameters,
+            wait_s=wait_s,
+            poll_after_s=poll_after_s,
+        )
+        return self.add(name, handler="bigquery.check", params=params, **settings)
+
+    def spec(self, source: str | None = None) -> PipelineSpec:
+        """The pipeline as ``load_pipeline`` gives it for the equivalent YAML file; fields the
+        file's JSON Schema refuses are ``PipelineError`` naming the task and the field."""
+        source = source or f"pipeline {self.name}"
+        if self.schedule is not None:
+            schedules.check_spec(self.schedule, source)
+        spec = PipelineSpec(
+            pipeline=self.name,
+            tasks=tuple(self._tasks),
+            description=self.description,
+            source=source,
+            schedule=self.schedule,
+        )
+        found = schema_problems(document(spec))
+        if found:
+            raise PipelineError([f"{source}: {_by_task(p, spec)}" for p in found])
+        return spec
+
+
+def document(spec: PipelineSpec) -> dict[str, Any]:
+    """The pipeline file's mapping for ``spec`` (every task field written)."""
+    data: dict[str, Any] = {"pipeline": spec.pipeline, "tasks": [_task_doc(t) for t in spec.tasks]}
+    if spec.description is not None:
+        data["description"] = spec.description
+    if spec.schedule is not None:
+        data["schedule"] = schedules.to_yaml(spec.schedule)
+    return data
+
+
+def _task_doc(task: PipelineTask) -> dict[str, Any]:
+    row = task.row()
+    row["parents"] = list(task.parents)
+    if task.description is None:
+        del row["description"]  # the file leaves it out rather than writing null
+    return row
+
+
+def _by_task(problem: str, spec: PipelineSpec) -> str:
+    """``tasks/2/max_retries: ...`` as ``task 'load': max_retries: ...``."""
+    parts = problem.split("/", 2)
+    if parts[0] == "tasks" and len(parts) > 1 and parts[1].split(":")[0].isdigit():
+        index = int(parts[1].split(":")[0])
+        name = spec.tasks[index].name
+        rest = parts[2] if len(parts) == 3 else parts[1].split(":", 1)[1].lstrip()
+        return f"task {name!r}: {rest}"
+    return problem
+
+
+def _rule(task: str, rule: TriggerRule | str) -> TriggerRule:
+    try:
+        return TriggerRule(rule)
+    except ValueError:
+        allowed = ", ".join(r.value for r in TriggerRule)
+        raise PipelineError(
+            [f"task {task!r}: trigger_rule: {rule!r} is not one of {allowed}"]
+        ) from None
+
+
+def _plain_params(params: Params) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if isinstance(params, BaseModel):
+        return params.model_dump(mode="json", exclude_unset=True)
+    return dict(params)
+
+
+def _present(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}

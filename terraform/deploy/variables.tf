@@ -1,0 +1,125 @@
+# The root's inputs: each passed to the module unchanged (its variables.tf validates them).
+
+variable "project_id" {
+  description = "Google Cloud project id to deploy into (it must exist and have billing enabled)."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of Cloud SQL, the functions, the VPC connector, Cloud Scheduler and the buckets, e.g. europe-west1."
+  type        = string
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name (topics, functions, service accounts, buckets get the project id too). Short: service account ids are at most 30 characters."
+  type        = string
+  default     = "dagrelay"
+}
+
+variable "labels" {
+  description = "Labels put on every resource that takes labels."
+  type        = map(string)
+  default     = { app = "dagrelay" }
+}
+
+variable "function_source_archive" {
+  description = "Path (relative to the directory terraform runs in) of the zip built by `dagrelay build-function --out dist/function-source.zip`. Its md5 is part of the uploaded object's name, so a new build redeploys both functions."
+  type        = string
+  default     = "../../dist/function-source.zip"
+}
+
+variable "handler_modules" {
+  description = "Python modules the functions import at start to register user handlers (DAGRELAY_HANDLER_MODULES). They must be inside the source archive."
+  type        = list(string)
+  default     = []
+}
+
+variable "pipeline_files" {
+  description = "Pipeline files (YAML, or Python files of the archive's project) that `terraform apply` writes with `dagrelay pipeline apply`, after the migrations. Only with run_migrations_on_apply (the same network reach); otherwise run scripts/migrate.sh pipeline apply FILE yourself."
+  type        = list(string)
+  default     = []
+}
+
+variable "run_migrations_on_apply" {
+  description = "Run scripts/migrate.sh from `terraform apply`, between the database and the functions. Only where the machine running Terraform reaches Cloud SQL's private IP (a VM or CI runner inside the VPC); otherwise use the three-step deploy in README.md."
+  type        = bool
+  default     = false
+}
+
+variable "router_max_instances" {
+  description = "Most router instances at once. Each holds up to db_pool_size + db_max_overflow database connections: keep the total under the Cloud SQL tier's connection limit (db-f1-micro: 25)."
+  type        = number
+  default     = 5
+}
+
+variable "status_ingress" {
+  description = "Network ingress of the status function. It always requires IAM (roles/run.invoker); ALLOW_ALL lets an operator with that role call it from anywhere."
+  type        = string
+  default     = "ALLOW_ALL"
+}
+
+variable "status_invokers" {
+  description = "Principals allowed to call the status function, e.g. [\"group:oncall@example.com\"]. Never public."
+  type        = list(string)
+  default     = []
+}
+
+variable "db_tier" {
+  description = "Cloud SQL machine tier. db-f1-micro / db-g1-small are shared-core (no SLA, cheapest); db-custom-1-3840 and up for production."
+  type        = string
+  default     = "db-g1-small"
+}
+
+variable "db_availability_type" {
+  description = "ZONAL (one zone) or REGIONAL (high availability, about twice the price)."
+  type        = string
+  default     = "ZONAL"
+}
+
+variable "db_pool_size" {
+  description = "Database connections each function instance keeps (DAGRELAY_DB_POOL_SIZE)."
+  type        = number
+  default     = 2
+}
+
+variable "db_max_overflow" {
+  description = "Extra connections an instance may open under load (DAGRELAY_DB_MAX_OVERFLOW)."
+  type        = number
+  default     = 1
+}
+
+variable "db_retained_backups" {
+  description = "Automated backups kept."
+  type        = number
+  default     = 7
+}
+
+variable "db_transaction_log_retention_days" {
+  description = "Days of write-ahead log kept for point-in-time recovery (1-7 on the Enterprise edition)."
+  type        = number
+  default     = 7
+}
+
+variable "deletion_protection" {
+  description = "Protects the Cloud SQL instance from deletion (both Terraform's guard and the Cloud SQL API's). Set false and apply before `terraform destroy`."
+  type        = bool
+  default     = true
+}
+
+variable "force_destroy_buckets" {
+  description = "Let `terraform destroy` delete buckets that still hold objects. Keep false outside throwaway projects."
+  type        = bool
+  default     = false
+}
+
+variable "bigquery_datasets" {
+  description = "BigQuery datasets the pipelines write to; the router may edit data in these only."
+  type        = list(string)
+  default     = ["finance", "reports", "web"] # schema/sources.yaml's targets, monthly_profit's report
+}
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel ids (projects/P/notificationChannels/N) the alert policies notify. Empty: incidents show in the console only."
+  type        = list(string)
+  default     = []
+}
