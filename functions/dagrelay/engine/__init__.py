@@ -1,1 +1,2 @@
-"""engine"""
+"""The engine: every state transition of a batch, and the pure rules behind them
+(ARCHITECTURE.md, "Rooms and layers")."""

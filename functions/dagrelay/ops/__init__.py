@@ -1,1 +1,1 @@
-"""ops"""
+"""Operating dagrelay: the pure decisions of operator verbs, and the function archive."""

@@ -1,1 +1,1 @@
-"""pipelines"""
+"""Pipeline definitions: files (YAML) or Python, checked, written as rows, exported back."""

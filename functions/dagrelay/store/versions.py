@@ -1,4 +1,4 @@
-"""Reading pipeline versions (schema/versions.sql) as plain rows (``dagrelay.engine.versions``
+"""Reading pipeline versions (schema/sql/versions.sql) as plain rows (``dagrelay.engine.versions``
 makes them into definitions), and the two writes that move a batch to another version."""
 
 from __future__ import annotations
