@@ -90,6 +90,7 @@ class StackInfo:
             "DAGRELAY_ALERTS_TOPIC": self.alerts_topic,
             "DAGRELAY_DEAD_LETTER_TOPIC": self.dead_letter_topic,
             "DAGRELAY_INBOX_BUCKET": self.inbox_bucket,
+            "STATUS_URL": self.status_url,  # the status function and dashboard (README: curl)
         }
 
 

@@ -34,6 +34,7 @@ class Action(StrEnum):
     SWEEP = "sweep"
     RERUN = "rerun"
     CANCEL_BATCH = "cancel_batch"
+    RESUME = "resume"
     OBJECT_FINALIZE = "object_finalize"
 
 
@@ -105,6 +106,14 @@ class CancelBatch:
 
 
 @dataclass(frozen=True)
+class Resume:
+    action: ClassVar[Action] = Action.RESUME
+
+    pipeline: str
+    batch_id: str
+
+
+@dataclass(frozen=True)
 class ObjectFinalized:
     """A GCS object-finalize notification (routed to ingestion)."""
 
@@ -116,7 +125,7 @@ class ObjectFinalized:
     resource: Mapping[str, Any]
 
 
-ActionMessage = StartBatch | RunTask | PollTask | Sweep | Rerun | CancelBatch
+ActionMessage = StartBatch | RunTask | PollTask | Sweep | Rerun | CancelBatch | Resume
 Message = ActionMessage | ObjectFinalized
 
 _TYPES: dict[str, type[ActionMessage]] = {t.action.value: t for t in get_args(ActionMessage)}

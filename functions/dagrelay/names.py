@@ -4,6 +4,7 @@ one definition, ``schema/names.schema.json``. Full-string matches, as JSON Schem
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Final
 
 from dagrelay import schemas
@@ -22,3 +23,9 @@ def is_name(value: str) -> bool:
 
 def is_batch_id(value: str) -> bool:
     return schemas.matches(BATCH_ID_PATTERN, value)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when one of ``choices`` is close to ``word``, else ``""``."""
+    near = schemas.closest(word, list(choices))
+    return f" (did you mean {near!r}?)" if near else ""

@@ -4,13 +4,16 @@
   of Python's ``re``: ``$`` matches only at the very end (``re`` also before a final newline) and
   ``\\d`` is ASCII. A pattern then means the same here, in PostgreSQL's CHECKs and in Terraform.
 - ``$ref`` between the files resolves (``names.schema.json`` holds the identifier rules).
-- ``problem`` names the most relevant error as ``where: message``.
+- ``problem`` names the most relevant error as ``where: message``; a key the schema does not
+  allow is an unknown key, with the allowed key it is closest to (``pipline`` -> ``pipeline``),
+  and preferred to the "required" error the same misspelling causes.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -70,13 +73,48 @@ def for_schema(schema: Mapping[str, Any]) -> Validator:
     return _Validator(schema, registry=_registry())
 
 
+def closest(word: str, choices: Sequence[str]) -> str | None:
+    """The one of ``choices`` that ``word`` is most likely a misspelling of, if any is close."""
+    found = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def unknown_keys(error: ValidationError) -> list[tuple[str, str | None]]:
+    """For an ``additionalProperties: false`` error: each key not allowed, with the allowed key
+    closest to it (None if none is close). Empty for any other error."""
+    if error.validator != "additionalProperties" or error.validator_value is not False:
+        return []
+    allowed = [str(k) for k in error.schema.get("properties", {})]  # type: ignore[union-attr]
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    extra = sorted((k for k in instance if k not in allowed), key=str)
+    return [(str(k), closest(str(k), allowed)) for k in extra]
+
+
+def error_message(error: ValidationError) -> str:
+    """The error's message; for keys not allowed, ``unknown key 'x' (did you mean 'y'?)``."""
+    unknown = unknown_keys(error)
+    if not unknown:
+        return error.message
+    return "; ".join(
+        f"unknown key {key!r}" + (f" (did you mean {near!r}?)" if near else "")
+        for key, near in unknown
+    )
+
+
 def describe(error: ValidationError, top: str = "(top level)", message: str | None = None) -> str:
     """``where: message``, e.g. ``tasks/2/trigger_rule: 'x' is not one of [...]``."""
     where = "/".join(str(p) for p in error.absolute_path) or top
-    return f"{where}: {message or error.message}"
+    return f"{where}: {message or error_message(error)}"
+
+
+def misspelt(errors: Sequence[ValidationError]) -> list[ValidationError]:
+    """The unknown-key errors that name a key they probably stand for: more telling than the
+    "is a required property" error the same misspelling causes."""
+    return [e for e in errors if any(near for _, near in unknown_keys(e))]
 
 
 def problem(checker: Validator, instance: Any, top: str = "(top level)") -> str | None:
     """The most relevant error of ``instance`` as ``where: message``, or None if it is valid."""
-    error = best_match(checker.iter_errors(instance))
+    errors = list(checker.iter_errors(instance))
+    error = next(iter(misspelt(errors)), None) or best_match(errors)
     return None if error is None else describe(error, top)

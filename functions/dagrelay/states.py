@@ -38,6 +38,7 @@ TERMINAL_TASK_STATES = frozenset(
 
 class BatchStatus(StrEnum):
     RUNNING = "RUNNING"
+    CANCELLING = "CANCELLING"  # cancelled while attempts still run; CANCELLED when they end
     SUCCESS = "SUCCESS"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"

@@ -92,28 +92,135 @@ WHERE b.batch_id = :batch_id
 ORDER BY b.pipeline;
 
 -- name: finish_batch
--- RUNNING -> SUCCESS | FAILED | CANCELLED once no task of the batch is open (dagrelay_batch_outcome, the
--- one definition of "finished", shared with finish_idle_batches). Called after the commit of
--- the completion that may have been the last, so whichever completion commits last sees them all.
+-- RUNNING -> SUCCESS | FAILED | CANCELLED once no task of the batch is open
+-- (dagrelay_batch_outcome, the one definition of "finished", shared with finish_idle_batches);
+-- CANCELLING -> CANCELLED once its last attempt has ended. Called after the commit of the
+-- completion that may have been the last, so whichever completion commits last sees them all.
 UPDATE batches b
-SET status = o.outcome, finished_at = :now
+SET status = CASE WHEN b.status = 'CANCELLING' THEN 'CANCELLED' ELSE o.outcome END,
+    finished_at = :now
 FROM (SELECT dagrelay_batch_outcome(:pipeline, :batch_id) AS outcome) o
-WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND b.status = 'RUNNING'
-  AND o.outcome IS NOT NULL
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
+  AND b.status IN ('RUNNING', 'CANCELLING') AND o.outcome IS NOT NULL
 RETURNING b.status::text AS status;
 
 -- name: cancel_batch
--- RUNNING -> CANCELLED. Taking the batch row waits for completions holding it (advance_children
--- and finish_attempt share-lock it), so cancel_waiting_tasks, a statement of its own with a
--- fresh snapshot, sees every row they created.
-UPDATE batches SET status = 'CANCELLED', finished_at = :now
+-- RUNNING -> CANCELLING (finish_batch makes it CANCELLED when no attempt runs). Taking the
+-- batch row waits for completions holding it (advance_children and finish_attempt share-lock
+-- it), so the cancel_* statements after it, each with a fresh snapshot, see every row they
+-- created; and nothing creates a row in a batch that is not RUNNING.
+UPDATE batches SET status = 'CANCELLING'
 WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'RUNNING'
 RETURNING pipeline, batch_id;
 
 -- name: cancel_waiting_tasks
 -- Tasks waiting to run (NEW, RETRY) of a cancelled batch become CANCELLED. Running attempts
--- finish, but advance_children creates nothing in a batch that is not RUNNING.
+-- finish (a failure is then CANCELLED, not retried).
 UPDATE task_log
 SET status = 'CANCELLED', finished_at = :now, next_attempt_at = NULL
 WHERE pipeline = :pipeline AND batch_id = :batch_id AND status IN ('NEW', 'RETRY')
 RETURNING log_id;
+
+-- name: cancel_unstarted_tasks
+-- Every task of the batch's scope without a row yet gets a CANCELLED row (attempt 0): nothing
+-- stays pending, and resume_batch knows what never ran.
+WITH RECURSIVE batch AS (
+    SELECT pipeline, batch_id, start_task_id, version_id FROM batches
+    WHERE pipeline = :pipeline AND batch_id = :batch_id
+),
+scope(task_id) AS (
+    SELECT t.task_id FROM version_tasks t JOIN batch b ON t.version_id = b.version_id
+    WHERE b.start_task_id IS NULL OR t.task_id = b.start_task_id
+    UNION
+    SELECT e.child_task_id
+    FROM version_edges e JOIN scope s ON e.parent_task_id = s.task_id
+    WHERE e.version_id = (SELECT version_id FROM batch)
+      AND (SELECT start_task_id FROM batch) IS NOT NULL
+)
+INSERT INTO task_log (pipeline, batch_id, task_id, status, created_at, finished_at)
+SELECT :pipeline, :batch_id, s.task_id, 'CANCELLED', :now, :now
+FROM scope s
+ON CONFLICT DO NOTHING
+RETURNING log_id;
+
+-- name: running_tasks
+-- The batch's attempts that are running (deferred ones included).
+SELECT count(*) AS running FROM task_log
+WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'PROCESSING';
+
+-- name: lock_batch
+-- The batch's status; its row stays locked until the caller commits.
+SELECT status::text AS status FROM batches
+WHERE pipeline = :pipeline AND batch_id = :batch_id
+FOR UPDATE;
+
+-- name: resume_reset
+-- The batch's CANCELLED rows go (the attempts of those that had run stay in task_attempts) and
+-- the batch runs again. CANCELLED rows are counted by no fan-in counter: nothing to recount.
+WITH removed AS (
+    DELETE FROM task_log
+    WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'CANCELLED'
+    RETURNING log_id
+),
+resumed AS (
+    UPDATE batches SET status = 'RUNNING', finished_at = NULL
+    WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'CANCELLED'
+    RETURNING batch_id
+)
+SELECT (SELECT count(*) FROM removed) AS removed, (SELECT count(*) FROM resumed) AS resumed;
+
+-- name: resume_start
+-- Every task of the batch's scope without a row whose fate its parents' rows decide now: a
+-- root runs; another by its trigger rule on its fan-in counters (those whose parents have not
+-- ended are decided by the fan-in when they do). Rows and run_task messages, like start_batch.
+WITH RECURSIVE batch AS (
+    SELECT pipeline, batch_id, start_task_id, version_id FROM batches
+    WHERE pipeline = :pipeline AND batch_id = :batch_id
+),
+scope(task_id) AS (
+    SELECT t.task_id FROM version_tasks t JOIN batch b ON t.version_id = b.version_id
+    WHERE b.start_task_id IS NULL OR t.task_id = b.start_task_id
+    UNION
+    SELECT e.child_task_id
+    FROM version_edges e JOIN scope s ON e.parent_task_id = s.task_id
+    WHERE e.version_id = (SELECT version_id FROM batch)
+      AND (SELECT start_task_id FROM batch) IS NOT NULL
+),
+decided AS (
+    SELECT t.task_id, t.enabled, f.root_cause_log_id,
+           CASE WHEN f.task_id IS NULL THEN 'RUN'
+                ELSE dagrelay_trigger_decision(t.trigger_rule, f.parents, f.succeeded, f.failed,
+                                               f.skipped) END AS decision
+    FROM scope s
+    JOIN version_tasks t ON t.version_id = (SELECT version_id FROM batch) AND t.task_id = s.task_id
+    LEFT JOIN task_fanin f ON f.batch_id = :batch_id AND f.task_id = s.task_id
+    WHERE NOT EXISTS (SELECT 1 FROM task_log tl
+                      WHERE tl.batch_id = :batch_id AND tl.task_id = s.task_id)
+),
+created AS (
+    INSERT INTO task_log (pipeline, batch_id, task_id, status, created_at, finished_at,
+                          root_cause_log_id)
+    SELECT :pipeline, :batch_id, d.task_id,
+           CASE WHEN d.decision <> 'RUN' THEN d.decision
+                WHEN d.enabled THEN 'NEW'
+                ELSE 'SKIPPED' END::task_status,
+           :now,
+           CASE WHEN d.decision = 'RUN' AND d.enabled THEN NULL ELSE CAST(:now AS timestamptz) END,
+           CASE WHEN d.decision = 'UPSTREAM_FAILED' THEN d.root_cause_log_id END
+    FROM decided d
+    WHERE d.decision IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING log_id, task_id, status, root_cause_log_id
+),
+messages AS (
+    INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
+    SELECT :topic, m.payload, m.attributes, :now, :now, c.log_id
+    FROM created c
+    JOIN version_tasks t ON t.version_id = (SELECT version_id FROM batch) AND t.task_id = c.task_id
+    CROSS JOIN LATERAL dagrelay_run_task_message(:pipeline, :batch_id, t.name) m
+    WHERE c.status = 'NEW'
+    RETURNING outbox_id, topic, payload, attributes, available_at
+)
+SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM created c) AS tasks,
+       (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.outbox_id), '[]') FROM messages m)
+           AS messages;

@@ -5,28 +5,31 @@
 -- name: lock_pipeline_apply
 -- Pipeline definition files (dagrelay.pipelines.apply) write the same rows a user writes with
 -- plain SQL into tasks and task_dependencies: one transaction, only what changed, set-based.
--- This lock serialises concurrent applies of the same pipeline (released at commit/rollback).
-SELECT pg_advisory_xact_lock(hashtext('dagrelay.pipeline_apply'), hashtext(:pipeline));
+-- This lock serialises concurrent applies of the same pipeline (released at commit/rollback);
+-- it returns the pipeline's stored description, to compare with the file's.
+SELECT pg_advisory_xact_lock(hashtext('dagrelay.pipeline_apply'), hashtext(:pipeline)),
+       (SELECT description FROM pipelines WHERE pipeline = :pipeline) AS description;
 
 -- name: pipeline_apply_tasks
 -- What an apply compares the file with: this pipeline's tasks (names are unique per pipeline).
 -- Read without row locks: a running batch never waits on an apply that changes nothing.
 SELECT name, pipeline, handler, params, trigger_rule::text AS trigger_rule, max_retries,
-       retry_delay_s, retry_backoff, retry_max_delay_s, timeout_s, pool, enabled
+       retry_delay_s, retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, description
 FROM tasks
 WHERE pipeline = :pipeline;
 
 -- name: insert_pipeline_tasks
 -- The file's new tasks. A name inserted meanwhile (plain SQL) is skipped (not returned).
 INSERT INTO tasks (name, pipeline, handler, params, trigger_rule, max_retries, retry_delay_s,
-                   retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, created_at,
-                   updated_at)
+                   retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, description,
+                   created_at, updated_at)
 SELECT s.name, :pipeline, s.handler, s.params, s.trigger_rule, s.max_retries, s.retry_delay_s,
-       s.retry_backoff, s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled, :now, :now
+       s.retry_backoff, s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled, s.description,
+       :now, :now
 FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS s(
     name text, handler text, params jsonb, trigger_rule trigger_rule, max_retries integer,
     retry_delay_s integer, retry_backoff double precision, retry_max_delay_s integer,
-    timeout_s integer, pool text, enabled boolean)
+    timeout_s integer, pool text, enabled boolean, description text)
 ORDER BY s.name
 ON CONFLICT DO NOTHING
 RETURNING name;
@@ -38,17 +41,18 @@ UPDATE tasks AS t
 SET handler = s.handler, params = s.params, trigger_rule = s.trigger_rule,
     max_retries = s.max_retries, retry_delay_s = s.retry_delay_s,
     retry_backoff = s.retry_backoff, retry_max_delay_s = s.retry_max_delay_s,
-    timeout_s = s.timeout_s, pool = s.pool, enabled = s.enabled, updated_at = :now
+    timeout_s = s.timeout_s, pool = s.pool, enabled = s.enabled,
+    description = s.description, updated_at = :now
 FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS s(
     name text, handler text, params jsonb, trigger_rule trigger_rule, max_retries integer,
     retry_delay_s integer, retry_backoff double precision, retry_max_delay_s integer,
-    timeout_s integer, pool text, enabled boolean)
+    timeout_s integer, pool text, enabled boolean, description text)
 WHERE t.name = s.name AND t.pipeline = :pipeline
   AND (t.handler, t.params, t.trigger_rule, t.max_retries, t.retry_delay_s, t.retry_backoff,
-       t.retry_max_delay_s, t.timeout_s, t.pool, t.enabled)
+       t.retry_max_delay_s, t.timeout_s, t.pool, t.enabled, t.description)
       IS DISTINCT FROM
       (s.handler, s.params, s.trigger_rule, s.max_retries, s.retry_delay_s, s.retry_backoff,
-       s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled)
+       s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled, s.description)
 RETURNING t.name;
 
 -- name: delete_pipeline_edges
@@ -84,3 +88,20 @@ JOIN tasks p ON p.task_id = a.parent_task_id;
 DELETE FROM tasks
 WHERE pipeline = :pipeline AND name = ANY (CAST(:names AS text[]))
 RETURNING name;
+
+-- name: set_pipeline_description
+-- The file's description of the pipeline (none: the row goes), when it differs from the stored
+-- one; returns the pipeline if a row changed.
+WITH written AS (
+    INSERT INTO pipelines (pipeline, description)
+    SELECT :pipeline, CAST(:description AS text) WHERE CAST(:description AS text) IS NOT NULL
+    ON CONFLICT (pipeline) DO UPDATE SET description = EXCLUDED.description
+    WHERE pipelines.description IS DISTINCT FROM EXCLUDED.description
+    RETURNING pipeline
+),
+removed AS (
+    DELETE FROM pipelines
+    WHERE pipeline = :pipeline AND CAST(:description AS text) IS NULL
+    RETURNING pipeline
+)
+SELECT pipeline FROM written UNION ALL SELECT pipeline FROM removed;

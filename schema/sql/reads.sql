@@ -128,10 +128,13 @@ ORDER BY pipeline;
 -- name: export_pipeline_tasks
 -- A pipeline's tasks with every column a pipeline file can set.
 SELECT name, handler, params, trigger_rule::text AS trigger_rule, max_retries, retry_delay_s,
-       retry_backoff, retry_max_delay_s, timeout_s, pool, enabled
+       retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, description
 FROM tasks
 WHERE pipeline = :pipeline
 ORDER BY name;
+
+-- name: pipeline_description
+SELECT description FROM pipelines WHERE pipeline = :pipeline;
 
 -- name: export_pipeline_edges
 -- A pipeline's edges as (parent, child) names.
@@ -277,3 +280,29 @@ SELECT dead_letter_id, message_id, received_at, source_subscription, delivery_at
 FROM dead_letters
 ORDER BY received_at DESC, dead_letter_id DESC
 LIMIT :limit;
+
+-- == Triggering and rejected messages (dagrelay trigger, dagrelay rejected) =====================
+
+-- name: batch_head
+-- A batch's status, params and the message that started it (trigger's checks).
+SELECT status::text AS status, params, triggered_by, trigger_message_id, created_at, finished_at
+FROM batches
+WHERE pipeline = :pipeline AND batch_id = :batch_id;
+
+-- name: rejected_messages_page
+-- Rejected messages newest first, from before :before_id (keyset paging), received since :since.
+SELECT rejected_id, message_id, received_at, attributes, data, payload_bytes, reason
+FROM rejected_messages
+WHERE (CAST(:before_id AS bigint) IS NULL OR rejected_id < :before_id)
+  AND (CAST(:since AS timestamptz) IS NULL OR received_at >= :since)
+ORDER BY rejected_id DESC
+LIMIT :page;
+
+-- name: rejection_of_request
+-- The rejection of the message a CLI command published (its message id and its request_id
+-- attribute: message ids repeat when the emulator restarts).
+SELECT reason, received_at
+FROM rejected_messages
+WHERE message_id = :message_id AND attributes ->> 'request_id' = :request_id
+ORDER BY rejected_id
+LIMIT 1;

@@ -48,15 +48,16 @@ ORDER BY tl.poll_at
 LIMIT :limit;
 
 -- name: finish_idle_batches
--- RUNNING batches with no open task: the completion that should have finished them crashed
--- before it could. The same rule as finish_batch (dagrelay_batch_outcome).
+-- RUNNING (or CANCELLING) batches with no open task: the completion that should have finished
+-- them crashed before it could. The same rule as finish_batch (dagrelay_batch_outcome).
 UPDATE batches b
-SET status = x.outcome, finished_at = :now
+SET status = CASE WHEN b.status = 'CANCELLING' THEN 'CANCELLED' ELSE x.outcome END,
+    finished_at = :now
 FROM (
     SELECT pipeline, batch_id, dagrelay_batch_outcome(pipeline, batch_id) AS outcome
     FROM batches
-    WHERE status = 'RUNNING' AND created_at <= :cutoff
+    WHERE status IN ('RUNNING', 'CANCELLING') AND created_at <= :cutoff
 ) x
-WHERE b.pipeline = x.pipeline AND b.batch_id = x.batch_id AND b.status = 'RUNNING'
-  AND x.outcome IS NOT NULL
+WHERE b.pipeline = x.pipeline AND b.batch_id = x.batch_id
+  AND b.status IN ('RUNNING', 'CANCELLING') AND x.outcome IS NOT NULL
 RETURNING b.pipeline, b.batch_id, b.status::text AS status;

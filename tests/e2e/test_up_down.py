@@ -51,7 +51,16 @@ def test_up_then_down_stops_everything_it_started(template_db: str, tmp_path: Pa
         pids = list(info["pids"].values())
         assert len(pids) == 6  # Pub/Sub, GCS and BigQuery stand-ins, router, status, operate
         assert all(alive(p) for p in pids)
-        response = requests.get(f"{info['status_url']}/?batch_id=nope", timeout=10)
+        # What `up` prints is what the README's commands use: `curl "$STATUS_URL/?batch_id=..."`.
+        wait_for(lambda: "Stop with Ctrl-C" in output.read_text(), 30, "up to print the variables")
+        exported = dict(
+            line.strip().removeprefix("export ").split("=", 1)
+            for line in output.read_text().splitlines()
+            if line.strip().startswith("export ") and " " not in line.strip()[7:]
+        )
+        assert exported["STATUS_URL"] == info["status_url"]
+        assert exported["DATABASE_URL"] == url
+        response = requests.get(f"{exported['STATUS_URL']}/?batch_id=nope", timeout=10)
         assert response.status_code == 404
 
         down = subprocess.run(

@@ -158,7 +158,7 @@ def test_schema_error_exit_code(run: Run, tmp_path: Path) -> None:
     result = run("pipeline", "apply", path)
 
     assert result.exit_code == 2
-    assert result.stderr == "error: bad.yaml: tasks/0/enabled: 3 is not of type 'boolean'\n"
+    assert result.stderr == "error: bad.yaml: task 'a': enabled: 3 is not of type 'boolean'\n"
     assert "Traceback" not in result.output
 
 
@@ -313,7 +313,11 @@ def pull_one(subscription: str, timeout_s: float = 30) -> Any:
     raise AssertionError(f"no message on {subscription} within {timeout_s}s")
 
 
-def test_trigger_publishes_start_batch(run: Run, pubsub_emulator: str, unique: str) -> None:
+def test_trigger_publishes_start_batch(
+    run: Run, db: Engine, pubsub_emulator: str, unique: str
+) -> None:
+    with db.begin() as conn:
+        apply_pipeline(conn, load_pipeline(MONTHLY_PROFIT))
     project, topic_id = "dagrelay-test", f"events-{unique}"
     publisher = pubsub_v1.PublisherClient()
     topic = publisher.create_topic(name=publisher.topic_path(project, topic_id)).name
@@ -340,7 +344,8 @@ def test_trigger_publishes_start_batch(run: Run, pubsub_emulator: str, unique: s
     assert result.stdout == (
         f"published start_batch monthly_profit/2024-03 (message id {message.message_id})\n"
     )
-    assert dict(message.attributes) == {"action": "start_batch"}
+    assert dict(message.attributes).keys() == {"action", "request_id"}
+    assert message.attributes["action"] == "start_batch"
     assert json.loads(message.data) == {
         "action": "start_batch",
         "pipeline": "monthly_profit",
@@ -355,7 +360,12 @@ def test_trigger_to_a_missing_topic_fails_cleanly(
     run: Run, pubsub_emulator: str, unique: str
 ) -> None:
     result = run(
-        "trigger", "p", "b1", DAGRELAY_PROJECT_ID="dagrelay-test", DAGRELAY_EVENTS_TOPIC=unique
+        "trigger",
+        "p",
+        "b1",
+        "--no-check",
+        DAGRELAY_PROJECT_ID="dagrelay-test",
+        DAGRELAY_EVENTS_TOPIC=unique,
     )
 
     assert result.exit_code == 2

@@ -28,6 +28,7 @@ TABLES = {
     "file_log",
     "schedules",
     "pipeline_edge_writes",
+    "pipelines",
     "pipeline_versions",
     "version_tasks",
     "version_edges",

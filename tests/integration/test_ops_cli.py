@@ -246,7 +246,7 @@ def test_validate_the_database(run: Run, db: Engine, insert_pipeline: InsertPipe
 
 RICH_PIPELINE = """\
 pipeline: exported
-description: not stored, so not exported
+description: stored and exported
 tasks:
   - name: ex.report
     handler: python.noop
@@ -280,7 +280,8 @@ def test_export_round_trip_is_exact(run: Run, db: Engine, tmp_path: Path, templa
     normalised = export_yaml(load_pipeline(source))
     assert exported.stdout == normalised
     assert exported.stdout.index("ex.load_a") < exported.stdout.index("ex.load_b")
-    assert "description" not in exported.stdout
+    assert "description: stored and exported\n" in exported.stdout  # the pipeline's
+    assert "  description: the first load\n" in exported.stdout  # a task's
     out = tmp_path / "out.yaml"
     written = run("pipeline", "export", "exported", "-o", str(out))
     assert written.stdout == f"wrote {out} (pipeline exported, 3 tasks)\n"
@@ -553,7 +554,10 @@ def test_cancel(
     missing = run("cancel", "b2", "--pipeline", "p", **topic.env())
 
     assert first.exit_code == 0, first.output
-    assert first.stdout.startswith("cancelled batch p/b1\n")
+    assert first.stdout.startswith(
+        "batch p/b1 is CANCELLED: 0 running tasks will finish; 1 waiting task cancelled; "
+        "1 never-started task cancelled\n"
+    )
     assert "p / b1  CANCELLED" in first.stdout
     assert second.stdout.startswith("batch p/b1 is CANCELLED: nothing to cancel\n")
     assert (missing.exit_code, missing.stderr) == (1, "error: no batch 'b2' in pipeline 'p'\n")

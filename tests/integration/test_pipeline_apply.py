@@ -86,11 +86,23 @@ def test_monthly_profit_rows(db: Engine) -> None:
         "updated_at": T1,
     }
     loads = {"handler": "python.noop", "max_retries": 0, "retry_delay_s": 30}
+    described = {t.name: t.description for t in load_pipeline(MONTHLY_PROFIT).tasks}
     expected = {
-        "load_sales": {**common, **loads, "params": {"output": {"total": 1250.5}}},
-        "load_expenses": {**common, **loads, "params": {"output": {"total": 830.25}}},
+        "load_sales": {
+            **common,
+            **loads,
+            "params": {"output": {"total": 1250.5}},
+            "description": described["load_sales"],
+        },
+        "load_expenses": {
+            **common,
+            **loads,
+            "params": {"output": {"total": 830.25}},
+            "description": described["load_expenses"],
+        },
         "calculate_profit": {
             **common,
+            "description": described["calculate_profit"],
             "handler": "python.call",
             "params": {"callable": "dagrelay.examples.calculate_profit"},
             "max_retries": 2,
@@ -138,6 +150,11 @@ def test_same_rows_as_plain_sql(db: Engine, insert_pipeline: Callable[..., dict[
             text("UPDATE tasks SET max_retries = 2, retry_delay_s = 5 WHERE name = :n"),
             {"n": "calculate_profit"},
         )
+        for task in load_pipeline(MONTHLY_PROFIT).tasks:  # what the file says of each task
+            conn.execute(
+                text("UPDATE tasks SET description = :d WHERE name = :n"),
+                {"n": task.name, "d": task.description},
+            )
     before = task_rows(db)
 
     result = apply(db, load_pipeline(MONTHLY_PROFIT))

@@ -112,7 +112,8 @@ def test_a_retry_written_while_the_batch_is_cancelled_ends_cancelled(
         transaction.commit()
     thread.join(timeout=10)
 
-    assert result == [True]
+    (cancelled,) = result
+    assert (cancelled.waiting, cancelled.status) == (1, "CANCELLED")  # nothing runs any more
     assert status(db, "r") == "CANCELLED"  # not a RETRY nothing would ever run
 
 
@@ -148,7 +149,8 @@ def test_children_created_as_the_batch_is_cancelled_are_cancelled(
         transaction.commit()
     thread.join(timeout=10)
 
-    assert result == [True]
+    (cancelled,) = result
+    assert (cancelled.waiting, cancelled.never_started, cancelled.status) == (1, 0, "CANCELLED")
     assert status(db, "c") == "CANCELLED"  # created NEW just before: not left waiting forever
 
 

@@ -74,10 +74,12 @@ def test_cancel_while_a_task_runs(
     thread, result = in_thread(lambda: dag.run_task(RunTask("b1", "slow")))
     try:
         assert gate.entered.wait(10)
-        assert dag.cancel_batch(CancelBatch("p", "b1")) is True
-        assert batch_status(db, "p", "b1") == "CANCELLED"
+        done = dag.cancel_batch(CancelBatch("p", "b1"))
+        assert done is not None
+        assert (done.running, done.waiting, done.never_started) == (1, 2, 1)
+        assert batch_status(db, "p", "b1") == "CANCELLING"  # slow still runs
         assert statuses(db, "b1") == {
-            "slow": "PROCESSING", "flop": "CANCELLED", "idle": "CANCELLED",
+            "slow": "PROCESSING", "flop": "CANCELLED", "idle": "CANCELLED", "child": "CANCELLED",
         }  # fmt: skip
     finally:
         gate.release.set()
@@ -85,16 +87,17 @@ def test_cancel_while_a_task_runs(
 
     assert result == [RunOutcome.SUCCESS]
     assert statuses(db, "b1")["slow"] == "SUCCESS"
-    assert "child" not in statuses(db, "b1")
+    assert statuses(db, "b1")["child"] == "CANCELLED"
+    assert batch_status(db, "p", "b1") == "CANCELLED"  # the last attempt ended
     assert [m["task"] for m in outbox_rows(db)] == ["flop", "idle", "slow", "flop"]
-    for task in ("idle", "flop", "slow"):  # late or duplicate messages
+    for task in ("idle", "flop", "slow", "child"):  # late or duplicate messages
         assert dag.run_task(RunTask("b1", task)) == RunOutcome.IGNORED
     clock.advance(3600)
     report = Sweeper(dag).sweep(30)
     assert (report.requeued, report.batches_finished) == (0, 0)
     assert drive(dag, publisher) == [("flop", RunOutcome.IGNORED)]  # its held retry, relayed
     assert batch_status(db, "p", "b1") == "CANCELLED"
-    assert dag.cancel_batch(CancelBatch("p", "b1")) is False
+    assert dag.cancel_batch(CancelBatch("p", "b1")) is None
 
 
 def test_cancel_of_a_finished_batch_returns_false(
@@ -103,9 +106,9 @@ def test_cancel_of_a_finished_batch_returns_false(
     insert_pipeline("p", {"a": []})
     engine.start_batch(StartBatch("p", "b1"))
     drive(engine, publisher)
-    assert engine.cancel_batch(CancelBatch("p", "b1")) is False
+    assert engine.cancel_batch(CancelBatch("p", "b1")) is None
     assert batch_status(db, "p", "b1") == "SUCCESS"
-    assert engine.cancel_batch(CancelBatch("p", "nope")) is False
+    assert engine.cancel_batch(CancelBatch("p", "nope")) is None
 
 
 def test_task_hung_at_cancel_time_leaves_no_open_row(
@@ -140,7 +143,8 @@ def test_heartbeat_tells_a_running_handler_its_batch_was_cancelled(
     helpers.HOOKS[HOOK] = cancelled_while_running
     dag.run_task(RunTask("b1", "slow"))
     assert beats == [True, False]
-    assert "child" not in statuses(db, "b1")
+    assert statuses(db, "b1")["child"] == "CANCELLED"  # never started, not released either
+    assert batch_status(db, "p", "b1") == "CANCELLED"
 
 
 def envelope(payload: dict[str, Any], message_id: str) -> Envelope:
@@ -151,7 +155,7 @@ def envelope(payload: dict[str, Any], message_id: str) -> Envelope:
 def test_router_dispatches_cancel_batch(dag: DagEngine, db: Engine, clock: FakeClock) -> None:
     router = Router(dag, db, clock, dead_letter_topic=DEAD_LETTER_TOPIC)
     cancel = {"action": "cancel_batch", "pipeline": "p", "batch_id": "b1"}
-    assert router.handle(envelope(cancel, "m1")) == "cancelled"
+    assert router.handle(envelope(cancel, "m1")) == "cancelled"  # nothing was running
     assert router.handle(envelope(cancel, "m2")) == "not running"
     assert batch_status(db, "p", "b1") == "CANCELLED"
     assert router.handle(envelope({**cancel, "batch_id": "b 1"}, "m3")) == "rejected"

@@ -102,7 +102,7 @@ def test_a_file_without_a_schedule_leaves_it_unless_pruned(db: Engine, tmp_path:
         ({"cron": "@daily", "batch_id_template": "x/{scheduled_for}"}, "not a valid batch id"),
         ({"cron": "@hourly", "batch_id_template": "{scheduled_for:%Y-%m-%d}"}, "gives '"),
         ({"cron": "@daily", "overlap": "queue"}, "schedule/overlap: 'queue' is not one of"),
-        ({"cron": "@daily", "every": "day"}, "schedule: Additional properties"),
+        ({"cron": "@daily", "every": "day"}, "schedule: unknown key 'every'"),
     ],
 )
 def test_bad_schedules_are_refused_naming_the_problem(

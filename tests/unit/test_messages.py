@@ -145,8 +145,13 @@ BAD = [
     ),
     pytest.param(
         env({"action": "run_task", "batch_id": "b", "task": "t", "extra": 1}),
-        "run_task: (message): Additional properties are not allowed ('extra'",
+        "run_task: (message): unknown key 'extra'",
         id="extra property",
+    ),
+    pytest.param(
+        env({"action": "start_batch", "pipline": "p", "batch_id": "b"}),
+        "start_batch: (message): unknown key 'pipline' (did you mean 'pipeline'?)",
+        id="misspelt key, not only a missing one",
     ),
     pytest.param(
         env({"action": "sweep", "older_than_s": -1}),

@@ -310,13 +310,14 @@ def test_export_writes_only_what_differs_from_the_defaults() -> None:
                 enabled=False,
                 pool="bq",
             ),
-            task("a", description="not stored", trigger_rule=TriggerRule.ALL_DONE),
+            task("a", description="stored and exported", trigger_rule=TriggerRule.ALL_DONE),
         ),
     )
     assert export_yaml(spec) == (
         "pipeline: p\n"
         "tasks:\n"
         "- name: a\n"
+        "  description: stored and exported\n"
         "  handler: python.noop\n"
         "  trigger_rule: all_done\n"
         "- name: b\n"

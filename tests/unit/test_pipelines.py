@@ -77,17 +77,17 @@ def tasks(*lines: str) -> str:
         ),
         pytest.param(
             tasks(f"name: a, {NOOP}") + "owner: me\n",
-            ["(top level): Additional properties are not allowed ('owner' was unexpected)"],
+            ["(top level): unknown key 'owner'"],
             id="unknown top-level key",
         ),
         pytest.param(
             tasks(f"name: a, {NOOP}", f"name: b, {NOOP}", f"name: c, {NOOP}, trigger_rule: often"),
-            [f"tasks/2/trigger_rule: 'often' is not one of {RULES}"],
+            [f"task 'c': trigger_rule: 'often' is not one of {RULES}"],
             id="bad trigger rule",
         ),
         pytest.param(
             tasks(f"name: 9lives, {NOOP}"),
-            [f"tasks/0/name: '9lives' is not a valid name ({NAME_RULE})"],
+            [f"task '9lives': name: '9lives' is not a valid name ({NAME_RULE})"],
             id="bad task name",
         ),
         pytest.param(
@@ -97,17 +97,32 @@ def tasks(*lines: str) -> str:
         ),
         pytest.param(
             tasks(f"name: a, {NOOP}", f"name: b, parents: [a/x], {NOOP}"),
-            [f"tasks/1/parents/0: 'a/x' is not a valid name ({NAME_RULE})"],
+            [f"task 'b': parents/0: 'a/x' is not a valid name ({NAME_RULE})"],
             id="bad parent name",
         ),
         pytest.param(
             tasks(f"name: a, {NOOP}", f"name: b, {NOOP}, parent: [a]"),
-            ["tasks/1: Additional properties are not allowed ('parent' was unexpected)"],
+            ["task 'b': unknown key 'parent' (did you mean 'parents'?)"],
             id="misspelt key",
         ),
         pytest.param(
+            "pipline: p\n" + tasks(f"name: a, {NOOP}").split("\n", 1)[1],
+            ["(top level): unknown key 'pipline' (did you mean 'pipeline'?)"],
+            id="misspelt pipeline key",
+        ),
+        pytest.param(
+            tasks(f"name: a, {NOOP}", "name: b, hander: python.noop, parents: [a]"),
+            ["task 'b': unknown key 'hander' (did you mean 'handler'?)"],
+            id="misspelt required task key",
+        ),
+        pytest.param(
+            tasks(f"name: a, {NOOP}", "name: b, parents: [a], owner: me"),
+            ["task 'b': 'handler' is a required property"],  # one problem per task
+            id="unknown key and a missing one",
+        ),
+        pytest.param(
             tasks(f"name: a, {NOOP}", f"name: b, {NOOP}, parents: a"),
-            ["tasks/1/parents: 'a' is not of type 'array'"],
+            ["task 'b': parents: 'a' is not of type 'array'"],
             id="parents not a list",
         ),
         pytest.param(
@@ -116,18 +131,18 @@ def tasks(*lines: str) -> str:
             id="task string",
         ),
         pytest.param(
-            tasks("name: a"), ["tasks/0: 'handler' is a required property"], id="no handler"
+            tasks("name: a"), ["task 'a': 'handler' is a required property"], id="no handler"
         ),
         pytest.param(
             tasks(f"name: a, {NOOP}, params: [1, 2]"),
-            ["tasks/0/params: [1, 2] is not of type 'object'"],
+            ["task 'a': params: [1, 2] is not of type 'object'"],
             id="params not a mapping",
         ),
         pytest.param(
             tasks(f"name: a, {NOOP}, params: {{output: {{day: 2024-03-01}}}}"),
             [
                 (
-                    "tasks/0/params/output/day: datetime.date(2024, 3, 1) is not a JSON value "
+                    "task 'a': params/output/day: datetime.date(2024, 3, 1) is not a JSON value "
                     "(quote dates and times in YAML)"
                 )
             ],
@@ -135,22 +150,22 @@ def tasks(*lines: str) -> str:
         ),
         pytest.param(
             tasks(f"name: a, {NOOP}, params: {{output: {{1: x}}}}"),
-            ["tasks/0/params/output: key 1 is not a string (quote it in YAML)"],
+            ["task 'a': params/output: key 1 is not a string (quote it in YAML)"],
             id="integer key",
         ),
         pytest.param(
             tasks(f"name: a, {NOOP}, max_retries: -1"),
-            ["tasks/0/max_retries: -1 is less than the minimum of 0"],
+            ["task 'a': max_retries: -1 is less than the minimum of 0"],
             id="negative retries",
         ),
         pytest.param(
             tasks(f"name: a, {NOOP}, retry_backoff: 0.5"),
-            ["tasks/0/retry_backoff: 0.5 is less than the minimum of 1"],
+            ["task 'a': retry_backoff: 0.5 is less than the minimum of 1"],
             id="backoff below 1",
         ),
         pytest.param(
             tasks(f"name: a, {NOOP}, params: {{output: {{x: .nan}}}}"),
-            ["tasks/0/params: NaN and Infinity are not JSON values"],
+            ["task 'a': params: NaN and Infinity are not JSON values"],
             id="YAML NaN in params",
         ),
         pytest.param(
@@ -161,7 +176,7 @@ def tasks(*lines: str) -> str:
         pytest.param(
             tasks(f"name: a, {NOOP}, timeout_s: 0", NOOP),
             [
-                "tasks/0/timeout_s: 0 is less than the minimum of 1",
+                "task 'a': timeout_s: 0 is less than the minimum of 1",
                 "tasks/1: 'name' is a required property",
             ],
             id="one problem per task",
@@ -211,8 +226,8 @@ def tasks(*lines: str) -> str:
             tasks(f"name: a, {NOOP}, params: {{outptu: {{rows: 3}}}}"),
             [
                 (
-                    "task 'a' (python.noop): params (params): Additional properties are not "
-                    "allowed ('outptu' was unexpected)"
+                    "task 'a' (python.noop): params (params): unknown key 'outptu' "
+                    "(did you mean 'output'?)"
                 )
             ],
             id="params against the handler's schema",

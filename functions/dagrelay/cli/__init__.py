@@ -6,6 +6,7 @@
     dagrelay build-function [--project DIR]                        (define)
     dagrelay init DIR [--terraform-module PATH|URL]
     dagrelay trigger PIPELINE BATCH_ID [--param k=v ...] [--start-task NAME]
+                     [--if-exists fail|ignore] [--no-check] [--wait [--timeout S]]
     dagrelay validate [FILES...]
     dagrelay pipeline export PIPELINE [-o FILE]                    (export)
     dagrelay pipeline history PIPELINE                             (versions)
@@ -14,9 +15,11 @@
                       [--latest] [--max-concurrent N] [--wait] [--dry-run]
     dagrelay rerun BATCH TASK [--downstream] [--latest] [--pipeline P]
     dagrelay cancel BATCH [--pipeline P]
+    dagrelay resume BATCH [--pipeline P]                           (cancel)
     dagrelay status [BATCH] [--pipeline P] [--json] [--wait [--timeout S]]
     dagrelay history BATCH TASK [--traceback] [--pipeline P]
     dagrelay explain BATCH [--pipeline P]
+    dagrelay rejected [--since AGE|TIME] [--limit N] [--action A] [--json]
     dagrelay schedule list | pause PIPELINE | resume PIPELINE     (schedule)
 
 A batch id is unique per pipeline only: a verb given an id that several pipelines use refuses
@@ -45,6 +48,7 @@ from dagrelay.cli import (
     export,
     history,
     init,
+    rejected,
     rerun,
     schedule,
     status,
@@ -62,8 +66,10 @@ pipeline_app.command("diff")(versions.pipeline_diff)
 app.command()(backfill.backfill)
 app.command()(rerun.rerun)
 app.command()(cancel.cancel)
+app.command()(cancel.resume)
 app.command()(status.status)
 app.command()(history.history)
 app.command()(explain.explain)
+app.command()(rejected.rejected)
 
 __all__ = ["app", "define", "schedule", "trigger"]

@@ -4,6 +4,7 @@ problem on stderr and exit code 2; an unreachable database is exit code 1."""
 from __future__ import annotations
 
 import functools
+import getpass
 from collections.abc import Callable
 from typing import NoReturn, ParamSpec, TypeVar
 
@@ -55,3 +56,11 @@ def fail(lines: list[str], code: int) -> NoReturn:
     for line in lines:
         typer.echo(f"error: {line}", err=True)
     raise typer.Exit(code)
+
+
+def current_user() -> str:
+    """Who runs the command, for ``triggered_by`` and the worker id (``cli:<user>``)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError, ImportError):
+        return "unknown"

@@ -18,7 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from dagrelay.cli.app import reports_errors
-from dagrelay.cli.common import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S, Poll, Timeout, operator_engine
+from dagrelay.cli.common import operator_engine
+from dagrelay.cli.follow import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S, Poll, Timeout
 from dagrelay.cli.render import status_text
 from dagrelay.cli.schedule import scheduled_runs
 from dagrelay.cli.trigger import publish, start_batch_message

@@ -1,5 +1,5 @@
-"""What the operator's commands share: the engine as the router builds it, and the options
-for waiting."""
+"""What the operator's commands share: the engine as the router builds it, and the
+--pipeline option (the options for waiting are in ``dagrelay.cli.follow``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 from sqlalchemy import Connection
 
-from dagrelay.cli.app import fail
-from dagrelay.cli.trigger import current_user
+from dagrelay.cli.app import current_user, fail
 from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine
 from dagrelay.errors import DagrelayError
@@ -17,13 +16,6 @@ from dagrelay.router.wiring import build_engine
 from dagrelay.store import reads
 from dagrelay.store.outbox import Publisher
 
-DEFAULT_TIMEOUT_S = 3600.0
-DEFAULT_POLL_S = 2.0
-
-Timeout = Annotated[
-    float, typer.Option(min=0, help="Give up waiting after this many seconds (exit code 1).")
-]
-Poll = Annotated[float, typer.Option(min=0.01, help="Seconds between looks at the database.")]
 PipelineOption = Annotated[
     str | None,
     typer.Option(help="The batch's pipeline (needed when pipelines share the batch id)."),

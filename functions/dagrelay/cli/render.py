@@ -19,6 +19,7 @@ STATUS_STYLES = {
     "FAILED": "bold red",
     "UPSTREAM_FAILED": "red",
     "SKIPPED": "dim",
+    "CANCELLING": "yellow",
     "CANCELLED": "dim",
 }
 

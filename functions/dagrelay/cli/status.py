@@ -8,20 +8,12 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from dagrelay.cli.app import fail, reports_errors
-from dagrelay.cli.common import (
-    DEFAULT_POLL_S,
-    DEFAULT_TIMEOUT_S,
-    PipelineOption,
-    Poll,
-    Timeout,
-    batch_pipeline,
-)
+from dagrelay.cli.common import PipelineOption, batch_pipeline
+from dagrelay.cli.follow import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S, Poll, Timeout, follow
 from dagrelay.cli.render import (
     batch_table,
     dead_letter_table,
@@ -60,7 +52,7 @@ def status(
         _recent(pipeline, limit, as_json)
         return
     if wait:
-        _wait(batch_id, pipeline, time.monotonic() + timeout, poll)
+        follow(batch_id, pipeline, time.monotonic() + timeout, poll)
         return
     with get_engine().connect() as conn:
         pipeline = batch_pipeline(conn, batch_id, pipeline)
@@ -107,29 +99,3 @@ def _listed(batch: reads.BatchSummary) -> dict[str, Any]:
     fields = ("pipeline", "batch_id", "status", "triggered_by", "created_at", "finished_at")
     listed: dict[str, Any] = {k: batch[k] for k in fields}  # type: ignore[literal-required]
     return listed | {"tasks_total": batch["tasks_in_scope"], "tasks_done": batch["tasks_finished"]}
-
-
-def _wait(batch_id: str, pipeline: str | None, deadline: float, poll: float) -> None:
-    """Follow the batch (it may not exist yet: its start message may be on its way) until
-    it leaves RUNNING or the deadline passes."""
-    console = Console()
-    report: list[reads.Batch] = []
-    with Live(Text(f"waiting for batch {batch_id}..."), console=console) as live:
-        while True:
-            with get_engine().connect() as conn:
-                report = reads.read_batches(conn, batch_id, pipeline)
-            if pipeline is None and len(report) > 1:
-                batch_pipeline(conn, batch_id, pipeline)  # refuses, naming the pipelines
-            if report:
-                live.update(Group(*(batch_table(b) for b in report)), refresh=True)
-            if report and all(b["status"] != "RUNNING" for b in report):
-                break
-            if time.monotonic() > deadline:
-                now = report[0]["status"] if report else "not started"
-                fail([f"batch {batch_id!r} is still {now} after the timeout"], 1)
-            time.sleep(poll)
-    console.print()
-    outcomes = ", ".join(f"{b['pipeline']}/{b['batch_id']} {b['status']}" for b in report)
-    typer.echo(f"finished: {outcomes}")
-    if any(b["status"] != "SUCCESS" for b in report):
-        raise typer.Exit(1)

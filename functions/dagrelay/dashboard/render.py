@@ -196,7 +196,7 @@ def batch_tabs(base: str, pipeline: str, batch_id: str, current: str) -> Markup:
 
 def live_attrs(base: str, batch: Row, task: Row | None = None) -> dict[str, str]:
     """<body> attributes that make the script poll the batch's JSON while it runs."""
-    if batch["status"] != "RUNNING":
+    if batch["status"] not in ("RUNNING", "CANCELLING"):
         return {}
     attrs = {
         "data-poll": url(base, "api", "batches", batch["pipeline"], batch["batch_id"]),

@@ -37,8 +37,9 @@ from dagrelay.handlers.registry import (
     check_deferred,
     check_output,
 )
-from dagrelay.messages import CancelBatch, PollTask, Rerun, RunTask, StartBatch
+from dagrelay.messages import CancelBatch, PollTask, Rerun, Resume, RunTask, StartBatch
 from dagrelay.states import TaskStatus
+from dagrelay.store import cancelling
 from dagrelay.store import transitions as store
 from dagrelay.store import versions as store_versions
 from dagrelay.store.db import retry_transient
@@ -76,6 +77,12 @@ class Failure:
 class StartOutcome:
     created: bool
     roots: int
+
+
+@dataclass(frozen=True)
+class Resumed:
+    reset: int  # CANCELLED rows removed
+    started: int  # tasks that start now (the rest follow by the fan-in)
 
 
 class Engine:
@@ -160,18 +167,57 @@ class Engine:
         cascade = self._advance(conn, msg.pipeline, msg.batch_id, skipped, now)
         return store.Created(created.tasks, created.messages + cascade.messages, True)
 
-    def cancel_batch(self, msg: CancelBatch) -> bool:
+    def cancel_batch(self, msg: CancelBatch) -> cancelling.Cancelled | None:
+        """RUNNING -> CANCELLING: waiting tasks and those never created become CANCELLED,
+        running attempts finish (a failure is not retried) and the last one to end makes the
+        batch CANCELLED (at once if none runs). None if the batch was not RUNNING."""
         extra = {"action": "cancel_batch", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
         extra["triggered_by"] = msg.triggered_by or "unknown"
         with self.db.begin() as conn:
-            cancelled, tasks = store.cancel_batch(
+            done = cancelling.cancel_batch(
                 conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=self.clock()
             )
-        if cancelled:
-            log.warning("batch cancelled; %d waiting tasks cancelled", tasks, extra=extra)
-        else:
+        if done is None:
             log.info("cancel ignored: the batch is not running", extra=extra)
-        return cancelled
+            return None
+        log.warning(
+            "batch %s: %d running tasks will finish; %d waiting and %d never-started tasks "
+            "cancelled",
+            done.status,
+            done.running,
+            done.waiting,
+            done.never_started,
+            extra={**extra, "status": done.status},
+        )
+        return done
+
+    def resume(self, msg: Resume) -> Resumed:
+        """Run again what a cancel stopped in a CANCELLED batch (its CANCELLED rows, and tasks
+        it has no row for), keeping every other row: the tasks whose parents' rows decide them
+        start (or are decided UPSTREAM_FAILED/SKIPPED), the rest follow by the fan-in."""
+        extra = {"action": "resume", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
+        now = self.clock()
+        with self.db.begin() as conn:
+            status = cancelling.lock_batch(conn, pipeline=msg.pipeline, batch_id=msg.batch_id)
+            _check_resumable(msg, status)
+            reset = cancelling.resume_reset(conn, pipeline=msg.pipeline, batch_id=msg.batch_id)
+            created = cancelling.resume_start(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, topic=self.events_topic, now=now
+            )
+            decided = [
+                store.Transition(t.task_id, t.status, t.root_cause_log_id)
+                for t in created.tasks
+                if t.status != TaskStatus.NEW
+            ]
+            cascade = self._advance(conn, msg.pipeline, msg.batch_id, decided, now)
+        started = sum(t.status == TaskStatus.NEW for t in created.tasks + cascade.tasks)
+        log.warning(
+            "batch resumed: %d cancelled rows reset, %d tasks started", reset, started, extra=extra
+        )
+        self.publish(created.messages + cascade.messages)
+        if not started:
+            self.finish_batch(msg.pipeline, msg.batch_id)
+        return Resumed(reset=reset, started=started)
 
     def rerun(self, msg: Rerun) -> int:
         """Reset a task (and with ``downstream`` its descendants) in a batch and run it again,
@@ -396,7 +442,7 @@ class Engine:
         self.hooks.at(HookPoint.AFTER_COMMIT, ref.task)
         self.publish(created.messages)
         released = any(t.status == TaskStatus.NEW for t in created.tasks)
-        if result.status not in (TaskStatus.RETRY, TaskStatus.CANCELLED) and not released:
+        if result.status != TaskStatus.RETRY and not released:  # CANCELLED: maybe the last
             self.finish_batch(ref.pipeline, ref.batch_id)
         return RunOutcome(result.status.value)
 
@@ -495,6 +541,22 @@ def _invoke(
     return registration.poll(context, job)
 
 
+def _check_resumable(msg: Resume, status: str | None) -> None:
+    """Only a CANCELLED batch resumes; a CANCELLING one once its running attempts ended."""
+    if status is None:
+        raise BadMessage(f"no batch {msg.batch_id!r} in pipeline {msg.pipeline!r}")
+    if status == "CANCELLING":
+        raise BadMessage(
+            f"batch {msg.pipeline}/{msg.batch_id} is CANCELLING: its running tasks have not "
+            "finished yet; resume it once it is CANCELLED"
+        )
+    if status != "CANCELLED":
+        raise BadMessage(
+            f"batch {msg.pipeline}/{msg.batch_id} is {status}, not CANCELLED: nothing to resume "
+            "(rerun runs tasks of a finished batch again)"
+        )
+
+
 def _rerun_targets(
     batch_id: str, tasks: Sequence[str], pipeline: str | None, scope: Sequence[store.ScopeRow]
 ) -> list[store.ScopeRow]:
@@ -559,12 +621,10 @@ def resolve_pipeline(
 
 
 def _failure(exc: BaseException) -> Failure:
+    """``error`` is what an operator reads (``Type: message``, no frames of the engine); the
+    traceback, kept with the attempt, says where."""
     kind = "non-retryable " if isinstance(exc, NonRetryableError) else ""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = " <- ".join(
-        f"{f.name} ({f.filename.rsplit('/', 1)[-1]}:{f.lineno})" for f in reversed(frames[-3:])
-    )
-    error = f"{kind}{type(exc).__name__}: {exc}" + (f" [at {where}]" if where else "")
+    error = f"{kind}{type(exc).__name__}: {exc}"
     summary = "".join(traceback.format_exception(exc, limit=-8))
     return Failure(exc, error[:MAX_ERROR_CHARS], summary[-MAX_ERROR_CHARS:])
 

@@ -229,8 +229,8 @@ def document(spec: PipelineSpec) -> dict[str, Any]:
 def _task_doc(task: PipelineTask) -> dict[str, Any]:
     row = task.row()
     row["parents"] = list(task.parents)
-    if task.description is not None:
-        row["description"] = task.description
+    if task.description is None:
+        del row["description"]  # the file leaves it out rather than writing null
     return row
 
 

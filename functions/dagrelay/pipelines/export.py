@@ -30,7 +30,14 @@ def read_pipeline(conn: Connection, pipeline: str) -> PipelineSpec:
         parents.setdefault(edge.child, []).append(edge.parent)
     tasks = tuple(PipelineTask.from_row(dict(r), sorted(parents.get(r["name"], []))) for r in rows)
     schedule = schedules.read(conn, pipeline)
-    spec = PipelineSpec(pipeline, tasks, source=f"database:{pipeline}", schedule=schedule)
+    described = conn.execute(query("pipeline_description"), {"pipeline": pipeline})
+    spec = PipelineSpec(
+        pipeline,
+        tasks,
+        description=described.scalar_one_or_none(),
+        source=f"database:{pipeline}",
+        schedule=schedule,
+    )
     return topological_order(spec)
 
 
@@ -61,11 +68,12 @@ def topological_order(spec: PipelineSpec) -> PipelineSpec:
 
 def export_yaml(spec: PipelineSpec) -> str:
     """The pipeline file for ``spec``: tasks in ``topological_order``, each with its name,
-    handler, parents and params first, then only the fields that differ from their defaults
-    (descriptions are not stored, so not written). Exporting what applying this text wrote
-    gives this text again, byte for byte."""
+    description, handler, parents and params first, then only the fields that differ from their
+    defaults. Exporting what applying this text wrote gives this text again, byte for byte."""
     ordered = topological_order(spec)
     document: dict[str, Any] = {"pipeline": spec.pipeline}
+    if spec.description is not None:
+        document["description"] = spec.description
     if spec.schedule is not None:
         document["schedule"] = schedules.to_yaml(spec.schedule)
     document["tasks"] = [_task_document(t) for t in ordered.tasks]
@@ -75,7 +83,10 @@ def export_yaml(spec: PipelineSpec) -> str:
 
 
 def _task_document(task: PipelineTask) -> dict[str, Any]:
-    document: dict[str, Any] = {"name": task.name, "handler": task.handler}
+    document: dict[str, Any] = {"name": task.name}
+    if task.description is not None:
+        document["description"] = task.description
+    document["handler"] = task.handler
     if task.parents:
         document["parents"] = list(task.parents)
     if task.params:

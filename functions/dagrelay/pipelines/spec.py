@@ -45,12 +45,12 @@ class PipelineTask:
     timeout_s: int = 540
     pool: str | None = None
     enabled: bool = True
-    description: str | None = None  # documentation only; not stored
+    description: str | None = None  # documentation: stored (tasks.description), not run
 
     def row(self) -> dict[str, Any]:
         """The task's columns, as the task writes of ``dagrelay.pipelines.apply`` read them."""
         row = asdict(self)
-        del row["parents"], row["description"]
+        del row["parents"]
         row["params"] = dict(self.params)
         row["trigger_rule"] = self.trigger_rule.value
         row["retry_backoff"] = float(self.retry_backoff)
@@ -72,6 +72,7 @@ class PipelineTask:
             timeout_s=row["timeout_s"],
             pool=row["pool"],
             enabled=row["enabled"],
+            description=row.get("description"),
         )
 
 
@@ -93,7 +94,7 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
     handlers or for cycles: see ``validate``)."""
     path = Path(path)
     data = _read_yaml(path)
-    found = schema_problems(data) or _not_json(data["tasks"])
+    found = schema_problems(data) or _not_json(data)
     if found:
         raise PipelineError([f"{path.name}: {p}" for p in found])
     return _spec(data, path.name)
@@ -130,28 +131,58 @@ def _validator() -> Validator:
 
 def schema_problems(data: Any) -> list[str]:
     """The most relevant schema error of each task (and of the file's other keys), each as
-    ``path: message``, e.g. ``tasks/2/trigger_rule: 'x' is not one of [...]``."""
+    ``where: message`` with a task named by its name, e.g. ``task 'load': trigger_rule: 'x' is
+    not one of [...]``. A key the schema does not allow is an unknown key, with the allowed key
+    it is closest to; the required key it stands for is then not also reported missing."""
+    errors = list(_validator().iter_errors(data))
+    suggested: dict[tuple[str | int, ...], set[str | None]] = {}
+    for error in schemas.misspelt(errors):
+        near = {n for _, n in schemas.unknown_keys(error)}
+        suggested.setdefault(tuple(error.absolute_path), set()).update(near)
     groups: dict[tuple[str | int, ...], list[ValidationError]] = {}
-    for error in _validator().iter_errors(data):
+    for error in errors:
         path = tuple(error.absolute_path)
+        if _missing(error) & suggested.get(path, set()):
+            continue
         key = path[:2] if path[:1] == ("tasks",) else path[:1]
         groups.setdefault(key, []).append(error)
-    return [_describe(e) for e in map(best_match, groups.values()) if e is not None]
+    return [_describe(e, data) for e in map(best_match, groups.values()) if e is not None]
 
 
-def _not_json(tasks: Sequence[Mapping[str, Any]]) -> list[str]:
+def _missing(error: ValidationError) -> set[str | None]:
+    """The keys a ``required`` error says are missing."""
+    if error.validator != "required" or not isinstance(error.instance, dict):
+        return set()
+    required: list[str] = list(error.validator_value)  # type: ignore[arg-type]
+    return {k for k in required if k not in error.instance}
+
+
+def _where(path: Sequence[str | int], data: Any) -> str:
+    """``task 'load'`` (and the path below it) for a task with a name, else the JSON path."""
+    if len(path) >= 2 and path[0] == "tasks" and isinstance(path[1], int):
+        name = (
+            data["tasks"][path[1]].get("name") if isinstance(data["tasks"][path[1]], dict) else None
+        )
+        if isinstance(name, str) and name:
+            below = "/".join(str(p) for p in path[2:])
+            return f"task {name!r}" + (f": {below}" if below else "")
+    return "/".join(str(p) for p in path) or "(top level)"
+
+
+def _not_json(data: Mapping[str, Any]) -> list[str]:
     """Params the schema lets through but JSON cannot carry (YAML's .nan and .inf)."""
     found = []
-    for index, task in enumerate(tasks):
+    for index, task in enumerate(data["tasks"]):
         try:
             json.dumps(task.get("params", {}), allow_nan=False)
         except ValueError:
-            found.append(f"tasks/{index}/params: NaN and Infinity are not JSON values")
+            where = _where(("tasks", index, "params"), data)
+            found.append(f"{where}: NaN and Infinity are not JSON values")
     return found
 
 
-def _describe(error: ValidationError) -> str:
-    message = error.message
+def _describe(error: ValidationError, data: Any) -> str:
+    message = schemas.error_message(error)
     if error.validator == "pattern" and error.validator_value == NAME_PATTERN:
         message = (
             f"{error.instance!r} is not a valid name (a letter, then at most 127 letters, "
@@ -161,7 +192,7 @@ def _describe(error: ValidationError) -> str:
         message = f"key {error.instance!r} is not a string (quote it in YAML)"
     elif error.validator == "type" and isinstance(error.validator_value, list):
         message = f"{error.instance!r} is not a JSON value (quote dates and times in YAML)"
-    return schemas.describe(error, message=message)
+    return f"{_where(tuple(error.absolute_path), data)}: {message}"
 
 
 def _spec(data: Mapping[str, Any], source: str) -> PipelineSpec:

@@ -92,7 +92,10 @@ class Router:
             case messages.Sweep():
                 return f"swept: {self.sweeper.sweep(message.older_than_s)}"
             case messages.CancelBatch():
-                return "cancelled" if self.engine.cancel_batch(message) else "not running"
+                cancelled = self.engine.cancel_batch(message)
+                return cancelled.status.lower() if cancelled else "not running"
+            case messages.Resume():
+                return f"resumed: {self.engine.resume(message).started} tasks started"
             case messages.Rerun():
                 return f"rerun: {self.engine.rerun(message)} rows reset"
             case messages.ObjectFinalized():

@@ -443,3 +443,26 @@ def rejected_messages(conn: Connection, limit: int) -> list[dict[str, Any]]:
 def dead_letters(conn: Connection, limit: int) -> list[dict[str, Any]]:
     """The latest dead letters, newest first (``data`` base64 as received)."""
     return _rows(conn, "dashboard_dead_letters", limit=limit)
+
+
+# -- triggering and rejected messages ------------------------------------------------------------
+
+
+def batch_head(conn: Connection, pipeline: str, batch_id: str) -> dict[str, Any] | None:
+    """A batch's status, params, triggered_by, trigger_message_id and times; None if none."""
+    found = _rows(conn, "batch_head", pipeline=pipeline, batch_id=batch_id)
+    return found[0] if found else None
+
+
+def rejected_page(
+    conn: Connection, *, since: datetime | None, before_id: int | None, page: int
+) -> list[dict[str, Any]]:
+    """A page of rejected messages, newest first (``before_id``: the last id of the previous
+    page): message_id, received_at, attributes, data (as stored), payload_bytes, reason."""
+    return _rows(conn, "rejected_messages_page", since=since, before_id=before_id, page=page)
+
+
+def rejection_of(conn: Connection, message_id: str, request_id: str) -> dict[str, Any] | None:
+    """The router's rejection of a message a command published (reason, received_at)."""
+    found = _rows(conn, "rejection_of_request", message_id=message_id, request_id=request_id)
+    return found[0] if found else None

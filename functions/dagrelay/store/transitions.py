@@ -265,7 +265,8 @@ def advance_children(
 
 
 def finish_batch(conn: Connection, *, pipeline: str, batch_id: str, now: datetime) -> str | None:
-    """RUNNING -> SUCCESS/FAILED if nothing is open; the new status, or None (not written)."""
+    """RUNNING -> SUCCESS/FAILED if nothing is open, CANCELLING -> CANCELLED if nothing runs;
+    the new status, or None (not written)."""
     return conn.execute(
         query("finish_batch"), {"pipeline": pipeline, "batch_id": batch_id, "now": now}
     ).scalar_one_or_none()
@@ -318,16 +319,6 @@ def finish_idle_batches(
 ) -> list[tuple[str, str, str]]:
     rows = conn.execute(query("finish_idle_batches"), {"cutoff": cutoff, "now": now}).all()
     return [(r.pipeline, r.batch_id, r.status) for r in rows]
-
-
-def cancel_batch(
-    conn: Connection, *, pipeline: str, batch_id: str, now: datetime
-) -> tuple[bool, int]:
-    """(whether the batch was RUNNING and is now CANCELLED, tasks cancelled)."""
-    params = {"pipeline": pipeline, "batch_id": batch_id, "now": now}
-    if conn.execute(query("cancel_batch"), params).first() is None:
-        return False, 0
-    return True, len(conn.execute(query("cancel_waiting_tasks"), params).all())
 
 
 def record_dead_letter(conn: Connection, letter: DeadLetter, *, now: datetime) -> bool:
