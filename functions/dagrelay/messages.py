@@ -111,6 +111,7 @@ class Resume:
 
     pipeline: str
     batch_id: str
+    triggered_by: str | None = None  # who asked (logged)
 
 
 @dataclass(frozen=True)

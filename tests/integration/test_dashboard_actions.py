@@ -25,7 +25,7 @@ from dagrelay.cli.trigger import start_batch_message
 from dagrelay.dashboard import publish
 from dagrelay.dashboard.csrf import COOKIE
 from dagrelay.engine.core import Engine as DagEngine
-from dagrelay.messages import StartBatch
+from dagrelay.messages import CancelBatch, StartBatch
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.integration.helpers import drive
 
@@ -246,6 +246,23 @@ def test_cancel_publishes_cancel_batch(
     assert events.pull(at_least=1) == [
         (expected | {"triggered_by": "dashboard:local"}, "cancel_batch")
     ]
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_resume_publishes_resume_for_a_cancelled_batch_only(
+    operate: FlaskClient, events: Events, engine: DagEngine
+) -> None:
+    engine.start_batch(StartBatch("ops", "b5"))  # RUNNING: its first task is not driven
+    form = {"pipeline": "ops", "batch_id": "b5", "csrf_token": token(operate)}
+    refused = operate.post("/actions/resume", data=form, headers=SAME)
+    assert refused.status_code == 409
+    assert "only a CANCELLED batch resumes" in refused.get_data(as_text=True)
+    engine.cancel_batch(CancelBatch("ops", "b5"))
+    page = operate.get("/batches/ops/b5").get_data(as_text=True)
+    assert "Resume (run what never ran)" in page
+    assert operate.post("/actions/resume", data=form, headers=SAME).status_code == 200
+    expected = {"action": "resume", "pipeline": "ops", "batch_id": "b5"}
+    assert events.pull(at_least=1) == [(expected | {"triggered_by": "dashboard:local"}, "resume")]
 
 
 @pytest.mark.usefixtures("pipeline")

@@ -1,10 +1,7 @@
 """The operator's actions: each turns a submitted form into the messages the CLI would publish
 (built and checked by ``dagrelay.messages.outgoing``), after checking against the read model
 what it can, so a mistake is refused with a message that names it instead of being published
-and rejected later. ``triggered_by`` records who asked.
-
-Resume (run what never ran) is not offered: no message does it yet, and a rerun refuses a task
-that never started."""
+and rejected later. ``triggered_by`` records who asked."""
 
 from __future__ import annotations
 
@@ -138,9 +135,22 @@ def cancel(conn: Connection, form: Form, who: str) -> list[Message]:
     return [message]
 
 
+def resume(conn: Connection, form: Form, who: str) -> list[Message]:
+    pipeline, batch_id = _field(form, "pipeline"), _field(form, "batch_id")
+    message = _build(Action.RESUME, pipeline=pipeline, batch_id=batch_id, triggered_by=who)
+    statuses = reads.batch_statuses(conn, message["pipeline"], [message["batch_id"]])
+    if not statuses:
+        raise Refused(f"no batch {batch_id!r} in pipeline {pipeline!r}", 404)
+    if statuses[message["batch_id"]] != "CANCELLED":
+        status = statuses[message["batch_id"]]
+        raise Refused(f"batch {pipeline}/{batch_id} is {status}: only a CANCELLED batch resumes", 409)
+    return [message]
+
+
 ACTIONS: dict[str, Callable[[Connection, Form, str], list[Message]]] = {
     "trigger": trigger,
     "rerun": rerun,
     "rerun-failed": rerun_failed,
     "cancel": cancel,
+    "resume": resume,
 }

@@ -215,6 +215,8 @@ def batch_actions(base: str, ops: Ops | None, batch: Row, tasks: list[Row]) -> M
     forms = []
     if batch["status"] == "RUNNING":
         forms.append(parts.action_form(base, ops, "cancel", key, "Cancel batch", danger=True))
+    if batch["status"] == "CANCELLED":
+        forms.append(parts.action_form(base, ops, "resume", key, "Resume (run what never ran)"))
     if any(t["status"] == "ERROR" for t in tasks):
         forms.append(parts.action_form(base, ops, "rerun-failed", key, "Rerun failed tasks"))
     if not forms:

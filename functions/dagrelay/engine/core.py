@@ -196,6 +196,7 @@ class Engine:
         it has no row for), keeping every other row: the tasks whose parents' rows decide them
         start (or are decided UPSTREAM_FAILED/SKIPPED), the rest follow by the fan-in."""
         extra = {"action": "resume", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
+        extra["triggered_by"] = msg.triggered_by or "unknown"
         now = self.clock()
         with self.db.begin() as conn:
             status = cancelling.lock_batch(conn, pipeline=msg.pipeline, batch_id=msg.batch_id)
