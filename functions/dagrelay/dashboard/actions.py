@@ -143,7 +143,9 @@ def resume(conn: Connection, form: Form, who: str) -> list[Message]:
         raise Refused(f"no batch {batch_id!r} in pipeline {pipeline!r}", 404)
     if statuses[message["batch_id"]] != "CANCELLED":
         status = statuses[message["batch_id"]]
-        raise Refused(f"batch {pipeline}/{batch_id} is {status}: only a CANCELLED batch resumes", 409)
+        raise Refused(
+            f"batch {pipeline}/{batch_id} is {status}: only a CANCELLED batch resumes", 409
+        )
     return [message]
 
 
