@@ -64,6 +64,7 @@ class RunTask:
     batch_id: str
     task: str
     pipeline: str | None = None
+    map_index: int | None = None  # an instance of a mapped task
 
 
 @dataclass(frozen=True)

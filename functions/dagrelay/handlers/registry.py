@@ -48,6 +48,9 @@ class HandlerContext:
     # returns False once the attempt is no longer live (its lease expired, the batch was
     # cancelled), and the handler should stop.
     heartbeat: Callable[[], bool] = field(default=lambda: True)
+    # An instance of a mapped task: its item and the item's index (None otherwise).
+    item: Any = None
+    map_index: int | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -45,6 +45,8 @@ class PipelineTask:
     timeout_s: int = 540
     pool: str | None = None
     enabled: bool = True
+    # Dynamic fan-out: {over: <parent>.<output key>, max_items, tolerated_failures}
+    map: Mapping[str, Any] | None = None
     description: str | None = None  # documentation only; not stored
 
     def row(self) -> dict[str, Any]:
@@ -54,6 +56,7 @@ class PipelineTask:
         row["params"] = dict(self.params)
         row["trigger_rule"] = self.trigger_rule.value
         row["retry_backoff"] = float(self.retry_backoff)
+        row["map"] = dict(self.map) if self.map is not None else None
         return row
 
     @classmethod
@@ -72,6 +75,7 @@ class PipelineTask:
             timeout_s=row["timeout_s"],
             pool=row["pool"],
             enabled=row["enabled"],
+            map=row.get("map"),
         )
 
 
