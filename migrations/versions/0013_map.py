@@ -105,15 +105,19 @@ PIN_FUNCTION = _edit(
     [
         (
             "'pool', t.pool, 'enabled', t.enabled) ORDER BY t.name)",
-            "'pool', t.pool, 'enabled', t.enabled)\n"
-            "                      || CASE WHEN t.map IS NULL THEN '{}'::jsonb\n"
-            "                              ELSE jsonb_build_object('map', t.map) END\n"
-            "                      ORDER BY t.name)",
+            (
+                "'pool', t.pool, 'enabled', t.enabled)\n"
+                "                      || CASE WHEN t.map IS NULL THEN '{}'::jsonb\n"
+                "                              ELSE jsonb_build_object('map', t.map) END\n"
+                "                      ORDER BY t.name)"
+            ),
         ),
         ("timeout_s, pool, enabled)\n    SELECT", "timeout_s, pool, enabled, map)\n    SELECT"),
         ("s.timeout_s, s.pool, s.enabled\n", "s.timeout_s, s.pool, s.enabled, s.map\n"),
-        ("timeout_s integer, pool text, enabled boolean);", "timeout_s integer, pool text, "
-         "enabled boolean, map jsonb);"),
+        (
+            "timeout_s integer, pool text, enabled boolean);",
+            "timeout_s integer, pool text, enabled boolean, map jsonb);",
+        ),
     ],
 )
 
@@ -125,13 +129,21 @@ PARENT_OUTPUTS = _edit(
 ADVANCE_CHILDREN = _edit(
     V10.ADVANCE_CHILDREN,
     [
-        ("SELECT c.pipeline, c.task_id, t.name, t.enabled,", "SELECT c.pipeline, c.task_id, t.name, t.enabled, t.map,"),
+        (
+            "SELECT c.pipeline, c.task_id, t.name, t.enabled,",
+            "SELECT c.pipeline, c.task_id, t.name, t.enabled, t.map,",
+        ),
         (
             "WHEN d.enabled THEN 'NEW'",
-            "WHEN d.enabled AND d.map IS NULL THEN 'NEW'\n"
-            "                        WHEN d.enabled THEN 'PROCESSING'",
+            (
+                "WHEN d.enabled AND d.map IS NULL THEN 'NEW'\n"
+                "                        WHEN d.enabled THEN 'PROCESSING'"
+            ),
         ),
-        ("ON CONFLICT (batch_id, task_id) DO NOTHING", "ON CONFLICT ON CONSTRAINT task_log_batch_task_key DO NOTHING"),
+        (
+            "ON CONFLICT (batch_id, task_id) DO NOTHING",
+            "ON CONFLICT ON CONSTRAINT task_log_batch_task_key DO NOTHING",
+        ),
         ("WHERE t.status <> 'NEW';", "WHERE t.status NOT IN ('NEW', 'PROCESSING');"),
     ],
 )

@@ -70,14 +70,18 @@ def instances(db: Engine, batch_id: str) -> list[dict[str, Any]]:
 
 def row(db: Engine, batch_id: str, task: str) -> dict[str, Any]:
     with db.connect() as conn:
-        found = conn.execute(
-            text(
-                "SELECT tl.status::text AS status, tl.output, tl.error FROM task_log tl "
-                "JOIN tasks t USING (task_id) "
-                "WHERE tl.batch_id = :b AND t.name = :t AND tl.map_index = -1"
-            ),
-            {"b": batch_id, "t": task},
-        ).mappings().one_or_none()
+        found = (
+            conn.execute(
+                text(
+                    "SELECT tl.status::text AS status, tl.output, tl.error FROM task_log tl "
+                    "JOIN tasks t USING (task_id) "
+                    "WHERE tl.batch_id = :b AND t.name = :t AND tl.map_index = -1"
+                ),
+                {"b": batch_id, "t": task},
+            )
+            .mappings()
+            .one_or_none()
+        )
         return dict(found) if found else {}
 
 
@@ -127,17 +131,25 @@ def test_each_item_retries_on_its_own(
     drive(engine, publisher)
     assert batch_status(db, "p", "b1") == "SUCCESS"
     assert [i["attempt"] for i in instances(db, "b1")] == [1, 2, 1, 1, 2, 1]
-    assert scalar(
-        db, "SELECT count(*) FROM task_attempts a JOIN tasks t USING (task_id) "
-        "WHERE t.name = 'each'"
-    ) == 8
+    assert (
+        scalar(
+            db,
+            "SELECT count(*) FROM task_attempts a JOIN tasks t USING (task_id) "
+            "WHERE t.name = 'each'",
+        )
+        == 8
+    )
     assert mh.RUNS[("b1", "join", None)] == 1
 
 
 @pytest.mark.parametrize(
     ("tolerated", "failing", "outcome"),
-    [(2, [1, 3], "SUCCESS"), (1, [1, 3], "FAILED"), ("20%", [7, 9], "SUCCESS"),
-     ("10%", [7, 9], "FAILED")],
+    [
+        (2, [1, 3], "SUCCESS"),
+        (1, [1, 3], "FAILED"),
+        ("20%", [7, 9], "SUCCESS"),
+        ("10%", [7, 9], "FAILED"),
+    ],
 )
 def test_tolerated_failures(
     db: Engine,
@@ -250,8 +262,8 @@ def test_rerun_failed_items_only(
     assert mh.RUNS[("b1", "join", None)] == 1
     assert [o["y"] for o in mh.SEEN[0]] == [i * i for i in range(8)]
     attempts = scalar(
-        db, "SELECT count(*) FROM task_attempts a JOIN tasks t USING (task_id) "
-        "WHERE t.name = 'each'"
+        db,
+        "SELECT count(*) FROM task_attempts a JOIN tasks t USING (task_id) WHERE t.name = 'each'",
     )
     assert attempts == 10, "the failed attempts stay in the history"
     with pytest.raises(Exception, match="no failed items"):

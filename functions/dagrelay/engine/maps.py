@@ -74,9 +74,7 @@ def plan(source: store_maps.MapSource, read: ItemReader) -> Plan:
             TaskStatus.ERROR, f"{where} is a {source.kind}, not a list or a gs:// reference"
         )
     if count > limit:
-        return Plan(
-            TaskStatus.ERROR, f"{where} has {count} items, more than max_items ({limit})"
-        )
+        return Plan(TaskStatus.ERROR, f"{where} has {count} items, more than max_items ({limit})")
     if count == 0:
         return Plan(TaskStatus.SKIPPED, f"{where} is an empty list")
     return Plan(tolerated=tolerated(source.map.get("tolerated_failures"), count), items=items)
@@ -151,10 +149,7 @@ def decision(counters: store_maps.Counters) -> tuple[TaskStatus, str | None]:
     """The group's outcome once every item ended, and the reason when items failed."""
     if not counters.failed:
         return TaskStatus.SUCCESS, None
-    reason = (
-        f"{counters.failed} of {counters.total} items failed "
-        f"({counters.tolerated} tolerated)"
-    )
+    reason = f"{counters.failed} of {counters.total} items failed ({counters.tolerated} tolerated)"
     if counters.failed <= counters.tolerated:
         return TaskStatus.SUCCESS, reason
     return TaskStatus.ERROR, reason

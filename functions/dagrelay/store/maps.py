@@ -11,8 +11,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from dagrelay.states import TaskStatus
 from dagrelay.store.queries import query
-from dagrelay.store.transitions import Created, _created
+from dagrelay.store.transitions import Created, CreatedTask, _created
 
 
 @dataclass(frozen=True)
@@ -117,18 +118,10 @@ def decide_group(
         query("decide_group"),
         {"batch_id": batch_id, "task_id": task_id, "status": status, "error": error, "now": now},
     ).all()
-    tasks = [
-        {"log_id": r.log_id, "task_id": r.task_id, "status": r.status,
-         "root_cause_log_id": r.root_cause_log_id}
-        for r in rows
-    ]
-    return _created(_Row(tasks, []))
-
-
-@dataclass(frozen=True)
-class _Row:
-    tasks: list[dict[str, Any]]
-    messages: list[dict[str, Any]]
+    return Created(
+        [CreatedTask(r.log_id, r.task_id, TaskStatus(r.status), r.root_cause_log_id) for r in rows],
+        [],
+    )
 
 
 def reset_failed_items(
