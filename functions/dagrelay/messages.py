@@ -94,6 +94,7 @@ class Rerun:
     downstream: bool = False
     latest: bool = False  # first move the batch to the pipeline's current version
     triggered_by: str | None = None  # who asked (logged)
+    failed_items: bool = False  # a mapped task: only its failed instances
 
 
 @dataclass(frozen=True)

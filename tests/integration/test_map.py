@@ -319,3 +319,37 @@ def test_instances_cost_a_constant_number_of_statements(
         assert len(instances(db, batch)) == count
         counts[count] = len(statements)
     assert counts[10] == counts[1000], counts
+
+
+def test_items_by_gs_reference_on_the_storage_emulator(
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    insert_pipeline: InsertPipeline,
+    gcs_client: Any,
+    gcs_bucket: str,
+) -> None:
+    lines = "\n".join(json.dumps({"n": i, "name": f"row-{i}"}) for i in range(300)) + "\n"
+    gcs_client.bucket(gcs_bucket).blob("items.jsonl").upload_from_string(lines)
+    map_pipeline(
+        db,
+        insert_pipeline,
+        source=mh.params("reference", uri=f"gs://{gcs_bucket}/items.jsonl"),
+        spec={"over": "src.items", "max_items": 300},
+    )
+    with db.begin() as conn:
+        conn.execute(
+            text("UPDATE tasks SET params = CAST(:p AS jsonb) WHERE name = 'each'"),
+            {"p": mh.params("square", x="{item.n}")},
+        )
+    start(engine)
+    missing = StartBatch(pipeline="p", batch_id="b2", params={})
+    drive(engine, publisher, copies=2, rng=random.Random(3))
+    assert batch_status(db, "p", "b1") == "SUCCESS"
+    assert [o["y"] for o in mh.SEEN[0]] == [i * i for i in range(300)]
+    assert instances(db, "b1")[299]["item"] == {"n": 299, "name": "row-299"}
+    gcs_client.bucket(gcs_bucket).blob("items.jsonl").delete()
+    engine.start_batch(missing)
+    drive(engine, publisher)
+    error = row(db, "b2", "each")["error"]
+    assert error.startswith(f"map.over 'src.items': cannot read gs://{gcs_bucket}/items.jsonl: ")

@@ -183,6 +183,10 @@ class Engine:
         batch resumes. Returns rows reset."""
         asked = {"action": "rerun", "batch_id": msg.batch_id, "task": msg.task}
         log.info("rerun asked by %s", msg.triggered_by or "unknown", extra=asked)
+        if msg.failed_items:
+            if msg.latest:
+                raise BadMessage("a rerun of failed items runs in the batch's version: no latest")
+            return self.rerun_failed_items(msg.batch_id, msg.task, msg.pipeline)
         return self.rerun_tasks(
             msg.batch_id, [msg.task], msg.downstream, msg.pipeline, latest=msg.latest
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -161,12 +162,20 @@ def read_json_lines(ref: str, client: Any = None) -> list[Any]:
     bucket, _, name = ref.removeprefix("gs://").partition("/")
     if not bucket or not name:
         raise ValueError(f"{ref!r} is not gs://<bucket>/<object>")
-    if client is None:
-        from google.cloud import storage  # noqa: PLC0415 - only mapped tasks with references
-
-        client = storage.Client()
+    client = client if client is not None else _storage_client()
     text = client.bucket(bucket).blob(name).download_as_text(timeout=30)
     return parse_json_lines(text, ref)
+
+
+def _storage_client() -> Any:
+    """The process's storage client; against the emulator (``STORAGE_EMULATOR_HOST``) with
+    anonymous credentials."""
+    from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415 - on first use
+    from google.cloud import storage  # noqa: PLC0415 - only mapped tasks with references
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        return storage.Client(project="local", credentials=AnonymousCredentials())
+    return storage.Client()
 
 
 def parse_json_lines(text: str, where: str) -> list[Any]:
