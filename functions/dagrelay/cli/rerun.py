@@ -24,6 +24,7 @@ from dagrelay.store.db import get_engine
 def rerun(
     batch_id: Annotated[str, typer.Argument(help="The batch.")],
     task: Annotated[str, typer.Argument(help="The task to run again.")],
+    *,
     downstream: Annotated[
         bool, typer.Option("--downstream", help="Also reset every task below it.")
     ] = False,

@@ -174,7 +174,7 @@ def _storage_client() -> Any:
     from google.cloud import storage  # noqa: PLC0415 - only mapped tasks with references
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):
-        return storage.Client(project="local", credentials=AnonymousCredentials())
+        return storage.Client(project="local", credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
     return storage.Client()
 
 
