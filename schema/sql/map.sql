@@ -182,3 +182,14 @@ ORDER BY t.name;
 -- A rerun of failed items: the batch runs again.
 UPDATE batches SET status = 'RUNNING', finished_at = NULL
 WHERE pipeline = :pipeline AND batch_id = :batch_id;
+
+-- name: map_instances
+-- The instances of a mapped task in a batch, by index (the dashboard's task page).
+SELECT i.map_index, i.status::text AS status, i.attempt, i.item, i.started_at, i.finished_at,
+       i.error
+FROM batches b
+JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
+JOIN task_log i ON i.batch_id = b.batch_id AND i.task_id = t.task_id AND i.map_index >= 0
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
+ORDER BY i.map_index
+LIMIT :limit;

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import Engine, event, text
 
 from dagrelay.engine.core import Engine as DagEngine
@@ -18,6 +19,8 @@ from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration import map_helpers as mh
 from tests.integration.helpers import as_run_task, batch_status, drive, scalar
+from tests.integration.test_dashboard import OPENAPI, validate
+from tests.integration.test_dashboard import client as client  # noqa: PLC0414 - the fixture
 
 pytestmark = pytest.mark.integration
 
@@ -353,3 +356,37 @@ def test_items_by_gs_reference_on_the_storage_emulator(
     drive(engine, publisher)
     error = row(db, "b2", "each")["error"]
     assert error.startswith(f"map.over 'src.items': cannot read gs://{gcs_bucket}/items.jsonl: ")
+
+
+def test_dashboard_shows_the_group_counts_and_its_instances(
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    insert_pipeline: InsertPipeline,
+    client: FlaskClient,
+) -> None:
+    map_pipeline(
+        db,
+        insert_pipeline,
+        source=mh.params("make_items", count=4),
+        spec={"over": "src.items", "tolerated_failures": 1},
+        square_kwargs={"fail": [2]},
+    )
+    start(engine)
+    drive(engine, publisher)
+    detail = client.get("/api/batches/p/b1/tasks/each").get_json()
+    operation = OPENAPI["paths"]["/api/batches/{pipeline}/{batch_id}/tasks/{task}"]
+    validate(operation["get"]["responses"]["200"]["content"]["application/json"]["schema"], detail)
+    assert detail["items"]["group"] == {
+        "task": "each",
+        "total": 4,
+        "succeeded": 3,
+        "failed": 1,
+        "running": 0,
+    }
+    statuses = [i["status"] for i in detail["items"]["instances"]]
+    assert statuses == ["SUCCESS", "SUCCESS", "ERROR", "SUCCESS"]
+    page = client.get("/batches/p/b1/tasks/each").get_data(as_text=True)
+    assert "4 / 4 done, 1 failed, 0 running" in page
+    batch_page = client.get("/batches/p/b1").get_data(as_text=True)
+    assert "4 / 4 done, 1 failed, 0 running" in batch_page

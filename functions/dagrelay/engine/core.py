@@ -383,6 +383,7 @@ class Engine:
             self.hooks.at(HookPoint.IN_HANDLER, ref.task)
             result = _invoke(registration, context, claim.job)
             if isinstance(result, Deferred):
+                maps.refuse_deferral(ref.map_index)
                 return check_deferred(result, ref.task), None
             return check_output(result, ref.task), None
         except Exception as exc:  # noqa: BLE001 - any handler failure is the task's outcome

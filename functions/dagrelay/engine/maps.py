@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from dagrelay.errors import NonRetryableError
 from dagrelay.states import TaskStatus
 from dagrelay.store import maps as store_maps
 from dagrelay.store import transitions as store
@@ -187,6 +188,12 @@ def parse_json_lines(text: str, where: str) -> list[Any]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{where} line {number}: not JSON ({exc.msg})") from exc
     return items
+
+
+def refuse_deferral(map_index: int) -> None:
+    """An instance cannot defer its work (a poll message names no instance)."""
+    if map_index >= 0:
+        raise NonRetryableError("an instance of a mapped task cannot defer its work")
 
 
 def item_values(item: Any) -> Mapping[str, Any]:

@@ -145,6 +145,13 @@ def resume_batch(conn: Connection, *, pipeline: str, batch_id: str) -> None:
     conn.execute(query("resume_batch"), {"pipeline": pipeline, "batch_id": batch_id})
 
 
+def instances(
+    conn: Connection, *, pipeline: str, batch_id: str, task: str, limit: int
+) -> list[dict[str, Any]]:
+    params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "limit": limit}
+    return [dict(r) for r in conn.execute(query("map_instances"), params).mappings()]
+
+
 def group_counts(conn: Connection, *, pipeline: str, batch_id: str) -> list[GroupCount]:
     rows = conn.execute(query("map_group_counts"), {"pipeline": pipeline, "batch_id": batch_id})
     return [GroupCount(r.task, r.total, r.succeeded, r.failed, r.running) for r in rows]
