@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, event, text
 
 from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.errors import PipelineError
 from dagrelay.messages import StartBatch
+from dagrelay.pipelines.apply import apply
+from dagrelay.pipelines.export import export_yaml, read_pipeline
+from dagrelay.pipelines.spec import load_pipeline
+from dagrelay.pipelines.validate import validate as validate_pipeline
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration import map_helpers as mh
@@ -390,3 +397,36 @@ def test_dashboard_shows_the_group_counts_and_its_instances(
     assert "4 / 4 done, 1 failed, 0 running" in page
     batch_page = client.get("/batches/p/b1").get_data(as_text=True)
     assert "4 / 4 done, 1 failed, 0 running" in batch_page
+
+
+MAPPED_YAML = """
+pipeline: files
+tasks:
+  - name: list_files
+    handler: python.noop
+  - name: load
+    handler: python.noop
+    parents: [list_files]
+    map: {over: list_files.files, max_items: 50, tolerated_failures: "10%"}
+"""
+
+
+def test_a_pipeline_file_declares_map_and_exports_it(db: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "files.yaml"
+    path.write_text(MAPPED_YAML)
+    spec = load_pipeline(path)
+    validate_pipeline(spec, ["python.noop"])
+    with db.begin() as conn:
+        apply(conn, spec, now=datetime(2024, 3, 1, tzinfo=UTC))
+    with db.connect() as conn:
+        exported = export_yaml(read_pipeline(conn, "files"))
+    assert "map:" in exported
+    assert "over: list_files.files" in exported
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MAPPED_YAML.replace("over: list_files.files", "over: elsewhere.files"))
+    with pytest.raises(PipelineError, match=r"map\.over 'elsewhere\.files' names 'elsewhere'"):
+        validate_pipeline(load_pipeline(bad), ["python.noop"])
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(MAPPED_YAML.replace('"10%"', '"ten"'))
+    with pytest.raises(PipelineError, match="tolerated_failures"):
+        load_pipeline(wrong)
