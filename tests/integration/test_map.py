@@ -16,8 +16,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, event, text
 
 from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import PipelineError
-from dagrelay.messages import StartBatch
+from dagrelay.messages import Rerun, StartBatch
 from dagrelay.pipelines.apply import apply
 from dagrelay.pipelines.export import export_yaml, read_pipeline
 from dagrelay.pipelines.spec import load_pipeline
@@ -264,7 +265,8 @@ def test_rerun_failed_items_only(
     drive(engine, publisher)
     assert batch_status(db, "p", "b1") == "FAILED"
     assert row(db, "b1", "join")["status"] == "UPSTREAM_FAILED"
-    assert engine.rerun_failed_items("b1", "each", "p") == 2
+    rerun = Rerun(batch_id="b1", task="each", pipeline="p", failed_items=True)
+    assert engine.rerun(rerun) == 2  # the rerun message's path (the CLI's --failed-items)
     drive(engine, publisher)
     assert batch_status(db, "p", "b1") == "SUCCESS"
     each = {k[2]: n for k, n in mh.CALLS.items() if k[1] == "each"}
@@ -430,3 +432,45 @@ def test_a_pipeline_file_declares_map_and_exports_it(db: Engine, tmp_path: Path)
     wrong.write_text(MAPPED_YAML.replace('"10%"', '"ten"'))
     with pytest.raises(PipelineError, match="tolerated_failures"):
         load_pipeline(wrong)
+
+
+def test_lost_instance_messages_and_an_expired_lease_are_repaired_per_item(
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    clock: FakeClock,
+    insert_pipeline: InsertPipeline,
+) -> None:
+    """The sweeper requeues an instance by its index, and concludes an instance whose worker
+    died (its lease expired) as that instance's failed attempt, retried on its own."""
+    map_pipeline(
+        db,
+        insert_pipeline,
+        source=mh.params("make_items", count=5),
+        max_retries=1,
+        retry_delay_s=1,
+        retry_max_delay_s=1,
+    )
+    start(engine)
+    [source] = publisher.drain(mh.EVENTS_TOPIC)
+    engine.run_task(as_run_task(source))
+    lost = [as_run_task(m) for m in publisher.drain(mh.EVENTS_TOPIC)]
+    assert sorted(m.map_index or 0 for m in lost) == [0, 1, 2, 3, 4]
+    with db.begin() as conn:  # instance 3's worker claimed it and died
+        conn.execute(
+            text(
+                "UPDATE task_log SET status = 'PROCESSING', attempt = 1, "
+                "lease_expires_at = :at WHERE batch_id = 'b1' AND map_index = 3"
+            ),
+            {"at": clock()},
+        )
+    clock.advance(3600)
+    Sweeper(engine).sweep(older_than_s=60)
+    clock.advance(60)
+    Sweeper(engine).sweep(older_than_s=60)
+    drive(engine, publisher, copies=2, rng=random.Random(5))
+    assert batch_status(db, "p", "b1") == "SUCCESS"
+    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    assert each == dict.fromkeys(range(5), 1)
+    assert [i["attempt"] for i in instances(db, "b1")] == [1, 1, 1, 2, 1]
+    assert mh.RUNS[("b1", "join", None)] == 1
