@@ -193,3 +193,7 @@ JOIN task_log i ON i.batch_id = b.batch_id AND i.task_id = t.task_id AND i.map_i
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
 ORDER BY i.map_index
 LIMIT :limit;
+
+-- name: version_task_mapped
+-- Whether the version's task of that name is mapped (a batch cannot start at one).
+SELECT map IS NOT NULL FROM version_tasks WHERE version_id = :version_id AND name = :task;

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, event, text
 
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.sweeper import Sweeper
-from dagrelay.errors import PipelineError
+from dagrelay.errors import BadMessage, PipelineError
 from dagrelay.messages import Rerun, StartBatch
 from dagrelay.pipelines.apply import apply
 from dagrelay.pipelines.export import export_yaml, read_pipeline
@@ -278,7 +278,7 @@ def test_rerun_failed_items_only(
         "SELECT count(*) FROM task_attempts a JOIN tasks t USING (task_id) WHERE t.name = 'each'",
     )
     assert attempts == 10, "the failed attempts stay in the history"
-    with pytest.raises(Exception, match="no failed items"):
+    with pytest.raises(BadMessage, match="no failed items"):
         engine.rerun_failed_items("b1", "each", "p")
 
 
@@ -474,3 +474,12 @@ def test_lost_instance_messages_and_an_expired_lease_are_repaired_per_item(
     assert each == dict.fromkeys(range(5), 1)
     assert [i["attempt"] for i in instances(db, "b1")] == [1, 1, 1, 2, 1]
     assert mh.RUNS[("b1", "join", None)] == 1
+
+
+def test_a_batch_cannot_start_at_a_mapped_task(
+    db: Engine, engine: DagEngine, insert_pipeline: InsertPipeline
+) -> None:
+    map_pipeline(db, insert_pipeline, source=mh.params("make_items", count=2))
+    with pytest.raises(BadMessage, match="start_task 'each' is mapped"):
+        engine.start_batch(StartBatch(pipeline="p", batch_id="b1", start_task="each"))
+    assert scalar(db, "SELECT count(*) FROM batches") == 0

@@ -141,6 +141,13 @@ class Engine:
             raise BadMessage(
                 f"start_task {msg.start_task!r} is not a task of pipeline {msg.pipeline!r}"
             )
+        if msg.start_task is not None and store_maps.is_mapped(
+            conn, version_id=version_id, task=msg.start_task
+        ):
+            raise BadMessage(
+                f"start_task {msg.start_task!r} is mapped: its items come from its parent; "
+                "start at the parent"
+            )
         created = store.start_batch(
             conn,
             pipeline=msg.pipeline,

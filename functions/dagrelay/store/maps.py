@@ -141,6 +141,11 @@ def recount_children(conn: Connection, *, pipeline: str, batch_id: str, task_id:
     conn.execute(query("rerun_recount_fanin"), params)
 
 
+def is_mapped(conn: Connection, *, version_id: int, task: str) -> bool:
+    params = {"version_id": version_id, "task": task}
+    return bool(conn.execute(query("version_task_mapped"), params).scalar_one_or_none())
+
+
 def resume_batch(conn: Connection, *, pipeline: str, batch_id: str) -> None:
     conn.execute(query("resume_batch"), {"pipeline": pipeline, "batch_id": batch_id})
 
