@@ -28,11 +28,15 @@ LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = s.task_id
 ORDER BY t.name;
 
 -- name: rerun_remove_rows
--- The rows being rerun go; their attempts stay in task_attempts (log_id set to NULL).
-DELETE FROM task_log
-WHERE pipeline = :pipeline AND batch_id = :batch_id
-  AND task_id = ANY (CAST(:task_ids AS integer[])) AND status <> 'PROCESSING'
-RETURNING log_id;
+-- The rows being rerun go; their attempts stay in task_attempts (log_id set to NULL). A mapped
+-- task's instances go with its group row; the rows returned are the tasks' (map_index -1).
+WITH removed AS (
+    DELETE FROM task_log
+    WHERE pipeline = :pipeline AND batch_id = :batch_id
+      AND task_id = ANY (CAST(:task_ids AS integer[])) AND status <> 'PROCESSING'
+    RETURNING log_id, map_index
+)
+SELECT log_id FROM removed WHERE map_index = -1;
 
 -- name: rerun_recount_fanin
 -- The fan-in counters of every child of a removed row, recounted from the rows that remain.

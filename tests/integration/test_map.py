@@ -483,3 +483,18 @@ def test_a_batch_cannot_start_at_a_mapped_task(
     with pytest.raises(BadMessage, match="start_task 'each' is mapped"):
         engine.start_batch(StartBatch(pipeline="p", batch_id="b1", start_task="each"))
     assert scalar(db, "SELECT count(*) FROM batches") == 0
+
+
+def test_rerun_of_a_mapped_task_maps_again(
+    db: Engine, engine: DagEngine, publisher: InMemoryPublisher, insert_pipeline: InsertPipeline
+) -> None:
+    map_pipeline(db, insert_pipeline, source=mh.params("make_items", count=3))
+    start(engine)
+    drive(engine, publisher)
+    assert engine.rerun(Rerun(batch_id="b1", task="each", pipeline="p", downstream=True)) == 2
+    drive(engine, publisher)
+    assert batch_status(db, "p", "b1") == "SUCCESS"
+    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    assert each == dict.fromkeys(range(3), 2)
+    assert mh.RUNS[("b1", "join", None)] == 2
+    assert len(instances(db, "b1")) == 3
