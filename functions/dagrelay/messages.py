@@ -65,6 +65,7 @@ class RunTask:
     batch_id: str
     task: str
     pipeline: str | None = None
+    map_index: int | None = None  # an instance of a mapped task
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class Rerun:
     downstream: bool = False
     latest: bool = False  # first move the batch to the pipeline's current version
     triggered_by: str | None = None  # who asked (logged)
+    failed_items: bool = False  # a mapped task: only its failed instances
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,10 @@ Six benchmarks, each on a throwaway database of its own, everything it starts st
    ``pipeline apply`` of 5,000 tasks (first, no-op, one task changed) — ``bench.guard``;
 6. ingestion's peak memory (validate + Parquet) at 5, 50 and 500 MB files — ``bench.ingest``;
 7. the dashboard's page of a 1,000-task batch in Chromium: weight and render time —
-   ``bench.dashboard`` (runnable alone: ``python -m local_emulator.bench.dashboard``).
+   ``bench.dashboard`` (runnable alone: ``python -m local_emulator.bench.dashboard``);
+8. a mapped task over 1,000 and 10,000 items: statements and ms of the completion creating the
+   instances, wall time of 4 in-process workers running them (InMemoryPublisher) —
+   ``bench.maps`` (runnable alone: ``python -m local_emulator.bench.maps``).
 Medians and ratios are all measured in the same run; the targets are printed with pass/fail.
 """
 
@@ -29,7 +32,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from local_emulator.bench import dashboard, engine, fan, guard, ingest, stack
+from local_emulator.bench import dashboard, engine, fan, guard, ingest, maps, stack
 from local_emulator.bench.db import median, ms, percentile, throwaway_database
 from local_emulator.processes import StackError
 
@@ -119,6 +122,10 @@ def measure(console: Console, sizes: Sizes) -> dict[str, Any]:
             lambda: fan.scaling(url, FAN_SIZES, sizes.fan_reps, sizes.naive_reps),
         )
     results |= fan_results(costs)
+    with throwaway_database("map") as url:
+        results["map_items"] = step(
+            console, "8. map over 1,000 and 10,000 items, 4 workers", lambda: maps.measure(url)
+        )
     with throwaway_database("wide") as url:
         wall, inserted = step(
             console,
@@ -226,6 +233,16 @@ def table(r: dict[str, Any]) -> Table:
     rows += [
         (f"fan-out {size} children", f"{sec * 1000:.1f} ms, {r['fanout_statements'][size]} stmts")
         for size, sec in r["fanout_seconds"].items()
+    ]
+    rows += [
+        (
+            f"map over {size} items (4 workers, in-process)",
+            (
+                f"create {m['create_ms']:.0f} ms, {m['create_statements']} stmts; "
+                f"run {m['run_4_workers_s']:.1f} s"
+            ),
+        )
+        for size, m in r.get("map_items", {}).items()
     ]
     wide = next(k for k in r if k.startswith("wide_batch_"))
     rows.append((f"wide batch ({wide.split('_')[2]} tasks, 4 workers)", f"{r[wide]:.2f} s"))

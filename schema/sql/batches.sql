@@ -114,11 +114,14 @@ WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'RUNNING'
 RETURNING pipeline, batch_id;
 
 -- name: cancel_waiting_tasks
--- Tasks waiting to run (NEW, RETRY) of a cancelled batch become CANCELLED. Running attempts
--- finish (a failure is then CANCELLED, not retried).
+-- Tasks waiting to run (NEW, RETRY) of a cancelled batch become CANCELLED, and so do the open
+-- groups of mapped tasks (never claimed: attempt 0, no lease). Running attempts
+-- finish, but advance_children creates nothing in a batch that is not RUNNING.
 UPDATE task_log
 SET status = 'CANCELLED', finished_at = :now, next_attempt_at = NULL
-WHERE pipeline = :pipeline AND batch_id = :batch_id AND status IN ('NEW', 'RETRY')
+WHERE pipeline = :pipeline AND batch_id = :batch_id
+  AND (status IN ('NEW', 'RETRY')
+       OR (status = 'PROCESSING' AND map_index = -1 AND attempt = 0 AND lease_expires_at IS NULL))
 RETURNING log_id;
 
 -- name: cancel_unstarted_tasks

@@ -29,6 +29,7 @@ FROM batches b
 JOIN version_tasks t ON t.version_id = b.version_id
 LEFT JOIN task_log tl
     ON tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline AND tl.task_id = t.task_id
+   AND tl.map_index = -1
 LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
 LEFT JOIN version_tasks rc ON rc.version_id = b.version_id AND rc.task_id = rcl.task_id
 WHERE b.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR b.pipeline = :pipeline)
@@ -97,11 +98,12 @@ SELECT r.pipeline, r.batch_id, r.status, r.triggered_by, r.created_at, r.finishe
                  FROM (SELECT tl.status::text AS status, count(*) AS n
                        FROM task_log tl
                        WHERE tl.pipeline = r.pipeline AND tl.batch_id = r.batch_id
+                         AND tl.map_index = -1
                        GROUP BY tl.status) c), '{}'::jsonb) AS task_counts,
        (SELECT count(*) FROM scope s
         WHERE s.pipeline = r.pipeline AND s.batch_id = r.batch_id) AS tasks_in_scope,
        (SELECT count(*) FROM task_log tl
-        WHERE tl.pipeline = r.pipeline AND tl.batch_id = r.batch_id
+        WHERE tl.pipeline = r.pipeline AND tl.batch_id = r.batch_id AND tl.map_index = -1
           AND tl.status IN ('SUCCESS', 'ERROR', 'UPSTREAM_FAILED', 'SKIPPED', 'CANCELLED'))
            AS tasks_finished
 FROM recent r
@@ -128,7 +130,7 @@ ORDER BY pipeline;
 -- name: export_pipeline_tasks
 -- A pipeline's tasks with every column a pipeline file can set.
 SELECT name, handler, params, trigger_rule::text AS trigger_rule, max_retries, retry_delay_s,
-       retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, description
+       retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, map, description
 FROM tasks
 WHERE pipeline = :pipeline
 ORDER BY name;
@@ -155,6 +157,7 @@ FROM batches b
 JOIN version_tasks t ON t.version_id = b.version_id
 LEFT JOIN task_log tl
     ON tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+   AND tl.map_index = -1
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
 ORDER BY t.name;
 
@@ -189,6 +192,7 @@ CROSS JOIN batch b
 JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = s.task_id
 JOIN task_log tl
     ON tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id AND tl.task_id = s.task_id
+   AND tl.map_index = -1
 ORDER BY t.name;
 
 -- name: task_history
@@ -209,6 +213,7 @@ FROM batches b
 JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
 JOIN task_log tl
     ON tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+   AND tl.map_index = -1
 LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
 LEFT JOIN version_tasks rc ON rc.version_id = b.version_id AND rc.task_id = rcl.task_id
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
@@ -233,7 +238,7 @@ SELECT t.name AS task, t.handler, t.trigger_rule::text AS trigger_rule, t.params
 FROM batches b
 JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
 LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline
-    AND tl.task_id = t.task_id
+    AND tl.task_id = t.task_id AND tl.map_index = -1
 LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
 LEFT JOIN version_tasks rc ON rc.version_id = b.version_id AND rc.task_id = rcl.task_id
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
@@ -257,7 +262,8 @@ SELECT b.batch_id, b.status::text AS status, b.created_at,
        coalesce((SELECT jsonb_object_agg(t.name, tl.status::text)
                  FROM task_log tl
                  JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
-                 WHERE tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id), '{}'::jsonb)
+                 WHERE tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id
+                   AND tl.map_index = -1), '{}'::jsonb)
            AS statuses
 FROM batches b
 WHERE b.pipeline = :pipeline

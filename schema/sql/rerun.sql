@@ -24,14 +24,19 @@ FROM scope s
 CROSS JOIN batch b
 JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = s.task_id
 LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = s.task_id
+                     AND tl.map_index = -1
 ORDER BY t.name;
 
 -- name: rerun_remove_rows
--- The rows being rerun go; their attempts stay in task_attempts (log_id set to NULL).
-DELETE FROM task_log
-WHERE pipeline = :pipeline AND batch_id = :batch_id
-  AND task_id = ANY (CAST(:task_ids AS integer[])) AND status <> 'PROCESSING'
-RETURNING log_id;
+-- The rows being rerun go; their attempts stay in task_attempts (log_id set to NULL). A mapped
+-- task's instances go with its group row; the rows returned are the tasks' (map_index -1).
+WITH removed AS (
+    DELETE FROM task_log
+    WHERE pipeline = :pipeline AND batch_id = :batch_id
+      AND task_id = ANY (CAST(:task_ids AS integer[])) AND status <> 'PROCESSING'
+    RETURNING log_id, map_index
+)
+SELECT log_id FROM removed WHERE map_index = -1;
 
 -- name: rerun_recount_fanin
 -- The fan-in counters of every child of a removed row, recounted from the rows that remain.
@@ -47,6 +52,7 @@ FROM (
                               WHEN 'UPSTREAM_FAILED' THEN pl.root_cause_log_id END) AS root_cause
     FROM version_edges d
     LEFT JOIN task_log pl ON pl.batch_id = :batch_id AND pl.task_id = d.parent_task_id
+                          AND pl.map_index = -1
     WHERE d.version_id = (SELECT version_id FROM batches
                           WHERE pipeline = :pipeline AND batch_id = :batch_id)
       AND d.child_task_id IN (
@@ -65,7 +71,11 @@ WITH resumed AS (
 ),
 created AS (
     INSERT INTO task_log (pipeline, batch_id, task_id, status, created_at)
-    SELECT r.pipeline, r.batch_id, CAST(:task_id AS integer), 'NEW', :now FROM resumed r
+    SELECT r.pipeline, r.batch_id, t.task_id,
+           CASE WHEN t.map IS NULL THEN 'NEW' ELSE 'PROCESSING' END::task_status, :now
+    FROM resumed r
+    JOIN batches b ON b.pipeline = r.pipeline AND b.batch_id = r.batch_id
+    JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = CAST(:task_id AS integer)
     RETURNING log_id, pipeline, batch_id, task_id, status
 ),
 messages AS (
@@ -73,6 +83,7 @@ messages AS (
     SELECT :topic, m.payload, m.attributes, :now, :now, c.log_id
     FROM created c
     CROSS JOIN LATERAL dagrelay_run_task_message(c.pipeline, c.batch_id, :task) m
+    WHERE c.status = 'NEW'
     RETURNING outbox_id, topic, payload, attributes, available_at
 )
 SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM created c) AS tasks,

@@ -4,7 +4,8 @@
 
 -- name: expired_leases
 -- PROCESSING attempts whose lease ran out (the function was killed, or the handler hung).
-SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, t.task_id, t.name, t.timeout_s,
+SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, tl.map_index, t.task_id, t.name,
+       t.timeout_s,
        t.max_retries, t.retry_delay_s, t.retry_backoff, t.retry_max_delay_s
 FROM task_log tl
 JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
@@ -18,7 +19,7 @@ LIMIT :limit;
 -- :cutoff: that message was lost (an emulator restart, a crash before publish, ...). A new one is
 -- written; a duplicate is harmless (the claim is a checked write).
 WITH stale AS (
-    SELECT tl.log_id, tl.pipeline, tl.batch_id, t.name
+    SELECT tl.log_id, tl.pipeline, tl.batch_id, t.name, tl.map_index
     FROM task_log tl
     JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
     JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
@@ -34,7 +35,7 @@ WITH stale AS (
 )
 INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
 SELECT :topic, m.payload, m.attributes, :now, :now, s.log_id
-FROM stale s CROSS JOIN LATERAL dagrelay_run_task_message(s.pipeline, s.batch_id, s.name) m
+FROM stale s CROSS JOIN LATERAL dagrelay_run_task_message(s.pipeline, s.batch_id, s.name, s.map_index) m
 RETURNING outbox_id, topic, payload, attributes, available_at;
 
 -- name: overdue_polls

@@ -15,9 +15,10 @@ WITH claimed AS (
     WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND b.status = 'RUNNING'
       AND t.version_id = b.version_id AND t.name = :task
       AND tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+      AND tl.map_index = :map_index
       AND (tl.status = 'NEW' OR (tl.status = 'RETRY' AND tl.next_attempt_at <= :now))
     RETURNING tl.log_id, tl.attempt, tl.task_id, tl.pipeline, tl.batch_id, tl.lease_expires_at,
-              b.version_id, b.params AS batch_params
+              b.version_id, b.params AS batch_params, tl.map_index, tl.item
 ),
 opened AS (
     INSERT INTO task_attempts (log_id, batch_id, task_id, attempt, started_at, worker)
@@ -25,7 +26,7 @@ opened AS (
 )
 SELECT c.log_id, c.attempt, c.pipeline, c.lease_expires_at, t.task_id, t.name, t.handler,
        t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
-       t.retry_max_delay_s, c.batch_params, NULL::jsonb AS job,
+       t.retry_max_delay_s, c.batch_params, NULL::jsonb AS job, c.map_index, c.item,
        dagrelay_parent_outputs(c.version_id, c.batch_id, c.task_id) AS parent_outputs
 FROM claimed c
 JOIN version_tasks t ON t.version_id = c.version_id AND t.task_id = c.task_id;
@@ -38,6 +39,7 @@ SELECT t.task_id, b.pipeline, tl.status::text AS status, tl.attempt, tl.lease_ex
 FROM batches b
 JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
 LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+                     AND tl.map_index = :map_index
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
 
 -- name: extend_lease
@@ -88,7 +90,7 @@ FROM batches b
 JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
 JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND tl.status = 'PROCESSING'
-  AND tl.job IS NOT NULL AND tl.attempt = :attempt;
+  AND tl.job IS NOT NULL AND tl.attempt = :attempt AND tl.map_index = -1;
 
 -- name: finish_attempt
 -- PROCESSING -> SUCCESS | ERROR | RETRY, fenced by attempt so a late write from an older attempt
@@ -118,7 +120,7 @@ done AS (
     WHERE log_id = :log_id AND task_log.status = 'PROCESSING' AND attempt = :attempt
       AND (CAST(:lease_before AS timestamptz) IS NULL
            OR task_log.lease_expires_at < CAST(:lease_before AS timestamptz))
-    RETURNING log_id, task_id, pipeline, batch_id, task_log.status, attempt
+    RETURNING log_id, task_id, pipeline, batch_id, task_log.status, attempt, map_index
 ),
 closed AS (
     UPDATE task_attempts a
@@ -131,7 +133,7 @@ messages AS (
     SELECT CAST(:topic AS text), m.payload, m.attributes, CAST(:now AS timestamptz),
            CAST(:next_attempt_at AS timestamptz), d.log_id
     FROM done d
-    CROSS JOIN LATERAL dagrelay_run_task_message(d.pipeline, d.batch_id, :task) m
+    CROSS JOIN LATERAL dagrelay_run_task_message(d.pipeline, d.batch_id, :task, d.map_index) m
     WHERE d.status = 'RETRY'
     UNION ALL
     SELECT CAST(:alerts_topic AS text),

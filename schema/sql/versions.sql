@@ -95,5 +95,6 @@ FROM batches b
 JOIN version_edges e ON e.version_id = b.version_id
 LEFT JOIN task_log pl
     ON pl.pipeline = b.pipeline AND pl.batch_id = b.batch_id AND pl.task_id = e.parent_task_id
+   AND pl.map_index = -1
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
 GROUP BY b.pipeline, b.batch_id, e.child_task_id;

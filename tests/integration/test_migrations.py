@@ -22,6 +22,7 @@ TABLES = {
     "task_log",
     "task_attempts",
     "task_fanin",
+    "map_groups",
     "outbox",
     "rejected_messages",
     "dead_letters",

@@ -81,6 +81,7 @@ def test_monthly_profit_rows(db: Engine) -> None:
         "retry_max_delay_s": 3600,
         "timeout_s": 540,
         "pool": None,
+        "map": None,
         "enabled": True,
         "created_at": T1,
         "updated_at": T1,

@@ -24,6 +24,7 @@ from dagrelay.store.db import get_engine
 def rerun(
     batch_id: Annotated[str, typer.Argument(help="The batch.")],
     task: Annotated[str, typer.Argument(help="The task to run again.")],
+    *,
     downstream: Annotated[
         bool, typer.Option("--downstream", help="Also reset every task below it.")
     ] = False,
@@ -36,15 +37,29 @@ def rerun(
         ),
     ] = False,
     pipeline: PipelineOption = None,
+    failed_items: Annotated[
+        bool,
+        typer.Option(
+            "--failed-items",
+            help="A mapped task: run only its failed items again (its descendants are reset).",
+        ),
+    ] = False,
 ) -> None:
     """Reset a task (and with --downstream its descendants) in a batch and run it again, in
     the batch's version; the batch resumes. Their earlier attempts stay in `dagrelay history`."""
     with get_engine().connect() as conn:
         owner = batch_pipeline(conn, batch_id, pipeline)
-        preview = reads.rerun_preview(conn, owner, batch_id, task, downstream)
+        preview = reads.rerun_preview(conn, owner, batch_id, task, downstream or failed_items)
     settings = get_settings()
     reset = operator_engine(PubSubPublisher(settings.project_id)).rerun(
-        Rerun(batch_id=batch_id, task=task, pipeline=owner, downstream=downstream, latest=latest)
+        Rerun(
+            batch_id=batch_id,
+            task=task,
+            pipeline=owner,
+            downstream=downstream or failed_items,
+            latest=latest,
+            failed_items=failed_items,
+        )
     )
     table = Table(title=f"{owner} / {batch_id}: reset", title_justify="left")
     for column in ("task", "was", "attempts"):
@@ -52,4 +67,7 @@ def rerun(
     for row in preview:
         table.add_row(row["name"], status_text(row["status"]), str(row["attempt"]))
     Console().print(table)
+    if failed_items:
+        typer.echo(f"{reset} failed items of {task} run again; batch {owner}/{batch_id} resumed")
+        return
     typer.echo(f"{reset} task rows reset; batch {owner}/{batch_id} is RUNNING again")

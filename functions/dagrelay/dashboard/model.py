@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 
 from dagrelay.engine.params import resolve
 from dagrelay.errors import DagrelayError
-from dagrelay.store import reads
+from dagrelay.store import maps, reads
 
 Row = dict[str, Any]
 SUMMARY_FIELDS = (
@@ -56,6 +56,9 @@ def batch_detail(conn: Connection, pipeline: str, batch_id: str) -> Row | None:
             if c["task"] is not None  # the page names causes; lost ones have no row to name
         ],
         "dead_letters": batch["dead_letters"],
+        "map_groups": [
+            vars(g) for g in maps.group_counts(conn, pipeline=pipeline, batch_id=batch_id)
+        ],
     }
 
 
@@ -92,7 +95,23 @@ def task_detail(conn: Connection, pipeline: str, batch_id: str, task: str) -> Ro
         "parents": sorted(e["parent"] for e in edges if e["child"] == task),
         "children": sorted(e["child"] for e in edges if e["parent"] == task),
         "attempts": reads.task_attempts(conn, pipeline, batch_id, task),
+        "items": _items(conn, pipeline, batch_id, task),
     }
+
+
+INSTANCES_SHOWN = 500
+
+
+def _items(conn: Connection, pipeline: str, batch_id: str, task: str) -> Row | None:
+    """A mapped task's group counts and first instances; None for a task that is not mapped."""
+    groups = maps.group_counts(conn, pipeline=pipeline, batch_id=batch_id)
+    group = next((g for g in groups if g.task == task), None)
+    if group is None:
+        return None
+    found = maps.instances(
+        conn, pipeline=pipeline, batch_id=batch_id, task=task, limit=INSTANCES_SHOWN
+    )
+    return {"group": vars(group), "instances": found}
 
 
 TASK_FIELDS = (

@@ -13,6 +13,7 @@ from dagrelay.dashboard.parts import Ops, link, pill, url, when
 from dagrelay.dashboard.render import (
     batch_tabs,
     crumbs,
+    items_badge,
     legend,
     live_attrs,
     page,
@@ -26,7 +27,7 @@ def task_page(detail: Row, batch: Row, base: str, ops: Ops | None = None) -> str
     p, b, task = detail["pipeline"], detail["batch_id"], detail["task"]
     body = Markup(
         "{crumbs}<h1>{task} {status}</h1>{actions}{facts}<h2>Params</h2>{params}"
-        "<h2>Output</h2>{output}{error}<h2>Attempts</h2>{attempts}{tracebacks}"
+        "<h2>Output</h2>{output}{error}{items}<h2>Attempts</h2>{attempts}{tracebacks}"
     ).format(
         crumbs=crumbs(base, p, link(url(base, "batches", p, b), b)),
         task=task,
@@ -38,10 +39,32 @@ def task_page(detail: Row, batch: Row, base: str, ops: Ops | None = None) -> str
         error=Markup("<h2>Error</h2>{}").format(parts.error(detail["error"]))
         if detail["error"]
         else Markup(""),
+        items=_items(detail.get("items")),
         attempts=_attempt_table(detail["attempts"]),
         tracebacks=_tracebacks(detail["attempts"]),
     )
     return page(f"{task} · {p} / {b}", body, base, ops, attrs=live_attrs(base, batch, detail))
+
+
+def _items(items: Row | None) -> Markup:
+    if items is None:
+        return Markup("")
+    rows = [
+        [
+            i["map_index"],
+            pill(i["status"]),
+            i["attempt"],
+            parts.pre(i["item"]),
+            when(i["started_at"]),
+            when(i["finished_at"]),
+            parts.error(i["error"]),
+        ]
+        for i in items["instances"]
+    ]
+    headers = ["Index", "Status", "Attempts", "Item", "Started", "Finished", "Error"]
+    return Markup("<h2>Items {}</h2>{}").format(
+        items_badge(items["group"]), parts.table(headers, rows, "No instances.")
+    )
 
 
 def _task_facts(detail: Row, base: str) -> Markup:

@@ -244,7 +244,7 @@ def batch_page(detail: Row, base: str, ops: Ops | None = None) -> str:
         legend=legend(),
         graph=graph_card(payload, f"batch {b}"),
         causes=_root_causes(detail["root_causes"]),
-        tasks=_task_table(detail["tasks"], base, p, b),
+        tasks=_task_table(detail["tasks"], base, p, b, detail.get("map_groups")),
         dead=_dead_letters(detail["dead_letters"]),
     )
     return page(f"{p} / {b}", body, base, ops, script=True, attrs=live_attrs(base, batch))
@@ -297,13 +297,24 @@ def _root_causes(causes: list[Row]) -> Markup:
     return Markup("<h2>Root cause</h2>{}").format(items)
 
 
-def _task_table(tasks: list[Row], base: str, pipeline: str, batch_id: str) -> Markup:
+def items_badge(group: Row) -> Markup:
+    """A mapped task's counts: done of total, failed, running."""
+    done = group["succeeded"] + group["failed"]
+    return Markup('<span class="badge">{} / {} done, {} failed, {} running</span>').format(
+        done, group["total"], group["failed"], group["running"]
+    )
+
+
+def _task_table(
+    tasks: list[Row], base: str, pipeline: str, batch_id: str, groups: list[Row] | None = None
+) -> Markup:
+    badges = {g["task"]: items_badge(g) for g in groups or []}
     rows = [
         [
             Markup('<a id="task-{}" href="{}">{}</a>').format(
                 t["task"], url(base, "batches", pipeline, batch_id, "tasks", t["task"]), t["task"]
             ),
-            pill(t["status"]),
+            pill(t["status"]) + badges.get(t["task"], Markup("")),
             t["attempt"],
             when(t["started_at"]),
             parts.seconds(t["duration_s"]),

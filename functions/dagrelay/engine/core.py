@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy import Engine as SqlEngine
 
-from dagrelay.engine import moves, retry
+from dagrelay.engine import maps, moves, retry
 from dagrelay.engine import params as params_mod
 from dagrelay.engine.hooks import NO_HOOKS, EngineHooks, HookPoint
 from dagrelay.errors import BadMessage, NonRetryableError
@@ -40,6 +40,7 @@ from dagrelay.handlers.registry import (
 from dagrelay.messages import CancelBatch, PollTask, Rerun, Resume, RunTask, StartBatch
 from dagrelay.states import TaskStatus
 from dagrelay.store import cancelling
+from dagrelay.store import maps as store_maps
 from dagrelay.store import transitions as store
 from dagrelay.store import versions as store_versions
 from dagrelay.store.db import retry_transient
@@ -98,6 +99,7 @@ class Engine:
         clock: Clock = utcnow,
         rng: random.Random | None = None,
         hooks: EngineHooks | None = None,
+        item_reader: maps.ItemReader = maps.read_json_lines,
     ) -> None:
         self.db = db
         self.publisher = publisher
@@ -109,6 +111,7 @@ class Engine:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.hooks = hooks or NO_HOOKS  # tests and the local stack install crash points
         self.outbox = OutboxRelay(db, publisher, clock)
+        self.item_reader = item_reader  # a mapped task's gs:// list of items
 
     # -- start_batch / cancel_batch -------------------------------------------------------------
 
@@ -144,6 +147,13 @@ class Engine:
         if msg.start_task is not None and msg.start_task not in tasks:
             raise BadMessage(
                 f"start_task {msg.start_task!r} is not a task of pipeline {msg.pipeline!r}"
+            )
+        if msg.start_task is not None and store_maps.is_mapped(
+            conn, version_id=version_id, task=msg.start_task
+        ):
+            raise BadMessage(
+                f"start_task {msg.start_task!r} is mapped: its items come from its parent; "
+                "start at the parent"
             )
         created = store.start_batch(
             conn,
@@ -227,6 +237,10 @@ class Engine:
         batch resumes. Returns rows reset."""
         asked = {"action": "rerun", "batch_id": msg.batch_id, "task": msg.task}
         log.info("rerun asked by %s", msg.triggered_by or "unknown", extra=asked)
+        if msg.failed_items:
+            if msg.latest:
+                raise BadMessage("a rerun of failed items runs in the batch's version: no latest")
+            return self.rerun_failed_items(msg.batch_id, msg.task, msg.pipeline)
         return self.rerun_tasks(
             msg.batch_id, [msg.task], msg.downstream, msg.pipeline, latest=msg.latest
         )
@@ -278,7 +292,9 @@ class Engine:
                     topic=self.events_topic,
                     now=now,
                 )
-                messages += created.messages
+                opened = self._open_groups(conn, created, now)  # a mapped task: its instances
+                closed = self._advance(conn, target.pipeline, batch_id, opened.finished, now)
+                messages += created.messages + opened.created.messages + closed.messages
         log.warning(
             "rerun: %d task rows reset, batch resumed",
             reset,
@@ -286,6 +302,42 @@ class Engine:
         )
         self.publish(messages)
         return reset
+
+    def rerun_failed_items(self, batch_id: str, task: str, pipeline: str | None = None) -> int:
+        """Run the failed instances of a mapped task again (their attempts stay in the history):
+        its group opens again, its descendants are reset, and the group decides once more when
+        the instances end. Refused while anything in scope runs. Returns instances reset."""
+        now = self.clock()
+        with self.db.begin() as conn:
+            pipeline = resolve_pipeline(conn, pipeline, batch_id, task)
+            scope = store.rerun_scope(
+                conn, pipeline=pipeline, batch_id=batch_id, tasks=[task], downstream=True
+            )
+            target = _rerun_targets(batch_id, [task], pipeline, scope)[0]
+            below = [r.task_id for r in scope if r.task_id != target.task_id]
+            store.rerun_reset(conn, pipeline=pipeline, batch_id=batch_id, task_ids=below)
+            reopened, created = store_maps.reset_failed_items(
+                conn,
+                batch_id=batch_id,
+                task_id=target.task_id,
+                task=task,
+                topic=self.events_topic,
+                now=now,
+            )
+            if not reopened or not created.tasks:
+                raise BadMessage(f"task {task!r} of batch {batch_id!r} has no failed items")
+            store_maps.recount_children(
+                conn, pipeline=pipeline, batch_id=batch_id, task_id=target.task_id
+            )
+            store_maps.resume_batch(conn, pipeline=pipeline, batch_id=batch_id)
+        log.warning(
+            "rerun of %d failed items of %s",
+            len(created.tasks),
+            task,
+            extra={"action": "rerun", "batch_id": batch_id, "task": task, "pipeline": pipeline},
+        )
+        self.publish(created.messages)
+        return len(created.tasks)
 
     # -- run_task ------------------------------------------------------------------------------
 
@@ -300,6 +352,7 @@ class Engine:
                 task=msg.task,
                 now=self.clock(),
                 worker=self.worker_id,
+                map_index=-1 if msg.map_index is None else msg.map_index,
             )
             if claim is None:
                 return self._not_claimed(conn, replace(msg, pipeline=pipeline), extra)
@@ -313,7 +366,10 @@ class Engine:
 
     def _not_claimed(self, conn: Connection, msg: RunTask, extra: dict[str, Any]) -> RunOutcome:
         pipeline = msg.pipeline or ""  # resolved by run_task
-        state = store.task_state(conn, pipeline=pipeline, batch_id=msg.batch_id, task=msg.task)
+        index = -1 if msg.map_index is None else msg.map_index
+        state = store.task_state(
+            conn, pipeline=pipeline, batch_id=msg.batch_id, task=msg.task, map_index=index
+        )
         if state is None:
             raise BadMessage(
                 f"unknown task {msg.task!r}: batch {msg.pipeline}/{msg.batch_id} does not exist "
@@ -355,6 +411,8 @@ class Engine:
         ref = claim.ref
         try:
             values = {**claim.batch_params, "batch_id": ref.batch_id, "pipeline": ref.pipeline}
+            if ref.map_index >= 0:
+                values |= maps.item_values(claim.item)
             registration = self.registry.get(claim.handler)
             resolved = {
                 key: value
@@ -372,10 +430,13 @@ class Engine:
                 batch_params=claim.batch_params,
                 parent_outputs=claim.parent_outputs,
                 heartbeat=lambda: self.heartbeat(ref),
+                item=claim.item,
+                map_index=None if ref.map_index < 0 else ref.map_index,
             )
             self.hooks.at(HookPoint.IN_HANDLER, ref.task)
             result = _invoke(registration, context, claim.job)
             if isinstance(result, Deferred):
+                maps.refuse_deferral(ref.map_index)
                 return check_deferred(result, ref.task), None
             return check_output(result, ref.task), None
         except Exception as exc:  # noqa: BLE001 - any handler failure is the task's outcome
@@ -425,10 +486,9 @@ class Engine:
                     return None
                 # The status written may differ from the one asked (RETRY -> CANCELLED).
                 result = replace(result, status=written.tasks[0].status)
-                if result.status in (TaskStatus.RETRY, TaskStatus.CANCELLED):
+                finished = self._finished(conn, ref, result.status, now)
+                if not finished:
                     return result, written
-                root = ref.log_id if result.status == TaskStatus.ERROR else None
-                finished = [store.Transition(ref.task_id, result.status, root)]
                 children = self._advance(conn, ref.pipeline, ref.batch_id, finished, now)
             return result, store.Created(
                 written.tasks + children.tasks, written.messages + children.messages
@@ -487,6 +547,21 @@ class Engine:
             next_attempt_at=next_at,
         )
 
+    @staticmethod
+    def _finished(
+        conn: Connection, ref: store.AttemptRef, status: TaskStatus, now: datetime
+    ) -> list[store.Transition]:
+        """The parent transitions an attempt's result feeds into the fan-in: its task's, or for
+        an instance of a mapped task its group's, once the last instance ended."""
+        if status == TaskStatus.RETRY:
+            return []
+        if ref.map_index >= 0:
+            return maps.count_instance(conn, ref, status, now)
+        if status == TaskStatus.CANCELLED:
+            return []
+        root = ref.log_id if status == TaskStatus.ERROR else None
+        return [store.Transition(ref.task_id, status, root)]
+
     # -- fan-in / fan-out ----------------------------------------------------------------------
 
     def _advance(
@@ -500,14 +575,31 @@ class Engine:
         """check_and_trigger_children: one statement, whatever the number of parents or levels.
         Children that can never run (UPSTREAM_FAILED, SKIPPED) are terminal at birth; their own
         children are decided inside PostgreSQL, in the same transaction."""
-        if not finished:
-            return store.Created([], [])
-        return store.advance_children(
+        tasks: list[store.CreatedTask] = []
+        messages: list[OutgoingMessage] = []
+        while finished:
+            created = store.advance_children(
+                conn,
+                pipeline=pipeline,
+                batch_id=batch_id,
+                finished=finished,
+                topic=self.events_topic,
+                now=now,
+            )
+            opened = self._open_groups(conn, created, now)
+            tasks += created.tasks + opened.created.tasks
+            messages += created.messages + opened.created.messages
+            finished = opened.finished  # groups closed at birth (empty list, too many items)
+        return store.Created(tasks, messages)
+
+    def _open_groups(self, conn: Connection, created: store.Created, now: datetime) -> maps.Opened:
+        """The instances of the mapped tasks among ``created`` (dagrelay.engine.maps)."""
+        return maps.open_groups(
             conn,
-            pipeline=pipeline,
-            batch_id=batch_id,
-            finished=finished,
+            created,
+            read=self.item_reader,
             topic=self.events_topic,
+            alerts_topic=self.alerts_topic,
             now=now,
         )
 

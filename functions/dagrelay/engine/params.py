@@ -8,7 +8,8 @@ from typing import Any
 
 from dagrelay.errors import NonRetryableError
 
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# {name}, and {item.key} for a key of a mapped task's item
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*|item\.[A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def resolve(value: Any, values: Mapping[str, Any], where: str = "params") -> Any:

@@ -58,8 +58,9 @@ class HandlerContext(Generic[P]):
     # returns False once the attempt is no longer live (its lease expired, the batch was
     # cancelled), and the handler should stop.
     heartbeat: Callable[[], bool] = field(default=lambda: True)
-    # The item of a mapped task's instance; None for a task that is not mapped.
+    # An instance of a mapped task: its item and the item's index (None otherwise).
     item: Any = None
+    map_index: int | None = None
 
     @property
     def batch(self) -> str:

@@ -45,6 +45,8 @@ class PipelineTask:
     timeout_s: int = 540
     pool: str | None = None
     enabled: bool = True
+    # Dynamic fan-out: {over: <parent>.<output key>, max_items, tolerated_failures}
+    map: Mapping[str, Any] | None = None
     description: str | None = None  # documentation: stored (tasks.description), not run
 
     def row(self) -> dict[str, Any]:
@@ -54,6 +56,7 @@ class PipelineTask:
         row["params"] = dict(self.params)
         row["trigger_rule"] = self.trigger_rule.value
         row["retry_backoff"] = float(self.retry_backoff)
+        row["map"] = dict(self.map) if self.map is not None else None
         return row
 
     @classmethod
@@ -73,6 +76,7 @@ class PipelineTask:
             pool=row["pool"],
             enabled=row["enabled"],
             description=row.get("description"),
+            map=row.get("map"),
         )
 
 

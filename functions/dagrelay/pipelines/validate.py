@@ -26,7 +26,7 @@ def problems(
     ``params_schema`` (skipped for params with ``{placeholders}``, known only per batch)."""
     handlers = known_handlers if isinstance(known_handlers, Mapping) else {}
     found = validate_dag(dag_tasks(spec), known_handlers)
-    found += retry_problems(spec) + _params_problems(spec, handlers)
+    found += retry_problems(spec) + map_problems(spec) + _params_problems(spec, handlers)
     return [f"{spec.source}: {p}" for p in found]
 
 
@@ -57,6 +57,21 @@ def retry_problems(spec: PipelineSpec) -> list[str]:
         for t in spec.tasks
         if t.retry_max_delay_s < t.retry_delay_s
     ]
+
+
+def map_problems(spec: PipelineSpec) -> list[str]:
+    """A mapped task maps over an output of one of its own parents."""
+    found = []
+    for task in spec.tasks:
+        if task.map is None:
+            continue
+        parent = str(task.map["over"]).split(".", 1)[0]
+        if parent not in task.parents:
+            found.append(
+                f"task {task.name!r}: map.over {task.map['over']!r} names {parent!r}, "
+                "which is not one of its parents"
+            )
+    return found
 
 
 def _params_problems(spec: PipelineSpec, handlers: Mapping[str, Registration]) -> list[str]:

@@ -48,6 +48,7 @@ class AttemptRef:
     timeout_s: int
     policy: RetryPolicy
     poll_at: datetime | None = None  # a deferred attempt's poll, as read: fences its re-deferral
+    map_index: int = -1  # an instance of a mapped task: its item's index; -1 otherwise
 
 
 def _ref(row: Row[Any], batch_id: str | None = None) -> AttemptRef:
@@ -66,6 +67,7 @@ def _ref(row: Row[Any], batch_id: str | None = None) -> AttemptRef:
             max_delay_s=row.retry_max_delay_s,
         ),
         poll_at=getattr(row, "poll_at", None),
+        map_index=getattr(row, "map_index", -1),
     )
 
 
@@ -78,6 +80,7 @@ class Claim:
     parent_outputs: Mapping[str, Any]
     lease_expires_at: datetime
     job: Mapping[str, Any] | None = None  # a deferred attempt's pending work
+    item: Any = None  # an instance of a mapped task: its item
 
 
 @dataclass(frozen=True)
@@ -165,9 +168,17 @@ def pipeline_tasks(conn: Connection, pipeline: str) -> list[str]:
 
 
 def claim(
-    conn: Connection, *, pipeline: str, batch_id: str, task: str, now: datetime, worker: str
+    conn: Connection,
+    *,
+    pipeline: str,
+    batch_id: str,
+    task: str,
+    now: datetime,
+    worker: str,
+    map_index: int = -1,
 ) -> Claim | None:
     params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "now": now}
+    params["map_index"] = map_index
     row = conn.execute(query("claim_task"), {**params, "worker": worker}).one_or_none()
     return _claim(row, batch_id)
 
@@ -183,11 +194,14 @@ def _claim(row: Row[Any] | None, batch_id: str) -> Claim | None:
         parent_outputs=row.parent_outputs,
         lease_expires_at=row.lease_expires_at,
         job=row.job,
+        item=getattr(row, "item", None),
     )
 
 
-def task_state(conn: Connection, *, pipeline: str, batch_id: str, task: str) -> TaskState | None:
-    params = {"pipeline": pipeline, "batch_id": batch_id, "task": task}
+def task_state(
+    conn: Connection, *, pipeline: str, batch_id: str, task: str, map_index: int = -1
+) -> TaskState | None:
+    params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "map_index": map_index}
     row = conn.execute(query("task_state"), params).one_or_none()
     if row is None:
         return None

@@ -1,0 +1,204 @@
+"""Mapped tasks: a task with ``map: {over: <parent>.<output key>}`` runs once per item.
+
+When the fan-in decides such a task, its group row (map_index -1) opens (PROCESSING, never
+claimed) and, in the same transaction, ``open_groups`` creates one instance per item (one
+statement whatever the number of items) or closes the group at once: SKIPPED for an empty list,
+ERROR for a value that is not a list, a list longer than ``max_items`` or an unreadable
+reference. A value that is a ``gs://`` string names a JSON-lines object (one item per line):
+the engine reads it here, once, and the instances carry their items like any other.
+
+Each instance ends through the normal attempt path; its terminal write counts it in the group's
+counters (``count_instance``) and the last one decides the group once: SUCCESS when at most
+``tolerated_failures`` items failed (a count, or "P%" of the items, rounded down), else ERROR.
+The group's outcome is the one parent transition its children's fan-in sees; its output is its
+items' outputs in index order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from dagrelay.errors import NonRetryableError
+from dagrelay.states import TaskStatus
+from dagrelay.store import maps as store_maps
+from dagrelay.store import transitions as store
+
+MAX_ITEMS = 1024
+ItemReader = Callable[[str], list[Any]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do with one open group: expand it (``tolerated`` failures allowed) or close it
+    with ``status`` and ``reason``."""
+
+    status: TaskStatus | None = None
+    reason: str | None = None
+    tolerated: int = 0
+    items: list[Any] | None = None  # read from a reference
+
+
+def tolerated(spec: int | str | None, total: int) -> int:
+    """How many failed items a group of ``total`` tolerates: a count, or "P%" rounded down."""
+    if spec is None:
+        return 0
+    if isinstance(spec, str):
+        return math.floor(total * float(spec.rstrip("%")) / 100)
+    return spec
+
+
+def plan(source: store_maps.MapSource, read: ItemReader) -> Plan:
+    """Pure apart from reading a reference: the plan for one open group."""
+    over = source.map["over"]
+    limit = int(source.map.get("max_items", MAX_ITEMS))
+    where = f"map.over {over!r}"
+    items: list[Any] | None = None
+    if source.kind == "array":
+        count = source.length or 0
+    elif source.kind == "string" and (source.ref or "").startswith("gs://"):
+        try:
+            items = read(source.ref or "")
+        except Exception as exc:  # noqa: BLE001 - an unreadable reference is the task's error
+            return Plan(TaskStatus.ERROR, f"{where}: cannot read {source.ref}: {exc}")
+        count = len(items)
+    elif source.kind is None:
+        return Plan(TaskStatus.ERROR, f"{where}: the parent's output has no such key")
+    else:
+        return Plan(
+            TaskStatus.ERROR, f"{where} is a {source.kind}, not a list or a gs:// reference"
+        )
+    if count > limit:
+        return Plan(TaskStatus.ERROR, f"{where} has {count} items, more than max_items ({limit})")
+    if count == 0:
+        return Plan(TaskStatus.SKIPPED, f"{where} is an empty list")
+    return Plan(tolerated=tolerated(source.map.get("tolerated_failures"), count), items=items)
+
+
+@dataclass(frozen=True)
+class Opened:
+    created: store.Created
+    finished: list[store.Transition]  # groups closed at once: their children are decided next
+
+
+def open_groups(
+    conn: Connection,
+    created: store.Created,
+    *,
+    read: ItemReader,
+    topic: str,
+    alerts_topic: str,
+    now: datetime,
+) -> Opened:
+    """Instances for the groups among ``created`` (rows opened PROCESSING by the fan-in)."""
+    open_ids = [t.log_id for t in created.tasks if t.status == TaskStatus.PROCESSING]
+    if not open_ids:
+        return Opened(store.Created([], []), [])
+    plans = {s.log_id: (s, plan(s, read)) for s in store_maps.map_sources(conn, open_ids)}
+    expand = {i: p.tolerated for i, (_, p) in plans.items() if p.status is None}
+    resolved = {i: p.items for i, (_, p) in plans.items() if p.status is None and p.items}
+    closed = [(i, str(p.status), p.reason) for i, (_, p) in plans.items() if p.status]
+    tasks: list[store.CreatedTask] = []
+    messages = []
+    if expand:
+        made = store_maps.expand(conn, groups=expand, resolved=resolved, topic=topic, now=now)
+        tasks += made.tasks
+        messages += made.messages
+    finished: list[store.Transition] = []
+    if closed:
+        shut = store_maps.close_groups(conn, closed=closed, alerts_topic=alerts_topic, now=now)
+        tasks += shut.tasks
+        messages += shut.messages
+        finished = [store.Transition(t.task_id, t.status, _root(t)) for t in shut.tasks]
+    return Opened(store.Created(tasks, messages), finished)
+
+
+def _root(task: store.CreatedTask) -> int | None:
+    if task.status != TaskStatus.ERROR:
+        return None
+    return task.root_cause_log_id or task.log_id
+
+
+def count_instance(
+    conn: Connection, ref: store.AttemptRef, status: TaskStatus, now: datetime
+) -> list[store.Transition]:
+    """An instance ended: count it; the last one decides the group (one transition back)."""
+    counters = store_maps.count_item(
+        conn, batch_id=ref.batch_id, task_id=ref.task_id, status=status.value
+    )
+    if counters is None or counters.succeeded + counters.failed < counters.total:
+        return []
+    outcome, error = decision(counters)
+    decided = store_maps.decide_group(
+        conn,
+        batch_id=ref.batch_id,
+        task_id=ref.task_id,
+        status=outcome.value,
+        error=error,
+        now=now,
+    )
+    return [store.Transition(t.task_id, t.status, _root(t)) for t in decided.tasks]
+
+
+def decision(counters: store_maps.Counters) -> tuple[TaskStatus, str | None]:
+    """The group's outcome once every item ended, and the reason when items failed."""
+    if not counters.failed:
+        return TaskStatus.SUCCESS, None
+    reason = f"{counters.failed} of {counters.total} items failed ({counters.tolerated} tolerated)"
+    if counters.failed <= counters.tolerated:
+        return TaskStatus.SUCCESS, reason
+    return TaskStatus.ERROR, reason
+
+
+def read_json_lines(ref: str, client: Any = None) -> list[Any]:
+    """The items of a ``gs://bucket/object`` JSON-lines reference: one JSON value per line
+    (blank lines skipped), through google-cloud-storage (``STORAGE_EMULATOR_HOST`` honoured)."""
+    bucket, _, name = ref.removeprefix("gs://").partition("/")
+    if not bucket or not name:
+        raise ValueError(f"{ref!r} is not gs://<bucket>/<object>")
+    client = client if client is not None else _storage_client()
+    text = client.bucket(bucket).blob(name).download_as_text(timeout=30)
+    return parse_json_lines(text, ref)
+
+
+def _storage_client() -> Any:
+    """The process's storage client; against the emulator (``STORAGE_EMULATOR_HOST``) with
+    anonymous credentials."""
+    from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415 - on first use
+    from google.cloud import storage  # noqa: PLC0415 - only mapped tasks with references
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        return storage.Client(project="local", credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    return storage.Client()
+
+
+def parse_json_lines(text: str, where: str) -> list[Any]:
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where} line {number}: not JSON ({exc.msg})") from exc
+    return items
+
+
+def refuse_deferral(map_index: int) -> None:
+    """An instance cannot defer its work (a poll message names no instance)."""
+    if map_index >= 0:
+        raise NonRetryableError("an instance of a mapped task cannot defer its work")
+
+
+def item_values(item: Any) -> Mapping[str, Any]:
+    """The ``{item}`` placeholder, and ``{item.key}`` for each key of an object item."""
+    values: dict[str, Any] = {"item": item}
+    if isinstance(item, Mapping):
+        values |= {f"item.{k}": v for k, v in item.items() if isinstance(k, str)}
+    return values
