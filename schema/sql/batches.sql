@@ -111,9 +111,10 @@ WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'RUNNING'
 RETURNING pipeline, batch_id;
 
 -- name: cancel_waiting_tasks
--- Tasks waiting to run (NEW, RETRY) of a cancelled batch become CANCELLED. Running attempts
--- finish, but advance_children creates nothing in a batch that is not RUNNING.
+-- Tasks waiting to run (NEW, QUEUED, RETRY) of a cancelled batch become CANCELLED (a QUEUED
+-- one leaves its pool's queue). Running attempts finish, but advance_children creates nothing
+-- in a batch that is not RUNNING.
 UPDATE task_log
-SET status = 'CANCELLED', finished_at = :now, next_attempt_at = NULL
-WHERE pipeline = :pipeline AND batch_id = :batch_id AND status IN ('NEW', 'RETRY')
+SET status = 'CANCELLED', finished_at = :now, next_attempt_at = NULL, queued_at = NULL
+WHERE pipeline = :pipeline AND batch_id = :batch_id AND status IN ('NEW', 'QUEUED', 'RETRY')
 RETURNING log_id;

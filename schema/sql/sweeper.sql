@@ -5,7 +5,7 @@
 -- name: expired_leases
 -- PROCESSING attempts whose lease ran out (the function was killed, or the handler hung).
 SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, t.task_id, t.name, t.timeout_s,
-       t.max_retries, t.retry_delay_s, t.retry_backoff, t.retry_max_delay_s
+       t.max_retries, t.retry_delay_s, t.retry_backoff, t.retry_max_delay_s, tl.limited
 FROM task_log tl
 JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
 JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id

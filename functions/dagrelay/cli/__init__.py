@@ -17,6 +17,7 @@
     dagrelay history BATCH TASK [--traceback] [--pipeline P]
     dagrelay explain BATCH [--pipeline P]
     dagrelay schedule list | pause PIPELINE | resume PIPELINE     (schedule)
+    dagrelay pool set NAME --slots N [--description T] | list     (pool)
 
 A batch id is unique per pipeline only: a verb given an id that several pipelines use refuses
 (exit code 2), naming them, until --pipeline says which.
@@ -43,6 +44,7 @@ from dagrelay.cli import (
     explain,
     export,
     history,
+    pool,
     rerun,
     schedule,
     status,
@@ -63,4 +65,4 @@ app.command()(status.status)
 app.command()(history.history)
 app.command()(explain.explain)
 
-__all__ = ["app", "define", "schedule", "trigger"]
+__all__ = ["app", "define", "pool", "schedule", "trigger"]

@@ -61,6 +61,7 @@ class RunOutcome(StrEnum):
     CANCELLED = "CANCELLED"  # failed while its batch was being cancelled: not retried
     DEFERRED = "DEFERRED"  # the work goes on elsewhere; polled later
     IGNORED = "IGNORED"  # duplicate or late message: acknowledged, nothing done
+    QUEUED = "QUEUED"  # waits for a pool slot or its max_active: a freed slot releases it
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,20 @@ class Engine:
                 worker=self.worker_id,
             )
             if claim is None:
-                return self._not_claimed(conn, replace(msg, pipeline=pipeline), extra)
+                limited = store.claim_limited(
+                    conn,
+                    pipeline=pipeline,
+                    batch_id=msg.batch_id,
+                    task=msg.task,
+                    now=self.clock(),
+                    worker=self.worker_id,
+                )
+                if limited is not None and limited.claim is None:
+                    log.info("task queued: %d ahead", limited.ahead, extra=extra)
+                    return RunOutcome.QUEUED
+                if limited is None or limited.claim is None:
+                    return self._not_claimed(conn, replace(msg, pipeline=pipeline), extra)
+                claim = limited.claim
         ref = claim.ref
         extra |= {"pipeline": ref.pipeline, "attempt": ref.attempt}
         log.info("task claimed", extra=extra)
@@ -377,6 +391,8 @@ class Engine:
                 )
                 if written is None:
                     return None
+                if ref.limited:  # its slot is free: the next waiting tasks may start
+                    written = _with_messages(written, self._release(conn, ref, now))
                 # The status written may differ from the one asked (RETRY -> CANCELLED).
                 result = replace(result, status=written.tasks[0].status)
                 if result.status in (TaskStatus.RETRY, TaskStatus.CANCELLED):
@@ -400,6 +416,11 @@ class Engine:
         if result.status not in (TaskStatus.RETRY, TaskStatus.CANCELLED) and not released:
             self.finish_batch(ref.pipeline, ref.batch_id)
         return RunOutcome(result.status.value)
+
+    def _release(
+        self, conn: Connection, ref: store.AttemptRef, now: datetime
+    ) -> list[OutgoingMessage]:
+        return store.release_slots(conn, log_id=ref.log_id, topic=self.events_topic, now=now)
 
     def _defer(self, ref: store.AttemptRef, deferred: Deferred) -> RunOutcome:
         extra = {"action": "defer", "batch_id": ref.batch_id, "task": ref.task}
@@ -483,6 +504,10 @@ class Engine:
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:
         """Publish the messages that are due (after commit) through the outbox relay."""
         return self.outbox.send(messages)
+
+
+def _with_messages(created: store.Created, messages: list[OutgoingMessage]) -> store.Created:
+    return replace(created, messages=created.messages + messages)
 
 
 def _invoke(

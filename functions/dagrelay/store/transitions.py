@@ -48,6 +48,7 @@ class AttemptRef:
     timeout_s: int
     policy: RetryPolicy
     poll_at: datetime | None = None  # a deferred attempt's poll, as read: fences its re-deferral
+    limited: bool = False  # holds a pool slot or a max_active place: its end releases waiters
 
 
 def _ref(row: Row[Any], batch_id: str | None = None) -> AttemptRef:
@@ -66,6 +67,7 @@ def _ref(row: Row[Any], batch_id: str | None = None) -> AttemptRef:
             max_delay_s=row.retry_max_delay_s,
         ),
         poll_at=getattr(row, "poll_at", None),
+        limited=bool(getattr(row, "limited", False)),
     )
 
 
@@ -170,6 +172,37 @@ def claim(
     params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "now": now}
     row = conn.execute(query("claim_task"), {**params, "worker": worker}).one_or_none()
     return _claim(row, batch_id)
+
+
+@dataclass(frozen=True)
+class Limited:
+    """What claim_limited did: claimed (``claim``) or QUEUED with ``ahead`` tasks before it."""
+
+    claim: Claim | None
+    ahead: int
+
+
+def claim_limited(
+    conn: Connection, *, pipeline: str, batch_id: str, task: str, now: datetime, worker: str
+) -> Limited | None:
+    """The claim of a task with a pool or a max_active; None: the row is not claimable."""
+    params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "now": now}
+    row = conn.execute(query("claim_limited"), {**params, "worker": worker}).one_or_none()
+    if row is None:
+        return None
+    if row.status != TaskStatus.PROCESSING:
+        return Limited(None, row.ahead)
+    claimed = conn.execute(query("claimed_attempt"), {"log_id": row.log_id}).one()
+    return Limited(_claim(claimed, batch_id), 0)
+
+
+def release_slots(
+    conn: Connection, *, log_id: int, topic: str, now: datetime
+) -> list[OutgoingMessage]:
+    """The run_task messages of the waiting tasks a limited attempt's end lets start."""
+    params = {"log_id": log_id, "topic": topic, "now": now}
+    rows = conn.execute(query("release_slots"), params).all()
+    return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
 
 
 def _claim(row: Row[Any] | None, batch_id: str) -> Claim | None:
