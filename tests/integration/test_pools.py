@@ -28,7 +28,7 @@ def limit(db: Engine, pool: str | None, names: list[str], **columns: Any) -> Non
     sets = ", ".join(["pool = :pool", *(f"{c} = :{c}" for c in columns)])
     with db.begin() as conn:
         conn.execute(
-            text(f"UPDATE tasks SET {sets} WHERE name = ANY(CAST(:names AS text[]))"),  # noqa: S608
+            text(f"UPDATE tasks SET {sets} WHERE name = ANY(CAST(:names AS text[]))"),
             {"pool": pool, "names": names, **columns},
         )
 
