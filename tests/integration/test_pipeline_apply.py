@@ -82,6 +82,9 @@ def test_monthly_profit_rows(db: Engine) -> None:
         "timeout_s": 540,
         "pool": None,
         "enabled": True,
+        "pool_slots": 1,
+        "priority": 0,
+        "max_active": None,
         "created_at": T1,
         "updated_at": T1,
     }

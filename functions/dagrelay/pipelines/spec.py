@@ -45,6 +45,9 @@ class PipelineTask:
     timeout_s: int = 540
     pool: str | None = None
     enabled: bool = True
+    pool_slots: int = 1  # slots of its pool an attempt holds
+    priority: int = 0  # higher first among the tasks queued in its pool
+    max_active: int | None = None  # attempts of this task at once, across batches
     description: str | None = None  # documentation only; not stored
 
     def row(self) -> dict[str, Any]:
@@ -72,6 +75,9 @@ class PipelineTask:
             timeout_s=row["timeout_s"],
             pool=row["pool"],
             enabled=row["enabled"],
+            pool_slots=row.get("pool_slots", 1),
+            priority=row.get("priority", 0),
+            max_active=row.get("max_active"),
         )
 
 
