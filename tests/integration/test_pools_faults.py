@@ -175,3 +175,31 @@ def test_a_saturated_pool_never_holds_another_pools_tasks(
     drive(engine, publisher)
     assert batch_status(db, "p", "b1") == "SUCCESS"
     helpers.HOOKS.pop("pool-slow", None)
+
+
+def test_max_active_limits_a_task_across_batches(
+    db: Engine, publisher: InMemoryPublisher, clock: FakeClock, insert_pipeline: InsertPipeline
+) -> None:
+    gate = Gate()
+    helpers.HOOKS["pool-x"] = gate
+    insert_pipeline(
+        "p", {"x": []}, {"x": "python.call"}, {"x": call_params("call_hook", hook="pool-x")}
+    )
+    with db.begin() as conn:
+        conn.execute(text("UPDATE tasks SET max_active = 1"))
+    engine = make_engine(db, publisher, clock)
+    engine.start_batch(StartBatch("p", "b1"))
+    engine.start_batch(StartBatch("p", "b2"))
+    first, second = (as_run_task(m) for m in publisher.drain())
+    holder = threading.Thread(target=engine.run_task, args=(first,))
+    holder.start()
+    assert gate.entered.wait(30)
+    assert engine.run_task(second) == RunOutcome.QUEUED  # x of b1 is running
+    assert publisher.drain() == []
+    gate.release.set()
+    holder.join(30)
+    [released] = publisher.drain("dagrelay-events")  # by x of b1's end, in its transaction
+    assert (released.payload["batch_id"], released.payload["task"]) == ("b2", "x")
+    assert engine.run_task(as_run_task(released)) == RunOutcome.SUCCESS
+    assert batch_status(db, "p", "b2") == "SUCCESS"
+    helpers.HOOKS.pop("pool-x", None)
