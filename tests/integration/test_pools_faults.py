@@ -15,7 +15,7 @@ from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.engine.pools import set_pool
 from dagrelay.engine.sweeper import Sweeper
-from dagrelay.messages import RunTask, StartBatch
+from dagrelay.messages import CancelBatch, RunTask, StartBatch
 from dagrelay.store.outbox import InMemoryPublisher
 from local_emulator.crashes import CrashInjector, CrashPoint, InjectedCrash
 from tests.conftest import FakeClock
@@ -203,3 +203,28 @@ def test_max_active_limits_a_task_across_batches(
     assert engine.run_task(as_run_task(released)) == RunOutcome.SUCCESS
     assert batch_status(db, "p", "b2") == "SUCCESS"
     helpers.HOOKS.pop("pool-x", None)
+
+
+def test_a_queue_whose_released_head_was_cancelled_is_released_by_the_sweep(
+    db: Engine, publisher: InMemoryPublisher, clock: FakeClock, insert_pipeline: InsertPipeline
+) -> None:
+    insert_pipeline("p", {"a": []})
+    in_pool(db, "p", "bq")
+    engine = make_engine(db, publisher, clock)
+    set_pool(engine, "bq", 0)
+    for batch in ("b1", "b2"):
+        engine.start_batch(StartBatch("p", batch))
+    for message in sorted(publisher.drain(), key=lambda m: m.payload["batch_id"]):
+        assert engine.run_task(as_run_task(message)) == RunOutcome.QUEUED
+    set_pool(engine, "bq", 1)
+    [head] = publisher.drain()
+    assert head.payload["batch_id"] == "b1"
+    engine.cancel_batch(CancelBatch("p", "b1"))  # before its released task claimed
+    assert engine.run_task(as_run_task(head)) == RunOutcome.IGNORED
+    sweeper = Sweeper(engine)
+    assert sweeper.sweep(older_than_s=30).requeued == 0  # b2 has not waited long enough
+    clock.advance(31)
+    assert sweeper.sweep(older_than_s=30).requeued == 1
+    drive(engine, publisher)
+    assert batch_status(db, "p", "b2") == "SUCCESS"
+    assert sweeper.sweep(older_than_s=30).requeued == 0

@@ -346,6 +346,14 @@ def requeue_stale(
     return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
 
 
+def release_stalled_queues(
+    conn: Connection, *, cutoff: datetime, topic: str, now: datetime
+) -> list[OutgoingMessage]:
+    params = {"cutoff": cutoff, "topic": topic, "now": now}
+    rows = conn.execute(query("release_stalled_queues"), params).all()
+    return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
+
+
 def finish_idle_batches(
     conn: Connection, *, cutoff: datetime, now: datetime
 ) -> list[tuple[str, str, str]]:
