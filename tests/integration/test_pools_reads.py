@@ -8,10 +8,13 @@ from collections.abc import Callable, Iterator
 import functions_framework
 import pytest
 from flask.testing import FlaskClient
+from google.cloud import pubsub_v1
 from rich.console import Console
 from sqlalchemy import Engine, text
+from typer.testing import CliRunner, Result
 
 import dagrelay.store.db
+from dagrelay import cli
 from dagrelay.cli.explain import explain_tree
 from dagrelay.cli.pool import pool_table
 from dagrelay.cli.render import batch_table
@@ -22,6 +25,7 @@ from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration.helpers import as_run_task, make_engine
 from tests.integration.test_dashboard import ROOT, clear_caches
+from tests.integration.test_ops_cli import PROJECT, Topic, _reset
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +92,47 @@ def test_the_dashboard_shows_the_place(client: FlaskClient) -> None:
     html = client.get("/batches/p/b1").get_data(as_text=True)
     assert "pool bigquery: 2 ahead" in html
     assert "QUEUED" in html
+
+
+@pytest.fixture
+def events(pubsub_emulator: str, unique: str) -> Topic:
+    """A topic of its own with a pull subscription, as the operator CLI tests make them."""
+    publisher = pubsub_v1.PublisherClient()
+    name = publisher.create_topic(name=publisher.topic_path(PROJECT, f"pools-{unique}")).name
+    with pubsub_v1.SubscriberClient() as subscriber:
+        subscription = subscriber.subscription_path(PROJECT, f"pools-{unique}")
+        subscriber.create_subscription(name=subscription, topic=name, ack_deadline_seconds=60)
+    return Topic(f"pools-{unique}", subscription)
+
+
+@pytest.fixture
+def cli_run(db_url: str) -> Iterator[Callable[..., Result]]:
+    def invoke(*args: str, **env: str) -> Result:
+        _reset()
+        try:
+            return CliRunner().invoke(
+                cli.app, list(args), env={"DATABASE_URL": db_url, "COLUMNS": "200", **env}
+            )
+        finally:
+            _reset()
+
+    yield invoke
+    _reset()
+
+
+@pytest.mark.usefixtures("queued")
+def test_pool_set_and_list_on_the_command_line(
+    cli_run: Callable[..., Result], events: Topic
+) -> None:
+    raised = cli_run("pool", "set", "bigquery", "--slots", "2", **events.env())
+    listed = cli_run("pool", "list")
+    bad = cli_run("pool", "set", "bigquery", "--slots", "-1", **events.env())
+
+    assert raised.exit_code == 0, raised.output
+    assert raised.stdout == "pool bigquery: 2 slots\n"
+    # The raise released the first two queued tasks, in order, through Pub/Sub.
+    assert sorted(getattr(m, "task", None) for m in events.pull(2)) == ["a", "b"]
+    assert "bigquery" in listed.stdout
+    assert "the warehouse" in listed.stdout
+    assert bad.exit_code == 2
+    assert "slots must be between 0 and 100000, got -1" in bad.stderr
