@@ -176,11 +176,14 @@ $$
 # Locks the pool's row (only that pool's), then the task's max_active scope, then the row; a
 # task is claimed when its slots fit beside the slots held (PROCESSING rows of the pool) and
 # the slots wanted by the tasks queued ahead of it (priority first, then first come); else it
-# waits in QUEUED. Returns (log_id, status, ahead) or nothing when the row is not claimable.
+# waits in QUEUED. Returns (log_id, status, ahead, and for a claim its attempt and lease), or
+# nothing when the row is not claimable. (The caller's statement cannot see the row as this
+# function changed it: what changed is returned.)
 CLAIM_LIMITED = rf"""
 CREATE FUNCTION dagrelay_claim_limited(
     p_pipeline text, p_batch_id text, p_task text, p_now timestamptz, p_worker text
-) RETURNS TABLE (log_id bigint, status text, ahead integer)
+) RETURNS TABLE (log_id bigint, status text, ahead integer, attempt integer,
+                lease_expires_at timestamptz)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -245,7 +248,7 @@ BEGIN
             pool_slots = CASE WHEN r.pool IS NOT NULL THEN r.pool_slots END,
             priority = r.priority, limited = true
         WHERE tl.log_id = r.id;
-        RETURN QUERY SELECT r.id, 'QUEUED'::text, place;
+        RETURN QUERY SELECT r.id, 'QUEUED'::text, place, NULL::integer, NULL::timestamptz;
         RETURN;
     END IF;
     UPDATE task_log tl
@@ -258,7 +261,8 @@ BEGIN
     INSERT INTO task_attempts (log_id, batch_id, task_id, attempt, started_at, worker)
     SELECT tl.log_id, tl.batch_id, tl.task_id, tl.attempt, p_now, p_worker
     FROM task_log tl WHERE tl.log_id = r.id;
-    RETURN QUERY SELECT r.id, 'PROCESSING'::text, 0;
+    RETURN QUERY SELECT tl.log_id, 'PROCESSING'::text, 0, tl.attempt, tl.lease_expires_at
+                 FROM task_log tl WHERE tl.log_id = r.id;
 END $$
 """
 

@@ -32,22 +32,25 @@ FROM claimed c
 JOIN version_tasks t ON t.version_id = c.version_id AND t.task_id = c.task_id;
 
 -- name: claim_limited
--- The claim of a task with a pool or a max_active: PROCESSING when its slots are free, else
--- QUEUED with its place (migrations/versions/0012_pools.py, dagrelay_claim_limited). No row
--- back: the row is not claimable (a duplicate, a finished task, a batch not RUNNING).
-SELECT log_id, status, ahead
-FROM dagrelay_claim_limited(:pipeline, :batch_id, :task, :now, :worker);
-
--- name: claimed_attempt
--- What the handler of an attempt just claimed by claim_limited needs (claim_task's shape).
-SELECT tl.log_id, tl.attempt, tl.pipeline, tl.lease_expires_at, t.task_id, t.name, t.handler,
-       t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
-       t.retry_max_delay_s, b.params AS batch_params, NULL::jsonb AS job, tl.limited,
-       dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) AS parent_outputs
-FROM task_log tl
+-- The claim of a task with a pool or a max_active: PROCESSING when its slots are free, with
+-- what its handler needs (claim_task's shape), else QUEUED with its place (ahead)
+-- (migrations/versions/0012_pools.py, dagrelay_claim_limited). No row back: the row is not
+-- claimable (a duplicate, a finished task, a batch not RUNNING).
+WITH c AS MATERIALIZED (
+    SELECT * FROM dagrelay_claim_limited(:pipeline, :batch_id, :task, :now, :worker)
+)
+-- The statement sees task_log as it was before the function ran: attempt and lease come from it.
+SELECT c.status AS claim_status, c.ahead, tl.log_id, c.attempt, tl.pipeline,
+       c.lease_expires_at, t.task_id, t.name, t.handler, t.params, t.timeout_s, t.max_retries,
+       t.retry_delay_s, t.retry_backoff, t.retry_max_delay_s, b.params AS batch_params,
+       NULL::jsonb AS job, true AS limited,
+       CASE WHEN c.status = 'PROCESSING'
+            THEN dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) END
+           AS parent_outputs
+FROM c
+JOIN task_log tl ON tl.log_id = c.log_id
 JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
-JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
-WHERE tl.log_id = :log_id AND tl.status = 'PROCESSING';
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id;
 
 -- name: release_slots
 -- In the transaction that ended a limited attempt: the run_task messages of the waiting tasks

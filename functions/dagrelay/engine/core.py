@@ -391,18 +391,18 @@ class Engine:
                 )
                 if written is None:
                     return None
-                if ref.limited:  # its slot is free: the next waiting tasks may start
-                    written = _with_messages(written, self._release(conn, ref, now))
                 # The status written may differ from the one asked (RETRY -> CANCELLED).
                 result = replace(result, status=written.tasks[0].status)
-                if result.status in (TaskStatus.RETRY, TaskStatus.CANCELLED):
-                    return result, written
-                root = ref.log_id if result.status == TaskStatus.ERROR else None
-                finished = [store.Transition(ref.task_id, result.status, root)]
-                children = self._advance(conn, ref.pipeline, ref.batch_id, finished, now)
-            return result, store.Created(
-                written.tasks + children.tasks, written.messages + children.messages
-            )
+                if result.status not in (TaskStatus.RETRY, TaskStatus.CANCELLED):
+                    root = ref.log_id if result.status == TaskStatus.ERROR else None
+                    finished = [store.Transition(ref.task_id, result.status, root)]
+                    children = self._advance(conn, ref.pipeline, ref.batch_id, finished, now)
+                    written = store.Created(
+                        written.tasks + children.tasks, written.messages + children.messages
+                    )
+                if ref.limited:  # last, so the pool's row is locked only until the commit
+                    written = _with_messages(written, self._release(conn, ref, now))
+            return result, written
 
         concluded = retry_transient(transaction)
         if concluded is None:

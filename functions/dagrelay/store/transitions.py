@@ -190,10 +190,9 @@ def claim_limited(
     row = conn.execute(query("claim_limited"), {**params, "worker": worker}).one_or_none()
     if row is None:
         return None
-    if row.status != TaskStatus.PROCESSING:
+    if row.claim_status != TaskStatus.PROCESSING:
         return Limited(None, row.ahead)
-    claimed = conn.execute(query("claimed_attempt"), {"log_id": row.log_id}).one()
-    return Limited(_claim(claimed, batch_id), 0)
+    return Limited(_claim(row, batch_id), 0)
 
 
 def release_slots(
