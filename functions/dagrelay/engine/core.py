@@ -247,7 +247,7 @@ class Engine:
         extra: dict[str, Any] = {"action": "run_task", "batch_id": msg.batch_id, "task": msg.task}
         with self.db.begin() as conn:
             pipeline = resolve_pipeline(conn, msg.pipeline, msg.batch_id, msg.task)
-            claim = store.claim(
+            got = store.claim_or_queue(
                 conn,
                 pipeline=pipeline,
                 batch_id=msg.batch_id,
@@ -255,21 +255,12 @@ class Engine:
                 now=self.clock(),
                 worker=self.worker_id,
             )
-            if claim is None:
-                limited = store.claim_limited(
-                    conn,
-                    pipeline=pipeline,
-                    batch_id=msg.batch_id,
-                    task=msg.task,
-                    now=self.clock(),
-                    worker=self.worker_id,
-                )
-                if limited is not None and limited.claim is None:
-                    log.info("task queued: %d ahead", limited.ahead, extra=extra)
-                    return RunOutcome.QUEUED
-                if limited is None or limited.claim is None:
-                    return self._not_claimed(conn, replace(msg, pipeline=pipeline), extra)
-                claim = limited.claim
+            if got is None:
+                return self._not_claimed(conn, replace(msg, pipeline=pipeline), extra)
+            if got.claim is None:
+                log.info("task queued: %d ahead in its pool", got.ahead, extra=extra)
+                return RunOutcome.QUEUED
+            claim = got.claim
         ref = claim.ref
         extra |= {"pipeline": ref.pipeline, "attempt": ref.attempt}
         log.info("task claimed", extra=extra)

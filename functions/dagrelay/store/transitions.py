@@ -175,24 +175,28 @@ def claim(
 
 
 @dataclass(frozen=True)
-class Limited:
-    """What claim_limited did: claimed (``claim``) or QUEUED with ``ahead`` tasks before it."""
+class Claimed:
+    """What a claim did: claimed (``claim``), or QUEUED with ``ahead`` tasks before it."""
 
     claim: Claim | None
-    ahead: int
+    ahead: int = 0
 
 
-def claim_limited(
+def claim_or_queue(
     conn: Connection, *, pipeline: str, batch_id: str, task: str, now: datetime, worker: str
-) -> Limited | None:
-    """The claim of a task with a pool or a max_active; None: the row is not claimable."""
+) -> Claimed | None:
+    """The claim of a task: lock-free without a pool or a max_active (claim_task); else under
+    its pool's lock, queued when its slots are taken (claim_limited). None: not claimable."""
     params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "now": now}
+    row = conn.execute(query("claim_task"), {**params, "worker": worker}).one_or_none()
+    if row is not None:
+        return Claimed(_claim(row, batch_id))
     row = conn.execute(query("claim_limited"), {**params, "worker": worker}).one_or_none()
     if row is None:
         return None
     if row.claim_status != TaskStatus.PROCESSING:
-        return Limited(None, row.ahead)
-    return Limited(_claim(row, batch_id), 0)
+        return Claimed(None, row.ahead)
+    return Claimed(_claim(row, batch_id))
 
 
 def release_slots(
