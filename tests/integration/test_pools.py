@@ -5,15 +5,20 @@ count holds new claims at once; a saturated pool never holds another pool's task
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import Engine, text
 
 from dagrelay.engine.core import RunOutcome
 from dagrelay.engine.pools import set_pool
-from dagrelay.errors import DagrelayError
+from dagrelay.errors import DagrelayError, PipelineError
 from dagrelay.messages import RunTask, StartBatch
+from dagrelay.pipelines.apply import apply as apply_pipeline
+from dagrelay.pipelines.export import export_yaml, read_pipeline
+from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration.helpers import as_run_task, batch_status, drive, make_engine, statuses
@@ -94,3 +99,36 @@ def test_a_duplicate_of_a_queued_task_stays_queued(
     drive(engine, publisher, copies=3)
     assert attempt_order(db, "b1") == ["a"]
     assert batch_status(db, "p", "b1") == "SUCCESS"
+
+
+def test_pipeline_files_carry_the_pool_settings_and_a_batch_keeps_its_versions(
+    db: Engine, publisher: InMemoryPublisher, clock: FakeClock, tmp_path: Path
+) -> None:
+    path = tmp_path / "p.yaml"
+    task = {"name": "a", "handler": "python.noop", "pool": "bq", "pool_slots": 2,
+            "priority": 7, "max_active": 1}  # fmt: skip
+    path.write_text(yaml.safe_dump({"pipeline": "p", "tasks": [task]}), encoding="utf-8")
+    with db.begin() as conn:
+        apply_pipeline(conn, load_pipeline(path))
+    with db.connect() as conn:
+        exported = yaml.safe_load(export_yaml(read_pipeline(conn, "p")))
+    assert exported["tasks"][0] | task == exported["tasks"][0]  # written and read back
+    engine = make_engine(db, publisher, clock)
+    set_pool(engine, "bq", 1)
+    engine.start_batch(StartBatch("p", "b1"))
+    limit(db, None, ["a"], pool_slots=1, priority=0, max_active=None)  # the live row changes
+    [message] = publisher.drain()
+    assert engine.run_task(as_run_task(message)) == RunOutcome.QUEUED  # 2 slots of the version
+    with pytest.raises(DagrelayError, match="slots must be between"):
+        set_pool(engine, "bq", 100_001)
+    set_pool(engine, "bq", 2)
+    drive(engine, publisher)
+    assert batch_status(db, "p", "b1") == "SUCCESS"
+
+
+def test_a_bad_pool_setting_in_a_pipeline_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    task = {"name": "a", "handler": "python.noop", "pool_slots": 0}
+    path.write_text(yaml.safe_dump({"pipeline": "p", "tasks": [task]}), encoding="utf-8")
+    with pytest.raises(PipelineError, match="pool_slots"):
+        load_pipeline(path)

@@ -40,8 +40,9 @@ def all_finished(db: Engine) -> Callable[[], bool]:
     return lambda: scalar(db, "SELECT count(*) FROM batches WHERE status = 'RUNNING'") == 0
 
 
+@pytest.mark.parametrize("seed", [7, 11, 23])
 def test_pool_of_3_holds_under_duplicates_and_every_task_runs_once(
-    db: Engine, publisher: InMemoryPublisher, insert_pipeline: InsertPipeline
+    db: Engine, publisher: InMemoryPublisher, insert_pipeline: InsertPipeline, seed: int
 ) -> None:
     pooled_pipeline(insert_pipeline, db, "p", "bq")
     engine = make_engine(db, publisher, harness.wall_clock)
@@ -49,7 +50,7 @@ def test_pool_of_3_holds_under_duplicates_and_every_task_runs_once(
     harness.RUNNING.most.clear()
     for b in range(BATCHES):
         engine.start_batch(StartBatch("p", f"b{b}"))
-    workers = harness.Workers(engine, publisher)
+    workers = harness.Workers(engine, publisher, seed)
     workers.run(WORKERS, all_finished(db))
 
     assert scalar(db, "SELECT count(*) FROM batches WHERE status = 'SUCCESS'") == BATCHES
