@@ -266,6 +266,24 @@ BEGIN
 END $$
 """
 
+# The run_task messages of task_log rows, in the order given, written to the outbox.
+SEND_RUN_TASKS = r"""
+CREATE FUNCTION dagrelay_send_run_tasks(p_log_ids bigint[], p_topic text, p_now timestamptz)
+RETURNS TABLE (outbox_id bigint, topic text, payload jsonb, attributes jsonb,
+               available_at timestamptz)
+LANGUAGE sql AS $$
+    INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
+    SELECT p_topic, m.payload, m.attributes, p_now, p_now, tl.log_id
+    FROM unnest(p_log_ids) WITH ORDINALITY AS w(log_id, n)
+    JOIN task_log tl ON tl.log_id = w.log_id
+    JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+    JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
+    CROSS JOIN LATERAL dagrelay_run_task_message(tl.pipeline, tl.batch_id, t.name) m
+    ORDER BY w.n
+    RETURNING outbox_id, topic, payload, attributes, available_at
+$$
+"""
+
 # The run_task messages of the tasks at the head of a pool's queue that its free slots fit
 # (in order: priority, then first come; no skipping). Locks the pool's row. Called by the
 # transaction that frees a slot, and by `dagrelay pool set`. A repeated release only repeats a
@@ -283,26 +301,18 @@ BEGIN
     SELECT (SELECT slots FROM pools WHERE name = p_pool) - coalesce(sum(h.pool_slots), 0)
     INTO free FROM task_log h
     WHERE h.limited AND h.status = 'PROCESSING' AND h.pool = p_pool;
-    RETURN QUERY
-    WITH head AS (
-        SELECT q.log_id, q.pipeline, q.batch_id, q.task_id,
-               sum(q.pool_slots) OVER (ORDER BY q.priority DESC, q.queued_at, q.log_id) AS wanted
-        FROM task_log q
-        WHERE q.queued_at IS NOT NULL AND q.status = 'QUEUED' AND q.pool = p_pool
-        ORDER BY q.priority DESC, q.queued_at, q.log_id
-        LIMIT greatest(coalesce(free, 0), 0)
-    ),
-    sent AS (
-        INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
-        SELECT p_topic, m.payload, m.attributes, p_now, p_now, h.log_id
-        FROM head h
-        JOIN batches b ON b.pipeline = h.pipeline AND b.batch_id = h.batch_id
-        JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = h.task_id
-        CROSS JOIN LATERAL dagrelay_run_task_message(h.pipeline, h.batch_id, t.name) m
+    RETURN QUERY SELECT * FROM dagrelay_send_run_tasks(ARRAY(
+        SELECT h.log_id FROM (
+            SELECT q.log_id, q.priority, q.queued_at,
+                   sum(q.pool_slots) OVER (ORDER BY q.priority DESC, q.queued_at, q.log_id)
+                       AS wanted
+            FROM task_log q
+            WHERE q.queued_at IS NOT NULL AND q.status = 'QUEUED' AND q.pool = p_pool
+            ORDER BY q.priority DESC, q.queued_at, q.log_id
+            LIMIT greatest(coalesce(free, 0), 0)
+        ) h
         WHERE h.wanted <= free
-        RETURNING outbox_id, topic, payload, attributes, available_at
-    )
-    SELECT * FROM sent;
+        ORDER BY h.priority DESC, h.queued_at, h.log_id), p_topic, p_now);
 END $$
 """
 
@@ -330,24 +340,11 @@ BEGIN
         PERFORM pg_advisory_xact_lock(hashtext('dagrelay.max_active'), r.task_id);
         SELECT r.max_active - count(*) INTO free FROM task_log h
         WHERE h.limited AND h.status = 'PROCESSING' AND h.task_id = r.task_id;
-        RETURN QUERY
-        WITH head AS (
-            SELECT q.log_id, q.pipeline, q.batch_id, q.task_id
-            FROM task_log q
+        RETURN QUERY SELECT * FROM dagrelay_send_run_tasks(ARRAY(
+            SELECT q.log_id FROM task_log q
             WHERE q.queued_at IS NOT NULL AND q.status = 'QUEUED' AND q.task_id = r.task_id
             ORDER BY q.priority DESC, q.queued_at, q.log_id
-            LIMIT greatest(free, 0)
-        ),
-        sent AS (
-            INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
-            SELECT p_topic, m.payload, m.attributes, p_now, p_now, h.log_id
-            FROM head h
-            JOIN batches b ON b.pipeline = h.pipeline AND b.batch_id = h.batch_id
-            JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = h.task_id
-            CROSS JOIN LATERAL dagrelay_run_task_message(h.pipeline, h.batch_id, t.name) m
-            RETURNING outbox_id, topic, payload, attributes, available_at
-        )
-        SELECT * FROM sent;
+            LIMIT greatest(free, 0)), p_topic, p_now);
     END IF;
 END $$
 """
@@ -360,13 +357,21 @@ def upgrade() -> None:
     for statement in [*COLUMNS, *TABLES]:
         op.execute(statement)
     op.execute("DROP FUNCTION dagrelay_pipeline_version(text, timestamptz)")
-    for function in (PIN_FUNCTION, BATCH_OUTCOME, CLAIM_LIMITED, RELEASE_POOL, RELEASE_SLOTS):
+    for function in (
+        PIN_FUNCTION,
+        BATCH_OUTCOME,
+        CLAIM_LIMITED,
+        SEND_RUN_TASKS,
+        RELEASE_POOL,
+        RELEASE_SLOTS,
+    ):
         op.execute(function)
 
 
 DOWNGRADE = [
     "DROP FUNCTION dagrelay_release_slots(bigint, text, timestamptz)",
     "DROP FUNCTION dagrelay_release_pool(text, text, timestamptz)",
+    "DROP FUNCTION dagrelay_send_run_tasks(bigint[], text, timestamptz)",
     "DROP FUNCTION dagrelay_claim_limited(text, text, text, timestamptz, text)",
     """UPDATE task_log SET status = 'NEW', queued_at = NULL
        WHERE status::text = 'QUEUED'""",
