@@ -8,6 +8,7 @@ from enum import StrEnum
 
 class TaskStatus(StrEnum):
     NEW = "NEW"
+    QUEUED = "QUEUED"  # waiting for a pool slot or its max_active (ARCHITECTURE.md, "Pools")
     PROCESSING = "PROCESSING"
     SUCCESS = "SUCCESS"
     RETRY = "RETRY"

@@ -15,7 +15,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from dagrelay.config import load_settings
 from dagrelay.engine.core import Engine as DagEngine
@@ -59,14 +59,18 @@ def run_ok(engine: DagEngine, pipeline: str, task: str, batch: str = BATCH) -> N
 # -- throughput ------------------------------------------------------------------------------
 
 
-def throughput(url: str, tasks: int, workers: int) -> float:
+def throughput(url: str, tasks: int, workers: int, pool_slots: int | None = None) -> float:
     """Completions per second: ``tasks`` / wall time of the completion phase (first worker
-    starting to last worker done), after every worker has connected and warmed up."""
-    pipeline = f"tp{workers}w"
+    starting to last worker done), after every worker has connected and warmed up. With
+    ``pool_slots``, every task is in one pool of that many slots (its claim takes the pool's
+    row lock; with slots >= workers nothing ever waits)."""
+    pipeline = f"tp{workers}w" + ("" if pool_slots is None else f"pool{pool_slots}")
     warm = WARMUP_PER_WORKER * workers
     db = db_engine(url)
     try:
         insert_pipeline(db, pipeline, warm + tasks, INDEPENDENT)
+        if pool_slots is not None:
+            _in_pool(db, pipeline, pool_slots)
         publisher = InMemoryPublisher()
         dag_engine(db, publisher, "bench-starter").start_batch(StartBatch(pipeline, BATCH))
         names = sorted(str(m.payload["task"]) for m in publisher.drain())
@@ -84,6 +88,14 @@ def throughput(url: str, tasks: int, workers: int) -> float:
     if done != warm + tasks:
         raise BenchError(f"{done} of {warm + tasks} tasks succeeded")
     return tasks / (max(end for _, end in spans) - min(start for start, _ in spans))
+
+
+def _in_pool(db: Engine, pipeline: str, slots: int) -> None:
+    with db.begin() as conn:
+        conn.execute(
+            text("INSERT INTO pools (name, slots) VALUES (:p, :s)"), {"p": pipeline, "s": slots}
+        )
+        conn.execute(text("UPDATE tasks SET pool = :p WHERE pipeline = :p"), {"p": pipeline})
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
 Six benchmarks, each on a throwaway database of its own, everything it starts stopped:
 1. hop latency of a chain on the local stack (push, sweep off), with the floor measured in the
    same run: emulator publish -> push to a trivial receiver, and one PostgreSQL round trip;
-2. engine throughput without transport (InMemoryPublisher), 1 and 4 worker processes;
+2. engine throughput without transport (InMemoryPublisher), 1 and 4 worker processes, and 4
+   with every claim through a pool (its row lock in the path, slots = workers);
 3. fan-in / fan-out cost of one completion, 10..10,000 parents/children, against a naive loop;
 4. wall time of a 1,000-task wide batch on the local stack with 4 pull workers;
 5. the dependency guard's cycle check (20 stacked diamonds, 5,000-task pipelines) and
@@ -38,6 +39,7 @@ from local_emulator.processes import StackError
 
 T = TypeVar("T")
 FAN_SIZES = (10, 100, 1000, 10000)
+POOL_SLOTS = 4  # = the workers: every claim takes the pool's lock, none ever waits
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,14 @@ def measure(console: Console, sizes: Sizes) -> dict[str, Any]:
                 ),
                 1,
             )
+        results[f"completions_per_s_4w_pool_{POOL_SLOTS}"] = round(
+            step(
+                console,
+                f"2b. throughput, 4 workers, every claim through a pool of {POOL_SLOTS} slots",
+                lambda: engine.throughput(url, sizes.throughput_tasks, 4, POOL_SLOTS),
+            ),
+            1,
+        )
     with throwaway_database("fan") as url:
         costs = step(
             console,
@@ -224,6 +234,10 @@ def table(r: dict[str, Any]) -> Table:
         ("task claim -> finish (median)", f"{r['task_claim_to_finish_median_ms']:.1f} ms"),
         ("completions/s, 1 worker", f"{r['completions_per_s_1w']:.0f}"),
         ("completions/s, 4 workers", f"{r['completions_per_s_4w']:.0f}"),
+        (
+            f"completions/s, 4 workers, claims through a pool of {POOL_SLOTS}",
+            f"{r[f'completions_per_s_4w_pool_{POOL_SLOTS}']:.0f}",
+        ),
     ]
     rows += [
         (f"fan-in {size} parents: ours / naive", _fanin_cell(r, size))

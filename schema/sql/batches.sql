@@ -114,13 +114,14 @@ WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'RUNNING'
 RETURNING pipeline, batch_id;
 
 -- name: cancel_waiting_tasks
--- Tasks waiting to run (NEW, RETRY) of a cancelled batch become CANCELLED, and so do the open
--- groups of mapped tasks (never claimed: attempt 0, no lease). Running attempts
--- finish, but advance_children creates nothing in a batch that is not RUNNING.
+-- Tasks waiting to run (NEW, QUEUED, RETRY) of a cancelled batch become CANCELLED (a QUEUED
+-- one leaves its pool's queue), and so do the open groups of mapped tasks (never claimed:
+-- attempt 0, no lease). Running attempts finish, but advance_children creates nothing in a
+-- batch that is not RUNNING.
 UPDATE task_log
-SET status = 'CANCELLED', finished_at = :now, next_attempt_at = NULL
+SET status = 'CANCELLED', finished_at = :now, next_attempt_at = NULL, queued_at = NULL
 WHERE pipeline = :pipeline AND batch_id = :batch_id
-  AND (status IN ('NEW', 'RETRY')
+  AND (status IN ('NEW', 'QUEUED', 'RETRY')
        OR (status = 'PROCESSING' AND map_index = -1 AND attempt = 0 AND lease_expires_at IS NULL))
 RETURNING log_id;
 

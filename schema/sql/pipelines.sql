@@ -14,23 +14,24 @@ SELECT pg_advisory_xact_lock(hashtext('dagrelay.pipeline_apply'), hashtext(:pipe
 -- What an apply compares the file with: this pipeline's tasks (names are unique per pipeline).
 -- Read without row locks: a running batch never waits on an apply that changes nothing.
 SELECT name, pipeline, handler, params, trigger_rule::text AS trigger_rule, max_retries,
-       retry_delay_s, retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, map,
-       description
+       retry_delay_s, retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, pool_slots,
+       priority, max_active, map, description
 FROM tasks
 WHERE pipeline = :pipeline;
 
 -- name: insert_pipeline_tasks
 -- The file's new tasks. A name inserted meanwhile (plain SQL) is skipped (not returned).
 INSERT INTO tasks (name, pipeline, handler, params, trigger_rule, max_retries, retry_delay_s,
-                   retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, map, description,
-                   created_at, updated_at)
+                   retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, pool_slots, priority,
+                   max_active, map, description, created_at, updated_at)
 SELECT s.name, :pipeline, s.handler, s.params, s.trigger_rule, s.max_retries, s.retry_delay_s,
-       s.retry_backoff, s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled, s.map,
-       s.description, :now, :now
+       s.retry_backoff, s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled, s.pool_slots,
+       s.priority, s.max_active, s.map, s.description, :now, :now
 FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS s(
     name text, handler text, params jsonb, trigger_rule trigger_rule, max_retries integer,
     retry_delay_s integer, retry_backoff double precision, retry_max_delay_s integer,
-    timeout_s integer, pool text, enabled boolean, map jsonb, description text)
+    timeout_s integer, pool text, enabled boolean, pool_slots integer, priority integer,
+    max_active integer, map jsonb, description text)
 ORDER BY s.name
 ON CONFLICT DO NOTHING
 RETURNING name;
@@ -42,18 +43,22 @@ UPDATE tasks AS t
 SET handler = s.handler, params = s.params, trigger_rule = s.trigger_rule,
     max_retries = s.max_retries, retry_delay_s = s.retry_delay_s,
     retry_backoff = s.retry_backoff, retry_max_delay_s = s.retry_max_delay_s,
-    timeout_s = s.timeout_s, pool = s.pool, enabled = s.enabled, map = s.map,
+    timeout_s = s.timeout_s, pool = s.pool, enabled = s.enabled, pool_slots = s.pool_slots,
+    priority = s.priority, max_active = s.max_active, map = s.map,
     description = s.description, updated_at = :now
 FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS s(
     name text, handler text, params jsonb, trigger_rule trigger_rule, max_retries integer,
     retry_delay_s integer, retry_backoff double precision, retry_max_delay_s integer,
-    timeout_s integer, pool text, enabled boolean, map jsonb, description text)
+    timeout_s integer, pool text, enabled boolean, pool_slots integer, priority integer,
+    max_active integer, map jsonb, description text)
 WHERE t.name = s.name AND t.pipeline = :pipeline
   AND (t.handler, t.params, t.trigger_rule, t.max_retries, t.retry_delay_s, t.retry_backoff,
-       t.retry_max_delay_s, t.timeout_s, t.pool, t.enabled, t.map, t.description)
+       t.retry_max_delay_s, t.timeout_s, t.pool, t.enabled, t.pool_slots, t.priority,
+       t.max_active, t.map, t.description)
       IS DISTINCT FROM
       (s.handler, s.params, s.trigger_rule, s.max_retries, s.retry_delay_s, s.retry_backoff,
-       s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled, s.map, s.description)
+       s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled, s.pool_slots, s.priority,
+       s.max_active, s.map, s.description)
 RETURNING t.name;
 
 -- name: delete_pipeline_edges

@@ -21,15 +21,23 @@ ORDER BY b.pipeline;
 
 -- name: batch_task_rows
 -- Every task of each batch's version with its row in the batch (log_id NULL: no row yet):
--- the rows in the order they ran, then the tasks without a row by name.
+-- the rows in the order they ran, then the tasks without a row by name. A QUEUED row has its
+-- place: the tasks queued ahead of it in its pool (or, without a pool, for its max_active).
 SELECT b.pipeline, t.name AS task, t.handler, t.trigger_rule::text AS trigger_rule, tl.log_id,
        tl.status::text AS status, tl.attempt, tl.started_at, tl.finished_at, tl.error,
-       tl.root_cause_log_id, rc.name AS root_cause_task
+       tl.root_cause_log_id, rc.name AS root_cause_task, tl.pool, place.ahead
 FROM batches b
 JOIN version_tasks t ON t.version_id = b.version_id
 LEFT JOIN task_log tl
     ON tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline AND tl.task_id = t.task_id
    AND tl.map_index = -1
+LEFT JOIN LATERAL (
+    SELECT count(*)::integer AS ahead FROM task_log q
+    WHERE q.queued_at IS NOT NULL AND q.status = 'QUEUED'
+      AND (q.pool = tl.pool OR (tl.pool IS NULL AND q.task_id = tl.task_id))
+      AND (q.priority > tl.priority
+           OR (q.priority = tl.priority AND (q.queued_at, q.log_id) < (tl.queued_at, tl.log_id)))
+) place ON tl.status = 'QUEUED'
 LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
 LEFT JOIN version_tasks rc ON rc.version_id = b.version_id AND rc.task_id = rcl.task_id
 WHERE b.batch_id = :batch_id AND (CAST(:pipeline AS text) IS NULL OR b.pipeline = :pipeline)
@@ -130,7 +138,8 @@ ORDER BY pipeline;
 -- name: export_pipeline_tasks
 -- A pipeline's tasks with every column a pipeline file can set.
 SELECT name, handler, params, trigger_rule::text AS trigger_rule, max_retries, retry_delay_s,
-       retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, map, description
+       retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, pool_slots, priority,
+       max_active, map, description
 FROM tasks
 WHERE pipeline = :pipeline
 ORDER BY name;

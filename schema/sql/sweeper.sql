@@ -5,8 +5,8 @@
 -- name: expired_leases
 -- PROCESSING attempts whose lease ran out (the function was killed, or the handler hung).
 SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, tl.map_index, t.task_id, t.name,
-       t.timeout_s,
-       t.max_retries, t.retry_delay_s, t.retry_backoff, t.retry_max_delay_s
+       t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff, t.retry_max_delay_s,
+       tl.limited
 FROM task_log tl
 JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
 JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
@@ -62,3 +62,17 @@ FROM (
 WHERE b.pipeline = x.pipeline AND b.batch_id = x.batch_id
   AND b.status IN ('RUNNING', 'CANCELLING') AND x.outcome IS NOT NULL
 RETURNING b.pipeline, b.batch_id, b.status::text AS status;
+
+-- name: release_stalled_queues
+-- The safety net of the pools: a queue whose tasks have waited since before :cutoff while its
+-- pool (or task, for max_active) has free slots — the task released for them was cancelled
+-- before it claimed — gets the messages its free slots fit (dagrelay_release_slots of its
+-- oldest row). A queue with no free slot gets nothing: no polling of full pools.
+SELECT m.outbox_id, m.topic, m.payload, m.attributes, m.available_at
+FROM (
+    SELECT DISTINCT ON (q.pool, CASE WHEN q.pool IS NULL THEN q.task_id END) q.log_id
+    FROM task_log q
+    WHERE q.queued_at IS NOT NULL AND q.status = 'QUEUED' AND q.queued_at <= :cutoff
+    ORDER BY q.pool, CASE WHEN q.pool IS NULL THEN q.task_id END, q.queued_at, q.log_id
+) s
+CROSS JOIN LATERAL dagrelay_release_slots(s.log_id, :topic, :now) m;

@@ -17,6 +17,7 @@ WITH claimed AS (
       AND tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id AND tl.task_id = t.task_id
       AND tl.map_index = :map_index
       AND (tl.status = 'NEW' OR (tl.status = 'RETRY' AND tl.next_attempt_at <= :now))
+      AND t.pool IS NULL AND t.max_active IS NULL  -- limited tasks: claim_limited
     RETURNING tl.log_id, tl.attempt, tl.task_id, tl.pipeline, tl.batch_id, tl.lease_expires_at,
               b.version_id, b.params AS batch_params, tl.map_index, tl.item
 ),
@@ -30,6 +31,33 @@ SELECT c.log_id, c.attempt, c.pipeline, c.lease_expires_at, t.task_id, t.name, t
        dagrelay_parent_outputs(c.version_id, c.batch_id, c.task_id) AS parent_outputs
 FROM claimed c
 JOIN version_tasks t ON t.version_id = c.version_id AND t.task_id = c.task_id;
+
+-- name: claim_limited
+-- The claim of a task with a pool or a max_active: PROCESSING when its slots are free, with
+-- what its handler needs (claim_task's shape), else QUEUED with its place (ahead)
+-- (migrations/versions/0013_pools.py, dagrelay_claim_limited). No row back: the row is not
+-- claimable (a duplicate, a finished task, a batch not RUNNING).
+WITH c AS MATERIALIZED (
+    SELECT * FROM dagrelay_claim_limited(:pipeline, :batch_id, :task, :now, :worker, :map_index)
+)
+-- The statement sees task_log as it was before the function ran: attempt and lease come from it.
+SELECT c.status AS claim_status, c.ahead, tl.log_id, c.attempt, tl.pipeline,
+       c.lease_expires_at, t.task_id, t.name, t.handler, t.params, t.timeout_s, t.max_retries,
+       t.retry_delay_s, t.retry_backoff, t.retry_max_delay_s, b.params AS batch_params,
+       NULL::jsonb AS job, tl.map_index, tl.item, true AS limited,
+       CASE WHEN c.status = 'PROCESSING'
+            THEN dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) END
+           AS parent_outputs
+FROM c
+JOIN task_log tl ON tl.log_id = c.log_id
+JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id;
+
+-- name: release_slots
+-- In the transaction that ended a limited attempt: the run_task messages of the waiting tasks
+-- its freed slot lets start (dagrelay_release_slots, migrations/versions/0013_pools.py).
+SELECT outbox_id, topic, payload, attributes, available_at
+FROM dagrelay_release_slots(:log_id, :topic, :now);
 
 -- name: task_state
 -- Why a claim did not land: the task's row in this batch (if any) and the batch's status.
@@ -84,7 +112,7 @@ SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM def
 -- A deferred attempt and everything its poll needs (the same shape as claim_task's result).
 SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, tl.lease_expires_at, t.task_id, t.name,
        t.handler, t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
-       t.retry_max_delay_s, b.params AS batch_params, tl.job, tl.poll_at,
+       t.retry_max_delay_s, b.params AS batch_params, tl.job, tl.poll_at, tl.limited,
        dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) AS parent_outputs
 FROM batches b
 JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task

@@ -1,4 +1,4 @@
-"""Migration 0013 (mapped tasks) on a database holding 0010's schema and data: every row is
+"""Migration 0012 (mapped tasks) on a database holding 0010's schema and data: every row is
 kept (task_log rows become map_index -1), unmapped pipelines keep their version, and the
 downgrade goes back unless mapped tasks exist, then refuses, saying why."""
 
@@ -15,7 +15,7 @@ from dagrelay.store import migrate
 pytestmark = pytest.mark.integration
 
 BEFORE = "0010"
-MAP = "0013"
+MAP = "0012"
 COUNTED = ("tasks", "batches", "task_log", "task_attempts", "task_fanin", "pipeline_versions")
 
 OLD_DATA = [
@@ -85,6 +85,6 @@ def test_downgrade_refuses_while_a_task_is_mapped(old_db: Engine) -> None:
             text("""UPDATE tasks SET map = '{"over": "extract.files"}'
                              WHERE name = 'load'""")
         )
-    with pytest.raises(DBAPIError, match="cannot downgrade below 0013: mapped tasks: sales/load"):
+    with pytest.raises(DBAPIError, match="cannot downgrade below 0012: mapped tasks: sales/load"):
         migrate.downgrade(old_db, BEFORE)
     assert migrate.current(old_db) == MAP

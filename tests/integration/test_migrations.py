@@ -33,6 +33,7 @@ TABLES = {
     "pipeline_versions",
     "version_tasks",
     "version_edges",
+    "pools",
 }
 
 OURS = {

@@ -83,6 +83,9 @@ def test_monthly_profit_rows(db: Engine) -> None:
         "pool": None,
         "map": None,
         "enabled": True,
+        "pool_slots": 1,
+        "priority": 0,
+        "max_active": None,
         "created_at": T1,
         "updated_at": T1,
     }

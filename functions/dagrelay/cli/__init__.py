@@ -21,6 +21,7 @@
     dagrelay explain BATCH [--pipeline P]
     dagrelay rejected [--since AGE|TIME] [--limit N] [--action A] [--json]
     dagrelay schedule list | pause PIPELINE | resume PIPELINE     (schedule)
+    dagrelay pool set NAME --slots N [--description T] | list     (pool)
 
 A batch id is unique per pipeline only: a verb given an id that several pipelines use refuses
 (exit code 2), naming them, until --pipeline says which.
@@ -48,6 +49,7 @@ from dagrelay.cli import (
     export,
     history,
     init,
+    pool,
     rejected,
     rerun,
     schedule,
@@ -72,4 +74,4 @@ app.command()(history.history)
 app.command()(explain.explain)
 app.command()(rejected.rejected)
 
-__all__ = ["app", "define", "schedule", "trigger"]
+__all__ = ["app", "define", "pool", "schedule", "trigger"]

@@ -40,6 +40,7 @@ def explain(
                 batch["status"],
                 batch["root_causes"],
                 batch["version"],
+                queued=[t for t in batch["tasks"] if t["status"] == "QUEUED"],
             )
         )
 
@@ -50,6 +51,8 @@ def explain_tree(
     status: str,
     causes: Sequence[reads.RootCause],
     version: int | None = None,
+    *,
+    queued: Sequence[reads.Task] = (),
 ) -> Tree:
     label = Text.assemble(f"{pipeline} / {batch_id}  ", status_text(status))
     if version is not None:
@@ -57,6 +60,9 @@ def explain_tree(
     tree = Tree(label)
     if not causes:
         tree.add(Text("nothing failed", style="green"))
+    for task in queued:  # waiting, not failed: where each one is in its queue
+        tree.add(Text.assemble((task["task"], "bold"), " ", status_text("QUEUED"),
+                               f" {reads.queue_place(task)}"))  # fmt: skip
     for cause in causes:
         if cause["task"] is None:
             node = tree.add(Text("root cause no longer in the batch (rerun?)", style="dim"))

@@ -9,11 +9,14 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from dagrelay.store import reads
+
 STATUS_STYLES = {
     "NEW": "blue",
     "PROCESSING": "cyan",
     "RUNNING": "cyan",
     "RETRY": "yellow",
+    "QUEUED": "yellow",
     "SUCCESS": "green",
     "ERROR": "bold red",
     "FAILED": "bold red",
@@ -95,6 +98,8 @@ def caption(batch: Mapping[str, Any]) -> str:
 
 
 def problem(task: Mapping[str, Any]) -> str:
+    if task["status"] == "QUEUED":
+        return f"waiting: {reads.queue_place(task)}"
     if task["root_cause_task"]:
         return f"upstream: {task['root_cause_task']} failed"
     error = str(task["error"] or "")

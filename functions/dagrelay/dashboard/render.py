@@ -13,6 +13,7 @@ from markupsafe import Markup
 from dagrelay.dashboard import graph, parts
 from dagrelay.dashboard.assets import asset_url
 from dagrelay.dashboard.parts import Ops, link, pill, url, when
+from dagrelay.store import reads
 
 Row = dict[str, Any]
 LEGEND = (
@@ -319,7 +320,7 @@ def _task_table(
             when(t["started_at"]),
             parts.seconds(t["duration_s"]),
             t["root_cause_task"] or parts.NOTHING,
-            parts.error(t["error"]),
+            reads.queue_place(t) or parts.error(t["error"]),
         ]
         for t in tasks
     ]

@@ -63,6 +63,7 @@ class RunOutcome(StrEnum):
     CANCELLED = "CANCELLED"  # failed while its batch was being cancelled: not retried
     DEFERRED = "DEFERRED"  # the work goes on elsewhere; polled later
     IGNORED = "IGNORED"  # duplicate or late message: acknowledged, nothing done
+    QUEUED = "QUEUED"  # waits for a pool slot or its max_active: a freed slot releases it
 
 
 @dataclass(frozen=True)
@@ -345,7 +346,7 @@ class Engine:
         extra: dict[str, Any] = {"action": "run_task", "batch_id": msg.batch_id, "task": msg.task}
         with self.db.begin() as conn:
             pipeline = resolve_pipeline(conn, msg.pipeline, msg.batch_id, msg.task)
-            claim = store.claim(
+            got = store.claim_or_queue(
                 conn,
                 pipeline=pipeline,
                 batch_id=msg.batch_id,
@@ -354,8 +355,12 @@ class Engine:
                 worker=self.worker_id,
                 map_index=-1 if msg.map_index is None else msg.map_index,
             )
-            if claim is None:
+            if got is None:
                 return self._not_claimed(conn, replace(msg, pipeline=pipeline), extra)
+            if got.claim is None:
+                log.info("task queued: %d ahead in its pool", got.ahead, extra=extra)
+                return RunOutcome.QUEUED
+            claim = got.claim
         ref = claim.ref
         extra |= {"pipeline": ref.pipeline, "attempt": ref.attempt}
         log.info("task claimed", extra=extra)
@@ -487,12 +492,14 @@ class Engine:
                 # The status written may differ from the one asked (RETRY -> CANCELLED).
                 result = replace(result, status=written.tasks[0].status)
                 finished = self._finished(conn, ref, result.status, now)
-                if not finished:
-                    return result, written
-                children = self._advance(conn, ref.pipeline, ref.batch_id, finished, now)
-            return result, store.Created(
-                written.tasks + children.tasks, written.messages + children.messages
-            )
+                if finished:
+                    children = self._advance(conn, ref.pipeline, ref.batch_id, finished, now)
+                    written = store.Created(
+                        written.tasks + children.tasks, written.messages + children.messages
+                    )
+                if ref.limited:  # last, so the pool's row is locked only until the commit
+                    written = _with_messages(written, self._release(conn, ref, now))
+            return result, written
 
         concluded = retry_transient(transaction)
         if concluded is None:
@@ -506,6 +513,11 @@ class Engine:
         if result.status != TaskStatus.RETRY and not released:  # CANCELLED: maybe the last
             self.finish_batch(ref.pipeline, ref.batch_id)
         return RunOutcome(result.status.value)
+
+    def _release(
+        self, conn: Connection, ref: store.AttemptRef, now: datetime
+    ) -> list[OutgoingMessage]:
+        return store.release_slots(conn, log_id=ref.log_id, topic=self.events_topic, now=now)
 
     def _defer(self, ref: store.AttemptRef, deferred: Deferred) -> RunOutcome:
         extra = {"action": "defer", "batch_id": ref.batch_id, "task": ref.task}
@@ -621,6 +633,10 @@ class Engine:
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:
         """Publish the messages that are due (after commit) through the outbox relay."""
         return self.outbox.send(messages)
+
+
+def _with_messages(created: store.Created, messages: list[OutgoingMessage]) -> store.Created:
+    return replace(created, messages=created.messages + messages)
 
 
 def _invoke(

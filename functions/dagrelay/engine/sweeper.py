@@ -4,7 +4,8 @@ leave behind (the ``sweep`` action, from Cloud Scheduler every minute; a loop lo
 1. expired leases: the attempt is concluded as failed (retried or ERROR), fenced by attempt,
    so the zombie's late result is rejected;
 2. outbox rows still unpublished (a crash after commit, a failed publish, a retry now due);
-3. NEW or due RETRY tasks whose message was lost: a new run_task message;
+3. NEW or due RETRY tasks whose message was lost: a new run_task message; QUEUED tasks whose
+   pool has free slots that nothing will release (the task released for them was cancelled);
 4. RUNNING batches with nothing open: finished;
 5. due schedule ticks: their batches started (``dagrelay.engine.schedules``).
 Every step is idempotent; two sweeps at once take disjoint rows or write nothing twice.
@@ -56,7 +57,8 @@ class Sweeper:
         report = SweepReport(
             expired=self._step(self.expire_leases),
             relayed=self._step(lambda: self.relay_outbox(age)),
-            requeued=self._step(lambda: self.requeue_stale(age)),
+            requeued=self._step(lambda: self.requeue_stale(age))
+            + self._step(lambda: self.release_stalled_queues(age)),
             polled=self._step(lambda: self.poll_overdue(2 * age)),
             batches_finished=self._step(lambda: self.finish_idle_batches(age)),
             ticks_started=self._step(lambda: schedules.start_due_ticks(self.engine)),
@@ -113,6 +115,21 @@ class Sweeper:
             )
         if messages:
             log.warning("requeued %d tasks whose message was lost", len(messages))
+        engine.publish(messages)
+        return len(messages)
+
+    def release_stalled_queues(self, older_than_s: int) -> int:
+        engine = self.engine
+        now = engine.clock()
+        with engine.db.begin() as conn:
+            messages = store.release_stalled_queues(
+                conn,
+                cutoff=now - timedelta(seconds=older_than_s),
+                topic=engine.events_topic,
+                now=now,
+            )
+        if messages:
+            log.warning("released %d queued tasks no slot end would have", len(messages))
         engine.publish(messages)
         return len(messages)
 

@@ -33,6 +33,9 @@ FIELDS = (
     "timeout_s",
     "pool",
     "enabled",
+    "pool_slots",
+    "priority",
+    "max_active",
 )
 
 

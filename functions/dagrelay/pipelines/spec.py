@@ -45,6 +45,9 @@ class PipelineTask:
     timeout_s: int = 540
     pool: str | None = None
     enabled: bool = True
+    pool_slots: int = 1  # slots of its pool an attempt holds
+    priority: int = 0  # higher first among the tasks queued in its pool
+    max_active: int | None = None  # attempts of this task at once, across batches
     # Dynamic fan-out: {over: <parent>.<output key>, max_items, tolerated_failures}
     map: Mapping[str, Any] | None = None
     description: str | None = None  # documentation: stored (tasks.description), not run
@@ -77,6 +80,9 @@ class PipelineTask:
             enabled=row["enabled"],
             description=row.get("description"),
             map=row.get("map"),
+            pool_slots=row.get("pool_slots", 1),
+            priority=row.get("priority", 0),
+            max_active=row.get("max_active"),
         )
 
 

@@ -39,6 +39,8 @@ class Task(TypedDict):
     duration_s: float | None
     error: str | None
     root_cause_task: str | None  # UPSTREAM_FAILED: the failed task that took it down
+    pool: str | None  # the pool its attempt holds or waits for
+    ahead: int | None  # QUEUED: the tasks queued before it
 
 
 class Attempt(TypedDict):
@@ -214,7 +216,17 @@ def _task(row: Mapping[str, Any]) -> Task:
         duration_s=duration_s(row["started_at"], row["finished_at"]),
         error=row["error"],
         root_cause_task=row["root_cause_task"],
+        pool=row["pool"],
+        ahead=row["ahead"],
     )
+
+
+def queue_place(task: Mapping[str, Any]) -> str:
+    """Where a QUEUED task waits, e.g. "pool bigquery: 3 ahead"; "" for any other task."""
+    if task.get("status") != "QUEUED":
+        return ""
+    scope = f"pool {task['pool']}" if task.get("pool") else "max_active"
+    return f"{scope}: {task.get('ahead') or 0} ahead"
 
 
 def root_causes(rows: Sequence[Mapping[str, Any]]) -> list[RootCause]:

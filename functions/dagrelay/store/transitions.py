@@ -49,6 +49,7 @@ class AttemptRef:
     policy: RetryPolicy
     poll_at: datetime | None = None  # a deferred attempt's poll, as read: fences its re-deferral
     map_index: int = -1  # an instance of a mapped task: its item's index; -1 otherwise
+    limited: bool = False  # holds a pool slot or a max_active place: its end releases waiters
 
 
 def _ref(row: Row[Any], batch_id: str | None = None) -> AttemptRef:
@@ -68,6 +69,7 @@ def _ref(row: Row[Any], batch_id: str | None = None) -> AttemptRef:
         ),
         poll_at=getattr(row, "poll_at", None),
         map_index=getattr(row, "map_index", -1),
+        limited=bool(getattr(row, "limited", False)),
     )
 
 
@@ -181,6 +183,49 @@ def claim(
     params["map_index"] = map_index
     row = conn.execute(query("claim_task"), {**params, "worker": worker}).one_or_none()
     return _claim(row, batch_id)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a claim did: claimed (``claim``), or QUEUED with ``ahead`` tasks before it."""
+
+    claim: Claim | None
+    ahead: int = 0
+
+
+def claim_or_queue(
+    conn: Connection,
+    *,
+    pipeline: str,
+    batch_id: str,
+    task: str,
+    now: datetime,
+    worker: str,
+    map_index: int = -1,
+) -> Claimed | None:
+    """The claim of a task (or of one instance of a mapped task): lock-free without a pool or
+    a max_active (claim_task); else under its pool's lock, queued when its slots are taken
+    (claim_limited). None: not claimable."""
+    params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "now": now}
+    params["map_index"] = map_index
+    row = conn.execute(query("claim_task"), {**params, "worker": worker}).one_or_none()
+    if row is not None:
+        return Claimed(_claim(row, batch_id))
+    row = conn.execute(query("claim_limited"), {**params, "worker": worker}).one_or_none()
+    if row is None:
+        return None
+    if row.claim_status != TaskStatus.PROCESSING:
+        return Claimed(None, row.ahead)
+    return Claimed(_claim(row, batch_id))
+
+
+def release_slots(
+    conn: Connection, *, log_id: int, topic: str, now: datetime
+) -> list[OutgoingMessage]:
+    """The run_task messages of the waiting tasks a limited attempt's end lets start."""
+    params = {"log_id": log_id, "topic": topic, "now": now}
+    rows = conn.execute(query("release_slots"), params).all()
+    return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
 
 
 def _claim(row: Row[Any] | None, batch_id: str) -> Claim | None:
@@ -325,6 +370,14 @@ def requeue_stale(
         query("requeue_stale"),
         {"cutoff": cutoff, "topic": topic, "now": now, "limit": limit},
     ).all()
+    return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
+
+
+def release_stalled_queues(
+    conn: Connection, *, cutoff: datetime, topic: str, now: datetime
+) -> list[OutgoingMessage]:
+    params = {"cutoff": cutoff, "topic": topic, "now": now}
+    rows = conn.execute(query("release_stalled_queues"), params).all()
     return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
 
 

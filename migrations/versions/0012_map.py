@@ -16,7 +16,7 @@
 The downgrade is refused while task_log holds instances or a task is mapped (the old schema has
 no place for them); otherwise it restores 0010's functions and drops the columns.
 
-Revision ID: 0013
+Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-01
 """
@@ -29,7 +29,7 @@ from types import ModuleType
 
 from alembic import op
 
-revision = "0013"
+revision = "0012"
 down_revision = "0011"
 branch_labels = None
 depends_on = None
@@ -54,7 +54,7 @@ def _edit(text: str, edits: list[tuple[str, str]]) -> str:
     change to the revision edited must not go unnoticed)."""
     for old, new in edits:
         if text.count(old) != 1:
-            raise ValueError(f"migration 0013: expected one {old!r} in the function it edits")
+            raise ValueError(f"migration 0012: expected one {old!r} in the function it edits")
         text = text.replace(old, new)
     return text
 
@@ -175,12 +175,12 @@ BEGIN
     SELECT string_agg(DISTINCT format('%s/%s', pipeline, name), ', ') INTO mapped
     FROM tasks WHERE map IS NOT NULL;
     IF mapped IS NOT NULL THEN
-        RAISE EXCEPTION 'cannot downgrade below 0013: mapped tasks: %', mapped
+        RAISE EXCEPTION 'cannot downgrade below 0012: mapped tasks: %', mapped
             USING HINT = 'remove map from these tasks first';
     END IF;
     IF EXISTS (SELECT 1 FROM task_log WHERE map_index <> -1)
        OR EXISTS (SELECT 1 FROM version_tasks WHERE map IS NOT NULL) THEN
-        RAISE EXCEPTION 'cannot downgrade below 0013: batches ran mapped tasks'
+        RAISE EXCEPTION 'cannot downgrade below 0012: batches ran mapped tasks'
             USING HINT = 'the old schema keeps one task_log row per (batch, task)';
     END IF;
 END $$
