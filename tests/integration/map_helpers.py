@@ -54,6 +54,22 @@ def square(
     return {"x": x, "y": x * x, "index": context.map_index, "item": context.item}
 
 
+ACTIVE = [0, 0]  # tracked_square: instances running now, the most seen at once
+
+
+def tracked_square(context: HandlerContext, x: Any) -> dict[str, Any]:
+    """square, counting how many instances run at the same moment."""
+    with _lock:
+        ACTIVE[0] += 1
+        ACTIVE[1] = max(ACTIVE[1], ACTIVE[0])
+    try:
+        time.sleep(0.005)  # the work: long enough for the workers' claims to overlap
+        return square(context, x)
+    finally:
+        with _lock:
+            ACTIVE[0] -= 1
+
+
 def join(context: HandlerContext, over: str) -> dict[str, Any]:
     with _lock:
         RUNS[(context.batch_id, context.task, None)] += 1

@@ -1,0 +1,60 @@
+"""A mapped task in a pool: each instance is claimed under the pool's slots by its map_index,
+so a map over many items never runs more of them at once than the pool allows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import Engine, text
+
+from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.messages import StartBatch
+from dagrelay.store.outbox import InMemoryPublisher
+from tests.integration import map_helpers as mh
+from tests.integration.helpers import batch_status
+
+pytestmark = pytest.mark.integration
+
+InsertPipeline = Callable[..., dict[str, int]]
+SLOTS = 3
+ITEMS = 40
+
+
+def test_a_mapped_task_in_a_pool_runs_each_item_once_within_its_slots(
+    db: Engine, engine: DagEngine, publisher: InMemoryPublisher, insert_pipeline: InsertPipeline
+) -> None:
+    mh.RUNS.clear()
+    mh.ACTIVE[:] = [0, 0]
+    insert_pipeline(
+        "p",
+        {"src": [], "each": ["src"], "join": ["each"]},
+        handlers=dict.fromkeys(("src", "each", "join"), "python.call"),
+        params={
+            "src": mh.params("make_items", count=ITEMS),
+            "each": mh.params("tracked_square", x="{item}"),
+            "join": mh.params("join", over="each"),
+        },
+    )
+    with db.begin() as conn:
+        conn.execute(text("INSERT INTO pools (name, slots) VALUES ('narrow', :n)"), {"n": SLOTS})
+    mh.set_map(db, "p", "each", {"over": "src.items"}, pool="narrow")
+    engine.start_batch(StartBatch("p", "b1"))
+
+    mh.run_workers(
+        engine, publisher, lambda: batch_status(db, "p", "b1") != "RUNNING", workers=4, copies=2
+    )
+
+    assert batch_status(db, "p", "b1") == "SUCCESS"
+    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    assert sorted(each) == list(range(ITEMS)), "every item ran"
+    assert set(each.values()) == {1}, "no item ran twice"
+    most = mh.ACTIVE[1]
+    assert 1 <= most <= SLOTS, f"{most} instances ran at once in a pool of {SLOTS}"
+    with db.connect() as conn:
+        held = conn.execute(
+            text(
+                "SELECT count(*) FROM task_log WHERE map_index >= 0 AND limited AND pool = 'narrow'"
+            )
+        ).scalar_one()
+    assert held == ITEMS, "every instance held a slot of the pool"
