@@ -21,9 +21,8 @@ SLOTS = 3
 ITEMS = 40
 
 
-def test_a_mapped_task_in_a_pool_runs_each_item_once_within_its_slots(
-    db: Engine, engine: DagEngine, publisher: InMemoryPublisher, insert_pipeline: InsertPipeline
-) -> None:
+def tracked_map(insert_pipeline: InsertPipeline, items: int) -> None:
+    """src -> each (tracked_square, to be mapped over src.items) -> join; counters reset."""
     mh.RUNS.clear()
     mh.ACTIVE[:] = [0, 0]
     insert_pipeline(
@@ -31,11 +30,17 @@ def test_a_mapped_task_in_a_pool_runs_each_item_once_within_its_slots(
         {"src": [], "each": ["src"], "join": ["each"]},
         handlers=dict.fromkeys(("src", "each", "join"), "python.call"),
         params={
-            "src": mh.params("make_items", count=ITEMS),
+            "src": mh.params("make_items", count=items),
             "each": mh.params("tracked_square", x="{item}"),
             "join": mh.params("join", over="each"),
         },
     )
+
+
+def test_a_mapped_task_in_a_pool_runs_each_item_once_within_its_slots(
+    db: Engine, engine: DagEngine, publisher: InMemoryPublisher, insert_pipeline: InsertPipeline
+) -> None:
+    tracked_map(insert_pipeline, ITEMS)
     with db.begin() as conn:
         conn.execute(text("INSERT INTO pools (name, slots) VALUES ('narrow', :n)"), {"n": SLOTS})
     mh.set_map(db, "p", "each", {"over": "src.items"}, pool="narrow")
@@ -67,18 +72,7 @@ PARALLEL_ITEMS = 30
 def test_a_map_with_max_parallel_runs_each_item_once_and_at_most_n_at_once(
     db: Engine, engine: DagEngine, publisher: InMemoryPublisher, insert_pipeline: InsertPipeline
 ) -> None:
-    mh.RUNS.clear()
-    mh.ACTIVE[:] = [0, 0]
-    insert_pipeline(
-        "p",
-        {"src": [], "each": ["src"], "join": ["each"]},
-        handlers=dict.fromkeys(("src", "each", "join"), "python.call"),
-        params={
-            "src": mh.params("make_items", count=PARALLEL_ITEMS),
-            "each": mh.params("tracked_square", x="{item}"),
-            "join": mh.params("join", over="each"),
-        },
-    )
+    tracked_map(insert_pipeline, PARALLEL_ITEMS)
     mh.set_map(db, "p", "each", {"over": "src.items", "max_parallel": PARALLEL})
     engine.start_batch(StartBatch("p", "b1"))
 
