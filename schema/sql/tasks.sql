@@ -18,6 +18,7 @@ WITH claimed AS (
       AND tl.map_index = :map_index
       AND (tl.status = 'NEW' OR (tl.status = 'RETRY' AND tl.next_attempt_at <= :now))
       AND t.pool IS NULL AND t.max_active IS NULL  -- limited tasks: claim_limited
+      AND (tl.map_index < 0 OR t.map -> 'max_parallel' IS NULL)  -- and a map's max_parallel
     RETURNING tl.log_id, tl.attempt, tl.task_id, tl.pipeline, tl.batch_id, tl.lease_expires_at,
               b.version_id, b.params AS batch_params, tl.map_index, tl.item
 ),
@@ -33,9 +34,10 @@ FROM claimed c
 JOIN version_tasks t ON t.version_id = c.version_id AND t.task_id = c.task_id;
 
 -- name: claim_limited
--- The claim of a task with a pool or a max_active: PROCESSING when its slots are free, with
+-- The claim of a task with a pool or a max_active, or of an instance of a map with a
+-- max_parallel: PROCESSING when its slots are free, with
 -- what its handler needs (claim_task's shape), else QUEUED with its place (ahead)
--- (migrations/versions/0013_pools.py, dagrelay_claim_limited). No row back: the row is not
+-- (migrations/versions/0014_map_parallel.py, dagrelay_claim_limited). No row back: the row is not
 -- claimable (a duplicate, a finished task, a batch not RUNNING).
 WITH c AS MATERIALIZED (
     SELECT * FROM dagrelay_claim_limited(:pipeline, :batch_id, :task, :now, :worker, :map_index)

@@ -27,7 +27,7 @@ from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration import map_helpers as mh
 from tests.integration.helpers import as_run_task, batch_status, drive, scalar
-from tests.integration.test_dashboard import OPENAPI, validate
+from tests.integration.test_dashboard import OPENAPI, graph_data, validate
 from tests.integration.test_dashboard import client as client  # noqa: PLC0414 - the fixture
 
 pytestmark = pytest.mark.integration
@@ -399,6 +399,13 @@ def test_dashboard_shows_the_group_counts_and_its_instances(
     assert "4 / 4 done, 1 failed, 0 running" in page
     batch_page = client.get("/batches/p/b1").get_data(as_text=True)
     assert "4 / 4 done, 1 failed, 0 running" in batch_page
+    drawn = graph_data(batch_page)  # the graph draws the group as one node with its counts
+    items = dict(zip(drawn["names"], drawn["items"], strict=True))
+    assert items == {
+        "src": None,
+        "each": {"total": 4, "done": 4, "failed": 1, "running": 0},
+        "join": None,
+    }
 
 
 MAPPED_YAML = """

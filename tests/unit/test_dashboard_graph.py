@@ -65,11 +65,18 @@ def test_payload_columns_and_the_initial_grouping() -> None:
         "causes": [0],
         "mode": "none",
         "task_url": "/t/{task}",
+        "items": [None, None],
     }
     parts = [f"part_{i:03d}" for i in range(200)]
     assert graph.payload(parts, [])["mode"] == "prefix"
     unique = [f"t{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(200)]
     assert graph.payload(unique, [])["mode"] == "level"
+
+
+def test_a_mapped_task_carries_its_group_counts() -> None:
+    group = {"task": "b", "total": 30, "succeeded": 12, "failed": 1, "running": 2}
+    data = graph.payload(["a", "b"], [("a", "b")], {"b": "PROCESSING"}, groups={"b": group})
+    assert data["items"] == [None, {"total": 30, "done": 13, "failed": 1, "running": 2}]
 
 
 def test_a_naive_layered_layout_draws_the_orders_shape_through_a_box() -> None:

@@ -238,6 +238,14 @@ def tasks(*lines: str) -> str:
             id="required param missing",
         ),
         pytest.param(
+            tasks(
+                f"name: a, {NOOP}",
+                f"name: b, {NOOP}, parents: [a], map: {{over: a.items, max_parallel: 0}}",
+            ),
+            ["task 'b': map/max_parallel: 0 is less than the minimum of 1"],
+            id="map max_parallel below 1",
+        ),
+        pytest.param(
             tasks(f"name: a, {NOOP}, parents: [zz]", "name: b, handler: nope, parents: [b]"),
             [
                 "task 'a': unknown parent 'zz'",
@@ -275,6 +283,13 @@ def test_bad_file(
             "pipeline: p\ndescription: x\n"
             + tasks(f"name: a, {NOOP}, pool: null").split("\n", 1)[1],
             id="description and null pool",
+        ),
+        pytest.param(
+            tasks(
+                f"name: a, {NOOP}",
+                f"name: b, {NOOP}, parents: [a], map: {{over: a.items, max_parallel: 4}}",
+            ),
+            id="map with max_parallel",
         ),
     ],
 )

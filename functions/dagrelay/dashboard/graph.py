@@ -83,10 +83,15 @@ def payload(
     statuses: Mapping[str, str | None] | None = None,
     root_causes: Iterable[str] = (),
     task_url: str | None = None,
+    *,
+    groups: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The graph for ``dashboard.js``, in columns indexed by task (names sorted): ``status``
     (``none`` without a batch; PENDING for a task with no row), ``level``, ``prefix`` group,
-    ``edges`` as [parent index, child index], ``causes`` (indexes of root causes) and ``mode``.
+    ``edges`` as [parent index, child index], ``causes`` (indexes of root causes), ``mode``
+    and ``items``: for a mapped task of the batch its group's counts, drawn as one node
+    (``total``; ``done``: the items that ended, failed ones included; ``failed``; ``running``)
+    from ``groups`` (by task: total, succeeded, failed, running); None for any other task.
     ``task_url`` is the URL of a task's page with ``{task}`` in place of its (quoted) name."""
     edge_list = sorted(set(edges))
     order = sorted(set(names))
@@ -103,4 +108,16 @@ def payload(
         "causes": [index[n] for n in order if n in causes],
         "mode": initial_mode(order, prefixes),
         "task_url": task_url,
+        "items": [_item_counts((groups or {}).get(n)) for n in order],
+    }
+
+
+def _item_counts(group: Mapping[str, int] | None) -> dict[str, int] | None:
+    if group is None:
+        return None
+    return {
+        "total": group["total"],
+        "done": group["succeeded"] + group["failed"],
+        "failed": group["failed"],
+        "running": group["running"],
     }

@@ -231,7 +231,8 @@ def batch_page(detail: Row, base: str, ops: Ops | None = None) -> str:
     statuses = {t["task"]: t["status"] for t in detail["tasks"]}
     causes = [c["task"] for c in detail["root_causes"]]
     task_url = url(base, "batches", p, b, "tasks") + "/{task}"
-    payload = graph.payload(statuses, _edges(detail), statuses, causes, task_url)
+    groups = {g["task"]: g for g in detail.get("map_groups") or []}
+    payload = graph.payload(statuses, _edges(detail), statuses, causes, task_url, groups=groups)
     body = Markup(
         "{crumbs}<h1>{title} {status}</h1>{tabs}{actions}{facts}<h2>Graph</h2>{legend}{graph}"
         "{causes}<h2>Tasks</h2>{tasks}{dead}"

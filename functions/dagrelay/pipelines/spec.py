@@ -48,7 +48,7 @@ class PipelineTask:
     pool_slots: int = 1  # slots of its pool an attempt holds
     priority: int = 0  # higher first among the tasks queued in its pool
     max_active: int | None = None  # attempts of this task at once, across batches
-    # Dynamic fan-out: {over: <parent>.<output key>, max_items, tolerated_failures}
+    # Dynamic fan-out: {over: <parent>.<output key>, max_items, max_parallel, tolerated_failures}
     map: Mapping[str, Any] | None = None
     description: str | None = None  # documentation: stored (tasks.description), not run
 

@@ -71,14 +71,15 @@
       edges.push(seen[key]);
     });
     return { boxes: order.map(function (id) { return boxes[id]; }), edges: edges,
-      groups: members };
+      groups: members, items: data.items };
   }
 
   function elkGraph(view) {
     var perLevel = {};
     view.boxes.forEach(function (b) { perLevel[b.level] = (perLevel[b.level] || 0) + 1; });
     var children = view.boxes.map(function (b) {
-      var node = { id: b.id, width: b.group ? GROUP_W : TASK_W, height: b.group ? GROUP_H : TASK_H };
+      var wide = b.group || (view.items && view.items[b.task]);  /* a group, or a mapped task */
+      var node = { id: b.id, width: wide ? GROUP_W : TASK_W, height: b.group ? GROUP_H : TASK_H };
       /* a wide level is unzipped into sub-layers; every other level keeps one (the lowest
        * value set in a layer wins, and ELK's default is two) */
       var split = Math.min(MAX_SPLIT, Math.ceil(perLevel[b.level] / PER_SUBLAYER));
@@ -135,8 +136,23 @@
       height: pos.height + 10, rx: 12 }, g);
     el("rect", { "class": "box", x: pos.x, y: pos.y, width: pos.width, height: pos.height, rx: 8 }, g);
     var caption = status === "none" ? "" : status + (cause ? " \u00b7 root cause" : "");
+    var items = data.items && data.items[box.task];
+    if (items) {  /* a mapped task: its group as one node, with its items' counts */
+      g.setAttribute("class", g.getAttribute("class") + " mapped");
+      g.setAttribute("data-items", [items.total, items.done, items.failed, items.running].join(" "));
+      el("rect", { "class": "stack", x: pos.x + 3, y: pos.y + 3, width: pos.width - 6,
+        height: pos.height - 6, rx: 6 }, g);
+      caption = itemCounts(items);
+      g.firstChild.textContent = name + ": " + status + ", " + caption + " (" + items.total + " items)";
+      name = shorten(name, 17) + "  \u00d7" + items.total;
+    }
     text(g, "name", pos.x + 12, pos.y + (caption ? 19 : pos.height / 2 + 5), shorten(name, 25));
     text(g, "state", pos.x + 12, pos.y + 36, caption);
+  }
+
+  function itemCounts(items) {
+    return items.done + "/" + items.total + " done, " + items.failed + " failed, " +
+      items.running + " running";
   }
 
   function drawGroup(svg, data, box, pos, causes, onToggle) {
@@ -232,8 +248,17 @@
     return this.draw();
   };
 
-  Graph.prototype.update = function (statusByTask) {
+  Graph.prototype.update = function (statusByTask, mapGroups) {
     var changed = false, data = this.data;
+    (mapGroups || []).forEach(function (m) {
+      var i = data.names.indexOf(m.task), now = data.items && data.items[i];
+      var next = { total: m.total, done: m.succeeded + m.failed, failed: m.failed,
+        running: m.running };
+      if (i >= 0 && (!now || itemCounts(now) !== itemCounts(next))) {
+        data.items[i] = next;
+        changed = true;
+      }
+    });
     data.names.forEach(function (name, i) {
       var next = statusByTask[name] || "PENDING";
       if (data.status[i] !== "none" && data.status[i] !== next) {
@@ -270,7 +295,7 @@
             window.location.reload();
             return;
           }
-          if (graph) graph.update(statuses);
+          if (graph) graph.update(statuses, detail.map_groups);
           body.setAttribute("data-polled", String(Number(body.getAttribute("data-polled") || 0) + 1));
           window.setTimeout(tick, every);
         })
