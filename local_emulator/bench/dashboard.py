@@ -47,8 +47,10 @@ PIPELINE_SQL = [
            (c.name LIKE 'stage1\\_%' AND p.name = 'extract')
            OR (c.name ~ '^stage[0-9]+_part_' AND p.name = format('stage%s_part_%s',
                split_part(substr(c.name, 6), '_', 1)::int - 1, split_part(c.name, '_', 3))))""",
-    """INSERT INTO batches (pipeline, batch_id, status, triggered_by, created_at, finished_at)
-       VALUES (:p, :b, 'FAILED', 'bench', now() - interval '10 minutes', now())""",
+    """INSERT INTO batches (pipeline, batch_id, status, triggered_by, created_at, finished_at,
+                            version_id)
+       VALUES (:p, :b, 'FAILED', 'bench', now() - interval '10 minutes', now(),
+               dagrelay_pipeline_version(:p, now()))""",
     # stage 5 part 7 fails: its chain below is taken down; everything else succeeds
     """INSERT INTO task_log (pipeline, batch_id, task_id, status, attempt, started_at,
                              finished_at, error)

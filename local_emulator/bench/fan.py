@@ -175,7 +175,8 @@ _NAIVE = {
     "status": text("SELECT status::text FROM task_log WHERE batch_id = :b AND task_id = :t"),
     "create": text(
         "INSERT INTO task_log (pipeline, batch_id, task_id, status, created_at) "
-        "VALUES (:p, :b, :c, 'NEW', :now) ON CONFLICT (batch_id, task_id) DO NOTHING "
+        "VALUES (:p, :b, :c, 'NEW', :now) "
+        "ON CONFLICT ON CONSTRAINT task_log_batch_task_key DO NOTHING "
         "RETURNING log_id"
     ),
     "message": text(
