@@ -363,31 +363,6 @@ def expired_leases(conn: Connection, *, now: datetime, limit: int) -> list[Attem
     return [_ref(row) for row in rows]
 
 
-def requeue_stale(
-    conn: Connection, *, cutoff: datetime, topic: str, now: datetime, limit: int
-) -> list[OutgoingMessage]:
-    rows = conn.execute(
-        query("requeue_stale"),
-        {"cutoff": cutoff, "topic": topic, "now": now, "limit": limit},
-    ).all()
-    return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
-
-
-def release_stalled_queues(
-    conn: Connection, *, cutoff: datetime, topic: str, now: datetime
-) -> list[OutgoingMessage]:
-    params = {"cutoff": cutoff, "topic": topic, "now": now}
-    rows = conn.execute(query("release_stalled_queues"), params).all()
-    return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
-
-
-def finish_idle_batches(
-    conn: Connection, *, cutoff: datetime, now: datetime
-) -> list[tuple[str, str, str]]:
-    rows = conn.execute(query("finish_idle_batches"), {"cutoff": cutoff, "now": now}).all()
-    return [(r.pipeline, r.batch_id, r.status) for r in rows]
-
-
 def record_dead_letter(conn: Connection, letter: DeadLetter, *, now: datetime) -> bool:
     """Store a dead-lettered message once; False if it was already recorded."""
     params = {**_message_row(letter.rejection, now), **letter.row()}
@@ -506,7 +481,8 @@ def defer_attempt(
 
 def overdue_polls(
     conn: Connection, *, cutoff: datetime, limit: int
-) -> list[tuple[str, str, str, int]]:
-    """(pipeline, batch_id, task, attempt) of each deferred attempt whose poll is overdue."""
+) -> list[tuple[int, str, str, str, int]]:
+    """(log_id, pipeline, batch_id, task, attempt) of each deferred attempt whose poll is
+    overdue."""
     rows = conn.execute(query("overdue_polls"), {"cutoff": cutoff, "limit": limit}).all()
-    return [(r.pipeline, r.batch_id, r.name, r.attempt) for r in rows]
+    return [(r.log_id, r.pipeline, r.batch_id, r.name, r.attempt) for r in rows]
