@@ -22,6 +22,7 @@ from dagrelay.engine import schedules
 from dagrelay.engine.core import Engine, Failure
 from dagrelay.errors import LeaseExpired
 from dagrelay.messages import PollTask
+from dagrelay.states import Action
 from dagrelay.store import transitions as store
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Sweeper:
             batches_finished=self._step(lambda: self.finish_idle_batches(age)),
             ticks_started=self._step(lambda: schedules.start_due_ticks(self.engine)),
         )
-        log.info("sweep: %s", report, extra={"action": "sweep"})
+        log.info("sweep: %s", report, extra={"action": Action.SWEEP})
         return report
 
     @staticmethod
@@ -162,6 +163,6 @@ class Sweeper:
                 pipeline,
                 batch_id,
                 status,
-                extra={"action": "sweep", "pipeline": pipeline, "batch_id": batch_id},
+                extra={"action": Action.SWEEP, "pipeline": pipeline, "batch_id": batch_id},
             )
         return len(finished)
