@@ -44,9 +44,9 @@ def literals(tree: ast.AST) -> Iterator[ast.Constant]:
     skipped: set[int] = set()
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
-            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-                skipped.add(id(body[0].value))
+        first = body[0] if isinstance(body, list) and body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+            skipped.add(id(first.value))  # a docstring (or a bare string: it does nothing)
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
@@ -54,9 +54,12 @@ def literals(tree: ast.AST) -> Iterator[ast.Constant]:
         ):
             skipped.update(id(arg) for arg in node.args)
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if id(node) not in skipped:
-                yield node
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in skipped
+        ):
+            yield node
 
 
 def offences(source: str, module: str) -> list[str]:

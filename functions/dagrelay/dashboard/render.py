@@ -12,12 +12,11 @@ from markupsafe import Markup
 
 from dagrelay.dashboard import graph, parts
 from dagrelay.dashboard.assets import asset_url
-from dagrelay.dashboard.parts import Ops, link, pill, url, when
+from dagrelay.dashboard.parts import PENDING, Ops, link, pill, url, when
 from dagrelay.states import BatchStatus, TaskStatus
 from dagrelay.store import reads
 
 Row = dict[str, Any]
-PENDING = "PENDING"  # the dashboard's word for a task without a row yet, not a status
 # Every task status, and PENDING (tests/unit/test_vocabulary.py: all of them, nothing else).
 LEGEND = (
     TaskStatus.SUCCESS,
@@ -418,7 +417,7 @@ def grid_table(grid: Row, payload: Row, base: str) -> Markup:
 def _grid_cells(pipeline: str, task: str, batches: list[Row], base: str) -> Markup:
     cells = []
     for b in batches:
-        status = b["statuses"].get(task) or "PENDING"
+        status = b["statuses"].get(task) or PENDING
         cells.append(
             Markup('<td><a class="cell status-{s}" href="{u}" title="{b}: {s}"></a></td>').format(
                 s=status,
