@@ -13,29 +13,15 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, ClassVar, get_args
 
 from jsonschema.protocols import Validator
 
 from dagrelay import schemas
 from dagrelay.errors import BadMessage
+from dagrelay.states import Action as Action  # noqa: PLC0414 (a re-export)
 
 MAX_DATA_BYTES = 1_000_000
-
-
-class Action(StrEnum):
-    """Every kind of message, named once: the ``action`` of a JSON message (each has its
-    ``schema/messages/<action>.schema.json``), and the GCS notification (known by attributes)."""
-
-    START_BATCH = "start_batch"
-    RUN_TASK = "run_task"
-    POLL_TASK = "poll_task"
-    SWEEP = "sweep"
-    RERUN = "rerun"
-    CANCEL_BATCH = "cancel_batch"
-    RESUME = "resume"
-    OBJECT_FINALIZE = "object_finalize"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from rich.tree import Tree
 from dagrelay.cli.app import fail, reports_errors
 from dagrelay.cli.common import PipelineOption, batch_pipeline
 from dagrelay.cli.render import status_text
+from dagrelay.states import TaskStatus
 from dagrelay.store import reads
 from dagrelay.store.db import get_engine
 
@@ -40,7 +41,7 @@ def explain(
                 batch["status"],
                 batch["root_causes"],
                 batch["version"],
-                queued=[t for t in batch["tasks"] if t["status"] == "QUEUED"],
+                queued=[t for t in batch["tasks"] if t["status"] == TaskStatus.QUEUED],
             )
         )
 
@@ -61,7 +62,7 @@ def explain_tree(
     if not causes:
         tree.add(Text("nothing failed", style="green"))
     for task in queued:  # waiting, not failed: where each one is in its queue
-        tree.add(Text.assemble((task["task"], "bold"), " ", status_text("QUEUED"),
+        tree.add(Text.assemble((task["task"], "bold"), " ", status_text(TaskStatus.QUEUED),
                                f" {reads.queue_place(task)}"))  # fmt: skip
     for cause in causes:
         if cause["task"] is None:
@@ -71,9 +72,12 @@ def explain_tree(
             count = cause["attempts"]
             attempts = f"{count} attempt{'s' if count != 1 else ''}"
             label = Text.assemble(
-                (cause["task"], "bold"), " ", status_text("ERROR"), f" after {attempts}: {error}"
+                (cause["task"], "bold"),
+                " ",
+                status_text(TaskStatus.ERROR),
+                f" after {attempts}: {error}",
             )
             node = tree.add(label)
         for casualty in cause["took_down"]:
-            node.add(Text.assemble(f"{casualty} ", status_text("UPSTREAM_FAILED")))
+            node.add(Text.assemble(f"{casualty} ", status_text(TaskStatus.UPSTREAM_FAILED)))
     return tree

@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 
 from dagrelay.errors import BadMessage
 from dagrelay.messages import Action, outgoing
+from dagrelay.states import BatchStatus, TaskStatus
 from dagrelay.store import reads
 
 Form = Mapping[str, str]
@@ -107,7 +108,7 @@ def rerun_failed(conn: Connection, form: Form, who: str) -> list[Message]:
     """One rerun, with its downstream, of each task that failed (ERROR) in the batch."""
     pipeline, batch_id = _field(form, "pipeline"), _field(form, "batch_id")
     rows = _batch(conn, str(pipeline), str(batch_id))
-    failed = sorted(task for task, status in rows.items() if status == "ERROR")
+    failed = sorted(task for task, status in rows.items() if status == TaskStatus.ERROR)
     if not failed:
         raise Refused(f"no task failed in batch {pipeline}/{batch_id}: nothing to rerun", 409)
     return [
@@ -129,7 +130,7 @@ def cancel(conn: Connection, form: Form, who: str) -> list[Message]:
     statuses = reads.batch_statuses(conn, message["pipeline"], [message["batch_id"]])
     if not statuses:
         raise Refused(f"no batch {batch_id!r} in pipeline {pipeline!r}", 404)
-    if statuses[message["batch_id"]] != "RUNNING":
+    if statuses[message["batch_id"]] != BatchStatus.RUNNING:
         status = statuses[message["batch_id"]]
         raise Refused(f"batch {pipeline}/{batch_id} is {status}: nothing to cancel", 409)
     return [message]
@@ -141,7 +142,7 @@ def resume(conn: Connection, form: Form, who: str) -> list[Message]:
     statuses = reads.batch_statuses(conn, message["pipeline"], [message["batch_id"]])
     if not statuses:
         raise Refused(f"no batch {batch_id!r} in pipeline {pipeline!r}", 404)
-    if statuses[message["batch_id"]] != "CANCELLED":
+    if statuses[message["batch_id"]] != BatchStatus.CANCELLED:
         status = statuses[message["batch_id"]]
         raise Refused(
             f"batch {pipeline}/{batch_id} is {status}: only a CANCELLED batch resumes", 409

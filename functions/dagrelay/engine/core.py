@@ -38,7 +38,7 @@ from dagrelay.handlers.registry import (
     check_output,
 )
 from dagrelay.messages import CancelBatch, PollTask, Rerun, Resume, RunTask, StartBatch
-from dagrelay.states import TaskStatus
+from dagrelay.states import Action, BatchStatus, TaskStatus
 from dagrelay.store import cancelling
 from dagrelay.store import maps as store_maps
 from dagrelay.store import transitions as store
@@ -57,13 +57,13 @@ def utcnow() -> datetime:
 
 
 class RunOutcome(StrEnum):
-    SUCCESS = "SUCCESS"
-    RETRY = "RETRY"
-    ERROR = "ERROR"
-    CANCELLED = "CANCELLED"  # failed while its batch was being cancelled: not retried
+    SUCCESS = TaskStatus.SUCCESS
+    RETRY = TaskStatus.RETRY
+    ERROR = TaskStatus.ERROR
+    CANCELLED = TaskStatus.CANCELLED  # failed while its batch was being cancelled: not retried
     DEFERRED = "DEFERRED"  # the work goes on elsewhere; polled later
     IGNORED = "IGNORED"  # duplicate or late message: acknowledged, nothing done
-    QUEUED = "QUEUED"  # waits for a pool slot or its max_active: a freed slot releases it
+    QUEUED = TaskStatus.QUEUED  # waits for a pool slot or its max_active: a freed slot releases it
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class Engine:
     # -- start_batch / cancel_batch -------------------------------------------------------------
 
     def start_batch(self, msg: StartBatch, message_id: str | None = None) -> StartOutcome:
-        extra = {"action": "start_batch", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
+        extra = {"action": Action.START_BATCH, "pipeline": msg.pipeline, "batch_id": msg.batch_id}
         with self.db.begin() as conn:
             created = self.start_batch_in(conn, msg, self.clock(), message_id)
         if created is None:
@@ -182,7 +182,7 @@ class Engine:
         """RUNNING -> CANCELLING: waiting tasks and those never created become CANCELLED,
         running attempts finish (a failure is not retried) and the last one to end makes the
         batch CANCELLED (at once if none runs). None if the batch was not RUNNING."""
-        extra = {"action": "cancel_batch", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
+        extra = {"action": Action.CANCEL_BATCH, "pipeline": msg.pipeline, "batch_id": msg.batch_id}
         extra["triggered_by"] = msg.triggered_by or "unknown"
         with self.db.begin() as conn:
             done = cancelling.cancel_batch(
@@ -206,7 +206,7 @@ class Engine:
         """Run again what a cancel stopped in a CANCELLED batch (its CANCELLED rows, and tasks
         it has no row for), keeping every other row: the tasks whose parents' rows decide them
         start (or are decided UPSTREAM_FAILED/SKIPPED), the rest follow by the fan-in."""
-        extra = {"action": "resume", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
+        extra = {"action": Action.RESUME, "pipeline": msg.pipeline, "batch_id": msg.batch_id}
         extra["triggered_by"] = msg.triggered_by or "unknown"
         now = self.clock()
         with self.db.begin() as conn:
@@ -236,7 +236,7 @@ class Engine:
         in the batch's version (with ``latest``, first moved to the pipeline's current version
         when ``dagrelay.engine.versions`` allows it); their attempts stay in the history and the
         batch resumes. Returns rows reset."""
-        asked = {"action": "rerun", "batch_id": msg.batch_id, "task": msg.task}
+        asked = {"action": Action.RERUN, "batch_id": msg.batch_id, "task": msg.task}
         log.info("rerun asked by %s", msg.triggered_by or "unknown", extra=asked)
         if msg.failed_items:
             if msg.latest:
@@ -259,7 +259,7 @@ class Engine:
         reset is committed). Refuses while any task in scope is running, or if a task has not
         been started in the batch. A task below another one being rerun with its downstream is
         not started on its own: its parent's completion decides it again."""
-        extra = {"action": "rerun", "batch_id": batch_id, "tasks": list(tasks)}
+        extra = {"action": Action.RERUN, "batch_id": batch_id, "tasks": list(tasks)}
         now = self.clock()
         with self.db.begin() as conn:
             pipeline = resolve_pipeline(conn, pipeline, batch_id, tasks[0], latest=latest)
@@ -335,7 +335,12 @@ class Engine:
             "rerun of %d failed items of %s",
             len(created.tasks),
             task,
-            extra={"action": "rerun", "batch_id": batch_id, "task": task, "pipeline": pipeline},
+            extra={
+                "action": Action.RERUN,
+                "batch_id": batch_id,
+                "task": task,
+                "pipeline": pipeline,
+            },
         )
         self.publish(created.messages)
         return len(created.tasks)
@@ -343,7 +348,11 @@ class Engine:
     # -- run_task ------------------------------------------------------------------------------
 
     def run_task(self, msg: RunTask) -> RunOutcome:
-        extra: dict[str, Any] = {"action": "run_task", "batch_id": msg.batch_id, "task": msg.task}
+        extra: dict[str, Any] = {
+            "action": Action.RUN_TASK,
+            "batch_id": msg.batch_id,
+            "task": msg.task,
+        }
         with self.db.begin() as conn:
             pipeline = resolve_pipeline(conn, msg.pipeline, msg.batch_id, msg.task)
             got = store.claim_or_queue(
@@ -402,7 +411,7 @@ class Engine:
         if claim is None:
             log.info(
                 "poll_task ignored: the attempt is not deferred",
-                extra={"action": "poll_task", "batch_id": msg.batch_id, "task": msg.task},
+                extra={"action": Action.POLL_TASK, "batch_id": msg.batch_id, "task": msg.task},
             )
             return RunOutcome.IGNORED
         output, failure = self._execute(claim)
@@ -625,7 +634,7 @@ class Engine:
         status = retry_transient(transaction)  # a checked write: repeating it is harmless
         if status is not None:
             extra = {"action": "finish_batch", "pipeline": pipeline, "batch_id": batch_id}
-            level = logging.ERROR if status == "FAILED" else logging.INFO
+            level = logging.ERROR if status == BatchStatus.FAILED else logging.INFO
             log.log(level, "batch %s", status, extra={**extra, "status": status})
 
     # -- outbox --------------------------------------------------------------------------------
@@ -654,12 +663,12 @@ def _check_resumable(msg: Resume, status: str | None) -> None:
     """Only a CANCELLED batch resumes; a CANCELLING one once its running attempts ended."""
     if status is None:
         raise BadMessage(f"no batch {msg.batch_id!r} in pipeline {msg.pipeline!r}")
-    if status == "CANCELLING":
+    if status == BatchStatus.CANCELLING:
         raise BadMessage(
             f"batch {msg.pipeline}/{msg.batch_id} is CANCELLING: its running tasks have not "
             "finished yet; resume it once it is CANCELLED"
         )
-    if status != "CANCELLED":
+    if status != BatchStatus.CANCELLED:
         raise BadMessage(
             f"batch {msg.pipeline}/{msg.batch_id} is {status}, not CANCELLED: nothing to resume "
             "(rerun runs tasks of a finished batch again)"

@@ -31,6 +31,7 @@ from dagrelay.engine import schedules
 from dagrelay.engine.core import Engine, Failure
 from dagrelay.errors import LeaseExpired
 from dagrelay.messages import PollTask
+from dagrelay.states import Action
 from dagrelay.store import sweeps
 from dagrelay.store import transitions as store
 from dagrelay.store.db import error_text
@@ -75,7 +76,7 @@ class Sweeper:
             batches_finished=self._step(lambda: self.finish_idle_batches(age)),
             ticks_started=self._step(lambda: schedules.start_due_ticks(self.engine)),
         )
-        log.info("sweep: %s", report, extra={"action": "sweep"})
+        log.info("sweep: %s", report, extra={"action": Action.SWEEP})
         return report
 
     @staticmethod
@@ -184,7 +185,7 @@ class Sweeper:
                 pipeline,
                 batch_id,
                 status,
-                extra={"action": "sweep", "pipeline": pipeline, "batch_id": batch_id},
+                extra={"action": Action.SWEEP, "pipeline": pipeline, "batch_id": batch_id},
             )
         return len(finished)
 
@@ -202,7 +203,7 @@ class Sweeper:
                     pipeline,
                     batch_id,
                     error_text(exc),
-                    extra={"action": "sweep", "pipeline": pipeline, "batch_id": batch_id},
+                    extra={"action": Action.SWEEP, "pipeline": pipeline, "batch_id": batch_id},
                 )
                 continue
             if status is not None:
@@ -258,7 +259,7 @@ class Sweeper:
             error_text(exc),
             exc_info=exc,
             extra={
-                "action": "sweep",
+                "action": Action.SWEEP,
                 "pipeline": row.pipeline,
                 "batch_id": row.batch_id,
                 "task": row.task,

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from dagrelay.states import BatchStatus
 from dagrelay.store.queries import query
 from dagrelay.store.transitions import Created, _created
 
@@ -34,7 +35,7 @@ def cancel_batch(
     waiting = len(conn.execute(query("cancel_waiting_tasks"), params).all())
     never_started = len(conn.execute(query("cancel_unstarted_tasks"), params).all())
     running = conn.execute(query("running_tasks"), params).scalar_one()
-    status = "CANCELLING"
+    status: str = BatchStatus.CANCELLING
     if running == 0:
         status = conn.execute(query("finish_batch"), params).scalar_one()
     return Cancelled(running, waiting, never_started, status)
