@@ -31,7 +31,7 @@ from dagrelay.engine import schedules
 from dagrelay.engine.core import Engine, Failure
 from dagrelay.errors import LeaseExpired
 from dagrelay.messages import PollTask
-from dagrelay.states import Action
+from dagrelay.states import Action, TaskStatus
 from dagrelay.store import sweeps
 from dagrelay.store import transitions as store
 from dagrelay.store.db import error_text
@@ -108,7 +108,12 @@ class Sweeper:
                 )
             except Exception as failed:  # noqa: BLE001 - recorded on the row; the others go on
                 row = sweeps.TaskRow(
-                    ref.log_id, ref.pipeline, ref.batch_id, ref.task, "PROCESSING", ref.attempt
+                    ref.log_id,
+                    ref.pipeline,
+                    ref.batch_id,
+                    ref.task,
+                    TaskStatus.PROCESSING,
+                    ref.attempt,
                 )
                 self._record("conclude the expired lease", row, failed)
         return len(expired)
@@ -164,7 +169,9 @@ class Sweeper:
                     PollTask(batch_id=batch_id, task=task, attempt=attempt, pipeline=pipeline)
                 )
             except Exception as exc:  # noqa: BLE001 - recorded on the row; the others go on
-                row = sweeps.TaskRow(log_id, pipeline, batch_id, task, "PROCESSING", attempt)
+                row = sweeps.TaskRow(
+                    log_id, pipeline, batch_id, task, TaskStatus.PROCESSING, attempt
+                )
                 self._record("poll the deferred attempt", row, exc)
         return len(overdue)
 

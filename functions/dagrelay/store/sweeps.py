@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 
+from dagrelay.states import TaskStatus
 from dagrelay.store.outbox import OutgoingMessage
 from dagrelay.store.queries import query
 
@@ -47,7 +48,9 @@ def requeue_tasks(
 def stalled_queues(conn: Connection, *, cutoff: datetime) -> list[TaskRow]:
     """The oldest queued task of each queue that waited since before ``cutoff``."""
     rows = conn.execute(query("stalled_queues"), {"cutoff": cutoff}).all()
-    return [TaskRow(r.log_id, r.pipeline, r.batch_id, "", "QUEUED", r.attempt) for r in rows]
+    return [
+        TaskRow(r.log_id, r.pipeline, r.batch_id, "", TaskStatus.QUEUED, r.attempt) for r in rows
+    ]
 
 
 def release_queues(
