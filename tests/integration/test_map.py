@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from rich.console import Console
 from sqlalchemy import Engine, event, text
 
+from dagrelay.cli.explain import explain_tree, tolerated_failures
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import BadMessage, PipelineError
@@ -23,6 +25,7 @@ from dagrelay.pipelines.apply import apply
 from dagrelay.pipelines.export import export_yaml, read_pipeline
 from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.pipelines.validate import validate as validate_pipeline
+from dagrelay.store import reads
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration import map_helpers as mh
@@ -246,6 +249,22 @@ def test_tolerated_item_failures_are_recorded_not_alerted(
         assert alert["task"] == "each"
         assert "more than the" in alert["error"]
         assert "tolerated" in alert["error"]
+    else:
+        with db.connect() as conn:
+            batch = reads.read_batch(conn, "p", "b1")
+        assert batch is not None
+        tree = explain_tree(
+            "p",
+            "b1",
+            batch["status"],
+            batch["root_causes"],
+            tolerated=tolerated_failures(batch["tasks"]),
+        )
+        console = Console(width=200, record=True)
+        console.print(tree)
+        shown = console.export_text()
+        assert f"each SUCCESS {len(failing)} of 10 items failed" in shown
+        assert "recorded, not alerted" in shown
 
 
 def test_an_empty_list_skips_the_group(
