@@ -170,6 +170,21 @@ def unstorable(value: Any, top: str = "(message)") -> str | None:
     return None
 
 
+def unstorable_json(value: Any, top: str) -> str | None:
+    """Why PostgreSQL's JSONB cannot hold ``value`` (a value the engine produced: an output, an
+    item), naming where: a string it cannot store, or NaN/Infinity, which JSON has no words
+    for; None if it can. E.g. ``item 2 at name: contains a NUL character ...``."""
+    if problem := unstorable(value, ""):  # "" when the value itself is the string
+        return f"{top}{problem}" if problem.startswith(":") else f"{top} at {problem}"
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return f"{top}: holds NaN or Infinity, which JSON cannot represent"
+    except TypeError as exc:
+        return f"{top}: not JSON ({exc})"
+    return None
+
+
 def envelope_from_push(body: Any) -> Envelope:
     """The envelope inside a Pub/Sub push body or Pub/Sub CloudEvent data
     (``{"message": {"data", "attributes", "messageId"}, "subscription"}``)."""

@@ -103,11 +103,39 @@ SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM clo
 -- name: count_map_item
 -- An instance ended (SUCCESS, or ERROR/CANCELLED: failed): its group's counters. The row lock
 -- taken here orders the instances of one group; the last one sees succeeded + failed = total.
-UPDATE map_groups
-SET succeeded = succeeded + CASE WHEN :status = 'SUCCESS' THEN 1 ELSE 0 END,
-    failed = failed + CASE WHEN :status = 'SUCCESS' THEN 0 ELSE 1 END
-WHERE batch_id = :batch_id AND task_id = :task_id
-RETURNING total, tolerated, succeeded, failed;
+-- A failed item is recorded on its own row and not alerted (finish_attempt writes no alert for
+-- an instance): the ERROR that makes the failed items exceed the tolerated ones writes the
+-- group's one alert, here, in the same statement.
+WITH counted AS (
+    UPDATE map_groups
+    SET succeeded = succeeded + CASE WHEN CAST(:status AS text) = 'SUCCESS' THEN 1 ELSE 0 END,
+        failed = failed + CASE WHEN CAST(:status AS text) = 'SUCCESS' THEN 0 ELSE 1 END
+    WHERE batch_id = :batch_id AND task_id = :task_id
+    RETURNING pipeline, batch_id, total, tolerated, succeeded, failed
+),
+alert AS (
+    INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
+    SELECT CAST(:alerts_topic AS text),
+           jsonb_build_object('kind', 'task_failed', 'pipeline', c.pipeline,
+                              'batch_id', c.batch_id, 'task', CAST(:task AS text),
+                              'attempt', CAST(:attempt AS integer),
+                              'map_index', CAST(:map_index AS integer),
+                              'error', format('%s of %s items failed, more than the %s tolerated;'
+                                              ' item %s: %s', c.failed, c.total, c.tolerated,
+                                              CAST(:map_index AS integer),
+                                              CAST(:error AS text)),
+                              'log_id', CAST(:log_id AS bigint),
+                              'root_cause', CAST(:task AS text),
+                              'at', CAST(:now AS timestamptz)),
+           CAST('{"kind": "task_failed"}' AS jsonb), CAST(:now AS timestamptz),
+           CAST(:now AS timestamptz), CAST(:log_id AS bigint)
+    FROM counted c
+    WHERE CAST(:status AS text) = 'ERROR' AND c.failed = c.tolerated + 1
+    RETURNING outbox_id, topic, payload, attributes, available_at
+)
+SELECT c.total, c.tolerated, c.succeeded, c.failed,
+       (SELECT coalesce(jsonb_agg(to_jsonb(m)), '[]') FROM alert m) AS messages
+FROM counted c;
 
 -- name: decide_group
 -- The group's one decision, after its last instance was counted (a statement of its own, so its

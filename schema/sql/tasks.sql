@@ -127,6 +127,7 @@ WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND tl.status = 'PROCESS
 -- (a zombie whose lease expired) is rejected; closes the attempt's history row. A RETRY writes
 -- its run_task message, held in the outbox until next_attempt_at; an ERROR writes the one alert.
 -- A RETRY in a batch that is no longer RUNNING (cancelled meanwhile) is CANCELLED instead.
+-- An instance of a mapped task writes no alert here: its group's counters decide (map.sql).
 -- An empty tasks array back means the write did not land.
 WITH running AS (
     SELECT 1 FROM batches b
@@ -175,7 +176,7 @@ messages AS (
            CAST('{"kind": "task_failed"}' AS jsonb), CAST(:now AS timestamptz),
            CAST(:now AS timestamptz), d.log_id
     FROM done d
-    WHERE d.status = 'ERROR'
+    WHERE d.status = 'ERROR' AND d.map_index < 0  -- an item's: count_map_item decides
     RETURNING outbox_id, topic, payload, attributes, available_at
 )
 SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM done c) AS tasks,

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy import Engine as SqlEngine
+from sqlalchemy.exc import DBAPIError
 
 from dagrelay.engine import maps, moves, retry
 from dagrelay.engine import params as params_mod
@@ -37,13 +38,13 @@ from dagrelay.handlers.registry import (
     check_deferred,
     check_output,
 )
-from dagrelay.messages import CancelBatch, PollTask, Rerun, Resume, RunTask, StartBatch
+from dagrelay.messages import CancelBatch, PollTask, Rerun, Resume, RunTask, StartBatch, escaped
 from dagrelay.states import Action, BatchStatus, TaskStatus
 from dagrelay.store import cancelling
 from dagrelay.store import maps as store_maps
 from dagrelay.store import transitions as store
 from dagrelay.store import versions as store_versions
-from dagrelay.store.db import retry_transient
+from dagrelay.store.db import refused_value, retry_transient
 from dagrelay.store.outbox import OutboxRelay, OutgoingMessage, Publisher
 
 log = logging.getLogger(__name__)
@@ -483,45 +484,66 @@ class Engine:
             "attempt": ref.attempt,
         }
 
-        def transaction() -> tuple[store.Result, store.Created] | None:
-            now = self.clock()
-            result = self._result(ref, output, failure, now)
-            with self.db.begin() as conn:
-                written = store.finish_attempt(
-                    conn,
-                    ref=ref,
-                    result=result,
-                    topic=self.events_topic,
-                    alerts_topic=self.alerts_topic,
-                    now=now,
-                    lease_before=lease_before,
-                )
-                if written is None:
-                    return None
-                # The status written may differ from the one asked (RETRY -> CANCELLED).
-                result = replace(result, status=written.tasks[0].status)
-                finished = self._finished(conn, ref, result.status, now)
-                if finished:
-                    children = self._advance(conn, ref.pipeline, ref.batch_id, finished, now)
-                    written = store.Created(
-                        written.tasks + children.tasks, written.messages + children.messages
-                    )
-                if ref.limited:  # last, so the pool's row is locked only until the commit
-                    written = _with_messages(written, self._release(conn, ref, now))
-            return result, written
-
-        concluded = retry_transient(transaction)
+        try:
+            concluded = retry_transient(lambda: self._write(ref, output, failure, lease_before))
+        except (DBAPIError, UnicodeError) as exc:
+            # A value the engine produced (an output, an error text, a child's items) that the
+            # database refuses: the task ends ERROR with the reason, in a transaction of its
+            # own; its message is not a bad one (DESIGN.md section 5).
+            if (reason := refused_value(exc)) is None:
+                raise
+            log.error("the database refused the attempt's result: %s", reason, extra=extra)  # noqa: TRY400 - the reason says it all
+            refusal = _refusal("the attempt's result", reason)
+            concluded = retry_transient(lambda: self._write(ref, None, refusal, lease_before))
         if concluded is None:
             log.warning("late result rejected: the attempt is no longer live", extra=extra)
             return RunOutcome.IGNORED
         result, created = concluded
-        _log_result(result, extra)
+        _log_result(result, extra, _alerts(created.messages, self.alerts_topic))
         self.hooks.at(HookPoint.AFTER_COMMIT, ref.task)
         self.publish(created.messages)
         released = any(t.status == TaskStatus.NEW for t in created.tasks)
         if result.status != TaskStatus.RETRY and not released:  # CANCELLED: maybe the last
             self.finish_batch(ref.pipeline, ref.batch_id)
         return RunOutcome(result.status.value)
+
+    def _write(
+        self,
+        ref: store.AttemptRef,
+        output: Mapping[str, Any] | None,
+        failure: Failure | None,
+        lease_before: datetime | None,
+    ) -> tuple[store.Result, store.Created] | None:
+        """One transaction: the attempt's result (fenced), the parent transitions it feeds
+        into the fan-in, its children, the waiters its slot releases. None: not written."""
+        now = self.clock()
+        result = self._result(ref, output, failure, now)
+        with self.db.begin() as conn:
+            written = store.finish_attempt(
+                conn,
+                ref=ref,
+                result=result,
+                topic=self.events_topic,
+                alerts_topic=self.alerts_topic,
+                now=now,
+                lease_before=lease_before,
+            )
+            if written is None:
+                return None
+            # The status written may differ from the one asked (RETRY -> CANCELLED).
+            result = replace(result, status=written.tasks[0].status)
+            finished = self._finished(conn, ref, result, now)
+            written = _with_messages(written, finished.messages)  # an item's alert
+            if finished.transitions:
+                children = self._advance(
+                    conn, ref.pipeline, ref.batch_id, finished.transitions, now
+                )
+                written = store.Created(
+                    written.tasks + children.tasks, written.messages + children.messages
+                )
+            if ref.limited:  # last, so the pool's row is locked only until the commit
+                written = _with_messages(written, self._release(conn, ref, now))
+        return result, written
 
     def _release(
         self, conn: Connection, ref: store.AttemptRef, now: datetime
@@ -543,7 +565,13 @@ class Engine:
                     now=now,
                 )
 
-        created = retry_transient(transaction)
+        try:
+            created = retry_transient(transaction)
+        except (DBAPIError, UnicodeError) as exc:
+            if (reason := refused_value(exc)) is None:
+                raise
+            log.error("the database refused the deferral: %s", reason, extra=extra)  # noqa: TRY400 - the reason says it all
+            return self.conclude(ref, None, _refusal("the deferral's job", reason))
         if created is None:
             log.warning("deferral rejected: the attempt is no longer live", extra=extra)
             return RunOutcome.IGNORED
@@ -568,20 +596,21 @@ class Engine:
             next_attempt_at=next_at,
         )
 
-    @staticmethod
     def _finished(
-        conn: Connection, ref: store.AttemptRef, status: TaskStatus, now: datetime
-    ) -> list[store.Transition]:
+        self, conn: Connection, ref: store.AttemptRef, result: store.Result, now: datetime
+    ) -> maps.Counted:
         """The parent transitions an attempt's result feeds into the fan-in: its task's, or for
-        an instance of a mapped task its group's, once the last instance ended."""
+        an instance of a mapped task its group's, once the last instance ended (with the one
+        alert of the item failure that exceeds its group's tolerance)."""
+        status = result.status
         if status == TaskStatus.RETRY:
-            return []
+            return maps.Counted([], [])
         if ref.map_index >= 0:
-            return maps.count_instance(conn, ref, status, now)
+            return maps.count_instance(conn, ref, result, alerts_topic=self.alerts_topic, now=now)
         if status == TaskStatus.CANCELLED:
-            return []
+            return maps.Counted([], [])
         root = ref.log_id if status == TaskStatus.ERROR else None
-        return [store.Transition(ref.task_id, status, root)]
+        return maps.Counted([store.Transition(ref.task_id, status, root)], [])
 
     # -- fan-in / fan-out ----------------------------------------------------------------------
 
@@ -742,24 +771,43 @@ def _failure(exc: BaseException) -> Failure:
     """``error`` is what an operator reads (``Type: message``, no frames of the engine); the
     traceback, kept with the attempt, says where."""
     kind = "non-retryable " if isinstance(exc, NonRetryableError) else ""
-    error = f"{kind}{type(exc).__name__}: {exc}"
-    summary = "".join(traceback.format_exception(exc, limit=-8))
+    error = escaped(f"{kind}{type(exc).__name__}: {exc}")  # a NUL in a message is kept, escaped
+    summary = escaped("".join(traceback.format_exception(exc, limit=-8)))
     return Failure(exc, error[:MAX_ERROR_CHARS], summary[-MAX_ERROR_CHARS:])
 
 
-def _log_result(result: store.Result, extra: Mapping[str, Any]) -> None:
-    if result.status == TaskStatus.ERROR:
-        # The alert's log line; its message is in the outbox for the alerts topic.
+def _refusal(what: str, reason: str) -> Failure:
+    """The failure of an attempt whose result the database refused: final, not retried."""
+    error = escaped(f"{what} could not be stored: {reason}")
+    return Failure(NonRetryableError(error), error[:MAX_ERROR_CHARS], "")
+
+
+def _alerts(messages: Sequence[OutgoingMessage], topic: str) -> list[Mapping[str, Any]]:
+    """The alerts among the messages a transaction wrote (each is one untolerated failure)."""
+    return [m.payload for m in messages if m.topic == topic]
+
+
+def _log_result(
+    result: store.Result, extra: Mapping[str, Any], alerts: Sequence[Mapping[str, Any]] = ()
+) -> None:
+    for alert in alerts:
+        # The alert's log line (the log-based alert counts these); its message is in the
+        # outbox for the alerts topic. One per untolerated failure, whichever task it names.
         log.error(
             "task failed: %s",
-            result.error,
+            alert.get("error"),
             extra={
                 **extra,
+                "task": alert.get("task"),
+                "batch_id": alert.get("batch_id"),
                 "alert": "task_failed",
-                "error": result.error,
-                "root_cause": extra["task"],
+                "error": alert.get("error"),
+                "root_cause": alert.get("root_cause"),
             },
         )
+    if result.status == TaskStatus.ERROR:
+        if not alerts:  # an item within its group's tolerance (or after the one alert)
+            log.warning("item failed, recorded and not alerted: %s", result.error, extra=extra)
     elif result.status == TaskStatus.RETRY:
         log.warning(
             "task failed, retry at %s: %s",

@@ -91,8 +91,11 @@ class Pipeline:
         pool: str | None = None,
         enabled: bool = True,
         description: str | None = None,
+        map: Mapping[str, Any] | None = None,
     ) -> TaskRef:
-        """A task running the registered handler ``handler``."""
+        """A task running the registered handler ``handler``; with ``map`` (``{"over":
+        "<parent>.<key>", "tolerated_failures": ..., "max_items": ..., "max_parallel": ...}``)
+        once per item of its parent's list."""
         self._tasks.append(
             PipelineTask(
                 name=name,
@@ -108,6 +111,7 @@ class Pipeline:
                 pool=pool,
                 enabled=enabled,
                 description=description,
+                map=dict(map) if map is not None else None,
             )
         )
         return TaskRef(name)

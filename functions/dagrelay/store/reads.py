@@ -389,6 +389,14 @@ def batch_outputs(conn: Connection, pipeline: str, batch_id: str) -> dict[str, A
     return {row["task"]: row["output"] for row in rows}
 
 
+def batch_items(conn: Connection, pipeline: str, batch_id: str) -> dict[str, list[dict[str, Any]]]:
+    """{mapped task: its instances by index (map_index, item, status, attempt, output, error)}."""
+    items: dict[str, list[dict[str, Any]]] = {}
+    for row in _rows(conn, "batch_items", pipeline=pipeline, batch_id=batch_id):
+        items.setdefault(row.pop("task"), []).append(row)
+    return items
+
+
 def task_row(conn: Connection, pipeline: str, batch_id: str, task: str) -> dict[str, Any] | None:
     found = _rows(conn, "task_row", pipeline=pipeline, batch_id=batch_id, task=task)
     return found[0] if found else None
