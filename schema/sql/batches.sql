@@ -191,7 +191,7 @@ scope(task_id) AS (
       AND (SELECT start_task_id FROM batch) IS NOT NULL
 ),
 decided AS (
-    SELECT t.task_id, t.enabled, f.root_cause_log_id,
+    SELECT t.task_id, t.enabled, t.map, f.root_cause_log_id,
            CASE WHEN f.task_id IS NULL THEN 'RUN'
                 ELSE dagrelay_trigger_decision(t.trigger_rule, f.parents, f.succeeded, f.failed,
                                                f.skipped) END AS decision
@@ -206,7 +206,8 @@ created AS (
                           root_cause_log_id)
     SELECT :pipeline, :batch_id, d.task_id,
            CASE WHEN d.decision <> 'RUN' THEN d.decision
-                WHEN d.enabled THEN 'NEW'
+                WHEN d.enabled AND d.map IS NULL THEN 'NEW'
+                WHEN d.enabled THEN 'PROCESSING'  -- a mapped task's group: the engine opens it
                 ELSE 'SKIPPED' END::task_status,
            :now,
            CASE WHEN d.decision = 'RUN' AND d.enabled THEN NULL ELSE CAST(:now AS timestamptz) END,

@@ -38,7 +38,7 @@ from dagrelay.handlers.registry import (
     check_output,
 )
 from dagrelay.messages import CancelBatch, PollTask, Rerun, Resume, RunTask, StartBatch
-from dagrelay.states import TaskStatus
+from dagrelay.states import RERUN_FROM, TaskStatus
 from dagrelay.store import cancelling
 from dagrelay.store import maps as store_maps
 from dagrelay.store import transitions as store
@@ -212,21 +212,29 @@ class Engine:
         with self.db.begin() as conn:
             status = cancelling.lock_batch(conn, pipeline=msg.pipeline, batch_id=msg.batch_id)
             _check_resumable(msg, status)
+            # Mapped tasks the cancel stopped midway: their groups open again with the items
+            # that never ran (a group whose items had all ended is decided now).
+            groups = maps.reopen_groups(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, topic=self.events_topic, now=now
+            )
             reset = cancelling.resume_reset(conn, pipeline=msg.pipeline, batch_id=msg.batch_id)
             created = cancelling.resume_start(
                 conn, pipeline=msg.pipeline, batch_id=msg.batch_id, topic=self.events_topic, now=now
             )
+            opened = self._open_groups(conn, created, now)  # mapped tasks decided RUN now
             decided = [
                 store.Transition(t.task_id, t.status, t.root_cause_log_id)
                 for t in created.tasks
-                if t.status != TaskStatus.NEW
+                if t.status not in (TaskStatus.NEW, TaskStatus.PROCESSING)
             ]
+            decided += groups.finished + opened.finished
             cascade = self._advance(conn, msg.pipeline, msg.batch_id, decided, now)
-        started = sum(t.status == TaskStatus.NEW for t in created.tasks + cascade.tasks)
+        made = [groups.created, created, opened.created, cascade]
+        started = sum(t.status == TaskStatus.NEW for c in made for t in c.tasks)
         log.warning(
             "batch resumed: %d cancelled rows reset, %d tasks started", reset, started, extra=extra
         )
-        self.publish(created.messages + cascade.messages)
+        self.publish([m for c in made for m in c.messages])
         if not started:
             self.finish_batch(msg.pipeline, msg.batch_id)
         return Resumed(reset=reset, started=started)
@@ -293,6 +301,8 @@ class Engine:
                     topic=self.events_topic,
                     now=now,
                 )
+                if created is None:  # the batch's status changed under the lock: impossible
+                    raise BadMessage(_not_rerunnable(target.pipeline, batch_id, None))
                 opened = self._open_groups(conn, created, now)  # a mapped task: its instances
                 closed = self._advance(conn, target.pipeline, batch_id, opened.finished, now)
                 messages += created.messages + opened.created.messages + closed.messages
@@ -330,7 +340,8 @@ class Engine:
             store_maps.recount_children(
                 conn, pipeline=pipeline, batch_id=batch_id, task_id=target.task_id
             )
-            store_maps.resume_batch(conn, pipeline=pipeline, batch_id=batch_id)
+            if not store_maps.resume_batch(conn, pipeline=pipeline, batch_id=batch_id):
+                raise BadMessage(_not_rerunnable(pipeline, batch_id, None))
         log.warning(
             "rerun of %d failed items of %s",
             len(created.tasks),
@@ -666,10 +677,23 @@ def _check_resumable(msg: Resume, status: str | None) -> None:
         )
 
 
+def _not_rerunnable(pipeline: str, batch_id: str, status: str | None) -> str:
+    """Why a rerun is refused: the batch's status (None: it changed under the rerun)."""
+    if status is None:
+        return f"batch {pipeline}/{batch_id} changed status during the rerun; try again"
+    return (
+        f"batch {pipeline}/{batch_id} is {status}: a rerun now would undo the cancel; wait "
+        "until it is CANCELLED, then resume it or rerun"
+    )
+
+
 def _rerun_targets(
     batch_id: str, tasks: Sequence[str], pipeline: str | None, scope: Sequence[store.ScopeRow]
 ) -> list[store.ScopeRow]:
     """The rows of the tasks to rerun, once it is clear the rerun can go ahead."""
+    batch_status = scope[0].batch_status if scope else None
+    if batch_status is not None and batch_status not in RERUN_FROM:
+        raise BadMessage(_not_rerunnable(scope[0].pipeline, batch_id, batch_status))
     by_name = {row.task: row for row in scope}
     targets: list[store.ScopeRow] = []
     for task in tasks:

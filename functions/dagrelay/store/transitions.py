@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Row
 
 from dagrelay.retry_policy import RetryPolicy
-from dagrelay.states import TaskStatus
+from dagrelay.states import BatchStatus, TaskStatus
 from dagrelay.store.outbox import OutgoingMessage
 from dagrelay.store.queries import query
 from dagrelay.store.records import DeadLetter, Rejection
@@ -401,6 +401,7 @@ class ScopeRow:
     pipeline: str
     log_id: int | None
     status: TaskStatus | None
+    batch_status: BatchStatus
 
 
 def rerun_scope(
@@ -419,7 +420,12 @@ def rerun_scope(
     ).all()
     return [
         ScopeRow(
-            r.task_id, r.name, r.pipeline, r.log_id, TaskStatus(r.status) if r.status else None
+            r.task_id,
+            r.name,
+            r.pipeline,
+            r.log_id,
+            TaskStatus(r.status) if r.status else None,
+            BatchStatus(r.batch_status),
         )
         for r in rows
     ]
@@ -442,7 +448,9 @@ def rerun_start(
     task: str,
     topic: str,
     now: datetime,
-) -> Created:
+) -> Created | None:
+    """The batch RUNNING again and the task's row (and message); None (nothing written) if the
+    batch's status forbids a rerun (CANCELLING)."""
     row = conn.execute(
         query("rerun_start"),
         {
@@ -454,7 +462,7 @@ def rerun_start(
             "now": now,
         },
     ).one()
-    return _created(row)
+    return _created(row) if row.resumed else None
 
 
 def descendants(
