@@ -47,7 +47,8 @@ SET succeeded = c.succeeded, failed = c.failed, skipped = c.skipped,
 FROM (
     SELECT d.child_task_id AS task_id,
            count(*) FILTER (WHERE pl.status = 'SUCCESS') AS succeeded,
-           count(*) FILTER (WHERE pl.status IN ('ERROR', 'UPSTREAM_FAILED')) AS failed,
+           count(*) FILTER (WHERE pl.status IN ('ERROR', 'UPSTREAM_FAILED', 'CANCELLED'))
+               AS failed,
            count(*) FILTER (WHERE pl.status = 'SKIPPED') AS skipped,
            min(CASE pl.status WHEN 'ERROR' THEN pl.log_id
                               WHEN 'UPSTREAM_FAILED' THEN pl.root_cause_log_id END) AS root_cause

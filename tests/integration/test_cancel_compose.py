@@ -102,13 +102,14 @@ def mapped(db: Engine, insert_pipeline: Any) -> None:
 
 
 def group_rows(db: Engine) -> dict[int, str]:
-    rows = db.connect().execute(
-        text(
-            "SELECT tl.map_index, tl.status::text FROM task_log tl JOIN tasks t USING (task_id) "
-            "WHERE t.name = 'each' ORDER BY tl.map_index"
+    with db.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT tl.map_index, tl.status::text FROM task_log tl "
+                "JOIN tasks t USING (task_id) WHERE t.name = 'each' ORDER BY tl.map_index"
+            )
         )
-    )
-    return {r[0]: r[1] for r in rows}
+        return {r[0]: r[1] for r in rows}
 
 
 def cancel_while(

@@ -180,17 +180,27 @@ class Engine:
 
     def cancel_batch(self, msg: CancelBatch) -> cancelling.Cancelled | None:
         """RUNNING -> CANCELLING: waiting tasks and those never created become CANCELLED,
-        running attempts finish (a failure is not retried) and the last one to end makes the
-        batch CANCELLED (at once if none runs). None if the batch was not RUNNING."""
+        running attempts finish (a failure is not retried), teardown tasks are spared and run
+        once their parents are done; the last attempt to end makes the batch CANCELLED (at
+        once if none runs or waits). None if the batch was not RUNNING."""
         extra = {"action": "cancel_batch", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
         extra["triggered_by"] = msg.triggered_by or "unknown"
+        now = self.clock()
         with self.db.begin() as conn:
-            done = cancelling.cancel_batch(
-                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=self.clock()
+            stopped = cancelling.cancel_batch(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=now
             )
-        if done is None:
-            log.info("cancel ignored: the batch is not running", extra=extra)
-            return None
+            if stopped is None:
+                log.info("cancel ignored: the batch is not running", extra=extra)
+                return None
+            # The cancelled tasks are done for the fan-in: their teardown children start.
+            cancelled = [store.Transition(t, TaskStatus.CANCELLED) for t in stopped.task_ids]
+            teardowns = self._advance(conn, msg.pipeline, msg.batch_id, cancelled, now)
+            running, status = cancelling.settle(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=now
+            )
+        self.publish(teardowns.messages)
+        done = cancelling.Cancelled(running, stopped.waiting, stopped.never_started, status)
         log.warning(
             "batch %s: %d running tasks will finish; %d waiting and %d never-started tasks "
             "cancelled",
@@ -214,10 +224,20 @@ class Engine:
             _check_resumable(msg, status)
             # Mapped tasks the cancel stopped midway: their groups open again with the items
             # that never ran (a group whose items had all ended is decided now).
-            groups = maps.reopen_groups(
+            groups = store_maps.resume_groups(
                 conn, pipeline=msg.pipeline, batch_id=msg.batch_id, topic=self.events_topic, now=now
             )
-            reset = cancelling.resume_reset(conn, pipeline=msg.pipeline, batch_id=msg.batch_id)
+            reopened = list(groups.counters)
+            removed = cancelling.resume_reset(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, reopened=reopened
+            )
+            if removed is None:  # the batch row is locked and CANCELLED: cannot happen
+                raise BadMessage(f"batch {msg.pipeline}/{msg.batch_id} changed; resume again")
+            reset, task_ids = removed
+            # A cancelled task counted as done in its children's fan-in: not any more.
+            cancelling.recount_fanin(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, task_ids=task_ids + reopened
+            )
             created = cancelling.resume_start(
                 conn, pipeline=msg.pipeline, batch_id=msg.batch_id, topic=self.events_topic, now=now
             )
@@ -227,7 +247,10 @@ class Engine:
                 for t in created.tasks
                 if t.status not in (TaskStatus.NEW, TaskStatus.PROCESSING)
             ]
-            decided += groups.finished + opened.finished
+            decided += opened.finished
+            decided += maps.decide_reopened(
+                conn, batch_id=msg.batch_id, groups=groups.counters, now=now
+            )
             cascade = self._advance(conn, msg.pipeline, msg.batch_id, decided, now)
         made = [groups.created, created, opened.created, cascade]
         started = sum(t.status == TaskStatus.NEW for c in made for t in c.tasks)
@@ -580,8 +603,8 @@ class Engine:
             return []
         if ref.map_index >= 0:
             return maps.count_instance(conn, ref, status, now)
-        if status == TaskStatus.CANCELLED:
-            return []
+        # CANCELLED (it failed while its batch was being cancelled) is done for the fan-in too:
+        # in a CANCELLING batch only its teardown children are created.
         root = ref.log_id if status == TaskStatus.ERROR else None
         return [store.Transition(ref.task_id, status, root)]
 

@@ -147,17 +147,14 @@ def count_instance(
     return [store.Transition(t.task_id, t.status, _root(t)) for t in decided.tasks]
 
 
-def reopen_groups(
-    conn: Connection, *, pipeline: str, batch_id: str, topic: str, now: datetime
-) -> Opened:
-    """resume: the groups a cancel closed open again with their cancelled items (NEW, with
-    their messages); a group whose every item had ended is decided now, once (its transition
-    back, for the fan-in)."""
-    reopened = store_maps.resume_groups(
-        conn, pipeline=pipeline, batch_id=batch_id, topic=topic, now=now
-    )
+def decide_reopened(
+    conn: Connection, *, batch_id: str, groups: Mapping[int, store_maps.Counters], now: datetime
+) -> list[store.Transition]:
+    """resume: the groups a cancel closed were reopened (``store.maps.resume_groups``) with
+    their cancelled items; a group whose every item had ended is decided now, once (its
+    transition back, for the fan-in)."""
     finished: list[store.Transition] = []
-    for task_id, counters in reopened.counters.items():
+    for task_id, counters in groups.items():
         if counters.succeeded + counters.failed < counters.total:
             continue
         outcome, error = decision(counters)
@@ -165,7 +162,7 @@ def reopen_groups(
             conn, batch_id=batch_id, task_id=task_id, status=outcome.value, error=error, now=now
         )
         finished += [store.Transition(t.task_id, t.status, _root(t)) for t in decided.tasks]
-    return Opened(reopened.created, finished)
+    return finished
 
 
 def decision(counters: store_maps.Counters) -> tuple[TaskStatus, str | None]:
