@@ -211,7 +211,7 @@ def test_a_teardown_with_another_trigger_rule_or_a_map_is_refused(tmp_path: Path
         encoding="utf-8",
     )
     with pytest.raises(PipelineError) as refused:
-        validate(load_pipeline(path))
+        validate(load_pipeline(path), ["python.noop"])
     text_ = str(refused.value)
     assert "teardown" in text_
     assert "all_success" in text_
