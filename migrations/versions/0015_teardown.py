@@ -70,9 +70,11 @@ PIN_FUNCTION = _edit(
     [
         (
             "ELSE jsonb_build_object('map', t.map) END\n",
-            "ELSE jsonb_build_object('map', t.map) END\n"
-            "                      || CASE WHEN t.teardown THEN '{\"teardown\": true}'::jsonb\n"
-            "                              ELSE '{}'::jsonb END\n",
+            (
+                "ELSE jsonb_build_object('map', t.map) END\n"
+                "                      || CASE WHEN t.teardown THEN '{\"teardown\": true}'::jsonb\n"
+                "                              ELSE '{}'::jsonb END\n"
+            ),
         ),
         ("max_active, map)\n    SELECT", "max_active, map, teardown)\n    SELECT"),
         ("s.max_active, s.map\n", "s.max_active, s.map, coalesce(s.teardown, false)\n"),
@@ -86,16 +88,22 @@ ADVANCE_CHILDREN = _edit(
     V12.ADVANCE_CHILDREN,
     [
         (
-            "SELECT 1 FROM batches\n"
-            "            WHERE pipeline = p_pipeline AND batch_id = p_batch_id AND status = 'RUNNING'\n",
-            "SELECT status = 'RUNNING' AS running FROM batches\n"
-            "            WHERE pipeline = p_pipeline AND batch_id = p_batch_id\n"
-            "              AND status IN ('RUNNING', 'CANCELLING')\n",
+            (
+                "SELECT 1 FROM batches\n"
+                "            WHERE pipeline = p_pipeline AND batch_id = p_batch_id AND status = 'RUNNING'\n"
+            ),
+            (
+                "SELECT status = 'RUNNING' AS running FROM batches\n"
+                "            WHERE pipeline = p_pipeline AND batch_id = p_batch_id\n"
+                "              AND status IN ('RUNNING', 'CANCELLING')\n"
+            ),
         ),
         (
             "count(*) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED')) AS failed",
-            "count(*) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED', 'CANCELLED'))\n"
-            "                       AS failed",
+            (
+                "count(*) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED', 'CANCELLED'))\n"
+                "                       AS failed"
+            ),
         ),
         (
             "SELECT c.pipeline, c.task_id, t.name, t.enabled, t.map,",
@@ -103,8 +111,10 @@ ADVANCE_CHILDREN = _edit(
         ),
         (
             "WHERE d.decision IS NOT NULL AND EXISTS (SELECT 1 FROM batch_running)",
-            "WHERE d.decision IS NOT NULL\n"
-            "              AND EXISTS (SELECT 1 FROM batch_running r WHERE r.running OR d.teardown)",
+            (
+                "WHERE d.decision IS NOT NULL\n"
+                "              AND EXISTS (SELECT 1 FROM batch_running r WHERE r.running OR d.teardown)"
+            ),
         ),
     ],
 )
@@ -115,8 +125,10 @@ CLAIM_LIMITED = _edit(
     [
         (
             "WHERE b.pipeline = p_pipeline AND b.batch_id = p_batch_id AND b.status = 'RUNNING'\n",
-            "WHERE b.pipeline = p_pipeline AND b.batch_id = p_batch_id\n"
-            "      AND (b.status = 'RUNNING' OR (b.status = 'CANCELLING' AND t.teardown))\n",
+            (
+                "WHERE b.pipeline = p_pipeline AND b.batch_id = p_batch_id\n"
+                "      AND (b.status = 'RUNNING' OR (b.status = 'CANCELLING' AND t.teardown))\n"
+            ),
         )
     ],
 )

@@ -112,9 +112,7 @@ def group_rows(db: Engine) -> dict[int, str]:
         return {r[0]: r[1] for r in rows}
 
 
-def cancel_while(
-    dag: DagEngine, publisher: InMemoryPublisher, gate: Gate, msg: RunTask
-) -> None:
+def cancel_while(dag: DagEngine, publisher: InMemoryPublisher, gate: Gate, msg: RunTask) -> None:
     """Run ``msg`` in a thread; cancel the batch while its handler blocks; let it end."""
     running = threading.Thread(target=lambda: dag.run_task(msg))
     running.start()
@@ -157,7 +155,9 @@ def test_resume_after_a_cancel_mid_map_runs_what_never_ran(
     publisher.drain()
     for index in done_before:
         assert dag.run_task(RunTask("b1", "each", pipeline="p", map_index=index)) == "SUCCESS"
-    cancel_while(dag, publisher, handlers.gate, RunTask("b1", "each", pipeline="p", map_index=gated))
+    cancel_while(
+        dag, publisher, handlers.gate, RunTask("b1", "each", pipeline="p", map_index=gated)
+    )
     assert batch_status(db, "p", "b1") == "CANCELLED"
     assert group_rows(db)[-1] == "CANCELLED"
 
@@ -165,7 +165,7 @@ def test_resume_after_a_cancel_mid_map_runs_what_never_ran(
     drive(dag, publisher)
 
     assert batch_status(db, "p", "b1") == "SUCCESS"
-    assert group_rows(db) == {-1: "SUCCESS"} | {i: "SUCCESS" for i in range(count)}
+    assert group_rows(db) == {-1: "SUCCESS"} | dict.fromkeys(range(count), "SUCCESS")
     assert {i: handlers.runs[("each", i)] for i in range(count)} == dict.fromkeys(range(count), 1)
     assert handlers.runs[("join", None)] == 1, "the group decided its children once"
     assert [o["y"] for o in handlers.seen[0]] == [i * i for i in range(count)]
@@ -191,7 +191,7 @@ def test_resume_maps_a_task_whose_parent_ended_while_cancelling(
     drive(dag, publisher)
 
     assert batch_status(db, "p", "b1") == "SUCCESS"
-    assert group_rows(db) == {-1: "SUCCESS"} | {i: "SUCCESS" for i in range(4)}
+    assert group_rows(db) == {-1: "SUCCESS"} | dict.fromkeys(range(4), "SUCCESS")
     assert handlers.runs[("each", None)] == 0, "the group row never runs as a task"
     assert [o["y"] for o in handlers.seen[0]] == [0, 1, 4, 9]
 

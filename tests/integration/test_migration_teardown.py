@@ -84,9 +84,12 @@ def test_downgrade_cancels_what_waits_in_a_cancelling_batch(old_db: Engine) -> N
     assert migrate.current(old_db) == BEFORE
     assert one(old_db, "SELECT status::text FROM task_log") == "CANCELLED"
     assert one(old_db, FUNCTIONS_KNOW_TEARDOWN) is False
-    assert one(
-        old_db,
-        "SELECT count(*) FROM information_schema.columns WHERE column_name = 'teardown'",
-    ) == 0
+    assert (
+        one(
+            old_db,
+            "SELECT count(*) FROM information_schema.columns WHERE column_name = 'teardown'",
+        )
+        == 0
+    )
     migrate.upgrade(old_db, AFTER)  # and up again
     assert one(old_db, FUNCTIONS_KNOW_TEARDOWN) is True

@@ -35,7 +35,9 @@ class Stopped:
     task_ids: list[int]
 
 
-def cancel_batch(conn: Connection, *, pipeline: str, batch_id: str, now: datetime) -> Stopped | None:
+def cancel_batch(
+    conn: Connection, *, pipeline: str, batch_id: str, now: datetime
+) -> Stopped | None:
     """RUNNING -> CANCELLING, its waiting and not yet created tasks CANCELLED (teardown tasks
     spared); None if the batch was not RUNNING."""
     params = {"pipeline": pipeline, "batch_id": batch_id, "now": now}
