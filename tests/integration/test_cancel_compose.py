@@ -261,3 +261,64 @@ def test_no_rerun_undoes_a_cancel(
         handlers.slow.release.set()
         running.join(10)
     assert batch_status(db, "p", "b1") == "CANCELLED"
+
+
+@pytest.fixture
+def mapped_with_teardown(db: Engine, insert_pipeline: Any) -> None:
+    """p: src -> each (mapped) -> join, slow, and cleanup (teardown) after each."""
+    edges = {"src": [], "each": ["src"], "join": ["each"], "slow": [], "cleanup": ["each"]}
+    insert_pipeline(
+        "p",
+        edges,
+        handlers={"src": "t.src", "each": "t.each", "join": "t.join", "slow": "t.slow"}
+        | {"cleanup": "t.join"},
+    )
+    set_map(db, "p", "each", {"over": "src.items"})
+    with db.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE tasks SET teardown = true, trigger_rule = 'all_done' WHERE name = 'cleanup'"
+            )
+        )
+
+
+def cleanup_status(db: Engine) -> str | None:
+    return scalar(
+        db,
+        "SELECT tl.status::text FROM task_log tl JOIN tasks t USING (task_id) "
+        "WHERE t.name = 'cleanup'",
+    )
+
+
+@pytest.mark.usefixtures("mapped_with_teardown")
+def test_a_teardown_below_a_cancelled_map_waits_for_its_running_items(
+    dag: DagEngine, db: Engine, publisher: InMemoryPublisher, handlers: Handlers
+) -> None:
+    handlers.count, handlers.gated = 4, 1
+    dag.start_batch(StartBatch("p", "b1"))
+    publisher.drain()
+    run_slow_through(dag, handlers)
+    dag.run_task(RunTask("b1", "src", pipeline="p"))
+    publisher.drain()
+    dag.run_task(RunTask("b1", "each", pipeline="p", map_index=0))
+    item = RunTask("b1", "each", pipeline="p", map_index=1)
+    running = threading.Thread(target=lambda: dag.run_task(item))
+    running.start()
+    try:
+        assert handlers.gate.entered.wait(10)
+        dag.cancel_batch(CancelBatch("p", "b1"))
+        assert cleanup_status(db) is None, "item 1 still runs: the clean-up must wait"
+    finally:
+        handlers.gate.release.set()
+        running.join(10)
+    assert cleanup_status(db) == "NEW"
+    assert batch_status(db, "p", "b1") == "CANCELLING"
+    drive(dag, publisher)
+    assert cleanup_status(db) == "SUCCESS"
+    assert batch_status(db, "p", "b1") == "CANCELLED"
+
+    dag.resume(Resume("p", "b1"))
+    drive(dag, publisher)
+    assert batch_status(db, "p", "b1") == "SUCCESS"
+    assert handlers.runs[("join", None)] == 3, "join once, the clean-up on cancel and after"
+    assert {i: handlers.runs[("each", i)] for i in range(4)} == dict.fromkeys(range(4), 1)
