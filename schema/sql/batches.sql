@@ -127,7 +127,11 @@ WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
   AND (tl.status IN ('NEW', 'QUEUED', 'RETRY')
        OR (tl.status = 'PROCESSING' AND tl.map_index = -1 AND tl.attempt = 0
            AND tl.lease_expires_at IS NULL))
-RETURNING tl.log_id, tl.task_id, tl.map_index;
+RETURNING tl.log_id, tl.task_id, tl.map_index,
+          -- a group with instances still running: its children count it when they end
+          EXISTS (SELECT 1 FROM task_log i
+                  WHERE i.batch_id = tl.batch_id AND i.task_id = tl.task_id
+                    AND i.map_index >= 0 AND i.status = 'PROCESSING') AS busy;
 
 -- name: cancel_unstarted_tasks
 -- Every task of the batch's scope without a row yet gets a CANCELLED row (attempt 0): nothing
@@ -152,7 +156,7 @@ FROM scope s
 JOIN version_tasks t ON t.version_id = (SELECT version_id FROM batch) AND t.task_id = s.task_id
 WHERE NOT t.teardown
 ON CONFLICT DO NOTHING
-RETURNING log_id, task_id, map_index;
+RETURNING log_id, task_id, map_index, false AS busy;
 
 -- name: running_tasks
 -- The batch's attempts that are running (deferred ones included).

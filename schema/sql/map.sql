@@ -109,6 +109,19 @@ SET succeeded = succeeded + CASE WHEN :status = 'SUCCESS' THEN 1 ELSE 0 END,
 WHERE batch_id = :batch_id AND task_id = :task_id
 RETURNING total, tolerated, succeeded, failed;
 
+-- name: cancelled_group_done
+-- In a batch being cancelled, after one of its instances ended: the group, if the cancel closed
+-- it and no other instance still runs — then its children's fan-in counts it (a teardown child
+-- starts). A statement of its own, after count_map_item: its snapshot sees every instance that
+-- ended before the counter row was released, so exactly one ending instance finds it done.
+SELECT g.task_id
+FROM task_log g
+WHERE g.batch_id = :batch_id AND g.task_id = :task_id AND g.map_index = -1
+  AND g.status = 'CANCELLED'
+  AND NOT EXISTS (SELECT 1 FROM task_log i
+                  WHERE i.batch_id = :batch_id AND i.task_id = :task_id AND i.map_index >= 0
+                    AND i.status = 'PROCESSING');
+
 -- name: decide_group
 -- The group's one decision, after its last instance was counted (a statement of its own, so its
 -- snapshot sees every other instance, committed before the counter row was released): its

@@ -185,7 +185,8 @@ messages AS (
 )
 SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM done c) AS tasks,
        (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.outbox_id), '[]') FROM messages m)
-           AS messages;
+           AS messages,
+       EXISTS (SELECT 1 FROM running) AS batch_running;
 
 -- name: advance_children
 -- The fan-in/fan-out step, settled: dagrelay_advance_children (migrations/versions/

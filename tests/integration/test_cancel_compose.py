@@ -261,6 +261,9 @@ def test_no_rerun_undoes_a_cancel(
         handlers.slow.release.set()
         running.join(10)
     assert batch_status(db, "p", "b1") == "CANCELLED"
+    # Once CANCELLED, the same rerun is allowed: the batch runs again.
+    assert dag.rerun(Rerun(batch_id="b1", pipeline="p", **rerun)) > 0
+    assert batch_status(db, "p", "b1") == "RUNNING"
 
 
 @pytest.fixture
@@ -283,11 +286,13 @@ def mapped_with_teardown(db: Engine, insert_pipeline: Any) -> None:
 
 
 def cleanup_status(db: Engine) -> str | None:
-    return scalar(
-        db,
-        "SELECT tl.status::text FROM task_log tl JOIN tasks t USING (task_id) "
-        "WHERE t.name = 'cleanup'",
-    )
+    with db.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT tl.status::text FROM task_log tl JOIN tasks t USING (task_id) "
+                "WHERE t.name = 'cleanup'"
+            )
+        ).scalar_one_or_none()
 
 
 @pytest.mark.usefixtures("mapped_with_teardown")
@@ -320,5 +325,6 @@ def test_a_teardown_below_a_cancelled_map_waits_for_its_running_items(
     dag.resume(Resume("p", "b1"))
     drive(dag, publisher)
     assert batch_status(db, "p", "b1") == "SUCCESS"
-    assert handlers.runs[("join", None)] == 3, "join once, the clean-up on cancel and after"
+    assert handlers.runs[("join", None)] == 1
+    assert handlers.runs[("cleanup", None)] == 2, "the clean-up on the cancel, and after"
     assert {i: handlers.runs[("each", i)] for i in range(4)} == dict.fromkeys(range(4), 1)

@@ -525,7 +525,7 @@ class Engine:
                     return None
                 # The status written may differ from the one asked (RETRY -> CANCELLED).
                 result = replace(result, status=written.tasks[0].status)
-                finished = self._finished(conn, ref, result.status, now)
+                finished = self._finished(conn, ref, result.status, now, written.batch_running)
                 if finished:
                     children = self._advance(conn, ref.pipeline, ref.batch_id, finished, now)
                     written = store.Created(
@@ -595,14 +595,18 @@ class Engine:
 
     @staticmethod
     def _finished(
-        conn: Connection, ref: store.AttemptRef, status: TaskStatus, now: datetime
+        conn: Connection,
+        ref: store.AttemptRef,
+        status: TaskStatus,
+        now: datetime,
+        batch_running: bool,
     ) -> list[store.Transition]:
         """The parent transitions an attempt's result feeds into the fan-in: its task's, or for
         an instance of a mapped task its group's, once the last instance ended."""
         if status == TaskStatus.RETRY:
             return []
         if ref.map_index >= 0:
-            return maps.count_instance(conn, ref, status, now)
+            return maps.count_instance(conn, ref, status, now, batch_running=batch_running)
         # CANCELLED (it failed while its batch was being cancelled) is done for the fan-in too:
         # in a CANCELLING batch only its teardown children are created.
         root = ref.log_id if status == TaskStatus.ERROR else None

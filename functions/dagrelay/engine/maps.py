@@ -127,12 +127,22 @@ def _root(task: store.CreatedTask) -> int | None:
 
 
 def count_instance(
-    conn: Connection, ref: store.AttemptRef, status: TaskStatus, now: datetime
+    conn: Connection,
+    ref: store.AttemptRef,
+    status: TaskStatus,
+    now: datetime,
+    *,
+    batch_running: bool = True,
 ) -> list[store.Transition]:
-    """An instance ended: count it; the last one decides the group (one transition back)."""
+    """An instance ended: count it; the last one decides the group (one transition back). In a
+    batch being cancelled the cancel closed the group: the last running instance to end hands
+    the group's CANCELLED to the fan-in (its teardown children start then)."""
     counters = store_maps.count_item(
         conn, batch_id=ref.batch_id, task_id=ref.task_id, status=status.value
     )
+    if not batch_running:
+        done = store_maps.cancelled_group_done(conn, batch_id=ref.batch_id, task_id=ref.task_id)
+        return [store.Transition(ref.task_id, TaskStatus.CANCELLED)] if done else []
     if counters is None or counters.succeeded + counters.failed < counters.total:
         return []
     outcome, error = decision(counters)

@@ -28,7 +28,8 @@ class Cancelled:
 @dataclass(frozen=True)
 class Stopped:
     """The first half of a cancel: rows cancelled, and the tasks (map_index -1) whose rows are
-    now CANCELLED: the fan-in counts them as done, so their teardown children can start."""
+    now CANCELLED: the fan-in counts them as done, so their teardown children can start (a
+    mapped task's group whose instances still run is counted when the last one ends)."""
 
     waiting: int
     never_started: int
@@ -45,7 +46,7 @@ def cancel_batch(
         return None
     waiting = conn.execute(query("cancel_waiting_tasks"), params).all()
     never_started = conn.execute(query("cancel_unstarted_tasks"), params).all()
-    task_ids = [r.task_id for r in [*waiting, *never_started] if r.map_index == -1]
+    task_ids = [r.task_id for r in [*waiting, *never_started] if r.map_index == -1 and not r.busy]
     return Stopped(len(waiting), len(never_started), task_ids)
 
 

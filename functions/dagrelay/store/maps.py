@@ -111,6 +111,12 @@ def count_item(conn: Connection, *, batch_id: str, task_id: int, status: str) ->
     return None if row is None else Counters(row.total, row.tolerated, row.succeeded, row.failed)
 
 
+def cancelled_group_done(conn: Connection, *, batch_id: str, task_id: int) -> bool:
+    """Whether the group the cancel closed has no instance running any more."""
+    params = {"batch_id": batch_id, "task_id": task_id}
+    return conn.execute(query("cancelled_group_done"), params).first() is not None
+
+
 def decide_group(
     conn: Connection, *, batch_id: str, task_id: int, status: str, error: str | None, now: datetime
 ) -> Created:

@@ -33,6 +33,7 @@ class Created:
     tasks: list[CreatedTask]
     messages: list[OutgoingMessage]
     batch_created: bool = False
+    batch_running: bool = True  # finish_attempt: False in a batch being cancelled
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,12 @@ def _created(row: Row[Any]) -> Created:
         for t in row.tasks
     ]
     messages = [OutgoingMessage.from_json(m) for m in row.messages]
-    return Created(tasks, messages, bool(getattr(row, "batch_created", False)))
+    return Created(
+        tasks,
+        messages,
+        bool(getattr(row, "batch_created", False)),
+        bool(getattr(row, "batch_running", True)),
+    )
 
 
 def pin_version(
