@@ -43,6 +43,7 @@ class Handlers:
         self.failing: set[int] = set()
         self.gate = Gate()
         self.slow = Gate()
+        self.gates: dict[int | None, Gate] = {}  # more instances held at once
         self.runs: Counter[tuple[str, int | None]] = Counter()
         self.seen: list[Any] = []
         self.registry = HandlerRegistry()
@@ -60,6 +61,8 @@ class Handlers:
     def each(self, ctx: HandlerContext) -> dict[str, Any]:
         if ctx.map_index is not None and ctx.map_index == self.gated:
             self.gate(ctx)
+        if ctx.map_index in self.gates:
+            self.gates[ctx.map_index](ctx)
         self.runs[(ctx.task, ctx.map_index)] += 1
         if ctx.item in self.failing:
             raise NonRetryableError(f"item {ctx.item} failed for good")
@@ -328,3 +331,36 @@ def test_a_teardown_below_a_cancelled_map_waits_for_its_running_items(
     assert handlers.runs[("join", None)] == 1
     assert handlers.runs[("cleanup", None)] == 2, "the clean-up on the cancel, and after"
     assert {i: handlers.runs[("each", i)] for i in range(4)} == dict.fromkeys(range(4), 1)
+
+
+@pytest.mark.usefixtures("mapped_with_teardown")
+def test_two_items_ending_together_after_a_cancel_start_the_teardown_once(
+    dag: DagEngine, db: Engine, publisher: InMemoryPublisher, handlers: Handlers
+) -> None:
+    handlers.count, handlers.gates = 4, {0: Gate(), 1: Gate()}
+    dag.start_batch(StartBatch("p", "b1"))
+    publisher.drain()
+    run_slow_through(dag, handlers)
+    dag.run_task(RunTask("b1", "src", pipeline="p"))
+    publisher.drain()
+    items = [RunTask("b1", "each", pipeline="p", map_index=i) for i in (0, 1)]
+    threads = [threading.Thread(target=lambda m=m: dag.run_task(m)) for m in items]
+    for t in threads:
+        t.start()
+    try:
+        assert all(g.entered.wait(10) for g in handlers.gates.values())
+        dag.cancel_batch(CancelBatch("p", "b1"))
+    finally:
+        for g in handlers.gates.values():
+            g.release.set()  # both end at once
+        for t in threads:
+            t.join(10)
+    assert cleanup_status(db) == "NEW"
+    fanin = scalar(
+        db,
+        "SELECT f.failed FROM task_fanin f JOIN tasks t USING (task_id) WHERE t.name = 'cleanup'",
+    )
+    assert fanin == 1, "the cancelled group is counted once"
+    drive(dag, publisher)
+    assert batch_status(db, "p", "b1") == "CANCELLED"
+    assert handlers.runs[("cleanup", None)] == 1
