@@ -48,6 +48,13 @@ class BatchStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+# The batch statuses a rerun may take back to RUNNING. Never CANCELLING: the rerun would undo
+# the cancel while its last attempts finish (once it is CANCELLED: resume, or rerun).
+RERUN_FROM = frozenset(
+    {BatchStatus.RUNNING, BatchStatus.SUCCESS, BatchStatus.FAILED, BatchStatus.CANCELLED}
+)
+
+
 class TriggerRule(StrEnum):
     ALL_SUCCESS = "all_success"
     ALL_DONE = "all_done"

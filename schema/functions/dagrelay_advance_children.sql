@@ -16,8 +16,9 @@ BEGIN
     WHERE pipeline = p_pipeline AND batch_id = p_batch_id;
     WHILE cardinality(p_parent_ids) > 0 LOOP
         WITH batch_running AS (
-            SELECT 1 FROM batches
-            WHERE pipeline = p_pipeline AND batch_id = p_batch_id AND status = 'RUNNING'
+            SELECT status = 'RUNNING' AS running FROM batches
+            WHERE pipeline = p_pipeline AND batch_id = p_batch_id
+              AND status IN ('RUNNING', 'CANCELLING')
             FOR SHARE
         ),
         finished AS (
@@ -27,7 +28,8 @@ BEGIN
         deltas AS (
             SELECT e.child_task_id AS task_id,
                    count(*) FILTER (WHERE f.outcome = 'SUCCESS') AS succeeded,
-                   count(*) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED')) AS failed,
+                   count(*) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED', 'CANCELLED'))
+                       AS failed,
                    count(*) FILTER (WHERE f.outcome = 'SKIPPED') AS skipped,
                    min(f.root_cause) FILTER (WHERE f.outcome IN ('ERROR', 'UPSTREAM_FAILED'))
                        AS root_cause
@@ -54,7 +56,7 @@ BEGIN
                       c.root_cause_log_id
         ),
         decided AS (
-            SELECT c.pipeline, c.task_id, t.name, t.enabled, t.map, c.root_cause_log_id,
+            SELECT c.pipeline, c.task_id, t.name, t.enabled, t.map, t.teardown, c.root_cause_log_id,
                    dagrelay_trigger_decision(t.trigger_rule, c.parents, c.succeeded, c.failed,
                                              c.skipped) AS decision
             FROM counted c
@@ -72,7 +74,8 @@ BEGIN
                    CASE WHEN d.decision = 'RUN' AND d.enabled THEN NULL ELSE p_now END,
                    CASE WHEN d.decision = 'UPSTREAM_FAILED' THEN d.root_cause_log_id END
             FROM decided d
-            WHERE d.decision IS NOT NULL AND EXISTS (SELECT 1 FROM batch_running)
+            WHERE d.decision IS NOT NULL
+              AND EXISTS (SELECT 1 FROM batch_running r WHERE r.running OR d.teardown)
             ON CONFLICT ON CONSTRAINT task_log_batch_task_key DO NOTHING
             RETURNING log_id, task_id, status, root_cause_log_id
         ),

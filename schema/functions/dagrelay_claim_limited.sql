@@ -23,7 +23,8 @@ BEGIN
     JOIN version_tasks t ON t.version_id = b.version_id AND t.name = p_task
     JOIN task_log tl ON tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id
                     AND tl.task_id = t.task_id AND tl.map_index = p_map_index
-    WHERE b.pipeline = p_pipeline AND b.batch_id = p_batch_id AND b.status = 'RUNNING'
+    WHERE b.pipeline = p_pipeline AND b.batch_id = p_batch_id
+      AND (b.status = 'RUNNING' OR (b.status = 'CANCELLING' AND t.teardown))
       AND (t.pool IS NOT NULL OR t.max_active IS NOT NULL
            OR (tl.map_index >= 0 AND t.map ? 'max_parallel'))
       AND (tl.status IN ('NEW', 'QUEUED')

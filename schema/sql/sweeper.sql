@@ -23,7 +23,7 @@ SELECT tl.log_id, tl.pipeline, tl.batch_id, t.name, tl.status::text AS status, t
 FROM task_log tl
 JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
 JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
-WHERE b.status = 'RUNNING'
+WHERE (b.status = 'RUNNING' OR (b.status = 'CANCELLING' AND t.teardown))
   AND (tl.status = 'NEW' OR (tl.status = 'RETRY' AND tl.next_attempt_at <= :now))
   AND NOT EXISTS (  -- a message still on its way: unpublished (the relay's), or recent
       SELECT 1 FROM outbox o

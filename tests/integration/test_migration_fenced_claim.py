@@ -1,6 +1,6 @@
-"""Migration 0018 (the limited claim's two status writes fenced) on a database holding the 0014
+"""Migration 0016 (the limited claim's two status writes fenced) on a database holding the 0015
 schema and its data: every row is kept, both UPDATEs of ``dagrelay_claim_limited`` gain their
-status predicate, the claim still claims and queues; the downgrade restores 0014's text."""
+status predicate, the claim still claims and queues; the downgrade restores 0015's text."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from tests.tools.sql_fence import status_updates
 
 pytestmark = pytest.mark.integration
 
-BEFORE = "0014"
-AFTER = "0018"
+BEFORE = "0015"
+AFTER = "0016"
 COUNTED = ("tasks", "batches", "task_log", "task_attempts", "pipeline_versions", "pools")
 
 OLD_DATA = [
@@ -80,7 +80,7 @@ def test_upgrade_keeps_every_row_and_fences_both_writes_of_the_claim(old_db: Eng
     assert repeat == []
 
 
-def test_downgrade_restores_the_text_of_0014(old_db: Engine) -> None:
+def test_downgrade_restores_the_text_of_0015(old_db: Engine) -> None:
     original = one(old_db, DEFINITION)
     migrate.upgrade(old_db, AFTER)
     migrate.downgrade(old_db, BEFORE)

@@ -11,10 +11,7 @@ from tests.tools.sql_fence import status_updates, unfenced_updates
 
 # Named statements allowed to write a status without a predicate on it, each with its reason.
 # Nothing goes here silently; an entry whose statement became fenced must go (a test says so).
-UNFENCED: dict[str, str] = {
-    "map.sql:resume_batch": "fixed on branch cancel (bug 2)",
-    "rerun.sql:rerun_start": "fixed on branch cancel (bug 2)",
-}
+UNFENCED: dict[str, str] = {}
 
 
 def named_statements() -> dict[str, str]:

@@ -13,7 +13,7 @@ from markupsafe import Markup
 from dagrelay.dashboard import graph, parts
 from dagrelay.dashboard.assets import asset_url
 from dagrelay.dashboard.parts import PENDING, Ops, link, pill, url, when
-from dagrelay.states import BatchStatus, TaskStatus
+from dagrelay.states import RERUN_FROM, BatchStatus, TaskStatus
 from dagrelay.store import reads
 
 Row = dict[str, Any]
@@ -221,7 +221,7 @@ def batch_actions(base: str, ops: Ops | None, batch: Row, tasks: list[Row]) -> M
         forms.append(parts.action_form(base, ops, "cancel", key, "Cancel batch", danger=True))
     if batch["status"] == BatchStatus.CANCELLED:
         forms.append(parts.action_form(base, ops, "resume", key, "Resume (run what never ran)"))
-    if any(t["status"] == TaskStatus.ERROR for t in tasks):
+    if batch["status"] in RERUN_FROM and any(t["status"] == TaskStatus.ERROR for t in tasks):
         forms.append(parts.action_form(base, ops, "rerun-failed", key, "Rerun failed tasks"))
     if not forms:
         return Markup("")

@@ -39,7 +39,7 @@ from dagrelay.handlers.registry import (
     check_output,
 )
 from dagrelay.messages import CancelBatch, PollTask, Rerun, Resume, RunTask, StartBatch, escaped
-from dagrelay.states import Action, BatchStatus, TaskStatus
+from dagrelay.states import RERUN_FROM, Action, BatchStatus, TaskStatus
 from dagrelay.store import cancelling
 from dagrelay.store import maps as store_maps
 from dagrelay.store import transitions as store
@@ -181,17 +181,27 @@ class Engine:
 
     def cancel_batch(self, msg: CancelBatch) -> cancelling.Cancelled | None:
         """RUNNING -> CANCELLING: waiting tasks and those never created become CANCELLED,
-        running attempts finish (a failure is not retried) and the last one to end makes the
-        batch CANCELLED (at once if none runs). None if the batch was not RUNNING."""
+        running attempts finish (a failure is not retried), teardown tasks are spared and run
+        once their parents are done; the last attempt to end makes the batch CANCELLED (at
+        once if none runs or waits). None if the batch was not RUNNING."""
         extra = {"action": Action.CANCEL_BATCH, "pipeline": msg.pipeline, "batch_id": msg.batch_id}
         extra["triggered_by"] = msg.triggered_by or "unknown"
+        now = self.clock()
         with self.db.begin() as conn:
-            done = cancelling.cancel_batch(
-                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=self.clock()
+            stopped = cancelling.cancel_batch(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=now
             )
-        if done is None:
-            log.info("cancel ignored: the batch is not running", extra=extra)
-            return None
+            if stopped is None:
+                log.info("cancel ignored: the batch is not running", extra=extra)
+                return None
+            # The cancelled tasks are done for the fan-in: their teardown children start.
+            cancelled = [store.Transition(t, TaskStatus.CANCELLED) for t in stopped.task_ids]
+            teardowns = self._advance(conn, msg.pipeline, msg.batch_id, cancelled, now)
+            running, status = cancelling.settle(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=now
+            )
+        self.publish(teardowns.messages)
+        done = cancelling.Cancelled(running, stopped.waiting, stopped.never_started, status)
         log.warning(
             "batch %s: %d running tasks will finish; %d waiting and %d never-started tasks "
             "cancelled",
@@ -213,21 +223,42 @@ class Engine:
         with self.db.begin() as conn:
             status = cancelling.lock_batch(conn, pipeline=msg.pipeline, batch_id=msg.batch_id)
             _check_resumable(msg, status)
-            reset = cancelling.resume_reset(conn, pipeline=msg.pipeline, batch_id=msg.batch_id)
+            # Mapped tasks the cancel stopped midway: their groups open again with the items
+            # that never ran (a group whose items had all ended is decided now).
+            groups = store_maps.resume_groups(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, topic=self.events_topic, now=now
+            )
+            reopened = list(groups.counters)
+            removed = cancelling.resume_reset(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, reopened=reopened
+            )
+            if removed is None:  # the batch row is locked and CANCELLED: cannot happen
+                raise BadMessage(f"batch {msg.pipeline}/{msg.batch_id} changed; resume again")
+            reset, task_ids = removed
+            # A cancelled task counted as done in its children's fan-in: not any more.
+            cancelling.recount_fanin(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, task_ids=task_ids + reopened
+            )
             created = cancelling.resume_start(
                 conn, pipeline=msg.pipeline, batch_id=msg.batch_id, topic=self.events_topic, now=now
             )
+            opened = self._open_groups(conn, created, now)  # mapped tasks decided RUN now
             decided = [
                 store.Transition(t.task_id, t.status, t.root_cause_log_id)
                 for t in created.tasks
-                if t.status != TaskStatus.NEW
+                if t.status not in (TaskStatus.NEW, TaskStatus.PROCESSING)
             ]
+            decided += opened.finished
+            decided += maps.decide_reopened(
+                conn, batch_id=msg.batch_id, groups=groups.counters, now=now
+            )
             cascade = self._advance(conn, msg.pipeline, msg.batch_id, decided, now)
-        started = sum(t.status == TaskStatus.NEW for t in created.tasks + cascade.tasks)
+        made = [groups.created, created, opened.created, cascade]
+        started = sum(t.status == TaskStatus.NEW for c in made for t in c.tasks)
         log.warning(
             "batch resumed: %d cancelled rows reset, %d tasks started", reset, started, extra=extra
         )
-        self.publish(created.messages + cascade.messages)
+        self.publish([m for c in made for m in c.messages])
         if not started:
             self.finish_batch(msg.pipeline, msg.batch_id)
         return Resumed(reset=reset, started=started)
@@ -294,6 +325,8 @@ class Engine:
                     topic=self.events_topic,
                     now=now,
                 )
+                if created is None:  # the batch's status changed under the lock: impossible
+                    raise BadMessage(_not_rerunnable(target.pipeline, batch_id, None))
                 opened = self._open_groups(conn, created, now)  # a mapped task: its instances
                 closed = self._advance(conn, target.pipeline, batch_id, opened.finished, now)
                 messages += created.messages + opened.created.messages + closed.messages
@@ -331,7 +364,8 @@ class Engine:
             store_maps.recount_children(
                 conn, pipeline=pipeline, batch_id=batch_id, task_id=target.task_id
             )
-            store_maps.resume_batch(conn, pipeline=pipeline, batch_id=batch_id)
+            if not store_maps.resume_batch(conn, pipeline=pipeline, batch_id=batch_id):
+                raise BadMessage(_not_rerunnable(pipeline, batch_id, None))
         log.warning(
             "rerun of %d failed items of %s",
             len(created.tasks),
@@ -532,7 +566,7 @@ class Engine:
                 return None
             # The status written may differ from the one asked (RETRY -> CANCELLED).
             result = replace(result, status=written.tasks[0].status)
-            finished = self._finished(conn, ref, result, now)
+            finished = self._finished(conn, ref, result, now, written.batch_running)
             written = _with_messages(written, finished.messages)  # an item's alert
             if finished.transitions:
                 children = self._advance(
@@ -597,7 +631,12 @@ class Engine:
         )
 
     def _finished(
-        self, conn: Connection, ref: store.AttemptRef, result: store.Result, now: datetime
+        self,
+        conn: Connection,
+        ref: store.AttemptRef,
+        result: store.Result,
+        now: datetime,
+        batch_running: bool,
     ) -> maps.Counted:
         """The parent transitions an attempt's result feeds into the fan-in: its task's, or for
         an instance of a mapped task its group's, once the last instance ended (with the one
@@ -606,9 +645,16 @@ class Engine:
         if status == TaskStatus.RETRY:
             return maps.Counted([], [])
         if ref.map_index >= 0:
-            return maps.count_instance(conn, ref, result, alerts_topic=self.alerts_topic, now=now)
-        if status == TaskStatus.CANCELLED:
-            return maps.Counted([], [])
+            return maps.count_instance(
+                conn,
+                ref,
+                result,
+                alerts_topic=self.alerts_topic,
+                now=now,
+                batch_running=batch_running,
+            )
+        # CANCELLED (it failed while its batch was being cancelled) is done for the fan-in too:
+        # in a CANCELLING batch only its teardown children are created.
         root = ref.log_id if status == TaskStatus.ERROR else None
         return maps.Counted([store.Transition(ref.task_id, status, root)], [])
 
@@ -704,10 +750,23 @@ def _check_resumable(msg: Resume, status: str | None) -> None:
         )
 
 
+def _not_rerunnable(pipeline: str, batch_id: str, status: str | None) -> str:
+    """Why a rerun is refused: the batch's status (None: it changed under the rerun)."""
+    if status is None:
+        return f"batch {pipeline}/{batch_id} changed status during the rerun; try again"
+    return (
+        f"batch {pipeline}/{batch_id} is {status}: a rerun now would undo the cancel; wait "
+        "until it is CANCELLED, then resume it or rerun"
+    )
+
+
 def _rerun_targets(
     batch_id: str, tasks: Sequence[str], pipeline: str | None, scope: Sequence[store.ScopeRow]
 ) -> list[store.ScopeRow]:
     """The rows of the tasks to rerun, once it is clear the rerun can go ahead."""
+    batch_status = scope[0].batch_status if scope else None
+    if batch_status is not None and batch_status not in RERUN_FROM:
+        raise BadMessage(_not_rerunnable(scope[0].pipeline, batch_id, batch_status))
     by_name = {row.task: row for row in scope}
     targets: list[store.ScopeRow] = []
     for task in tasks:

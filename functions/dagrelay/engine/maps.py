@@ -201,10 +201,13 @@ def count_instance(
     *,
     alerts_topic: str,
     now: datetime,
+    batch_running: bool = True,
 ) -> Counted:
     """An instance ended: count it; the last one decides the group (one transition back).
     A failed item within ``tolerated_failures`` is recorded on its row and not alerted; the
-    failure that makes the group exceed its tolerance writes the group's one alert."""
+    failure that makes the group exceed its tolerance writes the group's one alert. In a batch
+    being cancelled the cancel closed the group: the last running instance to end hands the
+    group's CANCELLED to the fan-in (its teardown children start then)."""
     counters = store_maps.count_item(
         conn,
         ref=ref,
@@ -213,8 +216,14 @@ def count_instance(
         alerts_topic=alerts_topic,
         now=now,
     )
+    alerts = counters.alerts if counters else []
+    if not batch_running:
+        done = store_maps.cancelled_group_done(conn, batch_id=ref.batch_id, task_id=ref.task_id)
+        return Counted(
+            [store.Transition(ref.task_id, TaskStatus.CANCELLED)] if done else [], alerts
+        )
     if counters is None or counters.succeeded + counters.failed < counters.total:
-        return Counted([], counters.alerts if counters else [])
+        return Counted([], alerts)
     outcome, error = decision(counters)
     decided = store_maps.decide_group(
         conn,
@@ -225,7 +234,25 @@ def count_instance(
         now=now,
     )
     transitions = [store.Transition(t.task_id, t.status, _root(t)) for t in decided.tasks]
-    return Counted(transitions, counters.alerts)
+    return Counted(transitions, alerts)
+
+
+def decide_reopened(
+    conn: Connection, *, batch_id: str, groups: Mapping[int, store_maps.Counters], now: datetime
+) -> list[store.Transition]:
+    """resume: the groups a cancel closed were reopened (``store.maps.resume_groups``) with
+    their cancelled items; a group whose every item had ended is decided now, once (its
+    transition back, for the fan-in)."""
+    finished: list[store.Transition] = []
+    for task_id, counters in groups.items():
+        if counters.succeeded + counters.failed < counters.total:
+            continue
+        outcome, error = decision(counters)
+        decided = store_maps.decide_group(
+            conn, batch_id=batch_id, task_id=task_id, status=outcome.value, error=error, now=now
+        )
+        finished += [store.Transition(t.task_id, t.status, _root(t)) for t in decided.tasks]
+    return finished
 
 
 def decision(counters: store_maps.Counters) -> tuple[TaskStatus, str | None]:

@@ -138,6 +138,12 @@ def count_item(
     return Counters(row.total, row.tolerated, row.succeeded, row.failed, alerts)
 
 
+def cancelled_group_done(conn: Connection, *, batch_id: str, task_id: int) -> bool:
+    """Whether the group the cancel closed has no instance running any more."""
+    params = {"batch_id": batch_id, "task_id": task_id}
+    return conn.execute(query("cancelled_group_done"), params).first() is not None
+
+
 def decide_group(
     conn: Connection, *, batch_id: str, task_id: int, status: str, error: str | None, now: datetime
 ) -> Created:
@@ -173,8 +179,33 @@ def is_mapped(conn: Connection, *, version_id: int, task: str) -> bool:
     return bool(conn.execute(query("version_task_mapped"), params).scalar_one_or_none())
 
 
-def resume_batch(conn: Connection, *, pipeline: str, batch_id: str) -> None:
-    conn.execute(query("resume_batch"), {"pipeline": pipeline, "batch_id": batch_id})
+def resume_batch(conn: Connection, *, pipeline: str, batch_id: str) -> bool:
+    """The batch RUNNING again after a rerun of failed items; False if its status forbids it
+    (CANCELLING: the rerun would undo the cancel)."""
+    params = {"pipeline": pipeline, "batch_id": batch_id}
+    return conn.execute(query("resume_batch"), params).first() is not None
+
+
+@dataclass(frozen=True)
+class Reopened:
+    """What resume did to the groups a cancel closed: their counters after the recount (by
+    task_id) and the instances created again with their messages."""
+
+    counters: dict[int, Counters]
+    created: Created
+
+
+def resume_groups(
+    conn: Connection, *, pipeline: str, batch_id: str, topic: str, now: datetime
+) -> Reopened:
+    """The cancelled groups of a batch being resumed open again with their cancelled items."""
+    params = {"pipeline": pipeline, "batch_id": batch_id, "topic": topic, "now": now}
+    row = conn.execute(query("resume_groups"), params).one()
+    counters = {
+        g["task_id"]: Counters(g["total"], g["tolerated"], g["succeeded"], g["failed"])
+        for g in row.groups
+    }
+    return Reopened(counters, _created(row))
 
 
 def instances(

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Row
 
 from dagrelay.retry_policy import RetryPolicy
-from dagrelay.states import TaskStatus
+from dagrelay.states import BatchStatus, TaskStatus
 from dagrelay.store.outbox import OutgoingMessage
 from dagrelay.store.queries import query
 from dagrelay.store.records import DeadLetter, Rejection
@@ -33,6 +33,7 @@ class Created:
     tasks: list[CreatedTask]
     messages: list[OutgoingMessage]
     batch_created: bool = False
+    batch_running: bool = True  # finish_attempt: False in a batch being cancelled
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,12 @@ def _created(row: Row[Any]) -> Created:
         for t in row.tasks
     ]
     messages = [OutgoingMessage.from_json(m) for m in row.messages]
-    return Created(tasks, messages, bool(getattr(row, "batch_created", False)))
+    return Created(
+        tasks,
+        messages,
+        bool(getattr(row, "batch_created", False)),
+        bool(getattr(row, "batch_running", True)),
+    )
 
 
 def pin_version(
@@ -376,6 +382,7 @@ class ScopeRow:
     pipeline: str
     log_id: int | None
     status: TaskStatus | None
+    batch_status: BatchStatus
 
 
 def rerun_scope(
@@ -394,7 +401,12 @@ def rerun_scope(
     ).all()
     return [
         ScopeRow(
-            r.task_id, r.name, r.pipeline, r.log_id, TaskStatus(r.status) if r.status else None
+            r.task_id,
+            r.name,
+            r.pipeline,
+            r.log_id,
+            TaskStatus(r.status) if r.status else None,
+            BatchStatus(r.batch_status),
         )
         for r in rows
     ]
@@ -417,7 +429,9 @@ def rerun_start(
     task: str,
     topic: str,
     now: datetime,
-) -> Created:
+) -> Created | None:
+    """The batch RUNNING again and the task's row (and message); None (nothing written) if the
+    batch's status forbids a rerun (CANCELLING)."""
     row = conn.execute(
         query("rerun_start"),
         {
@@ -429,7 +443,7 @@ def rerun_start(
             "now": now,
         },
     ).one()
-    return _created(row)
+    return _created(row) if row.resumed else None
 
 
 def descendants(

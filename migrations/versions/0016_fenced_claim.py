@@ -10,8 +10,8 @@ The edit is made on the function's current text (``pg_get_functiondef``), so it 
 an earlier revision put around it; each edited spot must occur exactly as often as expected, or
 the migration stops. No table changes; the downgrade takes the two predicates out again.
 
-Revision ID: 0018
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-02
 """
 
@@ -22,8 +22,8 @@ import re
 from alembic import op
 from sqlalchemy import text
 
-revision = "0018"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
