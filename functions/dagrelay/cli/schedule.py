@@ -13,23 +13,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-from sqlalchemy import Connection
 
-from dagrelay.cli.app import app, reports_errors
-from dagrelay.engine.schedules import Schedule, backfill_ticks
-from dagrelay.engine.ticks import ScheduleError, zone
+from dagrelay.cli.app import PLAIN_HELP, app, reports_errors
 from dagrelay.errors import DagrelayError
 from dagrelay.ops import verbs as ops
-from dagrelay.store import schedules as store
-from dagrelay.store.db import get_engine
 
-schedule_app = typer.Typer(help="Recurring schedules (the schedules table).", no_args_is_help=True)
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
+    from sqlalchemy import Connection
+
+schedule_app = typer.Typer(
+    help="Recurring schedules (the schedules table).",
+    no_args_is_help=True,
+    rich_markup_mode=PLAIN_HELP,
+)
 app.add_typer(schedule_app, name="schedule")
 
 Pipeline = Annotated[str, typer.Argument(help="The scheduled pipeline.")]
@@ -39,6 +40,11 @@ Pipeline = Annotated[str, typer.Argument(help="The scheduled pipeline.")]
 @reports_errors
 def schedule_list() -> None:
     """Every schedule: cron, zone, next and last run (in the schedule's zone), paused."""
+    from rich.console import Console
+
+    from dagrelay.store import schedules as store
+    from dagrelay.store.db import get_engine
+
     with get_engine().connect() as conn:
         rows = store.rows(conn)
     if not rows:
@@ -48,6 +54,8 @@ def schedule_list() -> None:
 
 
 def schedule_table(rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title="schedules", title_justify="left")
     for column in ("pipeline", "cron", "zone", "next run", "last run", "last batch", "state"):
         table.add_column(column)
@@ -67,6 +75,8 @@ def schedule_table(rows: list[dict[str, Any]]) -> Table:
 def _local(value: datetime | None, name: str, missing: str) -> str:
     if value is None:
         return missing
+    from dagrelay.engine.ticks import ScheduleError, zone
+
     try:
         return value.astimezone(zone(name)).strftime("%Y-%m-%d %H:%M %Z")
     except ScheduleError:  # a zone PostgreSQL knows and Python does not
@@ -74,6 +84,8 @@ def _local(value: datetime | None, name: str, missing: str) -> str:
 
 
 def _state(row: Mapping[str, Any]) -> Text:
+    from rich.text import Text
+
     if row["last_error"]:
         return Text(f"error: {row['last_error']}", style="red")
     return Text("paused", style="yellow") if row["paused"] else Text("active", style="green")
@@ -94,6 +106,9 @@ def schedule_resume(pipeline: Pipeline) -> None:
 
 
 def _set_paused(pipeline: str, *, paused: bool) -> None:
+    from dagrelay.store import schedules as store
+    from dagrelay.store.db import get_engine
+
     with get_engine().begin() as conn:
         changed = store.set_paused(conn, pipeline, paused, datetime.now(UTC))
         exists = changed or store.row(conn, pipeline) is not None
@@ -108,6 +123,9 @@ def scheduled_runs(
 ) -> list[tuple[date, ops.ScheduledRun]] | None:
     """For ``backfill``: the runs of the pipeline's schedule whose interval starts on one of
     ``days`` (first to last), or None if the pipeline has no schedule."""
+    from dagrelay.engine.schedules import Schedule, backfill_ticks
+    from dagrelay.store import schedules as store
+
     row = store.row(conn, pipeline)
     if row is None:
         return None
