@@ -265,7 +265,7 @@ def main(
 ) -> None:
     """Print each command's median, the baseline, the delta and the verdict."""
     result = measure(runs)
-    Console(soft_wrap=True).print(table(result))
+    Console(width=110).print(table(result))
     if out is not None:
         out.write_text(json.dumps(result, indent=2) + "\n")
     missed = [name for name, c in result["commands"].items() if not c["pass"]]
