@@ -5,20 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy import Connection
 
 from dagrelay.cli.app import app, db_app, pipeline_app, reports_errors
-from dagrelay.ops import packaging
-from dagrelay.pipelines.apply import ApplyResult
-from dagrelay.pipelines.apply import apply as apply_pipeline
-from dagrelay.pipelines.sources import load_specs
-from dagrelay.pipelines.spec import PipelineSpec
-from dagrelay.pipelines.validate import registered_handlers, validate
-from dagrelay.store import migrate
-from dagrelay.store.db import get_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from dagrelay.pipelines.apply import ApplyResult
+    from dagrelay.pipelines.spec import PipelineSpec
 
 # -- db ------------------------------------------------------------------------------------------
 
@@ -29,6 +26,9 @@ def db_upgrade(
     revision: Annotated[str, typer.Option(help="Alembic revision to upgrade to.")] = "head",
 ) -> None:
     """Run the migrations (alembic upgrade) on the configured database."""
+    from dagrelay.store import migrate
+    from dagrelay.store.db import get_engine
+
     engine = get_engine()
     migrate.upgrade(engine, revision)
     typer.echo(f"database at revision {migrate.current(engine) or 'base'}")
@@ -51,6 +51,8 @@ def build_function(
     """Build the Cloud Function source archive (main.py, the package, named SQL, message
     schemas, pinned requirements.txt; with --project the team's handlers, pipelines, SQL and
     requirements) for Terraform or `gcloud functions deploy`. Reproducible byte for byte."""
+    from dagrelay.ops import packaging
+
     path = packaging.build_archive(out, project)
     typer.echo(f"{path} ({path.stat().st_size} bytes)")
 
@@ -86,6 +88,8 @@ def pipeline_apply(
     ] = False,
 ) -> None:
     """Validate a pipeline (YAML, Python), then write it into tasks and task_dependencies."""
+    from dagrelay.pipelines.apply import apply as apply_pipeline
+
     specs = _load_valid(file)
     with _transaction(rollback=dry_run) as conn:
         results = [apply_pipeline(conn, spec, prune=prune) for spec in specs]
@@ -97,6 +101,9 @@ def pipeline_apply(
 
 
 def _load_valid(file: str) -> list[PipelineSpec]:
+    from dagrelay.pipelines.sources import load_specs
+    from dagrelay.pipelines.validate import registered_handlers, validate
+
     specs = load_specs(file)
     handlers = registered_handlers()
     for spec in specs:
@@ -106,6 +113,8 @@ def _load_valid(file: str) -> list[PipelineSpec]:
 
 @contextmanager
 def _transaction(*, rollback: bool) -> Iterator[Connection]:
+    from dagrelay.store.db import get_engine
+
     with get_engine().connect() as conn, conn.begin() as tx:
         yield conn
         if rollback:

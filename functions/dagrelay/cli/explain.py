@@ -4,19 +4,18 @@ and the tasks each took down."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.text import Text
-from rich.tree import Tree
 
 from dagrelay.cli.app import fail, reports_errors
 from dagrelay.cli.common import PipelineOption, batch_pipeline
-from dagrelay.cli.render import status_text
 from dagrelay.states import TaskStatus
-from dagrelay.store import reads
-from dagrelay.store.db import get_engine
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
+
+    from dagrelay.store import reads
 
 
 @reports_errors
@@ -26,6 +25,11 @@ def explain(
 ) -> None:
     """Why a batch failed: each failed task with its error, and under it the tasks its
     failure took down (UPSTREAM_FAILED)."""
+    from rich.console import Console
+
+    from dagrelay.store import reads
+    from dagrelay.store.db import get_engine
+
     with get_engine().connect() as conn:
         pipeline = batch_pipeline(conn, batch_id, pipeline)
         report = reads.read_batches(conn, batch_id, pipeline)
@@ -57,6 +61,12 @@ def explain_tree(
     queued: Sequence[reads.Task] = (),
     tolerated: Sequence[reads.Task] = (),
 ) -> Tree:
+    from rich.text import Text
+    from rich.tree import Tree
+
+    from dagrelay.cli.render import status_text
+    from dagrelay.store import reads
+
     label = Text.assemble(f"{pipeline} / {batch_id}  ", status_text(status))
     if version is not None:
         label.append(f"  version {version}", style="dim")
