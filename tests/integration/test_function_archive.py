@@ -118,7 +118,7 @@ def test_a_link_out_of_the_project_stops_the_build_naming_it(tmp_path: Path) -> 
     project = team_project(tmp_path / "acme")
     (project / "handlers" / "passwd.py").symlink_to("/etc/passwd")
     out = tmp_path / "function.zip"
-    with pytest.raises(ConfigError, match="handlers/passwd.py: a link to /etc/passwd, outside"):
+    with pytest.raises(ConfigError, match=r"handlers/passwd\.py: a link to /etc/passwd, outside"):
         build_archive(out, project)
     assert not out.exists()
 

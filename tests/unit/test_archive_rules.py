@@ -159,9 +159,11 @@ def test_sql_files_are_not_modules(project: Path) -> None:
     [
         (
             "acme-lib @ file:///home/me/acme_lib-1.0-py3-none-any.whl",
-            "requirements.txt:1: acme-lib points at file:///home/me/acme_lib-1.0-py3-none-any.whl,"
-            " which the function's build (Cloud Build) cannot fetch; use a URL starting with "
-            "https:// or git+https://",
+            (
+                "requirements.txt:1: acme-lib points at "
+                "file:///home/me/acme_lib-1.0-py3-none-any.whl, which the function's build "
+                "(Cloud Build) cannot fetch; use a URL starting with https:// or git+https://"
+            ),
         ),
         (
             "requests==",

@@ -139,9 +139,9 @@ def _merge_one(merged: dict[str, Requirement], theirs: Requirement, where: str) 
         return []
     if theirs.url is not None and not theirs.url.startswith(REMOTE_URLS):
         reason = (
-            f"{where}: {theirs.name} points at {theirs.url}, which the function's build (Cloud Build) "
-            f"cannot fetch; use a URL starting with {' or '.join(REMOTE_URLS)}, or publish "
-            "the package"
+            f"{where}: {theirs.name} points at {theirs.url}, which the function's build "
+            f"(Cloud Build) cannot fetch; use a URL starting with {' or '.join(REMOTE_URLS)}, "
+            "or publish the package"
         )
         return [reason]
     if theirs.url is None and not [s for s in theirs.specifier if s.operator in ("==", "===")]:
