@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 CHECKOV := .venv-checkov/.installed-stamp
 
 .PHONY: demo test lint typecheck pytest unit integration e2e chromium up down venv clean \
-	terraform-check bench
+	terraform-check bench dist
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,12 @@ terraform-check: $(CHECKOV)
 	.venv-checkov/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet
 
 test: lint typecheck terraform-check unit integration e2e
+
+# The release artifacts: dist/dagrelay-X.Y.Z.tar.gz and dist/dagrelay-X.Y.Z-py3-none-any.whl,
+# the same bytes on every build of a commit (SOURCE_DATE_EPOCH: the last commit's time).
+# RELEASING.md says what to do with them.
+dist: $(STAMP)
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) $(BIN)/python .ci/dist.py --outdir dist
 
 clean:
 	rm -rf $(VENV) .venv-checkov .local_stack .mypy_cache .ruff_cache .pytest_cache .import_linter_cache test-artifacts

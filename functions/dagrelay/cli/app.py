@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import getpass
 from collections.abc import Callable
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
@@ -26,6 +26,31 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The metadata database.", no_args_is_help=True)
 pipeline_app = typer.Typer(help="Pipeline definition files (YAML).", no_args_is_help=True)
+
+
+def _print_version(wanted: bool) -> None:
+    """``--version``: the installed distribution's version (pyproject's, through the package
+    metadata), then exit. importlib.metadata is imported here, so only --version pays for it."""
+    if not wanted:
+        return
+    from importlib.metadata import version  # noqa: PLC0415
+
+    typer.echo(f"dagrelay {version('dagrelay')}")
+    raise typer.Exit
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Options that come before any verb."""
+
+
 app.add_typer(db_app, name="db")
 app.add_typer(pipeline_app, name="pipeline")
 
