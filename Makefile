@@ -43,10 +43,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-# tests/typing: lines that must stay type errors (the typed Python pipeline API).
+# tests/typecheck: lines that must stay type errors (the typed Python pipeline API).
 typecheck: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/mypy tests/typing
+	$(BIN)/mypy tests/typecheck
 
 # The test tiers, each its own pytest run: unit (pure logic, seconds), integration (the real
 # PostgreSQL and Pub/Sub emulator), e2e (the whole local stack, and a real browser).
