@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 CHECKOV := .venv-checkov/.installed-stamp
 
 .PHONY: demo test lint typecheck pytest unit integration e2e chromium up down venv clean \
-	terraform-check bench sql-functions
+	terraform-check bench sql-functions dist
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
+# tests/typecheck: lines that must stay type errors (the typed Python pipeline API).
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy tests/typecheck
 
 # The test tiers, each its own pytest run: unit (pure logic, seconds), integration (the real
 # PostgreSQL and Pub/Sub emulator), e2e (the whole local stack, and a real browser).
@@ -77,6 +79,12 @@ terraform-check: $(CHECKOV)
 	.venv-checkov/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet
 
 test: lint typecheck terraform-check unit integration e2e
+
+# The release artifacts: dist/dagrelay-X.Y.Z.tar.gz and dist/dagrelay-X.Y.Z-py3-none-any.whl,
+# the same bytes on every build of a commit (SOURCE_DATE_EPOCH: the last commit's time).
+# RELEASING.md says what to do with them.
+dist: $(STAMP)
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) $(BIN)/python .ci/dist.py --outdir dist
 
 clean:
 	rm -rf $(VENV) .venv-checkov .local_stack .mypy_cache .ruff_cache .pytest_cache .import_linter_cache test-artifacts

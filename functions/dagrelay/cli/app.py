@@ -11,7 +11,7 @@ import functools
 import getpass
 import sys
 from collections.abc import Callable
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 
@@ -39,6 +39,31 @@ db_app = typer.Typer(
 pipeline_app = typer.Typer(
     help="Pipeline definition files (YAML).", no_args_is_help=True, rich_markup_mode=PLAIN_HELP
 )
+
+
+def _print_version(wanted: bool) -> None:
+    """``--version``: the installed distribution's version (pyproject's, through the package
+    metadata), then exit. importlib.metadata is imported here, so only --version pays for it."""
+    if not wanted:
+        return
+    from importlib.metadata import version
+
+    typer.echo(f"dagrelay {version('dagrelay')}")
+    raise typer.Exit
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Options that come before any verb."""
+
+
 app.add_typer(db_app, name="db")
 app.add_typer(pipeline_app, name="pipeline")
 

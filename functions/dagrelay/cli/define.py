@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dagrelay.cli.app import app, db_app, pipeline_app, reports_errors
+from dagrelay.cli.app import app, db_app, fail, pipeline_app, reports_errors
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from dagrelay.ops.packaging import Plan
     from dagrelay.pipelines.apply import ApplyResult
     from dagrelay.pipelines.spec import PipelineSpec
 
@@ -47,14 +48,52 @@ def build_function(
             "with dagrelay; see `dagrelay init`."
         ),
     ] = None,
+    list_only: Annotated[
+        bool,
+        typer.Option(
+            "--list",
+            help="Print what would go in (and what of the project is left out, and why); "
+            "write nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Build the Cloud Function source archive (main.py, the package, named SQL, message
     schemas, pinned requirements.txt; with --project the team's handlers, pipelines, SQL and
-    requirements) for Terraform or `gcloud functions deploy`. Reproducible byte for byte."""
+    requirements) for Terraform or `gcloud functions deploy`. Reproducible byte for byte.
+    Hidden and credential-looking files are left out; a link out of the project, a module
+    name Python cannot import, an archive over Cloud Functions' size limit or a requirement
+    the build cannot install stop it."""
     from dagrelay.ops import packaging
 
-    path = packaging.build_archive(out, project)
+    plan = packaging.plan_archive(project)
+    if list_only:
+        for line in _plan_lines(plan):
+            typer.echo(line)
+    if plan.refused:
+        fail(plan.refused, 2)
+    if list_only:
+        return
+    try:
+        path = packaging.write_archive(out, plan)
+    except packaging.ArchiveRefused as exc:
+        fail(exc.problems, 2)
+    for name, why in plan.left_out.items():
+        typer.echo(f"left out {name}: {why}")
     typer.echo(f"{path} ({path.stat().st_size} bytes)")
+
+
+def _plan_lines(plan: Plan) -> list[str]:
+    from dagrelay.ops import packaging
+
+    width = max(len(m.name) for m in plan.members)
+    lines = [f"in   {m.name:<{width}}  {m.origin:<14}  {m.size:>10}" for m in plan.members]
+    lines += [f"out  {name:<{width}}  {why}" for name, why in plan.left_out.items()]
+    limit = packaging.DOCUMENTED_LIMITS.uncompressed
+    lines.append(
+        f"{len(plan.members)} files, {plan.size} bytes uncompressed (limit {limit}); "
+        f"{len(plan.left_out)} left out, {len(plan.refused)} refused"
+    )
+    return lines
 
 
 # -- pipeline ------------------------------------------------------------------------------------

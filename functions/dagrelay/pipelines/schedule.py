@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection
 
@@ -38,10 +38,10 @@ class ScheduleSpec:
     cron: str
     timezone: str = "Etc/UTC"
     batch_id_template: str = DEFAULT_TEMPLATE
-    catchup: str = "latest"
+    catchup: Literal["latest", "all"] = "latest"
     catchup_limit: int = 10
     max_active_batches: int = 1
-    overlap: str = "skip"
+    overlap: Literal["skip", "wait"] = "skip"
     paused: bool = False
 
 
