@@ -88,7 +88,14 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 def database_failure(exc: Exception) -> None:
     """An unreachable database, or one without the tables: exit code 1 with one line. Returns
-    for anything else (the caller re-raises). SQLAlchemy is looked at only if a verb loaded it."""
+    for anything else (the caller re-raises). A driver is looked at only if a verb loaded it:
+    pg8000 alone for a read verb (``dagrelay.store.direct``), SQLAlchemy's errors otherwise."""
+    if "dagrelay.store.direct" in sys.modules:
+        from dagrelay.store.direct import driver_error
+
+        found = driver_error(exc)
+        if found is not None:
+            _direct_failure(*found)
     if "sqlalchemy" not in sys.modules:
         return
     from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
@@ -98,9 +105,19 @@ def database_failure(exc: Exception) -> None:
     if isinstance(exc, OperationalError | InterfaceError):
         fail([f"cannot reach the database: {exc.orig}"], 1)
     if isinstance(exc, ProgrammingError):
-        code, message = database_error(exc)
-        if code == UNDEFINED_TABLE:
-            fail([f"{message}: run `dagrelay db upgrade` first"], 1)
+        _missing_table(*database_error(exc))
+
+
+def _direct_failure(code: str | None, message: str) -> None:
+    """pg8000's own error on the read path: ``code`` None when the database is unreachable."""
+    if code is None:
+        fail([f"cannot reach the database: {message}"], 1)
+    _missing_table(code, message)
+
+
+def _missing_table(code: str | None, message: str) -> None:
+    if code == UNDEFINED_TABLE:
+        fail([f"{message}: run `dagrelay db upgrade` first"], 1)
 
 
 def fail(lines: list[str], code: int) -> NoReturn:

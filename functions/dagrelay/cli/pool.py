@@ -51,9 +51,9 @@ def pool_list() -> None:
     from rich.console import Console
 
     from dagrelay.store import pools as store
-    from dagrelay.store.db import get_engine
+    from dagrelay.store.direct import reading
 
-    with get_engine().connect() as conn:
+    with reading() as conn:
         rows = store.pools(conn)
     if not rows:
         typer.echo("no pools (dagrelay pool set NAME --slots N)")

@@ -44,9 +44,9 @@ def schedule_list() -> None:
     from rich.console import Console
 
     from dagrelay.store import schedules as store
-    from dagrelay.store.db import get_engine
+    from dagrelay.store.direct import reading
 
-    with get_engine().connect() as conn:
+    with reading() as conn:
         rows = store.rows(conn)
     if not rows:
         typer.echo("no schedules (declare one under schedule: in a pipeline file)")

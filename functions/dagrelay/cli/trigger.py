@@ -17,9 +17,8 @@ from dagrelay.cli.follow import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S, Poll, Timeout
 from dagrelay.errors import DagrelayError
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from dagrelay.store import reads
+    from dagrelay.store.direct import Reader
 
 PUBLISH_TIMEOUT_S = 60.0
 JSON_STARTS = ("{", "[", '"')
@@ -78,9 +77,9 @@ def trigger(
     message = start_batch_message(pipeline, batch_id, parse_params(param or []), start_task)
     deadline = time.monotonic() + timeout
     if check:
-        from dagrelay.store.db import get_engine
+        from dagrelay.store.direct import reading
 
-        with get_engine().connect() as conn:
+        with reading() as conn:
             existing = check_trigger(conn, pipeline, batch_id, start_task)
         if existing is not None:
             _exists(pipeline, batch_id, existing, if_exists, message["params"])
@@ -98,7 +97,7 @@ def trigger(
 
 
 def check_trigger(
-    conn: Connection, pipeline: str, batch_id: str, start_task: str | None
+    conn: Reader, pipeline: str, batch_id: str, start_task: str | None
 ) -> dict[str, Any] | None:
     """The batch's head if it exists; DagrelayError naming an unknown pipeline or start task."""
     from dagrelay import names
@@ -146,7 +145,7 @@ class RejectionCheck:
         self.request_id = request_id
         self.started = False
 
-    def __call__(self, conn: Connection, report: list[reads.Batch]) -> None:
+    def __call__(self, conn: Reader, report: list[reads.Batch]) -> None:
         from dagrelay.store import reads
 
         if report and not self.started:
