@@ -148,3 +148,21 @@ def test_read_verbs_load_no_publisher_no_migrations_and_no_sqlalchemy(
     modules = run_dagrelay(tmp_path, *verb, env={"DATABASE_URL": db_url})
     assert "pg8000" in modules  # it did read the database
     assert loaded(modules, HEAVY + READ_PATH_HEAVY) == []
+
+
+# The Pub/Sub client library: trigger publishes its one message through the REST API instead.
+PUBSUB_CLIENT = ("google.cloud.pubsub_v1", "google.pubsub_v1", "google.api_core", "grpc")
+
+
+def test_trigger_publishes_without_the_pubsub_client_library(
+    tmp_path: Path, pubsub_emulator: str, unique: str
+) -> None:
+    from google.cloud import pubsub_v1  # noqa: PLC0415 - the test's own topic, in-process
+
+    publisher = pubsub_v1.PublisherClient()
+    publisher.create_topic(name=publisher.topic_path("dagrelay-test", f"imports-{unique}"))
+    env = {"DAGRELAY_PROJECT_ID": "dagrelay-test", "DAGRELAY_EVENTS_TOPIC": f"imports-{unique}"}
+
+    modules = run_dagrelay(tmp_path, "trigger", "p", "b1", "--no-check", env=env)
+
+    assert loaded(modules, PUBSUB_CLIENT) == []

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from dagrelay.store import reads
     from dagrelay.store.direct import Reader
 
-PUBLISH_TIMEOUT_S = 60.0
 JSON_STARTS = ("{", "[", '"')
 PARAM_HELP = (
     "Batch parameter k=v. v is JSON when it parses as JSON (3, true, null, [1, 2], "
@@ -211,18 +210,9 @@ def publish(
 ) -> str:
     """Publish and wait until Pub/Sub accepted it; returns the message id. ``request_id`` (an
     attribute, kept with a rejection) lets the command find the router's rejection of it."""
-    from google.api_core.exceptions import GoogleAPIError
-    from google.cloud import pubsub_v1
+    from dagrelay.cli import publish as pubsub_rest
 
     attributes = {"action": message["action"]}
     if request_id is not None:
         attributes["request_id"] = request_id
-    client = pubsub_v1.PublisherClient()
-    topic = client.topic_path(project_id, topic_id)
-    try:
-        future = client.publish(topic, json.dumps(message).encode(), **attributes)
-        return str(future.result(timeout=PUBLISH_TIMEOUT_S))
-    except (GoogleAPIError, TimeoutError) as exc:
-        raise DagrelayError(f"publishing to {topic} failed: {exc}") from exc
-    finally:
-        client.stop()
+    return pubsub_rest.publish(project_id, topic_id, json.dumps(message).encode(), attributes)
