@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dagrelay.cli.app import PLAIN_HELP, app, reports_errors
+from dagrelay.cli.app import PLAIN_HELP, Group, app, reports_errors
 from dagrelay.cli.common import operator_engine
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ pool_app = typer.Typer(
     help="Named pools of slots (the pools table).",
     no_args_is_help=True,
     rich_markup_mode=PLAIN_HELP,
+    cls=Group,
 )
 app.add_typer(pool_app, name="pool")
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dagrelay.cli.app import PLAIN_HELP, app, reports_errors
+from dagrelay.cli.app import PLAIN_HELP, Group, app, reports_errors
 from dagrelay.errors import DagrelayError
 from dagrelay.ops import verbs as ops
 
@@ -30,6 +30,7 @@ schedule_app = typer.Typer(
     help="Recurring schedules (the schedules table).",
     no_args_is_help=True,
     rich_markup_mode=PLAIN_HELP,
+    cls=Group,
 )
 app.add_typer(schedule_app, name="schedule")
 
