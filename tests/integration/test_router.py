@@ -254,6 +254,7 @@ def test_a_value_the_schema_must_refuse_is_a_recorded_rejection(
     assert scalar(db, "SELECT count(*) FROM batches") == 0
 
 
+@pytest.mark.fresh_db  # it adds a CHECK to batches
 @pytest.mark.usefixtures("monthly_profit")
 def test_a_value_the_database_refuses_is_a_recorded_rejection(
     app_client: Client, db: Engine

@@ -266,8 +266,11 @@ attribute_maps = st.dictionaries(
     st.text(max_size=12) | st.sampled_from([*ACTIONS, "OBJECT_FINALIZE", "123"]),
     max_size=4,
 )
+# Pure and cheap (a few ms an example): three times the profile's count (tests/conftest.py),
+# so 300 in CI as these fuzzers always had, 75 in a developer's run.
 PROPERTY_SETTINGS = settings(
-    max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=3 * settings.default.max_examples,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 
