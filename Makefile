@@ -46,13 +46,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The test tiers, each its own pytest run: unit (pure logic, seconds), integration (the real
-# PostgreSQL and Pub/Sub emulator), e2e (the whole local stack, and a real browser).
+# The test tiers, each its own pytest run: unit (pure logic, no database, no subprocess:
+# seconds), integration (the real PostgreSQL and Pub/Sub emulator), e2e (the whole local stack,
+# and a real browser). Integration runs on WORKERS pytest-xdist workers, each with a database and
+# a Pub/Sub emulator of its own (tests/db_fixtures.py); WORKERS=0 runs it in one process. e2e
+# stays serial: each worker would start a whole local stack. HYPOTHESIS_PROFILE=soak (or ci)
+# runs the property tests with more examples (tests/conftest.py).
+WORKERS ?= 2
+
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 integration: $(STAMP)
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest tests/integration -n $(WORKERS) --dist loadscope
 
 e2e: $(STAMP) chromium
 	$(BIN)/pytest tests/e2e

@@ -178,8 +178,12 @@ class WorkerDatabase:
         self.url = create_database(name, template=template)
         # One connection kept for the resets (opening one costs ~0.1 s on a loaded machine).
         self._engine = create_engine(self.url, pool_size=1, max_overflow=0, pool_pre_ping=True)
-        with self._engine.connect() as conn:
-            self.snapshot = Snapshot.take(conn)
+        try:
+            with self._engine.connect() as conn:
+                self.snapshot = Snapshot.take(conn)
+        except BaseException:
+            self.drop()
+            raise
 
     def reset(self) -> str:
         """Clean the database for the next test; its URL."""
