@@ -33,7 +33,8 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 settings.register_profile("dev", max_examples=25, derandomize=True, deadline=None)
 settings.register_profile("ci", max_examples=100, derandomize=True, deadline=None)
 settings.register_profile("soak", max_examples=2000, derandomize=False, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+settings.load_profile(PROFILE)
 
 
 class FakeClock:

@@ -163,10 +163,8 @@ class Snapshot:
                 {"rows": rows},
             )
         if self.sequences:
-            names, values, called = zip(*self.sequences, strict=True)
-            conn.execute(
-                SET_SEQUENCES, {"names": list(names), "values": list(values), "called": list(called)}
-            )
+            names, values, called = (list(column) for column in zip(*self.sequences, strict=True))
+            conn.execute(SET_SEQUENCES, {"names": names, "values": values, "called": called})
 
 
 class WorkerDatabase:

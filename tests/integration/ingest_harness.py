@@ -9,7 +9,7 @@ import base64
 import dataclasses
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -132,7 +132,7 @@ class Harness:
             self.expire()
         raise AssertionError(f"ingestion does not settle: {outcomes[-10:]}")
 
-    def deliver(self, payload: dict[str, Any], message: Any) -> tuple[str, RunOutcome]:
+    def deliver(self, payload: Mapping[str, Any], message: Any) -> tuple[str, RunOutcome]:
         if payload["action"] == "poll_task":
             poll = PollTask(payload["batch_id"], payload["task"], payload["attempt"])
             return poll.task, self.engine.poll_task(poll)

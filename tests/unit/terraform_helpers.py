@@ -98,7 +98,8 @@ def block(body: dict[str, Any], name: str) -> dict[str, Any]:
     value = body[name]
     assert isinstance(value, list), f"{name} is not a block"
     assert len(value) == 1, f"{name} appears {len(value)} times"
-    return value[0]
+    block: dict[str, Any] = value[0]
+    return block
 
 
 def walk(value: Any) -> Iterator[Any]:

@@ -269,7 +269,7 @@ attribute_maps = st.dictionaries(
 # Pure and cheap (a few ms an example): three times the profile's count (tests/conftest.py),
 # so 300 in CI as these fuzzers always had, 75 in a developer's run.
 PROPERTY_SETTINGS = settings(
-    max_examples=3 * settings.default.max_examples,
+    max_examples=3 * settings().max_examples,
     suppress_health_check=[HealthCheck.too_slow],
 )
 
