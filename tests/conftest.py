@@ -6,13 +6,14 @@ GCS) live in ``tests/db_fixtures.py``, ``tests/pubsub_fixtures.py``, ``tests/bq_
 ``tests/gcs_fixtures.py``; ``tests/integration/conftest.py`` and ``tests/e2e/conftest.py`` load
 them, so ``tests/unit`` never imports a database driver's fixtures or a Google client.
 
-Hypothesis profiles (``HYPOTHESIS_PROFILE`` picks one; CI=true picks ``ci``, else ``dev``):
+Hypothesis profiles (``HYPOTHESIS_PROFILE`` picks one; CI=true picks ``ci``, else ``dev``). A
+profile's ``max_examples`` is what a pure, cheap property gets; a property that pays for a
+database round trip per step takes a third of it (tests/integration/test_versions_property.py).
 
-- ``dev``: 25 examples a property, derandomized — seconds, the same examples on every run.
-- ``ci``: 100 examples (Hypothesis' own default), derandomized. Pure, cheap properties may ask
-  for a multiple of it (the message fuzzers take 3x: 300 in CI, as they always had); the
-  database property test of versions takes 100, the count it was written for.
-- ``soak``: 2,000 examples and a fresh random seed each run, to look for new counterexamples;
+- ``dev``: 25 examples, derandomized: a developer's run costs seconds and is the same each time.
+- ``ci``: 300 examples, derandomized: the message fuzzers' 300 and the versions model's 100, the
+  counts they were written and tuned with.
+- ``soak``: 3,000 examples and a fresh random seed each run, to look for new counterexamples;
   each one it finds becomes a plain regression test.
 """
 
@@ -31,8 +32,8 @@ from dagrelay.config import Settings
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 settings.register_profile("dev", max_examples=25, derandomize=True, deadline=None)
-settings.register_profile("ci", max_examples=100, derandomize=True, deadline=None)
-settings.register_profile("soak", max_examples=2000, derandomize=False, deadline=None)
+settings.register_profile("ci", max_examples=300, derandomize=True, deadline=None)
+settings.register_profile("soak", max_examples=3000, derandomize=False, deadline=None)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 settings.load_profile(PROFILE)
 
