@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 CHECKOV := .venv-checkov/.installed-stamp
 
 .PHONY: demo test lint typecheck pytest unit integration e2e chromium up down venv clean \
-	terraform-check bench
+	terraform-check bench sql-functions
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ demo: $(STAMP)
 # Benchmarks are not tests: a table on stdout and bench-results.json (see local_emulator/bench/).
 bench: $(STAMP)
 	$(BIN)/python -m local_emulator bench
+
+# schema/functions/: the live text of each SQL function, from a database migrated to head (run
+# after a migration that changes a function; tests/integration/test_sql_functions.py checks it).
+sql-functions: $(STAMP)
+	$(BIN)/python -m tests.tools.dump_functions
 
 up: $(STAMP)
 	$(BIN)/python -m local_emulator up

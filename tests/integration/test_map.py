@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from rich.console import Console
 from sqlalchemy import Engine, event, text
 
+from dagrelay.cli.explain import explain_tree, tolerated_failures
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import BadMessage, PipelineError
@@ -23,6 +25,7 @@ from dagrelay.pipelines.apply import apply
 from dagrelay.pipelines.export import export_yaml, read_pipeline
 from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.pipelines.validate import validate as validate_pipeline
+from dagrelay.store import reads
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration import map_helpers as mh
@@ -191,6 +194,77 @@ def test_tolerated_failures(
     else:
         assert group["status"] == "ERROR"
         assert row(db, "b1", "join")["status"] == "UPSTREAM_FAILED"
+
+
+@pytest.mark.parametrize(
+    ("tolerated", "failing", "alerted"),
+    [
+        (2, [1, 3], 0),
+        ("30%", [2, 5, 8], 0),
+        (1, [1, 3], 1),
+        (None, [1, 3, 5, 7], 1),
+    ],
+)
+def test_tolerated_item_failures_are_recorded_not_alerted(
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    insert_pipeline: InsertPipeline,
+    caplog: pytest.LogCaptureFixture,
+    tolerated: int | str | None,
+    failing: list[int],
+    alerted: int,
+) -> None:
+    """Failures within tolerated_failures raise no alert; the failure that makes the group
+    exceed its tolerance raises exactly one (and the items after it none)."""
+    spec: dict[str, Any] = {"over": "src.items"}
+    if tolerated is not None:
+        spec["tolerated_failures"] = tolerated
+    map_pipeline(
+        db,
+        insert_pipeline,
+        source=mh.params("make_items", count=10),
+        spec=spec,
+        square_kwargs={"fail": failing},
+    )
+    start(engine)
+    with caplog.at_level("INFO", logger="dagrelay"):
+        drive(engine, publisher, copies=2, rng=random.Random(11))
+
+    alerts = [json.loads(m.data()) for m in publisher.drain("dagrelay-alerts")]
+    assert len(alerts) == alerted, alerts
+    logged = [r for r in caplog.records if getattr(r, "alert", None) == "task_failed"]
+    assert len(logged) == alerted, "the log-based alert follows the alert messages"
+    failed = [i for i in instances(db, "b1") if i["status"] == "ERROR"]
+    assert [i["map_index"] for i in failed] == failing, "every failed item is recorded"
+    errors = scalar(
+        db,
+        "SELECT count(*) FROM task_log tl JOIN tasks t USING (task_id) "
+        "WHERE t.name = 'each' AND tl.map_index >= 0 AND tl.error LIKE '%RuntimeError: item %'",
+    )
+    assert errors == len(failing)
+    assert batch_status(db, "p", "b1") == ("FAILED" if alerted else "SUCCESS")
+    if alerted:
+        [alert] = alerts
+        assert alert["task"] == "each"
+        assert "more than the" in alert["error"]
+        assert "tolerated" in alert["error"]
+    else:
+        with db.connect() as conn:
+            batch = reads.read_batch(conn, "p", "b1")
+        assert batch is not None
+        tree = explain_tree(
+            "p",
+            "b1",
+            batch["status"],
+            batch["root_causes"],
+            tolerated=tolerated_failures(batch["tasks"]),
+        )
+        console = Console(width=200, record=True)
+        console.print(tree)
+        shown = console.export_text()
+        assert f"each SUCCESS {len(failing)} of 10 items failed" in shown
+        assert "recorded, not alerted" in shown
 
 
 def test_an_empty_list_skips_the_group(

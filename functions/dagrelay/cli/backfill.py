@@ -27,6 +27,7 @@ from dagrelay.config import get_settings
 from dagrelay.errors import DagrelayError
 from dagrelay.ops import verbs as ops
 from dagrelay.pubsub import PubSubPublisher
+from dagrelay.states import BatchStatus
 from dagrelay.store import reads
 from dagrelay.store import transitions as store
 from dagrelay.store.db import get_engine
@@ -96,7 +97,8 @@ def backfill(
     runner.latest = latest
     results = runner.run(todo)
     console.print(result_table(pipeline, results | runner.refused))
-    if runner.refused or (wait and any(status != "SUCCESS" for status in results.values())):
+    failed = any(status != BatchStatus.SUCCESS for status in results.values())
+    if runner.refused or (wait and failed):
         raise typer.Exit(1)
 
 

@@ -14,6 +14,7 @@ from rich.tree import Tree
 from dagrelay.cli.app import fail, reports_errors
 from dagrelay.cli.common import PipelineOption, batch_pipeline
 from dagrelay.cli.render import status_text
+from dagrelay.states import TaskStatus
 from dagrelay.store import reads
 from dagrelay.store.db import get_engine
 
@@ -40,7 +41,8 @@ def explain(
                 batch["status"],
                 batch["root_causes"],
                 batch["version"],
-                queued=[t for t in batch["tasks"] if t["status"] == "QUEUED"],
+                queued=[t for t in batch["tasks"] if t["status"] == TaskStatus.QUEUED],
+                tolerated=tolerated_failures(batch["tasks"]),
             )
         )
 
@@ -53,16 +55,20 @@ def explain_tree(
     version: int | None = None,
     *,
     queued: Sequence[reads.Task] = (),
+    tolerated: Sequence[reads.Task] = (),
 ) -> Tree:
     label = Text.assemble(f"{pipeline} / {batch_id}  ", status_text(status))
     if version is not None:
         label.append(f"  version {version}", style="dim")
     tree = Tree(label)
-    if not causes:
+    if not causes and not tolerated:
         tree.add(Text("nothing failed", style="green"))
     for task in queued:  # waiting, not failed: where each one is in its queue
-        tree.add(Text.assemble((task["task"], "bold"), " ", status_text("QUEUED"),
+        tree.add(Text.assemble((task["task"], "bold"), " ", status_text(TaskStatus.QUEUED),
                                f" {reads.queue_place(task)}"))  # fmt: skip
+    for task in tolerated:  # succeeded with failed items it tolerates: recorded, not alerted
+        tree.add(Text.assemble((task["task"], "bold"), " ", status_text(task["status"] or ""),
+                               f" {task['error']}: recorded, not alerted"))  # fmt: skip
     for cause in causes:
         if cause["task"] is None:
             node = tree.add(Text("root cause no longer in the batch (rerun?)", style="dim"))
@@ -71,9 +77,17 @@ def explain_tree(
             count = cause["attempts"]
             attempts = f"{count} attempt{'s' if count != 1 else ''}"
             label = Text.assemble(
-                (cause["task"], "bold"), " ", status_text("ERROR"), f" after {attempts}: {error}"
+                (cause["task"], "bold"),
+                " ",
+                status_text(TaskStatus.ERROR),
+                f" after {attempts}: {error}",
             )
             node = tree.add(label)
         for casualty in cause["took_down"]:
-            node.add(Text.assemble(f"{casualty} ", status_text("UPSTREAM_FAILED")))
+            node.add(Text.assemble(f"{casualty} ", status_text(TaskStatus.UPSTREAM_FAILED)))
     return tree
+
+
+def tolerated_failures(tasks: Sequence[reads.Task]) -> list[reads.Task]:
+    """The mapped tasks that succeeded with failed items within their tolerance."""
+    return [t for t in tasks if t["status"] == TaskStatus.SUCCESS and t["error"]]

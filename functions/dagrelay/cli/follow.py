@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from dagrelay.cli.app import fail
 from dagrelay.cli.common import batch_pipeline
 from dagrelay.cli.render import batch_table
+from dagrelay.states import BatchStatus
 from dagrelay.store import reads
 from dagrelay.store.db import get_engine
 
@@ -29,7 +30,7 @@ Poll = Annotated[float, typer.Option(min=0.01, help="Seconds between looks at th
 
 # Called on every look with the connection and what was read: it may end the wait (fail).
 Check = Callable[[Connection, list[reads.Batch]], None]
-UNFINISHED = frozenset({"RUNNING", "CANCELLING"})
+UNFINISHED = frozenset({BatchStatus.RUNNING, BatchStatus.CANCELLING})
 
 
 def follow(
@@ -58,5 +59,5 @@ def follow(
     console.print()
     outcomes = ", ".join(f"{b['pipeline']}/{b['batch_id']} {b['status']}" for b in report)
     typer.echo(f"finished: {outcomes}")
-    if any(b["status"] != "SUCCESS" for b in report):
+    if any(b["status"] != BatchStatus.SUCCESS for b in report):
         raise typer.Exit(1)

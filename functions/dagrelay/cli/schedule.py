@@ -22,7 +22,7 @@ from rich.text import Text
 from sqlalchemy import Connection
 
 from dagrelay.cli.app import app, reports_errors
-from dagrelay.engine.schedules import Schedule, backfill_ticks
+from dagrelay.engine.schedules import Catchup, Overlap, Schedule, backfill_ticks, waiting_runs
 from dagrelay.engine.ticks import ScheduleError, zone
 from dagrelay.errors import DagrelayError
 from dagrelay.ops import verbs as ops
@@ -38,18 +38,32 @@ Pipeline = Annotated[str, typer.Argument(help="The scheduled pipeline.")]
 @schedule_app.command("list")
 @reports_errors
 def schedule_list() -> None:
-    """Every schedule: cron, zone, next and last run (in the schedule's zone), paused."""
+    """Every schedule: cron, zone, next and last run (in the schedule's zone), its catch-up
+    and overlap policy, how many runs wait, paused or its error."""
     with get_engine().connect() as conn:
         rows = store.rows(conn)
     if not rows:
         typer.echo("no schedules (declare one under schedule: in a pipeline file)")
         return
-    Console(width=160).print(schedule_table(rows))
+    Console(width=200).print(schedule_table(rows))
 
 
-def schedule_table(rows: list[dict[str, Any]]) -> Table:
+COLUMNS = (
+    "pipeline",
+    "cron",
+    "zone",
+    "next run",
+    "last run",
+    "last batch",
+    "runs",
+    "waiting",
+    "state",
+)
+
+
+def schedule_table(rows: list[dict[str, Any]], now: datetime | None = None) -> Table:
     table = Table(title="schedules", title_justify="left")
-    for column in ("pipeline", "cron", "zone", "next run", "last run", "last batch", "state"):
+    for column in COLUMNS:
         table.add_column(column)
     for row in rows:
         table.add_row(
@@ -59,9 +73,27 @@ def schedule_table(rows: list[dict[str, Any]]) -> Table:
             _local(row["next_run_at"], row["timezone"], "at the next sweep"),
             _local(row["last_tick_at"], row["timezone"], "-"),
             row["last_batch_id"] or "-",
+            _policy(row),
+            _waiting(row, now or datetime.now(UTC)),
             _state(row),
         )
     return table
+
+
+def _policy(row: Mapping[str, Any]) -> str:
+    """Catch-up, the cap on running batches and what a tick finding them running does:
+    ``all<=10, max 1, wait`` (catch-up runs always wait), ``latest, max 1, skip``."""
+    catchup = f"all<={row['catchup_limit']}" if row["catchup"] == Catchup.ALL else "latest"
+    drops = row["catchup"] == Catchup.LATEST and row["overlap"] == Overlap.SKIP
+    return f"{catchup}, max {row['max_active_batches']}, {'skip' if drops else 'wait'}"
+
+
+def _waiting(row: Mapping[str, Any], now: datetime) -> str:
+    """How many due runs have not started (they wait for a sweep or a free slot)."""
+    try:
+        return str(waiting_runs(Schedule.from_row(row), now))
+    except DagrelayError:  # a cron that never fires, a cron croniter refuses: said in state
+        return "-"
 
 
 def _local(value: datetime | None, name: str, missing: str) -> str:

@@ -82,7 +82,7 @@ class Pipeline:
         handler: str,
         params: Params = None,
         parents: Sequence[Parent] = (),
-        trigger_rule: TriggerRule | str = TriggerRule.ALL_SUCCESS,
+        trigger_rule: TriggerRule | str | None = None,
         retries: int = 0,
         retry_delay_s: int = 30,
         retry_backoff: float = 2.0,
@@ -91,8 +91,15 @@ class Pipeline:
         pool: str | None = None,
         enabled: bool = True,
         description: str | None = None,
+        map: Mapping[str, Any] | None = None,
+        teardown: bool = False,
     ) -> TaskRef:
-        """A task running the registered handler ``handler``."""
+        """A task running the registered handler ``handler``; with ``map`` (``{"over":
+        "<parent>.<key>", "tolerated_failures": ..., "max_items": ..., "max_parallel": ...}``)
+        once per item of its parent's list. Its trigger rule is all_success (all_done for a
+        ``teardown`` task) unless ``trigger_rule``."""
+        if trigger_rule is None:
+            trigger_rule = TriggerRule.ALL_DONE if teardown else TriggerRule.ALL_SUCCESS
         self._tasks.append(
             PipelineTask(
                 name=name,
@@ -108,6 +115,8 @@ class Pipeline:
                 pool=pool,
                 enabled=enabled,
                 description=description,
+                map=dict(map) if map is not None else None,
+                teardown=teardown,
             )
         )
         return TaskRef(name)

@@ -5,10 +5,10 @@ table on ``pipeline apply``, read it back for ``pipeline export``.
       cron: "0 6 1 * *"               # five fields (or @daily, @monthly, ...), on the zone's clock
       timezone: Europe/Brussels       # IANA; default Etc/UTC
       batch_id_template: "{interval_start:%Y-%m}"   # default {scheduled_for:%Y-%m-%dT%H:%M}
-      catchup: latest                 # after downtime: latest tick only, or all (up to the limit)
+      catchup: latest                 # due ticks run: the newest only, or all (up to the limit)
       catchup_limit: 10
-      max_active_batches: 1
-      overlap: skip                   # a tick finding max_active_batches running: skip or wait
+      max_active_batches: 1           # runs beyond it wait for a slot (catch-up runs always)
+      overlap: skip                   # with catchup latest, a tick finding them running: skip/wait
       paused: false                   # how a new schedule starts; later: schedule pause/resume
 
 ``paused`` is applied when the schedule is created; afterwards pausing is the operator's

@@ -11,6 +11,7 @@ from dagrelay.engine.dag import TaskSpec, validate_dag
 from dagrelay.errors import NonRetryableError, PipelineError
 from dagrelay.handlers.registry import HandlerRegistry, Registration, default_registry
 from dagrelay.pipelines.spec import PipelineSpec
+from dagrelay.states import TriggerRule
 
 
 def registered_handlers(registry: HandlerRegistry = default_registry) -> dict[str, Registration]:
@@ -26,7 +27,8 @@ def problems(
     ``params_schema`` (skipped for params with ``{placeholders}``, known only per batch)."""
     handlers = known_handlers if isinstance(known_handlers, Mapping) else {}
     found = validate_dag(dag_tasks(spec), known_handlers)
-    found += retry_problems(spec) + map_problems(spec) + _params_problems(spec, handlers)
+    found += retry_problems(spec) + map_problems(spec) + teardown_problems(spec)
+    found += _params_problems(spec, handlers)
     return [f"{spec.source}: {p}" for p in found]
 
 
@@ -71,6 +73,22 @@ def map_problems(spec: PipelineSpec) -> list[str]:
                 f"task {task.name!r}: map.over {task.map['over']!r} names {parent!r}, "
                 "which is not one of its parents"
             )
+    return found
+
+
+def teardown_problems(spec: PipelineSpec) -> list[str]:
+    """A teardown task runs whatever its parents' outcome (all_done) and is not mapped."""
+    found = []
+    for task in spec.tasks:
+        if not task.teardown:
+            continue
+        if task.trigger_rule != TriggerRule.ALL_DONE:
+            found.append(
+                f"task {task.name!r}: a teardown task runs whatever its parents' outcome: its "
+                f"trigger_rule is all_done, not {task.trigger_rule.value}"
+            )
+        if task.map is not None:
+            found.append(f"task {task.name!r}: a teardown task cannot have a map")
     return found
 
 
