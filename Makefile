@@ -82,7 +82,11 @@ terraform-check: $(CHECKOV)
 	terraform fmt -check -recursive terraform
 	.venv-checkov/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet
 
-test: lint typecheck terraform-check unit integration e2e
+# The quick checks two at a time (each one's output kept together), then the slow tiers.
+test: $(STAMP)
+	$(MAKE) -j2 --output-sync=target lint typecheck terraform-check unit
+	$(MAKE) integration
+	$(MAKE) e2e
 
 clean:
 	rm -rf $(VENV) .venv-checkov .local_stack .mypy_cache .ruff_cache .pytest_cache .import_linter_cache test-artifacts
