@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -117,7 +118,7 @@ def measure(console: Console, sizes: Sizes) -> dict[str, Any]:
                 step(
                     console,
                     f"2. throughput, {workers} worker(s), {sizes.throughput_tasks} tasks",
-                    lambda w=workers: engine.throughput(url, sizes.throughput_tasks, w),
+                    partial(engine.throughput, url, sizes.throughput_tasks, workers),
                 ),
                 1,
             )

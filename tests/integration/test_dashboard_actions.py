@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import functions_framework
 import pytest
 from flask.testing import FlaskClient
 from google.cloud import pubsub_v1
@@ -28,7 +27,7 @@ from dagrelay.dashboard.csrf import COOKIE
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import CancelBatch, StartBatch
 from dagrelay.store.outbox import InMemoryPublisher
-from tests.integration.helpers import drive
+from tests.integration.helpers import drive, framework_client
 
 pytestmark = pytest.mark.integration
 
@@ -92,10 +91,7 @@ def function_client(
     monkeypatch.setenv("DAGRELAY_EVENTS_TOPIC", events.topic_id)
     monkeypatch.delenv("DAGRELAY_CONFIG", raising=False)
     clear_caches()
-    app = functions_framework.create_app(
-        target=target, source=str(ROOT / "functions" / "main.py"), signature_type="http"
-    )
-    return app.test_client()
+    return framework_client(target, "http")
 
 
 @pytest.fixture

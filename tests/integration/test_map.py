@@ -29,7 +29,7 @@ from dagrelay.store import reads
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration import map_helpers as mh
-from tests.integration.helpers import as_run_task, batch_status, drive, scalar
+from tests.integration.helpers import EVENTS_TOPIC, as_run_task, batch_status, drive, scalar
 from tests.integration.test_dashboard import OPENAPI, graph_data, validate
 from tests.integration.test_dashboard import client as client  # noqa: PLC0414 - the fixture
 
@@ -113,7 +113,7 @@ def test_map_over_500_items_on_4_workers_with_duplicates(
     )
     assert batch_status(db, "p", "b1") == "SUCCESS"
     assert deliveries >= 2 * 502
-    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    each = mh.runs_by_index("each")
     assert sorted(each) == list(range(500)), "every item ran"
     assert set(each.values()) == {1}, "no item ran twice"
     assert mh.RUNS[("b1", "join", None)] == 1
@@ -390,7 +390,7 @@ def test_instances_cost_a_constant_number_of_statements(
     for count in (10, 1000):
         batch = f"b{count}"
         engine.start_batch(StartBatch(pipeline="p", batch_id=batch, params={"count": count}))
-        [source] = publisher.drain(mh.EVENTS_TOPIC)
+        [source] = publisher.drain(EVENTS_TOPIC)
         statements: list[str] = []
 
         def count_statement(*args: Any, seen: list[str] = statements) -> None:
@@ -401,7 +401,7 @@ def test_instances_cost_a_constant_number_of_statements(
             engine.run_task(as_run_task(source))
         finally:
             event.remove(db, "before_cursor_execute", count_statement)
-        assert len(publisher.drain(mh.EVENTS_TOPIC)) == count
+        assert len(publisher.drain(EVENTS_TOPIC)) == count
         assert len(instances(db, batch)) == count
         counts[count] = len(statements)
     assert counts[10] == counts[1000], counts
@@ -533,9 +533,9 @@ def test_lost_instance_messages_and_an_expired_lease_are_repaired_per_item(
         retry_max_delay_s=1,
     )
     start(engine)
-    [source] = publisher.drain(mh.EVENTS_TOPIC)
+    [source] = publisher.drain(EVENTS_TOPIC)
     engine.run_task(as_run_task(source))
-    lost = [as_run_task(m) for m in publisher.drain(mh.EVENTS_TOPIC)]
+    lost = [as_run_task(m) for m in publisher.drain(EVENTS_TOPIC)]
     assert sorted(m.map_index or 0 for m in lost) == [0, 1, 2, 3, 4]
     with db.begin() as conn:  # instance 3's worker claimed it and died
         conn.execute(
@@ -551,7 +551,7 @@ def test_lost_instance_messages_and_an_expired_lease_are_repaired_per_item(
     Sweeper(engine).sweep(older_than_s=60)
     drive(engine, publisher, copies=2, rng=random.Random(5))
     assert batch_status(db, "p", "b1") == "SUCCESS"
-    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    each = mh.runs_by_index("each")
     assert each == dict.fromkeys(range(5), 1)
     assert [i["attempt"] for i in instances(db, "b1")] == [1, 1, 1, 2, 1]
     assert mh.RUNS[("b1", "join", None)] == 1
@@ -575,7 +575,7 @@ def test_rerun_of_a_mapped_task_maps_again(
     assert engine.rerun(Rerun(batch_id="b1", task="each", pipeline="p", downstream=True)) == 2
     drive(engine, publisher)
     assert batch_status(db, "p", "b1") == "SUCCESS"
-    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    each = mh.runs_by_index("each")
     assert each == dict.fromkeys(range(3), 2)
     assert mh.RUNS[("b1", "join", None)] == 2
     assert len(instances(db, "b1")) == 3
