@@ -31,6 +31,13 @@ pytest_plugins = ["tests.bq_fixtures", "tests.gcs_fixtures", "tests.integration.
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
+# The tests' python.call callables live in tests/: allow them as a deployment allows its own
+# modules (in the environment, so a local stack's router started by a test inherits it), beside
+# the defaults (a team project's packages, the example pipeline's callable).
+os.environ.setdefault(
+    "DAGRELAY_CALL_ALLOWED_PREFIXES", "tests,handlers,pipelines,dagrelay.examples"
+)
+
 
 @pytest.fixture(scope="session")
 def template_db() -> Iterator[str]:
