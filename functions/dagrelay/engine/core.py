@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy import Engine as SqlEngine
 
+from dagrelay.bounds import stored_error
 from dagrelay.engine import maps, moves, retry
 from dagrelay.engine import params as params_mod
 from dagrelay.engine.hooks import NO_HOOKS, EngineHooks, HookPoint
@@ -49,7 +50,6 @@ from dagrelay.store.outbox import OutboxRelay, OutgoingMessage, Publisher
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-MAX_ERROR_CHARS = 4000
 
 
 def utcnow() -> datetime:
@@ -735,7 +735,7 @@ def _failure(exc: BaseException) -> Failure:
     kind = "non-retryable " if isinstance(exc, NonRetryableError) else ""
     error = f"{kind}{type(exc).__name__}: {exc}"
     summary = "".join(traceback.format_exception(exc, limit=-8))
-    return Failure(exc, error[:MAX_ERROR_CHARS], summary[-MAX_ERROR_CHARS:])
+    return Failure(exc, stored_error(error), stored_error(summary, keep_end=True))
 
 
 def _log_result(result: store.Result, extra: Mapping[str, Any]) -> None:

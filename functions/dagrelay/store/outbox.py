@@ -16,13 +16,13 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
+from dagrelay.bounds import stored_error
 from dagrelay.store.db import retry_transient
 from dagrelay.store.queries import query
 
 log = logging.getLogger(__name__)
 
 RELAY_LEASE_S = 120  # a claimed row's publish must end by then, or another relay takes it
-MAX_ERROR_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,8 @@ class OutboxRelay:
                     conn.execute(query("mark_published"), {"ids": sent, "now": self.clock()})
                 if failed:
                     ids = [i for i, _ in failed if i is not None]
-                    error = errors[:MAX_ERROR_CHARS]
-                    conn.execute(query("mark_publish_failed"), {"ids": ids, "error": error})
+                    params = {"ids": ids, "error": stored_error(errors)}
+                    conn.execute(query("mark_publish_failed"), params)
 
         retry_transient(transaction)  # marking twice is harmless (WHERE published_at IS NULL)
         for outbox_id, exc in failed:

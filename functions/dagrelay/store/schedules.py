@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from dagrelay.bounds import stored_error
 from dagrelay.store.queries import query
 
 
@@ -52,7 +53,7 @@ def advance(
 
 
 def record_error(conn: Connection, pipeline: str, error: str) -> None:
-    conn.execute(query("schedule_error"), {"pipeline": pipeline, "error": error})
+    conn.execute(query("schedule_error"), {"pipeline": pipeline, "error": stored_error(error)})
 
 
 def upsert(conn: Connection, values: Mapping[str, Any], now: datetime) -> str:
