@@ -113,15 +113,26 @@ class Settings(BaseSettings):
         "local",
         min_length=1,
         max_length=100,
+        pattern=r"^[^\x00-\x1f\x7f<>]+$",
         description="Who the operator dashboard records in triggered_by (as dashboard:<this>) "
-        "when the request carries no ID token with an email (locally; in GCP it always does).",
+        "when no id_token_audiences are set (locally; no token is read then).",
+    )
+    id_token_audiences: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The operator function's URLs, as the audiences of its callers' ID tokens "
+        "(comma-separated in the environment). Set (Terraform sets it): every action needs a "
+        "Google-signed ID token for one of them, verified (signature, issuer, audience, "
+        "expiry), and records its verified email. Unset (locally): no token is read and "
+        "dashboard_caller is recorded.",
     )
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
         description="Recorded in each attempt's history: which process ran it.",
     )
 
-    @field_validator("handler_modules", "call_allowed_prefixes", mode="before")
+    @field_validator(
+        "handler_modules", "call_allowed_prefixes", "id_token_audiences", mode="before"
+    )
     @classmethod
     def _module_list(cls, value: Any) -> Any:
         return module_list(value) if isinstance(value, str) else value
