@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 CHECKOV := .venv-checkov/.installed-stamp
 
 .PHONY: demo test lint typecheck pytest unit integration e2e chromium up down venv clean \
-	terraform-check bench
+	terraform-check bench sql-functions dist
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m local_emulator bench
 
+# schema/functions/: the live text of each SQL function, from a database migrated to head (run
+# after a migration that changes a function; tests/integration/test_sql_functions.py checks it).
+sql-functions: $(STAMP)
+	$(BIN)/python -m tests.tools.dump_functions
+
 up: $(STAMP)
 	$(BIN)/python -m local_emulator up
 
@@ -43,16 +48,24 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
+# tests/typecheck: lines that must stay type errors (the typed Python pipeline API).
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy tests/typecheck
 
-# The test tiers, each its own pytest run: unit (pure logic, seconds), integration (the real
-# PostgreSQL and Pub/Sub emulator), e2e (the whole local stack, and a real browser).
+# The test tiers, each its own pytest run: unit (pure logic, no database, no subprocess:
+# seconds), integration (the real PostgreSQL and Pub/Sub emulator), e2e (the whole local stack,
+# and a real browser). Integration runs on WORKERS pytest-xdist workers, each with a database and
+# a Pub/Sub emulator of its own (tests/db_fixtures.py); WORKERS=0 runs it in one process. e2e
+# stays serial: each worker would start a whole local stack. HYPOTHESIS_PROFILE=soak (or ci)
+# runs the property tests with more examples (tests/conftest.py).
+WORKERS ?= 2
+
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 integration: $(STAMP)
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest tests/integration -n $(WORKERS) --dist loadscope
 
 e2e: $(STAMP) chromium
 	$(BIN)/pytest tests/e2e
@@ -71,7 +84,17 @@ terraform-check: $(CHECKOV)
 	terraform fmt -check -recursive terraform
 	.venv-checkov/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet
 
-test: lint typecheck terraform-check unit integration e2e
+# The quick checks two at a time (each one's output kept together), then the slow tiers.
+test: $(STAMP)
+	$(MAKE) -j2 --output-sync=target lint typecheck terraform-check unit
+	$(MAKE) integration
+	$(MAKE) e2e
+
+# The release artifacts: dist/dagrelay-X.Y.Z.tar.gz and dist/dagrelay-X.Y.Z-py3-none-any.whl,
+# the same bytes on every build of a commit (SOURCE_DATE_EPOCH: the last commit's time).
+# RELEASING.md says what to do with them.
+dist: $(STAMP)
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) $(BIN)/python .ci/dist.py --outdir dist
 
 clean:
 	rm -rf $(VENV) .venv-checkov .local_stack .mypy_cache .ruff_cache .pytest_cache .import_linter_cache test-artifacts

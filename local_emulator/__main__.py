@@ -14,7 +14,7 @@ from rich.console import Console
 
 from dagrelay.errors import DagrelayError
 from local_emulator import demo as demo_mod
-from local_emulator.bench import cli as bench_cli
+from local_emulator.bench import command as bench_command
 from local_emulator.processes import StackError
 from local_emulator.stack import (
     ProjectWatcher,
@@ -130,7 +130,7 @@ def worker(
     Worker(subscription).run()
 
 
-app.command()(bench_cli.bench)
+app.command()(bench_command.bench)
 
 
 if __name__ == "__main__":

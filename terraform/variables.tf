@@ -426,7 +426,9 @@ variable "bigquery_datasets" {
   default     = ["finance", "reports", "web"] # schema/sources.yaml's targets, monthly_profit's report
 
   validation {
-    condition     = length(var.bigquery_datasets) == length(distinct(var.bigquery_datasets)) && alltrue([for d in var.bigquery_datasets : can(regex("^[A-Za-z_][A-Za-z0-9_]{0,1023}$", d))])
+    # A dataset id is at most 1024 letters, digits and _. The length is checked apart: Terraform's
+    # regex engine (RE2) refuses a repeat count over 1000, and can() would turn that into false.
+    condition     = length(var.bigquery_datasets) == length(distinct(var.bigquery_datasets)) && alltrue([for d in var.bigquery_datasets : can(regex("^[A-Za-z_][A-Za-z0-9_]*$", d)) && length(d) <= 1024])
     error_message = "bigquery_datasets must be distinct dataset ids (letters, digits, _)."
   }
 }

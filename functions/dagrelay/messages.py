@@ -13,29 +13,15 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, ClassVar, get_args
 
 from jsonschema.protocols import Validator
 
 from dagrelay import schemas
 from dagrelay.errors import BadMessage
+from dagrelay.states import Action as Action  # noqa: PLC0414 (a re-export)
 
 MAX_DATA_BYTES = 1_000_000
-
-
-class Action(StrEnum):
-    """Every kind of message, named once: the ``action`` of a JSON message (each has its
-    ``schema/messages/<action>.schema.json``), and the GCS notification (known by attributes)."""
-
-    START_BATCH = "start_batch"
-    RUN_TASK = "run_task"
-    POLL_TASK = "poll_task"
-    SWEEP = "sweep"
-    RERUN = "rerun"
-    CANCEL_BATCH = "cancel_batch"
-    RESUME = "resume"
-    OBJECT_FINALIZE = "object_finalize"
 
 
 @dataclass(frozen=True)
@@ -181,6 +167,21 @@ def unstorable(value: Any, top: str = "(message)") -> str | None:
                 stack.append((where, child))
         elif isinstance(item, list):
             stack.extend((f"{path}/{i}".lstrip("/"), child) for i, child in enumerate(item))
+    return None
+
+
+def unstorable_json(value: Any, top: str) -> str | None:
+    """Why PostgreSQL's JSONB cannot hold ``value`` (a value the engine produced: an output, an
+    item), naming where: a string it cannot store, or NaN/Infinity, which JSON has no words
+    for; None if it can. E.g. ``item 2 at name: contains a NUL character ...``."""
+    if problem := unstorable(value, ""):  # "" when the value itself is the string
+        return f"{top}{problem}" if problem.startswith(":") else f"{top} at {problem}"
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return f"{top}: holds NaN or Infinity, which JSON cannot represent"
+    except TypeError as exc:
+        return f"{top}: not JSON ({exc})"
     return None
 
 

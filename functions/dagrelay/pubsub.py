@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 
 from google.api_core import retry as api_retry
 from google.cloud.pubsub_v1 import PublisherClient
@@ -21,17 +22,26 @@ class PubSubPublisher:
         self._retry = api_retry.Retry(initial=0.1, maximum=2.0, timeout=timeout_s)
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
-        futures = [
-            self._client.publish(
-                self._client.topic_path(self.project_id, m.topic),
-                m.data(),
-                retry=self._retry,
-                **dict(m.attributes),
-            )
-            for m in messages
-        ]
+        """One result per message: a message the client refuses before sending (an attribute
+        that is not text, a message too large) fails alone."""
+        futures: list[Future[str] | BaseException] = []
+        for m in messages:
+            try:
+                futures.append(
+                    self._client.publish(
+                        self._client.topic_path(self.project_id, m.topic),
+                        m.data(),
+                        retry=self._retry,
+                        **dict(m.attributes),
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - this message's result; the others go on
+                futures.append(exc)
         results: list[BaseException | None] = []
         for future in futures:
+            if isinstance(future, BaseException):
+                results.append(future)
+                continue
             try:
                 future.result(timeout=self.timeout_s)
                 results.append(None)

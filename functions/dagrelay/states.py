@@ -1,5 +1,8 @@
-"""The status vocabularies. The database enums are the source of truth; a test checks these
-equal them (tests/integration/test_migrations.py)."""
+"""The vocabularies: statuses, trigger rules and message actions, named once. Everything else in
+Python uses these enums, never their strings (tests/unit/test_vocabulary.py); the database
+enums are the source of truth for the statuses and trigger rules, and a test checks these equal
+them (tests/integration/test_migrations.py). The OpenAPI document, the dashboard and the CLI's
+colours are tested against them too."""
 
 from __future__ import annotations
 
@@ -45,6 +48,13 @@ class BatchStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+# The batch statuses a rerun may take back to RUNNING. Never CANCELLING: the rerun would undo
+# the cancel while its last attempts finish (once it is CANCELLED: resume, or rerun).
+RERUN_FROM = frozenset(
+    {BatchStatus.RUNNING, BatchStatus.SUCCESS, BatchStatus.FAILED, BatchStatus.CANCELLED}
+)
+
+
 class TriggerRule(StrEnum):
     ALL_SUCCESS = "all_success"
     ALL_DONE = "all_done"
@@ -61,3 +71,17 @@ class FileStatus(StrEnum):
     ARCHIVED = "ARCHIVED"
     REJECTED = "REJECTED"
     DUPLICATE = "DUPLICATE"
+
+
+class Action(StrEnum):
+    """Every kind of message, named once: the ``action`` of a JSON message (each has its
+    ``schema/messages/<action>.schema.json``), and the GCS notification (known by attributes)."""
+
+    START_BATCH = "start_batch"
+    RUN_TASK = "run_task"
+    POLL_TASK = "poll_task"
+    SWEEP = "sweep"
+    RERUN = "rerun"
+    CANCEL_BATCH = "cancel_batch"
+    RESUME = "resume"
+    OBJECT_FINALIZE = "object_finalize"

@@ -5,12 +5,17 @@ PostgreSQL (created, migrated, dropped); the messages it publishes are delivered
 instead of through Pub/Sub -- in order, or shuffled and duplicated with a seed. Handlers can be
 replaced by fakes per task. With ``duplicate=True`` every message is delivered twice and every
 handler runs twice per attempt with the same context, as at-least-once delivery may do: a
-handler whose second run fails or returns something else ends its task in ERROR, naming it.
+handler whose second run fails, returns something else, or repeats a side effect recorded in a
+``SideEffects`` fake without ``context.idempotency_key`` ends its task in ERROR, naming it.
+A mapped task's result has one ``ItemResult`` per item (``result["t"].items``).
 
     def test_etl(dagrelay_runner):
-        result = dagrelay_runner.run(etl, fakes={"export": lambda ctx: {"rows": 0}})
+        sent = SideEffects()
+        export = lambda ctx: sent.record("upload", ctx.params, key=ctx.idempotency_key)
+        result = dagrelay_runner.run(etl, fakes={"export": export}, duplicate=True)
         assert result.status == "SUCCESS"
         assert result["extract"].output == {"rows": 3}
+        assert len(sent.applied) == 1
 
 The pytest fixture ``dagrelay_runner`` (``dagrelay.pytest_plugin``) makes one per test.
 """
@@ -22,6 +27,7 @@ import random
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,13 +57,30 @@ PipelineLike = Pipeline | PipelineSpec | str | Path
 
 
 @dataclass(frozen=True)
-class TaskResult:
-    name: str
-    status: str | None  # None: the task never got a row (not reached)
+class ItemResult:
+    """One instance of a mapped task: its item's index, the item, how it ended."""
+
+    index: int
+    item: Any
+    status: str
     attempts: int
     output: Mapping[str, Any] | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """How a task ended. For a mapped task, ``items`` holds each item's result by index,
+    ``output`` is what its children see (its items' outputs by index, None for a failed item)
+    and ``attempts`` counts its items' attempts; ``items`` is empty for any other task."""
+
+    name: str
+    status: str | None  # None: the task never got a row (not reached)
+    attempts: int
+    output: Any  # a mapping (or None); a mapped task's: a list
+    error: str | None
     root_cause_task: str | None = None
+    items: tuple[ItemResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,19 +213,27 @@ class PipelineRunner:
         with self.db.connect() as conn:
             batch = reads.read_batch(conn, pipeline, batch_id)
             outputs = reads.batch_outputs(conn, pipeline, batch_id)
+            instances = reads.batch_items(conn, pipeline, batch_id)
         if batch is None:
             raise DagrelayError(f"no batch {batch_id!r} of pipeline {pipeline!r}")
-        tasks = {
-            t["task"]: TaskResult(
+        tasks = {}
+        for t in batch["tasks"]:
+            items = tuple(
+                ItemResult(
+                    i["map_index"], i["item"], i["status"], i["attempt"], i["output"], i["error"]
+                )
+                for i in instances.get(t["task"], [])
+            )
+            attempts = sum(i.attempts for i in items) if items else t["attempt"]
+            tasks[t["task"]] = TaskResult(
                 t["task"],
                 t["status"],
-                t["attempt"],
+                attempts,
                 outputs.get(t["task"]),
                 t["error"],
                 t["root_cause_task"],
+                items,
             )
-            for t in batch["tasks"]
-        }
         return BatchResult(pipeline, batch_id, batch["status"], tasks, deliveries)
 
 
@@ -263,6 +294,64 @@ def _release_held(engine: DagEngine, clock: FakeClock) -> bool:
 # -- fakes and the second run --------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Effect:
+    """A side effect a handler made through a ``SideEffects`` fake, with the run it came from."""
+
+    name: str
+    payload: Any
+    key: str | None
+    task: str | None  # None: recorded outside a handler run of the runner
+    map_index: int | None
+
+
+@dataclass
+class _Run:
+    """One run of a handler by the runner: the effects it applied."""
+
+    task: str
+    map_index: int | None
+    applied: list[Effect] = field(default_factory=list)
+
+
+_RUN: ContextVar[_Run | None] = ContextVar("dagrelay_testing_run", default=None)
+
+
+class SideEffects:
+    """A fake of the outside world a handler changes (a mail sent, a file uploaded, a row
+    sent to an API): give it to the handler (a closure, a fake client built on it, a fake in
+    ``fakes``) and have it call ``record`` where the real call would be.
+
+    A ``key`` makes the effect idempotent, as an idempotency key, a job id or an object name
+    does for a real service: an effect whose key was applied already is not applied again.
+    In duplicate mode the runner runs each handler twice with the same context; a second run
+    that applies an effect (no key, or a key that changes from run to run) repeats it, and the
+    task ends ERROR saying so. Use ``context.idempotency_key`` (or a key derived from it) as
+    the key. Effects are attributed to the handler run in progress in the runner's thread."""
+
+    def __init__(self) -> None:
+        self.applied: list[Effect] = []
+        self._keys: set[str] = set()
+
+    def record(self, name: str, payload: Any = None, *, key: str | None = None) -> bool:
+        """Apply the effect ``name`` (with ``payload``) unless ``key`` was applied already;
+        whether it was applied."""
+        if key is not None and key in self._keys:
+            return False
+        run = _RUN.get()
+        task, index = (run.task, run.map_index) if run is not None else (None, None)
+        effect = Effect(name, payload, key, task, index)
+        self.applied.append(effect)
+        if key is not None:
+            self._keys.add(key)
+        if run is not None:
+            run.applied.append(effect)
+        return True
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.applied]
+
+
 def _registry(fakes: Mapping[str, Handler], *, twice: bool) -> HandlerRegistry:
     """The default registry's handlers, each run as ``fakes[task]`` for a faked task, and
     twice per attempt when ``twice``."""
@@ -270,7 +359,8 @@ def _registry(fakes: Mapping[str, Handler], *, twice: bool) -> HandlerRegistry:
     registry = HandlerRegistry(load=False)
     for name in default_registry.names():
         r = default_registry.get(name)
-        function = _twice(_per_task(r.function, fakes)) if twice else _per_task(r.function, fakes)
+        function = _per_task(r.function, fakes)
+        function = _twice(function) if twice else _once(function)
         registry.register(
             name, function, r.params_schema, r.poll, r.raw_params, params_model=r.params_model
         )
@@ -287,21 +377,51 @@ def _per_task(function: Handler, fakes: Mapping[str, Handler]) -> Handler:
     return run
 
 
+def _in_run(function: Handler, ctx: HandlerContext[Any]) -> tuple[Any, _Run]:
+    """Call the handler as one run: the effects it applies are attributed to it."""
+    run = _Run(ctx.task, ctx.map_index)
+    token = _RUN.set(run)
+    try:
+        return function(ctx), run
+    finally:
+        _RUN.reset(token)
+
+
+def _once(function: Handler) -> Handler:
+    def run(ctx: HandlerContext[Any]) -> Any:
+        return _in_run(function, ctx)[0]
+
+    return run
+
+
 def _twice(function: Handler) -> Handler:
     def run(ctx: HandlerContext[Any]) -> Any:
-        first = function(ctx)
+        first, _ = _in_run(function, ctx)
+        redelivery = "its second run with the same context (as a redelivery makes it)"
         try:
-            second = function(ctx)
+            second, again = _in_run(function, ctx)
         except Exception as exc:
             raise NonRetryableError(
-                f"task {ctx.task!r} is not idempotent: its second run with the same context "
-                f"(as a redelivery makes it) failed: {type(exc).__name__}: {exc}"
+                f"task {ctx.task!r} is not idempotent: {redelivery} failed: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
+        if again.applied:
+            raise NonRetryableError(
+                f"task {ctx.task!r} is not idempotent: {redelivery} " + _repeated(again.applied[0])
+            )
         if second != first:
             raise NonRetryableError(
-                f"task {ctx.task!r} is not idempotent: its second run with the same context "
-                f"(as a redelivery makes it) returned {second!r}, the first {first!r}"
+                f"task {ctx.task!r} is not idempotent: {redelivery} returned {second!r}, "
+                f"the first {first!r}"
             )
         return second
 
     return run
+
+
+def _repeated(effect: Effect) -> str:
+    how = "without a key" if effect.key is None else f"under a new key {effect.key!r}"
+    return (
+        f"repeated the side effect {effect.name!r} ({how}); record it with "
+        "key=context.idempotency_key (or a key derived from it) so a repeat is recognised"
+    )

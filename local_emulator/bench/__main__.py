@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from local_emulator.bench.cli import app
+from local_emulator.bench.command import app
 
 if __name__ == "__main__":
     app()

@@ -15,7 +15,9 @@ Six benchmarks, each on a throwaway database of its own, everything it starts st
    ``bench.dashboard`` (runnable alone: ``python -m local_emulator.bench.dashboard``);
 8. a mapped task over 1,000 and 10,000 items: statements and ms of the completion creating the
    instances, wall time of 4 in-process workers running them (InMemoryPublisher) —
-   ``bench.maps`` (runnable alone: ``python -m local_emulator.bench.maps``).
+   ``bench.maps`` (runnable alone: ``python -m local_emulator.bench.maps``);
+9. the ``dagrelay`` command's answer time in fresh processes (--help, the read verbs, trigger)
+   against bare Python — ``bench.cli`` (runnable alone: ``python -m local_emulator.bench.cli``).
 Medians and ratios are all measured in the same run; the targets are printed with pass/fail.
 """
 
@@ -27,13 +29,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
-from local_emulator.bench import dashboard, engine, fan, guard, ingest, maps, stack
+from local_emulator.bench import cli, dashboard, engine, fan, guard, ingest, maps, stack
 from local_emulator.bench.db import median, ms, percentile, throwaway_database
 from local_emulator.processes import StackError
 
@@ -53,6 +56,7 @@ class Sizes:
     wide_tasks: int = 1000
     guard_reps: int = 3
     ingest_mb: tuple[int, ...] = (5, 50, 500)
+    cli_runs: int = 7
 
 
 QUICK = Sizes(
@@ -64,6 +68,7 @@ QUICK = Sizes(
     naive_reps=1,
     guard_reps=1,
     ingest_mb=(5, 50),
+    cli_runs=3,
 )
 
 
@@ -113,7 +118,7 @@ def measure(console: Console, sizes: Sizes) -> dict[str, Any]:
                 step(
                     console,
                     f"2. throughput, {workers} worker(s), {sizes.throughput_tasks} tasks",
-                    lambda w=workers: engine.throughput(url, sizes.throughput_tasks, w),
+                    partial(engine.throughput, url, sizes.throughput_tasks, workers),
                 ),
                 1,
             )
@@ -156,6 +161,11 @@ def measure(console: Console, sizes: Sizes) -> dict[str, Any]:
     )
     results["dashboard_1000_tasks"] = step(
         console, "7. dashboard: a 1,000-task batch page in Chromium", lambda: dashboard.run(3, None)
+    )
+    results["cli"] = step(
+        console,
+        f"9. the dagrelay command in fresh processes, {sizes.cli_runs} runs each",
+        lambda: cli.measure(sizes.cli_runs),
     )
     return results
 
@@ -219,7 +229,19 @@ def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "value": r["naive_over_ours_1000"],
             "pass": r["naive_over_ours_1000"] >= 20,
         },
+        "cli": {
+            "target": "dagrelay over bare Python: --help <= 0.25 s, read verbs <= 0.6 s, "
+            "trigger <= 1.0 s (medians)",
+            "value": _cli_misses(r["cli"]),
+            "pass": all(c["pass"] for c in r["cli"]["commands"].values()),
+        },
     }
+
+
+def _cli_misses(result: dict[str, Any]) -> str:
+    commands = result["commands"]
+    missed = [f"{name} +{c['delta_s']:.2f} s" for name, c in commands.items() if not c["pass"]]
+    return "; ".join(missed) or f"all {len(commands)} within target"
 
 
 def table(r: dict[str, Any]) -> Table:
@@ -273,6 +295,14 @@ def table(r: dict[str, Any]) -> Table:
                     f"{page['render_ms_median']:.0f} ms to layout done, "
                     f"{page['page_bytes_transferred'] / 1024:.0f} KiB transferred"
                 ),
+            )
+        )
+    if found := r.get("cli"):
+        worst = max(found["commands"].items(), key=lambda item: item[1]["delta_s"])
+        rows.append(
+            (
+                "dagrelay command, fresh process (slowest over bare Python)",
+                f"{worst[0]}: +{worst[1]['delta_s']:.2f} s (baseline {found['baseline_s']:.2f} s)",
             )
         )
     for name, value in rows:

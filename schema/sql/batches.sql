@@ -116,18 +116,27 @@ RETURNING pipeline, batch_id;
 -- name: cancel_waiting_tasks
 -- Tasks waiting to run (NEW, QUEUED, RETRY) of a cancelled batch become CANCELLED (a QUEUED
 -- one leaves its pool's queue), and so do the open groups of mapped tasks (never claimed:
--- attempt 0, no lease). Running attempts finish, but advance_children creates nothing in a
--- batch that is not RUNNING.
-UPDATE task_log
+-- attempt 0, no lease); teardown tasks are spared. Running attempts finish, but
+-- advance_children creates nothing but teardown tasks in a batch that is not RUNNING.
+UPDATE task_log tl
 SET status = 'CANCELLED', finished_at = :now, next_attempt_at = NULL, queued_at = NULL
-WHERE pipeline = :pipeline AND batch_id = :batch_id
-  AND (status IN ('NEW', 'QUEUED', 'RETRY')
-       OR (status = 'PROCESSING' AND map_index = -1 AND attempt = 0 AND lease_expires_at IS NULL))
-RETURNING log_id;
+FROM batches b, version_tasks t
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
+  AND tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id
+  AND t.version_id = b.version_id AND t.task_id = tl.task_id AND NOT t.teardown
+  AND (tl.status IN ('NEW', 'QUEUED', 'RETRY')
+       OR (tl.status = 'PROCESSING' AND tl.map_index = -1 AND tl.attempt = 0
+           AND tl.lease_expires_at IS NULL))
+RETURNING tl.log_id, tl.task_id, tl.map_index,
+          -- a group with instances still running: its children count it when they end
+          EXISTS (SELECT 1 FROM task_log i
+                  WHERE i.batch_id = tl.batch_id AND i.task_id = tl.task_id
+                    AND i.map_index >= 0 AND i.status = 'PROCESSING') AS busy;
 
 -- name: cancel_unstarted_tasks
 -- Every task of the batch's scope without a row yet gets a CANCELLED row (attempt 0): nothing
--- stays pending, and resume_batch knows what never ran.
+-- stays pending, and resume knows what never ran. Teardown tasks are spared: the fan-in
+-- creates them once their parents are done (a CANCELLED parent counts as done).
 WITH RECURSIVE batch AS (
     SELECT pipeline, batch_id, start_task_id, version_id FROM batches
     WHERE pipeline = :pipeline AND batch_id = :batch_id
@@ -144,8 +153,10 @@ scope(task_id) AS (
 INSERT INTO task_log (pipeline, batch_id, task_id, status, created_at, finished_at)
 SELECT :pipeline, :batch_id, s.task_id, 'CANCELLED', :now, :now
 FROM scope s
+JOIN version_tasks t ON t.version_id = (SELECT version_id FROM batch) AND t.task_id = s.task_id
+WHERE NOT t.teardown
 ON CONFLICT DO NOTHING
-RETURNING log_id;
+RETURNING log_id, task_id, map_index, false AS busy;
 
 -- name: running_tasks
 -- The batch's attempts that are running (deferred ones included).
@@ -159,19 +170,45 @@ WHERE pipeline = :pipeline AND batch_id = :batch_id
 FOR UPDATE;
 
 -- name: resume_reset
--- The batch's CANCELLED rows go (the attempts of those that had run stay in task_attempts) and
--- the batch runs again. CANCELLED rows are counted by no fan-in counter: nothing to recount.
-WITH removed AS (
+-- The batch's CANCELLED rows go (the attempts of those that had run stay in task_attempts), and
+-- so do the rows of the teardown tasks below a CANCELLED row or a group reopened by resume
+-- (:reopened): they ran because of the cancel and run again after what resumes. The batch runs
+-- again. Returns the tasks whose rows went: their children's fan-in counters are recounted.
+WITH RECURSIVE batch AS (
+    SELECT version_id FROM batches WHERE pipeline = :pipeline AND batch_id = :batch_id
+),
+again(task_id) AS (
+    SELECT e.child_task_id
+    FROM version_edges e
+    JOIN version_tasks t ON t.version_id = e.version_id AND t.task_id = e.child_task_id
+    WHERE e.version_id = (SELECT version_id FROM batch) AND t.teardown
+      AND (e.parent_task_id = ANY (CAST(:reopened AS integer[]))
+           OR EXISTS (SELECT 1 FROM task_log p
+                      WHERE p.batch_id = :batch_id AND p.task_id = e.parent_task_id
+                        AND p.map_index = -1 AND p.status = 'CANCELLED'))
+    UNION
+    SELECT e.child_task_id
+    FROM version_edges e
+    JOIN again a ON e.parent_task_id = a.task_id
+    JOIN version_tasks t ON t.version_id = e.version_id AND t.task_id = e.child_task_id
+    WHERE e.version_id = (SELECT version_id FROM batch) AND t.teardown
+),
+removed AS (
     DELETE FROM task_log
-    WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'CANCELLED'
-    RETURNING log_id
+    WHERE pipeline = :pipeline AND batch_id = :batch_id
+      AND (status = 'CANCELLED'
+           OR (task_id IN (SELECT task_id FROM again)
+               AND status IN ('SUCCESS', 'ERROR', 'UPSTREAM_FAILED', 'SKIPPED')))
+    RETURNING log_id, task_id, map_index
 ),
 resumed AS (
     UPDATE batches SET status = 'RUNNING', finished_at = NULL
     WHERE pipeline = :pipeline AND batch_id = :batch_id AND status = 'CANCELLED'
     RETURNING batch_id
 )
-SELECT (SELECT count(*) FROM removed) AS removed, (SELECT count(*) FROM resumed) AS resumed;
+SELECT (SELECT count(*) FROM removed) AS removed, (SELECT count(*) FROM resumed) AS resumed,
+       (SELECT coalesce(array_agg(DISTINCT task_id), '{}') FROM removed WHERE map_index = -1)
+           AS task_ids;
 
 -- name: resume_start
 -- Every task of the batch's scope without a row whose fate its parents' rows decide now: a
@@ -191,7 +228,7 @@ scope(task_id) AS (
       AND (SELECT start_task_id FROM batch) IS NOT NULL
 ),
 decided AS (
-    SELECT t.task_id, t.enabled, f.root_cause_log_id,
+    SELECT t.task_id, t.enabled, t.map, f.root_cause_log_id,
            CASE WHEN f.task_id IS NULL THEN 'RUN'
                 ELSE dagrelay_trigger_decision(t.trigger_rule, f.parents, f.succeeded, f.failed,
                                                f.skipped) END AS decision
@@ -206,7 +243,8 @@ created AS (
                           root_cause_log_id)
     SELECT :pipeline, :batch_id, d.task_id,
            CASE WHEN d.decision <> 'RUN' THEN d.decision
-                WHEN d.enabled THEN 'NEW'
+                WHEN d.enabled AND d.map IS NULL THEN 'NEW'
+                WHEN d.enabled THEN 'PROCESSING'  -- a mapped task's group: the engine opens it
                 ELSE 'SKIPPED' END::task_status,
            :now,
            CASE WHEN d.decision = 'RUN' AND d.enabled THEN NULL ELSE CAST(:now AS timestamptz) END,

@@ -103,11 +103,52 @@ SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM clo
 -- name: count_map_item
 -- An instance ended (SUCCESS, or ERROR/CANCELLED: failed): its group's counters. The row lock
 -- taken here orders the instances of one group; the last one sees succeeded + failed = total.
-UPDATE map_groups
-SET succeeded = succeeded + CASE WHEN :status = 'SUCCESS' THEN 1 ELSE 0 END,
-    failed = failed + CASE WHEN :status = 'SUCCESS' THEN 0 ELSE 1 END
-WHERE batch_id = :batch_id AND task_id = :task_id
-RETURNING total, tolerated, succeeded, failed;
+-- A failed item is recorded on its own row and not alerted (finish_attempt writes no alert for
+-- an instance): the ERROR that makes the failed items exceed the tolerated ones writes the
+-- group's one alert, here, in the same statement.
+WITH counted AS (
+    UPDATE map_groups
+    SET succeeded = succeeded + CASE WHEN CAST(:status AS text) = 'SUCCESS' THEN 1 ELSE 0 END,
+        failed = failed + CASE WHEN CAST(:status AS text) = 'SUCCESS' THEN 0 ELSE 1 END
+    WHERE batch_id = :batch_id AND task_id = :task_id
+    RETURNING pipeline, batch_id, total, tolerated, succeeded, failed
+),
+alert AS (
+    INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
+    SELECT CAST(:alerts_topic AS text),
+           jsonb_build_object('kind', 'task_failed', 'pipeline', c.pipeline,
+                              'batch_id', c.batch_id, 'task', CAST(:task AS text),
+                              'attempt', CAST(:attempt AS integer),
+                              'map_index', CAST(:map_index AS integer),
+                              'error', format('%s of %s items failed, more than the %s tolerated;'
+                                              ' item %s: %s', c.failed, c.total, c.tolerated,
+                                              CAST(:map_index AS integer),
+                                              CAST(:error AS text)),
+                              'log_id', CAST(:log_id AS bigint),
+                              'root_cause', CAST(:task AS text),
+                              'at', CAST(:now AS timestamptz)),
+           CAST('{"kind": "task_failed"}' AS jsonb), CAST(:now AS timestamptz),
+           CAST(:now AS timestamptz), CAST(:log_id AS bigint)
+    FROM counted c
+    WHERE CAST(:status AS text) = 'ERROR' AND c.failed = c.tolerated + 1
+    RETURNING outbox_id, topic, payload, attributes, available_at
+)
+SELECT c.total, c.tolerated, c.succeeded, c.failed,
+       (SELECT coalesce(jsonb_agg(to_jsonb(m)), '[]') FROM alert m) AS messages
+FROM counted c;
+
+-- name: cancelled_group_done
+-- In a batch being cancelled, after one of its instances ended: the group, if the cancel closed
+-- it and no other instance still runs — then its children's fan-in counts it (a teardown child
+-- starts). A statement of its own, after count_map_item: its snapshot sees every instance that
+-- ended before the counter row was released, so exactly one ending instance finds it done.
+SELECT g.task_id
+FROM task_log g
+WHERE g.batch_id = :batch_id AND g.task_id = :task_id AND g.map_index = -1
+  AND g.status = 'CANCELLED'
+  AND NOT EXISTS (SELECT 1 FROM task_log i
+                  WHERE i.batch_id = :batch_id AND i.task_id = :task_id AND i.map_index >= 0
+                    AND i.status = 'PROCESSING');
 
 -- name: decide_group
 -- The group's one decision, after its last instance was counted (a statement of its own, so its
@@ -179,9 +220,68 @@ WHERE m.pipeline = :pipeline AND m.batch_id = :batch_id
 ORDER BY t.name;
 
 -- name: resume_batch
--- A rerun of failed items: the batch runs again.
+-- A rerun of failed items: the batch runs again. Checked: never a CANCELLING batch (the rerun
+-- would undo the cancel); no row back means the batch was not in a status a rerun may leave.
 UPDATE batches SET status = 'RUNNING', finished_at = NULL
-WHERE pipeline = :pipeline AND batch_id = :batch_id;
+WHERE pipeline = :pipeline AND batch_id = :batch_id
+  AND status IN ('RUNNING', 'SUCCESS', 'FAILED', 'CANCELLED')
+RETURNING batch_id;
+
+-- name: resume_groups
+-- resume of a CANCELLED batch: each group the cancel closed after it had its instances opens
+-- again (PROCESSING), its CANCELLED instances go (their attempts stay in task_attempts) and come
+-- back NEW with the same items and run_task messages, and its counters are recounted from the
+-- instances that ended (SUCCESS, ERROR). Returns the new instances, their messages, and every
+-- reopened group's counters: a group with nothing left to run is decided by the engine now.
+WITH reopened AS (
+    UPDATE task_log g
+    SET status = 'PROCESSING', finished_at = NULL, output = NULL, error = NULL,
+        root_cause_log_id = NULL
+    WHERE g.pipeline = :pipeline AND g.batch_id = :batch_id AND g.map_index = -1
+      AND g.status = 'CANCELLED'
+      AND EXISTS (SELECT 1 FROM task_log i
+                  WHERE i.batch_id = g.batch_id AND i.task_id = g.task_id AND i.map_index >= 0)
+    RETURNING g.log_id, g.task_id
+),
+removed AS (
+    DELETE FROM task_log i USING reopened g
+    WHERE i.batch_id = :batch_id AND i.task_id = g.task_id AND i.map_index >= 0
+      AND i.status = 'CANCELLED'
+    RETURNING i.pipeline, i.batch_id, i.task_id, i.map_index, i.item
+),
+counters AS (
+    UPDATE map_groups m
+    SET succeeded = c.succeeded, failed = c.failed
+    FROM (SELECT g.task_id,
+                 count(*) FILTER (WHERE i.status = 'SUCCESS') AS succeeded,
+                 count(*) FILTER (WHERE i.status = 'ERROR') AS failed
+          FROM reopened g
+          JOIN task_log i ON i.batch_id = :batch_id AND i.task_id = g.task_id
+                         AND i.map_index >= 0
+          GROUP BY g.task_id) c
+    WHERE m.batch_id = :batch_id AND m.task_id = c.task_id
+    RETURNING m.task_id, m.total, m.tolerated, m.succeeded, m.failed
+),
+instances AS (
+    INSERT INTO task_log (pipeline, batch_id, task_id, map_index, item, status, created_at)
+    SELECT r.pipeline, r.batch_id, r.task_id, r.map_index, r.item, 'NEW', :now FROM removed r
+    RETURNING log_id, pipeline, batch_id, task_id, map_index, status, root_cause_log_id
+),
+messages AS (
+    INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
+    SELECT :topic, m.payload, m.attributes, :now, :now, i.log_id
+    FROM instances i
+    JOIN batches b ON b.pipeline = i.pipeline AND b.batch_id = i.batch_id
+    JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = i.task_id
+    CROSS JOIN LATERAL dagrelay_run_task_message(i.pipeline, i.batch_id, t.name, i.map_index) m
+    RETURNING outbox_id, topic, payload, attributes, available_at
+)
+SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.task_id), '[]') FROM counters c)
+           AS groups,
+       (SELECT coalesce(jsonb_agg(to_jsonb(i) ORDER BY i.log_id), '[]') FROM instances i)
+           AS tasks,
+       (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.outbox_id), '[]') FROM messages m)
+           AS messages;
 
 -- name: map_instances
 -- The instances of a mapped task in a batch, by index (the dashboard's task page).

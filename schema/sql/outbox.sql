@@ -13,7 +13,7 @@ WITH due AS (
     WHERE published_at IS NULL
       AND (available_at <= :cutoff OR (available_at > created_at AND available_at <= :now))
       AND (relay_lease_until IS NULL OR relay_lease_until <= :now)
-    ORDER BY outbox_id
+    ORDER BY last_error IS NOT NULL, outbox_id  -- rows that failed before never crowd out others
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )
@@ -29,10 +29,12 @@ SET published_at = :now, publish_attempts = publish_attempts + 1, last_error = N
 WHERE outbox_id = ANY (CAST(:ids AS bigint[])) AND published_at IS NULL;
 
 -- name: mark_publish_failed
--- The lease is given back: the next relay tries again.
-UPDATE outbox
-SET publish_attempts = publish_attempts + 1, last_error = :error, relay_lease_until = NULL
-WHERE outbox_id = ANY (CAST(:ids AS bigint[])) AND published_at IS NULL;
+-- Each row gets its own error (:errors, in the order of :ids); the lease is given back: the next
+-- relay tries again.
+UPDATE outbox o
+SET publish_attempts = o.publish_attempts + 1, last_error = f.error, relay_lease_until = NULL
+FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[])) AS f(outbox_id, error)
+WHERE o.outbox_id = f.outbox_id AND o.published_at IS NULL;
 
 -- name: next_held_outbox
 -- When the earliest unpublished outbox row is due (dagrelay.testing moves its clock there).

@@ -140,7 +140,7 @@ ORDER BY pipeline;
 -- A pipeline's tasks with every column a pipeline file can set.
 SELECT name, handler, params, trigger_rule::text AS trigger_rule, max_retries, retry_delay_s,
        retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, pool_slots, priority,
-       max_active, map, description
+       max_active, map, teardown, description
 FROM tasks
 WHERE pipeline = :pipeline
 ORDER BY name;
@@ -229,12 +229,24 @@ LEFT JOIN version_tasks rc ON rc.version_id = b.version_id AND rc.task_id = rcl.
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
 
 -- name: batch_outputs
--- Each task's output in the batch (dagrelay.testing returns them with the statuses).
+-- Each task's output in the batch (dagrelay.testing returns them with the statuses): a mapped
+-- task's is its group's (its items' outputs in index order), never one instance's.
 SELECT t.name AS task, tl.output
 FROM batches b
 JOIN task_log tl ON tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id
 JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
-WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id;
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND tl.map_index = -1;
+
+-- name: batch_items
+-- Every instance of the batch's mapped tasks, by task and index: its item, status, attempts,
+-- output and error (dagrelay.testing's per-item results).
+SELECT t.name AS task, i.map_index, i.item, i.status::text AS status, i.attempt, i.output,
+       i.error
+FROM batches b
+JOIN task_log i ON i.pipeline = b.pipeline AND i.batch_id = b.batch_id AND i.map_index >= 0
+JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = i.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
+ORDER BY t.name, i.map_index;
 
 -- == The dashboard's pages (dagrelay.dashboard.model) ============================================
 

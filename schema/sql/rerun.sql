@@ -6,7 +6,7 @@
 -- tasks and edges are the batch's version's. The batch row is locked: completions
 -- (advance_children share-locks it) wait for the rerun.
 WITH RECURSIVE batch AS (
-    SELECT b.pipeline, b.batch_id, b.version_id
+    SELECT b.pipeline, b.batch_id, b.version_id, b.status
     FROM batches b
     WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
     FOR UPDATE
@@ -19,7 +19,8 @@ scope(task_id) AS (
     FROM version_edges e JOIN scope s ON e.parent_task_id = s.task_id
     WHERE CAST(:downstream AS boolean) AND e.version_id = (SELECT version_id FROM batch)
 )
-SELECT s.task_id, t.name, b.pipeline, tl.log_id, tl.status::text AS status
+SELECT s.task_id, t.name, b.pipeline, tl.log_id, tl.status::text AS status,
+       b.status::text AS batch_status
 FROM scope s
 CROSS JOIN batch b
 JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = s.task_id
@@ -46,7 +47,8 @@ SET succeeded = c.succeeded, failed = c.failed, skipped = c.skipped,
 FROM (
     SELECT d.child_task_id AS task_id,
            count(*) FILTER (WHERE pl.status = 'SUCCESS') AS succeeded,
-           count(*) FILTER (WHERE pl.status IN ('ERROR', 'UPSTREAM_FAILED')) AS failed,
+           count(*) FILTER (WHERE pl.status IN ('ERROR', 'UPSTREAM_FAILED', 'CANCELLED'))
+               AS failed,
            count(*) FILTER (WHERE pl.status = 'SKIPPED') AS skipped,
            min(CASE pl.status WHEN 'ERROR' THEN pl.log_id
                               WHEN 'UPSTREAM_FAILED' THEN pl.root_cause_log_id END) AS root_cause
@@ -63,10 +65,13 @@ FROM (
 WHERE f.batch_id = :batch_id AND f.task_id = c.task_id;
 
 -- name: rerun_start
--- The batch runs again and the rerun task is NEW with its run_task message.
+-- The batch runs again and the rerun task is NEW with its run_task message. Checked: a
+-- CANCELLING batch is never taken back to RUNNING (the rerun would undo the cancel); resumed 0
+-- means nothing was written.
 WITH resumed AS (
     UPDATE batches SET status = 'RUNNING', finished_at = NULL
     WHERE pipeline = :pipeline AND batch_id = :batch_id
+      AND status IN ('RUNNING', 'SUCCESS', 'FAILED', 'CANCELLED')
     RETURNING pipeline, batch_id
 ),
 created AS (
@@ -88,7 +93,8 @@ messages AS (
 )
 SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM created c) AS tasks,
        (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.outbox_id), '[]') FROM messages m)
-           AS messages;
+           AS messages,
+       (SELECT count(*) FROM resumed) AS resumed;
 
 -- name: descendants
 -- Below :task_ids in the batch's version.

@@ -4,9 +4,11 @@
 
 -- name: due_schedules
 -- Schedules whose next tick is due, or not computed yet (NULL: a new row, a changed cron).
+-- Schedules in error come last: a bad row is tried again at every sweep, but it never takes
+-- the place of a healthy one (blast radius of one).
 SELECT pipeline FROM schedules
 WHERE NOT paused AND (next_run_at IS NULL OR next_run_at <= :now)
-ORDER BY next_run_at NULLS FIRST, pipeline
+ORDER BY last_error IS NOT NULL, next_run_at NULLS FIRST, pipeline
 LIMIT :limit;
 
 -- name: schedule_row
@@ -33,9 +35,18 @@ WHERE pipeline = :pipeline AND NOT paused
 RETURNING pipeline;
 
 -- name: schedule_error
--- A schedule that cannot start its tick (bad template, no tasks) says why; it stays due.
-UPDATE schedules SET last_error = :error
-WHERE pipeline = :pipeline AND last_error IS DISTINCT FROM :error;
+-- A schedule that cannot start its tick (a bad template, no tasks, a batch the database
+-- refuses) says why and keeps the tick due; one whose cron never fires (:never) also loses its
+-- next_run_at (NULL: computed again once the cron or zone changes). Fenced by the next_run_at
+-- that was evaluated, so an error never overwrites what a newer sweep wrote.
+UPDATE schedules
+SET last_error = :error,
+    next_run_at = CASE WHEN CAST(:never AS boolean) THEN NULL ELSE next_run_at END
+WHERE pipeline = :pipeline
+  AND next_run_at IS NOT DISTINCT FROM CAST(:due AS timestamptz)
+  AND (last_error IS DISTINCT FROM :error
+       OR (CAST(:never AS boolean) AND next_run_at IS NOT NULL))
+RETURNING pipeline;
 
 -- name: upsert_schedule
 -- `pipeline apply`: writes the file's schedule; `paused` only when the row is created (after

@@ -5,15 +5,16 @@
 -- name: claim_task
 -- NEW (or RETRY that is due) -> PROCESSING, attempt + 1, lease set, attempt history opened; also
 -- returns everything the handler needs. No row back means the claim did not land. The task is
--- the batch's version's task of that name.
+-- the batch's version's task of that name; a batch being cancelled runs only its teardowns.
 WITH claimed AS (
     UPDATE task_log tl
     SET status = 'PROCESSING', attempt = tl.attempt + 1, started_at = :now, finished_at = NULL,
         lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => t.timeout_s),
         next_attempt_at = NULL, error = NULL, job = NULL, poll_at = NULL
     FROM batches b, version_tasks t
-    WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND b.status = 'RUNNING'
+    WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id
       AND t.version_id = b.version_id AND t.name = :task
+      AND (b.status = 'RUNNING' OR (b.status = 'CANCELLING' AND t.teardown))  -- teardown runs
       AND tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id AND tl.task_id = t.task_id
       AND tl.map_index = :map_index
       AND (tl.status = 'NEW' OR (tl.status = 'RETRY' AND tl.next_attempt_at <= :now))
@@ -79,8 +80,9 @@ UPDATE task_log tl
 SET lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => t.timeout_s)
 FROM batches b, version_tasks t
 WHERE tl.log_id = :log_id AND tl.status = 'PROCESSING' AND tl.attempt = :attempt
-  AND b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id AND b.status = 'RUNNING'
+  AND b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
   AND t.version_id = b.version_id AND t.task_id = tl.task_id
+  AND (b.status = 'RUNNING' OR (b.status = 'CANCELLING' AND t.teardown))
 RETURNING tl.lease_expires_at;
 
 -- name: defer_attempt
@@ -126,13 +128,17 @@ WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND tl.status = 'PROCESS
 -- PROCESSING -> SUCCESS | ERROR | RETRY, fenced by attempt so a late write from an older attempt
 -- (a zombie whose lease expired) is rejected; closes the attempt's history row. A RETRY writes
 -- its run_task message, held in the outbox until next_attempt_at; an ERROR writes the one alert.
--- A RETRY in a batch that is no longer RUNNING (cancelled meanwhile) is CANCELLED instead.
+-- A RETRY in a batch that is no longer RUNNING (cancelled meanwhile) is CANCELLED instead,
+-- unless the task is a teardown (it runs in a CANCELLING batch, retries included).
+-- An instance of a mapped task writes no alert here: its group's counters decide (map.sql).
 -- An empty tasks array back means the write did not land.
 WITH running AS (
-    SELECT 1 FROM batches b
-    WHERE (b.pipeline, b.batch_id) = (SELECT pipeline, batch_id FROM task_log WHERE log_id = :log_id)
-      AND b.status = 'RUNNING'
-    FOR SHARE
+    SELECT 1 FROM task_log tl
+    JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
+    JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id
+    WHERE tl.log_id = :log_id
+      AND (b.status = 'RUNNING' OR (b.status = 'CANCELLING' AND t.teardown))
+    FOR SHARE OF b
 ),
 outcome AS (
     SELECT CASE WHEN CAST(:status AS task_status) = 'RETRY' AND NOT EXISTS (SELECT 1 FROM running)
@@ -175,12 +181,13 @@ messages AS (
            CAST('{"kind": "task_failed"}' AS jsonb), CAST(:now AS timestamptz),
            CAST(:now AS timestamptz), d.log_id
     FROM done d
-    WHERE d.status = 'ERROR'
+    WHERE d.status = 'ERROR' AND d.map_index < 0  -- an item's: count_map_item decides
     RETURNING outbox_id, topic, payload, attributes, available_at
 )
 SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM done c) AS tasks,
        (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.outbox_id), '[]') FROM messages m)
-           AS messages;
+           AS messages,
+       EXISTS (SELECT 1 FROM running) AS batch_running;
 
 -- name: advance_children
 -- The fan-in/fan-out step, settled: dagrelay_advance_children (migrations/versions/

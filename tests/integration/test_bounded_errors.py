@@ -37,7 +37,8 @@ def assert_bounded(stored: str | None, size: int = HUGE) -> None:
 
 def one(db: Engine, sql: str) -> str | None:
     with db.connect() as conn:
-        return conn.execute(text(sql)).scalar_one()
+        value: str | None = conn.execute(text(sql)).scalar_one()
+        return value
 
 
 def test_a_huge_handler_error_and_traceback(
@@ -66,7 +67,7 @@ def test_a_huge_schedule_error(db: Engine, insert_pipeline: InsertPipeline) -> N
     insert_pipeline("p", {"a": []})
     with db.begin() as conn:
         conn.execute(text("INSERT INTO schedules (pipeline, cron) VALUES ('p', '0 6 * * *')"))
-        store_schedules.record_error(conn, "p", "e" * HUGE)
+        store_schedules.record_error(conn, "p", "e" * HUGE, due=None)
     assert_bounded(one(db, "SELECT last_error FROM schedules"))
 
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import functions_framework
 import pytest
 from flask.testing import FlaskClient
 from google.cloud import pubsub_v1
+from sqlalchemy import Engine, text
 
 import dagrelay.config
 import dagrelay.store.db
@@ -27,7 +27,7 @@ from dagrelay.dashboard.csrf import COOKIE
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import CancelBatch, StartBatch
 from dagrelay.store.outbox import InMemoryPublisher
-from tests.integration.helpers import drive
+from tests.integration.helpers import drive, framework_client
 
 pytestmark = pytest.mark.integration
 
@@ -91,10 +91,7 @@ def function_client(
     monkeypatch.setenv("DAGRELAY_EVENTS_TOPIC", events.topic_id)
     monkeypatch.delenv("DAGRELAY_CONFIG", raising=False)
     clear_caches()
-    app = functions_framework.create_app(
-        target=target, source=str(ROOT / "functions" / "main.py"), signature_type="http"
-    )
-    return app.test_client()
+    return framework_client(target, "http")
 
 
 @pytest.fixture
@@ -328,3 +325,22 @@ def test_the_viewers_function_has_no_actions(
     assert "read-only" in response.get_data(as_text=True)
     dagrelay.store.db.get_engine().dispose()
     clear_caches()
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_a_cancelling_batch_offers_no_rerun_and_refuses_one(
+    operate: FlaskClient, events: Events, db: Engine
+) -> None:
+    page = operate.get("/batches/ops/b1").get_data(as_text=True)
+    assert "Rerun failed tasks" in page  # b1 FAILED at second
+    with db.begin() as conn:  # as if an attempt of b1 still ran when it was cancelled
+        conn.execute(text("UPDATE batches SET status = 'CANCELLING' WHERE batch_id = 'b1'"))
+    page = operate.get("/batches/ops/b1").get_data(as_text=True)
+    assert "Rerun failed tasks" not in page
+    assert "Resume" not in page
+    key = {"pipeline": "ops", "batch_id": "b1", "csrf_token": token(operate)}
+    for action, form in (("rerun-failed", {}), ("rerun", {"task": "second"})):
+        response = operate.post(f"/actions/{action}", data=key | form, headers=SAME)
+        assert response.status_code == 409, action
+        assert "is CANCELLING" in response.get_data(as_text=True), action
+    assert events.pull(at_least=0, timeout_s=3) == []

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from rich.console import Console
 from sqlalchemy import Engine, event, text
 
+from dagrelay.cli.explain import explain_tree, tolerated_failures
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.maps import READ_CHUNK_BYTES
 from dagrelay.engine.sweeper import Sweeper
@@ -24,10 +26,11 @@ from dagrelay.pipelines.apply import apply
 from dagrelay.pipelines.export import export_yaml, read_pipeline
 from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.pipelines.validate import validate as validate_pipeline
+from dagrelay.store import reads
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration import map_helpers as mh
-from tests.integration.helpers import as_run_task, batch_status, drive, scalar
+from tests.integration.helpers import EVENTS_TOPIC, as_run_task, batch_status, drive, scalar
 from tests.integration.test_dashboard import OPENAPI, graph_data, validate
 from tests.integration.test_dashboard import client as client  # noqa: PLC0414 - the fixture
 
@@ -111,7 +114,7 @@ def test_map_over_500_items_on_4_workers_with_duplicates(
     )
     assert batch_status(db, "p", "b1") == "SUCCESS"
     assert deliveries >= 2 * 502
-    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    each = mh.runs_by_index("each")
     assert sorted(each) == list(range(500)), "every item ran"
     assert set(each.values()) == {1}, "no item ran twice"
     assert mh.RUNS[("b1", "join", None)] == 1
@@ -192,6 +195,77 @@ def test_tolerated_failures(
     else:
         assert group["status"] == "ERROR"
         assert row(db, "b1", "join")["status"] == "UPSTREAM_FAILED"
+
+
+@pytest.mark.parametrize(
+    ("tolerated", "failing", "alerted"),
+    [
+        (2, [1, 3], 0),
+        ("30%", [2, 5, 8], 0),
+        (1, [1, 3], 1),
+        (None, [1, 3, 5, 7], 1),
+    ],
+)
+def test_tolerated_item_failures_are_recorded_not_alerted(
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    insert_pipeline: InsertPipeline,
+    caplog: pytest.LogCaptureFixture,
+    tolerated: int | str | None,
+    failing: list[int],
+    alerted: int,
+) -> None:
+    """Failures within tolerated_failures raise no alert; the failure that makes the group
+    exceed its tolerance raises exactly one (and the items after it none)."""
+    spec: dict[str, Any] = {"over": "src.items"}
+    if tolerated is not None:
+        spec["tolerated_failures"] = tolerated
+    map_pipeline(
+        db,
+        insert_pipeline,
+        source=mh.params("make_items", count=10),
+        spec=spec,
+        square_kwargs={"fail": failing},
+    )
+    start(engine)
+    with caplog.at_level("INFO", logger="dagrelay"):
+        drive(engine, publisher, copies=2, rng=random.Random(11))
+
+    alerts = [json.loads(m.data()) for m in publisher.drain("dagrelay-alerts")]
+    assert len(alerts) == alerted, alerts
+    logged = [r for r in caplog.records if getattr(r, "alert", None) == "task_failed"]
+    assert len(logged) == alerted, "the log-based alert follows the alert messages"
+    failed = [i for i in instances(db, "b1") if i["status"] == "ERROR"]
+    assert [i["map_index"] for i in failed] == failing, "every failed item is recorded"
+    errors = scalar(
+        db,
+        "SELECT count(*) FROM task_log tl JOIN tasks t USING (task_id) "
+        "WHERE t.name = 'each' AND tl.map_index >= 0 AND tl.error LIKE '%RuntimeError: item %'",
+    )
+    assert errors == len(failing)
+    assert batch_status(db, "p", "b1") == ("FAILED" if alerted else "SUCCESS")
+    if alerted:
+        [alert] = alerts
+        assert alert["task"] == "each"
+        assert "more than the" in alert["error"]
+        assert "tolerated" in alert["error"]
+    else:
+        with db.connect() as conn:
+            batch = reads.read_batch(conn, "p", "b1")
+        assert batch is not None
+        tree = explain_tree(
+            "p",
+            "b1",
+            batch["status"],
+            batch["root_causes"],
+            tolerated=tolerated_failures(batch["tasks"]),
+        )
+        console = Console(width=200, record=True)
+        console.print(tree)
+        shown = console.export_text()
+        assert f"each SUCCESS {len(failing)} of 10 items failed" in shown
+        assert "recorded, not alerted" in shown
 
 
 def test_an_empty_list_skips_the_group(
@@ -317,7 +391,7 @@ def test_instances_cost_a_constant_number_of_statements(
     for count in (10, 1000):
         batch = f"b{count}"
         engine.start_batch(StartBatch(pipeline="p", batch_id=batch, params={"count": count}))
-        [source] = publisher.drain(mh.EVENTS_TOPIC)
+        [source] = publisher.drain(EVENTS_TOPIC)
         statements: list[str] = []
 
         def count_statement(*args: Any, seen: list[str] = statements) -> None:
@@ -328,7 +402,7 @@ def test_instances_cost_a_constant_number_of_statements(
             engine.run_task(as_run_task(source))
         finally:
             event.remove(db, "before_cursor_execute", count_statement)
-        assert len(publisher.drain(mh.EVENTS_TOPIC)) == count
+        assert len(publisher.drain(EVENTS_TOPIC)) == count
         assert len(instances(db, batch)) == count
         counts[count] = len(statements)
     assert counts[10] == counts[1000], counts
@@ -488,9 +562,9 @@ def test_lost_instance_messages_and_an_expired_lease_are_repaired_per_item(
         retry_max_delay_s=1,
     )
     start(engine)
-    [source] = publisher.drain(mh.EVENTS_TOPIC)
+    [source] = publisher.drain(EVENTS_TOPIC)
     engine.run_task(as_run_task(source))
-    lost = [as_run_task(m) for m in publisher.drain(mh.EVENTS_TOPIC)]
+    lost = [as_run_task(m) for m in publisher.drain(EVENTS_TOPIC)]
     assert sorted(m.map_index or 0 for m in lost) == [0, 1, 2, 3, 4]
     with db.begin() as conn:  # instance 3's worker claimed it and died
         conn.execute(
@@ -506,7 +580,7 @@ def test_lost_instance_messages_and_an_expired_lease_are_repaired_per_item(
     Sweeper(engine).sweep(older_than_s=60)
     drive(engine, publisher, copies=2, rng=random.Random(5))
     assert batch_status(db, "p", "b1") == "SUCCESS"
-    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    each = mh.runs_by_index("each")
     assert each == dict.fromkeys(range(5), 1)
     assert [i["attempt"] for i in instances(db, "b1")] == [1, 1, 1, 2, 1]
     assert mh.RUNS[("b1", "join", None)] == 1
@@ -530,7 +604,7 @@ def test_rerun_of_a_mapped_task_maps_again(
     assert engine.rerun(Rerun(batch_id="b1", task="each", pipeline="p", downstream=True)) == 2
     drive(engine, publisher)
     assert batch_status(db, "p", "b1") == "SUCCESS"
-    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    each = mh.runs_by_index("each")
     assert each == dict.fromkeys(range(3), 2)
     assert mh.RUNS[("b1", "join", None)] == 2
     assert len(instances(db, "b1")) == 3

@@ -1,6 +1,7 @@
-"""Migration 0019 (priority with aging) on a database holding the 0014 schema and its data:
+"""Migration 0017 (priority with aging) on a database holding the 0016 schema and its data:
 every row is kept and the queues take the aged order at once (nothing is stored: the order is
-computed); the downgrade restores 0014's strict priority order, functions and indexes."""
+computed); the downgrade restores 0016's strict priority order, the exact text of its functions
+and its indexes."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from dagrelay.store import migrate
 
 pytestmark = pytest.mark.integration
 
-BEFORE = "0014"
-AFTER = "0019"
+BEFORE = "0016"
+AFTER = "0017"
 COUNTED = ("tasks", "batches", "task_log", "pipeline_versions", "pools", "outbox")
 
 OLD_DATA = [
@@ -40,6 +41,11 @@ CLAIM_AGES = (
     "WHERE proname = 'dagrelay_claim_limited'"
 )
 POOL_INDEX = "SELECT indexdef FROM pg_indexes WHERE indexname = 'task_log_pool_queue_idx'"
+DEFINITIONS = (
+    "SELECT string_agg(pg_get_functiondef(p.oid), '' ORDER BY p.proname) FROM pg_proc p "
+    "WHERE p.proname IN ('dagrelay_claim_limited', 'dagrelay_release_pool', "
+    "'dagrelay_release_slots')"
+)
 
 
 @pytest.fixture
@@ -68,7 +74,7 @@ def one(db: Engine, sql: str) -> object:
 
 def test_upgrade_keeps_every_row_and_ages_the_queue(old_db: Engine) -> None:
     before = counts(old_db)
-    assert one(old_db, HEAD) == "high"  # 0014: strict priority
+    assert one(old_db, HEAD) == "high"  # 0016: strict priority
     assert one(old_db, CLAIM_AGES) is False
     migrate.upgrade(old_db, AFTER)
     assert counts(old_db) == before
@@ -89,12 +95,15 @@ def test_upgrade_keeps_every_row_and_ages_the_queue(old_db: Engine) -> None:
 
 def test_downgrade_restores_strict_priority(old_db: Engine) -> None:
     before = counts(old_db)
+    definitions = one(old_db, DEFINITIONS)
     migrate.upgrade(old_db, AFTER)
+    assert one(old_db, DEFINITIONS) != definitions
     migrate.downgrade(old_db, BEFORE)
     assert migrate.current(old_db) == BEFORE
     assert counts(old_db) == before
     assert one(old_db, HEAD) == "high"
     assert one(old_db, CLAIM_AGES) is False
+    assert one(old_db, DEFINITIONS) == definitions
     assert "priority DESC" in str(one(old_db, POOL_INDEX))
     assert one(old_db, "SELECT count(*) FROM pg_proc WHERE proname = 'dagrelay_queue_key'") == 0
     migrate.upgrade(old_db, AFTER)  # and up again

@@ -32,7 +32,7 @@ from dagrelay.store import reads
 from dagrelay.store.db import get_engine
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.dbtools import create_database, drop_database
-from tests.integration.helpers import drive
+from tests.integration.helpers import drive, scalar
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +157,7 @@ def batches(db: Engine, pipeline: str) -> dict[str, str]:
             text("SELECT batch_id, status::text FROM batches WHERE pipeline = :p"),
             {"p": pipeline},
         ).all()
-    return dict(rows)  # type: ignore[arg-type]
+    return dict(rows)
 
 
 def deliver(engine: DagEngine, publisher: InMemoryPublisher, messages: list[Message]) -> None:
@@ -525,6 +525,23 @@ def test_rerun_refused(
     failing_diamond(insert_pipeline, engine, publisher)
     result = run("rerun", *args, **topic.env())
     assert (result.exit_code, result.stderr) == (2, expected)
+
+
+def test_rerun_of_a_cancelling_batch_is_refused_naming_its_status(
+    run: Run,
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    insert_pipeline: InsertPipeline,
+    topic: Topic,
+) -> None:
+    failing_diamond(insert_pipeline, engine, publisher)
+    with db.begin() as conn:  # as if an attempt still ran when it was cancelled
+        conn.execute(text("UPDATE batches SET status = 'CANCELLING' WHERE batch_id = 'b1'"))
+    result = run("rerun", "b1", "b", "--downstream", **topic.env())
+    assert result.exit_code == 2
+    assert "error: batch dia/b1 is CANCELLING: a rerun now would undo the cancel" in result.stderr
+    assert scalar(db, "SELECT status::text FROM batches WHERE batch_id = 'b1'") == "CANCELLING"
 
 
 def test_history_of_a_task_that_never_ran(

@@ -86,6 +86,7 @@ def test_monthly_profit_rows(db: Engine) -> None:
         "pool_slots": 1,
         "priority": 0,
         "max_active": None,
+        "teardown": False,
         "created_at": T1,
         "updated_at": T1,
     }

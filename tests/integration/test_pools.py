@@ -79,7 +79,7 @@ def test_queued_tasks_start_in_priority_then_arrival_order(
     assert batch_status(db, "p", "b1") == "SUCCESS"
 
 
-AGING_S = 60  # one point of priority per minute waited (migrations/versions/0019_pool_aging.py)
+AGING_S = 60  # one point of priority per minute waited (migrations/versions/0017_pool_aging.py)
 HOLD_S = 30  # how long each task holds the pool's one slot
 
 

@@ -13,7 +13,7 @@ from dagrelay.pipelines.api import Pipeline
 from dagrelay.pipelines.apply import apply
 from dagrelay.pipelines.export import export_yaml, read_pipeline
 from dagrelay.pipelines.spec import load_pipeline
-from tests.unit.test_python_pipelines import EVERY_FIELD, build_every_field
+from tests.unit.test_python_pipelines import EXAMPLE, build_example
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,8 @@ def rows(db: Engine) -> list[tuple[object, ...]]:
         tasks = conn.execute(
             text(
                 "SELECT name, pipeline, handler, params::text, trigger_rule::text, max_retries, "
-                "retry_delay_s, retry_backoff, retry_max_delay_s, timeout_s, pool, enabled "
+                "retry_delay_s, retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, "
+                "pool_slots, priority, max_active, map::text "
                 "FROM tasks ORDER BY name"
             )
         ).all()
@@ -42,16 +43,16 @@ def rows(db: Engine) -> list[tuple[object, ...]]:
 
 def test_python_and_yaml_write_the_same_rows(db: Engine, db_url: str, tmp_path: Path) -> None:
     path = tmp_path / "all.yaml"
-    path.write_text(EVERY_FIELD)
+    path.write_text(EXAMPLE)
     with db.begin() as conn:
-        apply(conn, build_every_field().spec())
+        apply(conn, build_example().spec())
     from_python = rows(db)
     with db.begin() as conn:
         exported = export_yaml(read_pipeline(conn, "pyapi_all"))
         again = apply(conn, load_pipeline(path))
     assert again.changes == 0, again
     assert rows(db) == from_python
-    assert len(from_python) == 4 + 4 + 1
+    assert len(from_python) == 6 + 5 + 1
     exported_path = tmp_path / "exported.yaml"
     exported_path.write_text(exported)
     with db.begin() as conn:

@@ -80,3 +80,33 @@ def test_backfill_walks_the_schedules_ticks(run: Run) -> None:
     starts = [x.split()[1] for x in result.stdout.splitlines() if " start " in x]
     assert starts == ["2024-01", "2024-02", "2024-03"]  # the ids the schedule gives them
     assert result.stdout.splitlines()[-1] == "dry run: 3 of 3 days would run; nothing started"
+
+
+def test_list_shows_the_policy_the_waiting_runs_and_a_schedules_error(
+    run: Run, db: Engine, insert_pipeline: Callable[..., dict[str, int]]
+) -> None:
+    insert_pipeline("hourly", {"a": []})
+    insert_pipeline("never", {"a": []})
+    with db.begin() as conn:  # hourly: 3 runs due since 2024 (the cap); never: in error
+        conn.execute(
+            text(
+                "INSERT INTO schedules (pipeline, cron, catchup, catchup_limit, next_run_at) "
+                "VALUES ('hourly', '0 * * * *', 'all', 3, '2024-05-01T04:00Z')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO schedules (pipeline, cron, last_error) "
+                "VALUES ('never', '0 0 31 2 *', 'cron ''0 0 31 2 *'' never fires')"
+            )
+        )
+    listed = run("schedule", "list")
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    hourly = next(x for x in lines if "hourly" in x)
+    assert "all<=3, max 1, wait" in hourly
+    assert hourly.split("│")[-3].strip() == "3"  # waiting
+    never = next(x for x in lines if "never" in x)
+    assert "latest, max 1, skip" in never
+    assert "error: cron '0 0 31 2 *' never fires" in never
+    assert never.split("│")[-3].strip() == "0"  # next_run_at NULL: nothing due

@@ -161,19 +161,48 @@ def finish_running(engine: DagEngine, publisher: InMemoryPublisher, db: Engine) 
 
 
 @pytest.mark.usefixtures("pipeline")
-def test_overlap_skip_drops_ticks_while_max_active_batches_run(
+def test_overlap_skip_drops_the_ticks_that_come_due_while_max_active_batches_run(
     engine: DagEngine, db: Engine, clock: FakeClock, publisher: InMemoryPublisher
 ) -> None:
-    add_schedule(db, "* * * * *", catchup="all", overlap="skip", next_run_at=clock.now)
+    add_schedule(db, "* * * * *", overlap="skip", next_run_at=clock.now)
     assert sweep(engine) == 1  # 00:00 starts and keeps running (no task is run)
-    clock.advance(3 * 60)
-    assert sweep(engine) == 0  # 00:01..00:03 find one batch running: dropped
+    for _ in range(3):  # the sweeps of 00:01..00:03, on time: each tick finds 00:00 running
+        clock.advance(60)
+        assert sweep(engine) == 0
     assert schedule(db)["next_run_at"] == datetime(2024, 3, 1, 0, 4, tzinfo=UTC)
 
     finish_running(engine, publisher, db)
     clock.advance(60)
     assert sweep(engine) == 1
     assert batch_ids(db) == ["2024-03-01T00:00", "2024-03-01T00:04"]
+
+
+def running(db: Engine) -> int:
+    return sum(b["status"] == "RUNNING" for b in batches(db))
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_catch_up_all_runs_every_missed_tick_one_at_a_time_each_once(
+    engine: DagEngine, db: Engine, clock: FakeClock, publisher: InMemoryPublisher
+) -> None:
+    """Issue 18, bug 5: the defaults (max_active_batches 1, overlap skip) with catchup all
+    started 1 of 3 missed ticks and dropped the others."""
+    add_schedule(db, "0 * * * *", catchup="all", next_run_at=datetime(2024, 3, 1, 1, tzinfo=UTC))
+    at(clock, datetime(2024, 3, 1, 3, 30, tzinfo=UTC))  # the sweeps of 01:00..03:00 were lost
+
+    started = []
+    for _ in range(5):
+        started += run_together([lambda: sweep(engine), lambda: sweep(engine)])  # duplicates
+        assert running(db) <= 1
+        drive(engine, publisher)
+        clock.advance(60)
+
+    assert batch_ids(db) == ["2024-03-01T01:00", "2024-03-01T02:00", "2024-03-01T03:00"]
+    assert sum(started) == 3  # each tick started exactly once
+    assert all(b["status"] == "SUCCESS" for b in batches(db))
+    row = schedule(db)
+    assert row["next_run_at"] == datetime(2024, 3, 1, 4, tzinfo=UTC)
+    assert row["last_error"] is None
 
 
 @pytest.mark.usefixtures("pipeline")
@@ -268,7 +297,7 @@ def test_a_tick_that_cannot_start_stays_due_and_says_why(
 
 
 def test_the_database_refuses_bad_rows_by_name(db: Engine) -> None:
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "schedules_timezone_known": {"cron": "* * * * *", "timezone": "Europe/Atlantis"},
         "schedules_cron_five_fields": {"cron": "* * * *"},
         "schedules_catchup_valid": {"cron": "* * * * *", "catchup": "some"},

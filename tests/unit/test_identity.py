@@ -62,12 +62,13 @@ def token(key: str = GOOGLE_KEY, **claims: Any) -> str:
         "email_verified": True,
         **claims,
     }
-    signer = crypt.RSASigner.from_string(key, KEY_ID)
-    return jwt.encode(signer, payload).decode()
+    signer = crypt.RSASigner.from_string(key, KEY_ID)  # type: ignore[no-untyped-call]
+    encoded: bytes = jwt.encode(signer, payload)  # type: ignore[no-untyped-call]
+    return encoded.decode()
 
 
 def request(bearer: str | None, header: str = "Authorization") -> Request:
-    headers = {} if bearer is None else {header: f"Bearer {bearer}"}
+    headers = [] if bearer is None else [(header, f"Bearer {bearer}")]
     return Request(EnvironBuilder(method="POST", headers=headers).get_environ())
 
 
@@ -89,10 +90,10 @@ def test_a_valid_token_gives_its_verified_email(verify: GoogleIdTokens) -> None:
     both = Request(
         EnvironBuilder(
             method="POST",
-            headers={
-                "X-Serverless-Authorization": f"Bearer {token()}",
-                "Authorization": f"Bearer {token(OTHER_KEY, email='ceo@corp.example')}",
-            },
+            headers=[
+                ("X-Serverless-Authorization", f"Bearer {token()}"),
+                ("Authorization", f"Bearer {token(OTHER_KEY, email='ceo@corp.example')}"),
+            ],
         ).get_environ()
     )
     assert caller(both, "local", verify) == "dashboard:alice@example.com"

@@ -12,15 +12,16 @@ from pydantic import BaseModel
 
 from dagrelay.errors import PipelineError
 from dagrelay.handlers.registry import HandlerContext, default_registry
-from dagrelay.pipelines.api import Pipeline, Schedule
+from dagrelay.pipelines.api import Map, Pipeline, Schedule
 from dagrelay.pipelines.export import export_yaml
 from dagrelay.pipelines.sources import load_specs
 from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.pipelines.validate import problems, registered_handlers
+from dagrelay.states import TriggerRule
 
-EVERY_FIELD = """\
+EXAMPLE = """\
 pipeline: pyapi_all
-description: every field of the format
+description: a pipeline with a bit of everything
 schedule:
   cron: "0 6 1 * *"
   timezone: Europe/Brussels
@@ -41,6 +42,9 @@ tasks:
     retry_max_delay_s: 60
     timeout_s: 120
     pool: warehouse
+    pool_slots: 2
+    priority: 5
+    max_active: 1
   - name: pyapi_all.check
     handler: bigquery.check
     parents: [pyapi_all.extract]
@@ -57,6 +61,13 @@ tasks:
     parents: [pyapi_all.query]
     params: {output: {ok: true}}
     pool: null
+  - name: pyapi_files
+    handler: python.noop
+    params: {output: {files: [a, b]}}
+  - name: pyapi_all.each
+    handler: python.noop
+    parents: [pyapi_files]
+    map: {over: pyapi_files.files, max_parallel: 4, tolerated_failures: 10%}
 """
 
 
@@ -64,10 +75,10 @@ class ExtractParams(BaseModel):
     rows: int = 10
 
 
-def build_every_field() -> Pipeline:
+def build_example() -> Pipeline:
     p = Pipeline(
         "pyapi_all",
-        description="every field of the format",
+        description="a pipeline with a bit of everything",
         schedule=Schedule(
             cron="0 6 1 * *",
             timezone="Europe/Brussels",
@@ -89,6 +100,9 @@ def build_every_field() -> Pipeline:
         retry_max_delay_s=60,
         timeout_s=120,
         pool="warehouse",
+        pool_slots=2,
+        priority=5,
+        max_active=1,
         description="a Python step",
     )
     def extract(ctx: HandlerContext[ExtractParams]) -> dict[str, Any]:
@@ -101,7 +115,7 @@ def build_every_field() -> Pipeline:
         query_parameters={"n": 1},
         wait_s=5,
         parents=[extract],
-        trigger_rule="all_done",
+        trigger_rule=TriggerRule.ALL_DONE,
         enabled=False,
     )
     query = p.bigquery_query(
@@ -110,24 +124,31 @@ def build_every_field() -> Pipeline:
         destination="ds.t",
         write_disposition="WRITE_TRUNCATE",
         parents=[check, "pyapi_all.extract"],
-        trigger_rule="none_failed",
+        trigger_rule=TriggerRule.NONE_FAILED,
     )
     p.noop("pyapi_all.done", output={"ok": True}, parents=[query])
+    files = p.noop("pyapi_files", output={"files": ["a", "b"]})
+    p.noop(
+        "pyapi_all.each",
+        parents=[files],
+        map=Map(over="pyapi_files.files", max_parallel=4, tolerated_failures="10%"),
+    )
     return p
 
 
-def test_every_yaml_field_is_expressible_in_python(tmp_path: Path) -> None:
+def test_a_whole_pipeline_in_python_equals_its_yaml(tmp_path: Path) -> None:
+    """An example; test_python_parity.py derives one case per key of the schema."""
     path = tmp_path / "all.yaml"
-    path.write_text(EVERY_FIELD)
+    path.write_text(EXAMPLE)
     from_yaml = load_pipeline(path)
-    from_python = build_every_field().spec(source="all.yaml")
+    from_python = build_example().spec(source="all.yaml")
     assert from_python == from_yaml
     assert export_yaml(from_python) == export_yaml(from_yaml)
     assert problems(from_python, registered_handlers()) == []
 
 
 def test_a_decorated_step_is_a_registered_typed_handler() -> None:
-    spec = build_every_field().spec()
+    spec = build_example().spec()
     registration = default_registry.get("pyapi_all.pyapi_all.extract")
     assert registration.params_model is ExtractParams
     ctx = HandlerContext("pyapi_all", "b", "t", 1, ExtractParams(rows=4))
@@ -139,7 +160,7 @@ def test_params_are_checked_before_running_naming_task_and_field() -> None:
     p = Pipeline("pyapi_bad")
     p.add("pyapi_bad.a", handler="python.sleep", params={"seconds": "soon"})
     p.add("pyapi_bad.b", handler="pyapi_all.pyapi_all.extract", params={"rows": "many"})
-    build_every_field()  # registers pyapi_all.pyapi_all.extract
+    build_example()  # registers pyapi_all.pyapi_all.extract
     found = problems(p.spec(), registered_handlers())
     assert found[0].startswith("pipeline pyapi_bad: task 'pyapi_bad.a' (python.sleep): params ")
     assert "seconds" in found[0]

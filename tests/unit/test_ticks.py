@@ -6,14 +6,21 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from dagrelay.engine.schedules import Catchup, Overlap, Schedule, backfill_ticks, decide
-from dagrelay.engine.ticks import Cron, ScheduleError, batch_id, check_template
+from dagrelay.engine.schedules import (
+    Catchup,
+    Overlap,
+    Schedule,
+    backfill_ticks,
+    decide,
+    waiting_runs,
+)
+from dagrelay.engine.ticks import Cron, NeverFires, ScheduleError, batch_id, check_template
 
 BRUSSELS = "Europe/Brussels"
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def walk(cron: Cron, start: datetime, count: int) -> list[str]:
@@ -104,7 +111,10 @@ NOW = utc(2024, 3, 1, 5, 30)  # ticks 01:00..05:00 are due
         ({}, 0, [5], 6, []),
         ({"catchup": Catchup.ALL, "max_active_batches": 10}, 0, [1, 2, 3, 4, 5], 6, []),
         ({"catchup": Catchup.ALL, "catchup_limit": 2, "max_active_batches": 10}, 0, [4, 5], 6, []),
-        ({"catchup": Catchup.ALL, "max_active_batches": 3}, 1, [1, 2], 6, [3, 4, 5]),
+        # catch-up runs wait for a slot, whatever overlap says (issue 18, bug 5)
+        ({"catchup": Catchup.ALL, "max_active_batches": 3}, 1, [1, 2], 3, []),
+        ({"catchup": Catchup.ALL}, 1, [], 1, []),
+        ({}, 1, [], 6, [5]),  # catchup latest, overlap skip: the one due tick is dropped
         ({"catchup": Catchup.ALL, "max_active_batches": 3, "overlap": Overlap.WAIT}, 1,
          [1, 2], 3, []),
         ({"overlap": Overlap.WAIT}, 1, [], 5, []),
@@ -118,6 +128,28 @@ def test_decide(
     assert hours(decision.start) == started
     assert decision.next_run_at.hour == next_hour
     assert hours(decision.dropped) == dropped
+
+
+def test_decide_says_what_waits_and_what_the_cap_dropped() -> None:
+    capped = decide(schedule(catchup=Catchup.ALL, catchup_limit=2), NOW, 0)
+    assert (hours(capped.start), hours(capped.waiting), capped.capped) == ([4], [5], True)
+    assert capped.next_run_at.hour == 5
+    assert waiting_runs(schedule(catchup=Catchup.ALL), NOW) == 5
+    assert waiting_runs(schedule(), NOW) == 1
+    assert waiting_runs(schedule(next_run_at=None), NOW) == 0
+
+
+def test_a_cron_that_never_fires_says_so() -> None:
+    with pytest.raises(NeverFires, match="never fires"):
+        Cron("0 0 31 2 *", "Etc/UTC").next_after(NOW)
+    with pytest.raises(NeverFires):
+        Cron("0 0 30 2 *", "Etc/UTC").due(NOW, NOW, 1)
+
+
+def test_a_batch_id_with_a_final_newline_is_refused() -> None:
+    tick = Cron("@daily", "Etc/UTC").tick(NOW.replace(hour=0, minute=0))
+    with pytest.raises(ScheduleError, match="not a valid batch id"):
+        batch_id("{scheduled_for:%Y-%m-%d}\n", tick)
 
 
 def test_backfill_walks_months_named_like_the_schedule() -> None:

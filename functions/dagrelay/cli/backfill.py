@@ -9,27 +9,21 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
 from dagrelay.cli.app import reports_errors
 from dagrelay.cli.common import operator_engine
 from dagrelay.cli.follow import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S, Poll, Timeout
-from dagrelay.cli.render import status_text
 from dagrelay.cli.schedule import scheduled_runs
 from dagrelay.cli.trigger import publish, start_batch_message
-from dagrelay.config import get_settings
 from dagrelay.errors import DagrelayError
 from dagrelay.ops import verbs as ops
-from dagrelay.pubsub import PubSubPublisher
-from dagrelay.store import reads
-from dagrelay.store import transitions as store
-from dagrelay.store.db import get_engine
+from dagrelay.states import BatchStatus
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @reports_errors
@@ -75,6 +69,12 @@ def backfill(
     ids and params), never repeating a batch that succeeded unless asked. New batches start
     by publishing start_batch; existing ones are rerun from their failed tasks (or, with
     --reprocess all, from their roots)."""
+    from rich.console import Console
+
+    from dagrelay.store import reads
+    from dagrelay.store import transitions as store
+    from dagrelay.store.db import get_engine
+
     days = ops.backfill_dates(first.date(), last.date())
     with get_engine().connect() as conn:
         if not store.pipeline_tasks(conn, pipeline):
@@ -96,11 +96,17 @@ def backfill(
     runner.latest = latest
     results = runner.run(todo)
     console.print(result_table(pipeline, results | runner.refused))
-    if runner.refused or (wait and any(status != "SUCCESS" for status in results.values())):
+    failed = any(status != BatchStatus.SUCCESS for status in results.values())
+    if runner.refused or (wait and failed):
         raise typer.Exit(1)
 
 
 def plan_table(pipeline: str, plan: Sequence[ops.PlannedBatch]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    from dagrelay.cli.render import status_text
+
     table = Table(title=f"backfill {pipeline}: {len(plan)} days", title_justify="left")
     for column in ("date", "existing", "action", "why"):
         table.add_column(column)
@@ -115,6 +121,10 @@ def plan_table(pipeline: str, plan: Sequence[ops.PlannedBatch]) -> Table:
 
 
 def result_table(pipeline: str, results: Mapping[str, str]) -> Table:
+    from rich.table import Table
+
+    from dagrelay.cli.render import status_text
+
     table = Table(title=f"backfill {pipeline}: started", title_justify="left")
     table.add_column("batch")
     table.add_column("status now")
@@ -137,6 +147,15 @@ class _Backfill:
         self.refused: dict[str, str] = {}  # batch id -> why its rerun was refused
 
     def run(self, todo: Sequence[ops.PlannedBatch]) -> dict[str, str]:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         pending = list(todo)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
         with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True)) as progress:
@@ -163,11 +182,16 @@ class _Backfill:
         return {b: statuses.get(b, "PUBLISHED") for b in self.launched}
 
     def _statuses(self) -> dict[str, str]:
+        from dagrelay.store import reads
+        from dagrelay.store.db import get_engine
+
         with get_engine().connect() as conn:
             return reads.batch_statuses(conn, self.pipeline, self.launched)
 
     def _launch(self, item: ops.PlannedBatch) -> bool:
         if item.action == ops.Action.START:
+            from dagrelay.config import get_settings
+
             settings = get_settings()
             message = start_batch_message(self.pipeline, item.batch_id, item.params, None)
             publish(settings.project_id, settings.events_topic, message)
@@ -188,6 +212,9 @@ def rerun_batch(pipeline: str, batch_id: str, everything: bool, latest: bool = F
     """Run an existing batch again through ``Engine.rerun`` (each target with its
     downstream; see ``ops.rerun_targets``), in its version (with ``latest``: moved to the
     current one). False if there was nothing to rerun; a refusal raises."""
+    from dagrelay.store import reads
+    from dagrelay.store.db import get_engine
+
     with get_engine().connect() as conn:
         rows = reads.batch_rows(conn, pipeline, batch_id)
         parents = reads.batch_parents(conn, pipeline, batch_id)
@@ -196,6 +223,6 @@ def rerun_batch(pipeline: str, batch_id: str, everything: bool, latest: bool = F
         typer.echo(f"{pipeline}/{batch_id}: nothing to rerun", err=True)
         return False
     # One transaction for all of them: no task starts before every reset is committed.
-    engine = operator_engine(PubSubPublisher(get_settings().project_id))
+    engine = operator_engine()
     engine.rerun_tasks(batch_id, targets, downstream=True, pipeline=pipeline, latest=latest)
     return True

@@ -3,18 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy import Connection
 
 from dagrelay.cli.app import current_user, fail
-from dagrelay.config import get_settings
-from dagrelay.engine.core import Engine
 from dagrelay.errors import DagrelayError
-from dagrelay.router.wiring import build_engine
-from dagrelay.store import reads
-from dagrelay.store.outbox import Publisher
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from dagrelay.engine.core import Engine
 
 PipelineOption = Annotated[
     str | None,
@@ -28,6 +27,8 @@ def batch_pipeline(conn: Connection, batch_id: str, pipeline: str | None) -> str
     is refused (exit code 2) with their names, and an unknown one is exit code 1."""
     if pipeline is not None:
         return pipeline
+    from dagrelay.store import reads
+
     found = reads.batch_pipelines(conn, batch_id)
     if not found:
         fail([f"no batch {batch_id!r}"], 1)
@@ -39,6 +40,16 @@ def batch_pipeline(conn: Connection, batch_id: str, pipeline: str | None) -> str
     return found[0]
 
 
-def operator_engine(publisher: Publisher) -> Engine:
-    """The engine as the router builds it (``dagrelay.router.wiring``), without the router."""
-    return build_engine(get_settings(), publisher=publisher, worker_id=f"cli:{current_user()}")
+def operator_engine() -> Engine:
+    """The engine as the router builds it (``dagrelay.router.wiring``), without the router,
+    publishing to Pub/Sub: the only path by which a verb loads the Pub/Sub client."""
+    from dagrelay.config import get_settings
+    from dagrelay.pubsub import PubSubPublisher
+    from dagrelay.router.wiring import build_engine
+
+    settings = get_settings()
+    return build_engine(
+        settings,
+        publisher=PubSubPublisher(settings.project_id),
+        worker_id=f"cli:{current_user()}",
+    )

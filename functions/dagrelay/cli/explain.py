@@ -4,18 +4,18 @@ and the tasks each took down."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.text import Text
-from rich.tree import Tree
 
 from dagrelay.cli.app import fail, reports_errors
 from dagrelay.cli.common import PipelineOption, batch_pipeline
-from dagrelay.cli.render import status_text
-from dagrelay.store import reads
-from dagrelay.store.db import get_engine
+from dagrelay.states import TaskStatus
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
+
+    from dagrelay.store import reads
 
 
 @reports_errors
@@ -25,6 +25,11 @@ def explain(
 ) -> None:
     """Why a batch failed: each failed task with its error, and under it the tasks its
     failure took down (UPSTREAM_FAILED)."""
+    from rich.console import Console
+
+    from dagrelay.store import reads
+    from dagrelay.store.db import get_engine
+
     with get_engine().connect() as conn:
         pipeline = batch_pipeline(conn, batch_id, pipeline)
         report = reads.read_batches(conn, batch_id, pipeline)
@@ -40,7 +45,8 @@ def explain(
                 batch["status"],
                 batch["root_causes"],
                 batch["version"],
-                queued=[t for t in batch["tasks"] if t["status"] == "QUEUED"],
+                queued=[t for t in batch["tasks"] if t["status"] == TaskStatus.QUEUED],
+                tolerated=tolerated_failures(batch["tasks"]),
             )
         )
 
@@ -53,16 +59,26 @@ def explain_tree(
     version: int | None = None,
     *,
     queued: Sequence[reads.Task] = (),
+    tolerated: Sequence[reads.Task] = (),
 ) -> Tree:
+    from rich.text import Text
+    from rich.tree import Tree
+
+    from dagrelay.cli.render import status_text
+    from dagrelay.store import reads
+
     label = Text.assemble(f"{pipeline} / {batch_id}  ", status_text(status))
     if version is not None:
         label.append(f"  version {version}", style="dim")
     tree = Tree(label)
-    if not causes:
+    if not causes and not tolerated:
         tree.add(Text("nothing failed", style="green"))
     for task in queued:  # waiting, not failed: where each one is in its queue
-        tree.add(Text.assemble((task["task"], "bold"), " ", status_text("QUEUED"),
+        tree.add(Text.assemble((task["task"], "bold"), " ", status_text(TaskStatus.QUEUED),
                                f" {reads.queue_place(task)}"))  # fmt: skip
+    for task in tolerated:  # succeeded with failed items it tolerates: recorded, not alerted
+        tree.add(Text.assemble((task["task"], "bold"), " ", status_text(task["status"] or ""),
+                               f" {task['error']}: recorded, not alerted"))  # fmt: skip
     for cause in causes:
         if cause["task"] is None:
             node = tree.add(Text("root cause no longer in the batch (rerun?)", style="dim"))
@@ -71,9 +87,17 @@ def explain_tree(
             count = cause["attempts"]
             attempts = f"{count} attempt{'s' if count != 1 else ''}"
             label = Text.assemble(
-                (cause["task"], "bold"), " ", status_text("ERROR"), f" after {attempts}: {error}"
+                (cause["task"], "bold"),
+                " ",
+                status_text(TaskStatus.ERROR),
+                f" after {attempts}: {error}",
             )
             node = tree.add(label)
         for casualty in cause["took_down"]:
-            node.add(Text.assemble(f"{casualty} ", status_text("UPSTREAM_FAILED")))
+            node.add(Text.assemble(f"{casualty} ", status_text(TaskStatus.UPSTREAM_FAILED)))
     return tree
+
+
+def tolerated_failures(tasks: Sequence[reads.Task]) -> list[reads.Task]:
+    """The mapped tasks that succeeded with failed items within their tolerance."""
+    return [t for t in tasks if t["status"] == TaskStatus.SUCCESS and t["error"]]

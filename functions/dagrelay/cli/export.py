@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from dagrelay.cli.app import reports_errors
-from dagrelay.pipelines.export import export_yaml, read_pipeline
-from dagrelay.store.db import get_engine
 
 
 @reports_errors
@@ -20,6 +18,9 @@ def pipeline_export(
     ] = None,
 ) -> None:
     """Write a pipeline's rows as a pipeline file: `pipeline apply` of it changes nothing."""
+    from dagrelay.pipelines.export import export_yaml, read_pipeline
+    from dagrelay.store.db import get_engine
+
     with get_engine().connect() as conn:
         spec = read_pipeline(conn, pipeline)
     text = export_yaml(spec)

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import typer
-from rich.console import Console, Group
-from rich.live import Live
-from rich.text import Text
-from sqlalchemy import Connection
 
 from dagrelay.cli.app import fail
 from dagrelay.cli.common import batch_pipeline
-from dagrelay.cli.render import batch_table
-from dagrelay.store import reads
-from dagrelay.store.db import get_engine
+from dagrelay.states import BatchStatus
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from dagrelay.store import reads
 
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_POLL_S = 2.0
@@ -28,8 +27,8 @@ Timeout = Annotated[
 Poll = Annotated[float, typer.Option(min=0.01, help="Seconds between looks at the database.")]
 
 # Called on every look with the connection and what was read: it may end the wait (fail).
-Check = Callable[[Connection, list[reads.Batch]], None]
-UNFINISHED = frozenset({"RUNNING", "CANCELLING"})
+Check: TypeAlias = "Callable[[Connection, list[reads.Batch]], None]"
+UNFINISHED = frozenset({BatchStatus.RUNNING, BatchStatus.CANCELLING})
 
 
 def follow(
@@ -37,6 +36,14 @@ def follow(
 ) -> None:
     """Follow the batch (it may not exist yet: its start message may be on its way) until it
     has finished or the deadline passes (exit code 1)."""
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from dagrelay.cli.render import batch_table
+    from dagrelay.store import reads
+    from dagrelay.store.db import get_engine
+
     console = Console()
     report: list[reads.Batch] = []
     with Live(Text(f"waiting for batch {batch_id}..."), console=console) as live:
@@ -58,5 +65,5 @@ def follow(
     console.print()
     outcomes = ", ".join(f"{b['pipeline']}/{b['batch_id']} {b['status']}" for b in report)
     typer.echo(f"finished: {outcomes}")
-    if any(b["status"] != "SUCCESS" for b in report):
+    if any(b["status"] != BatchStatus.SUCCESS for b in report):
         raise typer.Exit(1)

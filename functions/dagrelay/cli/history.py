@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from dagrelay.cli.app import fail, reports_errors
 from dagrelay.cli.common import PipelineOption, batch_pipeline
-from dagrelay.cli.render import duration, problem, status_text, time_text
 from dagrelay.ops import verbs as ops
-from dagrelay.store import reads
-from dagrelay.store.db import get_engine
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @reports_errors
@@ -27,6 +25,12 @@ def history(
     pipeline: PipelineOption = None,
 ) -> None:
     """Every attempt of a task in a batch, across reruns: when, where, how it ended."""
+    from rich.console import Console
+
+    from dagrelay.cli.render import problem
+    from dagrelay.store import reads
+    from dagrelay.store.db import get_engine
+
     with get_engine().connect() as conn:
         owner = batch_pipeline(conn, batch_id, pipeline)
         attempts = ops.number_runs(reads.task_history(conn, owner, batch_id, task))
@@ -49,6 +53,10 @@ def history_table(
     attempts: Sequence[ops.AttemptEntry],
     row: Mapping[str, Any] | None,
 ) -> Table:
+    from rich.table import Table
+
+    from dagrelay.cli.render import duration, status_text, time_text
+
     now = f"now {row['status']}" if row is not None else "no current row"
     table = Table(title=f"{task} in batch {batch_id} ({now})", title_justify="left")
     for column in ("run", "attempt", "started", "duration", "outcome", "worker", "error"):

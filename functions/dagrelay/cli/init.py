@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from dagrelay import scaffold
 from dagrelay.cli.app import reports_errors
 
 
@@ -29,6 +28,8 @@ def init(
     """Write a small working project: a YAML and a Python pipeline, a handler with typed
     params, SQL, requirements, a test of the pipelines, a Terraform root using dagrelay's
     module, and a README saying how to run, test and deploy it."""
+    from dagrelay import scaffold
+
     source = terraform_module
     if source is not None and Path(source).is_dir():
         source = os.path.relpath(Path(source).resolve(), (directory / "terraform").resolve())

@@ -9,21 +9,23 @@ its slots waits QUEUED and starts when a slot is freed (``dagrelay.engine.pools`
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from dagrelay.cli.app import app, reports_errors
+from dagrelay.cli.app import PLAIN_HELP, app, reports_errors
 from dagrelay.cli.common import operator_engine
-from dagrelay.config import get_settings
-from dagrelay.engine import pools as engine_pools
-from dagrelay.pubsub import PubSubPublisher
-from dagrelay.store import pools as store
-from dagrelay.store.db import get_engine
 
-pool_app = typer.Typer(help="Named pools of slots (the pools table).", no_args_is_help=True)
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from dagrelay.store import pools as store
+
+pool_app = typer.Typer(
+    help="Named pools of slots (the pools table).",
+    no_args_is_help=True,
+    rich_markup_mode=PLAIN_HELP,
+)
 app.add_typer(pool_app, name="pool")
 
 
@@ -36,8 +38,9 @@ def pool_set(
 ) -> None:
     """Create or change a pool: a lowered count holds new claims at once, a raised one starts
     queued tasks."""
-    engine = operator_engine(PubSubPublisher(get_settings().project_id))
-    pool = engine_pools.set_pool(engine, name, slots, description)
+    from dagrelay.engine import pools as engine_pools
+
+    pool = engine_pools.set_pool(operator_engine(), name, slots, description)
     typer.echo(f"pool {pool.name}: {pool.slots} slots")
 
 
@@ -45,6 +48,11 @@ def pool_set(
 @reports_errors
 def pool_list() -> None:
     """Every pool: slots, slots in use, tasks queued."""
+    from rich.console import Console
+
+    from dagrelay.store import pools as store
+    from dagrelay.store.db import get_engine
+
     with get_engine().connect() as conn:
         rows = store.pools(conn)
     if not rows:
@@ -54,6 +62,8 @@ def pool_list() -> None:
 
 
 def pool_table(rows: list[store.Pool]) -> Table:
+    from rich.table import Table
+
     table = Table(title="pools", title_justify="left")
     for column in ("pool", "slots", "in use", "queued", "description"):
         table.add_column(column)

@@ -6,20 +6,17 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-from sqlalchemy import Connection
 
 from dagrelay.cli.app import reports_errors
-from dagrelay.cli.render import json_default, time_text
 from dagrelay.errors import DagrelayError
 from dagrelay.ops import rejections
-from dagrelay.store import reads
-from dagrelay.store.db import get_engine
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from sqlalchemy import Connection
 
 PAGE = 500
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -37,6 +34,9 @@ def rejected(
 ) -> None:
     """Messages the router rejected (malformed, unknown pipeline or task, ...), newest first:
     when, why, and the data — as JSON when it is JSON, else a safe preview."""
+    from dagrelay.cli.render import json_default, time_text
+    from dagrelay.store.db import get_engine
+
     cutoff = parse_since(since, datetime.now(UTC))
     with get_engine().connect() as conn:
         found = newest(conn, cutoff, limit, action)
@@ -46,6 +46,8 @@ def rejected(
     if not found:
         typer.echo("no rejected messages" + (f" since {time_text(cutoff)}" if cutoff else ""))
         return
+    from rich.console import Console
+
     Console().print(rejected_table(found))
 
 
@@ -69,6 +71,8 @@ def newest(
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` rejections, newest first, decoded; ``action`` filters on the decoded
     action (the data's, else the attribute's), so pages are read until enough match."""
+    from dagrelay.store import reads
+
     found: list[dict[str, Any]] = []
     before: int | None = None
     while len(found) < limit:
@@ -97,6 +101,11 @@ def _shown(row: dict[str, Any], decoded: rejections.Decoded) -> dict[str, Any]:
 
 
 def rejected_table(found: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    from dagrelay.cli.render import time_text
+
     table = Table(title="rejected messages, newest first", title_justify="left")
     for column in ("received", "message id", "action", "reason", "data"):
         table.add_column(column, overflow="fold")

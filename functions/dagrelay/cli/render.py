@@ -9,21 +9,23 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from dagrelay.states import BatchStatus, TaskStatus
 from dagrelay.store import reads
 
-STATUS_STYLES = {
-    "NEW": "blue",
-    "PROCESSING": "cyan",
-    "RUNNING": "cyan",
-    "RETRY": "yellow",
-    "QUEUED": "yellow",
-    "SUCCESS": "green",
-    "ERROR": "bold red",
-    "FAILED": "bold red",
-    "UPSTREAM_FAILED": "red",
-    "SKIPPED": "dim",
-    "CANCELLING": "yellow",
-    "CANCELLED": "dim",
+# Every task and batch status (tests/unit/test_vocabulary.py checks: all of them, nothing else).
+STATUS_STYLES: dict[str, str] = {
+    TaskStatus.NEW: "blue",
+    TaskStatus.PROCESSING: "cyan",
+    BatchStatus.RUNNING: "cyan",
+    TaskStatus.RETRY: "yellow",
+    TaskStatus.QUEUED: "yellow",
+    TaskStatus.SUCCESS: "green",  # and BatchStatus.SUCCESS, the same word
+    TaskStatus.ERROR: "bold red",
+    BatchStatus.FAILED: "bold red",
+    TaskStatus.UPSTREAM_FAILED: "red",
+    TaskStatus.SKIPPED: "dim",
+    BatchStatus.CANCELLING: "yellow",
+    TaskStatus.CANCELLED: "dim",  # and BatchStatus.CANCELLED
 }
 
 
@@ -98,7 +100,7 @@ def caption(batch: Mapping[str, Any]) -> str:
 
 
 def problem(task: Mapping[str, Any]) -> str:
-    if task["status"] == "QUEUED":
+    if task["status"] == TaskStatus.QUEUED:
         return f"waiting: {reads.queue_place(task)}"
     if task["root_cause_task"]:
         return f"upstream: {task['root_cause_task']} failed"

@@ -7,17 +7,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from dagrelay.cli.app import reports_errors
 from dagrelay.cli.common import PipelineOption, batch_pipeline, operator_engine
-from dagrelay.cli.render import status_text
-from dagrelay.config import get_settings
-from dagrelay.messages import Rerun
-from dagrelay.pubsub import PubSubPublisher
-from dagrelay.store import reads
-from dagrelay.store.db import get_engine
 
 
 @reports_errors
@@ -47,11 +39,18 @@ def rerun(
 ) -> None:
     """Reset a task (and with --downstream its descendants) in a batch and run it again, in
     the batch's version; the batch resumes. Their earlier attempts stay in `dagrelay history`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dagrelay.cli.render import status_text
+    from dagrelay.messages import Rerun
+    from dagrelay.store import reads
+    from dagrelay.store.db import get_engine
+
     with get_engine().connect() as conn:
         owner = batch_pipeline(conn, batch_id, pipeline)
         preview = reads.rerun_preview(conn, owner, batch_id, task, downstream or failed_items)
-    settings = get_settings()
-    reset = operator_engine(PubSubPublisher(settings.project_id)).rerun(
+    reset = operator_engine().rerun(
         Rerun(
             batch_id=batch_id,
             task=task,

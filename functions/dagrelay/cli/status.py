@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from dagrelay.cli.app import fail, reports_errors
 from dagrelay.cli.common import PipelineOption, batch_pipeline
 from dagrelay.cli.follow import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S, Poll, Timeout, follow
-from dagrelay.cli.render import (
-    batch_table,
-    dead_letter_table,
-    duration,
-    json_default,
-    status_text,
-    time_text,
-)
-from dagrelay.store import reads
-from dagrelay.store.db import get_engine
+
+if TYPE_CHECKING:
+    from dagrelay.store import reads
 
 
 @reports_errors
@@ -54,6 +45,12 @@ def status(
     if wait:
         follow(batch_id, pipeline, time.monotonic() + timeout, poll)
         return
+    from rich.console import Console
+
+    from dagrelay.cli.render import batch_table, dead_letter_table, json_default
+    from dagrelay.store import reads
+    from dagrelay.store.db import get_engine
+
     with get_engine().connect() as conn:
         pipeline = batch_pipeline(conn, batch_id, pipeline)
         report = reads.read_batches(conn, batch_id, pipeline)
@@ -71,6 +68,13 @@ def status(
 
 
 def _recent(pipeline: str | None, limit: int, as_json: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from dagrelay.cli.render import duration, json_default, status_text, time_text
+    from dagrelay.store import reads
+    from dagrelay.store.db import get_engine
+
     with get_engine().connect() as conn:
         batches = reads.recent_batches(conn, pipeline, limit)
     if as_json:

@@ -8,20 +8,18 @@ import time
 import uuid
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from google.api_core.exceptions import GoogleAPIError
-from google.cloud import pubsub_v1
-from sqlalchemy import Connection
 
-from dagrelay import messages, names
 from dagrelay.cli.app import app, current_user, fail, reports_errors
 from dagrelay.cli.follow import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S, Poll, Timeout, follow
-from dagrelay.config import get_settings
 from dagrelay.errors import DagrelayError
-from dagrelay.store import reads
-from dagrelay.store.db import get_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from dagrelay.store import reads
 
 PUBLISH_TIMEOUT_S = 60.0
 JSON_STARTS = ("{", "[", '"')
@@ -80,6 +78,8 @@ def trigger(
     message = start_batch_message(pipeline, batch_id, parse_params(param or []), start_task)
     deadline = time.monotonic() + timeout
     if check:
+        from dagrelay.store.db import get_engine
+
         with get_engine().connect() as conn:
             existing = check_trigger(conn, pipeline, batch_id, start_task)
         if existing is not None:
@@ -87,6 +87,8 @@ def trigger(
             if wait:
                 follow(batch_id, pipeline, deadline, poll)
             return
+    from dagrelay.config import get_settings
+
     settings = get_settings()
     request_id = uuid.uuid4().hex
     message_id = publish(settings.project_id, settings.events_topic, message, request_id)
@@ -99,6 +101,9 @@ def check_trigger(
     conn: Connection, pipeline: str, batch_id: str, start_task: str | None
 ) -> dict[str, Any] | None:
     """The batch's head if it exists; DagrelayError naming an unknown pipeline or start task."""
+    from dagrelay import names
+    from dagrelay.store import reads
+
     tasks = [t["name"] for t in reads.pipeline_tasks(conn, pipeline)]
     if not tasks:
         known = reads.pipeline_names(conn)
@@ -142,6 +147,8 @@ class RejectionCheck:
         self.started = False
 
     def __call__(self, conn: Connection, report: list[reads.Batch]) -> None:
+        from dagrelay.store import reads
+
         if report and not self.started:
             self.started = True
             head = reads.batch_head(conn, report[0]["pipeline"], report[0]["batch_id"])
@@ -188,6 +195,8 @@ def start_batch_message(
     pipeline: str, batch_id: str, params: Mapping[str, Any], start_task: str | None
 ) -> dict[str, Any]:
     """The start_batch message, checked against its JSON Schema (BadMessage if invalid)."""
+    from dagrelay import messages
+
     return messages.outgoing(
         messages.Action.START_BATCH,
         pipeline=pipeline,
@@ -203,6 +212,9 @@ def publish(
 ) -> str:
     """Publish and wait until Pub/Sub accepted it; returns the message id. ``request_id`` (an
     attribute, kept with a rejection) lets the command find the router's rejection of it."""
+    from google.api_core.exceptions import GoogleAPIError
+    from google.cloud import pubsub_v1
+
     attributes = {"action": message["action"]}
     if request_id is not None:
         attributes["request_id"] = request_id

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dagrelay.cli.app import reports_errors
 from dagrelay.errors import DagrelayError, PipelineError
-from dagrelay.pipelines.export import read_pipeline
-from dagrelay.pipelines.sources import load_specs
-from dagrelay.pipelines.spec import PipelineSpec
-from dagrelay.pipelines.validate import problems as pipeline_problems
-from dagrelay.pipelines.validate import registered_handlers
-from dagrelay.store import reads
-from dagrelay.store.db import get_engine
+
+if TYPE_CHECKING:
+    from dagrelay.pipelines.spec import PipelineSpec
 
 
 @reports_errors
@@ -30,6 +26,9 @@ def validate(
 ) -> None:
     """Check pipelines: cycles, unknown parents and handlers, params that do not fit their
     handler. Exit code 2 if anything is wrong, with every problem printed."""
+    from dagrelay.pipelines.validate import problems as pipeline_problems
+    from dagrelay.pipelines.validate import registered_handlers
+
     handlers = registered_handlers()
     found: list[str] = []
     for source, spec in _specs(files or [], found):
@@ -44,6 +43,11 @@ def validate(
 def _specs(files: Sequence[str], found: list[str]) -> list[tuple[str, PipelineSpec]]:
     """The pipelines of the files (a file that does not load adds its problems to ``found``),
     or with no files every pipeline in the database."""
+    from dagrelay.pipelines.export import read_pipeline
+    from dagrelay.pipelines.sources import load_specs
+    from dagrelay.store import reads
+    from dagrelay.store.db import get_engine
+
     if not files:
         with get_engine().connect() as conn:
             names = reads.pipeline_names(conn)

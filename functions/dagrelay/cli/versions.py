@@ -4,17 +4,14 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from dagrelay.cli.app import fail, reports_errors
-from dagrelay.cli.render import time_text
-from dagrelay.engine import moves, versions
-from dagrelay.store import versions as store
-from dagrelay.store.db import get_engine
+
+if TYPE_CHECKING:
+    from dagrelay.engine import versions
 
 MAX_BATCHES_SHOWN = 10
 
@@ -24,6 +21,13 @@ def pipeline_history(
     pipeline: Annotated[str, typer.Argument(help="The pipeline.")],
 ) -> None:
     """Every version of the pipeline, when it was first used, and the batches that ran it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dagrelay.cli.render import time_text
+    from dagrelay.store import versions as store
+    from dagrelay.store.db import get_engine
+
     with get_engine().connect() as conn:
         rows = store.history(conn, pipeline)
     if not rows:
@@ -54,6 +58,10 @@ def pipeline_diff(
 ) -> None:
     """What changed from version OLD to version NEW: tasks added, removed and changed (field
     by field), edges added and removed."""
+    from dagrelay.engine import moves, versions
+    from dagrelay.store import versions as store
+    from dagrelay.store.db import get_engine
+
     with get_engine().connect() as conn:
         found = [store.header(conn, pipeline=pipeline, version=n) for n in (old, new)]
         missing = [str(n) for n, h in zip((old, new), found, strict=True) if h is None]

@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 
 from dagrelay.errors import BadMessage
 from dagrelay.messages import Action, outgoing
+from dagrelay.states import RERUN_FROM, BatchStatus, TaskStatus
 from dagrelay.store import reads
 
 Form = Mapping[str, str]
@@ -61,6 +62,17 @@ def _batch(conn: Connection, pipeline: str, batch_id: str) -> dict[str, str | No
     return rows
 
 
+def _rerunnable(conn: Connection, pipeline: str, batch_id: str) -> None:
+    """A rerun never undoes a cancel: refused while the batch is CANCELLING."""
+    status = reads.batch_statuses(conn, pipeline, [batch_id]).get(batch_id)
+    if status is not None and status not in RERUN_FROM:
+        raise Refused(
+            f"batch {pipeline}/{batch_id} is {status}: a rerun now would undo the cancel; "
+            "wait until it is CANCELLED",
+            409,
+        )
+
+
 def trigger(conn: Connection, form: Form, who: str) -> list[Message]:
     pipeline, batch_id = _field(form, "pipeline"), _field(form, "batch_id")
     start_task = _field(form, "start_task", required=False)
@@ -96,6 +108,7 @@ def rerun(conn: Connection, form: Form, who: str) -> list[Message]:
         triggered_by=who,
     )
     rows = _batch(conn, message["pipeline"], message["batch_id"])
+    _rerunnable(conn, message["pipeline"], message["batch_id"])
     if task not in rows:
         raise Refused(f"pipeline {pipeline!r} has no task {task!r}", 404)
     if rows[message["task"]] is None:
@@ -107,7 +120,8 @@ def rerun_failed(conn: Connection, form: Form, who: str) -> list[Message]:
     """One rerun, with its downstream, of each task that failed (ERROR) in the batch."""
     pipeline, batch_id = _field(form, "pipeline"), _field(form, "batch_id")
     rows = _batch(conn, str(pipeline), str(batch_id))
-    failed = sorted(task for task, status in rows.items() if status == "ERROR")
+    _rerunnable(conn, str(pipeline), str(batch_id))
+    failed = sorted(task for task, status in rows.items() if status == TaskStatus.ERROR)
     if not failed:
         raise Refused(f"no task failed in batch {pipeline}/{batch_id}: nothing to rerun", 409)
     return [
@@ -129,7 +143,7 @@ def cancel(conn: Connection, form: Form, who: str) -> list[Message]:
     statuses = reads.batch_statuses(conn, message["pipeline"], [message["batch_id"]])
     if not statuses:
         raise Refused(f"no batch {batch_id!r} in pipeline {pipeline!r}", 404)
-    if statuses[message["batch_id"]] != "RUNNING":
+    if statuses[message["batch_id"]] != BatchStatus.RUNNING:
         status = statuses[message["batch_id"]]
         raise Refused(f"batch {pipeline}/{batch_id} is {status}: nothing to cancel", 409)
     return [message]
@@ -141,7 +155,7 @@ def resume(conn: Connection, form: Form, who: str) -> list[Message]:
     statuses = reads.batch_statuses(conn, message["pipeline"], [message["batch_id"]])
     if not statuses:
         raise Refused(f"no batch {batch_id!r} in pipeline {pipeline!r}", 404)
-    if statuses[message["batch_id"]] != "CANCELLED":
+    if statuses[message["batch_id"]] != BatchStatus.CANCELLED:
         status = statuses[message["batch_id"]]
         raise Refused(
             f"batch {pipeline}/{batch_id} is {status}: only a CANCELLED batch resumes", 409

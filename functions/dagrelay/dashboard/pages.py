@@ -19,6 +19,7 @@ from dagrelay.dashboard.render import (
     page,
     version_text,
 )
+from dagrelay.states import TaskStatus
 
 Row = dict[str, Any]
 
@@ -122,7 +123,7 @@ def _attempt_table(attempts: list[Row]) -> Markup:
         [
             Markup('<span class="run">run {}</span>').format(a["run"]),
             Markup("attempt {}").format(a["attempt"]),
-            pill(a["outcome"] or "PROCESSING"),
+            pill(a["outcome"] or TaskStatus.PROCESSING),
             when(a["started_at"]),
             when(a["finished_at"]),
             a["worker"] or parts.NOTHING,

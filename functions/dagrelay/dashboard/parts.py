@@ -15,6 +15,7 @@ from markupsafe import Markup
 from dagrelay.dashboard.csrf import FIELD
 
 NOTHING = Markup('<span class="muted">—</span>')
+PENDING = "PENDING"  # the dashboard's word for a task without a row yet, not a status
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def link(href: str, text: str) -> Markup:
 
 
 def pill(status: str | None) -> Markup:
-    shown = status or "PENDING"
+    shown = status or PENDING
     return Markup('<span class="pill status-{}">{}</span>').format(shown, shown)
 
 

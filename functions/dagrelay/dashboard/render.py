@@ -12,20 +12,23 @@ from markupsafe import Markup
 
 from dagrelay.dashboard import graph, parts
 from dagrelay.dashboard.assets import asset_url
-from dagrelay.dashboard.parts import Ops, link, pill, url, when
+from dagrelay.dashboard.parts import PENDING, Ops, link, pill, url, when
+from dagrelay.states import RERUN_FROM, BatchStatus, TaskStatus
 from dagrelay.store import reads
 
 Row = dict[str, Any]
+# Every task status, and PENDING (tests/unit/test_vocabulary.py: all of them, nothing else).
 LEGEND = (
-    "SUCCESS",
-    "ERROR",
-    "UPSTREAM_FAILED",
-    "PROCESSING",
-    "RETRY",
-    "NEW",
-    "SKIPPED",
-    "CANCELLED",
-    "PENDING",
+    TaskStatus.SUCCESS,
+    TaskStatus.ERROR,
+    TaskStatus.UPSTREAM_FAILED,
+    TaskStatus.PROCESSING,
+    TaskStatus.QUEUED,
+    TaskStatus.RETRY,
+    TaskStatus.NEW,
+    TaskStatus.SKIPPED,
+    TaskStatus.CANCELLED,
+    PENDING,
 )
 POLL_MS = 3000
 
@@ -197,7 +200,7 @@ def batch_tabs(base: str, pipeline: str, batch_id: str, current: str) -> Markup:
 
 def live_attrs(base: str, batch: Row, task: Row | None = None) -> dict[str, str]:
     """<body> attributes that make the script poll the batch's JSON while it runs."""
-    if batch["status"] not in ("RUNNING", "CANCELLING"):
+    if batch["status"] not in (BatchStatus.RUNNING, BatchStatus.CANCELLING):
         return {}
     attrs = {
         "data-poll": url(base, "api", "batches", batch["pipeline"], batch["batch_id"]),
@@ -205,7 +208,7 @@ def live_attrs(base: str, batch: Row, task: Row | None = None) -> dict[str, str]
         "data-batch-status": batch["status"],
     }
     if task is not None:
-        attrs |= {"data-task": task["task"], "data-task-status": task["status"] or "PENDING"}
+        attrs |= {"data-task": task["task"], "data-task-status": task["status"] or PENDING}
     return attrs
 
 
@@ -214,11 +217,11 @@ def batch_actions(base: str, ops: Ops | None, batch: Row, tasks: list[Row]) -> M
         return Markup("")
     key = {"pipeline": batch["pipeline"], "batch_id": batch["batch_id"]}
     forms = []
-    if batch["status"] == "RUNNING":
+    if batch["status"] == BatchStatus.RUNNING:
         forms.append(parts.action_form(base, ops, "cancel", key, "Cancel batch", danger=True))
-    if batch["status"] == "CANCELLED":
+    if batch["status"] == BatchStatus.CANCELLED:
         forms.append(parts.action_form(base, ops, "resume", key, "Resume (run what never ran)"))
-    if any(t["status"] == "ERROR" for t in tasks):
+    if batch["status"] in RERUN_FROM and any(t["status"] == TaskStatus.ERROR for t in tasks):
         forms.append(parts.action_form(base, ops, "rerun-failed", key, "Rerun failed tasks"))
     if not forms:
         return Markup("")
@@ -414,7 +417,7 @@ def grid_table(grid: Row, payload: Row, base: str) -> Markup:
 def _grid_cells(pipeline: str, task: str, batches: list[Row], base: str) -> Markup:
     cells = []
     for b in batches:
-        status = b["statuses"].get(task) or "PENDING"
+        status = b["statuses"].get(task) or PENDING
         cells.append(
             Markup('<td><a class="cell status-{s}" href="{u}" title="{b}: {s}"></a></td>').format(
                 s=status,

@@ -11,6 +11,8 @@ from typing import Any
 
 from markupsafe import Markup
 
+from dagrelay.states import TaskStatus
+
 LABEL_W = 220
 PLOT_W = 900
 ROW_H = 24
@@ -69,7 +71,7 @@ def _bar(a: Mapping[str, Any], y: float, start: datetime, total: float, now: dat
     ended = ((a["finished_at"] or now) - start).total_seconds()
     x = LABEL_W + PLOT_W * began / total
     width = max(PLOT_W * (ended - began) / total, 2.0)
-    outcome = a["outcome"] or "PROCESSING"
+    outcome = a["outcome"] or TaskStatus.PROCESSING
     label = f"run {a['run']} · attempt {a['attempt']}"
     return Markup(
         '<g class="attempt outcome-{outcome}" data-task="{task}" data-run="{run}" '

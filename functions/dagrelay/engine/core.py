@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy import Engine as SqlEngine
+from sqlalchemy.exc import DBAPIError
 
 from dagrelay.bounds import stored_error
 from dagrelay.engine import maps, moves, retry
@@ -38,13 +39,13 @@ from dagrelay.handlers.registry import (
     check_deferred,
     check_output,
 )
-from dagrelay.messages import CancelBatch, PollTask, Rerun, Resume, RunTask, StartBatch
-from dagrelay.states import TaskStatus
+from dagrelay.messages import CancelBatch, PollTask, Rerun, Resume, RunTask, StartBatch, escaped
+from dagrelay.states import RERUN_FROM, Action, BatchStatus, TaskStatus
 from dagrelay.store import cancelling
 from dagrelay.store import maps as store_maps
 from dagrelay.store import transitions as store
 from dagrelay.store import versions as store_versions
-from dagrelay.store.db import retry_transient
+from dagrelay.store.db import refused_value, retry_transient
 from dagrelay.store.outbox import OutboxRelay, OutgoingMessage, Publisher
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,13 @@ def utcnow() -> datetime:
 
 
 class RunOutcome(StrEnum):
-    SUCCESS = "SUCCESS"
-    RETRY = "RETRY"
-    ERROR = "ERROR"
-    CANCELLED = "CANCELLED"  # failed while its batch was being cancelled: not retried
+    SUCCESS = TaskStatus.SUCCESS
+    RETRY = TaskStatus.RETRY
+    ERROR = TaskStatus.ERROR
+    CANCELLED = TaskStatus.CANCELLED  # failed while its batch was being cancelled: not retried
     DEFERRED = "DEFERRED"  # the work goes on elsewhere; polled later
     IGNORED = "IGNORED"  # duplicate or late message: acknowledged, nothing done
-    QUEUED = "QUEUED"  # waits for a pool slot or its max_active: a freed slot releases it
+    QUEUED = TaskStatus.QUEUED  # waits for a pool slot or its max_active: a freed slot releases it
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class Engine:
     # -- start_batch / cancel_batch -------------------------------------------------------------
 
     def start_batch(self, msg: StartBatch, message_id: str | None = None) -> StartOutcome:
-        extra = {"action": "start_batch", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
+        extra = {"action": Action.START_BATCH, "pipeline": msg.pipeline, "batch_id": msg.batch_id}
         with self.db.begin() as conn:
             created = self.start_batch_in(conn, msg, self.clock(), message_id)
         if created is None:
@@ -180,17 +181,27 @@ class Engine:
 
     def cancel_batch(self, msg: CancelBatch) -> cancelling.Cancelled | None:
         """RUNNING -> CANCELLING: waiting tasks and those never created become CANCELLED,
-        running attempts finish (a failure is not retried) and the last one to end makes the
-        batch CANCELLED (at once if none runs). None if the batch was not RUNNING."""
-        extra = {"action": "cancel_batch", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
+        running attempts finish (a failure is not retried), teardown tasks are spared and run
+        once their parents are done; the last attempt to end makes the batch CANCELLED (at
+        once if none runs or waits). None if the batch was not RUNNING."""
+        extra = {"action": Action.CANCEL_BATCH, "pipeline": msg.pipeline, "batch_id": msg.batch_id}
         extra["triggered_by"] = msg.triggered_by or "unknown"
+        now = self.clock()
         with self.db.begin() as conn:
-            done = cancelling.cancel_batch(
-                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=self.clock()
+            stopped = cancelling.cancel_batch(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=now
             )
-        if done is None:
-            log.info("cancel ignored: the batch is not running", extra=extra)
-            return None
+            if stopped is None:
+                log.info("cancel ignored: the batch is not running", extra=extra)
+                return None
+            # The cancelled tasks are done for the fan-in: their teardown children start.
+            cancelled = [store.Transition(t, TaskStatus.CANCELLED) for t in stopped.task_ids]
+            teardowns = self._advance(conn, msg.pipeline, msg.batch_id, cancelled, now)
+            running, status = cancelling.settle(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=now
+            )
+        self.publish(teardowns.messages)
+        done = cancelling.Cancelled(running, stopped.waiting, stopped.never_started, status)
         log.warning(
             "batch %s: %d running tasks will finish; %d waiting and %d never-started tasks "
             "cancelled",
@@ -206,27 +217,48 @@ class Engine:
         """Run again what a cancel stopped in a CANCELLED batch (its CANCELLED rows, and tasks
         it has no row for), keeping every other row: the tasks whose parents' rows decide them
         start (or are decided UPSTREAM_FAILED/SKIPPED), the rest follow by the fan-in."""
-        extra = {"action": "resume", "pipeline": msg.pipeline, "batch_id": msg.batch_id}
+        extra = {"action": Action.RESUME, "pipeline": msg.pipeline, "batch_id": msg.batch_id}
         extra["triggered_by"] = msg.triggered_by or "unknown"
         now = self.clock()
         with self.db.begin() as conn:
             status = cancelling.lock_batch(conn, pipeline=msg.pipeline, batch_id=msg.batch_id)
             _check_resumable(msg, status)
-            reset = cancelling.resume_reset(conn, pipeline=msg.pipeline, batch_id=msg.batch_id)
+            # Mapped tasks the cancel stopped midway: their groups open again with the items
+            # that never ran (a group whose items had all ended is decided now).
+            groups = store_maps.resume_groups(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, topic=self.events_topic, now=now
+            )
+            reopened = list(groups.counters)
+            removed = cancelling.resume_reset(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, reopened=reopened
+            )
+            if removed is None:  # the batch row is locked and CANCELLED: cannot happen
+                raise BadMessage(f"batch {msg.pipeline}/{msg.batch_id} changed; resume again")
+            reset, task_ids = removed
+            # A cancelled task counted as done in its children's fan-in: not any more.
+            cancelling.recount_fanin(
+                conn, pipeline=msg.pipeline, batch_id=msg.batch_id, task_ids=task_ids + reopened
+            )
             created = cancelling.resume_start(
                 conn, pipeline=msg.pipeline, batch_id=msg.batch_id, topic=self.events_topic, now=now
             )
+            opened = self._open_groups(conn, created, now)  # mapped tasks decided RUN now
             decided = [
                 store.Transition(t.task_id, t.status, t.root_cause_log_id)
                 for t in created.tasks
-                if t.status != TaskStatus.NEW
+                if t.status not in (TaskStatus.NEW, TaskStatus.PROCESSING)
             ]
+            decided += opened.finished
+            decided += maps.decide_reopened(
+                conn, batch_id=msg.batch_id, groups=groups.counters, now=now
+            )
             cascade = self._advance(conn, msg.pipeline, msg.batch_id, decided, now)
-        started = sum(t.status == TaskStatus.NEW for t in created.tasks + cascade.tasks)
+        made = [groups.created, created, opened.created, cascade]
+        started = sum(t.status == TaskStatus.NEW for c in made for t in c.tasks)
         log.warning(
             "batch resumed: %d cancelled rows reset, %d tasks started", reset, started, extra=extra
         )
-        self.publish(created.messages + cascade.messages)
+        self.publish([m for c in made for m in c.messages])
         if not started:
             self.finish_batch(msg.pipeline, msg.batch_id)
         return Resumed(reset=reset, started=started)
@@ -236,7 +268,7 @@ class Engine:
         in the batch's version (with ``latest``, first moved to the pipeline's current version
         when ``dagrelay.engine.versions`` allows it); their attempts stay in the history and the
         batch resumes. Returns rows reset."""
-        asked = {"action": "rerun", "batch_id": msg.batch_id, "task": msg.task}
+        asked = {"action": Action.RERUN, "batch_id": msg.batch_id, "task": msg.task}
         log.info("rerun asked by %s", msg.triggered_by or "unknown", extra=asked)
         if msg.failed_items:
             if msg.latest:
@@ -259,7 +291,7 @@ class Engine:
         reset is committed). Refuses while any task in scope is running, or if a task has not
         been started in the batch. A task below another one being rerun with its downstream is
         not started on its own: its parent's completion decides it again."""
-        extra = {"action": "rerun", "batch_id": batch_id, "tasks": list(tasks)}
+        extra = {"action": Action.RERUN, "batch_id": batch_id, "tasks": list(tasks)}
         now = self.clock()
         with self.db.begin() as conn:
             pipeline = resolve_pipeline(conn, pipeline, batch_id, tasks[0], latest=latest)
@@ -293,6 +325,8 @@ class Engine:
                     topic=self.events_topic,
                     now=now,
                 )
+                if created is None:  # the batch's status changed under the lock: impossible
+                    raise BadMessage(_not_rerunnable(target.pipeline, batch_id, None))
                 opened = self._open_groups(conn, created, now)  # a mapped task: its instances
                 closed = self._advance(conn, target.pipeline, batch_id, opened.finished, now)
                 messages += created.messages + opened.created.messages + closed.messages
@@ -330,12 +364,18 @@ class Engine:
             store_maps.recount_children(
                 conn, pipeline=pipeline, batch_id=batch_id, task_id=target.task_id
             )
-            store_maps.resume_batch(conn, pipeline=pipeline, batch_id=batch_id)
+            if not store_maps.resume_batch(conn, pipeline=pipeline, batch_id=batch_id):
+                raise BadMessage(_not_rerunnable(pipeline, batch_id, None))
         log.warning(
             "rerun of %d failed items of %s",
             len(created.tasks),
             task,
-            extra={"action": "rerun", "batch_id": batch_id, "task": task, "pipeline": pipeline},
+            extra={
+                "action": Action.RERUN,
+                "batch_id": batch_id,
+                "task": task,
+                "pipeline": pipeline,
+            },
         )
         self.publish(created.messages)
         return len(created.tasks)
@@ -343,7 +383,11 @@ class Engine:
     # -- run_task ------------------------------------------------------------------------------
 
     def run_task(self, msg: RunTask) -> RunOutcome:
-        extra: dict[str, Any] = {"action": "run_task", "batch_id": msg.batch_id, "task": msg.task}
+        extra: dict[str, Any] = {
+            "action": Action.RUN_TASK,
+            "batch_id": msg.batch_id,
+            "task": msg.task,
+        }
         with self.db.begin() as conn:
             pipeline = resolve_pipeline(conn, msg.pipeline, msg.batch_id, msg.task)
             got = store.claim_or_queue(
@@ -402,7 +446,7 @@ class Engine:
         if claim is None:
             log.info(
                 "poll_task ignored: the attempt is not deferred",
-                extra={"action": "poll_task", "batch_id": msg.batch_id, "task": msg.task},
+                extra={"action": Action.POLL_TASK, "batch_id": msg.batch_id, "task": msg.task},
             )
             return RunOutcome.IGNORED
         output, failure = self._execute(claim)
@@ -474,45 +518,66 @@ class Engine:
             "attempt": ref.attempt,
         }
 
-        def transaction() -> tuple[store.Result, store.Created] | None:
-            now = self.clock()
-            result = self._result(ref, output, failure, now)
-            with self.db.begin() as conn:
-                written = store.finish_attempt(
-                    conn,
-                    ref=ref,
-                    result=result,
-                    topic=self.events_topic,
-                    alerts_topic=self.alerts_topic,
-                    now=now,
-                    lease_before=lease_before,
-                )
-                if written is None:
-                    return None
-                # The status written may differ from the one asked (RETRY -> CANCELLED).
-                result = replace(result, status=written.tasks[0].status)
-                finished = self._finished(conn, ref, result.status, now)
-                if finished:
-                    children = self._advance(conn, ref.pipeline, ref.batch_id, finished, now)
-                    written = store.Created(
-                        written.tasks + children.tasks, written.messages + children.messages
-                    )
-                if ref.limited:  # last, so the pool's row is locked only until the commit
-                    written = _with_messages(written, self._release(conn, ref, now))
-            return result, written
-
-        concluded = retry_transient(transaction)
+        try:
+            concluded = retry_transient(lambda: self._write(ref, output, failure, lease_before))
+        except (DBAPIError, UnicodeError) as exc:
+            # A value the engine produced (an output, an error text, a child's items) that the
+            # database refuses: the task ends ERROR with the reason, in a transaction of its
+            # own; its message is not a bad one (DESIGN.md section 5).
+            if (reason := refused_value(exc)) is None:
+                raise
+            log.error("the database refused the attempt's result: %s", reason, extra=extra)  # noqa: TRY400 - the reason says it all
+            refusal = _refusal("the attempt's result", reason)
+            concluded = retry_transient(lambda: self._write(ref, None, refusal, lease_before))
         if concluded is None:
             log.warning("late result rejected: the attempt is no longer live", extra=extra)
             return RunOutcome.IGNORED
         result, created = concluded
-        _log_result(result, extra)
+        _log_result(result, extra, _alerts(created.messages, self.alerts_topic))
         self.hooks.at(HookPoint.AFTER_COMMIT, ref.task)
         self.publish(created.messages)
         released = any(t.status == TaskStatus.NEW for t in created.tasks)
         if result.status != TaskStatus.RETRY and not released:  # CANCELLED: maybe the last
             self.finish_batch(ref.pipeline, ref.batch_id)
         return RunOutcome(result.status.value)
+
+    def _write(
+        self,
+        ref: store.AttemptRef,
+        output: Mapping[str, Any] | None,
+        failure: Failure | None,
+        lease_before: datetime | None,
+    ) -> tuple[store.Result, store.Created] | None:
+        """One transaction: the attempt's result (fenced), the parent transitions it feeds
+        into the fan-in, its children, the waiters its slot releases. None: not written."""
+        now = self.clock()
+        result = self._result(ref, output, failure, now)
+        with self.db.begin() as conn:
+            written = store.finish_attempt(
+                conn,
+                ref=ref,
+                result=result,
+                topic=self.events_topic,
+                alerts_topic=self.alerts_topic,
+                now=now,
+                lease_before=lease_before,
+            )
+            if written is None:
+                return None
+            # The status written may differ from the one asked (RETRY -> CANCELLED).
+            result = replace(result, status=written.tasks[0].status)
+            finished = self._finished(conn, ref, result, now, written.batch_running)
+            written = _with_messages(written, finished.messages)  # an item's alert
+            if finished.transitions:
+                children = self._advance(
+                    conn, ref.pipeline, ref.batch_id, finished.transitions, now
+                )
+                written = store.Created(
+                    written.tasks + children.tasks, written.messages + children.messages
+                )
+            if ref.limited:  # last, so the pool's row is locked only until the commit
+                written = _with_messages(written, self._release(conn, ref, now))
+        return result, written
 
     def _release(
         self, conn: Connection, ref: store.AttemptRef, now: datetime
@@ -534,7 +599,13 @@ class Engine:
                     now=now,
                 )
 
-        created = retry_transient(transaction)
+        try:
+            created = retry_transient(transaction)
+        except (DBAPIError, UnicodeError) as exc:
+            if (reason := refused_value(exc)) is None:
+                raise
+            log.error("the database refused the deferral: %s", reason, extra=extra)  # noqa: TRY400 - the reason says it all
+            return self.conclude(ref, None, _refusal("the deferral's job", reason))
         if created is None:
             log.warning("deferral rejected: the attempt is no longer live", extra=extra)
             return RunOutcome.IGNORED
@@ -559,20 +630,33 @@ class Engine:
             next_attempt_at=next_at,
         )
 
-    @staticmethod
     def _finished(
-        conn: Connection, ref: store.AttemptRef, status: TaskStatus, now: datetime
-    ) -> list[store.Transition]:
+        self,
+        conn: Connection,
+        ref: store.AttemptRef,
+        result: store.Result,
+        now: datetime,
+        batch_running: bool,
+    ) -> maps.Counted:
         """The parent transitions an attempt's result feeds into the fan-in: its task's, or for
-        an instance of a mapped task its group's, once the last instance ended."""
+        an instance of a mapped task its group's, once the last instance ended (with the one
+        alert of the item failure that exceeds its group's tolerance)."""
+        status = result.status
         if status == TaskStatus.RETRY:
-            return []
+            return maps.Counted([], [])
         if ref.map_index >= 0:
-            return maps.count_instance(conn, ref, status, now)
-        if status == TaskStatus.CANCELLED:
-            return []
+            return maps.count_instance(
+                conn,
+                ref,
+                result,
+                alerts_topic=self.alerts_topic,
+                now=now,
+                batch_running=batch_running,
+            )
+        # CANCELLED (it failed while its batch was being cancelled) is done for the fan-in too:
+        # in a CANCELLING batch only its teardown children are created.
         root = ref.log_id if status == TaskStatus.ERROR else None
-        return [store.Transition(ref.task_id, status, root)]
+        return maps.Counted([store.Transition(ref.task_id, status, root)], [])
 
     # -- fan-in / fan-out ----------------------------------------------------------------------
 
@@ -625,7 +709,7 @@ class Engine:
         status = retry_transient(transaction)  # a checked write: repeating it is harmless
         if status is not None:
             extra = {"action": "finish_batch", "pipeline": pipeline, "batch_id": batch_id}
-            level = logging.ERROR if status == "FAILED" else logging.INFO
+            level = logging.ERROR if status == BatchStatus.FAILED else logging.INFO
             log.log(level, "batch %s", status, extra={**extra, "status": status})
 
     # -- outbox --------------------------------------------------------------------------------
@@ -654,22 +738,35 @@ def _check_resumable(msg: Resume, status: str | None) -> None:
     """Only a CANCELLED batch resumes; a CANCELLING one once its running attempts ended."""
     if status is None:
         raise BadMessage(f"no batch {msg.batch_id!r} in pipeline {msg.pipeline!r}")
-    if status == "CANCELLING":
+    if status == BatchStatus.CANCELLING:
         raise BadMessage(
             f"batch {msg.pipeline}/{msg.batch_id} is CANCELLING: its running tasks have not "
             "finished yet; resume it once it is CANCELLED"
         )
-    if status != "CANCELLED":
+    if status != BatchStatus.CANCELLED:
         raise BadMessage(
             f"batch {msg.pipeline}/{msg.batch_id} is {status}, not CANCELLED: nothing to resume "
             "(rerun runs tasks of a finished batch again)"
         )
 
 
+def _not_rerunnable(pipeline: str, batch_id: str, status: str | None) -> str:
+    """Why a rerun is refused: the batch's status (None: it changed under the rerun)."""
+    if status is None:
+        return f"batch {pipeline}/{batch_id} changed status during the rerun; try again"
+    return (
+        f"batch {pipeline}/{batch_id} is {status}: a rerun now would undo the cancel; wait "
+        "until it is CANCELLED, then resume it or rerun"
+    )
+
+
 def _rerun_targets(
     batch_id: str, tasks: Sequence[str], pipeline: str | None, scope: Sequence[store.ScopeRow]
 ) -> list[store.ScopeRow]:
     """The rows of the tasks to rerun, once it is clear the rerun can go ahead."""
+    batch_status = scope[0].batch_status if scope else None
+    if batch_status is not None and batch_status not in RERUN_FROM:
+        raise BadMessage(_not_rerunnable(scope[0].pipeline, batch_id, batch_status))
     by_name = {row.task: row for row in scope}
     targets: list[store.ScopeRow] = []
     for task in tasks:
@@ -733,24 +830,43 @@ def _failure(exc: BaseException) -> Failure:
     """``error`` is what an operator reads (``Type: message``, no frames of the engine); the
     traceback, kept with the attempt, says where."""
     kind = "non-retryable " if isinstance(exc, NonRetryableError) else ""
-    error = f"{kind}{type(exc).__name__}: {exc}"
-    summary = "".join(traceback.format_exception(exc, limit=-8))
+    error = escaped(f"{kind}{type(exc).__name__}: {exc}")  # a NUL in a message is kept, escaped
+    summary = escaped("".join(traceback.format_exception(exc, limit=-8)))
     return Failure(exc, stored_error(error), stored_error(summary, keep_end=True))
 
 
-def _log_result(result: store.Result, extra: Mapping[str, Any]) -> None:
-    if result.status == TaskStatus.ERROR:
-        # The alert's log line; its message is in the outbox for the alerts topic.
+def _refusal(what: str, reason: str) -> Failure:
+    """The failure of an attempt whose result the database refused: final, not retried."""
+    error = escaped(f"{what} could not be stored: {reason}")
+    return Failure(NonRetryableError(error), stored_error(error), "")
+
+
+def _alerts(messages: Sequence[OutgoingMessage], topic: str) -> list[Mapping[str, Any]]:
+    """The alerts among the messages a transaction wrote (each is one untolerated failure)."""
+    return [m.payload for m in messages if m.topic == topic]
+
+
+def _log_result(
+    result: store.Result, extra: Mapping[str, Any], alerts: Sequence[Mapping[str, Any]] = ()
+) -> None:
+    for alert in alerts:
+        # The alert's log line (the log-based alert counts these); its message is in the
+        # outbox for the alerts topic. One per untolerated failure, whichever task it names.
         log.error(
             "task failed: %s",
-            result.error,
+            alert.get("error"),
             extra={
                 **extra,
+                "task": alert.get("task"),
+                "batch_id": alert.get("batch_id"),
                 "alert": "task_failed",
-                "error": result.error,
-                "root_cause": extra["task"],
+                "error": alert.get("error"),
+                "root_cause": alert.get("root_cause"),
             },
         )
+    if result.status == TaskStatus.ERROR:
+        if not alerts:  # an item within its group's tolerance (or after the one alert)
+            log.warning("item failed, recorded and not alerted: %s", result.error, extra=extra)
     elif result.status == TaskStatus.RETRY:
         log.warning(
             "task failed, retry at %s: %s",

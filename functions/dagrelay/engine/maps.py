@@ -27,11 +27,15 @@ from datetime import datetime
 from typing import Any, BinaryIO
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from dagrelay.errors import NonRetryableError
+from dagrelay.messages import escaped, unstorable_json
 from dagrelay.states import TaskStatus
 from dagrelay.store import maps as store_maps
 from dagrelay.store import transitions as store
+from dagrelay.store.db import refused_value
+from dagrelay.store.outbox import OutgoingMessage
 
 MAX_ITEMS = 1024
 MAX_LIST_BYTES = 16 * 1024 * 1024  # of a gs:// list of items: read no further
@@ -84,8 +88,8 @@ def plan(source: store_maps.MapSource, read: ItemReader) -> Plan:
         return Plan(
             TaskStatus.ERROR, f"{where} is a {source.kind}, not a list or a gs:// reference"
         )
-    if count > limit:
-        return Plan(TaskStatus.ERROR, f"{where} has {count} items, more than max_items ({limit})")
+    if problem := _refused_items(count, limit, items):
+        return Plan(TaskStatus.ERROR, f"{where}{problem}")
     if count == 0:
         return Plan(TaskStatus.SKIPPED, f"{where} is an empty list")
     return Plan(tolerated=tolerated(source.map.get("tolerated_failures"), count), items=items)
@@ -101,6 +105,18 @@ def _read_reference(
         return [], Plan(TaskStatus.ERROR, f"{where}: {ref} {exc}")
     except Exception as exc:  # noqa: BLE001 - an unreadable reference is the task's error
         return [], Plan(TaskStatus.ERROR, f"{where}: cannot read {ref}: {exc}")
+
+
+def _refused_items(count: int, limit: int, items: list[Any] | None) -> str | None:
+    """Why the items cannot become instances: more than ``max_items``, or an item read from a
+    reference that PostgreSQL cannot hold (a NUL character, NaN), named by its index (a list
+    from the parent's output is JSONB already)."""
+    if count > limit:
+        return f" has {count} items, more than max_items ({limit})"
+    for index, item in enumerate(items or []):
+        if problem := unstorable_json(item, f"item {index}"):
+            return f": {problem}; no instance was created"
+    return None
 
 
 @dataclass(frozen=True)
@@ -129,9 +145,11 @@ def open_groups(
     tasks: list[store.CreatedTask] = []
     messages = []
     if expand:
-        made = store_maps.expand(conn, groups=expand, resolved=resolved, topic=topic, now=now)
+        over = {i: str(s.map["over"]) for i, (s, _) in plans.items()}
+        made, refused = _expand(conn, expand, resolved, over, topic=topic, now=now)
         tasks += made.tasks
         messages += made.messages
+        closed += refused
     finished: list[store.Transition] = []
     if closed:
         shut = store_maps.close_groups(conn, closed=closed, alerts_topic=alerts_topic, now=now)
@@ -141,21 +159,92 @@ def open_groups(
     return Opened(store.Created(tasks, messages), finished)
 
 
+def _expand(
+    conn: Connection,
+    groups: Mapping[int, int],
+    resolved: Mapping[int, list[Any]],
+    over: Mapping[int, str],
+    *,
+    topic: str,
+    now: datetime,
+) -> tuple[store.Created, list[tuple[int, str, str | None]]]:
+    """The instances of every group in one statement, under a savepoint. Blast radius of one:
+    if the database refuses a value (a rule the engine cannot know), each group is expanded
+    alone, and a group refused is closed ERROR with the reason — never its parent's
+    transaction, never the engine's message."""
+    try:
+        with conn.begin_nested():
+            made = store_maps.expand(conn, groups=groups, resolved=resolved, topic=topic, now=now)
+    except (DBAPIError, UnicodeError) as exc:
+        if (reason := refused_value(exc)) is None:
+            raise
+    else:
+        return made, []
+    if len(groups) == 1:
+        [log_id] = groups
+        return store.Created([], []), [_refused(log_id, over[log_id], reason)]
+    tasks: list[store.CreatedTask] = []
+    messages = []
+    refused = []
+    for log_id, allowed in groups.items():
+        items = {log_id: resolved[log_id]} if log_id in resolved else {}
+        one, closed = _expand(conn, {log_id: allowed}, items, over, topic=topic, now=now)
+        tasks += one.tasks
+        messages += one.messages
+        refused += closed
+    return store.Created(tasks, messages), refused
+
+
+def _refused(log_id: int, over: str, reason: str) -> tuple[int, str, str | None]:
+    """A group whose instances the database refused: closed ERROR with the reason."""
+    return log_id, str(TaskStatus.ERROR), escaped(f"map.over {over!r}: {reason}")
+
+
 def _root(task: store.CreatedTask) -> int | None:
     if task.status != TaskStatus.ERROR:
         return None
     return task.root_cause_log_id or task.log_id
 
 
+@dataclass(frozen=True)
+class Counted:
+    """What an instance's end feeds into the fan-in (its group's transition, once the last
+    instance ended) and the one alert of the failure that exceeds the group's tolerance."""
+
+    transitions: list[store.Transition]
+    messages: list[OutgoingMessage]
+
+
 def count_instance(
-    conn: Connection, ref: store.AttemptRef, status: TaskStatus, now: datetime
-) -> list[store.Transition]:
-    """An instance ended: count it; the last one decides the group (one transition back)."""
+    conn: Connection,
+    ref: store.AttemptRef,
+    result: store.Result,
+    *,
+    alerts_topic: str,
+    now: datetime,
+    batch_running: bool = True,
+) -> Counted:
+    """An instance ended: count it; the last one decides the group (one transition back).
+    A failed item within ``tolerated_failures`` is recorded on its row and not alerted; the
+    failure that makes the group exceed its tolerance writes the group's one alert. In a batch
+    being cancelled the cancel closed the group: the last running instance to end hands the
+    group's CANCELLED to the fan-in (its teardown children start then)."""
     counters = store_maps.count_item(
-        conn, batch_id=ref.batch_id, task_id=ref.task_id, status=status.value
+        conn,
+        ref=ref,
+        status=result.status.value,
+        error=result.error,
+        alerts_topic=alerts_topic,
+        now=now,
     )
+    alerts = counters.alerts if counters else []
+    if not batch_running:
+        done = store_maps.cancelled_group_done(conn, batch_id=ref.batch_id, task_id=ref.task_id)
+        return Counted(
+            [store.Transition(ref.task_id, TaskStatus.CANCELLED)] if done else [], alerts
+        )
     if counters is None or counters.succeeded + counters.failed < counters.total:
-        return []
+        return Counted([], alerts)
     outcome, error = decision(counters)
     decided = store_maps.decide_group(
         conn,
@@ -165,7 +254,26 @@ def count_instance(
         error=error,
         now=now,
     )
-    return [store.Transition(t.task_id, t.status, _root(t)) for t in decided.tasks]
+    transitions = [store.Transition(t.task_id, t.status, _root(t)) for t in decided.tasks]
+    return Counted(transitions, alerts)
+
+
+def decide_reopened(
+    conn: Connection, *, batch_id: str, groups: Mapping[int, store_maps.Counters], now: datetime
+) -> list[store.Transition]:
+    """resume: the groups a cancel closed were reopened (``store.maps.resume_groups``) with
+    their cancelled items; a group whose every item had ended is decided now, once (its
+    transition back, for the fan-in)."""
+    finished: list[store.Transition] = []
+    for task_id, counters in groups.items():
+        if counters.succeeded + counters.failed < counters.total:
+            continue
+        outcome, error = decision(counters)
+        decided = store_maps.decide_group(
+            conn, batch_id=batch_id, task_id=task_id, status=outcome.value, error=error, now=now
+        )
+        finished += [store.Transition(t.task_id, t.status, _root(t)) for t in decided.tasks]
+    return finished
 
 
 def decision(counters: store_maps.Counters) -> tuple[TaskStatus, str | None]:

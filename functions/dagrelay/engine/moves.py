@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 
 from dagrelay.engine import versions
 from dagrelay.errors import BadMessage
+from dagrelay.states import Action
 from dagrelay.store import versions as store
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,6 @@ def move_to_latest(
         old.version,
         new.version,
         dropped,
-        extra={"action": "rerun", "pipeline": pipeline, "batch_id": batch_id},
+        extra={"action": Action.RERUN, "pipeline": pipeline, "batch_id": batch_id},
     )
     return new.version

@@ -15,8 +15,8 @@ from dagrelay.states import TaskStatus, TriggerRule
 
 class Decision(StrEnum):
     RUN = "RUN"
-    UPSTREAM_FAILED = "UPSTREAM_FAILED"
-    SKIPPED = "SKIPPED"
+    UPSTREAM_FAILED = TaskStatus.UPSTREAM_FAILED
+    SKIPPED = TaskStatus.SKIPPED
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,13 @@ leave behind (the ``sweep`` action, from Cloud Scheduler every minute; a loop lo
 4. RUNNING batches with nothing open: finished;
 5. due schedule ticks: their batches started (``dagrelay.engine.schedules``).
 Every step is idempotent; two sweeps at once take disjoint rows or write nothing twice.
+
+Blast radius of one (ARCHITECTURE.md): each step runs whatever another one did, and inside a
+step one row that cannot be repaired never stops the others. A repair that is one set-based
+statement runs in a savepoint and, if it fails, again one row per savepoint; a repair per row
+(a lease, a poll) is its own transaction. A row that fails is logged with its ids and its
+error is stored on its task row (``task_log.error``, shown with the task), where the next
+claim or result replaces it; a batch that cannot be finished is logged with its ids.
 """
 
 from __future__ import annotations
@@ -16,13 +23,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
 
 from dagrelay.engine import schedules
 from dagrelay.engine.core import Engine, Failure
 from dagrelay.errors import LeaseExpired
 from dagrelay.messages import PollTask
+from dagrelay.states import Action, TaskStatus
+from dagrelay.store import sweeps
 from dagrelay.store import transitions as store
+from dagrelay.store.db import error_text
+from dagrelay.store.outbox import OutgoingMessage
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +76,7 @@ class Sweeper:
             batches_finished=self._step(lambda: self.finish_idle_batches(age)),
             ticks_started=self._step(lambda: schedules.start_due_ticks(self.engine)),
         )
-        log.info("sweep: %s", report, extra={"action": "sweep"})
+        log.info("sweep: %s", report, extra={"action": Action.SWEEP})
         return report
 
     @staticmethod
@@ -93,8 +106,16 @@ class Sweeper:
                 engine.conclude(
                     ref, None, Failure(exc, f"LeaseExpired: {exc}", detail), lease_before=now
                 )
-            except Exception:  # one stuck attempt must not stop the sweep for every batch
-                log.exception("sweep: expiring %s/%s failed", ref.batch_id, ref.task)
+            except Exception as failed:  # noqa: BLE001 - recorded on the row; the others go on
+                row = sweeps.TaskRow(
+                    ref.log_id,
+                    ref.pipeline,
+                    ref.batch_id,
+                    ref.task,
+                    TaskStatus.PROCESSING,
+                    ref.attempt,
+                )
+                self._record("conclude the expired lease", row, failed)
         return len(expired)
 
     def relay_outbox(self, older_than_s: int) -> int:
@@ -105,13 +126,14 @@ class Sweeper:
     def requeue_stale(self, older_than_s: int) -> int:
         engine = self.engine
         now = engine.clock()
+        cutoff = now - timedelta(seconds=older_than_s)
         with engine.db.begin() as conn:
-            messages = store.requeue_stale(
+            stale = sweeps.stale_tasks(conn, cutoff=cutoff, now=now, limit=BATCH_LIMIT)
+            messages = self._set_based(
                 conn,
-                cutoff=now - timedelta(seconds=older_than_s),
-                topic=engine.events_topic,
-                now=now,
-                limit=BATCH_LIMIT,
+                "requeue the task",
+                stale,
+                lambda ids: sweeps.requeue_tasks(conn, ids, topic=engine.events_topic, now=now),
             )
         if messages:
             log.warning("requeued %d tasks whose message was lost", len(messages))
@@ -122,11 +144,12 @@ class Sweeper:
         engine = self.engine
         now = engine.clock()
         with engine.db.begin() as conn:
-            messages = store.release_stalled_queues(
+            stalled = sweeps.stalled_queues(conn, cutoff=now - timedelta(seconds=older_than_s))
+            messages = self._set_based(
                 conn,
-                cutoff=now - timedelta(seconds=older_than_s),
-                topic=engine.events_topic,
-                now=now,
+                "release its queue",
+                stalled,
+                lambda ids: sweeps.release_queues(conn, ids, topic=engine.events_topic, now=now),
             )
         if messages:
             log.warning("released %d queued tasks no slot end would have", len(messages))
@@ -140,28 +163,114 @@ class Sweeper:
         cutoff = engine.clock() - timedelta(seconds=older_than_s)
         with engine.db.begin() as conn:
             overdue = store.overdue_polls(conn, cutoff=cutoff, limit=BATCH_LIMIT)
-        for pipeline, batch_id, task, attempt in overdue:
+        for log_id, pipeline, batch_id, task, attempt in overdue:
             try:
                 engine.poll_task(
                     PollTask(batch_id=batch_id, task=task, attempt=attempt, pipeline=pipeline)
                 )
-            except Exception:  # one stuck poll must not stop the sweep for every batch
-                log.exception("sweep: polling %s/%s failed", batch_id, task)
+            except Exception as exc:  # noqa: BLE001 - recorded on the row; the others go on
+                row = sweeps.TaskRow(
+                    log_id, pipeline, batch_id, task, TaskStatus.PROCESSING, attempt
+                )
+                self._record("poll the deferred attempt", row, exc)
         return len(overdue)
 
     def finish_idle_batches(self, older_than_s: int) -> int:
         engine = self.engine
         now = engine.clock()
+        cutoff = now - timedelta(seconds=older_than_s)
         with engine.db.begin() as conn:
-            finished = store.finish_idle_batches(
-                conn, cutoff=now - timedelta(seconds=older_than_s), now=now
-            )
+            try:
+                with conn.begin_nested():
+                    finished = sweeps.finish_idle_batches(conn, cutoff=cutoff, now=now)
+            except Exception:  # one batch may be the cause: one savepoint per batch
+                log.exception("sweep: finishing idle batches failed; one batch at a time")
+                finished = self._finish_one_by_one(conn, cutoff, now)
         for pipeline, batch_id, status in finished:
             log.warning(
                 "sweep finished batch %s/%s: %s",
                 pipeline,
                 batch_id,
                 status,
-                extra={"action": "sweep", "pipeline": pipeline, "batch_id": batch_id},
+                extra={"action": Action.SWEEP, "pipeline": pipeline, "batch_id": batch_id},
             )
         return len(finished)
+
+    def _finish_one_by_one(
+        self, conn: Connection, cutoff: datetime, now: datetime
+    ) -> list[tuple[str, str, str]]:
+        finished = []
+        for pipeline, batch_id in sweeps.idle_batch_candidates(conn, cutoff=cutoff):
+            try:
+                with conn.begin_nested():
+                    status = store.finish_batch(conn, pipeline=pipeline, batch_id=batch_id, now=now)
+            except Exception as exc:  # noqa: BLE001 - logged with its ids; the others go on
+                log.error(  # noqa: TRY400 - the error text is the record, not a traceback
+                    "sweep could not finish batch %s/%s: %s",
+                    pipeline,
+                    batch_id,
+                    error_text(exc),
+                    extra={"action": Action.SWEEP, "pipeline": pipeline, "batch_id": batch_id},
+                )
+                continue
+            if status is not None:
+                finished.append((pipeline, batch_id, status))
+        return finished
+
+    # -- blast radius of one -------------------------------------------------------------------
+
+    def _set_based(
+        self,
+        conn: Connection,
+        what: str,
+        rows: list[sweeps.TaskRow],
+        repair: Callable[[list[int]], list[OutgoingMessage]],
+    ) -> list[OutgoingMessage]:
+        """``repair`` of every row in one statement (a savepoint); if that fails, of one row at
+        a time, each in its own savepoint: a row that fails gets its error and the rest go on."""
+        if not rows:
+            return []
+        try:
+            with conn.begin_nested():
+                return repair([r.log_id for r in rows])
+        except Exception:  # one row may be the cause
+            log.exception("sweep: could not %s for %d rows; one row at a time", what, len(rows))
+        messages: list[OutgoingMessage] = []
+        for row in rows:
+            try:
+                with conn.begin_nested():
+                    messages += repair([row.log_id])
+            except Exception as exc:  # noqa: BLE001 - recorded on the row; the others go on
+                self._log_failure(what, row, exc)
+                sweeps.record_error(conn, row, f"sweep could not {what}: {error_text(exc)}")
+        return messages
+
+    def _record(self, what: str, row: sweeps.TaskRow, exc: BaseException) -> None:
+        """A per-row repair failed: log it with the row's ids and store it on the row."""
+        self._log_failure(what, row, exc)
+        try:
+            with self.engine.db.begin() as conn:
+                sweeps.record_error(conn, row, f"sweep could not {what}: {error_text(exc)}")
+        except Exception:  # the log line above is the record
+            log.exception("sweep: could not record the error of task_log %d", row.log_id)
+
+    @staticmethod
+    def _log_failure(what: str, row: sweeps.TaskRow, exc: BaseException) -> None:
+        log.error(
+            "sweep could not %s: %s/%s %s (attempt %d): %s",
+            what,
+            row.pipeline,
+            row.batch_id,
+            row.task or f"task_log {row.log_id}",
+            row.attempt,
+            error_text(exc),
+            exc_info=exc,
+            extra={
+                "action": Action.SWEEP,
+                "pipeline": row.pipeline,
+                "batch_id": row.batch_id,
+                "task": row.task,
+                "attempt": row.attempt,
+                "log_id": row.log_id,
+            },
+        )

@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from dagrelay.errors import DagrelayError
 
@@ -38,6 +38,11 @@ MAX_STEPS = 100_000  # guards the walks against an expression that never fires
 
 class ScheduleError(DagrelayError):
     """A schedule that cannot be evaluated (bad cron, unknown zone, bad template)."""
+
+
+class NeverFires(ScheduleError):
+    """A valid cron expression that names no instant (``0 0 31 2 *``): the schedule can never
+    start a tick until its cron or zone changes."""
 
 
 @dataclass(frozen=True)
@@ -129,11 +134,14 @@ class Cron:
         """Ticks as aware instants, from a naive wall time onwards (or backwards)."""
         it = croniter(self.expression, wall)
         for _ in range(MAX_STEPS):
-            naive = it.get_next(datetime) if forward else it.get_prev(datetime)
+            try:
+                naive = it.get_next(datetime) if forward else it.get_prev(datetime)
+            except CroniterError as exc:  # croniter gives up after decades without a match
+                raise NeverFires(f"cron {self.expression!r} never fires ({exc})") from exc
             # fold=0: a repeated wall time is its first occurrence; a missing one is read with
             # the offset before the gap, i.e. it lands one gap later.
             yield naive.replace(tzinfo=self.zone).astimezone(UTC).astimezone(self.zone)
-        raise ScheduleError(f"cron {self.expression!r} found no tick in {MAX_STEPS} steps")
+        raise NeverFires(f"cron {self.expression!r} found no tick in {MAX_STEPS} steps")
 
 
 def _wall(instant: datetime, tz: ZoneInfo) -> datetime:
@@ -187,7 +195,7 @@ def batch_id(template: str, tick: Tick) -> str:
         "interval_end": tick.interval_end,
     }
     rendered = template.format_map(values)
-    if not BATCH_ID_PATTERN.match(rendered):
+    if not BATCH_ID_PATTERN.fullmatch(rendered):  # match's $ would accept a final newline
         raise ScheduleError(
             f"batch_id_template {template!r} gives {rendered!r}, not a valid batch id "
             "(letters, digits and _ . : = + -, at most 128)"

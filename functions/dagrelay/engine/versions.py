@@ -36,6 +36,7 @@ FIELDS = (
     "pool_slots",
     "priority",
     "max_active",
+    "teardown",
 )
 
 

@@ -24,6 +24,7 @@ from typing_extensions import TypeVar
 from dagrelay import schemas
 from dagrelay.config import get_settings
 from dagrelay.errors import ConfigError, NonRetryableError, UnknownHandler
+from dagrelay.messages import unstorable_json
 
 MAX_OUTPUT_BYTES = 64 * 1024
 BUILT_IN_MODULES = ("dagrelay.handlers.builtin",)
@@ -270,7 +271,9 @@ def handler(
 
 
 def check_output(output: Any, task: str) -> dict[str, Any] | None:
-    """A handler's output must be a JSON object small enough to keep in task_log."""
+    """A handler's output must be a JSON object small enough to keep in task_log, and one
+    PostgreSQL's JSONB can hold (no NUL character, no NaN): else the task ends ERROR at once,
+    naming where (a repeat would only return it again)."""
     if output is None:
         return None
     if not isinstance(output, Mapping):
@@ -279,6 +282,8 @@ def check_output(output: Any, task: str) -> dict[str, Any] | None:
         encoded = json.dumps(output)
     except (TypeError, ValueError) as exc:
         raise NonRetryableError(f"task {task!r} output is not JSON-serialisable: {exc}") from exc
+    if problem := unstorable_json(output, "output"):
+        raise NonRetryableError(f"task {task!r} output cannot be stored: {problem}")
     if len(encoded) > MAX_OUTPUT_BYTES:
         raise NonRetryableError(
             f"task {task!r} output is {len(encoded)} bytes; the limit is {MAX_OUTPUT_BYTES}"

@@ -6,7 +6,9 @@ works from any install. One archive serves Terraform and ``gcloud functions depl
 
 from __future__ import annotations
 
+import shutil
 import zipfile
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -26,6 +28,7 @@ SCHEMA_FILES = (
 PACKAGE_SUFFIXES = {".py", ".typed", ".html", ".css", ".js", ".svg", ".json", ".md"}
 # Fixed timestamps make the archive byte-for-byte reproducible (Terraform hashes it).
 EPOCH = (1980, 1, 1, 0, 0, 0)
+CHUNK = 1024 * 1024  # files are copied into the zip this much at a time
 
 
 def runtime_requirements(distribution: str = "dagrelay") -> list[str]:
@@ -58,24 +61,142 @@ def _is_package_file(path: Path, inside: Path) -> bool:
     return path.is_file() and not skipped & set(inside.parts) and path.suffix in PACKAGE_SUFFIXES
 
 
-def build_archive(out: Path, project: Path | None = None) -> Path:
-    """The archive at ``out``; with ``project``, the team's project too (ops/project.py)."""
-    members: dict[str, bytes] = {n: p.read_bytes() for n, p in archive_members().items()}
+@dataclass(frozen=True)
+class Limits:
+    """The sizes an archive may have. Cloud Functions' documented "Max deployment size" is
+    "100MB (compressed) for sources. 500MB (uncompressed) for sources plus modules"
+    (https://cloud.google.com/functions/quotas, Resource Limits; stated for 1st gen, where the
+    deploy API enforces it; 2nd gen builds the same source with Cloud Build and lists no limit of
+    its own). We hold every archive to it: what passes deploys as either generation."""
+
+    compressed: int = 100 * 1000 * 1000
+    uncompressed: int = 500 * 1000 * 1000
+
+
+DOCUMENTED_LIMITS = Limits()
+
+
+class ArchiveRefused(ConfigError):
+    """The archive cannot be built as asked; ``problems`` names each file or requirement."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file of the archive: a file on disk (streamed) or bytes written by the build."""
+
+    name: str
+    origin: str  # "dagrelay", "project" or "build-function" (written by the build)
+    path: Path | None = None
+    data: bytes = b""
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path is not None else len(self.data)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an archive would hold (in its order), what of the project was left out and why,
+    and why it cannot be built (empty when it can)."""
+
+    members: list[Member]
+    left_out: dict[str, str] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(m.size for m in self.members)
+
+
+def plan_archive(project: Path | None = None, limits: Limits = DOCUMENTED_LIMITS) -> Plan:
+    """The archive's members; with ``project``, the team's files as ops/contents.py decides,
+    its dagrelay.yaml and the merged requirements."""
+    members = {n: Member(n, "dagrelay", path=p) for n, p in archive_members().items()}
     requirements = runtime_requirements()
+    left_out: dict[str, str] = {}
+    refused: list[str] = []
     if project is not None:
         team = Project.at(project)
-        clash = sorted(set(team.files()) & set(members))
+        selection = team.selection()
+        left_out, refused = selection.left_out, list(selection.refused)
+        clash = sorted(set(selection.files) & set(members))
         if clash:
-            raise ConfigError(f"--project {team.root}: files clash with dagrelay's: {clash}")
-        members |= {n: p.read_bytes() for n, p in team.files().items()}
-        members["dagrelay.yaml"] = team.settings_yaml().encode()
-        requirements = merge_requirements(requirements, team.requirements())
-    members["requirements.txt"] = ("\n".join(requirements) + "\n").encode()
+            refused.append(f"--project {team.root}: files clash with dagrelay's: {clash}")
+        members |= {n: Member(n, "project", path=p) for n, p in selection.files.items()}
+        settings = team.settings_yaml(selection.files)
+        members["dagrelay.yaml"] = Member("dagrelay.yaml", "build-function", data=settings.encode())
+        try:
+            requirements = merge_requirements(requirements, team.requirements())
+        except ConfigError as exc:
+            refused += str(exc).split("; ")
+    text = "\n".join(requirements) + "\n"
+    members["requirements.txt"] = Member("requirements.txt", "build-function", data=text.encode())
+    plan = Plan([members[n] for n in sorted(members, key=_order)], left_out, refused)
+    if plan.size > limits.uncompressed:
+        refused.append(_too_big(plan, limits))
+    return plan
+
+
+def _too_big(plan: Plan, limits: Limits) -> str:
+    largest = sorted(plan.members, key=lambda m: m.size, reverse=True)[:3]
+    named = ", ".join(f"{m.name} ({_mb(m.size)})" for m in largest)
+    return (
+        f"the archive's files add up to {_mb(plan.size)}, over the {_mb(limits.uncompressed)} "
+        f"Cloud Functions allow uncompressed; the largest: {named}. Keep data in a bucket."
+    )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def build_archive(
+    out: Path, project: Path | None = None, limits: Limits = DOCUMENTED_LIMITS
+) -> Path:
+    """The archive at ``out`` (written to a temporary name and renamed when complete); with
+    ``project``, the team's project too. Files are streamed into the zip, never read whole.
+    ``ArchiveRefused`` names everything that stops the build."""
+    return write_archive(out, plan_archive(project, limits), limits)
+
+
+def write_archive(out: Path, plan: Plan, limits: Limits = DOCUMENTED_LIMITS) -> Path:
+    """Write a ``Plan`` (``ArchiveRefused`` if it has refusals or passes the limit)."""
+    if plan.refused:
+        raise ArchiveRefused(plan.refused)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name in sorted(members, key=_order):
-            archive.writestr(zipfile.ZipInfo(name, EPOCH), members[name])
+    partial = out.with_name(out.name + ".partial")
+    try:
+        _write(partial, plan, limits)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(out)
     return out
+
+
+def _write(path: Path, plan: Plan, limits: Limits) -> None:
+    with path.open("wb") as stream, zipfile.ZipFile(stream, "w") as archive:
+        for member in plan.members:
+            info = zipfile.ZipInfo(member.name, EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16  # the same mode on every machine
+            with archive.open(info, "w") as target:
+                if member.path is None:
+                    target.write(member.data)
+                else:
+                    with member.path.open("rb") as source:
+                        shutil.copyfileobj(source, target, CHUNK)
+            if stream.tell() > limits.compressed:
+                reason = (
+                    f"the archive passes {_mb(limits.compressed)} compressed (Cloud "
+                    f"Functions' limit for sources) at {member.name} ({_mb(member.size)} "
+                    "uncompressed); keep data in a bucket"
+                )
+                raise ArchiveRefused([reason])
 
 
 def _order(name: str) -> tuple[int, str]:

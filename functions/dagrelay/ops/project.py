@@ -2,10 +2,11 @@
 
 A project is a directory with ``handlers/`` (Python packages of handlers), ``pipelines/`` (YAML
 and Python pipelines), ``sql/`` (SQL files that ``sql_file`` params name) and a
-``requirements.txt`` of pinned requirements. The archive gets those files at its root, next to
-``main.py`` and ``dagrelay/``; a ``dagrelay.yaml`` naming every Python module of ``handlers/``
-and ``pipelines/`` as ``handler_modules`` (the function imports them at start, which registers
-the team's handlers and Python steps) and ``sql/`` as ``pipelines_dir``; and one
+``requirements.txt`` of pinned requirements. The archive gets those files at its root (those the
+rule of ``ops/contents.py`` lets in: no hidden or credential files, nothing from outside the
+project), next to ``main.py`` and ``dagrelay/``; a ``dagrelay.yaml`` naming every Python module
+of ``handlers/`` and ``pipelines/`` as ``handler_modules`` (the function imports them at start,
+which registers the team's handlers and Python steps) and ``sql/`` as ``pipelines_dir``; and one
 ``requirements.txt``: dagrelay's pins merged with the team's, refusing a conflict by name.
 """
 
@@ -20,11 +21,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from dagrelay.errors import ConfigError
+from dagrelay.ops.contents import MODULE_DIRS, PROJECT_DIRS, Selection, module_name, select
 
-PROJECT_DIRS = ("handlers", "pipelines", "sql")
-PROJECT_SUFFIXES = {".py", ".yaml", ".yml", ".sql", ".json"}
-SKIPPED_PARTS = {"__pycache__", ".pytest_cache", "tests"}
 OWN_DISTRIBUTION = "dagrelay"  # shipped as the package itself, never installed by pip
+# A direct reference the function's build can download; a file: URL names the builder's disk.
+REMOTE_URLS = ("https://", "git+https://")
 
 
 @dataclass(frozen=True)
@@ -43,31 +44,31 @@ class Project:
             )
         return cls(root)
 
+    def selection(self) -> Selection:
+        """Every file of handlers/, pipelines/ and sql/: in, left out (why) or refused
+        (ops/contents.py has the rule)."""
+        return select(self.root)
+
     def files(self) -> dict[str, Path]:
-        """{name in the archive: file} of handlers/, pipelines/ and sql/."""
-        found: dict[str, Path] = {}
-        for folder in PROJECT_DIRS:
-            for path in sorted((self.root / folder).rglob("*")):
-                inside = path.relative_to(self.root)
-                wanted = path.is_file() and path.suffix in PROJECT_SUFFIXES
-                if wanted and not SKIPPED_PARTS & set(inside.parts):
-                    found[inside.as_posix()] = path
-        return found
+        """{name in the archive: file} of what the rule lets in."""
+        return self.selection().files
 
     def modules(self) -> list[str]:
-        """The dotted names of the Python modules of handlers/ and pipelines/ (not packages'
-        ``__init__``), which the function imports at start."""
-        names = []
-        for name in self.files():
-            if name.endswith(".py") and not name.startswith("sql/"):
-                dotted = name.removesuffix(".py").replace("/", ".")
-                names.append(dotted.removesuffix(".__init__"))
-        return sorted(set(names))
+        """The dotted names of the Python modules of handlers/ and pipelines/ (a package's
+        ``__init__`` as the package), which the function imports at start."""
+        return self._modules(self.files())
 
-    def settings_yaml(self) -> str:
+    @staticmethod
+    def _modules(files: Iterable[str]) -> list[str]:
+        return sorted(
+            {module_name(n) for n in files if n.endswith(".py") and n.split("/")[0] in MODULE_DIRS}
+        )
+
+    def settings_yaml(self, files: Iterable[str] | None = None) -> str:
         """The archive's dagrelay.yaml: only what the project decides; the deployment's
-        environment (Terraform) sets the rest."""
-        settings: dict[str, object] = {"handler_modules": self.modules()}
+        environment (Terraform) sets the rest. ``files``: the archive's names, if known."""
+        modules = self._modules(files) if files is not None else self.modules()
+        settings: dict[str, object] = {"handler_modules": modules}
         if (self.root / "sql").is_dir():
             settings["pipelines_dir"] = "sql"
         header = "# Written by `dagrelay build-function --project`: the project's modules.\n"
@@ -75,6 +76,8 @@ class Project:
 
     def requirements(self) -> list[str]:
         path = self.root / "requirements.txt"
+        if path.resolve() != path and not path.resolve().is_relative_to(self.root):
+            raise ConfigError(f"{path}: a link to {path.resolve()}, outside the project: refused")
         if not path.is_file():
             return []
         return _requirement_lines(path)
@@ -102,16 +105,25 @@ def merge_requirements(ours: Iterable[str], theirs: Iterable[str]) -> list[str]:
     merged: dict[str, Requirement] = {canonicalize_name(r.name): r for r in map(Requirement, ours)}
     problems = []
     for entry in theirs:
-        where, _, text = entry.rpartition(":")
+        file, line, text = entry.split(":", 2)  # the requirement itself may hold colons (a URL)
+        where = f"{file}:{line}"
         try:
             requirement = Requirement(text)
         except InvalidRequirement as exc:
-            problems.append(f"{where}: {text!r} is not a requirement: {exc}")
+            problems.append(f"{where}: {text!r} is not a requirement ({_reason(exc)}); {_FORMS}")
             continue
         problems += _merge_one(merged, requirement, where)
     if problems:
         raise ConfigError("; ".join(problems))
     return [str(merged[name]) for name in sorted(merged)]
+
+
+_FORMS = "write name==version, or name @ https://... for a package the build can download"
+
+
+def _reason(exc: InvalidRequirement) -> str:
+    """packaging's message without its drawing of the line (the first line only)."""
+    return str(exc).splitlines()[0].strip() or "not understood"
 
 
 def _merge_one(merged: dict[str, Requirement], theirs: Requirement, where: str) -> list[str]:
@@ -125,6 +137,13 @@ def _merge_one(merged: dict[str, Requirement], theirs: Requirement, where: str) 
             return [f"{where}: {theirs} conflicts with dagrelay's {ours}"]
         ours.extras |= theirs.extras
         return []
+    if theirs.url is not None and not theirs.url.startswith(REMOTE_URLS):
+        reason = (
+            f"{where}: {theirs.name} points at {theirs.url}, which the function's build "
+            f"(Cloud Build) cannot fetch; use a URL starting with {' or '.join(REMOTE_URLS)}, "
+            "or publish the package"
+        )
+        return [reason]
     if theirs.url is None and not [s for s in theirs.specifier if s.operator in ("==", "===")]:
         return [f"{where}: {theirs} is not pinned with == (the archive must be reproducible)"]
     merged[name] = theirs

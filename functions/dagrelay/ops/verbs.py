@@ -12,10 +12,10 @@ from enum import StrEnum
 from typing import Any
 
 from dagrelay.errors import DagrelayError
+from dagrelay.states import BatchStatus, TaskStatus
 
 MAX_BACKFILL_DAYS = 3660
-RUNNING = "RUNNING"
-REDO_STATUSES = frozenset({"ERROR", "UPSTREAM_FAILED", "CANCELLED"})
+REDO_STATUSES = frozenset({TaskStatus.ERROR, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED})
 
 # -- backfill ------------------------------------------------------------------------------------
 
@@ -97,9 +97,9 @@ def plan_ticks(
 def _plan_day(day: date, status: str | None, reprocess: Reprocess) -> PlannedBatch:
     if status is None:
         return PlannedBatch(day, None, Action.START, "no batch yet")
-    if status == RUNNING:
+    if status == BatchStatus.RUNNING:
         return PlannedBatch(day, status, Action.SKIP, "running now")
-    if status == "SUCCESS":
+    if status == BatchStatus.SUCCESS:
         if reprocess == Reprocess.ALL:
             return PlannedBatch(day, status, Action.RERUN_ALL, "--reprocess all")
         return PlannedBatch(day, status, Action.SKIP, "succeeded (--reprocess all to redo)")
@@ -111,7 +111,7 @@ def _plan_day(day: date, status: str | None, reprocess: Reprocess) -> PlannedBat
 def in_flight(launched: Iterable[str], statuses: Mapping[str, str]) -> list[str]:
     """The launched batches still running; one whose start message has not been processed
     yet (no row) counts as running."""
-    return [b for b in launched if statuses.get(b, RUNNING) == RUNNING]
+    return [b for b in launched if statuses.get(b, BatchStatus.RUNNING) == BatchStatus.RUNNING]
 
 
 def rerun_targets(

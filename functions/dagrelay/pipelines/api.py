@@ -11,7 +11,14 @@ builds, so ``pipeline apply``, ``validate`` and ``export`` treat both alike::
         return {"rows": ctx.params.rows}
 
     check = etl.bigquery_check("check", sql="SELECT ...", parents=[extract])
-    etl.add("export", handler="acme.export", params={"table": "t"}, parents=[check])
+    etl.add("export", handler="acme.export", params={"table": "t"}, parents=[check],
+            pool="warehouse", pool_slots=2, priority=5, trigger_rule=TriggerRule.ALL_DONE)
+    etl.add("each", handler="acme.one", parents=[extract],
+            map=Map(over="extract.files", max_parallel=4, tolerated_failures="10%"))
+
+Every key a pipeline file allows has its typed keyword (``TaskSettings``; ``Map``;
+``Schedule``), so mypy catches a misspelt setting and the test of parity
+(tests/unit/test_python_parity.py) fails when the schema gains a key the API lacks.
 
 A decorated step is registered as the handler ``<pipeline>.<task>`` when its module is imported,
 so the deployed function must import that module (``handler_modules``). ``spec()`` checks every
@@ -23,11 +30,12 @@ written.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, TypeVar, cast
+from dataclasses import dataclass, fields
+from typing import Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, cast
 
 from pydantic import BaseModel
 
+from dagrelay import schemas
 from dagrelay.errors import PipelineError
 from dagrelay.handlers.registry import Handler, default_registry
 from dagrelay.pipelines import schedule as schedules
@@ -63,9 +71,55 @@ class Step(Generic[A, R]):
 Parent = TaskRef | Step[..., Any] | str
 
 
+@dataclass(frozen=True)
+class Map:
+    """Dynamic fan-out, the task's ``map:``: one instance per item of the list at ``over``
+    (``<parent task>.<key of its output>``). A field left ``None`` is left out of the file
+    (``max_items`` then defaults to 1024, ``max_parallel`` to no limit, ``tolerated_failures``
+    to none); ``tolerated_failures`` is a count or a percentage such as ``"10%"``."""
+
+    over: str
+    max_items: int | None = None
+    max_parallel: int | None = None
+    tolerated_failures: int | str | None = None
+
+    def document(self) -> dict[str, Any]:
+        """The ``map:`` mapping of the pipeline file."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+
+
+class TaskSettings(TypedDict, total=False):
+    """A task's settings besides its name, handler and params: the pipeline file's keys and
+    defaults (``PipelineTask``), with ``retries`` for ``max_retries`` (``YAML_KEYS``). One
+    setting per key of the task in ``schema/pipeline.schema.json``:
+    tests/unit/test_python_parity.py derives its cases from the schema, so a key added there
+    and not here fails it."""
+
+    parents: Sequence[Parent]
+    description: str | None
+    trigger_rule: TriggerRule
+    retries: int
+    retry_delay_s: int
+    retry_backoff: float
+    retry_max_delay_s: int
+    timeout_s: int
+    pool: str | None
+    pool_slots: int
+    priority: int
+    max_active: int | None
+    map: Map | None
+    enabled: bool
+    teardown: bool
+
+
+YAML_KEYS = {"retries": "max_retries"}  # a Python setting whose file key differs
+
+
 class Pipeline:
-    """A pipeline built in Python. Task settings take the YAML names and defaults, except
-    ``retries`` for ``max_retries``."""
+    """A pipeline built in Python: ``add`` (and the shortcuts ``task``, ``noop``,
+    ``bigquery_query``, ``bigquery_check``) take a task's settings as ``TaskSettings``."""
 
     def __init__(
         self, name: str, *, description: str | None = None, schedule: Schedule | None = None
@@ -81,44 +135,22 @@ class Pipeline:
         *,
         handler: str,
         params: Params = None,
-        parents: Sequence[Parent] = (),
-        trigger_rule: TriggerRule | str = TriggerRule.ALL_SUCCESS,
-        retries: int = 0,
-        retry_delay_s: int = 30,
-        retry_backoff: float = 2.0,
-        retry_max_delay_s: int = 3600,
-        timeout_s: int = 540,
-        pool: str | None = None,
-        enabled: bool = True,
-        description: str | None = None,
+        **settings: Unpack[TaskSettings],
     ) -> TaskRef:
         """A task running the registered handler ``handler``."""
-        self._tasks.append(
-            PipelineTask(
-                name=name,
-                handler=handler,
-                params=_plain_params(params),
-                parents=tuple(p if isinstance(p, str) else p.name for p in parents),
-                trigger_rule=_rule(name, trigger_rule),
-                max_retries=retries,
-                retry_delay_s=retry_delay_s,
-                retry_backoff=retry_backoff,
-                retry_max_delay_s=retry_max_delay_s,
-                timeout_s=timeout_s,
-                pool=pool,
-                enabled=enabled,
-                description=description,
-            )
-        )
+        self._tasks.append(_task(name, handler, params, settings))
         return TaskRef(name)
 
     def task(
-        self, name: str | None = None, *, params: BaseModel | None = None, **settings: Any
+        self,
+        name: str | None = None,
+        *,
+        params: BaseModel | None = None,
+        **settings: Unpack[TaskSettings],
     ) -> Callable[[Callable[A, R]], Step[A, R]]:
         """Decorate a function ``f(ctx: HandlerContext[Model]) -> dict | None`` as a task of
         this pipeline (named after the function unless ``name``), registered as the handler
-        ``<pipeline>.<task>`` with ``type(params)`` as its params model. ``settings`` are
-        those of ``add``: parents, trigger_rule, retries, timeout_s, pool, ..."""
+        ``<pipeline>.<task>`` with ``type(params)`` as its params model."""
 
         def decorate(function: Callable[A, R]) -> Step[A, R]:
             task = name or function.__name__
@@ -131,7 +163,11 @@ class Pipeline:
         return decorate
 
     def noop(
-        self, name: str, *, output: Mapping[str, Any] | None = None, **settings: Any
+        self,
+        name: str,
+        *,
+        output: Mapping[str, Any] | None = None,
+        **settings: Unpack[TaskSettings],
     ) -> TaskRef:
         """``python.noop``: does nothing, returns ``output``."""
         params = {} if output is None else {"output": dict(output)}
@@ -152,7 +188,7 @@ class Pipeline:
         maximum_bytes_billed: int | None = None,
         wait_s: float | None = None,
         poll_after_s: float | None = None,
-        **settings: Any,
+        **settings: Unpack[TaskSettings],
     ) -> TaskRef:
         """``bigquery.query``: run ``sql`` (or the file ``sql_file``), optionally into
         ``destination``; values only as query parameters (``@name``)."""
@@ -182,7 +218,7 @@ class Pipeline:
         query_parameters: Mapping[str, Any] | None = None,
         wait_s: float | None = None,
         poll_after_s: float | None = None,
-        **settings: Any,
+        **settings: Unpack[TaskSettings],
     ) -> TaskRef:
         """``bigquery.check``: the query's result must be ``expect`` (``"empty"``, or the
         first row's values), or its ``condition_column`` true in every row."""
@@ -243,6 +279,31 @@ def _by_task(problem: str, spec: PipelineSpec) -> str:
         rest = parts[2] if len(parts) == 3 else parts[1].split(":", 1)[1].lstrip()
         return f"task {name!r}: {rest}"
     return problem
+
+
+def _task(name: str, handler: str, params: Params, settings: TaskSettings) -> PipelineTask:
+    """The ``PipelineTask`` of ``add``: the settings under their file keys; what is not given
+    keeps ``PipelineTask``'s default (the tasks table's)."""
+    given: dict[str, Any] = dict(settings)
+    unknown = sorted(set(given) - TaskSettings.__optional_keys__)
+    if unknown:
+        allowed = sorted(TaskSettings.__optional_keys__)
+        raise PipelineError([f"task {name!r}: {_unknown(key, allowed)}" for key in unknown])
+    values = {YAML_KEYS.get(key, key): value for key, value in given.items()}
+    values["parents"] = tuple(p if isinstance(p, str) else p.name for p in given.get("parents", ()))
+    if "trigger_rule" in values:
+        values["trigger_rule"] = _rule(name, values["trigger_rule"])
+    elif values.get("teardown"):  # a teardown runs whatever happened (README, teardown tasks)
+        values["trigger_rule"] = TriggerRule.ALL_DONE
+    if isinstance(values.get("map"), Map):
+        values["map"] = values["map"].document()
+    return PipelineTask(name=name, handler=handler, params=_plain_params(params), **values)
+
+
+def _unknown(key: str, allowed: list[str]) -> str:
+    near = schemas.closest(key, allowed)
+    hint = f" (did you mean {near!r}?)" if near else ""
+    return f"{key!r} is not a task setting{hint}; the settings are {', '.join(allowed)}"
 
 
 def _rule(task: str, rule: TriggerRule | str) -> TriggerRule:

@@ -95,6 +95,8 @@ def _task_document(task: PipelineTask) -> dict[str, Any]:
         if spec_field.name in ("name", "handler", "parents", "params", "description"):
             continue
         value = getattr(task, spec_field.name)
+        if spec_field.name == "trigger_rule" and task.teardown and value == TriggerRule.ALL_DONE:
+            continue  # a teardown's own rule: loading the file gives it back
         if spec_field.default is MISSING or value != spec_field.default:
             document[spec_field.name] = _plain(spec_field.name, value)
     return document

@@ -5,10 +5,10 @@ table on ``pipeline apply``, read it back for ``pipeline export``.
       cron: "0 6 1 * *"               # five fields (or @daily, @monthly, ...), on the zone's clock
       timezone: Europe/Brussels       # IANA; default Etc/UTC
       batch_id_template: "{interval_start:%Y-%m}"   # default {scheduled_for:%Y-%m-%dT%H:%M}
-      catchup: latest                 # after downtime: latest tick only, or all (up to the limit)
+      catchup: latest                 # due ticks run: the newest only, or all (up to the limit)
       catchup_limit: 10
-      max_active_batches: 1
-      overlap: skip                   # a tick finding max_active_batches running: skip or wait
+      max_active_batches: 1           # runs beyond it wait for a slot (catch-up runs always)
+      overlap: skip                   # with catchup latest, a tick finding them running: skip/wait
       paused: false                   # how a new schedule starts; later: schedule pause/resume
 
 ``paused`` is applied when the schedule is created; afterwards pausing is the operator's
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection
 
@@ -38,10 +38,10 @@ class ScheduleSpec:
     cron: str
     timezone: str = "Etc/UTC"
     batch_id_template: str = DEFAULT_TEMPLATE
-    catchup: str = "latest"
+    catchup: Literal["latest", "all"] = "latest"
     catchup_limit: int = 10
     max_active_batches: int = 1
-    overlap: str = "skip"
+    overlap: Literal["skip", "wait"] = "skip"
     paused: bool = False
 
 

@@ -48,6 +48,9 @@ class PipelineTask:
     pool_slots: int = 1  # slots of its pool an attempt holds
     priority: int = 0  # higher first among the tasks queued in its pool
     max_active: int | None = None  # attempts of this task at once, across batches
+    # Runs once its parents are done whatever their outcome (trigger rule all_done), also when
+    # the batch is cancelled: a cancel spares it and waits for it (ARCHITECTURE.md).
+    teardown: bool = False
     # Dynamic fan-out: {over: <parent>.<output key>, max_items, max_parallel, tolerated_failures}
     map: Mapping[str, Any] | None = None
     description: str | None = None  # documentation: stored (tasks.description), not run
@@ -83,6 +86,7 @@ class PipelineTask:
             pool_slots=row.get("pool_slots", 1),
             priority=row.get("priority", 0),
             max_active=row.get("max_active"),
+            teardown=row.get("teardown", False),
         )
 
 
@@ -218,5 +222,6 @@ def _spec(data: Mapping[str, Any], source: str) -> PipelineSpec:
 def _task(item: Mapping[str, Any]) -> PipelineTask:
     fields = dict(item)
     fields["parents"] = tuple(fields.get("parents", ()))
-    fields["trigger_rule"] = TriggerRule(fields.get("trigger_rule", TriggerRule.ALL_SUCCESS))
+    default = TriggerRule.ALL_DONE if fields.get("teardown") else TriggerRule.ALL_SUCCESS
+    fields["trigger_rule"] = TriggerRule(fields.get("trigger_rule", default))
     return PipelineTask(**fields)

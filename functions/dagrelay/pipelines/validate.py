@@ -13,6 +13,7 @@ from dagrelay.errors import NonRetryableError, PipelineError
 from dagrelay.handlers import callables
 from dagrelay.handlers.registry import HandlerRegistry, Registration, default_registry
 from dagrelay.pipelines.spec import PipelineSpec
+from dagrelay.states import TriggerRule
 
 CALL_HANDLER = "python.call"
 
@@ -34,8 +35,8 @@ def problems(
     ``python.call`` callables outside ``call_prefixes`` (default: the setting)."""
     handlers = known_handlers if isinstance(known_handlers, Mapping) else {}
     found = validate_dag(dag_tasks(spec), known_handlers)
-    found += retry_problems(spec) + map_problems(spec) + _params_problems(spec, handlers)
-    found += call_problems(spec, call_prefixes)
+    found += retry_problems(spec) + map_problems(spec) + teardown_problems(spec)
+    found += _params_problems(spec, handlers) + call_problems(spec, call_prefixes)
     return [f"{spec.source}: {p}" for p in found]
 
 
@@ -98,6 +99,22 @@ def map_problems(spec: PipelineSpec) -> list[str]:
                 f"task {task.name!r}: map.over {task.map['over']!r} names {parent!r}, "
                 "which is not one of its parents"
             )
+    return found
+
+
+def teardown_problems(spec: PipelineSpec) -> list[str]:
+    """A teardown task runs whatever its parents' outcome (all_done) and is not mapped."""
+    found = []
+    for task in spec.tasks:
+        if not task.teardown:
+            continue
+        if task.trigger_rule != TriggerRule.ALL_DONE:
+            found.append(
+                f"task {task.name!r}: a teardown task runs whatever its parents' outcome: its "
+                f"trigger_rule is all_done, not {task.trigger_rule.value}"
+            )
+        if task.map is not None:
+            found.append(f"task {task.name!r}: a teardown task cannot have a map")
     return found
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from dagrelay.config import Settings, get_settings
-from dagrelay.errors import ConfigError
+from dagrelay.errors import ConfigError, DagrelayError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -234,3 +234,18 @@ def refused_value(exc: BaseException) -> str | None:
             return f"a string the database cannot store: {seen}"
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+MAX_ERROR_CHARS = 2000  # an error stored on a row an operator reads (last_error)
+
+
+def error_text(exc: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error as an operator reads it on the row it concerns, at most ``limit`` characters:
+    a database error by its SQLSTATE and primary message (not the statement and its values),
+    anything else by its type and message."""
+    if isinstance(exc, DBAPIError):
+        code, message = database_error(exc)
+        text = f"database error ({code}): {message}" if code else f"database error: {message}"
+    else:
+        text = str(exc) if isinstance(exc, DagrelayError) else f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

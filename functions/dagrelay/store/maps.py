@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -13,8 +13,9 @@ from sqlalchemy import Connection
 
 from dagrelay.bounds import stored_error_or_none
 from dagrelay.states import TaskStatus
+from dagrelay.store.outbox import OutgoingMessage
 from dagrelay.store.queries import query
-from dagrelay.store.transitions import Created, CreatedTask, _created
+from dagrelay.store.transitions import AttemptRef, Created, CreatedTask, _created
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Counters:
     tolerated: int
     succeeded: int
     failed: int
+    alerts: list[OutgoingMessage] = field(default_factory=list)  # the one exceeding failure's
 
 
 @dataclass(frozen=True)
@@ -105,11 +107,42 @@ def close_groups(
     return _created(row)
 
 
-def count_item(conn: Connection, *, batch_id: str, task_id: int, status: str) -> Counters | None:
+def count_item(
+    conn: Connection,
+    *,
+    ref: AttemptRef,
+    status: str,
+    error: str | None,
+    alerts_topic: str,
+    now: datetime,
+) -> Counters | None:
+    """Count an instance that ended in its group's counters; the failure (ERROR) that makes
+    the failed items exceed the tolerated ones writes the group's one alert."""
     row = conn.execute(
-        query("count_map_item"), {"batch_id": batch_id, "task_id": task_id, "status": status}
+        query("count_map_item"),
+        {
+            "batch_id": ref.batch_id,
+            "task_id": ref.task_id,
+            "status": status,
+            "log_id": ref.log_id,
+            "attempt": ref.attempt,
+            "task": ref.task,
+            "map_index": ref.map_index,
+            "error": error,
+            "alerts_topic": alerts_topic,
+            "now": now,
+        },
     ).one_or_none()
-    return None if row is None else Counters(row.total, row.tolerated, row.succeeded, row.failed)
+    if row is None:
+        return None
+    alerts = [OutgoingMessage.from_json(m) for m in row.messages]
+    return Counters(row.total, row.tolerated, row.succeeded, row.failed, alerts)
+
+
+def cancelled_group_done(conn: Connection, *, batch_id: str, task_id: int) -> bool:
+    """Whether the group the cancel closed has no instance running any more."""
+    params = {"batch_id": batch_id, "task_id": task_id}
+    return conn.execute(query("cancelled_group_done"), params).first() is not None
 
 
 def decide_group(
@@ -153,8 +186,33 @@ def is_mapped(conn: Connection, *, version_id: int, task: str) -> bool:
     return bool(conn.execute(query("version_task_mapped"), params).scalar_one_or_none())
 
 
-def resume_batch(conn: Connection, *, pipeline: str, batch_id: str) -> None:
-    conn.execute(query("resume_batch"), {"pipeline": pipeline, "batch_id": batch_id})
+def resume_batch(conn: Connection, *, pipeline: str, batch_id: str) -> bool:
+    """The batch RUNNING again after a rerun of failed items; False if its status forbids it
+    (CANCELLING: the rerun would undo the cancel)."""
+    params = {"pipeline": pipeline, "batch_id": batch_id}
+    return conn.execute(query("resume_batch"), params).first() is not None
+
+
+@dataclass(frozen=True)
+class Reopened:
+    """What resume did to the groups a cancel closed: their counters after the recount (by
+    task_id) and the instances created again with their messages."""
+
+    counters: dict[int, Counters]
+    created: Created
+
+
+def resume_groups(
+    conn: Connection, *, pipeline: str, batch_id: str, topic: str, now: datetime
+) -> Reopened:
+    """The cancelled groups of a batch being resumed open again with their cancelled items."""
+    params = {"pipeline": pipeline, "batch_id": batch_id, "topic": topic, "now": now}
+    row = conn.execute(query("resume_groups"), params).one()
+    counters = {
+        g["task_id"]: Counters(g["total"], g["tolerated"], g["succeeded"], g["failed"])
+        for g in row.groups
+    }
+    return Reopened(counters, _created(row))
 
 
 def instances(

@@ -104,11 +104,22 @@ class OutboxRelay:
         due = [m for m in messages if m.available_at is None or m.available_at <= now]
         if not due:
             return 0
-        results = self.publisher.publish(due)
+        results = self._publish(due)
         sent = [m.outbox_id for m, r in zip(due, results, strict=True) if r is None]
         failed = [(m.outbox_id, r) for m, r in zip(due, results, strict=True) if r is not None]
         self._record([i for i in sent if i is not None], failed)
         return len(sent)
+
+    def _publish(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
+        """One result per message. A publisher that refuses the whole call (the Pub/Sub client
+        raises before sending when one message is malformed) is asked again one message at a
+        time, so one bad row never stops the others (blast radius of one)."""
+        try:
+            return self.publisher.publish(messages)
+        except Exception as exc:  # noqa: BLE001 - each message gets its own result below
+            if len(messages) == 1:
+                return [exc]
+        return [self._publish(messages[i : i + 1])[0] for i in range(len(messages))]
 
     def relay(self, *, cutoff: datetime, limit: int) -> int:
         """Publish unpublished rows due since ``cutoff`` and held rows due by now: claimed in a
@@ -125,17 +136,22 @@ class OutboxRelay:
         return self.send(claimed)
 
     def _record(self, sent: list[int], failed: list[tuple[int | None, BaseException]]) -> None:
-        errors = "; ".join(sorted({repr(r) for _, r in failed}))
+        """Mark what was published; give each failed row its own error (and its lease back)."""
+        failed_ids = [i for i, _ in failed if i is not None]
+        errors = [_error(exc) for i, exc in failed if i is not None]
 
         def transaction() -> None:
             with self.db.begin() as conn:
                 if sent:
                     conn.execute(query("mark_published"), {"ids": sent, "now": self.clock()})
-                if failed:
-                    ids = [i for i, _ in failed if i is not None]
-                    params = {"ids": ids, "error": stored_error(errors)}
+                if failed_ids:
+                    params = {"ids": failed_ids, "errors": errors}
                     conn.execute(query("mark_publish_failed"), params)
 
         retry_transient(transaction)  # marking twice is harmless (WHERE published_at IS NULL)
         for outbox_id, exc in failed:
             log.warning("publish failed; left in outbox: %r", exc, extra={"outbox_id": outbox_id})
+
+
+def _error(exc: BaseException) -> str:
+    return stored_error(repr(exc))

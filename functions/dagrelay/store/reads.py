@@ -18,12 +18,11 @@ from typing import Any, TypedDict, TypeVar, cast
 
 from sqlalchemy import Connection, Engine
 
+from dagrelay.states import TaskStatus
 from dagrelay.store.db import get_engine
 from dagrelay.store.queries import query
 
 T = TypeVar("T")
-FAILED = "ERROR"
-TAKEN_DOWN = "UPSTREAM_FAILED"
 
 
 class Task(TypedDict):
@@ -223,7 +222,7 @@ def _task(row: Mapping[str, Any]) -> Task:
 
 def queue_place(task: Mapping[str, Any]) -> str:
     """Where a QUEUED task waits, e.g. "pool bigquery: 3 ahead"; "" for any other task."""
-    if task.get("status") != "QUEUED":
+    if task.get("status") != TaskStatus.QUEUED:
         return ""
     scope = f"pool {task['pool']}" if task.get("pool") else "max_active"
     return f"{scope}: {task.get('ahead') or 0} ahead"
@@ -234,17 +233,17 @@ def root_causes(rows: Sequence[Mapping[str, Any]]) -> list[RootCause]:
     ``root_cause_log_id``) by the failure that caused them: each ERROR row, by task name, with
     the UPSTREAM_FAILED tasks whose ``root_cause_log_id`` is that row, including ERRORs that
     took nothing down; then the UPSTREAM_FAILED tasks whose cause is no longer in the batch."""
-    errors = sorted((r for r in rows if r["status"] == FAILED), key=lambda r: r["task"])
+    errors = sorted((r for r in rows if r["status"] == TaskStatus.ERROR), key=lambda r: r["task"])
     known = {r["log_id"] for r in errors}
     taken: dict[int | None, list[str]] = {}
     for row in rows:
-        if row["status"] == TAKEN_DOWN:
+        if row["status"] == TaskStatus.UPSTREAM_FAILED:
             cause = row["root_cause_log_id"] if row["root_cause_log_id"] in known else None
             taken.setdefault(cause, []).append(row["task"])
     causes = [
         RootCause(
             task=r["task"],
-            status=FAILED,
+            status=TaskStatus.ERROR,
             error=r["error"],
             attempts=r["attempt"],
             took_down=sorted(taken.get(r["log_id"], [])),
@@ -388,6 +387,14 @@ def batch_outputs(conn: Connection, pipeline: str, batch_id: str) -> dict[str, A
     """{task: its output} of the batch's rows."""
     rows = _rows(conn, "batch_outputs", pipeline=pipeline, batch_id=batch_id)
     return {row["task"]: row["output"] for row in rows}
+
+
+def batch_items(conn: Connection, pipeline: str, batch_id: str) -> dict[str, list[dict[str, Any]]]:
+    """{mapped task: its instances by index (map_index, item, status, attempt, output, error)}."""
+    items: dict[str, list[dict[str, Any]]] = {}
+    for row in _rows(conn, "batch_items", pipeline=pipeline, batch_id=batch_id):
+        items.setdefault(row.pop("task"), []).append(row)
+    return items
 
 
 def task_row(conn: Connection, pipeline: str, batch_id: str, task: str) -> dict[str, Any] | None:

@@ -52,8 +52,13 @@ def advance(
     return conn.execute(query("advance_schedule"), params).one_or_none() is not None
 
 
-def record_error(conn: Connection, pipeline: str, error: str) -> None:
-    conn.execute(query("schedule_error"), {"pipeline": pipeline, "error": stored_error(error)})
+def record_error(
+    conn: Connection, pipeline: str, error: str, *, due: datetime | None, never: bool = False
+) -> bool:
+    """Store why the schedule evaluated at ``due`` cannot start its tick (``never``: its cron
+    never fires, so ``next_run_at`` becomes NULL). True if the row changed (a new error)."""
+    params = {"pipeline": pipeline, "error": stored_error(error), "due": due, "never": never}
+    return conn.execute(query("schedule_error"), params).one_or_none() is not None
 
 
 def upsert(conn: Connection, values: Mapping[str, Any], now: datetime) -> str:

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Row
 
 from dagrelay.bounds import stored_error_or_none
 from dagrelay.retry_policy import RetryPolicy
-from dagrelay.states import TaskStatus
+from dagrelay.states import BatchStatus, TaskStatus
 from dagrelay.store.outbox import OutgoingMessage
 from dagrelay.store.queries import query
 from dagrelay.store.records import DeadLetter, Rejection
@@ -34,6 +34,7 @@ class Created:
     tasks: list[CreatedTask]
     messages: list[OutgoingMessage]
     batch_created: bool = False
+    batch_running: bool = True  # finish_attempt: False in a batch being cancelled
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,12 @@ def _created(row: Row[Any]) -> Created:
         for t in row.tasks
     ]
     messages = [OutgoingMessage.from_json(m) for m in row.messages]
-    return Created(tasks, messages, bool(getattr(row, "batch_created", False)))
+    return Created(
+        tasks,
+        messages,
+        bool(getattr(row, "batch_created", False)),
+        bool(getattr(row, "batch_running", True)),
+    )
 
 
 def pin_version(
@@ -364,31 +370,6 @@ def expired_leases(conn: Connection, *, now: datetime, limit: int) -> list[Attem
     return [_ref(row) for row in rows]
 
 
-def requeue_stale(
-    conn: Connection, *, cutoff: datetime, topic: str, now: datetime, limit: int
-) -> list[OutgoingMessage]:
-    rows = conn.execute(
-        query("requeue_stale"),
-        {"cutoff": cutoff, "topic": topic, "now": now, "limit": limit},
-    ).all()
-    return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
-
-
-def release_stalled_queues(
-    conn: Connection, *, cutoff: datetime, topic: str, now: datetime
-) -> list[OutgoingMessage]:
-    params = {"cutoff": cutoff, "topic": topic, "now": now}
-    rows = conn.execute(query("release_stalled_queues"), params).all()
-    return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
-
-
-def finish_idle_batches(
-    conn: Connection, *, cutoff: datetime, now: datetime
-) -> list[tuple[str, str, str]]:
-    rows = conn.execute(query("finish_idle_batches"), {"cutoff": cutoff, "now": now}).all()
-    return [(r.pipeline, r.batch_id, r.status) for r in rows]
-
-
 def record_dead_letter(conn: Connection, letter: DeadLetter, *, now: datetime) -> bool:
     """Store a dead-lettered message once; False if it was already recorded."""
     params = {**_message_row(letter.rejection, now), **letter.row()}
@@ -402,6 +383,7 @@ class ScopeRow:
     pipeline: str
     log_id: int | None
     status: TaskStatus | None
+    batch_status: BatchStatus
 
 
 def rerun_scope(
@@ -420,7 +402,12 @@ def rerun_scope(
     ).all()
     return [
         ScopeRow(
-            r.task_id, r.name, r.pipeline, r.log_id, TaskStatus(r.status) if r.status else None
+            r.task_id,
+            r.name,
+            r.pipeline,
+            r.log_id,
+            TaskStatus(r.status) if r.status else None,
+            BatchStatus(r.batch_status),
         )
         for r in rows
     ]
@@ -443,7 +430,9 @@ def rerun_start(
     task: str,
     topic: str,
     now: datetime,
-) -> Created:
+) -> Created | None:
+    """The batch RUNNING again and the task's row (and message); None (nothing written) if the
+    batch's status forbids a rerun (CANCELLING)."""
     row = conn.execute(
         query("rerun_start"),
         {
@@ -455,7 +444,7 @@ def rerun_start(
             "now": now,
         },
     ).one()
-    return _created(row)
+    return _created(row) if row.resumed else None
 
 
 def descendants(
@@ -507,7 +496,8 @@ def defer_attempt(
 
 def overdue_polls(
     conn: Connection, *, cutoff: datetime, limit: int
-) -> list[tuple[str, str, str, int]]:
-    """(pipeline, batch_id, task, attempt) of each deferred attempt whose poll is overdue."""
+) -> list[tuple[int, str, str, str, int]]:
+    """(log_id, pipeline, batch_id, task, attempt) of each deferred attempt whose poll is
+    overdue."""
     rows = conn.execute(query("overdue_polls"), {"cutoff": cutoff, "limit": limit}).all()
-    return [(r.pipeline, r.batch_id, r.name, r.attempt) for r in rows]
+    return [(r.log_id, r.pipeline, r.batch_id, r.name, r.attempt) for r in rows]
