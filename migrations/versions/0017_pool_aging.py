@@ -67,8 +67,8 @@ WANTED_BY_KEY = (
 HEAD_BY_PRIORITY = "ORDER BY h.priority DESC, h.queued_at, h.log_id"
 HEAD_BY_KEY = "ORDER BY h.queue_key, h.log_id"
 
-# (function, [(before, after, how many times)]): applied in order on upgrade, reversed on
-# downgrade.
+# (function, [(before, after, how many times)]): applied in this order on upgrade, and each
+# swapped in the same order on downgrade (a longer edit comes before one it contains).
 EDITS: list[tuple[str, list[tuple[str, str, int]]]] = [
     ("dagrelay_claim_limited", [(AHEAD_BY_PRIORITY, AHEAD_BY_KEY, 3)]),
     (
@@ -115,7 +115,7 @@ def downgrade() -> None:
     for statement in FORMER_INDEXES:
         op.execute(statement)
     for function, edits in reversed(EDITS):
-        _edit(function, [(after, before, n) for before, after, n in reversed(edits)])
+        _edit(function, [(after, before, n) for before, after, n in edits])
     op.execute("DROP FUNCTION dagrelay_queue_key(timestamptz, integer)")
 
 
