@@ -37,6 +37,13 @@ settings.register_profile("soak", max_examples=3000, derandomize=False, deadline
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 settings.load_profile(PROFILE)
 
+# The tests' python.call callables live in tests/: allow them as a deployment allows its own
+# modules (in the environment, so a local stack's router started by a test inherits it), beside
+# the defaults (a team project's packages, the example pipeline's callable).
+os.environ.setdefault(
+    "DAGRELAY_CALL_ALLOWED_PREFIXES", "tests,handlers,pipelines,dagrelay.examples"
+)
+
 
 class FakeClock:
     """An injectable clock: starts at a fixed instant, moves only when told to."""

@@ -76,6 +76,11 @@ def move_row_on(context: HandlerContext, db_url: str, sql: str) -> None:
         engine.dispose()
 
 
+def raise_huge(chars: int) -> None:
+    """Fails with an error message of ``chars`` characters (an error quoting a huge input)."""
+    raise ValueError("x" * chars)
+
+
 def call_params(function: str, **kwargs: Any) -> str:
     return json.dumps({"callable": f"{HELPERS}:{function}", "kwargs": kwargs})
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, event, text
 
 from dagrelay.cli.explain import explain_tree, tolerated_failures
 from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.engine.maps import READ_CHUNK_BYTES
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import BadMessage, PipelineError
 from dagrelay.messages import Rerun, StartBatch
@@ -439,6 +440,34 @@ def test_items_by_gs_reference_on_the_storage_emulator(
     drive(engine, publisher)
     error = row(db, "b2", "each")["error"]
     assert error.startswith(f"map.over 'src.items': cannot read gs://{gcs_bucket}/items.jsonl: ")
+
+
+def test_a_gs_list_longer_than_max_items_is_refused_after_reading_past_the_limit(
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    insert_pipeline: InsertPipeline,
+    gcs_client: Any,
+    gcs_bucket: str,
+) -> None:
+    """Streamed from the storage emulator in chunks; the error names the limit and the size."""
+    lines = "".join(json.dumps({"n": i, "pad": "p" * 200}) + "\n" for i in range(20_000))
+    gcs_client.bucket(gcs_bucket).blob("many.jsonl").upload_from_string(lines)
+    map_pipeline(
+        db,
+        insert_pipeline,
+        source=mh.params("reference", uri=f"gs://{gcs_bucket}/many.jsonl"),
+        spec={"over": "src.items", "max_items": 100},
+    )
+    start(engine)
+    drive(engine, publisher)
+    assert instances(db, "b1") == []
+    assert row(db, "b1", "each")["status"] == "ERROR"
+    assert row(db, "b1", "each")["error"] == (
+        f"map.over 'src.items': gs://{gcs_bucket}/many.jsonl has more than max_items (100) "
+        f"items: reading stopped at item 101 (line 101, {READ_CHUNK_BYTES:,} of {len(lines):,} "
+        "bytes read)"  # one chunk of the 4.5 MB object
+    )
 
 
 def test_dashboard_shows_the_group_counts_and_its_instances(

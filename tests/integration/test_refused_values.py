@@ -285,8 +285,8 @@ LISTS: dict[str, list[Any]] = {
 }
 
 
-def read(ref: str) -> list[Any]:
-    return LISTS[ref]
+def read(ref: str, max_items: int) -> list[Any]:
+    return LISTS[ref][: max_items + 1]
 
 
 @pytest.mark.parametrize(("key", "index", "what"), [("bad", 2, "NUL"), ("nan", 1, "NaN")])

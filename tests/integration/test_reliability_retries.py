@@ -186,6 +186,13 @@ def test_exhausted_retries_end_in_error_with_exactly_one_alert(
                      id="unknown-placeholder"),
         pytest.param("python.call", '{"callable": "tests.nowhere:f"}', "cannot import",
                      id="missing-callable"),
+        # A row written with plain SQL, past `pipeline validate`: refused before the call.
+        pytest.param("python.call", '{"callable": "subprocess.run", "kwargs": {"args": "true"}}',
+                     "'subprocess.run' is in the standard library", id="refused-subprocess"),
+        pytest.param("python.call", '{"callable": "os.system", "kwargs": {"command": "true"}}',
+                     "DAGRELAY_CALL_ALLOWED_PREFIXES", id="refused-os-system"),
+        pytest.param("python.call", '{"callable": "dagrelay.store.db:get_engine"}',
+                     "inside dagrelay", id="refused-internal"),
     ],
 )  # fmt: skip
 def test_non_retryable_errors_fail_at_once(
