@@ -97,12 +97,10 @@ def test_parallel_sessions_build_the_template_once(monkeypatch: pytest.MonkeyPat
 def test_the_template_is_named_after_the_migrations_head() -> None:
     from dagrelay.store import migrate  # noqa: PLC0415 - Alembic, for the expected head
 
-    assert databases.template_name().startswith(
-        f"{databases.TEMPLATE_PREFIX}{migrate.head()}_"
-    )
+    assert databases.template_name().startswith(f"{databases.TEMPLATE_PREFIX}{migrate.head()}_")
 
 
-SESSION = '''
+SESSION = """
 from sqlalchemy import text
 
 from dagrelay.pipelines.api import Pipeline
@@ -133,7 +131,7 @@ def test_two(dagrelay_runner):
     with dagrelay_runner.db.connect() as conn:
         assert conn.execute(text("SELECT min(task_id) FROM tasks")).scalar() == 1
     assert SEEN == [dagrelay_runner.db.url.database], "one database for the session"
-'''
+"""
 
 
 def test_a_session_shares_one_database_emptied_before_each_test(tmp_path: Path) -> None:
