@@ -10,7 +10,7 @@ import pytest
 
 from dagrelay.errors import NonRetryableError
 from dagrelay.handlers.registry import HandlerContext
-from dagrelay.testing import SideEffects, _once, _twice
+from dagrelay.testing.effects import SideEffects, _once, _twice
 
 
 def context(task: str = "send", map_index: int | None = None) -> HandlerContext[Any]:
