@@ -41,6 +41,8 @@ class Facts:
     cancelled: dict[Batch, frozenset[int]] = field(default_factory=dict)
     # pool -> the PROCESSING log_ids holding its slots when they were last lowered
     grandfathered: dict[str, frozenset[int]] = field(default_factory=dict)
+    # batches an operator resumed (and did not cancel again since)
+    resumed: set[Batch] = field(default_factory=set)
     # deliveries of the engine's own messages that raised (would be redelivered forever)
     raised: list[str] = field(default_factory=list)
 
@@ -252,7 +254,9 @@ def engine_messages_never_rejected(conn: Connection, facts: Facts) -> list[str]:
         "SELECT message_id, reason FROM rejected_messages WHERE message_id LIKE 'outbox-%' "
         "ORDER BY rejected_id",
     )
-    found = [f"the engine's own message {r['message_id']} was rejected: {r['reason']}" for r in rows]
+    found = [
+        f"the engine's own message {r['message_id']} was rejected: {r['reason']}" for r in rows
+    ]
     return found + [f"a delivery of the engine's own message raised: {e}" for e in facts.raised]
 
 
@@ -260,9 +264,8 @@ def engine_messages_never_rejected(conn: Connection, facts: Facts) -> list[str]:
 
 
 def quiescent_batches_finished(conn: Connection, facts: Facts) -> list[str]:
-    """With every message delivered and the sweeper idle, every batch has finished, nothing is
-    open, and a batch that did not end CANCELLED has run everything (no CANCELLED row, after a
-    resume too; no task of its version without a row)."""
+    """With every message delivered and the sweeper idle, every batch has finished and nothing
+    is open."""
     found = [
         f"batch {r['pipeline']}/{r['batch_id']} is still {r['status']} at quiescence"
         for r in _rows(
@@ -271,7 +274,7 @@ def quiescent_batches_finished(conn: Connection, facts: Facts) -> list[str]:
             "WHERE status IN ('RUNNING', 'CANCELLING') ORDER BY 1, 2",
         )
     ]
-    found += [
+    return found + [
         f"{r['pipeline']}/{r['batch_id']} {_task(r)} is still {r['status']} at quiescence"
         for r in _rows(
             conn,
@@ -283,19 +286,30 @@ def quiescent_batches_finished(conn: Connection, facts: Facts) -> list[str]:
             open=[s.value for s in CAN_RUN],
         )
     ]
-    found += [
-        f"batch {r['pipeline']}/{r['batch_id']} ended {r['batch']} but {_task(r)} "
-        + ("never ran (no row)" if r["status"] is None else "is CANCELLED: it never ran")
-        for r in _rows(
+
+
+def resumed_batch_ran_everything(conn: Connection, facts: Facts) -> list[str]:
+    """After a resume, at quiescence, what the cancel stopped has run: a resumed batch that
+    did not end CANCELLED has no CANCELLED row (an item's neither) and no task without a row."""
+    found: list[str] = []
+    for pipeline, batch_id in sorted(facts.resumed):
+        rows = _rows(
             conn,
-            "SELECT b.pipeline, b.batch_id, b.status::text AS batch, t.name, "
-            "coalesce(tl.map_index, -1) AS map_index, tl.status::text AS status "
+            "SELECT b.status::text AS batch, t.name, coalesce(tl.map_index, -1) AS map_index, "
+            "tl.status::text AS status "
             "FROM batches b JOIN version_tasks t ON t.version_id = b.version_id "
             "LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id "
-            "WHERE b.status IN ('SUCCESS', 'FAILED') AND b.start_task_id IS NULL "
-            "AND (tl.log_id IS NULL OR tl.status = 'CANCELLED') ORDER BY 1, 2, 4, 5",
+            "WHERE b.pipeline = :p AND b.batch_id = :b AND b.status <> 'CANCELLED' "
+            "AND b.start_task_id IS NULL AND (tl.log_id IS NULL OR tl.status = 'CANCELLED') "
+            "ORDER BY 2, 3",
+            p=pipeline,
+            b=batch_id,
         )
-    ]
+        found += [
+            f"resumed batch {pipeline}/{batch_id} ended {r['batch']} but {_task(r)} "
+            + ("never ran (no row)" if r["status"] is None else "is CANCELLED: it never ran")
+            for r in rows
+        ]
     return found
 
 
@@ -310,7 +324,11 @@ EVERY_STEP: tuple[Invariant, ...] = (
     one_alert_per_untolerated_failure,
     engine_messages_never_rejected,
 )
-AT_QUIESCENCE: tuple[Invariant, ...] = (*EVERY_STEP, quiescent_batches_finished)
+AT_QUIESCENCE: tuple[Invariant, ...] = (
+    *EVERY_STEP,
+    quiescent_batches_finished,
+    resumed_batch_ran_everything,
+)
 NAMES = frozenset(f.__name__ for f in AT_QUIESCENCE)
 
 
