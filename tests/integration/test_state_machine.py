@@ -82,7 +82,7 @@ TABLES = (
 )  # fmt: skip
 
 SUCCESS, RETRYABLE, FINAL, HANG, CANCEL = "success", "retryable", "final", "hang", "cancel"
-OUTCOMES = (SUCCESS, SUCCESS, SUCCESS, RETRYABLE, FINAL, HANG, CANCEL)
+OUTCOMES = (SUCCESS, SUCCESS, RETRYABLE, FINAL, HANG)  # CANCEL: its own rule
 CRASHES: tuple[HookPoint | None, ...] = (None, None, None, *HookPoint)
 ITEMS = (1, 2, "a", "nul\x00item")  # a NUL is a value PostgreSQL text refuses
 JUMPS = (0, 31, 61, 600, 3600)
@@ -283,6 +283,7 @@ class DagrelayMachine(RuleBasedStateMachine):
         self.outputs: dict[str, list[Any]] = {}
         self.tasks: list[str] = []
         self.mapped: list[str] = []
+        self.pooled = False
         self.started: list[str] = []  # batch ids, in the order of their first start
         self.track_states = os.environ.get(PROFILE_ENV) == "soak"
         self.operator_messages = 0
@@ -397,6 +398,7 @@ class DagrelayMachine(RuleBasedStateMachine):
         self.outputs = {f"t{i}": list(t.items) for i, t in enumerate(pipeline.tasks)}
         self.tasks = [t.name for t in spec.tasks]
         self.mapped = [t.name for t in spec.tasks if t.map is not None]
+        self.pooled = any(t.pool for t in spec.tasks)
         with self.h.db.begin() as conn:
             apply(conn, spec, now=self.clock())
         pools.set_pool(self.engine, POOL, pipeline.slots)
@@ -419,6 +421,20 @@ class DagrelayMachine(RuleBasedStateMachine):
         envelope = self.pending.pop(index % len(self.pending))  # any order
         self._deliver(envelope, outcome, crash)
         self._note("deliver")
+
+    @precondition(lambda self: self.pending)
+    @rule()
+    def deliver_next(self) -> None:
+        """The oldest message, delivered and handled without a fault (progress)."""
+        self._deliver(self.pending.pop(0), SUCCESS, None)
+        self._note("deliver_next")
+
+    @precondition(lambda self: self.pending)
+    @rule(index=st.integers(0, 30))
+    def cancel_while_running(self, index: int) -> None:
+        """An operator cancels the batch while the handler of this delivery runs."""
+        self._deliver(self.pending.pop(index % len(self.pending)), CANCEL, None)
+        self._note("cancel_while_running")
 
     @precondition(lambda self: self.pending)
     @rule(index=st.integers(0, 30))
@@ -572,6 +588,7 @@ class DagrelayMachine(RuleBasedStateMachine):
             apply(conn, replace(spec, tasks=changed), now=self.clock())
         self._note("edit_apply")
 
+    @precondition(lambda self: self.pooled)
     @rule(slots=st.integers(0, 3))
     def set_slots(self, slots: int) -> None:
         with self.h.db.connect() as conn:
