@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 CHECKOV := .venv-checkov/.installed-stamp
 
 .PHONY: demo test lint typecheck pytest unit integration e2e chromium up down venv clean \
-	terraform-check bench sql-functions dist
+	terraform-check bench sql-functions dist soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ up: $(STAMP)
 
 down: $(STAMP)
 	$(BIN)/python -m local_emulator down
+
+# The model-based test at length (not part of `make test`): DAGRELAY_SOAK_EXAMPLES examples
+# (10 000 by default) of tests/integration/test_state_machine.py; prints what it covered.
+soak: $(STAMP)
+	DAGRELAY_MODEL_PROFILE=soak $(BIN)/pytest tests/integration/test_state_machine.py -s -q -p no:logging
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
