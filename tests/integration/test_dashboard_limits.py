@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import functions_framework
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
@@ -27,7 +26,7 @@ from dagrelay.messages import MAX_DATA_BYTES, MAX_DEPTH, Envelope, StartBatch, p
 from dagrelay.router.dispatch import Router
 from dagrelay.store.outbox import InMemoryPublisher, OutgoingMessage
 from tests.conftest import FakeClock
-from tests.integration.helpers import drive
+from tests.integration.helpers import drive, framework_client
 
 pytestmark = pytest.mark.integration
 
@@ -62,10 +61,7 @@ def function_client(target: str, monkeypatch: pytest.MonkeyPatch, db_url: str) -
     monkeypatch.setenv("DAGRELAY_EVENTS_TOPIC", "events")
     monkeypatch.delenv("DAGRELAY_CONFIG", raising=False)
     clear_caches()
-    app = functions_framework.create_app(
-        target=target, source=str(ROOT / "functions" / "main.py"), signature_type="http"
-    )
-    client = app.test_client()
+    client = framework_client(target, "http")
     client.set_cookie(COOKIE, TOKEN)
     return client
 

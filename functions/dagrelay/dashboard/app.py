@@ -331,8 +331,12 @@ def action(request: Request, ops: Ops | None, action: str) -> Response:
     form = limits.form(request)
     if (problem := csrf.refusal(request, form.get(csrf.FIELD, ""))) is not None:
         raise Forbidden(problem)
-    who = identity.caller(request, get_settings().dashboard_caller)
-    base = request.script_root
+    settings, base = get_settings(), request.script_root
+    try:
+        verify = identity.verifier(tuple(settings.id_token_audiences))
+        who = identity.caller(request, settings.dashboard_caller, verify)
+    except identity.Unauthenticated as exc:
+        return html_response(render.error_page(401, str(exc), base, ops), 401)
     try:
         with read_only(get_engine()) as conn:
             messages = build(conn, form, who)

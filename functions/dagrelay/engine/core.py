@@ -26,6 +26,7 @@ from sqlalchemy import Connection
 from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.exc import DBAPIError
 
+from dagrelay.bounds import stored_error
 from dagrelay.engine import admission, maps, moves, retry
 from dagrelay.engine import params as params_mod
 from dagrelay.engine.hooks import NO_HOOKS, EngineHooks, HookPoint
@@ -50,7 +51,6 @@ from dagrelay.store.outbox import OutboxRelay, OutgoingMessage, Publisher
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-MAX_ERROR_CHARS = 4000
 
 
 def utcnow() -> datetime:
@@ -801,13 +801,13 @@ def _failure(exc: BaseException) -> Failure:
     kind = "non-retryable " if isinstance(exc, NonRetryableError) else ""
     error = escaped(f"{kind}{type(exc).__name__}: {exc}")  # a NUL in a message is kept, escaped
     summary = escaped("".join(traceback.format_exception(exc, limit=-8)))
-    return Failure(exc, error[:MAX_ERROR_CHARS], summary[-MAX_ERROR_CHARS:])
+    return Failure(exc, stored_error(error), stored_error(summary, keep_end=True))
 
 
 def _refusal(what: str, reason: str) -> Failure:
     """The failure of an attempt whose result the database refused: final, not retried."""
     error = escaped(f"{what} could not be stored: {reason}")
-    return Failure(NonRetryableError(error), error[:MAX_ERROR_CHARS], "")
+    return Failure(NonRetryableError(error), stored_error(error), "")
 
 
 def _alerts(messages: Sequence[OutgoingMessage], topic: str) -> list[Mapping[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
+from dagrelay.bounds import stored_error
 from dagrelay.messages import encode
 from dagrelay.store.db import retry_transient
 from dagrelay.store.queries import query
@@ -22,7 +23,6 @@ from dagrelay.store.queries import query
 log = logging.getLogger(__name__)
 
 RELAY_LEASE_S = 120  # a claimed row's publish must end by then, or another relay takes it
-MAX_ERROR_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -154,4 +154,4 @@ class OutboxRelay:
 
 
 def _error(exc: BaseException) -> str:
-    return repr(exc)[:MAX_ERROR_CHARS]
+    return stored_error(repr(exc))

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from dagrelay.bounds import stored_error
 from dagrelay.store.queries import query
 
 
@@ -56,7 +57,7 @@ def record_error(
 ) -> bool:
     """Store why the schedule evaluated at ``due`` cannot start its tick (``never``: its cron
     never fires, so ``next_run_at`` becomes NULL). True if the row changed (a new error)."""
-    params = {"pipeline": pipeline, "error": error, "due": due, "never": never}
+    params = {"pipeline": pipeline, "error": stored_error(error), "due": due, "never": never}
     return conn.execute(query("schedule_error"), params).one_or_none() is not None
 
 
