@@ -282,11 +282,11 @@ def test_resume_publishes_resume_for_a_cancelled_batch_only(
 @pytest.mark.parametrize(
     ("action", "form", "status", "problem"),
     [
-        ("trigger", {"pipeline": "nope", "batch_id": "b9"}, 404, "no pipeline"),
+        ("trigger", {"pipeline": "nope", "batch_id": "b9"}, 404, "unknown pipeline"),
         ("trigger", {"pipeline": "ops", "batch_id": "b1"}, 409, "already exists (FAILED)"),
         ("trigger", {"pipeline": "ops", "batch_id": "b9", "params": "{"}, 400, "not JSON"),
         ("trigger", {"pipeline": "ops", "batch_id": "b9", "params": "[1]"}, 400, "JSON object"),
-        ("trigger", {"pipeline": "ops", "batch_id": "b9", "start_task": "x"}, 404, "no task"),
+        ("trigger", {"pipeline": "ops", "batch_id": "b9", "start_task": "x"}, 404, "not a task"),
         ("trigger", {"pipeline": "ops", "batch_id": "b/9"}, 400, "batch_id"),
         ("rerun", {"pipeline": "ops", "batch_id": "b4", "task": "third"}, 409, "not started"),
         ("rerun", {"pipeline": "ops", "batch_id": "b9", "task": "first"}, 404, "no batch"),

@@ -77,11 +77,14 @@ def trigger(
     task, or (with --wait) the router rejected the message."""
     message = start_batch_message(pipeline, batch_id, parse_params(param or []), start_task)
     deadline = time.monotonic() + timeout
-    if check:
+    if not check:
+        admit(None, message)  # the message alone, as the router will parse it
+    else:
         from dagrelay.store.db import get_engine
 
         with get_engine().connect() as conn:
             existing = check_trigger(conn, pipeline, batch_id, start_task)
+            admit(conn, message)
         if existing is not None:
             _exists(pipeline, batch_id, existing, if_exists, message["params"])
             if wait:
@@ -114,6 +117,15 @@ def check_trigger(
         hint = names.did_you_mean(start_task, tasks) or f"; its tasks: {', '.join(tasks)}"
         raise DagrelayError(f"start task {start_task!r} is not a task of {pipeline!r}{hint}")
     return reads.batch_head(conn, pipeline, batch_id)
+
+
+def admit(conn: Connection | None, message: Mapping[str, Any]) -> None:
+    """Exit 2 with the router's reasons if it would reject ``message`` (the one check the
+    dashboard makes too: ``engine.admission.check_outgoing``)."""
+    from dagrelay.engine.admission import check_outgoing
+
+    if problems := check_outgoing(conn, message):
+        fail([f"the router would reject this message: {p}" for p in problems], 2)
 
 
 def _exists(
@@ -215,13 +227,15 @@ def publish(
     from google.api_core.exceptions import GoogleAPIError
     from google.cloud import pubsub_v1
 
+    from dagrelay.messages import encode
+
     attributes = {"action": message["action"]}
     if request_id is not None:
         attributes["request_id"] = request_id
     client = pubsub_v1.PublisherClient()
     topic = client.topic_path(project_id, topic_id)
     try:
-        future = client.publish(topic, json.dumps(message).encode(), **attributes)
+        future = client.publish(topic, encode(message), **attributes)
         return str(future.result(timeout=PUBLISH_TIMEOUT_S))
     except (GoogleAPIError, TimeoutError) as exc:
         raise DagrelayError(f"publishing to {topic} failed: {exc}") from exc

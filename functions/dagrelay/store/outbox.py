@@ -6,7 +6,6 @@ it."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from dagrelay.bounds import stored_error
+from dagrelay.messages import encode
 from dagrelay.store.db import retry_transient
 from dagrelay.store.queries import query
 
@@ -46,7 +46,7 @@ class OutgoingMessage:
         )
 
     def data(self) -> bytes:
-        return json.dumps(self.payload, separators=(",", ":"), sort_keys=True).encode()
+        return encode(self.payload)
 
 
 class Publisher(Protocol):
