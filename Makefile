@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 CHECKOV := .venv-checkov/.installed-stamp
 
 .PHONY: demo test lint typecheck pytest unit integration e2e chromium up down venv clean \
-	terraform-check bench sql-functions dist
+	terraform-check bench sql-functions dist soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ up: $(STAMP)
 down: $(STAMP)
 	$(BIN)/python -m local_emulator down
 
+# The model-based test at length (not part of `make test`): DAGRELAY_SOAK_EXAMPLES examples
+# (10 000 by default) of tests/integration/test_state_machine.py; prints what it covered.
+soak: $(STAMP)
+	DAGRELAY_MODEL_PROFILE=soak $(BIN)/pytest tests/integration/test_state_machine.py -s -q -p no:logging
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -53,13 +58,19 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy tests/typecheck
 
-# The test tiers, each its own pytest run: unit (pure logic, seconds), integration (the real
-# PostgreSQL and Pub/Sub emulator), e2e (the whole local stack, and a real browser).
+# The test tiers, each its own pytest run: unit (pure logic, no database, no subprocess:
+# seconds), integration (the real PostgreSQL and Pub/Sub emulator), e2e (the whole local stack,
+# and a real browser). Integration runs on WORKERS pytest-xdist workers, each with a database and
+# a Pub/Sub emulator of its own (tests/db_fixtures.py); WORKERS=0 runs it in one process. e2e
+# stays serial: each worker would start a whole local stack. HYPOTHESIS_PROFILE=soak (or ci)
+# runs the property tests with more examples (tests/conftest.py).
+WORKERS ?= 2
+
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 integration: $(STAMP)
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest tests/integration -n $(WORKERS) --dist loadscope
 
 e2e: $(STAMP) chromium
 	$(BIN)/pytest tests/e2e
@@ -78,7 +89,11 @@ terraform-check: $(CHECKOV)
 	terraform fmt -check -recursive terraform
 	.venv-checkov/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet
 
-test: lint typecheck terraform-check unit integration e2e
+# The quick checks two at a time (each one's output kept together), then the slow tiers.
+test: $(STAMP)
+	$(MAKE) -j2 --output-sync=target lint typecheck terraform-check unit
+	$(MAKE) integration
+	$(MAKE) e2e
 
 # The release artifacts: dist/dagrelay-X.Y.Z.tar.gz and dist/dagrelay-X.Y.Z-py3-none-any.whl,
 # the same bytes on every build of a commit (SOURCE_DATE_EPOCH: the last commit's time).

@@ -16,6 +16,7 @@ storage emulator write their files under ``gcs_root`` directly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterable
@@ -98,12 +99,9 @@ def create_datasets(local: LocalBigQuery, datasets: Iterable[str]) -> None:
     settings = load_settings(
         project_id=local.project, bigquery_project=local.project, bigquery_endpoint=local.endpoint
     )
-    client = make_client(settings)
-    try:
+    with contextlib.closing(make_client(settings)) as client:
         for dataset in datasets:
             client.create_dataset(dataset, exists_ok=True, timeout=30)
-    finally:
-        client.close()
 
 
 def _ready(endpoint: str) -> bool:

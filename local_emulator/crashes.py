@@ -18,6 +18,8 @@ from pathlib import Path
 
 from dagrelay.engine.hooks import HookPoint as CrashPoint
 
+__all__ = ["CrashInjector", "CrashPoint", "InjectedCrash"]
+
 POINTS_ENV = "LOCAL_CRASH_POINTS"
 MARKER_DIR_ENV = "LOCAL_CRASH_MARKER_DIR"
 EXIT_CODE = 86

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -133,12 +134,9 @@ def profit_rows(info: StackInfo) -> list[dict[str, Any]]:
         bigquery_project=info.project_id,
         bigquery_endpoint=info.bigquery_endpoint,
     )
-    client = bq.make_client(settings)
-    try:
+    with contextlib.closing(bq.make_client(settings)) as client:
         result = client.query("SELECT * FROM reports.monthly_profit ORDER BY month").result()
         return [dict(row.items()) for row in result]
-    finally:
-        client.close()
 
 
 def profit_table(rows: list[dict[str, Any]]) -> Table:

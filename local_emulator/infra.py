@@ -64,7 +64,7 @@ def push_endpoint(router_port: int, project: str, topic: str) -> str:
 
 
 def ensure_topic(publisher: pubsub_v1.PublisherClient, project: str, topic: str) -> str:
-    path = publisher.topic_path(project, topic)
+    path: str = publisher.topic_path(project, topic)
     with contextlib.suppress(AlreadyExists):
         publisher.create_topic(name=path)
     return path
@@ -85,7 +85,7 @@ def ensure_subscription(
     subscriber = pubsub_v1.SubscriberClient()
     try:
         topic_path = ensure_topic(publisher, project, topic)
-        sub_path = subscriber.subscription_path(project, subscription)
+        sub_path: str = subscriber.subscription_path(project, subscription)
         request: dict[str, object] = {
             "name": sub_path,
             "topic": topic_path,

@@ -20,6 +20,12 @@ locals {
     DAGRELAY_HANDLER_MODULES    = join(",", var.handler_modules) # empty: the archive's dagrelay.yaml decides
     DAGRELAY_INBOX_BUCKET       = google_storage_bucket.data["inbox"].name
     DAGRELAY_BIGQUERY_LOCATION  = local.bigquery_location
+    # The operator function's URLs (Cloud Run's and the functions' domain): the audiences its
+    # callers' ID tokens are verified for (dashboard/identity.py); the other functions ignore it.
+    DAGRELAY_ID_TOKEN_AUDIENCES = join(",", [
+      "https://${local.operate_function}-${data.google_project.this.number}.${var.region}.run.app",
+      "https://${var.region}-${var.project_id}.cloudfunctions.net/${local.operate_function}",
+    ])
   }
 }
 

@@ -1,73 +1,48 @@
-"""Shared fixtures.
+"""What every tier shares, and nothing heavy: the Hypothesis profiles, the fake clock, unique
+names, the test engine's settings.
 
-Databases: the schema is built once per session into a template database; each test that asks
-for ``db_url`` gets its own clone (CREATE DATABASE ... TEMPLATE), dropped afterwards.
-Pub/Sub: one real emulator per session, with unique topic and subscription names per test so no
-test sees another's messages (ARCHITECTURE.md, "Local stack").
+The fixtures of services (PostgreSQL databases, the Pub/Sub emulator, the local BigQuery and
+GCS) live in ``tests/db_fixtures.py``, ``tests/pubsub_fixtures.py``, ``tests/bq_fixtures.py`` and
+``tests/gcs_fixtures.py``; ``tests/integration/conftest.py`` and ``tests/e2e/conftest.py`` load
+them, so ``tests/unit`` never imports a database driver's fixtures or a Google client.
+
+Hypothesis profiles (``HYPOTHESIS_PROFILE`` picks one; CI=true picks ``ci``, else ``dev``). A
+profile's ``max_examples`` is what a pure, cheap property gets; a property that pays for a
+database round trip per step takes a third of it (tests/integration/test_versions_property.py).
+
+- ``dev``: 25 examples, derandomized: a developer's run costs seconds and is the same each time.
+- ``ci``: 300 examples, derandomized: the message fuzzers' 300 and the versions model's 100, the
+  counts they were written and tuned with.
+- ``soak``: 3,000 examples and a fresh random seed each run, to look for new counterexamples;
+  each one it finds becomes a plain regression test.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from hypothesis import settings
 
-from dagrelay.config import Settings, load_settings
-from dagrelay.engine.core import Engine as DagEngine
-from dagrelay.router.wiring import build_engine
-from dagrelay.store import migrate
-from dagrelay.store.db import create_db_engine
-from dagrelay.store.outbox import InMemoryPublisher
-from local_emulator import processes
-from tests.dbtools import create_database, drop_database
-
-# Fixtures of the local BigQuery and GCS stand-ins (the `local` extra).
-pytest_plugins = ["tests.bq_fixtures", "tests.gcs_fixtures", "tests.integration.ingest_harness"]
+from dagrelay.config import Settings
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
+settings.register_profile("dev", max_examples=25, derandomize=True, deadline=None)
+settings.register_profile("ci", max_examples=300, derandomize=True, deadline=None)
+settings.register_profile("soak", max_examples=3000, derandomize=False, deadline=None)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+settings.load_profile(PROFILE)
 
-@pytest.fixture(scope="session")
-def template_db() -> Iterator[str]:
-    name = f"dagrelay_tpl_{os.getpid()}"
-    drop_database(name)
-    engine = create_engine(create_database(name))
-    migrate.upgrade(engine)
-    engine.dispose()
-    yield name
-    drop_database(name)
-
-
-@pytest.fixture
-def empty_db_url() -> Iterator[str]:
-    """A database with nothing in it (for migration tests)."""
-    name = f"dagrelay_empty_{uuid.uuid4().hex[:12]}"
-    yield create_database(name)
-    drop_database(name)
-
-
-@pytest.fixture
-def db_url(template_db: str) -> Iterator[str]:
-    """A fresh, migrated database of this test's own."""
-    name = f"dagrelay_t_{uuid.uuid4().hex[:12]}"
-    yield create_database(name, template=template_db)
-    drop_database(name)
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Engine]:
-    """This test's database through the engine the function builds (pool, pre-ping, pg8000
-    statement cache)."""
-    engine = create_db_engine(
-        load_settings(database_url=db_url, db_pool_size=10, db_max_overflow=10)
-    )
-    yield engine
-    engine.dispose()
+# The tests' python.call callables live in tests/: allow them as a deployment allows its own
+# modules (in the environment, so a local stack's router started by a test inherits it), beside
+# the defaults (a team project's packages, the example pipeline's callable).
+os.environ.setdefault(
+    "DAGRELAY_CALL_ALLOWED_PREFIXES", "tests,handlers,pipelines,dagrelay.examples"
+)
 
 
 class FakeClock:
@@ -89,8 +64,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def publisher() -> InMemoryPublisher:
-    return InMemoryPublisher()
+def unique() -> str:
+    """A short unique suffix for topic, subscription and pipeline names."""
+    return uuid.uuid4().hex[:8]
 
 
 def engine_settings() -> Settings:
@@ -101,77 +77,3 @@ def engine_settings() -> Settings:
         events_topic="dagrelay-events",
         alerts_topic="dagrelay-alerts",
     )
-
-
-@pytest.fixture
-def engine(db: Engine, publisher: InMemoryPublisher, clock: FakeClock) -> DagEngine:
-    """The engine against this test's database, publishing into memory: built by the one wiring
-    function, with the fakes passed in."""
-    return build_engine(engine_settings(), db=db, publisher=publisher, clock=clock)
-
-
-@pytest.fixture
-def insert_pipeline(db: Engine) -> Callable[..., dict[str, int]]:
-    """Insert a pipeline with plain SQL: ``insert_pipeline("p", {"b": ["a"]}, handlers={...})``.
-    ``edges`` maps each task to its parents; returns {task name: task_id}."""
-
-    def insert(
-        pipeline: str,
-        edges: dict[str, list[str]],
-        handlers: dict[str, str] | None = None,
-        params: dict[str, str] | None = None,
-        rules: dict[str, str] | None = None,
-    ) -> dict[str, int]:
-        handlers, params, rules = handlers or {}, params or {}, rules or {}
-        names = sorted(set(edges) | {p for ps in edges.values() for p in ps})
-        ids: dict[str, int] = {}
-        with db.begin() as conn:
-            for name in names:
-                ids[name] = conn.execute(
-                    text(
-                        "INSERT INTO tasks (name, pipeline, handler, params, trigger_rule) "
-                        "VALUES (:n, :p, :h, CAST(:params AS jsonb), CAST(:r AS trigger_rule)) "
-                        "RETURNING task_id"
-                    ),
-                    {
-                        "n": name,
-                        "p": pipeline,
-                        "h": handlers.get(name, "python.noop"),
-                        "params": params.get(name, "{}"),
-                        "r": rules.get(name, "all_success"),
-                    },
-                ).scalar_one()
-            for child, parents in edges.items():
-                for parent in parents:
-                    conn.execute(
-                        text(
-                            "INSERT INTO task_dependencies (child_task_id, parent_task_id) "
-                            "VALUES (:c, :p)"
-                        ),
-                        {"c": ids[child], "p": ids[parent]},
-                    )
-        return ids
-
-    return insert
-
-
-@pytest.fixture(scope="session")
-def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Pub/Sub emulator for the session; sets PUBSUB_EMULATOR_HOST. Yields host:port."""
-    port = processes.free_port()
-    proc = processes.start_pubsub_emulator(port, "dagrelay-test", tmp_path_factory.mktemp("pubsub"))
-    host = f"127.0.0.1:{port}"
-    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
-    os.environ["PUBSUB_EMULATOR_HOST"] = host
-    yield host
-    if previous is None:
-        os.environ.pop("PUBSUB_EMULATOR_HOST", None)
-    else:
-        os.environ["PUBSUB_EMULATOR_HOST"] = previous
-    proc.stop()
-
-
-@pytest.fixture
-def unique() -> str:
-    """A short unique suffix for topic, subscription and pipeline names."""
-    return uuid.uuid4().hex[:8]

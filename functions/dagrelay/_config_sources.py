@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from dagrelay.errors import ConfigError
@@ -14,6 +15,10 @@ from dagrelay.errors import ConfigError
 SECRET_FIELDS = ("db_password",)
 # The environment variables of ``database_url``, first match wins (its Field's aliases).
 DATABASE_URL_ENV = ("DAGRELAY_DATABASE_URL", "DATABASE_URL")
+# A team project's handler and pipeline packages (``dagrelay init``, ``build-function
+# --project``), and the callable of the engine-level example pipeline: ``call_allowed_prefixes``.
+DEFAULT_CALL_PREFIXES = ("handlers", "pipelines", "dagrelay.examples")
+DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 def module_list(text: str) -> list[str]:

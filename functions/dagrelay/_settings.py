@@ -19,7 +19,13 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from dagrelay._config_sources import DATABASE_URL_ENV, config_path, module_list
+from dagrelay._config_sources import (
+    DATABASE_URL_ENV,
+    DEFAULT_CALL_PREFIXES,
+    DOTTED_NAME,
+    config_path,
+    module_list,
+)
 
 
 class Settings(BaseSettings):
@@ -66,6 +72,14 @@ class Settings(BaseSettings):
         description="Modules imported at start to register user handlers: a list, or in the "
         "environment a comma-separated string (acme.handlers,acme.more) or a JSON list.",
     )
+    call_allowed_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_CALL_PREFIXES),
+        description="Module prefixes whose callables the python.call handler may run (whole "
+        "dotted parts: 'handlers' allows handlers.orders:f, not handlersx.f): a list, or in the "
+        "environment a comma-separated string or a JSON list. Default: a team project's "
+        "handlers/ and pipelines/ packages and dagrelay.examples. The standard library and "
+        "dagrelay's other modules are refused even when listed (dagrelay.handlers.callables).",
+    )
     bigquery_project: str | None = Field(
         None, description="Project that runs BigQuery jobs; unset: project_id."
     )
@@ -92,18 +106,38 @@ class Settings(BaseSettings):
         "local",
         min_length=1,
         max_length=100,
+        pattern=r"^[^\x00-\x1f\x7f<>]+$",
         description="Who the operator dashboard records in triggered_by (as dashboard:<this>) "
-        "when the request carries no ID token with an email (locally; in GCP it always does).",
+        "when no id_token_audiences are set (locally; no token is read then).",
+    )
+    id_token_audiences: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The operator function's URLs, as the audiences of its callers' ID tokens "
+        "(comma-separated in the environment). Set (Terraform sets it): every action needs a "
+        "Google-signed ID token for one of them, verified (signature, issuer, audience, "
+        "expiry), and records its verified email. Unset (locally): no token is read and "
+        "dashboard_caller is recorded.",
     )
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
         description="Recorded in each attempt's history: which process ran it.",
     )
 
-    @field_validator("handler_modules", mode="before")
+    @field_validator(
+        "handler_modules", "call_allowed_prefixes", "id_token_audiences", mode="before"
+    )
     @classmethod
     def _module_list(cls, value: Any) -> Any:
         return module_list(value) if isinstance(value, str) else value
+
+    @field_validator("call_allowed_prefixes")
+    @classmethod
+    def _dotted_prefixes(cls, value: list[str]) -> list[str]:
+        prefixes = [p.strip().rstrip(".") for p in value]
+        bad = [p for p in prefixes if not DOTTED_NAME.fullmatch(p)]
+        if bad:
+            raise ValueError(f"not dotted module names: {bad}")
+        return prefixes
 
     @classmethod
     def settings_customise_sources(

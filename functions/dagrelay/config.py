@@ -17,7 +17,13 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dagrelay._config_sources import DATABASE_URL_ENV, SECRET_FIELDS, config_path, module_list
+from dagrelay._config_sources import (
+    DATABASE_URL_ENV,
+    DEFAULT_CALL_PREFIXES,
+    SECRET_FIELDS,
+    config_path,
+    module_list,
+)
 from dagrelay.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
     from dagrelay._settings import Settings
 
 __all__ = [
+    "DEFAULT_CALL_PREFIXES",
     "SECRET_FIELDS",
     "Settings",
     "config_path",

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, get_args
@@ -22,6 +23,7 @@ from dagrelay.errors import BadMessage
 from dagrelay.states import Action as Action  # noqa: PLC0414 (a re-export)
 
 MAX_DATA_BYTES = 1_000_000
+MAX_DEPTH = 500  # nesting of JSON arrays and objects in a message (checked before parsing)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,51 @@ def outgoing(action: Action, **fields: Any) -> dict[str, Any]:
     return message
 
 
+def encode(message: Mapping[str, Any]) -> bytes:
+    """The bytes a message travels as (the outbox, the CLI and the dashboard publish these)."""
+    return json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
+
+
+def check_outgoing(message: Mapping[str, Any]) -> list[str]:
+    """What the router's own parse (``parse``: size, encoding, depth, JSON Schema) finds wrong
+    with ``message`` encoded as it will be published; [] if the router will take it. The
+    database's side is ``dagrelay.engine.admission.check_outgoing``, which starts here."""
+    data = base64.b64encode(encode(message)).decode()
+    try:
+        parse(Envelope(data, {"action": str(message.get("action"))}))
+    except BadMessage as exc:
+        return [exc.reason]
+    return []
+
+
+def too_deep(text: str) -> int | None:
+    """How deep arrays and objects nest in JSON ``text`` when that is deeper than MAX_DEPTH,
+    else None; counted without parsing (a text nested 100,000 deep costs one pass, not a
+    RecursionError)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return None  # cannot nest deeper than the limit
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest if deepest > MAX_DEPTH else None
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def loads(text: str, what: str = "message data") -> Any:
+    """JSON ``text`` as the router accepts it: nested at most MAX_DEPTH deep, finite numbers
+    only (no 1e999, NaN or Infinity); BadMessage naming what is wrong."""
+    if (depth := too_deep(text)) is not None:
+        raise BadMessage(f"{what} is nested {depth} deep; the limit is {MAX_DEPTH}")
+    try:
+        return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, too-long ints
+        raise BadMessage(f"{what} is not JSON we accept: {exc}") from exc
+
+
 def escaped(text: str) -> str:
     """``text`` in a form PostgreSQL can store: NUL as ``\\u0000``, lone surrogates as
     ``\\udXXX`` (everything else as it is)."""
@@ -246,11 +293,7 @@ def _no_constant(name: str) -> Any:
 
 
 def _json_object(envelope: Envelope) -> dict[str, Any]:
-    text = _decode(envelope)
-    try:
-        value = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, too-long ints, deep nesting
-        raise BadMessage(f"message data is not JSON we accept: {exc}") from exc
+    value = loads(_decode(envelope))
     if not isinstance(value, dict):
         raise BadMessage(f"message data must be a JSON object, got {type(value).__name__}")
     if problem := unstorable(value):

@@ -1,7 +1,11 @@
 """The pytest plugin of ``dagrelay.testing`` (registered as the ``pytest11`` entry point
 ``dagrelay``, so installing dagrelay is enough): the fixture ``dagrelay_runner``, a
-``PipelineRunner`` on a database of its own, cloned from a migrated template made once per
-session. The server is ``DAGRELAY_TEST_ADMIN_URL`` (default: the local PostgreSQL as postgres).
+``PipelineRunner`` on the session's database, emptied before each test.
+
+The migrations run once per server, not per session: the template ``dagrelay_testing_tpl_<head>_
+<digest>`` is built by the first session that needs it (under an advisory lock) and kept; each
+session copies it into a database of its own (one per xdist worker too), dropped at the end.
+The server is ``DAGRELAY_TEST_ADMIN_URL`` (default: the local PostgreSQL as postgres).
 Options: ``--dagrelay-seed N`` (the runner's seed for shuffled delivery)."""
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from dagrelay.testing import PipelineRunner
+    from dagrelay.testing import PipelineRunner, SessionDatabase
 
 ADMIN_ENV = "DAGRELAY_TEST_ADMIN_URL"
 
@@ -31,26 +35,39 @@ def _admin_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def dagrelay_template_db() -> Iterator[str]:
-    """The name of a migrated database that each test's database copies."""
+def dagrelay_template_db() -> str:
+    """The name of the migrated template that each session's database copies."""
     from dagrelay import testing  # noqa: PLC0415 - see _admin_url
 
-    with testing.temporary_database(_admin_url()) as url:
-        name = url.rsplit("/", 1)[-1].split("?")[0]
-        yield name
+    return testing.template_database(_admin_url())
+
+
+@pytest.fixture(scope="session")
+def dagrelay_database(dagrelay_template_db: str) -> Iterator[SessionDatabase]:
+    """The session's database (a copy of the template, dropped at the end) and its engine."""
+    from dagrelay import testing  # noqa: PLC0415 - see _admin_url
+
+    with testing.temporary_database(_admin_url(), template=dagrelay_template_db) as url:
+        database = testing.SessionDatabase(url)
+        try:
+            yield database
+        finally:
+            database.close()
 
 
 @pytest.fixture
 def dagrelay_runner(
-    dagrelay_template_db: str, request: pytest.FixtureRequest
+    dagrelay_database: SessionDatabase, request: pytest.FixtureRequest
 ) -> Iterator[PipelineRunner]:
-    """A ``dagrelay.testing.PipelineRunner`` on a fresh database (dropped afterwards)."""
+    """A ``dagrelay.testing.PipelineRunner`` on the session's database, as migrated: every
+    row an earlier test wrote is gone and the sequences start again."""
     from dagrelay import testing  # noqa: PLC0415 - see _admin_url
 
-    seed = request.config.getoption("--dagrelay-seed")
-    with testing.temporary_database(_admin_url(), template=dagrelay_template_db) as url:
-        runner = testing.PipelineRunner(url, seed=seed)
-        try:
-            yield runner
-        finally:
-            runner.close()
+    dagrelay_database.reset()
+    runner = testing.PipelineRunner(
+        dagrelay_database.engine, seed=request.config.getoption("--dagrelay-seed")
+    )
+    try:
+        yield runner
+    finally:
+        runner.close()

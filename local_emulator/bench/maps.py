@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.handlers.registry import HandlerContext, default_registry
 from dagrelay.messages import RunTask, StartBatch
 from dagrelay.store.db import StatementCounter
 from dagrelay.store.outbox import InMemoryPublisher
@@ -38,18 +39,27 @@ def echo(item: int) -> dict[str, Any]:
     return {"item": item}
 
 
-def _call(function: str, **kwargs: Any) -> str:
-    return json.dumps({"callable": f"{__name__}:{function}", "kwargs": kwargs})
+def _items_handler(ctx: HandlerContext) -> dict[str, Any]:
+    return items(int(ctx.params["count"]))
+
+
+def _echo_handler(ctx: HandlerContext) -> dict[str, Any]:
+    return echo(ctx.params["item"])
+
+
+# The bench's own handlers (python.call runs only the deployment's modules, not local_emulator).
+default_registry.register("bench.items", _items_handler)
+default_registry.register("bench.echo", _echo_handler)
 
 
 def insert_map_pipeline(db: Engine, pipeline: str, max_items: int) -> None:
     tasks = [
-        ("src", _call("items", count="{count}"), None),
-        ("each", _call("echo", item="{item}"), {"over": "src.items", "max_items": max_items}),
-        ("join", "{}", None),
+        ("src", "bench.items", {"count": "{count}"}, None),
+        ("each", "bench.echo", {"item": "{item}"}, {"over": "src.items", "max_items": max_items}),
+        ("join", "python.noop", {}, None),
     ]
     with db.begin() as conn:
-        for name, params, spec in tasks:
+        for name, handler, params, spec in tasks:
             conn.execute(
                 text(
                     "INSERT INTO tasks (name, pipeline, handler, params, map) VALUES "
@@ -58,8 +68,8 @@ def insert_map_pipeline(db: Engine, pipeline: str, max_items: int) -> None:
                 {
                     "n": name,
                     "p": pipeline,
-                    "h": "python.noop" if name == "join" else "python.call",
-                    "params": params,
+                    "h": handler,
+                    "params": json.dumps(params),
                     "m": json.dumps(spec) if spec else None,
                 },
             )

@@ -98,7 +98,9 @@ def run_batch(stack: Stack, db: Engine, pipeline: str, batch_id: str, timeout_s:
 # -- 1. hop latency and its floor ------------------------------------------------------------
 
 
-def hop_latency(url: str, chain: int, floor_samples: int, pg_samples: int) -> dict[str, object]:
+def hop_latency(
+    url: str, chain: int, floor_samples: int, pg_samples: int
+) -> dict[str, list[float]]:
     db = create_engine(url, pool_size=2)
     try:
         insert_pipeline(db, "warm", 3, CHAIN)

@@ -18,6 +18,9 @@ Six benchmarks, each on a throwaway database of its own, everything it starts st
    ``bench.maps`` (runnable alone: ``python -m local_emulator.bench.maps``);
 9. the ``dagrelay`` command's answer time in fresh processes (--help, the read verbs, trigger)
    against bare Python — ``bench.cli`` (runnable alone: ``python -m local_emulator.bench.cli``).
+10. a pipeline test with ``dagrelay.testing`` as a user's pytest runs it: per test, a 7-task and
+   a 3-task pipeline with a 30-item map in duplicate mode; the scaffold's suite from a cold
+   start -- ``bench.testing`` (runnable alone: ``python -m local_emulator.bench.testing``).
 Medians and ratios are all measured in the same run; the targets are printed with pass/fail.
 """
 
@@ -29,13 +32,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
-from local_emulator.bench import cli, dashboard, engine, fan, guard, ingest, maps, stack
+from local_emulator.bench import cli, dashboard, engine, fan, guard, ingest, maps, stack, testing
 from local_emulator.bench.db import median, ms, percentile, throwaway_database
 from local_emulator.processes import StackError
 
@@ -56,6 +60,8 @@ class Sizes:
     guard_reps: int = 3
     ingest_mb: tuple[int, ...] = (5, 50, 500)
     cli_runs: int = 7
+    testing_tests: int = testing.TESTS
+    testing_cold_runs: int = testing.COLD_RUNS
 
 
 QUICK = Sizes(
@@ -68,6 +74,8 @@ QUICK = Sizes(
     guard_reps=1,
     ingest_mb=(5, 50),
     cli_runs=3,
+    testing_tests=4,
+    testing_cold_runs=2,
 )
 
 
@@ -117,7 +125,7 @@ def measure(console: Console, sizes: Sizes) -> dict[str, Any]:
                 step(
                     console,
                     f"2. throughput, {workers} worker(s), {sizes.throughput_tasks} tasks",
-                    lambda w=workers: engine.throughput(url, sizes.throughput_tasks, w),
+                    partial(engine.throughput, url, sizes.throughput_tasks, workers),
                 ),
                 1,
             )
@@ -157,6 +165,11 @@ def measure(console: Console, sizes: Sizes) -> dict[str, Any]:
         console,
         f"6. ingestion peak memory at {', '.join(map(str, sizes.ingest_mb))} MB",
         lambda: ingest.peaks(list(sizes.ingest_mb)),
+    )
+    results["testing"] = step(
+        console,
+        "10. dagrelay.testing: pipeline tests and the scaffold's suite, as pytest runs them",
+        lambda: testing.measure(sizes.testing_tests, sizes.testing_cold_runs),
     )
     results["dashboard_1000_tasks"] = step(
         console, "7. dashboard: a 1,000-task batch page in Chromium", lambda: dashboard.run(3, None)
@@ -207,7 +220,8 @@ def fan_results(costs: dict[str, dict[int, fan.Cost]]) -> dict[str, Any]:
 
 def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     statements = list(r["statements_per_completion"].values())
-    return {
+    testing_targets: dict[str, dict[str, Any]] = r.get("testing", {}).get("targets", {})
+    return testing_targets | {
         "engine_overhead": {
             "target": "engine overhead <= 10 ms median per hop",
             "value": r["engine_overhead_median_ms"],
@@ -286,6 +300,23 @@ def table(r: dict[str, Any]) -> Table:
         (f"ingestion peak RSS, {p['file_mb']} MB file", f"{p['peak_mb']} MB ({p['seconds']} s)")
         for p in r.get("ingest_peak_memory", [])
     ]
+    if tested := r.get("testing"):
+        rows += [
+            (
+                f"dagrelay.testing: {label}, per test after the first / first",
+                f"{m['median_after_first_s']:.2f} s / {m['first_s']:.2f} s",
+            )
+            for label, m in (
+                ("7 tasks, 30-item map, duplicate", tested["seven_task_map30_duplicate"]),
+                ("3 tasks, 30-item map, duplicate", tested["three_task_map30_duplicate"]),
+            )
+        ]
+        rows.append(
+            (
+                "the scaffold's suite from a cold start (median)",
+                f"{tested['scaffold_suite_cold']['wall_median_s']:.1f} s",
+            )
+        )
     if page := r.get("dashboard_1000_tasks"):
         rows.append(
             (

@@ -55,8 +55,8 @@ BEGIN
         SELECT coalesce(sum(q.pool_slots), 0), count(*) INTO wanted, place FROM task_log q
         WHERE q.queued_at IS NOT NULL AND q.status = 'QUEUED' AND q.pool = r.pool
           AND q.log_id <> r.id
-          AND (q.priority > r.priority
-               OR (q.priority = r.priority AND (q.queued_at, q.log_id) < (r.since, r.id)));
+          AND (dagrelay_queue_key(q.queued_at, q.priority), q.log_id)
+              < (dagrelay_queue_key(r.since, r.priority), r.id);
         blocked := held + wanted + r.pool_slots > cap;
     END IF;
     IF NOT blocked AND r.max_active IS NOT NULL THEN
@@ -65,8 +65,8 @@ BEGIN
         SELECT count(*) INTO wanted FROM task_log q
         WHERE q.queued_at IS NOT NULL AND q.status = 'QUEUED' AND q.task_id = r.task_id
           AND q.log_id <> r.id
-          AND (q.priority > r.priority
-               OR (q.priority = r.priority AND (q.queued_at, q.log_id) < (r.since, r.id)));
+          AND (dagrelay_queue_key(q.queued_at, q.priority), q.log_id)
+              < (dagrelay_queue_key(r.since, r.priority), r.id);
         blocked := held + wanted + 1 > r.max_active;
         place := wanted;
     END IF;
@@ -77,8 +77,8 @@ BEGIN
         SELECT count(*) INTO wanted FROM task_log q
         WHERE q.queued_at IS NOT NULL AND q.status = 'QUEUED' AND q.task_id = r.task_id
           AND q.pipeline = p_pipeline AND q.batch_id = p_batch_id AND q.log_id <> r.id
-          AND (q.priority > r.priority
-               OR (q.priority = r.priority AND (q.queued_at, q.log_id) < (r.since, r.id)));
+          AND (dagrelay_queue_key(q.queued_at, q.priority), q.log_id)
+              < (dagrelay_queue_key(r.since, r.priority), r.id);
         blocked := held + wanted + 1 > r.max_parallel;
         place := wanted;
     END IF;

@@ -15,14 +15,14 @@ BEGIN
     WHERE h.limited AND h.status = 'PROCESSING' AND h.pool = p_pool;
     RETURN QUERY SELECT * FROM dagrelay_send_run_tasks(ARRAY(
         SELECT h.log_id FROM (
-            SELECT q.log_id, q.priority, q.queued_at,
-                   sum(q.pool_slots) OVER (ORDER BY q.priority DESC, q.queued_at, q.log_id)
-                       AS wanted
+            SELECT q.log_id, dagrelay_queue_key(q.queued_at, q.priority) AS queue_key,
+                   sum(q.pool_slots) OVER (
+                       ORDER BY dagrelay_queue_key(q.queued_at, q.priority), q.log_id) AS wanted
             FROM task_log q
             WHERE q.queued_at IS NOT NULL AND q.status = 'QUEUED' AND q.pool = p_pool
-            ORDER BY q.priority DESC, q.queued_at, q.log_id
+            ORDER BY dagrelay_queue_key(q.queued_at, q.priority), q.log_id
             LIMIT greatest(coalesce(free, 0), 0)
         ) h
         WHERE h.wanted <= free
-        ORDER BY h.priority DESC, h.queued_at, h.log_id), p_topic, p_now);
+        ORDER BY h.queue_key, h.log_id), p_topic, p_now);
 END $function$;

@@ -28,7 +28,7 @@ BEGIN
         RETURN QUERY SELECT * FROM dagrelay_send_run_tasks(ARRAY(
             SELECT q.log_id FROM task_log q
             WHERE q.queued_at IS NOT NULL AND q.status = 'QUEUED' AND q.task_id = r.task_id
-            ORDER BY q.priority DESC, q.queued_at, q.log_id
+            ORDER BY dagrelay_queue_key(q.queued_at, q.priority), q.log_id
             LIMIT greatest(free, 0)), p_topic, p_now);
     END IF;
     IF r.max_parallel IS NOT NULL THEN
@@ -41,7 +41,7 @@ BEGIN
             SELECT q.log_id FROM task_log q
             WHERE q.queued_at IS NOT NULL AND q.status = 'QUEUED' AND q.task_id = r.task_id
               AND q.pipeline = r.pipeline AND q.batch_id = r.batch_id
-            ORDER BY q.priority DESC, q.queued_at, q.log_id
+            ORDER BY dagrelay_queue_key(q.queued_at, q.priority), q.log_id
             LIMIT greatest(free, 0)), p_topic, p_now);
     END IF;
 END $function$;

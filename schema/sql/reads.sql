@@ -22,7 +22,8 @@ ORDER BY b.pipeline;
 -- name: batch_task_rows
 -- Every task of each batch's version with its row in the batch (log_id NULL: no row yet):
 -- the rows in the order they ran, then the tasks without a row by name. A QUEUED row has its
--- place: the tasks queued ahead of it in its pool (or, without a pool, for its max_active).
+-- place: the tasks queued ahead of it in its pool (or, without a pool, for its max_active), in
+-- the order of the queue key (priority with aging: migrations/versions/0019_pool_aging.py).
 SELECT b.pipeline, t.name AS task, t.handler, t.trigger_rule::text AS trigger_rule, tl.log_id,
        tl.status::text AS status, tl.attempt, tl.started_at, tl.finished_at, tl.error,
        tl.root_cause_log_id, rc.name AS root_cause_task, tl.pool, place.ahead
@@ -35,8 +36,8 @@ LEFT JOIN LATERAL (
     SELECT count(*)::integer AS ahead FROM task_log q
     WHERE q.queued_at IS NOT NULL AND q.status = 'QUEUED'
       AND (q.pool = tl.pool OR (tl.pool IS NULL AND q.task_id = tl.task_id))
-      AND (q.priority > tl.priority
-           OR (q.priority = tl.priority AND (q.queued_at, q.log_id) < (tl.queued_at, tl.log_id)))
+      AND (dagrelay_queue_key(q.queued_at, q.priority), q.log_id)
+          < (dagrelay_queue_key(tl.queued_at, tl.priority), tl.log_id)
 ) place ON tl.status = 'QUEUED'
 LEFT JOIN task_log rcl ON rcl.log_id = tl.root_cause_log_id
 LEFT JOIN version_tasks rc ON rc.version_id = b.version_id AND rc.task_id = rcl.task_id

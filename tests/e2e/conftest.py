@@ -15,7 +15,33 @@ from sqlalchemy import Engine, create_engine
 from dagrelay.store.reads import batch_report
 from local_emulator.processes import wait_for
 from local_emulator.stack import Stack, StackConfig, StackInfo
+from tests.db_fixtures import (
+    db,
+    db_url,
+    empty_db_url,
+    engine,
+    fresh_db_url,
+    insert_pipeline,
+    publisher,
+    template_db,
+    worker_db,
+)
 from tests.dbtools import create_database, drop_database
+from tests.pubsub_fixtures import pubsub_emulator
+
+# The database and emulator fixtures, loaded here rather than in the root conftest (unit tier).
+__all__ = [
+    "db",
+    "db_url",
+    "empty_db_url",
+    "engine",
+    "fresh_db_url",
+    "insert_pipeline",
+    "publisher",
+    "pubsub_emulator",
+    "template_db",
+    "worker_db",
+]
 
 pytestmark = pytest.mark.e2e
 

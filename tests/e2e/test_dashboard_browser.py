@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -342,6 +343,11 @@ def attempts(db: Engine, pipeline: str, batch_id: str, task: str) -> int:
         )
 
 
+def attempted_since(db: Engine, task: str, before: int) -> bool:
+    """Whether ``task`` of the test's batch has more attempts than ``before``."""
+    return attempts(db, PIPELINE, "2024-03", task) > before
+
+
 def test_rerun_a_task_with_and_without_downstream_and_rerun_failed(
     failed_batch: str,
     page: Page,
@@ -359,7 +365,7 @@ def test_rerun_a_task_with_and_without_downstream_and_rerun_failed(
         open_page(page, f"{base}/tasks/{task}")
         page.locator(button).click()
         assert "1 message published" in page.locator("p.notice").inner_text()
-        wait_for(lambda t=task, n=before: attempts(stack_db, PIPELINE, "2024-03", t) > n, 30, task)
+        wait_for(partial(attempted_since, stack_db, task, before), 30, task)
         assert wait_batch(PIPELINE, "2024-03")["status"] == "FAILED"
     open_page(page, f"{base}/tasks/dash_transform")
     runs = page.locator("table tbody tr span.run").all_inner_texts()

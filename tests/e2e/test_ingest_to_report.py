@@ -5,6 +5,7 @@ with its reason and kept, and a repeated notification loads nothing twice."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,11 +85,8 @@ def query(info: StackInfo, sql: str) -> list[dict[str, Any]]:
         bigquery_project=info.project_id,
         bigquery_endpoint=info.bigquery_endpoint,
     )
-    client = bq.make_client(settings)
-    try:
+    with contextlib.closing(bq.make_client(settings)) as client:
         return [dict(row.items()) for row in client.query(sql).result()]
-    finally:
-        client.close()
 
 
 def test_files_to_the_profit_report(data_stack: tuple[StackInfo, Engine]) -> None:

@@ -52,17 +52,22 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def project(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
-    """``dagrelay init`` in a fresh venv (the wheel, plus pytest for the project's tests)."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--quiet", "--python", str(installed / "python"),
-         "install", "pytest==9.0.3"],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
+def project(
+    installed: Path,  # noqa: F811
+    wheel: Path,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """``dagrelay init`` in a fresh venv holding the wheel, then the README's set-up:
+    ``pip install -r requirements-dev.txt`` (dagrelay[testing], which brings pytest)."""
     root = tmp_path_factory.mktemp("team") / NAME
     module = str(REPO / "terraform")
     run([str(installed / "dagrelay"), "init", str(root), "--terraform-module", module],
         cwd=root.parent, env=clean_env())  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--quiet", "--python", str(installed / "python"),
+         "install", "--find-links", str(wheel.parent), "-r", "requirements-dev.txt"],
+        cwd=root, check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
     return root
 
 
@@ -78,6 +83,7 @@ def test_the_scaffold_tree_and_its_own_tests(project: Path, installed: Path) -> 
         "pipelines/daily_report.yaml",
         "pipelines/orders.py",
         "pytest.ini",
+        "requirements-dev.txt",
         "requirements.txt",
         "sql/orders_summary.sql",
         "terraform/main.tf",

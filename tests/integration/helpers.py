@@ -10,8 +10,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import functions_framework
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -25,6 +29,16 @@ from dagrelay.router.wiring import build_engine
 from dagrelay.store.outbox import InMemoryPublisher, OutgoingMessage
 from local_emulator.crashes import InjectedCrash
 from tests.conftest import engine_settings
+
+MAIN = Path(__file__).resolve().parents[2] / "functions" / "main.py"
+# functions-framework's create_app carries no annotations; this is its type, stated once.
+_create_app: Callable[..., Flask] = functions_framework.create_app
+
+
+def framework_client(target: str, signature_type: str) -> FlaskClient:
+    """functions/main.py's ``target`` under functions-framework, through Flask's test client."""
+    return _create_app(target=target, source=str(MAIN), signature_type=signature_type).test_client()
+
 
 HELPERS = "tests.integration.helpers"
 
@@ -60,6 +74,11 @@ def move_row_on(context: HandlerContext, db_url: str, sql: str) -> None:
             )
     finally:
         engine.dispose()
+
+
+def raise_huge(chars: int) -> None:
+    """Fails with an error message of ``chars`` characters (an error quoting a huge input)."""
+    raise ValueError("x" * chars)
 
 
 def call_params(function: str, **kwargs: Any) -> str:

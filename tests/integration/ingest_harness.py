@@ -9,7 +9,7 @@ import base64
 import dataclasses
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.ingest import Ingestor, Runtime, install, load_sources
+from dagrelay.ingest import pipeline as ingest_pipeline
 from dagrelay.ingest.loader import Loader, LoadJob
 from dagrelay.ingest.sources import Column, Sources
 from dagrelay.ingest.storage import GcsObjectStore
@@ -132,7 +133,7 @@ class Harness:
             self.expire()
         raise AssertionError(f"ingestion does not settle: {outcomes[-10:]}")
 
-    def deliver(self, payload: dict[str, Any], message: Any) -> tuple[str, RunOutcome]:
+    def deliver(self, payload: Mapping[str, Any], message: Any) -> tuple[str, RunOutcome]:
         if payload["action"] == "poll_task":
             poll = PollTask(payload["batch_id"], payload["task"], payload["attempt"])
             return poll.task, self.engine.poll_task(poll)
@@ -194,6 +195,9 @@ def ingest_harness(
 ) -> Iterator[Harness]:
     """A harness on this test's database and bucket with a FakeLoader, its runtime installed
     (and uninstalled afterwards)."""
+    # ensure() applies the ingest pipelines once per process and database URL; this test's
+    # database is the shared one, emptied since, so they are applied again.
+    ingest_pipeline.forget_applied()
     harness = Harness(
         db=db,
         engine=engine,

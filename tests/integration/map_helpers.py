@@ -27,6 +27,13 @@ CALLS: Counter[tuple[str, str, int | None]] = Counter()  # handler calls, failed
 SEEN: list[Any] = []  # what the join saw
 
 
+def runs_by_index(task: str) -> dict[int, int]:
+    """{map_index: runs} of a mapped task's instances; every run of one carries its index."""
+    runs = {key[2]: n for key, n in RUNS.items() if key[1] == task}
+    assert None not in runs, f"{task} ran without a map index"
+    return {index: n for index, n in runs.items() if index is not None}
+
+
 def make_items(count: int, key: str = "items") -> dict[str, Any]:
     return {key: list(range(count))}
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
-from google.api_core.exceptions import BadRequest, Conflict, InternalServerError, NotFound
+from google.api_core.exceptions import (
+    BadRequest,
+    Conflict,
+    GoogleAPICallError,
+    InternalServerError,
+    NotFound,
+)
 from google.cloud import bigquery
 
 from dagrelay.config import get_settings
@@ -116,7 +122,9 @@ def test_job_id_is_deterministic_sanitised_and_bounded() -> None:
     ],
 )
 def test_parameter_types(value: Any, expected: str) -> None:
-    assert bq.parameter("p", value).type_ == expected
+    parameter = bq.parameter("p", value)
+    assert isinstance(parameter, bigquery.ScalarQueryParameter)
+    assert parameter.type_ == expected
 
 
 def test_list_parameters_are_arrays_and_objects_need_a_type() -> None:
@@ -300,7 +308,7 @@ def test_checks_that_pass(sales: str) -> None:
 
 
 def test_failed_check_shows_the_first_offending_rows(sales: str) -> None:
-    params = {"sql": f"SELECT id, name FROM {sales} WHERE id > @min_id ORDER BY id"}
+    params: dict[str, Any] = {"sql": f"SELECT id, name FROM {sales} WHERE id > @min_id ORDER BY id"}
     params |= {"expect": "empty", "query_parameters": {"min_id": 0}}
     with pytest.raises(NonRetryableError) as failure:
         run("bigquery.check", context("no_rows", params))
@@ -330,7 +338,7 @@ def test_same_attempt_twice_runs_one_job(bq_client: bigquery.Client, sales: str)
 
 def test_wait_s_zero_defers_and_the_poll_returns_the_output(sales: str) -> None:
     ctx = context("late", {"sql": f"SELECT COUNT(*) AS n FROM {sales}", "expect": {"n": 7}})
-    deferred = run("bigquery.check", context("late", ctx.params | {"wait_s": 0}))
+    deferred = run("bigquery.check", context("late", {**ctx.params, "wait_s": 0}))
     assert isinstance(deferred, Deferred)
     assert deferred.poll_after_s == 10
     assert deferred.job["job_id"] == bq.job_id("sales", "2024-03", "late", 1)
@@ -381,12 +389,19 @@ def test_job_error_reasons_decide_retryable(error: dict[str, str], retryable: bo
     assert failure.value.retryable is retryable
 
 
+def api_error(
+    kind: Callable[..., GoogleAPICallError], message: str, **details: Any
+) -> GoogleAPICallError:
+    """One of google.api_core's exceptions, whose constructors carry no annotations."""
+    return kind(message, **details)
+
+
 @pytest.mark.parametrize(
     ("exc", "retryable"),
     [
-        (InternalServerError("boom"), True),
-        (BadRequest("bad", errors=[{"reason": "invalidQuery"}]), False),
-        (NotFound("gone"), False),
+        (api_error(InternalServerError, "boom"), True),
+        (api_error(BadRequest, "bad", errors=[{"reason": "invalidQuery"}]), False),
+        (api_error(NotFound, "gone"), False),
     ],
 )
 def test_api_errors_are_translated(exc: Exception, retryable: bool) -> None:
@@ -397,11 +412,11 @@ def test_api_errors_are_translated(exc: Exception, retryable: bool) -> None:
 
 def test_a_conflict_on_insert_finds_the_concurrent_job(monkeypatch: pytest.MonkeyPatch) -> None:
     """BigQuery answers a duplicate job id with 409 (bqemulator does not): the job is read."""
-    theirs = SimpleNamespace(job_id="j1")
+    theirs: object = SimpleNamespace(job_id="j1")
     lookups = iter([None, theirs])  # not there before the insert; there after the 409
     monkeypatch.setattr(bq, "find_job", lambda client, job_id, location: next(lookups))
 
     def create() -> Any:
-        raise Conflict("Already Exists: Job j1")
+        raise api_error(Conflict, "Already Exists: Job j1")
 
     assert bq.submit_once(None, "j1", None, create) is theirs  # type: ignore[arg-type]

@@ -141,6 +141,29 @@ def test_trigger_refuses_a_param_that_is_broken_json(run: Run, value: str, expec
 
 
 @pytest.mark.usefixtures("monthly")
+@pytest.mark.parametrize("check", ["--check", "--no-check"])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("n=1e999", "Infinity is not a JSON value"),
+        ('s="a\\u0000b"', "NUL"),
+        ("deep=" + "[" * 600 + "]" * 600, "the limit is 500"),
+    ],
+    ids=["1e999", "NUL", "too deep"],
+)
+def test_trigger_refuses_what_the_router_would_reject(
+    run: Run, topic: Topic, check: str, value: str, reason: str
+) -> None:
+    """The CLI checks with the dashboard's function (engine.admission.check_outgoing)."""
+    result = run("trigger", "monthly_profit", "2024-03", check, "--param", value, **topic.env())
+
+    assert result.exit_code == 2, result.output
+    assert "the router would reject this message" in result.stderr
+    assert reason in result.stderr
+    assert topic.pull_now() == []  # nothing was published
+
+
+@pytest.mark.usefixtures("monthly")
 def test_trigger_of_an_existing_batch_says_so_and_exits_1(
     run: Run, engine: DagEngine, publisher: InMemoryPublisher, topic: Topic
 ) -> None:

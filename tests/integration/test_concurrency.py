@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 from sqlalchemy import Engine
@@ -25,10 +26,11 @@ REPETITIONS = 20
 def complete_concurrently(engine: DagEngine, messages: list[RunTask]) -> list[RunOutcome]:
     """Run the messages from WORKERS threads (each with its own pooled connection), all
     released together."""
-    shares = [messages[i::WORKERS] for i in range(WORKERS)]
-    results = run_together(
-        [lambda share=share: [engine.run_task(m) for m in share] for share in shares]
-    )
+
+    def run(share: list[RunTask]) -> list[RunOutcome]:
+        return [engine.run_task(m) for m in share]
+
+    results = run_together([partial(run, messages[i::WORKERS]) for i in range(WORKERS)])
     return [outcome for share in results for outcome in share]
 
 

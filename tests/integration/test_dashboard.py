@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import functions_framework
 import pytest
 from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator
@@ -28,7 +27,7 @@ from dagrelay.messages import Rerun, StartBatch
 from dagrelay.store import reads
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
-from tests.integration.helpers import batch_status, drive
+from tests.integration.helpers import batch_status, drive, framework_client
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +47,7 @@ def client(monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[FlaskClient
     monkeypatch.setenv("DATABASE_URL", db_url)
     monkeypatch.delenv("DAGRELAY_CONFIG", raising=False)
     clear_caches()
-    app = functions_framework.create_app(
-        target="status", source=str(ROOT / "functions" / "main.py"), signature_type="http"
-    )
-    yield app.test_client()
+    yield framework_client("status", "http")
     if dagrelay.store.db.get_engine.cache_info().currsize:
         dagrelay.store.db.get_engine().dispose()
     clear_caches()

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import functions_framework
 import pytest
 from flask.testing import FlaskClient
 from google.cloud import pubsub_v1
@@ -28,7 +27,7 @@ from dagrelay.dashboard.csrf import COOKIE
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.messages import CancelBatch, StartBatch
 from dagrelay.store.outbox import InMemoryPublisher
-from tests.integration.helpers import drive
+from tests.integration.helpers import drive, framework_client
 
 pytestmark = pytest.mark.integration
 
@@ -92,10 +91,7 @@ def function_client(
     monkeypatch.setenv("DAGRELAY_EVENTS_TOPIC", events.topic_id)
     monkeypatch.delenv("DAGRELAY_CONFIG", raising=False)
     clear_caches()
-    app = functions_framework.create_app(
-        target=target, source=str(ROOT / "functions" / "main.py"), signature_type="http"
-    )
-    return app.test_client()
+    return framework_client(target, "http")
 
 
 @pytest.fixture
@@ -178,25 +174,41 @@ def test_cross_site_or_tokenless_requests_are_refused_and_publish_nothing(
     assert only[0]["batch_id"] == "b2", "something refused was published"
 
 
+FORGED = "Bearer e30.{}.sig".format(
+    base64.urlsafe_b64encode(json.dumps({"email": "ceo@corp.example"}).encode()).decode()
+)  # claims nobody signed (a valid token is tests/unit/test_identity.py's)
+
+
 @pytest.mark.usefixtures("pipeline")
 def test_trigger_publishes_the_clis_message_with_who_asked(
     operate: FlaskClient, events: Events
 ) -> None:
+    """Locally (no id_token_audiences) no token is read: an unsigned one changes nothing."""
     good = token(operate)
-    claims = base64.urlsafe_b64encode(json.dumps({"email": "alice@example.com"}).encode())
-    bearer = f"Bearer e30.{claims.decode().rstrip('=')}.sig"
     form = TRIGGER | {"csrf_token": good, "start_task": "second"}
-    response = operate.post("/actions/trigger", data=form, headers=SAME | {"Authorization": bearer})
+    response = operate.post("/actions/trigger", data=form, headers=SAME | {"Authorization": FORGED})
     assert response.status_code == 200
     assert 'data-published="1"' in response.get_data(as_text=True)
     expected = start_batch_message("ops", "b2", {"month": "2024-03"}, "second")
-    expected["triggered_by"] = "dashboard:alice@example.com"
+    expected["triggered_by"] = "dashboard:local"
     assert events.pull(at_least=1) == [(expected, "start_batch")]
 
-    response = operate.post("/actions/trigger", data=TRIGGER | {"csrf_token": good}, headers=SAME)
-    assert response.status_code == 200
-    ((message, _),) = events.pull(at_least=1)
-    assert message["triggered_by"] == "dashboard:local"
+
+@pytest.mark.usefixtures("pipeline")
+def test_a_forged_token_is_refused_and_nothing_is_published(
+    operate: FlaskClient, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAGRELAY_ID_TOKEN_AUDIENCES", "https://operate.example.run.app")
+    dagrelay.config.get_settings.cache_clear()
+    good = token(operate)
+    form = TRIGGER | {"csrf_token": good}
+    response = operate.post("/actions/trigger", data=form, headers=SAME | {"Authorization": FORGED})
+    assert response.status_code == 401
+    assert "the ID token is not valid" in response.get_data(as_text=True)
+    response = operate.post("/actions/trigger", data=form, headers=SAME)
+    assert response.status_code == 401
+    assert "no ID token" in response.get_data(as_text=True)
+    assert events.pull(at_least=0, timeout_s=3) == []
 
 
 @pytest.mark.usefixtures("pipeline")
@@ -270,11 +282,11 @@ def test_resume_publishes_resume_for_a_cancelled_batch_only(
 @pytest.mark.parametrize(
     ("action", "form", "status", "problem"),
     [
-        ("trigger", {"pipeline": "nope", "batch_id": "b9"}, 404, "no pipeline"),
+        ("trigger", {"pipeline": "nope", "batch_id": "b9"}, 404, "unknown pipeline"),
         ("trigger", {"pipeline": "ops", "batch_id": "b1"}, 409, "already exists (FAILED)"),
         ("trigger", {"pipeline": "ops", "batch_id": "b9", "params": "{"}, 400, "not JSON"),
         ("trigger", {"pipeline": "ops", "batch_id": "b9", "params": "[1]"}, 400, "JSON object"),
-        ("trigger", {"pipeline": "ops", "batch_id": "b9", "start_task": "x"}, 404, "no task"),
+        ("trigger", {"pipeline": "ops", "batch_id": "b9", "start_task": "x"}, 404, "not a task"),
         ("trigger", {"pipeline": "ops", "batch_id": "b/9"}, 400, "batch_id"),
         ("rerun", {"pipeline": "ops", "batch_id": "b4", "task": "third"}, 409, "not started"),
         ("rerun", {"pipeline": "ops", "batch_id": "b9", "task": "first"}, 404, "no batch"),

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, RowMapping, text
 
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
@@ -78,7 +78,7 @@ def engine(db: Engine, publisher: InMemoryPublisher, clock: FakeClock, jobs: Fak
     )
 
 
-def row(db: Engine, task: str) -> Mapping[str, Any]:
+def row(db: Engine, task: str) -> RowMapping:
     with db.connect() as conn:
         return (
             conn.execute(

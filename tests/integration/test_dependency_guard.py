@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 from sqlalchemy import Connection, Engine, text
@@ -109,7 +110,7 @@ def test_concurrent_halves_of_a_cycle_one_wins(db: Engine, round_: int) -> None:
     """Edges c -> d and d -> a close the cycle a -> b -> c -> d -> a; each is added by its own
     transaction, both released at once: the advisory lock lets exactly one in."""
     edges = [("d", "c"), ("a", "d")] if round_ % 2 else [("a", "d"), ("d", "c")]
-    results = run_together([lambda e=e: _try_edge(db, *e) for e in edges])
+    results = run_together([partial(_try_edge, db, *edge) for edge in edges])
     assert sorted(results) == ["added", "rejected"]
     assert scalar(db, "SELECT count(*) FROM task_dependencies") == 3
 

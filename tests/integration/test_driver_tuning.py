@@ -57,6 +57,7 @@ def test_statements_are_prepared_once_per_connection(db: Engine) -> None:
     assert len(prepares) == 1
 
 
+@pytest.mark.fresh_db  # it creates and alters a table of its own
 def test_a_stale_prepared_statement_is_dropped_and_the_retry_works(db: Engine) -> None:
     with db.begin() as conn:
         conn.execute(text("CREATE TABLE probe (a int)"))

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
+from dagrelay.bounds import MAX_ERROR_CHARS
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.ingest.pipeline import batch_id
@@ -122,6 +123,19 @@ def test_a_bad_file_is_rejected_kept_and_fails_its_batch(
     found = task_statuses(h, obj)
     assert found["validate"] == "ERROR"  # non-retryable: one attempt
     assert {found[s] for s in STEPS[1:]} == {"UPSTREAM_FAILED"}  # nothing after it ran
+    assert loader.submitted == []
+
+
+def test_a_header_of_a_million_columns_is_rejected_with_a_bounded_error(
+    h: Harness, loader: FakeLoader
+) -> None:
+    header = ",".join(f"c{i}" for i in range(1_000_000)).encode() + b"\n"
+    obj = h.upload("inbox/sales/sales_2024-03.csv", header + b"1\n")
+    h.ingest(obj)
+    row = h.file(obj.name)
+    assert row["status"] == "REJECTED"
+    assert len(row["error"]) <= MAX_ERROR_CHARS
+    assert "characters in all]" in row["error"]  # names the size it was cut from
     assert loader.submitted == []
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, event, text
 
 from dagrelay.cli.explain import explain_tree, tolerated_failures
 from dagrelay.engine.core import Engine as DagEngine
+from dagrelay.engine.maps import READ_CHUNK_BYTES
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import BadMessage, PipelineError
 from dagrelay.messages import Rerun, StartBatch
@@ -29,7 +30,7 @@ from dagrelay.store import reads
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration import map_helpers as mh
-from tests.integration.helpers import as_run_task, batch_status, drive, scalar
+from tests.integration.helpers import EVENTS_TOPIC, as_run_task, batch_status, drive, scalar
 from tests.integration.test_dashboard import OPENAPI, graph_data, validate
 from tests.integration.test_dashboard import client as client  # noqa: PLC0414 - the fixture
 
@@ -113,7 +114,7 @@ def test_map_over_500_items_on_4_workers_with_duplicates(
     )
     assert batch_status(db, "p", "b1") == "SUCCESS"
     assert deliveries >= 2 * 502
-    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    each = mh.runs_by_index("each")
     assert sorted(each) == list(range(500)), "every item ran"
     assert set(each.values()) == {1}, "no item ran twice"
     assert mh.RUNS[("b1", "join", None)] == 1
@@ -390,7 +391,7 @@ def test_instances_cost_a_constant_number_of_statements(
     for count in (10, 1000):
         batch = f"b{count}"
         engine.start_batch(StartBatch(pipeline="p", batch_id=batch, params={"count": count}))
-        [source] = publisher.drain(mh.EVENTS_TOPIC)
+        [source] = publisher.drain(EVENTS_TOPIC)
         statements: list[str] = []
 
         def count_statement(*args: Any, seen: list[str] = statements) -> None:
@@ -401,7 +402,7 @@ def test_instances_cost_a_constant_number_of_statements(
             engine.run_task(as_run_task(source))
         finally:
             event.remove(db, "before_cursor_execute", count_statement)
-        assert len(publisher.drain(mh.EVENTS_TOPIC)) == count
+        assert len(publisher.drain(EVENTS_TOPIC)) == count
         assert len(instances(db, batch)) == count
         counts[count] = len(statements)
     assert counts[10] == counts[1000], counts
@@ -439,6 +440,34 @@ def test_items_by_gs_reference_on_the_storage_emulator(
     drive(engine, publisher)
     error = row(db, "b2", "each")["error"]
     assert error.startswith(f"map.over 'src.items': cannot read gs://{gcs_bucket}/items.jsonl: ")
+
+
+def test_a_gs_list_longer_than_max_items_is_refused_after_reading_past_the_limit(
+    db: Engine,
+    engine: DagEngine,
+    publisher: InMemoryPublisher,
+    insert_pipeline: InsertPipeline,
+    gcs_client: Any,
+    gcs_bucket: str,
+) -> None:
+    """Streamed from the storage emulator in chunks; the error names the limit and the size."""
+    lines = "".join(json.dumps({"n": i, "pad": "p" * 200}) + "\n" for i in range(20_000))
+    gcs_client.bucket(gcs_bucket).blob("many.jsonl").upload_from_string(lines)
+    map_pipeline(
+        db,
+        insert_pipeline,
+        source=mh.params("reference", uri=f"gs://{gcs_bucket}/many.jsonl"),
+        spec={"over": "src.items", "max_items": 100},
+    )
+    start(engine)
+    drive(engine, publisher)
+    assert instances(db, "b1") == []
+    assert row(db, "b1", "each")["status"] == "ERROR"
+    assert row(db, "b1", "each")["error"] == (
+        f"map.over 'src.items': gs://{gcs_bucket}/many.jsonl has more than max_items (100) "
+        f"items: reading stopped at item 101 (line 101, {READ_CHUNK_BYTES:,} of {len(lines):,} "
+        "bytes read)"  # one chunk of the 4.5 MB object
+    )
 
 
 def test_dashboard_shows_the_group_counts_and_its_instances(
@@ -533,9 +562,9 @@ def test_lost_instance_messages_and_an_expired_lease_are_repaired_per_item(
         retry_max_delay_s=1,
     )
     start(engine)
-    [source] = publisher.drain(mh.EVENTS_TOPIC)
+    [source] = publisher.drain(EVENTS_TOPIC)
     engine.run_task(as_run_task(source))
-    lost = [as_run_task(m) for m in publisher.drain(mh.EVENTS_TOPIC)]
+    lost = [as_run_task(m) for m in publisher.drain(EVENTS_TOPIC)]
     assert sorted(m.map_index or 0 for m in lost) == [0, 1, 2, 3, 4]
     with db.begin() as conn:  # instance 3's worker claimed it and died
         conn.execute(
@@ -551,7 +580,7 @@ def test_lost_instance_messages_and_an_expired_lease_are_repaired_per_item(
     Sweeper(engine).sweep(older_than_s=60)
     drive(engine, publisher, copies=2, rng=random.Random(5))
     assert batch_status(db, "p", "b1") == "SUCCESS"
-    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    each = mh.runs_by_index("each")
     assert each == dict.fromkeys(range(5), 1)
     assert [i["attempt"] for i in instances(db, "b1")] == [1, 1, 1, 2, 1]
     assert mh.RUNS[("b1", "join", None)] == 1
@@ -575,7 +604,7 @@ def test_rerun_of_a_mapped_task_maps_again(
     assert engine.rerun(Rerun(batch_id="b1", task="each", pipeline="p", downstream=True)) == 2
     drive(engine, publisher)
     assert batch_status(db, "p", "b1") == "SUCCESS"
-    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    each = mh.runs_by_index("each")
     assert each == dict.fromkeys(range(3), 2)
     assert mh.RUNS[("b1", "join", None)] == 2
     assert len(instances(db, "b1")) == 3

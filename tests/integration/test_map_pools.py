@@ -51,7 +51,7 @@ def test_a_mapped_task_in_a_pool_runs_each_item_once_within_its_slots(
     )
 
     assert batch_status(db, "p", "b1") == "SUCCESS"
-    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    each = mh.runs_by_index("each")
     assert sorted(each) == list(range(ITEMS)), "every item ran"
     assert set(each.values()) == {1}, "no item ran twice"
     most = mh.ACTIVE[1]
@@ -81,7 +81,7 @@ def test_a_map_with_max_parallel_runs_each_item_once_and_at_most_n_at_once(
     )
 
     assert batch_status(db, "p", "b1") == "SUCCESS"
-    each = {k[2]: n for k, n in mh.RUNS.items() if k[1] == "each"}
+    each = mh.runs_by_index("each")
     assert sorted(each) == list(range(PARALLEL_ITEMS)), "every item ran"
     assert set(each.values()) == {1}, "no item ran twice"
     most = mh.ACTIVE[1]

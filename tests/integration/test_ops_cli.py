@@ -157,7 +157,7 @@ def batches(db: Engine, pipeline: str) -> dict[str, str]:
             text("SELECT batch_id, status::text FROM batches WHERE pipeline = :p"),
             {"p": pipeline},
         ).all()
-    return dict(rows)  # type: ignore[arg-type]
+    return dict(rows)
 
 
 def deliver(engine: DagEngine, publisher: InMemoryPublisher, messages: list[Message]) -> None:

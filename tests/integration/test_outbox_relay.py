@@ -31,7 +31,8 @@ class LockProbe(InMemoryPublisher):
         self.locked_while_publishing: list[int] = []
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
-        ids = [m.outbox_id for m in messages]
+        ids = [m.outbox_id for m in messages if m.outbox_id is not None]
+        assert len(ids) == len(messages), "every relayed message comes from the outbox"
         with self.db.begin() as conn:
             free = conn.execute(
                 text(

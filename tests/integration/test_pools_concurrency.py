@@ -61,7 +61,10 @@ def test_pool_of_3_holds_under_duplicates_and_every_task_runs_once(
     handlers = harness.RUNNING.most["bq"]
     print(f"pool of {SLOTS}: max overlap {overlap} (task_attempts), {handlers} (handlers), "
           f"{workers.deliveries} deliveries {dict(workers.outcomes)}")  # fmt: skip
+    # The handlers' own count is the measure: the attempts' history takes its times from the
+    # engine's clock, read before a claim waits for the pool's row lock, so under load a claim
+    # can be stamped a moment before the end of the attempt whose release it waited for.
     assert harness.RUNNING.most["bq"] <= SLOTS
-    assert overlap <= SLOTS
+    assert overlap <= SLOTS + 1
     assert workers.outcomes["QUEUED"] > 0  # the pool was contended: tasks waited in it
     assert scalar(db, "SELECT count(*) FROM task_log WHERE status = 'QUEUED'") == 0

@@ -50,10 +50,12 @@ def in_pool(db: Engine, pipeline: str, pool: str) -> None:
 
 
 def in_use(db: Engine, pool: str) -> int:
-    return scalar(
-        db,
-        "SELECT count(*) FROM task_log WHERE limited AND status = 'PROCESSING' AND pool = :p",
-        p=pool,
+    return int(
+        scalar(
+            db,
+            "SELECT count(*) FROM task_log WHERE limited AND status = 'PROCESSING' AND pool = :p",
+            p=pool,
+        )
     )
 
 

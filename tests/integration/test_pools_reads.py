@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import functions_framework
 import pytest
 from flask.testing import FlaskClient
 from google.cloud import pubsub_v1
@@ -23,8 +22,8 @@ from dagrelay.messages import StartBatch
 from dagrelay.store import pools, reads
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
-from tests.integration.helpers import as_run_task, make_engine
-from tests.integration.test_dashboard import ROOT, clear_caches
+from tests.integration.helpers import as_run_task, framework_client, make_engine
+from tests.integration.test_dashboard import clear_caches
 from tests.integration.test_ops_cli import PROJECT, Topic, _reset
 
 pytestmark = pytest.mark.integration
@@ -78,10 +77,7 @@ def client(monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[FlaskClient
     monkeypatch.setenv("DATABASE_URL", db_url)
     monkeypatch.delenv("DAGRELAY_CONFIG", raising=False)
     clear_caches()
-    app = functions_framework.create_app(
-        target="status", source=str(ROOT / "functions" / "main.py"), signature_type="http"
-    )
-    yield app.test_client()
+    yield framework_client("status", "http")
     if dagrelay.store.db.get_engine.cache_info().currsize:
         dagrelay.store.db.get_engine().dispose()
     clear_caches()
@@ -131,7 +127,7 @@ def test_pool_set_and_list_on_the_command_line(
     assert raised.exit_code == 0, raised.output
     assert raised.stdout == "pool bigquery: 2 slots\n"
     # The raise released the first two queued tasks, in order, through Pub/Sub.
-    assert sorted(getattr(m, "task", None) for m in events.pull(2)) == ["a", "b"]
+    assert sorted(str(getattr(m, "task", None)) for m in events.pull(2)) == ["a", "b"]
     assert "bigquery" in listed.stdout
     assert "the warehouse" in listed.stdout
     assert bad.exit_code == 2

@@ -214,6 +214,7 @@ def test_a_nul_in_a_handlers_error_is_stored_escaped(
     assert "\\u0000" in traceback
 
 
+@pytest.mark.fresh_db  # it adds CHECK constraints to task_log
 def test_any_value_the_database_refuses_while_concluding_ends_the_task_error(
     router: Router,
     engine: DagEngine,
@@ -249,6 +250,7 @@ def test_any_value_the_database_refuses_while_concluding_ends_the_task_error(
     assert alerts(publisher) == ["a"]
 
 
+@pytest.mark.fresh_db  # it adds CHECK constraints to task_log
 def test_a_deferral_whose_job_the_database_refuses_ends_the_task_error(
     router: Router,
     engine: DagEngine,
@@ -276,15 +278,15 @@ def test_a_deferral_whose_job_the_database_refuses_ends_the_task_error(
 
 # -- items read from a gs:// reference ---------------------------------------------------------
 
-LISTS = {
+LISTS: dict[str, list[Any]] = {
     "gs://bucket/good.jsonl": [{"n": 0}, {"n": 1}],
     "gs://bucket/bad.jsonl": [{"n": 0}, {"n": 1}, {"n": 2, "name": "x\x00y"}],
     "gs://bucket/nan.jsonl": [1, float("nan")],
 }
 
 
-def read(ref: str) -> list[Any]:
-    return LISTS[ref]
+def read(ref: str, max_items: int) -> list[Any]:
+    return LISTS[ref][: max_items + 1]
 
 
 @pytest.mark.parametrize(("key", "index", "what"), [("bad", 2, "NUL"), ("nan", 1, "NaN")])
@@ -318,6 +320,7 @@ def test_an_item_from_a_reference_the_database_cannot_hold_ends_the_group_error_
     assert alerts(publisher) == ["each"]
 
 
+@pytest.mark.fresh_db  # it adds CHECK constraints to task_log
 def test_one_group_refused_by_the_database_does_not_stop_its_siblings(
     router: Router,
     engine: DagEngine,

@@ -4,7 +4,7 @@ and the sweeper finish the batch, every side effect happens once, nothing is cre
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import pytest
@@ -38,13 +38,17 @@ BATCH = ("p", "b1")
 
 
 @pytest.fixture
-def effects_dag(db: Engine, db_url: str, insert_pipeline: InsertPipeline) -> None:
-    """DAG where every task's handler writes one effects row (batch, task, attempt)."""
+def effects_dag(db: Engine, db_url: str, insert_pipeline: InsertPipeline) -> Iterator[None]:
+    """DAG where every task's handler writes one effects row (batch, task, attempt). The
+    effects table is dropped afterwards: the database is shared with the next test."""
     with db.begin() as conn:
         conn.execute(text(EFFECTS_DDL))
     effect = call_params("record_effect", db_url=db_url)
     insert_pipeline("p", DAG, dict.fromkeys(DAG, "python.call"), dict.fromkeys(DAG, effect))
     set_task_columns(db, timeout_s=60, max_retries=2, retry_delay_s=10, retry_max_delay_s=10)
+    yield
+    with db.begin() as conn:
+        conn.execute(text("DROP TABLE effects"))
 
 
 def effects(db: Engine) -> list[tuple[str, int]]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -39,7 +40,7 @@ def _fresh_flaky_counts() -> None:
     helpers.FLAKY.clear()
 
 
-def attempts(db: Engine, task: str) -> list[dict[str, object]]:
+def attempts(db: Engine, task: str) -> list[dict[str, Any]]:
     with db.connect() as conn:
         rows = conn.execute(
             text(
@@ -90,11 +91,12 @@ def test_retry_is_held_in_the_outbox_until_due(
     assert batch_status(db, "p", "b1") == "SUCCESS"
 
 
-def scalar_due(db: Engine) -> object:
+def scalar_due(db: Engine) -> datetime:
     with db.connect() as conn:
-        return conn.execute(
+        due: datetime = conn.execute(
             text("SELECT next_attempt_at FROM task_log WHERE status = 'RETRY'")
         ).scalar_one()
+        return due
 
 
 def test_backoff_grows_is_capped_and_the_history_is_kept(
@@ -109,7 +111,7 @@ def test_backoff_grows_is_capped_and_the_history_is_kept(
     delays = []
     for _ in range(3):
         assert drive(engine, publisher) == [("f", RunOutcome.RETRY)]
-        delay = (scalar_due(db) - clock()).total_seconds()  # type: ignore[operator]
+        delay = (scalar_due(db) - clock()).total_seconds()
         delays.append(delay)
         clock.advance(delay)
         assert sweeper.relay_outbox(0) == 1
@@ -184,6 +186,13 @@ def test_exhausted_retries_end_in_error_with_exactly_one_alert(
                      id="unknown-placeholder"),
         pytest.param("python.call", '{"callable": "tests.nowhere:f"}', "cannot import",
                      id="missing-callable"),
+        # A row written with plain SQL, past `pipeline validate`: refused before the call.
+        pytest.param("python.call", '{"callable": "subprocess.run", "kwargs": {"args": "true"}}',
+                     "'subprocess.run' is in the standard library", id="refused-subprocess"),
+        pytest.param("python.call", '{"callable": "os.system", "kwargs": {"command": "true"}}',
+                     "DAGRELAY_CALL_ALLOWED_PREFIXES", id="refused-os-system"),
+        pytest.param("python.call", '{"callable": "dagrelay.store.db:get_engine"}',
+                     "inside dagrelay", id="refused-internal"),
     ],
 )  # fmt: skip
 def test_non_retryable_errors_fail_at_once(

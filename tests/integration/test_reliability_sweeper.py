@@ -3,7 +3,8 @@ step writes nothing twice."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import pytest
 from sqlalchemy import Engine, text
@@ -12,7 +13,7 @@ from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.messages import StartBatch
-from dagrelay.store.outbox import InMemoryPublisher
+from dagrelay.store.outbox import InMemoryPublisher, OutgoingMessage
 from tests.conftest import FakeClock
 from tests.integration import helpers
 from tests.integration.helpers import (
@@ -38,8 +39,8 @@ def _fresh_flaky_counts() -> None:
     helpers.FLAKY.clear()
 
 
-def tasks_of(messages: list[object]) -> list[str]:
-    return sorted(m.payload["task"] for m in messages)  # type: ignore[attr-defined]
+def tasks_of(messages: Sequence[OutgoingMessage]) -> list[str]:
+    return sorted(str(m.payload["task"]) for m in messages)
 
 
 def test_lost_message_of_a_new_task_is_requeued_once_it_is_old(
@@ -214,7 +215,7 @@ def test_concurrent_relays_publish_each_row_once(
     publisher.fail_with = None
     sweepers = [Sweeper(engine) for _ in range(4)]
 
-    relayed = run_together([lambda s=s: s.relay_outbox(0) for s in sweepers])
+    relayed = run_together([partial(s.relay_outbox, 0) for s in sweepers])
     assert sum(relayed) == 20
     assert tasks_of(publisher.drain()) == [f"t{i:02}" for i in range(20)]
     assert scalar(db, "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0

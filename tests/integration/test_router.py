@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import functions_framework
 import pytest
 from flask.testing import FlaskClient
 from google.api_core.exceptions import AlreadyExists
@@ -23,7 +22,7 @@ import dagrelay.config
 import dagrelay.router.wiring
 import dagrelay.store.db
 from dagrelay.logs import JsonFormatter
-from tests.integration.helpers import batch_status, scalar, statuses
+from tests.integration.helpers import batch_status, framework_client, scalar, statuses
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +39,8 @@ def b64(text: str) -> str:
 
 
 def fixture(name: str) -> dict[str, Any]:
-    return json.loads((PUSH / f"{name}.json").read_text(encoding="utf-8"))
+    body: dict[str, Any] = json.loads((PUSH / f"{name}.json").read_text(encoding="utf-8"))
+    return body
 
 
 def clear_caches() -> None:
@@ -52,7 +52,7 @@ def clear_caches() -> None:
 @pytest.fixture(scope="module")
 def events_topic(pubsub_emulator: str) -> str:
     client = pubsub_v1.PublisherClient()
-    path = client.topic_path(PROJECT, "dagrelay-events")
+    path: str = client.topic_path(PROJECT, "dagrelay-events")
     with contextlib.suppress(AlreadyExists):
         client.create_topic(name=path)
     return path
@@ -71,10 +71,7 @@ def app_client(
     def make(url: str | None = None) -> FlaskClient:
         monkeypatch.setenv("DATABASE_URL", url or db_url)
         clear_caches()
-        app = functions_framework.create_app(
-            target="router", source=str(ROOT / "functions" / "main.py"), signature_type="cloudevent"
-        )
-        return app.test_client()
+        return framework_client("router", "cloudevent")
 
     clear_caches()
     yield make
@@ -254,6 +251,7 @@ def test_a_value_the_schema_must_refuse_is_a_recorded_rejection(
     assert scalar(db, "SELECT count(*) FROM batches") == 0
 
 
+@pytest.mark.fresh_db  # it adds a CHECK to batches
 @pytest.mark.usefixtures("monthly_profit")
 def test_a_value_the_database_refuses_is_a_recorded_rejection(
     app_client: Client, db: Engine

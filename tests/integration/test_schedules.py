@@ -297,7 +297,7 @@ def test_a_tick_that_cannot_start_stays_due_and_says_why(
 
 
 def test_the_database_refuses_bad_rows_by_name(db: Engine) -> None:
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "schedules_timezone_known": {"cron": "* * * * *", "timezone": "Europe/Atlantis"},
         "schedules_cron_five_fields": {"cron": "* * * *"},
         "schedules_catchup_valid": {"cron": "* * * * *", "catchup": "some"},

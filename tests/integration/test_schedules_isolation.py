@@ -121,6 +121,7 @@ def test_a_batch_id_the_database_refuses_stops_only_its_schedule(
     assert batch_ids(db, BAD) == []
 
 
+@pytest.mark.fresh_db  # it adds a trigger of its own
 def test_any_error_of_the_database_stops_only_its_schedule(
     engine: DagEngine, db: Engine, clock: FakeClock
 ) -> None:

@@ -5,6 +5,7 @@ UPDATE of a status has a predicate on the current status, tests/unit/test_sql_fe
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, create_engine
@@ -19,7 +20,7 @@ UNFENCED: dict[str, str] = {}
 
 
 @pytest.fixture
-def head(db_url: str) -> Engine:
+def head(db_url: str) -> Iterator[Engine]:
     engine = create_engine(db_url)
     yield engine
     engine.dispose()

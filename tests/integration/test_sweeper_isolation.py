@@ -50,12 +50,14 @@ def refuse(db: Engine, table: str, event: str, when: str) -> None:
 
 def task_error(db: Engine, task: str) -> str | None:
     with db.connect() as conn:
-        return conn.execute(
+        error: str | None = conn.execute(
             text("SELECT tl.error FROM task_log tl JOIN tasks t USING (task_id) WHERE t.name = :t"),
             {"t": task},
         ).scalar_one()
+        return error
 
 
+@pytest.mark.fresh_db  # it adds a trigger of its own
 def test_a_lost_message_the_database_refuses_to_requeue_stops_only_its_task(
     engine: DagEngine,
     publisher: InMemoryPublisher,
@@ -79,6 +81,7 @@ def test_a_lost_message_the_database_refuses_to_requeue_stops_only_its_task(
     assert statuses(db, "b1") == {"good": "NEW", "poison": "NEW"}
 
 
+@pytest.mark.fresh_db  # it adds a trigger of its own
 def test_an_expired_lease_the_database_refuses_to_conclude_stops_only_its_task(
     db: Engine,
     publisher: InMemoryPublisher,
@@ -109,6 +112,7 @@ def test_an_expired_lease_the_database_refuses_to_conclude_stops_only_its_task(
     assert "poisoned row refused by a test" in error
 
 
+@pytest.mark.fresh_db  # it adds a trigger of its own
 def test_a_batch_the_database_refuses_to_finish_stops_only_itself(
     engine: DagEngine,
     publisher: InMemoryPublisher,

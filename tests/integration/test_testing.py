@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from dagrelay.errors import NonRetryableError
 from dagrelay.handlers.registry import HandlerContext
 from dagrelay.pipelines.api import Pipeline
+from dagrelay.states import TriggerRule
 from dagrelay.testing import PipelineRunner
 
 pytestmark = pytest.mark.integration
@@ -103,7 +104,7 @@ def failing() -> Pipeline:
     b = p.add("tst_failing.b", handler="python.fail", params={"retryable": False}, parents=[a])
     c = p.noop("tst_failing.c", parents=[b])
     p.noop("tst_failing.d", parents=[c])
-    p.noop("tst_failing.cleanup", parents=[b], trigger_rule="all_done")
+    p.noop("tst_failing.cleanup", parents=[b], trigger_rule=TriggerRule.ALL_DONE)
     return p
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dagrelay.handlers.registry import HandlerContext
-from dagrelay.pipelines.api import Pipeline
+from dagrelay.pipelines.api import Map, Pipeline
 from dagrelay.testing import ItemResult, PipelineRunner, SideEffects
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ def squares() -> Pipeline:
     @p.task(
         "square",
         parents=[src],
-        map={"over": "src.items", "tolerated_failures": 1},
+        map=Map(over="src.items", tolerated_failures=1),
         retries=1,
         retry_delay_s=5,
     )

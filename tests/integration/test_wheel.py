@@ -183,6 +183,6 @@ def _subscribed_topic(topic_id: str) -> str:
     publisher = pubsub_v1.PublisherClient()
     topic = publisher.create_topic(name=publisher.topic_path(PROJECT, topic_id)).name
     with pubsub_v1.SubscriberClient() as subscriber:
-        subscription = subscriber.subscription_path(PROJECT, f"wheel-{topic_id}")
+        subscription: str = subscriber.subscription_path(PROJECT, f"wheel-{topic_id}")
         subscriber.create_subscription(name=subscription, topic=topic)
     return subscription

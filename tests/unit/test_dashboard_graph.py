@@ -74,7 +74,7 @@ def test_payload_columns_and_the_initial_grouping() -> None:
 
 
 def test_a_mapped_task_carries_its_group_counts() -> None:
-    group = {"task": "b", "total": 30, "succeeded": 12, "failed": 1, "running": 2}
+    group = {"total": 30, "succeeded": 12, "failed": 1, "running": 2}
     data = graph.payload(["a", "b"], [("a", "b")], {"b": "PROCESSING"}, groups={"b": group})
     assert data["items"] == [None, {"total": 30, "done": 13, "failed": 1, "running": 2}]
 

@@ -266,9 +266,8 @@ attribute_maps = st.dictionaries(
     st.text(max_size=12) | st.sampled_from([*ACTIONS, "OBJECT_FINALIZE", "123"]),
     max_size=4,
 )
-PROPERTY_SETTINGS = settings(
-    max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
-)
+# As many examples as the profile gives (tests/conftest.py): 300 in CI, 25 in a developer's run.
+PROPERTY_SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPERTY_SETTINGS

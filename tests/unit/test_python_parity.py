@@ -53,12 +53,13 @@ FILE_KEYS = {"name": "pipeline", "add": "tasks"}
 def section(schema: Mapping[str, Any], which: str) -> dict[str, Any]:
     """The properties of the file (``pipeline``), a task, a task's map, or the schedule."""
     defs = schema["$defs"]
-    return {
+    sections: dict[str, dict[str, Any]] = {
         "pipeline": schema["properties"],
         "task": defs["task"]["properties"],
         "map": defs["task"]["properties"]["map"]["properties"],
         "schedule": defs["schedule"]["properties"],
-    }[which]
+    }
+    return sections[which]
 
 
 def resolve(node: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,11 +87,11 @@ def example(node: Mapping[str, Any], where: str, default: Any, schema: Mapping[s
     kind = node.get("type")
     if isinstance(kind, list):
         kind = next(k for k in kind if k != "null")
-    return _GENERATORS[kind](node, where, default, schema)
+    return _GENERATORS[str(kind)](node, where, default, schema)
 
 
 def _integer(node: Mapping[str, Any], where: str, default: Any, schema: Mapping[str, Any]) -> int:
-    value = min(node.get("minimum", 0) + 2, node.get("maximum", 2**31 - 1))
+    value = int(min(node.get("minimum", 0) + 2, node.get("maximum", 2**31 - 1)))
     return value + 1 if value == default else value
 
 
@@ -182,7 +183,7 @@ def python_value(value: Any, hint: Any) -> Any:
     """``value`` (as the file has it) as the API takes it: a mapping as the dataclass and a
     string as the enum the keyword's type names."""
     for kind in typing.get_args(hint) or (hint,):
-        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+        if dataclasses.is_dataclass(kind) and isinstance(kind, type) and isinstance(value, dict):
             return kind(**value)
         if isinstance(kind, type) and issubclass(kind, enum.Enum) and isinstance(value, str):
             return kind(value)

@@ -10,7 +10,7 @@ import pytest
 
 from dagrelay.errors import NonRetryableError
 from dagrelay.handlers.registry import HandlerContext
-from dagrelay.testing import SideEffects, _once, _twice
+from dagrelay.testing.effects import SideEffects, _once, _twice
 
 
 def context(task: str = "send", map_index: int | None = None) -> HandlerContext[Any]:
@@ -64,6 +64,10 @@ def test_a_handler_keyed_by_its_idempotency_key_passes_twice() -> None:
 
 def test_effects_are_attributed_to_the_run_once_too() -> None:
     effects = SideEffects()
-    _once(lambda ctx: effects.record("x"))(context("t"))
+
+    def handler(ctx: HandlerContext[Any]) -> None:
+        effects.record("x")
+
+    _once(handler)(context("t"))
     effects.record("outside")
     assert [(e.name, e.task) for e in effects.applied] == [("x", "t"), ("outside", None)]

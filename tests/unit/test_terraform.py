@@ -317,7 +317,8 @@ def _principal(body: dict[str, Any]) -> str:
     if "google_storage_project_service_account" in member:
         return "gcs service agent"
     if member == "${each.value}":
-        return body["for_each"].removeprefix("${toset(").removesuffix(")}")
+        targets: str = body["for_each"]
+        return targets.removeprefix("${toset(").removesuffix(")}")
     raise AssertionError(f"unexpected IAM member {member!r}")
 
 

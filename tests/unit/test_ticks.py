@@ -19,8 +19,8 @@ from dagrelay.engine.ticks import Cron, NeverFires, ScheduleError, batch_id, che
 BRUSSELS = "Europe/Brussels"
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def walk(cron: Cron, start: datetime, count: int) -> list[str]:

@@ -57,7 +57,7 @@ def source(ref: str) -> MapSource:
 def test_a_referenced_item_the_database_cannot_hold_closes_the_group(
     items: list[Any], expected: str
 ) -> None:
-    decided = plan(source("gs://b/items.jsonl"), lambda ref: items)
+    decided = plan(source("gs://b/items.jsonl"), lambda ref, limit: items)
     assert decided.status == TaskStatus.ERROR
     assert (decided.reason or "").startswith(expected)
     assert (decided.reason or "").endswith("; no instance was created")
@@ -65,4 +65,6 @@ def test_a_referenced_item_the_database_cannot_hold_closes_the_group(
 
 def test_storable_referenced_items_expand() -> None:
     items = [{"n": 0}, {"n": 1}]
-    assert plan(source("gs://b/items.jsonl"), lambda ref: items) == Plan(tolerated=0, items=items)
+    assert plan(source("gs://b/items.jsonl"), lambda ref, limit: items) == Plan(
+        tolerated=0, items=items
+    )

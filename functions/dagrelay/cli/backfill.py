@@ -17,7 +17,7 @@ from dagrelay.cli.app import reports_errors
 from dagrelay.cli.common import operator_engine
 from dagrelay.cli.follow import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S, Poll, Timeout
 from dagrelay.cli.schedule import scheduled_runs
-from dagrelay.cli.trigger import publish, start_batch_message
+from dagrelay.cli.trigger import admit, publish, start_batch_message
 from dagrelay.errors import DagrelayError
 from dagrelay.ops import verbs as ops
 from dagrelay.states import BatchStatus
@@ -194,6 +194,7 @@ class _Backfill:
 
             settings = get_settings()
             message = start_batch_message(self.pipeline, item.batch_id, item.params, None)
+            admit(None, message)
             publish(settings.project_id, settings.events_topic, message)
         else:
             try:

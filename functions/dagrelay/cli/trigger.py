@@ -75,11 +75,14 @@ def trigger(
     task, or (with --wait) the router rejected the message."""
     message = start_batch_message(pipeline, batch_id, parse_params(param or []), start_task)
     deadline = time.monotonic() + timeout
-    if check:
+    if not check:
+        admit(None, message)  # the message alone, as the router will parse it
+    else:
         from dagrelay.store.direct import reading
 
         with reading() as conn:
             existing = check_trigger(conn, pipeline, batch_id, start_task)
+            admit(conn, message)
         if existing is not None:
             _exists(pipeline, batch_id, existing, if_exists, message["params"])
             if wait:
@@ -112,6 +115,15 @@ def check_trigger(
         hint = names.did_you_mean(start_task, tasks) or f"; its tasks: {', '.join(tasks)}"
         raise DagrelayError(f"start task {start_task!r} is not a task of {pipeline!r}{hint}")
     return reads.batch_head(conn, pipeline, batch_id)
+
+
+def admit(conn: Reader | None, message: Mapping[str, Any]) -> None:
+    """Exit 2 with the router's reasons if it would reject ``message`` (the one check the
+    dashboard makes too: ``engine.admission.check_outgoing``)."""
+    from dagrelay.engine.admission import check_outgoing
+
+    if problems := check_outgoing(conn, message):
+        fail([f"the router would reject this message: {p}" for p in problems], 2)
 
 
 def _exists(
@@ -211,8 +223,9 @@ def publish(
     """Publish and wait until Pub/Sub accepted it; returns the message id. ``request_id`` (an
     attribute, kept with a rejection) lets the command find the router's rejection of it."""
     from dagrelay.cli import publish as pubsub_rest
+    from dagrelay.messages import encode
 
     attributes = {"action": message["action"]}
     if request_id is not None:
         attributes["request_id"] = request_id
-    return pubsub_rest.publish(project_id, topic_id, json.dumps(message).encode(), attributes)
+    return pubsub_rest.publish(project_id, topic_id, encode(message), attributes)

@@ -1,18 +1,19 @@
 """The operator's actions: each turns a submitted form into the messages the CLI would publish
-(built and checked by ``dagrelay.messages.outgoing``), after checking against the read model
-what it can, so a mistake is refused with a message that names it instead of being published
-and rejected later. ``triggered_by`` records who asked."""
+(built by ``dagrelay.messages.outgoing``), refused unless the router will take it: every
+message passes ``dagrelay.engine.admission.check_outgoing`` (the router's parse and the engine's
+consistency checks, as the CLI uses them), and what the router would only ignore (a batch that
+exists, a cancel of a finished batch) is refused here. ``triggered_by`` records who asked."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection
 
+from dagrelay.engine.admission import Kind, check_outgoing
 from dagrelay.errors import BadMessage
-from dagrelay.messages import Action, outgoing
+from dagrelay.messages import Action, loads, outgoing
 from dagrelay.states import RERUN_FROM, BatchStatus, TaskStatus
 from dagrelay.store import reads
 
@@ -40,12 +41,15 @@ def _params(raw: str | None) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise Refused(f"params are not JSON: {exc}") from None
+        value = loads(raw, "params")
+    except BadMessage as exc:
+        raise Refused(exc.reason) from None
     if not isinstance(value, dict):
         raise Refused('params must be a JSON object, e.g. {"month": "2024-03"}')
     return value
+
+
+STATUS = {Kind.INVALID: 400, Kind.MISSING: 404, Kind.CONFLICT: 409}
 
 
 def _build(action: Action, **fields: Any) -> Message:
@@ -53,6 +57,13 @@ def _build(action: Action, **fields: Any) -> Message:
         return outgoing(action, **fields)
     except BadMessage as exc:
         raise Refused(exc.reason) from None
+
+
+def admitted(conn: Connection, message: Message) -> Message:
+    """``message`` if the router will take it, else Refused with every problem."""
+    if problems := check_outgoing(conn, message):
+        raise Refused("; ".join(map(str, problems)), STATUS[problems[0].kind])
+    return message
 
 
 def _batch(conn: Connection, pipeline: str, batch_id: str) -> dict[str, str | None]:
@@ -84,11 +95,7 @@ def trigger(conn: Connection, form: Form, who: str) -> list[Message]:
         start_task=start_task,
         triggered_by=who,
     )
-    tasks = {t["name"] for t in reads.pipeline_tasks(conn, message["pipeline"])}
-    if not tasks:
-        raise Refused(f"no pipeline {pipeline!r} (no tasks)", 404)
-    if start_task is not None and start_task not in tasks:
-        raise Refused(f"pipeline {pipeline!r} has no task {start_task!r}", 404)
+    admitted(conn, message)
     existing = reads.batch_statuses(conn, message["pipeline"], [message["batch_id"]])
     if existing:
         status = existing[message["batch_id"]]
@@ -113,7 +120,7 @@ def rerun(conn: Connection, form: Form, who: str) -> list[Message]:
         raise Refused(f"pipeline {pipeline!r} has no task {task!r}", 404)
     if rows[message["task"]] is None:
         raise Refused(f"task {task!r} has not started in batch {batch_id!r}: nothing to rerun", 409)
-    return [message]
+    return [admitted(conn, message)]
 
 
 def rerun_failed(conn: Connection, form: Form, who: str) -> list[Message]:
@@ -125,13 +132,16 @@ def rerun_failed(conn: Connection, form: Form, who: str) -> list[Message]:
     if not failed:
         raise Refused(f"no task failed in batch {pipeline}/{batch_id}: nothing to rerun", 409)
     return [
-        _build(
-            Action.RERUN,
-            pipeline=pipeline,
-            batch_id=batch_id,
-            task=task,
-            downstream=True,
-            triggered_by=who,
+        admitted(
+            conn,
+            _build(
+                Action.RERUN,
+                pipeline=pipeline,
+                batch_id=batch_id,
+                task=task,
+                downstream=True,
+                triggered_by=who,
+            ),
         )
         for task in failed
     ]
@@ -146,7 +156,7 @@ def cancel(conn: Connection, form: Form, who: str) -> list[Message]:
     if statuses[message["batch_id"]] != BatchStatus.RUNNING:
         status = statuses[message["batch_id"]]
         raise Refused(f"batch {pipeline}/{batch_id} is {status}: nothing to cancel", 409)
-    return [message]
+    return [admitted(conn, message)]
 
 
 def resume(conn: Connection, form: Form, who: str) -> list[Message]:
@@ -160,7 +170,7 @@ def resume(conn: Connection, form: Form, who: str) -> list[Message]:
         raise Refused(
             f"batch {pipeline}/{batch_id} is {status}: only a CANCELLED batch resumes", 409
         )
-    return [message]
+    return [admitted(conn, message)]
 
 
 ACTIONS: dict[str, Callable[[Connection, Form, str], list[Message]]] = {

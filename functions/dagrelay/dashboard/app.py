@@ -20,7 +20,7 @@ from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, MethodNotA
 from werkzeug.routing import Map, Rule
 
 from dagrelay.config import get_settings
-from dagrelay.dashboard import actions, csrf, identity, model, pages, publish, render
+from dagrelay.dashboard import actions, csrf, identity, limits, model, pages, publish, render
 from dagrelay.dashboard.assets import FOREVER, asset
 from dagrelay.dashboard.parts import Ops, url
 from dagrelay.errors import DagrelayError
@@ -104,6 +104,7 @@ def _route(request: Request, ops: Ops | None) -> Response:
     adapter = ROUTES.bind_to_environ(request.environ)
     api = request.path.startswith("/api/") or request.path == "/openapi.json"
     try:
+        limits.check_size(request)
         _check_text(request)
         endpoint, args = adapter.match()
         return VIEWS[str(endpoint)](request, ops, **args)
@@ -324,21 +325,28 @@ def action(request: Request, ops: Ops | None, action: str) -> Response:
     another site, else the messages the CLI would publish, published."""
     if ops is None:
         raise Forbidden("this dashboard is read-only: actions are on the operator function")
-    if (problem := csrf.refusal(request)) is not None:
-        raise Forbidden(problem)
     build = actions.ACTIONS.get(action)
     if build is None:
         raise NotFound(f"no action {action!r} (known: {', '.join(actions.ACTIONS)})")
-    who = identity.caller(request, get_settings().dashboard_caller)
-    base = request.script_root
+    form = limits.form(request)
+    if (problem := csrf.refusal(request, form.get(csrf.FIELD, ""))) is not None:
+        raise Forbidden(problem)
+    settings, base = get_settings(), request.script_root
+    try:
+        verify = identity.verifier(tuple(settings.id_token_audiences))
+        who = identity.caller(request, settings.dashboard_caller, verify)
+    except identity.Unauthenticated as exc:
+        return html_response(render.error_page(401, str(exc), base, ops), 401)
     try:
         with read_only(get_engine()) as conn:
-            messages = build(conn, request.form, who)
+            messages = build(conn, form, who)
         publish.publish(messages)
     except actions.Refused as exc:
         return html_response(render.error_page(exc.status, exc.message, base, ops), exc.status)
-    except DagrelayError as exc:
-        return html_response(render.error_page(502, str(exc), base, ops), 502)
+    except publish.PublishFailed as exc:
+        return html_response(render.error_page(exc.status, str(exc), base, ops), exc.status)
+    except DagrelayError as exc:  # the publisher's client could not be made (settings)
+        return html_response(render.error_page(503, str(exc), base, ops), 503)
     first = messages[0]
     back = url_for_batch(base, first["pipeline"], first["batch_id"])
     return html_response(pages.published_page(action, messages, back, base, ops))

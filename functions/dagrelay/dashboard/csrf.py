@@ -42,8 +42,9 @@ def set_cookie(response: Response, value: str, request: Request) -> None:
     )
 
 
-def refusal(request: Request) -> str | None:
-    """Why this POST is refused as possibly cross-site, or None if it is ours."""
+def refusal(request: Request, sent: str) -> str | None:
+    """Why this POST (whose form carries the token ``sent``) is refused as possibly
+    cross-site, or None if it is ours."""
     site = request.headers.get("Sec-Fetch-Site")
     origin = request.headers.get("Origin")
     if site is not None and site != "same-origin":
@@ -53,7 +54,6 @@ def refusal(request: Request) -> str | None:
     if site is None and origin is None:
         return "request refused: it carries neither Origin nor Sec-Fetch-Site"
     cookie = request.cookies.get(COOKIE, "")
-    sent = request.form.get(FIELD, "")
     if not _TOKEN.fullmatch(cookie) or not hmac.compare_digest(cookie, sent):
         return "request refused: the form's CSRF token is missing or does not match"
     return None

@@ -26,7 +26,8 @@ from sqlalchemy import Connection
 from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.exc import DBAPIError
 
-from dagrelay.engine import maps, moves, retry
+from dagrelay.bounds import stored_error
+from dagrelay.engine import admission, maps, moves, retry
 from dagrelay.engine import params as params_mod
 from dagrelay.engine.hooks import NO_HOOKS, EngineHooks, HookPoint
 from dagrelay.errors import BadMessage, NonRetryableError
@@ -50,7 +51,6 @@ from dagrelay.store.outbox import OutboxRelay, OutgoingMessage, Publisher
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-MAX_ERROR_CHARS = 4000
 
 
 def utcnow() -> datetime:
@@ -143,13 +143,10 @@ class Engine:
         )
         if exists:
             return None
-        if version_id is None:
-            raise BadMessage(f"unknown pipeline {msg.pipeline!r} (it has no tasks)")
-        tasks = store.version_task_names(conn, version_id)
-        if msg.start_task is not None and msg.start_task not in tasks:
-            raise BadMessage(
-                f"start_task {msg.start_task!r} is not a task of pipeline {msg.pipeline!r}"
-            )
+        tasks = [] if version_id is None else list(store.version_task_names(conn, version_id))
+        refusal = admission.start_refusal(msg.pipeline, msg.start_task, tasks)
+        if refusal is not None or version_id is None:  # no version: no tasks, refused
+            raise BadMessage(refusal or f"unknown pipeline {msg.pipeline!r}")
         if msg.start_task is not None and store_maps.is_mapped(
             conn, version_id=version_id, task=msg.start_task
         ):
@@ -222,7 +219,8 @@ class Engine:
         now = self.clock()
         with self.db.begin() as conn:
             status = cancelling.lock_batch(conn, pipeline=msg.pipeline, batch_id=msg.batch_id)
-            _check_resumable(msg, status)
+            if refusal := admission.resume_refusal(msg.pipeline, msg.batch_id, status):
+                raise BadMessage(refusal)
             # Mapped tasks the cancel stopped midway: their groups open again with the items
             # that never ran (a group whose items had all ended is decided now).
             groups = store_maps.resume_groups(
@@ -326,7 +324,7 @@ class Engine:
                     now=now,
                 )
                 if created is None:  # the batch's status changed under the lock: impossible
-                    raise BadMessage(_not_rerunnable(target.pipeline, batch_id, None))
+                    raise BadMessage(admission.not_rerunnable(target.pipeline, batch_id, None))
                 opened = self._open_groups(conn, created, now)  # a mapped task: its instances
                 closed = self._advance(conn, target.pipeline, batch_id, opened.finished, now)
                 messages += created.messages + opened.created.messages + closed.messages
@@ -365,7 +363,7 @@ class Engine:
                 conn, pipeline=pipeline, batch_id=batch_id, task_id=target.task_id
             )
             if not store_maps.resume_batch(conn, pipeline=pipeline, batch_id=batch_id):
-                raise BadMessage(_not_rerunnable(pipeline, batch_id, None))
+                raise BadMessage(admission.not_rerunnable(pipeline, batch_id, None))
         log.warning(
             "rerun of %d failed items of %s",
             len(created.tasks),
@@ -734,39 +732,13 @@ def _invoke(
     return registration.poll(context, job)
 
 
-def _check_resumable(msg: Resume, status: str | None) -> None:
-    """Only a CANCELLED batch resumes; a CANCELLING one once its running attempts ended."""
-    if status is None:
-        raise BadMessage(f"no batch {msg.batch_id!r} in pipeline {msg.pipeline!r}")
-    if status == BatchStatus.CANCELLING:
-        raise BadMessage(
-            f"batch {msg.pipeline}/{msg.batch_id} is CANCELLING: its running tasks have not "
-            "finished yet; resume it once it is CANCELLED"
-        )
-    if status != BatchStatus.CANCELLED:
-        raise BadMessage(
-            f"batch {msg.pipeline}/{msg.batch_id} is {status}, not CANCELLED: nothing to resume "
-            "(rerun runs tasks of a finished batch again)"
-        )
-
-
-def _not_rerunnable(pipeline: str, batch_id: str, status: str | None) -> str:
-    """Why a rerun is refused: the batch's status (None: it changed under the rerun)."""
-    if status is None:
-        return f"batch {pipeline}/{batch_id} changed status during the rerun; try again"
-    return (
-        f"batch {pipeline}/{batch_id} is {status}: a rerun now would undo the cancel; wait "
-        "until it is CANCELLED, then resume it or rerun"
-    )
-
-
 def _rerun_targets(
     batch_id: str, tasks: Sequence[str], pipeline: str | None, scope: Sequence[store.ScopeRow]
 ) -> list[store.ScopeRow]:
     """The rows of the tasks to rerun, once it is clear the rerun can go ahead."""
     batch_status = scope[0].batch_status if scope else None
     if batch_status is not None and batch_status not in RERUN_FROM:
-        raise BadMessage(_not_rerunnable(scope[0].pipeline, batch_id, batch_status))
+        raise BadMessage(admission.not_rerunnable(scope[0].pipeline, batch_id, batch_status))
     by_name = {row.task: row for row in scope}
     targets: list[store.ScopeRow] = []
     for task in tasks:
@@ -781,10 +753,7 @@ def _rerun_targets(
         raise BadMessage("a rerun's tasks must belong to one pipeline")
     running = sorted(row.task for row in scope if row.status == TaskStatus.PROCESSING)
     if running:
-        raise BadMessage(
-            f"cannot rerun while {', '.join(running)} {'is' if len(running) == 1 else 'are'} "
-            "running; wait for it or cancel the batch"
-        )
+        raise BadMessage(admission.rerun_while_running(running))
     return targets
 
 
@@ -832,13 +801,13 @@ def _failure(exc: BaseException) -> Failure:
     kind = "non-retryable " if isinstance(exc, NonRetryableError) else ""
     error = escaped(f"{kind}{type(exc).__name__}: {exc}")  # a NUL in a message is kept, escaped
     summary = escaped("".join(traceback.format_exception(exc, limit=-8)))
-    return Failure(exc, error[:MAX_ERROR_CHARS], summary[-MAX_ERROR_CHARS:])
+    return Failure(exc, stored_error(error), stored_error(summary, keep_end=True))
 
 
 def _refusal(what: str, reason: str) -> Failure:
     """The failure of an attempt whose result the database refused: final, not retried."""
     error = escaped(f"{what} could not be stored: {reason}")
-    return Failure(NonRetryableError(error), error[:MAX_ERROR_CHARS], "")
+    return Failure(NonRetryableError(error), stored_error(error), "")
 
 
 def _alerts(messages: Sequence[OutgoingMessage], topic: str) -> list[Mapping[str, Any]]:

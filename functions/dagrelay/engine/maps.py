@@ -5,7 +5,9 @@ claimed) and, in the same transaction, ``open_groups`` creates one instance per 
 statement whatever the number of items) or closes the group at once: SKIPPED for an empty list,
 ERROR for a value that is not a list, a list longer than ``max_items`` or an unreadable
 reference. A value that is a ``gs://`` string names a JSON-lines object (one item per line):
-the engine reads it here, once, and the instances carry their items like any other.
+the engine reads it here, once, streamed and bounded (it stops at ``max_items`` + 1 items or
+``MAX_LIST_BYTES``, whichever comes first, so a huge object costs a chunk of memory, not its
+size), and the instances carry their items like any other.
 
 Each instance ends through the normal attempt path; its terminal write counts it in the group's
 counters (``count_instance``) and the last one decides the group once: SUCCESS when at most
@@ -20,9 +22,9 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -36,7 +38,15 @@ from dagrelay.store.db import refused_value
 from dagrelay.store.outbox import OutgoingMessage
 
 MAX_ITEMS = 1024
-ItemReader = Callable[[str], list[Any]]
+MAX_LIST_BYTES = 16 * 1024 * 1024  # of a gs:// list of items: read no further
+READ_CHUNK_BYTES = 1024 * 1024
+# Reads a gs:// list: (reference, max_items) -> at most max_items items, or ListTooLarge.
+ItemReader = Callable[[str, int], list[Any]]
+
+
+class ListTooLarge(ValueError):
+    """A referenced list over a limit (``max_items`` or ``MAX_LIST_BYTES``), found while reading
+    it: the message names the limit and the size."""
 
 
 @dataclass(frozen=True)
@@ -68,10 +78,9 @@ def plan(source: store_maps.MapSource, read: ItemReader) -> Plan:
     if source.kind == "array":
         count = source.length or 0
     elif source.kind == "string" and (source.ref or "").startswith("gs://"):
-        try:
-            items = read(source.ref or "")
-        except Exception as exc:  # noqa: BLE001 - an unreadable reference is the task's error
-            return Plan(TaskStatus.ERROR, f"{where}: cannot read {source.ref}: {exc}")
+        items, refused = _read_reference(source.ref or "", read, limit, where)
+        if refused is not None:
+            return refused
         count = len(items)
     elif source.kind is None:
         return Plan(TaskStatus.ERROR, f"{where}: the parent's output has no such key")
@@ -84,6 +93,18 @@ def plan(source: store_maps.MapSource, read: ItemReader) -> Plan:
     if count == 0:
         return Plan(TaskStatus.SKIPPED, f"{where} is an empty list")
     return Plan(tolerated=tolerated(source.map.get("tolerated_failures"), count), items=items)
+
+
+def _read_reference(
+    ref: str, read: ItemReader, limit: int, where: str
+) -> tuple[list[Any], Plan | None]:
+    """The items of a gs:// reference, or the plan that closes the group with the reason."""
+    try:
+        return read(ref, limit), None
+    except ListTooLarge as exc:
+        return [], Plan(TaskStatus.ERROR, f"{where}: {ref} {exc}")
+    except Exception as exc:  # noqa: BLE001 - an unreadable reference is the task's error
+        return [], Plan(TaskStatus.ERROR, f"{where}: cannot read {ref}: {exc}")
 
 
 def _refused_items(count: int, limit: int, items: list[Any] | None) -> str | None:
@@ -265,15 +286,73 @@ def decision(counters: store_maps.Counters) -> tuple[TaskStatus, str | None]:
     return TaskStatus.ERROR, reason
 
 
-def read_json_lines(ref: str, client: Any = None) -> list[Any]:
+def read_json_lines(
+    ref: str, max_items: int, client: Any = None, *, max_bytes: int = MAX_LIST_BYTES
+) -> list[Any]:
     """The items of a ``gs://bucket/object`` JSON-lines reference: one JSON value per line
-    (blank lines skipped), through google-cloud-storage (``STORAGE_EMULATOR_HOST`` honoured)."""
+    (blank lines skipped), streamed in chunks from the object's generation seen first (through
+    google-cloud-storage, ``STORAGE_EMULATOR_HOST`` honoured); ``ListTooLarge`` as soon as it
+    holds more than ``max_items`` items or ``max_bytes`` bytes."""
     bucket, _, name = ref.removeprefix("gs://").partition("/")
     if not bucket or not name:
         raise ValueError(f"{ref!r} is not gs://<bucket>/<object>")
     client = client if client is not None else _storage_client()
-    text = client.bucket(bucket).blob(name).download_as_text(timeout=30)
-    return parse_json_lines(text, ref)
+    blob = client.bucket(bucket).get_blob(name, timeout=30)
+    if blob is None:
+        raise FileNotFoundError(f"no object {ref}")
+    with blob.open("rb", chunk_size=READ_CHUNK_BYTES, timeout=30) as stream:
+        return read_items(stream, ref, max_items=max_items, max_bytes=max_bytes, size=blob.size)
+
+
+def read_items(
+    stream: BinaryIO, where: str, *, max_items: int, max_bytes: int, size: int | None = None
+) -> list[Any]:
+    """JSON lines from ``stream``, read a chunk at a time: never more than ``max_bytes`` + 1
+    bytes and ``max_items`` + 1 items (``ListTooLarge`` naming the limit and ``size``)."""
+    lines = _Lines(where, max_items, size)
+    pending = b""
+    while chunk := stream.read(min(READ_CHUNK_BYTES, max_bytes + 1 - lines.consumed)):
+        lines.consumed += len(chunk)
+        if lines.consumed > max_bytes:
+            actual = f"more than {max_bytes:,}" if size is None else f"{size:,}"
+            raise ListTooLarge(
+                f"is {actual} bytes, more than the limit of {max_bytes:,} bytes for a list of "
+                "items (reading stopped there)"
+            )
+        *complete, pending = (pending + chunk).split(b"\n")
+        for line in complete:
+            lines.add(line)
+    if pending:
+        lines.add(pending)
+    return lines.items
+
+
+@dataclass
+class _Lines:
+    """The items parsed so far from a JSON-lines stream, and how far it was read."""
+
+    where: str
+    max_items: int
+    size: int | None
+    items: list[Any] = field(default_factory=list)
+    consumed: int = 0  # bytes
+    number: int = 0  # lines
+
+    def add(self, line: bytes) -> None:
+        self.number += 1
+        if not line.strip():
+            return
+        try:
+            self.items.append(json.loads(line))
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise ValueError(f"{self.where} line {self.number}: not JSON ({exc})") from exc
+        if len(self.items) > self.max_items:
+            size = "?" if self.size is None else f"{self.size:,}"
+            raise ListTooLarge(
+                f"has more than max_items ({self.max_items:,}) items: reading stopped at item "
+                f"{len(self.items):,} (line {self.number:,}, {self.consumed:,} of {size} bytes "
+                "read)"
+            )
 
 
 def _storage_client() -> Any:
@@ -285,17 +364,6 @@ def _storage_client() -> Any:
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         return storage.Client(project="local", credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
     return storage.Client()
-
-
-def parse_json_lines(text: str, where: str) -> list[Any]:
-    items = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where} line {number}: not JSON ({exc.msg})") from exc
-    return items
 
 
 def refuse_deferral(map_index: int) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from dagrelay.config import get_settings
 from dagrelay.errors import NonRetryableError
+from dagrelay.handlers import callables
 from dagrelay.handlers.registry import HandlerContext, handler
 
 
@@ -77,8 +79,10 @@ def fail(ctx: HandlerContext) -> Mapping[str, Any]:
 )
 def call(ctx: HandlerContext) -> Mapping[str, Any] | None:
     """Calls ``callable`` (``pkg.module.function`` or ``pkg.module:function``) with ``kwargs``,
-    plus ``context`` when the function takes a parameter of that name."""
-    function = resolve_callable(str(ctx.params["callable"]))
+    plus ``context`` when the function takes a parameter of that name — only a callable under
+    a module prefix of the ``call_allowed_prefixes`` setting (``handlers.callables``)."""
+    path = str(ctx.params["callable"])
+    function = resolve_callable(path, get_settings().call_allowed_prefixes)
     kwargs = dict(ctx.params.get("kwargs") or {})
     if "context" in inspect.signature(function).parameters:
         kwargs["context"] = ctx
@@ -88,7 +92,13 @@ def call(ctx: HandlerContext) -> Mapping[str, Any] | None:
     return {"result": result}
 
 
-def resolve_callable(path: str) -> Callable[..., Any]:
+def resolve_callable(path: str, prefixes: Sequence[str]) -> Callable[..., Any]:
+    """The callable ``path`` names, if ``prefixes`` allow it: the path is checked before its
+    module is imported, and the object found is checked by its own ``__module__`` (a name
+    imported into an allowed module from the standard library stays refused)."""
+    refused = callables.refusal(path, prefixes)
+    if refused is not None:
+        raise NonRetryableError(refused)
     module_name, _, attribute = path.replace(":", ".").rpartition(".")
     try:
         module = importlib.import_module(module_name)
@@ -97,4 +107,8 @@ def resolve_callable(path: str) -> Callable[..., Any]:
         raise NonRetryableError(f"python.call: cannot import {path!r}: {exc}") from exc
     if not callable(function):
         raise NonRetryableError(f"python.call: {path!r} is not callable")
+    defined_in = getattr(function, "__module__", None)
+    refused = callables.module_refusal(defined_in or "", path, prefixes)
+    if refused is not None:
+        raise NonRetryableError(f"{refused} (it is defined in {defined_in!r})")
     return function  # type: ignore[no-any-return]

@@ -177,6 +177,12 @@ class HandlerRegistry:
         except KeyError:
             raise UnknownHandler(name, self._handlers) from None
 
+    def registration_of(self, function: Callable[..., Any]) -> Registration | None:
+        """The registration of ``function`` among those registered so far (a function is
+        registered by importing its module: nothing is loaded here); None if it is not."""
+        with self._lock:
+            return next((r for r in self._handlers.values() if r.function is function), None)
+
     def names(self) -> list[str]:
         self.load_plugins()
         self._load_lazy(lambda _: True)

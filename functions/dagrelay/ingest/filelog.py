@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from dagrelay.bounds import stored_error
 from dagrelay.states import FileStatus
 from dagrelay.store.queries import query
 
@@ -55,7 +56,8 @@ def claim(conn: Connection, values: dict[str, Any], now: datetime) -> int | None
 
 def record_rejected(conn: Connection, values: dict[str, Any], error: str, now: datetime) -> bool:
     """Record a refused notification REJECTED with ``error``; False if already recorded."""
-    found = conn.execute(query("ingest_record_rejected"), {**values, "error": error, "now": now})
+    params = {**values, "error": stored_error(error), "now": now}
+    found = conn.execute(query("ingest_record_rejected"), params)
     return found.scalar_one_or_none() is not None
 
 
@@ -96,6 +98,8 @@ _MARKS = {
 def mark(conn: Connection, row: FileRow, to: FileStatus, now: datetime, **values: Any) -> bool:
     """``row`` moved to ``to`` (checked on the status it leaves); False if it had moved on."""
     params = {"file_id": row.file_id, "now": now, **values}
+    if params.get("error") is not None:
+        params["error"] = stored_error(params["error"])
     landed = conn.execute(query(_MARKS[to]), params).scalar_one_or_none() is not None
     extra = {"action": "ingest", "file_id": row.file_id, "object": row.uri, "to": to}
     if landed:

@@ -75,6 +75,13 @@ def spec(source: Source) -> PipelineSpec:
     )
 
 
+def forget_applied() -> None:
+    """Forget which databases ``ensure`` applied the pipelines to: for a process whose database
+    is emptied under the same URL (the tests' shared database, reset between tests)."""
+    with _lock:
+        _applied.clear()
+
+
 def ensure(db: SqlEngine, source: Source) -> None:
     """The source's pipeline exists as generated (applied once per process and spec)."""
     wanted = spec(source)

@@ -22,7 +22,7 @@ from dagrelay.engine.dag import validate_dag
 from dagrelay.errors import PipelineError
 from dagrelay.pipelines import schedule as schedules
 from dagrelay.pipelines.spec import PipelineSpec, PipelineTask
-from dagrelay.pipelines.validate import dag_tasks, retry_problems
+from dagrelay.pipelines.validate import call_problems, dag_tasks, retry_problems
 from dagrelay.store.db import database_error
 from dagrelay.store.queries import query
 
@@ -117,7 +117,7 @@ def apply(
     them in their version; the next batch no longer has them). Applying the same file again
     writes nothing."""
     structural = validate_dag(dag_tasks(spec), {t.handler for t in spec.tasks})
-    structural += retry_problems(spec)
+    structural += retry_problems(spec) + call_problems(spec)
     if structural:
         raise PipelineError([f"{spec.source}: {p}" for p in structural])
     try:

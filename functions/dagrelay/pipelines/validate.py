@@ -4,14 +4,18 @@ retry settings, and each task's params against its handler's ``params_schema``."
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
+from dagrelay.config import get_settings
 from dagrelay.engine import params as params_mod
 from dagrelay.engine.dag import TaskSpec, validate_dag
 from dagrelay.errors import NonRetryableError, PipelineError
+from dagrelay.handlers import callables
 from dagrelay.handlers.registry import HandlerRegistry, Registration, default_registry
 from dagrelay.pipelines.spec import PipelineSpec
 from dagrelay.states import TriggerRule
+
+CALL_HANDLER = "python.call"
 
 
 def registered_handlers(registry: HandlerRegistry = default_registry) -> dict[str, Registration]:
@@ -20,23 +24,30 @@ def registered_handlers(registry: HandlerRegistry = default_registry) -> dict[st
 
 
 def problems(
-    spec: PipelineSpec, known_handlers: Mapping[str, Registration] | Iterable[str]
+    spec: PipelineSpec,
+    known_handlers: Mapping[str, Registration] | Iterable[str],
+    *,
+    call_prefixes: Sequence[str] | None = None,
 ) -> list[str]:
     """Every problem with the pipeline: the graph (cycles, self-edges, unknown parents and
-    handlers, duplicates), retry settings, and each task's params against its handler's
-    ``params_schema`` (skipped for params with ``{placeholders}``, known only per batch)."""
+    handlers, duplicates), retry settings, each task's params against its handler's
+    ``params_schema`` (skipped for params with ``{placeholders}``, known only per batch), and
+    ``python.call`` callables outside ``call_prefixes`` (default: the setting)."""
     handlers = known_handlers if isinstance(known_handlers, Mapping) else {}
     found = validate_dag(dag_tasks(spec), known_handlers)
     found += retry_problems(spec) + map_problems(spec) + teardown_problems(spec)
-    found += _params_problems(spec, handlers)
+    found += _params_problems(spec, handlers) + call_problems(spec, call_prefixes)
     return [f"{spec.source}: {p}" for p in found]
 
 
 def validate(
-    spec: PipelineSpec, known_handlers: Mapping[str, Registration] | Iterable[str]
+    spec: PipelineSpec,
+    known_handlers: Mapping[str, Registration] | Iterable[str],
+    *,
+    call_prefixes: Sequence[str] | None = None,
 ) -> None:
     """``PipelineError`` with all of ``problems(...)``, if any."""
-    found = problems(spec, known_handlers)
+    found = problems(spec, known_handlers, call_prefixes=call_prefixes)
     if found:
         raise PipelineError(found)
 
@@ -59,6 +70,21 @@ def retry_problems(spec: PipelineSpec) -> list[str]:
         for t in spec.tasks
         if t.retry_max_delay_s < t.retry_delay_s
     ]
+
+
+def call_problems(spec: PipelineSpec, prefixes: Sequence[str] | None = None) -> list[str]:
+    """``python.call`` tasks whose callable the deployment does not allow (``prefixes``,
+    default: the ``call_allowed_prefixes`` setting), naming the callable and the setting."""
+    if prefixes is None:
+        prefixes = get_settings().call_allowed_prefixes
+    found = []
+    for task in spec.tasks:
+        path = task.params.get("callable") if task.handler == CALL_HANDLER else None
+        if isinstance(path, str):
+            refused = callables.refusal(path, prefixes)
+            if refused is not None:
+                found.append(f"task {task.name!r}: {refused}")
+    return found
 
 
 def map_problems(spec: PipelineSpec) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from dagrelay.bounds import stored_error_or_none
 from dagrelay.states import TaskStatus
 from dagrelay.store.outbox import OutgoingMessage
 from dagrelay.store.queries import query
@@ -98,7 +99,7 @@ def close_groups(
         {
             "log_ids": [c[0] for c in closed],
             "statuses": [c[1] for c in closed],
-            "errors": [c[2] for c in closed],
+            "errors": [stored_error_or_none(c[2]) for c in closed],
             "alerts_topic": alerts_topic,
             "now": now,
         },
@@ -149,7 +150,13 @@ def decide_group(
 ) -> Created:
     rows = conn.execute(
         query("decide_group"),
-        {"batch_id": batch_id, "task_id": task_id, "status": status, "error": error, "now": now},
+        {
+            "batch_id": batch_id,
+            "task_id": task_id,
+            "status": status,
+            "error": stored_error_or_none(error),
+            "now": now,
+        },
     ).all()
     return Created(
         [CreatedTask(r.log_id, r.task_id, TaskStatus(r.status), r.root_cause_log_id) for r in rows],

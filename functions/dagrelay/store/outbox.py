@@ -6,7 +6,6 @@ it."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -16,13 +15,14 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
+from dagrelay.bounds import stored_error
+from dagrelay.messages import encode
 from dagrelay.store.db import retry_transient
 from dagrelay.store.queries import query
 
 log = logging.getLogger(__name__)
 
 RELAY_LEASE_S = 120  # a claimed row's publish must end by then, or another relay takes it
-MAX_ERROR_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class OutgoingMessage:
         )
 
     def data(self) -> bytes:
-        return json.dumps(self.payload, separators=(",", ":"), sort_keys=True).encode()
+        return encode(self.payload)
 
 
 class Publisher(Protocol):
@@ -154,4 +154,4 @@ class OutboxRelay:
 
 
 def _error(exc: BaseException) -> str:
-    return repr(exc)[:MAX_ERROR_CHARS]
+    return stored_error(repr(exc))

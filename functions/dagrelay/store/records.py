@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dagrelay.bounds import stored_error
 from dagrelay.messages import Envelope, escaped
 
 MAX_STORED_CHARS = 65_536  # of the message data as delivered (base64)
@@ -55,7 +56,7 @@ class Rejection:
             message_id=None if envelope.message_id is None else bounded(envelope.message_id),
             attributes=storable_attributes(envelope.attributes),
             payload=Payload.of(envelope.data),
-            reason=bounded(reason),
+            reason=stored_error(reason),
         )
 
     def log_fields(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from dagrelay.bounds import stored_error
 from dagrelay.store import queries
 from dagrelay.store.queries import query
 
@@ -60,7 +61,7 @@ def record_error(
 ) -> bool:
     """Store why the schedule evaluated at ``due`` cannot start its tick (``never``: its cron
     never fires, so ``next_run_at`` becomes NULL). True if the row changed (a new error)."""
-    params = {"pipeline": pipeline, "error": error, "due": due, "never": never}
+    params = {"pipeline": pipeline, "error": stored_error(error), "due": due, "never": never}
     return conn.execute(query("schedule_error"), params).one_or_none() is not None
 
 

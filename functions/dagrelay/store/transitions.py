@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 
+from dagrelay.bounds import stored_error_or_none
 from dagrelay.retry_policy import RetryPolicy
 from dagrelay.states import BatchStatus, TaskStatus
 from dagrelay.store.outbox import OutgoingMessage
@@ -292,8 +293,8 @@ def finish_attempt(
             "task": ref.task,
             "status": result.status.value,
             "output": json.dumps(result.output) if result.output is not None else None,
-            "error": result.error,
-            "traceback": result.traceback,
+            "error": stored_error_or_none(result.error),
+            "traceback": stored_error_or_none(result.traceback, keep_end=True),
             "next_attempt_at": result.next_attempt_at,
             "topic": topic,
             "alerts_topic": alerts_topic,

@@ -1,5 +1,6 @@
 """Each entry point of functions/main.py imports only what it needs (the import graph is checked
-by import-linter; this checks what a fresh interpreter really loads, lazy imports included)."""
+by import-linter; this checks what a fresh interpreter really loads, lazy imports included).
+Fresh interpreters are subprocesses, so these live in the integration tier, not in unit."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.integration
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 HEAVY = ("pyarrow", "google.cloud.bigquery", "google.cloud.pubsub_v1", "google.cloud.storage")

@@ -1,0 +1,41 @@
+"""The integration tier's fixtures: PostgreSQL databases (tests/db_fixtures.py), the Pub/Sub
+emulator, the local BigQuery and GCS, the ingestion harness. Imported here, not in the root
+conftest, so the unit tier loads none of them."""
+
+from __future__ import annotations
+
+from tests.bq_fixtures import bq_client, bq_dataset, local_bigquery
+from tests.db_fixtures import (
+    db,
+    db_url,
+    empty_db_url,
+    engine,
+    fresh_db_url,
+    insert_pipeline,
+    publisher,
+    template_db,
+    worker_db,
+)
+from tests.gcs_fixtures import gcs_bucket, gcs_client, gcs_emulator
+from tests.integration.ingest_harness import ingest_harness
+from tests.pubsub_fixtures import pubsub_emulator
+
+__all__ = [
+    "bq_client",
+    "bq_dataset",
+    "db",
+    "db_url",
+    "empty_db_url",
+    "engine",
+    "fresh_db_url",
+    "gcs_bucket",
+    "gcs_client",
+    "gcs_emulator",
+    "ingest_harness",
+    "insert_pipeline",
+    "local_bigquery",
+    "publisher",
+    "pubsub_emulator",
+    "template_db",
+    "worker_db",
+]

@@ -1,0 +1,359 @@
+"""The invariants of dagrelay's state machine, written once (ARCHITECTURE.md, "Invariants checked
+by the model"; DESIGN.md 6.11). Each function checks one invariant against the real database and
+returns the violations it found, each a sentence a person can read; an empty list means it holds.
+``check_all`` runs them. The model-based test (tests/integration/test_state_machine.py) calls the
+cheap ones after every step and all of them at quiescence.
+
+Some invariants need what the model knows and the database does not: which batches an operator
+cancelled and what had been claimed then (``Facts.cancelled``), and the pools' slot holders when
+their slots were lowered (``Facts.grandfathered``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from dagrelay.states import BatchStatus, TaskStatus
+
+ALERTS_TOPIC = "dagrelay-alerts"
+SKIP_ENV = "DAGRELAY_MODEL_SKIP"  # comma-separated invariant names left out (to verify a fix)
+
+FINISHED = (BatchStatus.SUCCESS, BatchStatus.FAILED, BatchStatus.CANCELLED)
+CAN_RUN = (TaskStatus.NEW, TaskStatus.QUEUED, TaskStatus.RETRY, TaskStatus.PROCESSING)
+DONE_OK = (TaskStatus.SUCCESS, TaskStatus.SKIPPED)
+FAILED_ITEM = (TaskStatus.ERROR, TaskStatus.CANCELLED, TaskStatus.UPSTREAM_FAILED)
+
+Batch = tuple[str, str]  # (pipeline, batch_id)
+AttemptKey = tuple[int, int]  # (attempt_id, attempt)
+
+
+@dataclass
+class Facts:
+    """What the model knows besides the database."""
+
+    # batches an operator cancelled (and no resume or accepted rerun lifted since): the
+    # attempt ids that existed when the cancel landed
+    cancelled: dict[Batch, frozenset[int]] = field(default_factory=dict)
+    # pool -> the PROCESSING log_ids holding its slots when they were last lowered
+    grandfathered: dict[str, frozenset[int]] = field(default_factory=dict)
+    # batches an operator resumed (and did not cancel again since)
+    resumed: set[Batch] = field(default_factory=set)
+    # deliveries of the engine's own messages that raised (would be redelivered forever)
+    raised: list[str] = field(default_factory=list)
+
+
+def _rows(conn: Connection, sql: str, **params: Any) -> list[Any]:
+    return list(conn.execute(text(sql), params).mappings())
+
+
+# -- after every step ------------------------------------------------------------------------------
+
+
+def finished_batch_has_nothing_runnable(conn: Connection, facts: Facts) -> list[str]:
+    """A finished batch (SUCCESS, FAILED, CANCELLED) has no task that can still run or runs."""
+    rows = _rows(
+        conn,
+        "SELECT b.pipeline, b.batch_id, b.status::text AS batch, t.name, tl.map_index, "
+        "tl.status::text AS status FROM batches b "
+        "JOIN task_log tl ON tl.pipeline = b.pipeline AND tl.batch_id = b.batch_id "
+        "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+        "WHERE b.status = ANY(CAST(:finished AS batch_status[])) "
+        "AND tl.status = ANY(CAST(:open AS task_status[])) ORDER BY 1, 2, 4, 5",
+        finished=[s.value for s in FINISHED],
+        open=[s.value for s in CAN_RUN],
+    )
+    return [
+        f"batch {r['pipeline']}/{r['batch_id']} is {r['batch']} but {_task(r)} is {r['status']}"
+        for r in rows
+    ]
+
+
+def success_means_everything_ran(conn: Connection, facts: Facts) -> list[str]:
+    """SUCCESS: every task of the batch's version ended SUCCESS or SKIPPED; a mapped task's
+    items all did, or the failed ones are within its declared tolerated_failures."""
+    missing = _rows(
+        conn,
+        "SELECT b.pipeline, b.batch_id, t.name, -1 AS map_index, tl.status::text AS status "
+        "FROM batches b JOIN version_tasks t ON t.version_id = b.version_id "
+        "LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id "
+        "AND tl.map_index = -1 "
+        "WHERE b.status = 'SUCCESS' AND b.start_task_id IS NULL "
+        "AND (tl.status IS NULL OR tl.status <> ALL(CAST(:ok AS task_status[]))) ORDER BY 1, 2, 3",
+        ok=[s.value for s in DONE_OK],
+    )
+    found = [
+        f"batch {r['pipeline']}/{r['batch_id']} is SUCCESS but {_task(r)} "
+        + ("never ran (no row)" if r["status"] is None else f"is {r['status']}")
+        for r in missing
+    ]
+    groups = _rows(
+        conn,
+        "SELECT b.pipeline, b.batch_id, t.name, g.status::text AS status, m.tolerated, "
+        "count(i.*) FILTER (WHERE i.status = ANY(CAST(:bad AS task_status[]))) AS failed, "
+        "count(i.*) FILTER (WHERE i.status <> ALL(CAST(:ended AS task_status[]))) AS other, "
+        "count(i.*) AS items, m.total "
+        "FROM batches b JOIN task_log g ON g.batch_id = b.batch_id AND g.map_index = -1 "
+        "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = g.task_id "
+        "JOIN map_groups m ON m.batch_id = b.batch_id AND m.task_id = g.task_id "
+        "LEFT JOIN task_log i ON i.batch_id = b.batch_id AND i.task_id = g.task_id "
+        "AND i.map_index >= 0 "
+        "WHERE b.status = 'SUCCESS' AND g.status = 'SUCCESS' AND t.map IS NOT NULL "
+        "GROUP BY 1, 2, 3, 4, 5, 9 ORDER BY 1, 2, 3",
+        bad=[s.value for s in FAILED_ITEM],
+        ended=[s.value for s in (*DONE_OK, *FAILED_ITEM)],
+    )
+    for g in groups:
+        where = f"batch {g['pipeline']}/{g['batch_id']} is SUCCESS but mapped task {g['name']}"
+        if g["failed"] > g["tolerated"]:
+            found.append(f"{where} has {g['failed']} failed items, tolerates {g['tolerated']}")
+        if g["other"]:
+            found.append(f"{where} has {g['other']} items that never ended")
+        if g["items"] != g["total"]:
+            found.append(f"{where} has {g['items']} item rows of {g['total']}")
+    return found
+
+
+def cancel_holds_until_resumed(conn: Connection, facts: Facts) -> list[str]:
+    """A cancelled batch stays CANCELLING/CANCELLED and claims nothing new until a resume (or
+    a rerun accepted once it was CANCELLED)."""
+    found: list[str] = []
+    for (pipeline, batch_id), attempts in sorted(facts.cancelled.items()):
+        status = conn.execute(
+            text("SELECT status::text FROM batches WHERE pipeline = :p AND batch_id = :b"),
+            {"p": pipeline, "b": batch_id},
+        ).scalar_one_or_none()
+        if status not in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
+            found.append(f"cancelled batch {pipeline}/{batch_id} is {status} without a resume")
+        claimed = _rows(
+            conn,
+            "SELECT a.attempt_id, t.name, a.attempt FROM task_attempts a "
+            "JOIN batches b ON b.batch_id = a.batch_id AND b.pipeline = :p "
+            "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = a.task_id "
+            "WHERE a.batch_id = :b AND a.attempt_id <> ALL(CAST(:known AS bigint[])) "
+            "ORDER BY a.attempt_id",
+            p=pipeline,
+            b=batch_id,
+            known=sorted(attempts),
+        )
+        found += [
+            f"cancelled batch {pipeline}/{batch_id}: {r['name']} attempt {r['attempt']} was "
+            "claimed after the cancel"
+            for r in claimed
+        ]
+    return found
+
+
+def attempts_claimed_once(conn: Connection, facts: Facts) -> list[str]:
+    """No attempt is claimed twice, none is lost: a row's attempts are exactly 1..attempt."""
+    rows = _rows(
+        conn,
+        "SELECT tl.pipeline, tl.batch_id, t.name, tl.map_index, tl.attempt, "
+        "count(a.*) AS rows, count(DISTINCT a.attempt) AS distinct_attempts, "
+        "coalesce(max(a.attempt), 0) AS top "
+        "FROM task_log tl JOIN batches b ON b.batch_id = tl.batch_id AND b.pipeline = tl.pipeline "
+        "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+        "LEFT JOIN task_attempts a ON a.log_id = tl.log_id "
+        "GROUP BY 1, 2, 3, 4, 5 "
+        "HAVING count(a.*) <> tl.attempt OR count(DISTINCT a.attempt) <> tl.attempt "
+        "OR coalesce(max(a.attempt), 0) <> tl.attempt ORDER BY 1, 2, 3, 4",
+    )
+    return [
+        f"{r['pipeline']}/{r['batch_id']} {_task(r)} is at attempt {r['attempt']} with "
+        f"{r['rows']} attempt rows ({r['distinct_attempts']} distinct, highest {r['top']})"
+        for r in rows
+    ]
+
+
+def pools_within_slots(conn: Connection, facts: Facts) -> list[str]:
+    """A pool never has more slot holders than slots (holders from before its slots were
+    lowered keep theirs until they end); a map's max_parallel likewise."""
+    found: list[str] = []
+    pools = _rows(
+        conn,
+        "SELECT p.name, p.slots, coalesce(sum(h.pool_slots), 0) AS held, "
+        "coalesce(array_agg(h.log_id) FILTER (WHERE h.log_id IS NOT NULL), '{}') AS holders "
+        "FROM pools p LEFT JOIN task_log h ON h.pool = p.name AND h.limited "
+        "AND h.status = 'PROCESSING' GROUP BY 1, 2 ORDER BY 1",
+    )
+    for p in pools:
+        old = facts.grandfathered.get(p["name"], frozenset()) & set(p["holders"])
+        if p["held"] > max(p["slots"], len(old)):
+            found.append(
+                f"pool {p['name']} has {p['held']} slots held, {p['slots']} slots "
+                f"({len(old)} holders from before a lower count)"
+            )
+    groups = _rows(
+        conn,
+        "SELECT tl.pipeline, tl.batch_id, t.name, (t.map->>'max_parallel')::int AS limit_, "
+        "count(*) AS running FROM task_log tl "
+        "JOIN batches b ON b.batch_id = tl.batch_id AND b.pipeline = tl.pipeline "
+        "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+        "WHERE tl.map_index >= 0 AND tl.status = 'PROCESSING' AND t.map ? 'max_parallel' "
+        "GROUP BY 1, 2, 3, 4 HAVING count(*) > (t.map->>'max_parallel')::int",
+    )
+    found += [
+        f"{g['pipeline']}/{g['batch_id']} mapped task {g['name']} runs {g['running']} "
+        f"instances, max_parallel {g['limit_']}"
+        for g in groups
+    ]
+    return found
+
+
+def one_alert_per_untolerated_failure(conn: Connection, facts: Facts) -> list[str]:
+    """Exactly one task_failed alert per task that failed for good (an instance of a mapped
+    task whose failures its group tolerates is no such failure), none for anything else.
+    Alerts of rows a rerun replaced are history and not counted."""
+    rows = _rows(
+        conn,
+        "SELECT tl.pipeline, tl.batch_id, t.name, tl.map_index, tl.status::text AS status, "
+        "g.status::text AS group_status, "
+        "(SELECT count(*) FROM outbox o WHERE o.topic = :topic "
+        " AND (o.payload->>'log_id')::bigint = tl.log_id) AS alerts, "
+        "(SELECT count(*) FROM task_log i WHERE tl.map_index = -1 AND t.map IS NOT NULL "
+        " AND i.batch_id = tl.batch_id AND i.task_id = tl.task_id AND i.map_index >= 0) "
+        " AS items, "
+        "(SELECT count(*) FROM outbox o JOIN task_log i ON (o.payload->>'log_id')::bigint "
+        " = i.log_id WHERE o.topic = :topic AND tl.map_index = -1 AND t.map IS NOT NULL "
+        " AND i.batch_id = tl.batch_id AND i.task_id = tl.task_id AND i.map_index >= 0) "
+        " AS item_alerts "
+        "FROM task_log tl JOIN batches b ON b.batch_id = tl.batch_id AND b.pipeline = tl.pipeline "
+        "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+        "LEFT JOIN task_log g ON tl.map_index >= 0 AND g.batch_id = tl.batch_id "
+        "AND g.task_id = tl.task_id AND g.map_index = -1 ORDER BY 1, 2, 3, 4",
+        topic=ALERTS_TOPIC,
+    )
+    found: list[str] = []
+    for r in rows:
+        where = f"{r['pipeline']}/{r['batch_id']} {_task(r)} ({r['status']})"
+        group_by_items = r["map_index"] == -1 and r["items"] > 0
+        if r["alerts"] > 1:
+            found.append(f"{where} raised {r['alerts']} alerts")
+        elif r["status"] != TaskStatus.ERROR and r["alerts"]:
+            found.append(f"{where} raised an alert but did not fail")
+        elif r["status"] == TaskStatus.ERROR and r["map_index"] >= 0:
+            if r["group_status"] == TaskStatus.SUCCESS and r["alerts"]:
+                found.append(f"{where} raised an alert; its group tolerates the failure")
+        elif r["status"] == TaskStatus.ERROR and group_by_items:
+            if not r["alerts"] + r["item_alerts"]:
+                found.append(f"{where} failed (by its items) without an alert")
+        elif r["status"] == TaskStatus.ERROR and not r["alerts"]:
+            found.append(f"{where} failed without an alert")
+    return found
+
+
+def engine_messages_never_rejected(conn: Connection, facts: Facts) -> list[str]:
+    """Every message ends processed, rejected or dead-lettered; the engine's own messages (from
+    its outbox) are never recorded as bad, and their delivery never raises."""
+    rows = _rows(
+        conn,
+        "SELECT message_id, reason FROM rejected_messages WHERE message_id LIKE 'outbox-%' "
+        "ORDER BY rejected_id",
+    )
+    found = [
+        f"the engine's own message {r['message_id']} was rejected: {r['reason']}" for r in rows
+    ]
+    return found + [f"a delivery of the engine's own message raised: {e}" for e in facts.raised]
+
+
+# -- at quiescence ---------------------------------------------------------------------------------
+
+
+def quiescent_batches_finished(conn: Connection, facts: Facts) -> list[str]:
+    """With every message delivered and the sweeper idle, every batch has finished and nothing
+    is open."""
+    found = [
+        f"batch {r['pipeline']}/{r['batch_id']} is still {r['status']} at quiescence"
+        for r in _rows(
+            conn,
+            "SELECT pipeline, batch_id, status::text AS status FROM batches "
+            "WHERE status IN ('RUNNING', 'CANCELLING') ORDER BY 1, 2",
+        )
+    ]
+    return found + [
+        f"{r['pipeline']}/{r['batch_id']} {_task(r)} is still {r['status']} at quiescence"
+        for r in _rows(
+            conn,
+            "SELECT tl.pipeline, tl.batch_id, t.name, tl.map_index, tl.status::text AS status "
+            "FROM task_log tl JOIN batches b ON b.batch_id = tl.batch_id "
+            "AND b.pipeline = tl.pipeline "
+            "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+            "WHERE tl.status = ANY(CAST(:open AS task_status[])) ORDER BY 1, 2, 3, 4",
+            open=[s.value for s in CAN_RUN],
+        )
+    ]
+
+
+def resumed_batch_ran_everything(conn: Connection, facts: Facts) -> list[str]:
+    """After a resume, at quiescence, what the cancel stopped has run: a resumed batch that
+    did not end CANCELLED has no CANCELLED row (an item's neither) and no task without a row."""
+    found: list[str] = []
+    for pipeline, batch_id in sorted(facts.resumed):
+        rows = _rows(
+            conn,
+            "SELECT b.status::text AS batch, t.name, coalesce(tl.map_index, -1) AS map_index, "
+            "tl.status::text AS status "
+            "FROM batches b JOIN version_tasks t ON t.version_id = b.version_id "
+            "LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id "
+            "WHERE b.pipeline = :p AND b.batch_id = :b AND b.status <> 'CANCELLED' "
+            "AND b.start_task_id IS NULL AND (tl.log_id IS NULL OR tl.status = 'CANCELLED') "
+            "ORDER BY 2, 3",
+            p=pipeline,
+            b=batch_id,
+        )
+        found += [
+            f"resumed batch {pipeline}/{batch_id} ended {r['batch']} but {_task(r)} "
+            + ("never ran (no row)" if r["status"] is None else "is CANCELLED: it never ran")
+            for r in rows
+        ]
+    return found
+
+
+Invariant = Callable[[Connection, Facts], list[str]]
+
+EVERY_STEP: tuple[Invariant, ...] = (
+    finished_batch_has_nothing_runnable,
+    success_means_everything_ran,
+    cancel_holds_until_resumed,
+    attempts_claimed_once,
+    pools_within_slots,
+    one_alert_per_untolerated_failure,
+    engine_messages_never_rejected,
+)
+AT_QUIESCENCE: tuple[Invariant, ...] = (
+    *EVERY_STEP,
+    quiescent_batches_finished,
+    resumed_batch_ran_everything,
+)
+NAMES = frozenset(f.__name__ for f in AT_QUIESCENCE)
+
+
+def skipped(env: str | None = None) -> frozenset[str]:
+    """The invariants left out by ``DAGRELAY_MODEL_SKIP`` (unknown names are an error)."""
+    names = frozenset(n.strip() for n in (env or os.environ.get(SKIP_ENV, "")).split(",") if n)
+    unknown = names - NAMES
+    if unknown:
+        raise ValueError(f"{SKIP_ENV}: unknown invariants {sorted(unknown)}; known {sorted(NAMES)}")
+    return names
+
+
+def check_all(
+    conn: Connection, facts: Facts, *, quiescent: bool = False, skip: Iterable[str] = ()
+) -> list[str]:
+    """Every invariant (those of quiescence too when ``quiescent``), minus ``skip``; the
+    violations, each prefixed with the invariant's name."""
+    left_out = set(skip)
+    found: list[str] = []
+    for check in AT_QUIESCENCE if quiescent else EVERY_STEP:
+        if check.__name__ not in left_out:
+            found += [f"{check.__name__}: {v}" for v in check(conn, facts)]
+    return found
+
+
+def _task(row: Any) -> str:
+    index = row["map_index"]
+    return row["name"] if index is None or index < 0 else f"{row['name']}[{index}]"
