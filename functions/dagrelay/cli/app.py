@@ -11,9 +11,10 @@ import functools
 import getpass
 import sys
 from collections.abc import Callable
-from typing import Annotated, NoReturn, ParamSpec, TypeVar
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
+from typer.core import TyperGroup, TyperOption
 
 from dagrelay.errors import DagrelayError, PipelineError
 
@@ -26,18 +27,36 @@ UNDEFINED_TABLE = "42P01"
 # Every Typer of the CLI says so.
 PLAIN_HELP = None
 
+
+class Group(TyperGroup):
+    """A command group whose --help, when not given, is False rather than None. Typer coerces
+    every parameter value that is not a bool through a pydantic TypeAdapter, which imports
+    pydantic (~0.1 s of CPU): a None meant that ``dagrelay status --help`` paid for pydantic
+    to learn that ``dagrelay --help`` was not asked. Every Typer of the CLI uses it."""
+
+    def get_help_option(self, ctx: Any) -> TyperOption | None:  # Any: typer vendors click
+        option = super().get_help_option(ctx)
+        if option is not None and option.default is None:
+            option.default = False
+        return option
+
+
 app = typer.Typer(
     help="dagrelay: a serverless DAG engine on PostgreSQL and Pub/Sub.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=PLAIN_HELP,
     pretty_exceptions_show_locals=False,  # locals may hold the database URL
+    cls=Group,
 )
 db_app = typer.Typer(
-    help="The metadata database.", no_args_is_help=True, rich_markup_mode=PLAIN_HELP
+    help="The metadata database.", no_args_is_help=True, rich_markup_mode=PLAIN_HELP, cls=Group
 )
 pipeline_app = typer.Typer(
-    help="Pipeline definition files (YAML).", no_args_is_help=True, rich_markup_mode=PLAIN_HELP
+    help="Pipeline definition files (YAML).",
+    no_args_is_help=True,
+    rich_markup_mode=PLAIN_HELP,
+    cls=Group,
 )
 
 
@@ -88,7 +107,14 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 def database_failure(exc: Exception) -> None:
     """An unreachable database, or one without the tables: exit code 1 with one line. Returns
-    for anything else (the caller re-raises). SQLAlchemy is looked at only if a verb loaded it."""
+    for anything else (the caller re-raises). A driver is looked at only if a verb loaded it:
+    pg8000 alone for a read verb (``dagrelay.store.direct``), SQLAlchemy's errors otherwise."""
+    if "dagrelay.store.direct" in sys.modules:
+        from dagrelay.store.direct import driver_error
+
+        found = driver_error(exc)
+        if found is not None:
+            _direct_failure(*found)
     if "sqlalchemy" not in sys.modules:
         return
     from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
@@ -98,9 +124,19 @@ def database_failure(exc: Exception) -> None:
     if isinstance(exc, OperationalError | InterfaceError):
         fail([f"cannot reach the database: {exc.orig}"], 1)
     if isinstance(exc, ProgrammingError):
-        code, message = database_error(exc)
-        if code == UNDEFINED_TABLE:
-            fail([f"{message}: run `dagrelay db upgrade` first"], 1)
+        _missing_table(*database_error(exc))
+
+
+def _direct_failure(code: str | None, message: str) -> None:
+    """pg8000's own error on the read path: ``code`` None when the database is unreachable."""
+    if code is None:
+        fail([f"cannot reach the database: {message}"], 1)
+    _missing_table(code, message)
+
+
+def _missing_table(code: str | None, message: str) -> None:
+    if code == UNDEFINED_TABLE:
+        fail([f"{message}: run `dagrelay db upgrade` first"], 1)
 
 
 def fail(lines: list[str], code: int) -> NoReturn:

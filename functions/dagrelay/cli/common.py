@@ -11,9 +11,8 @@ from dagrelay.cli.app import current_user, fail
 from dagrelay.errors import DagrelayError
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from dagrelay.engine.core import Engine
+    from dagrelay.store.direct import Reader
 
 PipelineOption = Annotated[
     str | None,
@@ -21,7 +20,7 @@ PipelineOption = Annotated[
 ]
 
 
-def batch_pipeline(conn: Connection, batch_id: str, pipeline: str | None) -> str:
+def batch_pipeline(conn: Reader, batch_id: str, pipeline: str | None) -> str:
     """The pipeline of batch ``batch_id``: ``pipeline`` when given, else the only pipeline with
     a batch of that id. A batch id is unique per pipeline only, so an id several pipelines use
     is refused (exit code 2) with their names, and an unknown one is exit code 1."""

@@ -28,9 +28,9 @@ def explain(
     from rich.console import Console
 
     from dagrelay.store import reads
-    from dagrelay.store.db import get_engine
+    from dagrelay.store.direct import reading
 
-    with get_engine().connect() as conn:
+    with reading() as conn:
         pipeline = batch_pipeline(conn, batch_id, pipeline)
         report = reads.read_batches(conn, batch_id, pipeline)
     if not report:

@@ -29,9 +29,9 @@ def history(
 
     from dagrelay.cli.render import problem
     from dagrelay.store import reads
-    from dagrelay.store.db import get_engine
+    from dagrelay.store.direct import reading
 
-    with get_engine().connect() as conn:
+    with reading() as conn:
         owner = batch_pipeline(conn, batch_id, pipeline)
         attempts = ops.number_runs(reads.task_history(conn, owner, batch_id, task))
         row = reads.task_row(conn, owner, batch_id, task)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dagrelay.cli.app import PLAIN_HELP, app, reports_errors
+from dagrelay.cli.app import PLAIN_HELP, Group, app, reports_errors
 from dagrelay.cli.common import operator_engine
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ pool_app = typer.Typer(
     help="Named pools of slots (the pools table).",
     no_args_is_help=True,
     rich_markup_mode=PLAIN_HELP,
+    cls=Group,
 )
 app.add_typer(pool_app, name="pool")
 
@@ -51,9 +52,9 @@ def pool_list() -> None:
     from rich.console import Console
 
     from dagrelay.store import pools as store
-    from dagrelay.store.db import get_engine
+    from dagrelay.store.direct import reading
 
-    with get_engine().connect() as conn:
+    with reading() as conn:
         rows = store.pools(conn)
     if not rows:
         typer.echo("no pools (dagrelay pool set NAME --slots N)")

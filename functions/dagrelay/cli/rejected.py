@@ -16,7 +16,8 @@ from dagrelay.ops import rejections
 
 if TYPE_CHECKING:
     from rich.table import Table
-    from sqlalchemy import Connection
+
+    from dagrelay.store.direct import Reader
 
 PAGE = 500
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -35,10 +36,10 @@ def rejected(
     """Messages the router rejected (malformed, unknown pipeline or task, ...), newest first:
     when, why, and the data — as JSON when it is JSON, else a safe preview."""
     from dagrelay.cli.render import json_default, time_text
-    from dagrelay.store.db import get_engine
+    from dagrelay.store.direct import reading
 
     cutoff = parse_since(since, datetime.now(UTC))
-    with get_engine().connect() as conn:
+    with reading() as conn:
         found = newest(conn, cutoff, limit, action)
     if as_json:
         typer.echo(json.dumps({"rejected": found}, default=json_default, indent=2))
@@ -67,7 +68,7 @@ def parse_since(since: str | None, now: datetime) -> datetime | None:
 
 
 def newest(
-    conn: Connection, since: datetime | None, limit: int, action: str | None
+    conn: Reader, since: datetime | None, limit: int, action: str | None
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` rejections, newest first, decoded; ``action`` filters on the decoded
     action (the data's, else the attribute's), so pages are read until enough match."""

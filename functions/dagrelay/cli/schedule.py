@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dagrelay.cli.app import PLAIN_HELP, app, reports_errors
+from dagrelay.cli.app import PLAIN_HELP, Group, app, reports_errors
 from dagrelay.errors import DagrelayError
 from dagrelay.ops import verbs as ops
 
@@ -30,6 +30,7 @@ schedule_app = typer.Typer(
     help="Recurring schedules (the schedules table).",
     no_args_is_help=True,
     rich_markup_mode=PLAIN_HELP,
+    cls=Group,
 )
 app.add_typer(schedule_app, name="schedule")
 
@@ -44,9 +45,9 @@ def schedule_list() -> None:
     from rich.console import Console
 
     from dagrelay.store import schedules as store
-    from dagrelay.store.db import get_engine
+    from dagrelay.store.direct import reading
 
-    with get_engine().connect() as conn:
+    with reading() as conn:
         rows = store.rows(conn)
     if not rows:
         typer.echo("no schedules (declare one under schedule: in a pipeline file)")
@@ -91,7 +92,7 @@ def schedule_table(rows: list[dict[str, Any]], now: datetime | None = None) -> T
 def _policy(row: Mapping[str, Any]) -> str:
     """Catch-up, the cap on running batches and what a tick finding them running does:
     ``all<=10, max 1, wait`` (catch-up runs always wait), ``latest, max 1, skip``."""
-    from dagrelay.engine.schedules import Catchup, Overlap
+    from dagrelay.engine.schedule_rules import Catchup, Overlap
 
     catchup = f"all<={row['catchup_limit']}" if row["catchup"] == Catchup.ALL else "latest"
     drops = row["catchup"] == Catchup.LATEST and row["overlap"] == Overlap.SKIP
@@ -100,7 +101,7 @@ def _policy(row: Mapping[str, Any]) -> str:
 
 def _waiting(row: Mapping[str, Any], now: datetime) -> str:
     """How many due runs have not started (they wait for a sweep or a free slot)."""
-    from dagrelay.engine.schedules import Schedule, waiting_runs
+    from dagrelay.engine.schedule_rules import Schedule, waiting_runs
 
     try:
         return str(waiting_runs(Schedule.from_row(row), now))
@@ -159,7 +160,7 @@ def scheduled_runs(
 ) -> list[tuple[date, ops.ScheduledRun]] | None:
     """For ``backfill``: the runs of the pipeline's schedule whose interval starts on one of
     ``days`` (first to last), or None if the pipeline has no schedule."""
-    from dagrelay.engine.schedules import Schedule, backfill_ticks
+    from dagrelay.engine.schedule_rules import Schedule, backfill_ticks
     from dagrelay.store import schedules as store
 
     row = store.row(conn, pipeline)

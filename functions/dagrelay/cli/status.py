@@ -49,9 +49,9 @@ def status(
 
     from dagrelay.cli.render import batch_table, dead_letter_table, json_default
     from dagrelay.store import reads
-    from dagrelay.store.db import get_engine
+    from dagrelay.store.direct import reading
 
-    with get_engine().connect() as conn:
+    with reading() as conn:
         pipeline = batch_pipeline(conn, batch_id, pipeline)
         report = reads.read_batches(conn, batch_id, pipeline)
     if not report:
@@ -73,9 +73,9 @@ def _recent(pipeline: str | None, limit: int, as_json: bool) -> None:
 
     from dagrelay.cli.render import duration, json_default, status_text, time_text
     from dagrelay.store import reads
-    from dagrelay.store.db import get_engine
+    from dagrelay.store.direct import reading
 
-    with get_engine().connect() as conn:
+    with reading() as conn:
         batches = reads.recent_batches(conn, pipeline, limit)
     if as_json:
         listed = [_listed(b) for b in batches]

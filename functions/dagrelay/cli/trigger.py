@@ -17,11 +17,9 @@ from dagrelay.cli.follow import DEFAULT_POLL_S, DEFAULT_TIMEOUT_S, Poll, Timeout
 from dagrelay.errors import DagrelayError
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from dagrelay.store import reads
+    from dagrelay.store.direct import Reader
 
-PUBLISH_TIMEOUT_S = 60.0
 JSON_STARTS = ("{", "[", '"')
 PARAM_HELP = (
     "Batch parameter k=v. v is JSON when it parses as JSON (3, true, null, [1, 2], "
@@ -80,9 +78,9 @@ def trigger(
     if not check:
         admit(None, message)  # the message alone, as the router will parse it
     else:
-        from dagrelay.store.db import get_engine
+        from dagrelay.store.direct import reading
 
-        with get_engine().connect() as conn:
+        with reading() as conn:
             existing = check_trigger(conn, pipeline, batch_id, start_task)
             admit(conn, message)
         if existing is not None:
@@ -101,7 +99,7 @@ def trigger(
 
 
 def check_trigger(
-    conn: Connection, pipeline: str, batch_id: str, start_task: str | None
+    conn: Reader, pipeline: str, batch_id: str, start_task: str | None
 ) -> dict[str, Any] | None:
     """The batch's head if it exists; DagrelayError naming an unknown pipeline or start task."""
     from dagrelay import names
@@ -119,7 +117,7 @@ def check_trigger(
     return reads.batch_head(conn, pipeline, batch_id)
 
 
-def admit(conn: Connection | None, message: Mapping[str, Any]) -> None:
+def admit(conn: Reader | None, message: Mapping[str, Any]) -> None:
     """Exit 2 with the router's reasons if it would reject ``message`` (the one check the
     dashboard makes too: ``engine.admission.check_outgoing``)."""
     from dagrelay.engine.admission import check_outgoing
@@ -158,7 +156,7 @@ class RejectionCheck:
         self.request_id = request_id
         self.started = False
 
-    def __call__(self, conn: Connection, report: list[reads.Batch]) -> None:
+    def __call__(self, conn: Reader, report: list[reads.Batch]) -> None:
         from dagrelay.store import reads
 
         if report and not self.started:
@@ -224,20 +222,10 @@ def publish(
 ) -> str:
     """Publish and wait until Pub/Sub accepted it; returns the message id. ``request_id`` (an
     attribute, kept with a rejection) lets the command find the router's rejection of it."""
-    from google.api_core.exceptions import GoogleAPIError
-    from google.cloud import pubsub_v1
-
+    from dagrelay.cli import publish as pubsub_rest
     from dagrelay.messages import encode
 
     attributes = {"action": message["action"]}
     if request_id is not None:
         attributes["request_id"] = request_id
-    client = pubsub_v1.PublisherClient()
-    topic = client.topic_path(project_id, topic_id)
-    try:
-        future = client.publish(topic, encode(message), **attributes)
-        return str(future.result(timeout=PUBLISH_TIMEOUT_S))
-    except (GoogleAPIError, TimeoutError) as exc:
-        raise DagrelayError(f"publishing to {topic} failed: {exc}") from exc
-    finally:
-        client.stop()
+    return pubsub_rest.publish(project_id, topic_id, encode(message), attributes)

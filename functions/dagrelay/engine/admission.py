@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
-
-from sqlalchemy import Connection
+from typing import TYPE_CHECKING, Any
 
 from dagrelay import messages
 from dagrelay.states import RERUN_FROM, Action, BatchStatus, TaskStatus
 from dagrelay.store import reads
+
+if TYPE_CHECKING:
+    from dagrelay.store.direct import Reader
 
 
 class Kind(StrEnum):
@@ -35,7 +36,7 @@ class Problem:
         return self.reason
 
 
-def check_outgoing(conn: Connection | None, message: Mapping[str, Any]) -> list[Problem]:
+def check_outgoing(conn: Reader | None, message: Mapping[str, Any]) -> list[Problem]:
     """Why the router would reject ``message``, [] if it will accept it (as things stand in
     the database now; ``conn`` None checks the message alone)."""
     if problems := messages.check_outgoing(message):
@@ -52,21 +53,21 @@ def check_outgoing(conn: Connection | None, message: Mapping[str, Any]) -> list[
     return []
 
 
-def _start(conn: Connection, pipeline: str, start_task: str | None) -> list[Problem]:
+def _start(conn: Reader, pipeline: str, start_task: str | None) -> list[Problem]:
     tasks = [t["name"] for t in reads.pipeline_tasks(conn, pipeline)]
     if refusal := start_refusal(pipeline, start_task, tasks):
         return [Problem(refusal, Kind.MISSING)]
     return []
 
 
-def _resume(conn: Connection, pipeline: str, batch_id: str) -> list[Problem]:
+def _resume(conn: Reader, pipeline: str, batch_id: str) -> list[Problem]:
     status = reads.batch_statuses(conn, pipeline, [batch_id]).get(batch_id)
     if refusal := resume_refusal(pipeline, batch_id, status):
         return [Problem(refusal, Kind.MISSING if status is None else Kind.CONFLICT)]
     return []
 
 
-def _rerun(conn: Connection, pipeline: str, batch_id: str, task: str) -> list[Problem]:
+def _rerun(conn: Reader, pipeline: str, batch_id: str, task: str) -> list[Problem]:
     status = reads.batch_statuses(conn, pipeline, [batch_id]).get(batch_id)
     rows = reads.batch_rows(conn, pipeline, batch_id) if status is not None else {}
     if status is not None and status not in RERUN_FROM:

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection
-
-from dagrelay.store.outbox import OutgoingMessage
+from dagrelay.store import queries
 from dagrelay.store.queries import query
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from dagrelay.store.direct import Reader
+    from dagrelay.store.outbox import OutgoingMessage
 
 
 @dataclass(frozen=True)
@@ -34,9 +39,11 @@ def release_pool(
 ) -> list[OutgoingMessage]:
     """The run_task messages of the queued tasks the pool's free slots now fit."""
     rows = conn.execute(query("release_pool"), {"name": name, "topic": topic, "now": now}).all()
+    from dagrelay.store.outbox import OutgoingMessage  # noqa: PLC0415 - not for `pool list`
+
     return [OutgoingMessage(r.topic, r.payload, r.attributes, r.outbox_id) for r in rows]
 
 
-def pools(conn: Connection) -> list[Pool]:
-    rows = conn.execute(query("pool_rows")).all()
-    return [Pool(r.name, r.slots, r.description, r.in_use, r.queued) for r in rows]
+def pools(conn: Reader) -> list[Pool]:
+    rows = queries.rows(conn, "pool_rows")
+    return [Pool(r["name"], r["slots"], r["description"], r["in_use"], r["queued"]) for r in rows]

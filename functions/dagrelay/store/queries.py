@@ -3,17 +3,25 @@
 ``schema/sql/*.sql`` holds the named SQL, one file per concern: the state machine (batches,
 tasks, outbox, sweeper, rerun, pipelines, rejections), the read model (``reads.sql``, used by
 ``dagrelay.store.reads``), schedules and ingestion's ledger. A name may be defined once across
-all of them."""
+all of them.
+
+``query(name)`` is the statement as SQLAlchemy runs it; ``rows(conn, name, params)`` runs a
+read on either a SQLAlchemy connection or the CLI's plain pg8000 one (``dagrelay.store.direct``),
+so the read model has one text per statement whichever connection reads it."""
 
 from __future__ import annotations
 
 import re
 from functools import cache
 from pathlib import Path
-
-from sqlalchemy import TextClause, text
+from typing import TYPE_CHECKING, Any
 
 from dagrelay.resources import schema_dir
+
+if TYPE_CHECKING:
+    from sqlalchemy import TextClause
+
+    from dagrelay.store.direct import Reader
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -54,8 +62,19 @@ def all_queries() -> dict[str, str]:
 
 @cache
 def _clauses() -> dict[str, TextClause]:
+    from sqlalchemy import text  # noqa: PLC0415 - a read verb reads without SQLAlchemy
+
     return {name: text(sql) for name, sql in all_queries().items()}
 
 
 def query(name: str) -> TextClause:
     return _clauses()[name]
+
+
+def rows(conn: Reader, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The rows of the named read as dicts, on whichever connection reads."""
+    from dagrelay.store.direct import DirectConnection  # noqa: PLC0415 - pg8000 on first use
+
+    if isinstance(conn, DirectConnection):
+        return conn.rows(all_queries()[name], params or {})
+    return [dict(r) for r in conn.execute(query(name), params or {}).mappings()]

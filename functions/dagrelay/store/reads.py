@@ -14,13 +14,16 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, TypedDict, TypeVar, cast
-
-from sqlalchemy import Connection, Engine
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 
 from dagrelay.states import TaskStatus
-from dagrelay.store.db import get_engine
+from dagrelay.store import queries
 from dagrelay.store.queries import query
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+    from dagrelay.store.direct import Reader
 
 T = TypeVar("T")
 
@@ -119,8 +122,8 @@ def read_only(engine: Engine) -> Iterator[Connection]:
         transaction.rollback()
 
 
-def _rows(conn: Connection, name: str, **params: Any) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(query(name), params).mappings()]
+def _rows(conn: Reader, name: str, **params: Any) -> list[dict[str, Any]]:
+    return queries.rows(conn, name, params)
 
 
 def duration_s(start: datetime | None, end: datetime | None) -> float | None:
@@ -132,7 +135,7 @@ def duration_s(start: datetime | None, end: datetime | None) -> float | None:
 # -- one batch -----------------------------------------------------------------------------------
 
 
-def read_batches(conn: Connection, batch_id: str, pipeline: str | None = None) -> list[Batch]:
+def read_batches(conn: Reader, batch_id: str, pipeline: str | None = None) -> list[Batch]:
     """Each batch with this id (one per pipeline unless ``pipeline`` is given), whole."""
     params = {"batch_id": batch_id, "pipeline": pipeline}
     heads = _rows(conn, "batch_heads", **params)
@@ -158,7 +161,7 @@ def read_batches(conn: Connection, batch_id: str, pipeline: str | None = None) -
     ]
 
 
-def read_batch(conn: Connection, pipeline: str, batch_id: str) -> Batch | None:
+def read_batch(conn: Reader, pipeline: str, batch_id: str) -> Batch | None:
     found = read_batches(conn, batch_id, pipeline)
     return found[0] if found else None
 
@@ -288,9 +291,7 @@ def legacy_report(batch: Batch) -> dict[str, Any]:
     }
 
 
-def batch_report(
-    conn: Connection, batch_id: str, pipeline: str | None = None
-) -> list[dict[str, Any]]:
+def batch_report(conn: Reader, batch_id: str, pipeline: str | None = None) -> list[dict[str, Any]]:
     """``legacy_report`` of each batch with this id (one per pipeline unless ``pipeline``)."""
     return [legacy_report(b) for b in read_batches(conn, batch_id, pipeline)]
 
@@ -298,7 +299,7 @@ def batch_report(
 # -- lists of batches ----------------------------------------------------------------------------
 
 
-def recent_batches(conn: Connection, pipeline: str | None, limit: int) -> list[BatchSummary]:
+def recent_batches(conn: Reader, pipeline: str | None, limit: int) -> list[BatchSummary]:
     """The latest batches, newest first, optionally of one pipeline."""
     rows = _rows(conn, "recent_batches", pipeline=pipeline, limit=limit)
     return [
@@ -311,7 +312,7 @@ def recent_batches(conn: Connection, pipeline: str | None, limit: int) -> list[B
     ]
 
 
-def batch_statuses(conn: Connection, pipeline: str, batch_ids: Sequence[str]) -> dict[str, str]:
+def batch_statuses(conn: Reader, pipeline: str, batch_ids: Sequence[str]) -> dict[str, str]:
     """{batch_id: status} of those of ``batch_ids`` that exist in the pipeline."""
     rows = _rows(conn, "batch_statuses", pipeline=pipeline, batch_ids=list(batch_ids))
     return {row["batch_id"]: row["status"] for row in rows}
@@ -320,27 +321,27 @@ def batch_statuses(conn: Connection, pipeline: str, batch_ids: Sequence[str]) ->
 # -- pipelines -----------------------------------------------------------------------------------
 
 
-def pipeline_names(conn: Connection) -> list[str]:
+def pipeline_names(conn: Reader) -> list[str]:
     """The pipelines that have tasks."""
     return [r["pipeline"] for r in _rows(conn, "pipelines_with_tasks")]
 
 
-def pipelines_shown(conn: Connection) -> list[str]:
+def pipelines_shown(conn: Reader) -> list[str]:
     """The pipelines that have tasks or batches."""
     return [r["pipeline"] for r in _rows(conn, "pipelines_with_tasks_or_batches")]
 
 
-def pipeline_tasks(conn: Connection, pipeline: str) -> list[dict[str, Any]]:
+def pipeline_tasks(conn: Reader, pipeline: str) -> list[dict[str, Any]]:
     """A pipeline's tasks with every column a pipeline file can set, by name."""
     return _rows(conn, "export_pipeline_tasks", pipeline=pipeline)
 
 
-def pipeline_edges(conn: Connection, pipeline: str) -> list[dict[str, str]]:
+def pipeline_edges(conn: Reader, pipeline: str) -> list[dict[str, str]]:
     """A pipeline's edges as {parent, child} names."""
     return _rows(conn, "export_pipeline_edges", pipeline=pipeline)
 
 
-def pipeline_parents(conn: Connection, pipeline: str) -> dict[str, list[str]]:
+def pipeline_parents(conn: Reader, pipeline: str) -> dict[str, list[str]]:
     """{task: its parents} of the pipeline's tasks that have parents."""
     parents: dict[str, list[str]] = {}
     for edge in pipeline_edges(conn, pipeline):
@@ -348,7 +349,7 @@ def pipeline_parents(conn: Connection, pipeline: str) -> dict[str, list[str]]:
     return parents
 
 
-def batch_pipelines(conn: Connection, batch_id: str) -> list[str]:
+def batch_pipelines(conn: Reader, batch_id: str) -> list[str]:
     """The pipelines that have a batch with this id (an id is unique per pipeline only)."""
     return [r["pipeline"] for r in _rows(conn, "batch_pipelines", batch_id=batch_id)]
 
@@ -356,13 +357,13 @@ def batch_pipelines(conn: Connection, batch_id: str) -> list[str]:
 # -- one task in a batch -------------------------------------------------------------------------
 
 
-def batch_rows(conn: Connection, pipeline: str, batch_id: str) -> dict[str, str | None]:
+def batch_rows(conn: Reader, pipeline: str, batch_id: str) -> dict[str, str | None]:
     """{task: its status in the batch, or None} for every task of the pipeline."""
     rows = _rows(conn, "batch_rows", pipeline=pipeline, batch_id=batch_id)
     return {row["name"]: row["status"] for row in rows}
 
 
-def batch_parents(conn: Connection, pipeline: str, batch_id: str) -> dict[str, list[str]]:
+def batch_parents(conn: Reader, pipeline: str, batch_id: str) -> dict[str, list[str]]:
     """{task: its parents} in the batch's version."""
     parents: dict[str, list[str]] = {}
     for edge in _rows(conn, "batch_parents", pipeline=pipeline, batch_id=batch_id):
@@ -371,25 +372,25 @@ def batch_parents(conn: Connection, pipeline: str, batch_id: str) -> dict[str, l
 
 
 def rerun_preview(
-    conn: Connection, pipeline: str, batch_id: str, task: str, downstream: bool
+    conn: Reader, pipeline: str, batch_id: str, task: str, downstream: bool
 ) -> list[dict[str, Any]]:
     """The rows a rerun would reset: name, status, attempt."""
     params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "downstream": downstream}
     return _rows(conn, "rerun_preview", **params)
 
 
-def task_history(conn: Connection, pipeline: str, batch_id: str, task: str) -> list[dict[str, Any]]:
+def task_history(conn: Reader, pipeline: str, batch_id: str, task: str) -> list[dict[str, Any]]:
     """Every attempt of the task in the batch, across reruns, oldest first."""
     return _rows(conn, "task_history", pipeline=pipeline, batch_id=batch_id, task=task)
 
 
-def batch_outputs(conn: Connection, pipeline: str, batch_id: str) -> dict[str, Any]:
+def batch_outputs(conn: Reader, pipeline: str, batch_id: str) -> dict[str, Any]:
     """{task: its output} of the batch's rows."""
     rows = _rows(conn, "batch_outputs", pipeline=pipeline, batch_id=batch_id)
     return {row["task"]: row["output"] for row in rows}
 
 
-def batch_items(conn: Connection, pipeline: str, batch_id: str) -> dict[str, list[dict[str, Any]]]:
+def batch_items(conn: Reader, pipeline: str, batch_id: str) -> dict[str, list[dict[str, Any]]]:
     """{mapped task: its instances by index (map_index, item, status, attempt, output, error)}."""
     items: dict[str, list[dict[str, Any]]] = {}
     for row in _rows(conn, "batch_items", pipeline=pipeline, batch_id=batch_id):
@@ -397,7 +398,7 @@ def batch_items(conn: Connection, pipeline: str, batch_id: str) -> dict[str, lis
     return items
 
 
-def task_row(conn: Connection, pipeline: str, batch_id: str, task: str) -> dict[str, Any] | None:
+def task_row(conn: Reader, pipeline: str, batch_id: str, task: str) -> dict[str, Any] | None:
     found = _rows(conn, "task_row", pipeline=pipeline, batch_id=batch_id, task=task)
     return found[0] if found else None
 
@@ -407,6 +408,8 @@ def status_response(batch_id: str | None, pipeline: str | None) -> tuple[str, in
     headers = {"Content-Type": "application/json"}
     if not batch_id:
         return json.dumps({"error": "batch_id is required"}), 400, headers
+    from dagrelay.store.db import get_engine  # noqa: PLC0415 - the CLI reads without it
+
     with get_engine().connect() as conn:
         report = batch_report(conn, batch_id, pipeline)
     if not report:
@@ -421,45 +424,41 @@ def status_response(batch_id: str | None, pipeline: str | None) -> tuple[str, in
 # -- the dashboard's pages -----------------------------------------------------------------------
 
 
-def batch_edges(conn: Connection, pipeline: str, batch_id: str) -> list[dict[str, str]]:
+def batch_edges(conn: Reader, pipeline: str, batch_id: str) -> list[dict[str, str]]:
     """The edges a batch runs, as {parent, child} names: its version's, not the live rows."""
     rows = _rows(conn, "batch_edges", batch_id=batch_id, pipeline=pipeline)
     return [{"parent": r["parent"], "child": r["child"]} for r in rows]
 
 
-def batch_version(conn: Connection, pipeline: str, batch_id: str) -> int | None:
+def batch_version(conn: Reader, pipeline: str, batch_id: str) -> int | None:
     """The number of the pipeline version a batch runs; None: no such batch."""
     rows = _rows(conn, "batch_heads", batch_id=batch_id, pipeline=pipeline)
     return rows[0]["version"] if rows else None
 
 
-def task_in_batch(
-    conn: Connection, pipeline: str, batch_id: str, task: str
-) -> dict[str, Any] | None:
+def task_in_batch(conn: Reader, pipeline: str, batch_id: str, task: str) -> dict[str, Any] | None:
     """A task's definition, the batch's params and the task's row in the batch (``status``
     None: no row yet); None if the batch or the task does not exist."""
     found = _rows(conn, "dashboard_task", pipeline=pipeline, batch_id=batch_id, task=task)
     return found[0] if found else None
 
 
-def task_attempts(
-    conn: Connection, pipeline: str, batch_id: str, task: str
-) -> list[dict[str, Any]]:
+def task_attempts(conn: Reader, pipeline: str, batch_id: str, task: str) -> list[dict[str, Any]]:
     """Every attempt of the task in the batch, oldest first, with its ``run`` and traceback."""
     return _rows(conn, "dashboard_task_attempts", pipeline=pipeline, batch_id=batch_id, task=task)
 
 
-def pipeline_grid(conn: Connection, pipeline: str, limit: int) -> list[dict[str, Any]]:
+def pipeline_grid(conn: Reader, pipeline: str, limit: int) -> list[dict[str, Any]]:
     """The latest batches of a pipeline, newest first, each with ``statuses`` {task: status}."""
     return _rows(conn, "dashboard_grid", pipeline=pipeline, limit=limit)
 
 
-def rejected_messages(conn: Connection, limit: int) -> list[dict[str, Any]]:
+def rejected_messages(conn: Reader, limit: int) -> list[dict[str, Any]]:
     """The latest rejected messages, newest first (``data`` base64 as received)."""
     return _rows(conn, "dashboard_rejected", limit=limit)
 
 
-def dead_letters(conn: Connection, limit: int) -> list[dict[str, Any]]:
+def dead_letters(conn: Reader, limit: int) -> list[dict[str, Any]]:
     """The latest dead letters, newest first (``data`` base64 as received)."""
     return _rows(conn, "dashboard_dead_letters", limit=limit)
 
@@ -467,21 +466,21 @@ def dead_letters(conn: Connection, limit: int) -> list[dict[str, Any]]:
 # -- triggering and rejected messages ------------------------------------------------------------
 
 
-def batch_head(conn: Connection, pipeline: str, batch_id: str) -> dict[str, Any] | None:
+def batch_head(conn: Reader, pipeline: str, batch_id: str) -> dict[str, Any] | None:
     """A batch's status, params, triggered_by, trigger_message_id and times; None if none."""
     found = _rows(conn, "batch_head", pipeline=pipeline, batch_id=batch_id)
     return found[0] if found else None
 
 
 def rejected_page(
-    conn: Connection, *, since: datetime | None, before_id: int | None, page: int
+    conn: Reader, *, since: datetime | None, before_id: int | None, page: int
 ) -> list[dict[str, Any]]:
     """A page of rejected messages, newest first (``before_id``: the last id of the previous
     page): message_id, received_at, attributes, data (as stored), payload_bytes, reason."""
     return _rows(conn, "rejected_messages_page", since=since, before_id=before_id, page=page)
 
 
-def rejection_of(conn: Connection, message_id: str, request_id: str) -> dict[str, Any] | None:
+def rejection_of(conn: Reader, message_id: str, request_id: str) -> dict[str, Any] | None:
     """The router's rejection of a message a command published (reason, received_at)."""
     found = _rows(conn, "rejection_of_request", message_id=message_id, request_id=request_id)
     return found[0] if found else None

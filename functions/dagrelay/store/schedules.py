@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Connection
+from typing import TYPE_CHECKING, Any
 
 from dagrelay.bounds import stored_error
+from dagrelay.store import queries
 from dagrelay.store.queries import query
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from dagrelay.store.direct import Reader
 
 
 def due(conn: Connection, *, now: datetime, limit: int) -> list[str]:
@@ -22,8 +26,8 @@ def row(conn: Connection, pipeline: str) -> Mapping[str, Any] | None:
     return dict(found) if found is not None else None
 
 
-def rows(conn: Connection) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(query("list_schedules")).mappings()]
+def rows(conn: Reader) -> list[dict[str, Any]]:
+    return queries.rows(conn, "list_schedules")
 
 
 def running_batches(conn: Connection, pipeline: str) -> int:
