@@ -25,6 +25,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -137,15 +138,24 @@ class Harness:
 
 @pytest.fixture(scope="module")
 def harness(template_db: str) -> Iterator[Harness]:
+    with open_harness(template_db) as h:
+        yield h
+
+
+@contextmanager
+def open_harness(template_db: str) -> Iterator[Harness]:
+    """A database of the model's own and the registry of its one handler."""
     name = f"dagrelay_model_{uuid.uuid4().hex[:12]}"
     # the engine the function builds: a pool (a new pg8000 connection costs a TLS context)
     url = create_database(name, template=template_db)
     db = create_db_engine(load_settings(database_url=url, db_pool_size=4, db_max_overflow=4))
     h = Harness(db, HandlerRegistry(load=False))
     h.registry.register(HANDLER, lambda ctx: _current(h).handle(ctx))
-    yield h
-    db.dispose()
-    drop_database(name)
+    try:
+        yield h
+    finally:
+        db.dispose()
+        drop_database(name)
 
 
 def _current(h: Harness) -> DagrelayMachine:
@@ -245,6 +255,11 @@ def pipelines(draw: st.DrawFn) -> Pipeline:
 
 
 # -- the machine ---------------------------------------------------------------------------------
+
+
+def _payload(envelope: Envelope) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(base64.b64decode(envelope.data or ""))
+    return body
 
 
 def _envelope(message: OutgoingMessage) -> Envelope:
@@ -437,6 +452,21 @@ class DagrelayMachine(RuleBasedStateMachine):
         self._deliver(self.pending.pop(index % len(self.pending)), CANCEL, None)
         self._note("cancel_while_running")
 
+    @precondition(lambda self: self._mapped_runs())
+    @rule(index=st.integers(0, 30))
+    def cancel_mid_map(self, index: int) -> None:
+        """An operator cancels the batch while an instance of a mapped task runs (a seam of map
+        and cancel: what resumes after it must run the rest of the items)."""
+        runs = self._mapped_runs()
+        envelope = runs[index % len(runs)]
+        self.pending.remove(envelope)
+        self._deliver(envelope, CANCEL, None)
+        self._note("cancel_mid_map")
+
+    def _mapped_runs(self) -> list[Envelope]:
+        """The pending run_task messages of a mapped task's instances."""
+        return [e for e in self.pending if _payload(e).get("map_index") is not None]
+
     @precondition(lambda self: self.pending)
     @rule(index=st.integers(0, 30))
     def duplicate(self, index: int) -> None:
@@ -475,10 +505,13 @@ class DagrelayMachine(RuleBasedStateMachine):
         self._operator({"action": "cancel_batch", "pipeline": PIPELINE, "batch_id": batch})
         self._note("cancel")
 
-    @precondition(lambda self: self.started)
+    @precondition(lambda self: self.facts.cancelled)
     @rule(which=st.integers(0, 1))
     def resume(self, which: int) -> None:
-        batch = self.started[which % len(self.started)]
+        """Resume a batch an operator cancelled (a resume of anything else is refused: the
+        router's own tests cover that)."""
+        cancelled = sorted(b for _, b in self.facts.cancelled)
+        batch = cancelled[which % len(cancelled)]
         self._operator({"action": "resume", "pipeline": PIPELINE, "batch_id": batch})
         self._note("resume")
 
@@ -559,8 +592,21 @@ class DagrelayMachine(RuleBasedStateMachine):
                     self.facts.cancelled.pop((PIPELINE, batch), None)
         self._note("rerun_failed")
 
-    @rule(task=st.integers(0, 4), kind=st.sampled_from(["enabled", "rule", "retries"]))
-    def edit_sql(self, task: int, kind: str) -> None:
+    @rule(
+        task=st.integers(0, 4),
+        kind=st.sampled_from(["apply", "enabled", "rule", "retries"]),
+        priority=st.integers(0, 2),
+    )
+    def edit(self, task: int, kind: str, priority: int) -> None:
+        """A pipeline edit: ``dagrelay apply`` or plain SQL (one rule, so that edits take no
+        bigger share of the steps than a delivery)."""
+        if kind == "apply":
+            self._edit_apply(task, priority)
+        else:
+            self._edit_sql(task, kind)
+        self._note("edit")
+
+    def _edit_sql(self, task: int, kind: str) -> None:
         """A plain-SQL edit of the live rows: only batches started after it see it."""
         name = self.tasks[task % len(self.tasks)]
         sets = {
@@ -574,10 +620,8 @@ class DagrelayMachine(RuleBasedStateMachine):
                 text(f"UPDATE tasks SET {sets} WHERE pipeline = :p AND name = :n AND map IS NULL"),
                 {"p": PIPELINE, "n": name},
             )
-        self._note("edit_sql")
 
-    @rule(task=st.integers(0, 4), priority=st.integers(0, 2))
-    def edit_apply(self, task: int, priority: int) -> None:
+    def _edit_apply(self, task: int, priority: int) -> None:
         """``dagrelay apply`` of the exported pipeline with one task changed."""
         name = self.tasks[task % len(self.tasks)]
         with self.h.db.begin() as conn:
@@ -587,7 +631,6 @@ class DagrelayMachine(RuleBasedStateMachine):
                 for t in spec.tasks
             )
             apply(conn, replace(spec, tasks=changed), now=self.clock())
-        self._note("edit_apply")
 
     @precondition(lambda self: self.pooled)
     @rule(slots=st.integers(0, 3))

@@ -1,0 +1,91 @@
+"""The bugs the model-based test found (issue 18), each as the short sequence of the model's
+steps that shows it, replayed through the same machine (tests/integration/test_state_machine.py)
+with every invariant of tests/invariants.py checked after each step and at quiescence. They ran
+red on the code before the fixes (1e74d1e) and pass on main."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from dagrelay.engine.hooks import HookPoint
+from tests.integration.test_state_machine import (
+    HARNESS,
+    RETRYABLE,
+    DagrelayMachine,
+    Harness,
+    Pipeline,
+    Task,
+    open_harness,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def model(template_db: str) -> Iterator[Harness]:
+    with open_harness(template_db) as h:
+        HARNESS.append(h)
+        try:
+            yield h
+        finally:
+            HARNESS.pop()
+
+
+@pytest.fixture
+def machine(model: Harness) -> Iterator[DagrelayMachine]:
+    m = DagrelayMachine()
+    yield m
+    m.teardown()  # quiesces and checks every invariant (quiescence's too)
+
+
+def checked(m: DagrelayMachine) -> None:
+    m.holds()
+
+
+def test_resume_after_cancel_mid_map_runs_the_other_items(machine: DagrelayMachine) -> None:
+    """Bug 1: cancel while an instance of a mapped task runs, then resume: the batch ended
+    SUCCESS with the other items (and everything downstream) never run."""
+    m = machine
+    m.define(Pipeline((Task(items=(1, 2)), Task(parents=(0,), map=()), Task(parents=(1,)))))
+    m.start_batch("b1")
+    checked(m)
+    m.deliver_next()  # t0: two items
+    checked(m)
+    m.cancel_mid_map(0)  # t1[0] runs; the operator cancels the batch
+    checked(m)
+    m.resume(0)
+    checked(m)
+    m._quiesce()  # checks every invariant: t1[1] and t2 ran, the batch SUCCESS
+    assert m._batch_status("b1") == "SUCCESS"
+
+
+def test_rerun_of_a_cancelling_batch_is_refused(machine: DagrelayMachine) -> None:
+    """Bug 2: a rerun of a CANCELLING batch set it back to RUNNING (the cancel undone)."""
+    m = machine
+    m.define(Pipeline((Task(), Task())))
+    m.start_batch("b1")
+    m.deliver(0, RETRYABLE, HookPoint.AFTER_CLAIM)  # t0 claimed, its worker died: PROCESSING
+    checked(m)
+    m.cancel(0)  # CANCELLING while t0's attempt runs
+    checked(m)
+    assert m._batch_status("b1") == "CANCELLING"
+    m.rerun(0, 1, False)  # rerun t1: refused, the batch stays CANCELLING
+    checked(m)
+    assert m._batch_status("b1") == "CANCELLING"
+    m.rerun_failed(0)
+    checked(m)
+    assert m._batch_status("b1") == "CANCELLING"
+
+
+def test_a_value_the_database_refuses_ends_the_task_error(machine: DagrelayMachine) -> None:
+    """Bug 4: a NUL among a mapped task's items made the database refuse the instances; the
+    router rejected the parent's own run_task as a bad message and it stayed PROCESSING."""
+    m = machine
+    m.define(Pipeline((Task(items=("nul\x00item",)), Task(parents=(0,), map=()))))
+    m.start_batch("b1")
+    m.deliver_next()  # t0 succeeds; its items cannot be stored: t0 ends ERROR, no rejection
+    checked(m)
+    m._quiesce()
+    assert m._batch_status("b1") == "FAILED"
