@@ -89,3 +89,18 @@ def test_a_value_the_database_refuses_ends_the_task_error(machine: DagrelayMachi
     checked(m)
     m._quiesce()
     assert m._batch_status("b1") == "FAILED"
+
+
+def test_a_stale_run_task_after_a_downstream_rerun_is_ignored(machine: DagrelayMachine) -> None:
+    """Found on main by the model: a duplicate run_task of a child whose row a rerun
+    --downstream removed was recorded as a rejected (bad) message, although the engine sent it."""
+    m = machine
+    m.define(Pipeline((Task(), Task(parents=(0,)))))
+    m.start_batch("b1")
+    m.deliver_next()  # t0 runs; t1's run_task is published
+    m.duplicate(0)  # ... and delivered twice
+    m.deliver_next()  # t1 runs
+    m.rerun(0, 0, True)  # t0 again, t1's row reset until t0 ends
+    checked(m)
+    m.deliver_next()  # the stale duplicate of t1's run_task: ignored, not rejected
+    checked(m)
