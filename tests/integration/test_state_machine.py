@@ -491,8 +491,8 @@ class DagrelayMachine(RuleBasedStateMachine):
         self._note("cancel_while_running")
 
     @precondition(lambda self: self.mapped and self.started)
-    @rule(index=st.integers(0, 30))
-    def cancel_mid_map(self, index: int) -> None:
+    @rule(index=st.integers(0, 30), then_resume=st.booleans())
+    def cancel_mid_map(self, index: int, then_resume: bool) -> None:
         """An operator cancels the batch while an instance of a mapped task runs (a seam of map
         and cancel: what resumes after it must run the rest of the items). The oldest messages
         are delivered first (no fault) until an instance's run_task is pending, so that this
@@ -507,6 +507,10 @@ class DagrelayMachine(RuleBasedStateMachine):
             envelope = runs[index % len(runs)]
             self.pending.remove(envelope)
             self._deliver(envelope, CANCEL, None)
+            self._collect()
+            batch = _payload(envelope)["batch_id"]
+            if then_resume and self._batch_status(batch) == BatchStatus.CANCELLED:
+                self._operator({"action": "resume", "pipeline": PIPELINE, "batch_id": batch})
         self._note("cancel_mid_map")
 
     def _mapped_runs(self) -> list[Envelope]:
@@ -649,14 +653,18 @@ class DagrelayMachine(RuleBasedStateMachine):
 
     @rule(
         task=st.integers(0, 4),
-        kind=st.sampled_from(["apply", "enabled", "rule", "retries"]),
-        priority=st.integers(0, 2),
+        kind=st.sampled_from(["apply", "enabled", "rule", "retries", "slots"]),
+        value=st.integers(0, 3),
     )
-    def edit(self, task: int, kind: str, priority: int) -> None:
-        """A pipeline edit: ``dagrelay apply`` or plain SQL (one rule, so that edits take no
-        bigger share of the steps than a delivery)."""
+    def edit(self, task: int, kind: str, value: int) -> None:
+        """An operator's change: ``dagrelay apply`` (``value`` the task's priority), a plain-SQL
+        edit, or the pool's slots (``value``). One rule, so that edits take no bigger share of
+        the steps than a delivery does."""
         if kind == "apply":
-            self._edit_apply(task, priority)
+            self._edit_apply(task, value % 3)
+        elif kind == "slots":
+            if self.pooled:
+                self.set_slots(value)
         else:
             self._edit_sql(task, kind)
         self._note("edit")
@@ -690,8 +698,6 @@ class DagrelayMachine(RuleBasedStateMachine):
             )
             apply(conn, replace(spec, tasks=changed), now=self.clock())
 
-    @precondition(lambda self: self.pooled)
-    @rule(slots=st.integers(0, 3))
     def set_slots(self, slots: int) -> None:
         with self.h.db.connect() as conn:
             holders = conn.execute(
@@ -703,7 +709,6 @@ class DagrelayMachine(RuleBasedStateMachine):
             ).scalars()
             self.facts.grandfathered[POOL] = frozenset(holders)
         pools.set_pool(self.engine, POOL, slots)
-        self._note("set_slots")
 
     @precondition(lambda self: self.started)
     @rule()

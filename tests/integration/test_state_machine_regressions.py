@@ -53,7 +53,7 @@ def test_resume_after_cancel_mid_map_runs_the_other_items(machine: DagrelayMachi
     checked(m)
     m.deliver_next()  # t0: two items
     checked(m)
-    m.cancel_mid_map(0)  # t1[0] runs; the operator cancels the batch
+    m.cancel_mid_map(0, False)  # t1[0] runs; the operator cancels the batch
     checked(m)
     m.resume(0)
     checked(m)
