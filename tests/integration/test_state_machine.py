@@ -83,7 +83,8 @@ TABLES = (
 )  # fmt: skip
 
 SUCCESS, RETRYABLE, FINAL, HANG, CANCEL = "success", "retryable", "final", "hang", "cancel"
-OUTCOMES = (SUCCESS, SUCCESS, RETRYABLE, FINAL, HANG)  # CANCEL: its own rule
+CANCEL_RERUN = "cancel, then rerun"  # while the handler runs: the batch is CANCELLING
+OUTCOMES = (SUCCESS, SUCCESS, RETRYABLE, FINAL, HANG)  # CANCEL, CANCEL_RERUN: their own rule
 CRASHES: tuple[HookPoint | None, ...] = (None, None, None, *HookPoint)
 ITEM = st.sampled_from([1, 2, "a", "nul\x00item"])  # a NUL is a value PostgreSQL text refuses
 ITEM_LISTS = ((1, 2), (), (1,), (1, "nul\x00item"), (1, 2, "a"))  # a task's output items
@@ -254,7 +255,8 @@ def pipelines(draw: st.DrawFn) -> Pipeline:
             parents = tuple(sorted(draw(st.sets(st.integers(0, i - 1), max_size=2))))
         rule_ = draw(st.sampled_from(list(TriggerRule))) if parents else TriggerRule.ALL_SUCCESS
         options: tuple[tuple[str, Any], ...] | None = None
-        if len(parents) == 1 and not draw(st.booleans()):
+        over_mapped = len(parents) == 1 and tasks[parents[0]].map is not None
+        if len(parents) == 1 and not over_mapped and not draw(st.booleans()):
             rule_ = TriggerRule.ALL_SUCCESS
             tolerated = draw(st.sampled_from([None, 1, "50%"]))
             parallel = draw(st.sampled_from([None, 1, 2]))
@@ -359,9 +361,20 @@ class DagrelayMachine(RuleBasedStateMachine):
         if outcome == HANG:  # past its lease: the sweeper concludes it, its result comes late
             self.clock.advance(TIMEOUT_S + 1)
             self.sweeper.expire_leases()
-        if outcome == CANCEL:  # an operator cancels while it runs
+        if outcome in (CANCEL, CANCEL_RERUN):  # an operator cancels while it runs
             self._operator(
                 {"action": "cancel_batch", "pipeline": PIPELINE, "batch_id": ctx.batch_id}
+            )
+        if outcome == CANCEL_RERUN:  # ... and reruns another task (refused while CANCELLING)
+            other = [t for t in self.tasks if t != ctx.task][-1]
+            self._operator(
+                {
+                    "action": "rerun",
+                    "pipeline": PIPELINE,
+                    "batch_id": ctx.batch_id,
+                    "task": other,
+                    "downstream": True,
+                }
             )
         return {"items": self.outputs.get(ctx.task, [])}
 
@@ -494,10 +507,12 @@ class DagrelayMachine(RuleBasedStateMachine):
         self._note("deliver_next")
 
     @precondition(lambda self: self.pending)
-    @rule(index=st.integers(0, 30))
-    def cancel_while_running(self, index: int) -> None:
-        """An operator cancels the batch while the handler of this delivery runs."""
-        self._deliver(self.pending.pop(index % len(self.pending)), CANCEL, None)
+    @rule(index=st.integers(0, 30), then_rerun=st.booleans())
+    def cancel_while_running(self, index: int, then_rerun: bool) -> None:
+        """An operator cancels the batch while the handler of this delivery runs (and, with
+        ``then_rerun``, reruns another task while the batch is CANCELLING)."""
+        outcome = CANCEL_RERUN if then_rerun else CANCEL
+        self._deliver(self.pending.pop(index % len(self.pending)), outcome, None)
         self._note("cancel_while_running")
 
     @precondition(lambda self: self.mapped and self.started)

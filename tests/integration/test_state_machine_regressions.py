@@ -104,3 +104,15 @@ def test_a_stale_run_task_after_a_downstream_rerun_is_ignored(machine: DagrelayM
     checked(m)
     m.deliver_next()  # the stale duplicate of t1's run_task: ignored, not rejected
     checked(m)
+
+
+def test_an_output_the_database_refuses_ends_the_task_error(machine: DagrelayMachine) -> None:
+    """Bug 4 as the CI profile shrank it on the old code: a NUL in a task's own output (no map
+    involved) made its run_task a rejected message."""
+    m = machine
+    m.define(Pipeline((Task(items=(1, "nul\x00item")), Task(retries=1, items=(1, 2)))))
+    m.start_batch("b1")
+    m.deliver_next()
+    checked(m)
+    m._quiesce()
+    assert m._batch_status("b1") == "FAILED"
