@@ -120,7 +120,7 @@ def success_means_everything_ran(conn: Connection, facts: Facts) -> list[str]:
 
 def cancel_holds_until_resumed(conn: Connection, facts: Facts) -> list[str]:
     """A cancelled batch stays CANCELLING/CANCELLED and claims nothing new until a resume (or
-    a rerun accepted once it was CANCELLED)."""
+    a rerun accepted once it was CANCELLED), but its teardown tasks."""
     found: list[str] = []
     for (pipeline, batch_id), attempts in sorted(facts.cancelled.items()):
         status = conn.execute(
@@ -135,6 +135,7 @@ def cancel_holds_until_resumed(conn: Connection, facts: Facts) -> list[str]:
             "JOIN batches b ON b.batch_id = a.batch_id AND b.pipeline = :p "
             "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = a.task_id "
             "WHERE a.batch_id = :b AND a.attempt_id <> ALL(CAST(:known AS bigint[])) "
+            "AND NOT t.teardown "  # a cancel spares the teardown tasks: they run after it
             "ORDER BY a.attempt_id",
             p=pipeline,
             b=batch_id,

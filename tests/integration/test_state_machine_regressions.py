@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from dagrelay.engine.hooks import HookPoint
+from dagrelay.states import TriggerRule
 from tests.integration.test_state_machine import (
     HARNESS,
     RETRYABLE,
@@ -116,3 +117,26 @@ def test_an_output_the_database_refuses_ends_the_task_error(machine: DagrelayMac
     checked(m)
     m._quiesce()
     assert m._batch_status("b1") == "FAILED"
+
+
+def test_a_cancel_spares_a_teardown_task(machine: DagrelayMachine) -> None:
+    """A model error the CI profile found on main: a teardown task claimed after the cancel is
+    what a cancel must do (it spares teardown tasks), not a cancel undone."""
+    m = machine
+    m.define(
+        Pipeline(
+            (
+                Task(items=(1, 2)),
+                Task(parents=(0,), rule=TriggerRule.ALL_DONE, items=(1, 2), teardown=True),
+                Task(parents=(1,), map=(), items=(1, 2)),
+            )
+        )
+    )
+    m.start_batch("b1")
+    m.deliver_next()
+    m.cancel(0)
+    checked(m)
+    m.deliver_next()  # the teardown task runs in the CANCELLING batch
+    checked(m)
+    m._quiesce()
+    assert m._batch_status("b1") == "CANCELLED"
