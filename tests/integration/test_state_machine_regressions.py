@@ -140,3 +140,15 @@ def test_a_cancel_spares_a_teardown_task(machine: DagrelayMachine) -> None:
     checked(m)
     m._quiesce()
     assert m._batch_status("b1") == "CANCELLED"
+
+
+def test_a_rerun_while_cancelling_keeps_the_cancel(machine: DagrelayMachine) -> None:
+    """Bug 2 as the CI profile found it on the old code: cancel while a task runs, then rerun
+    another task before the batch is CANCELLED; the old code ran the batch again."""
+    m = machine
+    m.define(Pipeline((Task(items=(1, 2)), Task(parents=(0,)), Task(parents=(1,)))))
+    m.start_batch("b1")
+    m.cancel_while_running(0, True)  # t0 runs; cancel (CANCELLING), rerun t2: refused
+    checked(m)
+    m._quiesce()
+    assert m._batch_status("b1") == "CANCELLED"
