@@ -120,7 +120,7 @@ def success_means_everything_ran(conn: Connection, facts: Facts) -> list[str]:
 
 def cancel_holds_until_resumed(conn: Connection, facts: Facts) -> list[str]:
     """A cancelled batch stays CANCELLING/CANCELLED and claims nothing new until a resume (or
-    a rerun accepted once it was CANCELLED)."""
+    a rerun accepted once it was CANCELLED), but its teardown tasks."""
     found: list[str] = []
     for (pipeline, batch_id), attempts in sorted(facts.cancelled.items()):
         status = conn.execute(
@@ -135,6 +135,7 @@ def cancel_holds_until_resumed(conn: Connection, facts: Facts) -> list[str]:
             "JOIN batches b ON b.batch_id = a.batch_id AND b.pipeline = :p "
             "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = a.task_id "
             "WHERE a.batch_id = :b AND a.attempt_id <> ALL(CAST(:known AS bigint[])) "
+            "AND NOT t.teardown "  # a cancel spares the teardown tasks: they run after it
             "ORDER BY a.attempt_id",
             p=pipeline,
             b=batch_id,
@@ -260,6 +261,38 @@ def engine_messages_never_rejected(conn: Connection, facts: Facts) -> list[str]:
     return found + [f"a delivery of the engine's own message raised: {e}" for e in facts.raised]
 
 
+def cancel_waits_for_teardowns(conn: Connection, facts: Facts) -> list[str]:
+    """A cancel spares the teardown tasks and waits for them: a CANCELLED batch has no
+    teardown task that could still run (each has a row that ended, none CANCELLED)."""
+    rows = _rows(
+        conn,
+        "SELECT b.pipeline, b.batch_id, t.name, -1 AS map_index, tl.status::text AS status "
+        "FROM batches b JOIN version_tasks t ON t.version_id = b.version_id AND t.teardown "
+        "LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id "
+        "AND tl.map_index = -1 "
+        "WHERE b.status = 'CANCELLED' AND b.start_task_id IS NULL "
+        "AND (tl.status IS NULL OR tl.status = ANY(CAST(:open AS task_status[]))) "
+        "ORDER BY 1, 2, 3",
+        open=[s.value for s in (*CAN_RUN, TaskStatus.CANCELLED)],
+    )
+    return [
+        f"batch {r['pipeline']}/{r['batch_id']} is CANCELLED but its teardown task {_task(r)} "
+        + ("never ran (no row)" if r["status"] is None else f"is {r['status']}")
+        for r in rows
+    ]
+
+
+def tick_starts_one_batch(conn: Connection, facts: Facts) -> list[str]:
+    """A schedule's tick starts at most one batch."""
+    rows = _rows(
+        conn,
+        "SELECT pipeline, params->>'scheduled_for' AS tick, "
+        "string_agg(batch_id, ', ' ORDER BY batch_id) AS ids FROM batches "
+        "WHERE triggered_by LIKE 'schedule:%' GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 1, 2",
+    )
+    return [f"tick {r['tick']} of {r['pipeline']} started batches {r['ids']}" for r in rows]
+
+
 # -- at quiescence ---------------------------------------------------------------------------------
 
 
@@ -323,6 +356,8 @@ EVERY_STEP: tuple[Invariant, ...] = (
     pools_within_slots,
     one_alert_per_untolerated_failure,
     engine_messages_never_rejected,
+    cancel_waits_for_teardowns,
+    tick_starts_one_batch,
 )
 AT_QUIESCENCE: tuple[Invariant, ...] = (
     *EVERY_STEP,

@@ -93,8 +93,8 @@ def test_run_task_for_unknown_task_or_missing_row(
     engine.start_batch(StartBatch("p", "b1"))
     with pytest.raises(BadMessage, match="unknown task 'ghost'"):
         engine.run_task(RunTask("b1", "ghost"))
-    with pytest.raises(BadMessage, match="task 'b' has no task_log row in batch 'b1'"):
-        engine.run_task(RunTask("b1", "b"))
+    # a task of the version without a row yet (or reset by a rerun): a stale message, ignored
+    assert engine.run_task(RunTask("b1", "b")) == RunOutcome.IGNORED
 
 
 def test_linear_chain_runs_in_order(

@@ -423,7 +423,14 @@ class Engine:
                 "or its version has no such task"
             )
         if state.status is None:
-            raise BadMessage(f"task {msg.task!r} has no task_log row in batch {msg.batch_id!r}")
+            # A task of the batch's version without a row: a rerun --downstream reset it while
+            # this (duplicated or redelivered) run_task was in flight, or its parents have not
+            # ended yet. The engine sent it; its row's creation publishes a new one.
+            log.info(
+                "run_task ignored: task has no task_log row (not started, or reset by a rerun)",
+                extra=extra,
+            )
+            return RunOutcome.IGNORED
         log.info(
             "run_task ignored: task is %s (attempt %s), batch is %s",
             state.status,
