@@ -1,5 +1,5 @@
 """The invariants of dagrelay's state machine, written once (ARCHITECTURE.md, "Invariants checked
-by the model"; DESIGN.md 6.11). Each function checks one invariant against the real database and
+by the model"). Each function checks one invariant against the real database and
 returns the violations it found, each a sentence a person can read; an empty list means it holds.
 ``check_all`` runs them. The model-based test (tests/integration/test_state_machine.py) calls the
 cheap ones after every step and all of them at quiescence.

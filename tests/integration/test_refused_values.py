@@ -1,4 +1,4 @@
-"""A message the engine wrote itself is never "bad" (DESIGN.md section 5): when the database
+"""A message the engine wrote itself is never "bad": when the database
 refuses a value the engine produced — a mapped task's item, a task's output, its error text, a
 deferral's job — the task it concerns ends ERROR at once with the reason, in a transaction of
 its own, and the message is acknowledged. One bad item closes its own group, never its

@@ -1,4 +1,4 @@
-"""The model-based test of the whole state machine (DESIGN.md 6.11; ARCHITECTURE.md, "Invariants
+"""The model-based test of the whole state machine (ARCHITECTURE.md, "Invariants
 checked by the model"). A Hypothesis ``RuleBasedStateMachine`` drives the real engine, in-process,
 on the real PostgreSQL: a random pipeline (chains, diamonds, fan-in, mapped tasks with and without
 tolerated_failures and max_parallel, a pool with few slots, max_active, every trigger rule) and

@@ -528,7 +528,7 @@ class Engine:
         except (DBAPIError, UnicodeError) as exc:
             # A value the engine produced (an output, an error text, a child's items) that the
             # database refuses: the task ends ERROR with the reason, in a transaction of its
-            # own; its message is not a bad one (DESIGN.md section 5).
+            # own; its message is not a bad one (ARCHITECTURE.md, "Messages").
             if (reason := refused_value(exc)) is None:
                 raise
             log.error("the database refused the attempt's result: %s", reason, extra=extra)  # noqa: TRY400 - the reason says it all
