@@ -1,9 +1,9 @@
 """Cloud Functions entry points. Thin: decode the event, hand it to the router or the dashboard.
 
-All three functions (router, status, operate) deploy from this one module, so each imports its
-side on its first call: the dashboard functions never load the router's wiring (ingestion, the
-handlers; Pub/Sub only on an operator's first action), and the router does not load the
-dashboard. ``python -m local_emulator.coldstart`` measures it.
+All four functions (router, status, operate, deploy) deploy from this one module, so each
+imports its side on its first call: the dashboard functions never load the router's wiring
+(ingestion, the handlers; Pub/Sub only on an operator's first action), and the router does not
+load the dashboard. ``python -m local_emulator.coldstart`` measures it.
 """
 
 from __future__ import annotations
@@ -37,3 +37,15 @@ def operate(request: Request) -> Response:
     from dagrelay.dashboard import app as dashboard  # noqa: PLC0415 - see the module docstring
 
     return dashboard.handle(request, operate=True)
+
+
+@functions_framework.http
+def deploy(request: Request) -> Response:
+    """HTTP (IAM-authenticated, the deployer only): ``terraform apply`` calls it once per
+    archive with the archive's hash; it migrates the database and applies every pipeline of
+    the archive (dagrelay/ops/deploy.py), and answers the result as JSON."""
+    from pathlib import Path  # noqa: PLC0415 - see the module docstring
+
+    from dagrelay.ops import deploy as step  # noqa: PLC0415 - see the module docstring
+
+    return step.handle(request, root=Path(__file__).resolve().parent)

@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         "expiry), and records its verified email. Unset (locally): no token is read and "
         "dashboard_caller is recorded.",
     )
+    archive_hash: str | None = Field(
+        None,
+        description="The hash of the function archive this deployment runs (Terraform sets it "
+        "on the deploy function to the archive's md5); the deploy step refuses a request for "
+        "another archive. Unset: any archive named is accepted (locally, tests).",
+    )
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
         description="Recorded in each attempt's history: which process ran it.",

@@ -46,8 +46,10 @@ def test_archive_holds_entry_point_package_schema_and_pinned_requirements(tmp_pa
     assert "dagrelay/_schema/openapi.json" in names
     assert "dagrelay/dashboard/static/style.css" in names
     assert not [n for n in names if "__pycache__" in n or n.startswith("tests/")]
-    # Only what the functions read at run time: no migrations, demo data or second main.py.
-    assert not [n for n in names if n.startswith(("dagrelay/_migrations", "dagrelay/_function"))]
+    # The migrations, for the deploy function; no demo data or second main.py.
+    assert "dagrelay/_migrations/env.py" in names
+    assert "dagrelay/_migrations/versions/0001_core_schema.py" in names
+    assert not [n for n in names if n.startswith("dagrelay/_function")]
     assert not [n for n in names if n.endswith((".csv", ".yaml")) and "sources.yaml" not in n]
     requirements = zipfile.ZipFile(archive).read("requirements.txt").decode().split()
     assert requirements == runtime_requirements()

@@ -1,5 +1,6 @@
 """Builds the Cloud Function source archive: ``main.py``, the ``dagrelay`` package with the
-run-time files of its schema directory (named SQL, message schemas) and a ``requirements.txt``
+run-time files of its schema directory (named SQL, message schemas), the migrations (the deploy
+function runs them) and a ``requirements.txt``
 pinned exactly as the installed distribution pins its runtime dependencies. Everything is taken
 from the installed package (a wheel or an editable checkout, see dagrelay/resources.py), so it
 works from any install. One archive serves Terraform and ``gcloud functions deploy --source``."""
@@ -22,9 +23,12 @@ SCHEMA_FILES = (
     "sources.yaml",
     "sources.schema.json",
     "names.schema.json",
+    "pipeline.schema.json",  # the deploy function loads the pipeline files
     "pipelines/**/*.sql",
     "messages/*.json",
 )
+# The migrations, for the deploy function (``dagrelay/ops/deploy.py`` migrates to head).
+MIGRATION_FILES = ("env.py", "script.py.mako", "versions/*.py")
 PACKAGE_SUFFIXES = {".py", ".typed", ".html", ".css", ".js", ".svg", ".json", ".md"}
 # Fixed timestamps make the archive byte-for-byte reproducible (Terraform hashes it).
 EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -53,6 +57,10 @@ def archive_members() -> dict[str, Path]:
     for pattern in SCHEMA_FILES:
         for path in sorted(schema.glob(pattern)):
             members[f"dagrelay/_schema/{path.relative_to(schema).as_posix()}"] = path
+    migrations = resources.migrations_dir()
+    for pattern in MIGRATION_FILES:
+        for path in sorted(migrations.glob(pattern)):
+            members[f"dagrelay/_migrations/{path.relative_to(migrations).as_posix()}"] = path
     return members
 
 
