@@ -1,4 +1,6 @@
-# Cloud SQL for PostgreSQL 15, private IP only, and the dagrelay database, user and password.
+# Cloud SQL for PostgreSQL 15, reached only through the Cloud SQL connectors (default: a public IP
+# with no authorized networks and connector_enforcement = REQUIRED; private_network = true: a
+# private IP only), and the dagrelay database, user and password.
 # The password is generated here, kept in Secret Manager, and handed to the functions as a secret
 # environment variable (DAGRELAY_DB_PASSWORD). It is also in the Terraform state, like every
 # generated secret: keep the state in a private, access-controlled bucket.
@@ -10,7 +12,8 @@ resource "random_id" "db_suffix" {
 }
 
 resource "google_sql_database_instance" "main" {
-  #checkov:skip=CKV_GCP_6:ssl_mode ENCRYPTED_ONLY refuses every unencrypted connection. Client certificates (TRUSTED_CLIENT_CERTIFICATE_REQUIRED) add nothing here: there is no public IP, and every client authenticates through the Cloud SQL connector with IAM (cloudsql.client) plus the password.
+  #checkov:skip=CKV_GCP_60:The default path (private_network = false) gives the instance a public IP to avoid the always-on VPC connector; it lists no authorized networks and connector_enforcement = REQUIRED refuses every connection that does not come through a Cloud SQL connector (IAM cloudsql.client, ephemeral client certificate, TLS), so no address on the internet can open a PostgreSQL session. private_network = true removes the public IP.
+  #checkov:skip=CKV_GCP_6:ssl_mode ENCRYPTED_ONLY refuses every unencrypted connection. Client certificates (TRUSTED_CLIENT_CERTIFICATE_REQUIRED) add nothing here: connector_enforcement = REQUIRED admits only the Cloud SQL connectors, which always present an ephemeral client certificate, and every client authenticates with IAM (cloudsql.client) plus the password.
   #checkov:skip=CKV_GCP_110:pgAudit would log every statement of the engine's hot path (claims, checked updates, outbox), multiplying log volume and cost; the database flags below log connections, DDL, errors and lock waits. Enable cloudsql.enable_pgaudit where an audit mandate requires it.
   #checkov:skip=CKV2_GCP_13:log_duration writes one line per statement (the same volume problem as pgAudit); Query Insights (insights_config) records statement latency instead.
   #checkov:skip=CKV_GCP_79:PostgreSQL 15 is the version dagrelay is built and tested on (the local stack and the tests run it); a major upgrade is a deliberate change, not a lint fix.
@@ -31,9 +34,16 @@ resource "google_sql_database_instance" "main" {
     deletion_protection_enabled = var.deletion_protection
     user_labels                 = var.labels
 
+    # Only the Cloud SQL connectors (the Python connector, the Auth Proxy) may connect: each
+    # connection is authorised by IAM (cloudsql.client) and encrypted with an ephemeral client
+    # certificate, whatever the IP path.
+    connector_enforcement = "REQUIRED"
+
     ip_configuration {
-      ipv4_enabled    = false # no public IP
-      private_network = google_compute_network.vpc.id
+      # Default: a public IP with no authorized networks (only the connectors get through).
+      # private_network = true: a private IP in the VPC only (network.tf).
+      ipv4_enabled    = !var.private_network
+      private_network = var.private_network ? google_compute_network.vpc[0].id : null
       # TLS on every connection; the Cloud SQL Python Connector always uses TLS.
       ssl_mode = "ENCRYPTED_ONLY"
     }
@@ -105,7 +115,7 @@ resource "google_sql_database_instance" "main" {
     }
   }
 
-  # The private IP comes from the reserved range: the peering must exist first.
+  # With private_network, the private IP comes from the reserved range: the peering first.
   depends_on = [google_service_networking_connection.private_services]
 }
 

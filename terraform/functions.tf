@@ -1,9 +1,15 @@
-# The three Cloud Functions (gen2): the event router (Pub/Sub push, pubsub.tf), the operator
-# dashboard (operate, below) and the status
-# function (HTTP). Both are built from one archive: `dagrelay build-function` zips main.py, the
-# dagrelay package, schema/ files and a pinned requirements.txt.
+# The Cloud Functions (gen2): the event router (Pub/Sub push, pubsub.tf), the operator
+# dashboard (operate, below) and the status function (HTTP); the deploy function is in
+# deploy.tf. All are built from one archive: `dagrelay build-function` zips main.py, the
+# dagrelay package, schema/ files, the migrations and a pinned requirements.txt.
 
 locals {
+  # The connectors' path to Cloud SQL: its public IP (only connectors admitted, database.tf)
+  # or, with private_network, its private IP through the VPC connector (network.tf).
+  db_ip_type    = var.private_network ? "private" : "public"
+  vpc_connector = var.private_network ? google_vpc_access_connector.functions[0].id : null
+  vpc_egress    = var.private_network ? "PRIVATE_RANGES_ONLY" : null
+
   # Settings of dagrelay.config.Settings, as DAGRELAY_<FIELD> (a unit test checks every name).
   function_env = {
     DAGRELAY_PROJECT_ID         = var.project_id
@@ -14,7 +20,7 @@ locals {
     DAGRELAY_CLOUD_SQL_INSTANCE = google_sql_database_instance.main.connection_name
     DAGRELAY_DB_NAME            = google_sql_database.dagrelay.name
     DAGRELAY_DB_USER            = google_sql_user.dagrelay.name
-    DAGRELAY_DB_IP_TYPE         = "private"
+    DAGRELAY_DB_IP_TYPE         = local.db_ip_type
     DAGRELAY_DB_POOL_SIZE       = tostring(var.db_pool_size)
     DAGRELAY_DB_MAX_OVERFLOW    = tostring(var.db_max_overflow)
     DAGRELAY_HANDLER_MODULES    = join(",", var.handler_modules) # empty: the archive's dagrelay.yaml decides
@@ -64,56 +70,6 @@ resource "google_storage_bucket_object" "function_source" {
   source = var.function_source_archive
 }
 
-# -- Migrations (optional, see variables.tf run_migrations_on_apply and README.md) -------------------
-
-locals {
-  # What scripts/migrate.sh needs to reach Cloud SQL (migrations and pipeline_files).
-  migrate_env = {
-    DAGRELAY_PROJECT_ID         = var.project_id
-    DAGRELAY_CLOUD_SQL_INSTANCE = google_sql_database_instance.main.connection_name
-    DAGRELAY_DB_NAME            = google_sql_database.dagrelay.name
-    DAGRELAY_DB_USER            = google_sql_user.dagrelay.name
-    DAGRELAY_DB_IP_TYPE         = "private"
-    DB_PASSWORD_SECRET          = google_secret_manager_secret.db_password.secret_id
-    DAGRELAY                    = var.dagrelay_command
-  }
-}
-
-resource "terraform_data" "migrations" {
-  count = var.run_migrations_on_apply ? 1 : 0
-
-  # Re-run when a migration file changes or the instance is replaced.
-  triggers_replace = {
-    migrations = sha1(join(",", [for f in sort(fileset("${path.module}/../migrations", "**/*.py")) : filesha1("${path.module}/../migrations/${f}")]))
-    instance   = google_sql_database_instance.main.connection_name
-  }
-
-  provisioner "local-exec" {
-    command     = "${path.module}/scripts/migrate.sh"
-    environment = local.migrate_env
-  }
-
-  depends_on = [google_secret_manager_secret_version.db_password]
-}
-
-# -- Pipelines (optional): `dagrelay pipeline apply` of each file, after the migrations --------------
-
-resource "terraform_data" "pipelines" {
-  count = var.run_migrations_on_apply && length(var.pipeline_files) > 0 ? 1 : 0
-
-  triggers_replace = {
-    files    = sha1(join(",", [for f in var.pipeline_files : "${f}:${filesha1(f)}"]))
-    instance = google_sql_database_instance.main.connection_name
-  }
-
-  provisioner "local-exec" {
-    command     = join(" && ", [for f in var.pipeline_files : "${path.module}/scripts/migrate.sh pipeline apply ${abspath(f)}"])
-    environment = local.migrate_env
-  }
-
-  depends_on = [terraform_data.migrations]
-}
-
 # -- Router ---------------------------------------------------------------------------------------
 
 resource "google_cloudfunctions2_function" "router" {
@@ -150,8 +106,8 @@ resource "google_cloudfunctions2_function" "router" {
     ingress_settings               = var.router_ingress
     all_traffic_on_latest_revision = true
 
-    vpc_connector                 = google_vpc_access_connector.functions.id
-    vpc_connector_egress_settings = "PRIVATE_RANGES_ONLY" # Cloud SQL's private IP; Google APIs directly
+    vpc_connector                 = local.vpc_connector
+    vpc_connector_egress_settings = local.vpc_egress # Cloud SQL's private IP; Google APIs directly
 
     environment_variables = local.function_env
 
@@ -170,8 +126,8 @@ resource "google_cloudfunctions2_function" "router" {
     google_secret_manager_secret_version.db_password,
     google_project_iam_member.builder,
     google_storage_bucket_iam_member.builder_source,
-    # The schema must be migrated before new code handles messages.
-    terraform_data.migrations,
+    # The schema is migrated and the pipelines applied before new code handles messages.
+    terraform_data.deploy,
   ]
 }
 
@@ -206,8 +162,8 @@ resource "google_cloudfunctions2_function" "status" {
     ingress_settings               = var.status_ingress
     all_traffic_on_latest_revision = true
 
-    vpc_connector                 = google_vpc_access_connector.functions.id
-    vpc_connector_egress_settings = "PRIVATE_RANGES_ONLY"
+    vpc_connector                 = local.vpc_connector
+    vpc_connector_egress_settings = local.vpc_egress
 
     environment_variables = local.function_env
 
@@ -225,7 +181,7 @@ resource "google_cloudfunctions2_function" "status" {
     google_secret_manager_secret_version.db_password,
     google_project_iam_member.builder,
     google_storage_bucket_iam_member.builder_source,
-    terraform_data.migrations,
+    terraform_data.deploy,
   ]
 }
 
@@ -263,8 +219,8 @@ resource "google_cloudfunctions2_function" "operate" {
     ingress_settings               = var.status_ingress
     all_traffic_on_latest_revision = true
 
-    vpc_connector                 = google_vpc_access_connector.functions.id
-    vpc_connector_egress_settings = "PRIVATE_RANGES_ONLY"
+    vpc_connector                 = local.vpc_connector
+    vpc_connector_egress_settings = local.vpc_egress
 
     environment_variables = local.function_env
 
@@ -282,6 +238,6 @@ resource "google_cloudfunctions2_function" "operate" {
     google_secret_manager_secret_version.db_password,
     google_project_iam_member.builder,
     google_storage_bucket_iam_member.builder_source,
-    terraform_data.migrations,
+    terraform_data.deploy,
   ]
 }

@@ -7,6 +7,7 @@
 #   status        runs the status function (viewers' dashboard): Cloud SQL and the database password
 #   operate       runs the operator dashboard: the same, and publishes to the events topic (the
 #                 only account besides the router's that may)
+#   deploy        runs the deploy step (migrations, pipelines): Cloud SQL and the database password
 #   push-invoker  identity of the push subscriptions' OIDC tokens: may invoke the router only
 #   builder       Cloud Build identity for the function builds: logs, images, the source bucket
 #
@@ -26,6 +27,11 @@ resource "google_service_account" "status" {
 resource "google_service_account" "operate" {
   account_id   = "${local.prefix}-operate"
   display_name = "dagrelay operator dashboard (runtime)"
+}
+
+resource "google_service_account" "deploy" {
+  account_id   = "${local.prefix}-deploy"
+  display_name = "dagrelay deploy step (runtime)"
 }
 
 resource "google_service_account" "push_invoker" {
@@ -116,6 +122,22 @@ resource "google_pubsub_topic_iam_member" "operate_publisher" {
   topic  = google_pubsub_topic.events.name
   role   = "roles/pubsub.publisher" # start_batch, rerun, cancel_batch from the operator's forms
   member = "serviceAccount:${google_service_account.operate.email}"
+}
+
+# -- Deploy ---------------------------------------------------------------------------------------
+# The deploy function is invoked by whoever runs `terraform apply` (Owner or Cloud Run Admin
+# holds run.invoker): no invoker binding.
+
+resource "google_project_iam_member" "deploy_cloudsql_client" {
+  project = var.project_id
+  role    = "roles/cloudsql.client"
+  member  = "serviceAccount:${google_service_account.deploy.email}"
+}
+
+resource "google_secret_manager_secret_iam_member" "deploy_db_password" {
+  secret_id = google_secret_manager_secret.db_password.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.deploy.email}"
 }
 
 # -- Invocation -----------------------------------------------------------------------------------

@@ -1,12 +1,16 @@
-# The private path to Cloud SQL: a VPC, private services access (a reserved range peered with
-# Google's service producer network, where the instance gets its private IP), and a Serverless VPC
-# Access connector through which the functions reach that IP.
+# The production network path (private_network = true): a VPC, private services access (a
+# reserved range peered with Google's service producer network, where the instance gets its
+# private IP) and a Serverless VPC Access connector through which the functions reach that IP.
 #
-# Why a connector rather than direct VPC egress: google_cloudfunctions2_function (provider 6.x,
-# Cloud Functions v2 API) exposes vpc_connector only. The connector's two e2-micro instances are
-# the second-largest idle cost after Cloud SQL (README.md, "Cost at idle").
+# The default path (private_network = false) has none of it: the instance has a public IP with no
+# authorized networks that accepts only the Cloud SQL connectors (connector_enforcement =
+# REQUIRED, database.tf), so nothing here exists and nothing runs at idle. Why: the connector's
+# two always-on e2-micro VMs were the second-largest idle cost, and google_cloudfunctions2_function
+# (provider 6.x) exposes vpc_connector only, no direct VPC egress (README.md, "Network path").
 
 resource "google_compute_network" "vpc" {
+  count = var.private_network ? 1 : 0
+
   name                    = "${local.prefix}-vpc"
   auto_create_subnetworks = false
   routing_mode            = "REGIONAL"
@@ -18,8 +22,10 @@ resource "google_compute_network" "vpc" {
 # priority documents that. The connector creates its own higher-priority allow rules for
 # Google's serverless ranges, which this rule does not affect.
 resource "google_compute_firewall" "deny_all_ingress" {
+  count = var.private_network ? 1 : 0
+
   name      = "${local.prefix}-deny-all-ingress"
-  network   = google_compute_network.vpc.id
+  network   = google_compute_network.vpc[0].id
   direction = "INGRESS"
   priority  = 65534
 
@@ -34,8 +40,10 @@ resource "google_compute_firewall" "deny_all_ingress" {
 }
 
 resource "google_compute_subnetwork" "connector" {
+  count = var.private_network ? 1 : 0
+
   name                     = "${local.prefix}-connector"
-  network                  = google_compute_network.vpc.id
+  network                  = google_compute_network.vpc[0].id
   region                   = var.region
   ip_cidr_range            = var.connector_cidr
   private_ip_google_access = true
@@ -49,17 +57,21 @@ resource "google_compute_subnetwork" "connector" {
 }
 
 resource "google_compute_global_address" "private_services" {
+  count = var.private_network ? 1 : 0
+
   name          = "${local.prefix}-private-services"
-  network       = google_compute_network.vpc.id
+  network       = google_compute_network.vpc[0].id
   purpose       = "VPC_PEERING"
   address_type  = "INTERNAL"
   prefix_length = var.private_services_prefix_length
 }
 
 resource "google_service_networking_connection" "private_services" {
-  network                 = google_compute_network.vpc.id
+  count = var.private_network ? 1 : 0
+
+  network                 = google_compute_network.vpc[0].id
   service                 = "servicenetworking.googleapis.com"
-  reserved_peering_ranges = [google_compute_global_address.private_services.name]
+  reserved_peering_ranges = [google_compute_global_address.private_services[0].name]
 
   # Removing the peering fails while the producer network still has resources (Cloud SQL is
   # deleted asynchronously); abandoning it lets `terraform destroy` finish, and the peering goes
@@ -68,11 +80,13 @@ resource "google_service_networking_connection" "private_services" {
 }
 
 resource "google_vpc_access_connector" "functions" {
+  count = var.private_network ? 1 : 0
+
   name   = "${local.prefix}-conn"
   region = var.region
 
   subnet {
-    name = google_compute_subnetwork.connector.name
+    name = google_compute_subnetwork.connector[0].name
   }
 
   machine_type  = var.connector_machine_type
@@ -80,67 +94,4 @@ resource "google_vpc_access_connector" "functions" {
   max_instances = 3
 
   depends_on = [google_project_service.apis]
-}
-
-# -- Admin subnet: where a short-lived bastion VM runs scripts/migrate.sh ---------------------------
-# Cloud SQL has no public IP, so migrations run from inside the VPC (README.md, "Deploy"). The
-# connector's subnet is reserved for the connector, hence a subnet of its own. The bastion has no
-# external IP: SSH arrives through Identity-Aware Proxy, and Cloud NAT gives it outbound access
-# to install dagrelay. Neither costs anything while no VM runs.
-
-resource "google_compute_subnetwork" "admin" {
-  name                     = "${local.prefix}-admin"
-  network                  = google_compute_network.vpc.id
-  region                   = var.region
-  ip_cidr_range            = var.admin_cidr
-  private_ip_google_access = true
-
-  log_config {
-    aggregation_interval = "INTERVAL_5_MIN"
-    flow_sampling        = 0.5
-    metadata             = "INCLUDE_ALL_METADATA"
-  }
-}
-
-# SSH to VMs tagged as bastion, from IAP's TCP-forwarding range only.
-resource "google_compute_firewall" "iap_ssh_bastion" {
-  name          = "${local.prefix}-iap-ssh-bastion"
-  network       = google_compute_network.vpc.id
-  direction     = "INGRESS"
-  priority      = 1000
-  source_ranges = ["35.235.240.0/20"]
-  target_tags   = ["${local.prefix}-bastion"]
-
-  allow {
-    protocol = "tcp"
-    ports    = ["22"]
-  }
-
-  log_config {
-    metadata = "INCLUDE_ALL_METADATA"
-  }
-}
-
-resource "google_compute_router" "admin" {
-  name    = "${local.prefix}-nat-router"
-  network = google_compute_network.vpc.id
-  region  = var.region
-}
-
-resource "google_compute_router_nat" "admin" {
-  name                               = "${local.prefix}-nat"
-  router                             = google_compute_router.admin.name
-  region                             = var.region
-  nat_ip_allocate_option             = "AUTO_ONLY"
-  source_subnetwork_ip_ranges_to_nat = "LIST_OF_SUBNETWORKS"
-
-  subnetwork {
-    name                    = google_compute_subnetwork.admin.id
-    source_ip_ranges_to_nat = ["ALL_IP_RANGES"]
-  }
-
-  log_config {
-    enable = true
-    filter = "ERRORS_ONLY"
-  }
 }

@@ -62,7 +62,7 @@ output "cloud_sql_connection_name" {
 }
 
 output "cloud_sql_private_ip" {
-  description = "Private IP of the instance (reachable from the VPC only)."
+  description = "Private IP of the instance (private_network only, reachable from the VPC; empty otherwise)."
   value       = google_sql_database_instance.main.private_ip_address
 }
 
@@ -103,21 +103,26 @@ output "service_accounts" {
 }
 
 output "vpc_network" {
-  description = "VPC holding Cloud SQL's private services access and the functions' connector (put a bastion here to run migrations)."
-  value       = google_compute_network.vpc.name
+  description = "VPC holding Cloud SQL's private services access and the functions' connector (private_network only; null otherwise)."
+  value       = one(google_compute_network.vpc[*].name)
 }
 
 output "vpc_connector_subnet" {
-  description = "Subnet of the VPC connector."
-  value       = google_compute_subnetwork.connector.name
+  description = "Subnet of the VPC connector (private_network only; null otherwise)."
+  value       = one(google_compute_subnetwork.connector[*].name)
 }
 
-output "admin_subnet" {
-  description = "Subnet for a bastion VM that runs scripts/migrate.sh (SSH through IAP, tag bastion_tag)."
-  value       = google_compute_subnetwork.admin.name
+output "db_ip_type" {
+  description = "How the Cloud SQL connectors reach the instance (DAGRELAY_DB_IP_TYPE): public (only connectors admitted) or private (private_network)."
+  value       = local.db_ip_type
 }
 
-output "bastion_tag" {
-  description = "Network tag that lets IAP SSH into a bastion VM in the admin subnet."
-  value       = "${local.prefix}-bastion"
+output "deploy_uri" {
+  description = "HTTPS URL of the deploy function that terraform apply calls once per archive (scripts/deploy.sh); IAM only."
+  value       = google_cloudfunctions2_function.deploy.service_config[0].uri
+}
+
+output "deployed_archive" {
+  description = "md5 of the function archive this apply deployed (the deploy step recorded it in the database)."
+  value       = terraform_data.deploy.triggers_replace.archive
 }

@@ -76,21 +76,15 @@ variable "handler_modules" {
   }
 }
 
-variable "pipeline_files" {
-  description = "Pipeline files (YAML, or Python files of the archive's project) that `terraform apply` writes with `dagrelay pipeline apply`, after the migrations. Only with run_migrations_on_apply (the same network reach); otherwise run scripts/migrate.sh pipeline apply FILE yourself."
-  type        = list(string)
-  default     = []
+variable "deploy_timeout_s" {
+  description = "Request timeout of the deploy function (migrations to head and every pipeline of the archive, once per archive; deploy.tf)."
+  type        = number
+  default     = 1800
 
   validation {
-    condition     = alltrue([for f in var.pipeline_files : fileexists(f) && can(regex("\\.(ya?ml|py)$", f))])
-    error_message = "pipeline_files must be existing .yaml, .yml or .py files."
+    condition     = var.deploy_timeout_s >= 60 && var.deploy_timeout_s <= 3600
+    error_message = "deploy_timeout_s must be between 60 and 3600 (an HTTP function's limit)."
   }
-}
-
-variable "dagrelay_command" {
-  description = "The dagrelay command scripts/migrate.sh runs (migrations, pipeline_files); empty: the .venv/bin/dagrelay of the repository holding this module."
-  type        = string
-  default     = ""
 }
 
 # -- Functions ------------------------------------------------------------------------------------
@@ -222,25 +216,20 @@ variable "db_max_overflow" {
 
 # -- Network --------------------------------------------------------------------------------------
 
+variable "private_network" {
+  description = "The production network path: Cloud SQL on a private IP only, reached through a VPC and a Serverless VPC Access connector (two always-on VMs, about US$ 13 a month more). false (default): a public IP with no authorized networks that admits only the Cloud SQL connectors (IAM, TLS), and no VPC at all (README.md, \"Network path\")."
+  type        = bool
+  default     = false
+}
+
 variable "connector_cidr" {
-  description = "Unused /28 range for the Serverless VPC Access connector's subnet (the functions' path to Cloud SQL's private IP)."
+  description = "Unused /28 range for the Serverless VPC Access connector's subnet (the functions' path to Cloud SQL's private IP; private_network only)."
   type        = string
   default     = "10.8.0.0/28"
 
   validation {
     condition     = can(cidrhost(var.connector_cidr, 0)) && endswith(var.connector_cidr, "/28")
     error_message = "connector_cidr must be an IPv4 /28 range, e.g. 10.8.0.0/28."
-  }
-}
-
-variable "admin_cidr" {
-  description = "Range of the admin subnet, where a bastion VM runs the migrations (scripts/migrate.sh)."
-  type        = string
-  default     = "10.8.16.0/28"
-
-  validation {
-    condition     = can(cidrhost(var.admin_cidr, 0))
-    error_message = "admin_cidr must be an IPv4 range, e.g. 10.8.16.0/28."
   }
 }
 
@@ -271,7 +260,7 @@ variable "connector_machine_type" {
 variable "db_tier" {
   description = "Cloud SQL machine tier. db-f1-micro / db-g1-small are shared-core (no SLA, cheapest); db-custom-1-3840 and up for production."
   type        = string
-  default     = "db-g1-small"
+  default     = "db-f1-micro" # the small profile (README.md, "Cost at idle")
 
   validation {
     condition     = can(regex("^db-(f1-micro|g1-small|custom-[0-9]+-[0-9]+|perf-optimized-N-[0-9]+)$", var.db_tier))
@@ -360,12 +349,6 @@ variable "deletion_protection" {
   description = "Protects the Cloud SQL instance from deletion (both Terraform's guard and the Cloud SQL API's). Set false and apply before `terraform destroy`."
   type        = bool
   default     = true
-}
-
-variable "run_migrations_on_apply" {
-  description = "Run scripts/migrate.sh from `terraform apply`, between the database and the functions. Only where the machine running Terraform reaches Cloud SQL's private IP (a VM or CI runner inside the VPC); otherwise use the three-step deploy in README.md."
-  type        = bool
-  default     = false
 }
 
 # -- Storage and BigQuery ---------------------------------------------------------------------------

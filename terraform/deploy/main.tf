@@ -9,8 +9,7 @@ module "dagrelay" {
   labels                  = var.labels
   function_source_archive = var.function_source_archive
   handler_modules         = var.handler_modules
-  pipeline_files          = var.pipeline_files
-  run_migrations_on_apply = var.run_migrations_on_apply
+  private_network         = var.private_network
 
   router_max_instances = var.router_max_instances
   status_ingress       = var.status_ingress

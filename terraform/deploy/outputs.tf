@@ -96,21 +96,26 @@ output "service_accounts" {
 }
 
 output "vpc_network" {
-  description = "VPC holding Cloud SQL's private services access and the functions' connector (put a bastion here to run migrations)."
+  description = "VPC holding Cloud SQL's private services access and the functions' connector (private_network only; null otherwise)."
   value       = module.dagrelay.vpc_network
 }
 
 output "vpc_connector_subnet" {
-  description = "Subnet of the VPC connector."
+  description = "Subnet of the VPC connector (private_network only; null otherwise)."
   value       = module.dagrelay.vpc_connector_subnet
 }
 
-output "admin_subnet" {
-  description = "Subnet for a bastion VM that runs scripts/migrate.sh (SSH through IAP, tag bastion_tag)."
-  value       = module.dagrelay.admin_subnet
+output "db_ip_type" {
+  description = "How the Cloud SQL connectors reach the instance (DAGRELAY_DB_IP_TYPE): public (only connectors admitted) or private (private_network)."
+  value       = module.dagrelay.db_ip_type
 }
 
-output "bastion_tag" {
-  description = "Network tag that lets IAP SSH into a bastion VM in the admin subnet."
-  value       = module.dagrelay.bastion_tag
+output "deploy_uri" {
+  description = "HTTPS URL of the deploy function that terraform apply calls once per archive (scripts/deploy.sh); IAM only."
+  value       = module.dagrelay.deploy_uri
+}
+
+output "deployed_archive" {
+  description = "md5 of the function archive this apply deployed (the deploy step recorded it in the database)."
+  value       = module.dagrelay.deployed_archive
 }

@@ -34,14 +34,8 @@ variable "handler_modules" {
   default     = []
 }
 
-variable "pipeline_files" {
-  description = "Pipeline files (YAML, or Python files of the archive's project) that `terraform apply` writes with `dagrelay pipeline apply`, after the migrations. Only with run_migrations_on_apply (the same network reach); otherwise run scripts/migrate.sh pipeline apply FILE yourself."
-  type        = list(string)
-  default     = []
-}
-
-variable "run_migrations_on_apply" {
-  description = "Run scripts/migrate.sh from `terraform apply`, between the database and the functions. Only where the machine running Terraform reaches Cloud SQL's private IP (a VM or CI runner inside the VPC); otherwise use the three-step deploy in README.md."
+variable "private_network" {
+  description = "The production network path: Cloud SQL on a private IP only, through a VPC connector (about US$ 13 a month more). false: a public IP that admits only the Cloud SQL connectors."
   type        = bool
   default     = false
 }
@@ -67,7 +61,7 @@ variable "status_invokers" {
 variable "db_tier" {
   description = "Cloud SQL machine tier. db-f1-micro / db-g1-small are shared-core (no SLA, cheapest); db-custom-1-3840 and up for production."
   type        = string
-  default     = "db-g1-small"
+  default     = "db-f1-micro"
 }
 
 variable "db_availability_type" {

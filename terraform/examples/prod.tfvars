@@ -1,9 +1,10 @@
-# A production-shaped deployment: dedicated-core, highly available Cloud SQL, protected from
-# deletion, alerts to on-call. No secrets here.
+# A production-shaped deployment: Cloud SQL on a private IP only (VPC connector), dedicated-core
+# and highly available, protected from deletion, alerts to on-call. No secrets here.
 project_id  = "my-dagrelay-prod"
 region      = "europe-west1"
 name_prefix = "dagrelay"
 
+private_network                   = true               # private IP + VPC connector
 db_tier                           = "db-custom-1-3840" # 1 vCPU, 3.75 GB: about 100 connections
 db_availability_type              = "REGIONAL"
 db_retained_backups               = 14

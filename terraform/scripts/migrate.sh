@@ -1,28 +1,26 @@
 #!/usr/bin/env bash
-# Runs the metadata-database migrations (`dagrelay db upgrade`, i.e. alembic upgrade head) against
-# the deployed Cloud SQL instance, through the Cloud SQL Python Connector (the same path the
-# functions use). Run it after the database and the secret exist and before the functions roll
-# out (README.md, "Deploy").
+# Runs a `dagrelay` command against the deployed Cloud SQL instance through the Cloud SQL Python
+# Connector (the functions' path): `schedule list`, `pipeline apply --dry-run FILE`, `db upgrade`.
+# A deploy does not need it: `terraform apply` migrates and applies every pipeline of the archive
+# inside GCP (deploy.tf, README.md "Deploy"). This is the operator's tool for everything else.
 #
 # Usage (from anywhere):  terraform/scripts/migrate.sh            # dagrelay db upgrade
 #                         terraform/scripts/migrate.sh ARGS...    # dagrelay ARGS... on Cloud SQL,
-#                             e.g. pipeline apply schema/pipelines/monthly_profit.yaml
+#                             e.g. schedule list
 #
 # Settings come from the environment, else from `terraform output` of the root module
 # (TF_ROOT, default terraform/deploy):
-#   DAGRELAY_PROJECT_ID          project of the secret      (default: gcloud's current project)
+#   DAGRELAY_PROJECT_ID          project of the secret      (default: the instance's project)
 #   DAGRELAY_CLOUD_SQL_INSTANCE  PROJECT:REGION:INSTANCE    (output cloud_sql_connection_name)
 #   DAGRELAY_DB_NAME             database                   (output db_name)
 #   DAGRELAY_DB_USER             user                       (output db_user)
 #   DB_PASSWORD_SECRET           Secret Manager secret id   (output db_password_secret)
-#   DAGRELAY_DB_IP_TYPE          private (default) | public | psc
+#   DAGRELAY_DB_IP_TYPE          public | private | psc     (output db_ip_type)
 #   DAGRELAY                     the dagrelay command       (default: .venv/bin/dagrelay of the repo)
 #
-# Network: the instance has a private IP only, so with DAGRELAY_DB_IP_TYPE=private this must run
-# on a machine inside the VPC (output vpc_network), e.g. a small bastion VM with the repository
-# checked out, or a CI runner / Cloud Build private pool peered with it. `public` is for setups
-# where the instance also has a public IP (this Terraform never gives it one); do not add one just
-# for migrations.
+# Network: by default the instance admits the Cloud SQL connectors on its public IP, so this runs
+# from any machine whose identity may connect. With private_network = true the instance has a
+# private IP only, and this must run inside the VPC (output vpc_network).
 #
 # Credentials: gcloud's login reads the secret; the connector uses Application Default
 # Credentials (`gcloud auth application-default login`, or the VM's service account). That
@@ -41,7 +39,7 @@ tf_output() {
 export DAGRELAY_CLOUD_SQL_INSTANCE="${DAGRELAY_CLOUD_SQL_INSTANCE:-$(tf_output cloud_sql_connection_name)}"
 export DAGRELAY_DB_NAME="${DAGRELAY_DB_NAME:-$(tf_output db_name)}"
 export DAGRELAY_DB_USER="${DAGRELAY_DB_USER:-$(tf_output db_user)}"
-export DAGRELAY_DB_IP_TYPE="${DAGRELAY_DB_IP_TYPE:-private}"
+export DAGRELAY_DB_IP_TYPE="${DAGRELAY_DB_IP_TYPE:-$(tf_output db_ip_type)}"
 secret="${DB_PASSWORD_SECRET:-$(tf_output db_password_secret)}"
 project="${DAGRELAY_PROJECT_ID:-${DAGRELAY_CLOUD_SQL_INSTANCE%%:*}}"
 dagrelay="${DAGRELAY:-$repo/.venv/bin/dagrelay}"

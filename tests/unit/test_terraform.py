@@ -43,8 +43,8 @@ CONCERNS: dict[str, tuple[str, ...]] = {
     "functions.tf": (
         "google_cloudfunctions2_",
         "google_storage_bucket",  # the function source bucket and its archive object
-        "terraform_data",
     ),
+    "deploy.tf": ("google_cloudfunctions2_", "terraform_data"),  # the deploy function and step
     "iam.tf": ("google_service_account", "_iam_member"),
     "scheduler.tf": ("google_cloud_scheduler_",),
     "storage.tf": ("google_storage_bucket", "google_storage_notification"),
@@ -81,6 +81,10 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
         ("roles/cloudsql.client", "project"),
         ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.db_password"),
         ("roles/pubsub.publisher", "google_pubsub_topic.events"),
+    },
+    "deploy": {
+        ("roles/cloudsql.client", "project"),
+        ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.db_password"),
     },
     "push_invoker": {("roles/run.invoker", "google_cloudfunctions2_function.router")},
     "builder": {
@@ -161,14 +165,14 @@ def test_function_environment_is_dagrelay_configuration(tf: Config, function: st
     }
     assert needed <= set(env)
     assert "DAGRELAY_DATABASE_URL" not in env  # the connector path, not a URL
-    assert env["DAGRELAY_DB_IP_TYPE"] == "private"
+    assert env["DAGRELAY_DB_IP_TYPE"] == "${local.db_ip_type}"
     assert env["DAGRELAY_EVENTS_TOPIC"] == "${google_pubsub_topic.events.name}"
     assert env["DAGRELAY_DEAD_LETTER_TOPIC"] == "${google_pubsub_topic.dead_letter.name}"
     # The password is a Secret Manager reference, never a plain variable.
     assert "DAGRELAY_DB_PASSWORD" not in env
     secret_ref = "${google_secret_manager_secret.db_password.secret_id}"  # noqa: S105 - a reference
     assert secrets["DAGRELAY_DB_PASSWORD"]["secret"] == secret_ref
-    assert service["vpc_connector"] == "${google_vpc_access_connector.functions.id}"
+    assert service["vpc_connector"] == "${local.vpc_connector}"
     ingress = tf.resolve(service["ingress_settings"])
     assert ingress == ("ALLOW_INTERNAL_ONLY" if function == "router" else "ALLOW_ALL")
 
@@ -182,6 +186,9 @@ def _sample(tf: Config, expression: str) -> str:
         return str(default) if function == "tostring" else json.dumps(default)
     if match := re.fullmatch(r"\$\{join\(\",\", var\.(\w+)\)\}", expression):
         return ",".join(tf.variables[match.group(1)]["default"])
+    if match := re.fullmatch(r'\$\{var\.(\w+) \? "(\w+)" : "(\w+)"\}', expression):
+        name, when_true, when_false = match.groups()
+        return when_true if tf.variables[name]["default"] else when_false
     if match := re.fullmatch(r"\$\{var\.(\w+)\}", expression):
         return str(tf.variables[match.group(1)].get("default") or "my-project")
     return "placeholder" if expression.startswith("${") else expression
@@ -194,12 +201,14 @@ def test_function_environment_loads_as_settings(
     for name in ("DATABASE_URL", "DAGRELAY_DATABASE_URL", "DAGRELAY_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     for key, value in tf.resolve(service["environment_variables"]).items():
-        monkeypatch.setenv(key, _sample(tf, value))
+        local = value.startswith("${local.")  # a local's expression, evaluated as one
+        monkeypatch.setenv(key, _sample(tf, tf.resolve(value) if local else value))
     monkeypatch.setenv("DAGRELAY_DB_PASSWORD", "from-secret-manager")
     settings = Settings()
     assert settings.database_url is None
     assert settings.cloud_sql_instance == "placeholder"
-    assert settings.db_ip_type == "private"
+    # The small profile's path: the connector on the public IP (only connectors admitted).
+    assert settings.db_ip_type == "public"
     assert settings.db_pool_size == tf.variables["db_pool_size"]["default"]
     assert settings.db_max_overflow == tf.variables["db_max_overflow"]["default"]
     assert settings.handler_modules == []
@@ -292,8 +301,15 @@ def test_cloud_sql_is_private_backed_up_and_protected(tf: Config) -> None:
     assert instance["database_version"] == "POSTGRES_15"
     settings = block(instance, "settings")
     ip = block(settings, "ip_configuration")
-    assert ip["ipv4_enabled"] is False
-    assert ip["private_network"] == "${google_compute_network.vpc.id}"
+    # Default: a public IP with no authorized networks that admits only the Cloud SQL connectors
+    # (IAM + TLS); private_network = true: a private IP only.
+    assert tf.variables["private_network"]["default"] is False
+    assert settings["connector_enforcement"] == "REQUIRED"
+    assert "authorized_networks" not in ip
+    assert ip["ipv4_enabled"] == "${!var.private_network}"
+    assert ip["private_network"] == (
+        "${var.private_network ? google_compute_network.vpc[0].id : null}"
+    )
     assert ip["ssl_mode"] == "ENCRYPTED_ONLY"
     backups = block(settings, "backup_configuration")
     assert backups["enabled"] is True
@@ -359,8 +375,8 @@ def test_each_principal_has_exactly_its_roles(tf: Config) -> None:
                 granted.setdefault(principal, set()).add((role, target))
     assert granted == EXPECTED_ROLES
     accounts = set(tf.resources["google_service_account"])
-    assert accounts == {"router", "status", "operate", "push_invoker", "builder"}
-    for function in FUNCTIONS:
+    assert accounts == {"router", "status", "operate", "deploy", "push_invoker", "builder"}
+    for function in (*FUNCTIONS, "deploy"):
         service = block(tf.resource("google_cloudfunctions2_function", function), "service_config")
         assert service["service_account_email"] == (f"${{google_service_account.{function}.email}}")
 
@@ -510,3 +526,54 @@ def test_viewers_and_operators_are_separate_and_only_operators_publish(tf: Confi
         if ("roles/pubsub.publisher", "google_pubsub_topic.events") in grants
     }
     assert publishers == {"router", "operate", "gcs service agent"}
+
+
+def test_apply_runs_the_deploy_step_once_per_archive_before_the_functions(tf: Config) -> None:
+    """The deploy function runs the same archive (entry point deploy, its own account) and knows
+    its hash; terraform_data.deploy calls it once per archive hash through scripts/deploy.sh and
+    the message-handling functions wait for it. No pipeline list and no migration flag remain."""
+    deploy = tf.resource("google_cloudfunctions2_function", "deploy")
+    build = block(deploy, "build_config")
+    assert build["entry_point"] == "deploy"
+    assert build["entry_point"] in _module_functions(REPO / "functions" / "main.py")
+    router = block(tf.resource("google_cloudfunctions2_function", "router"), "build_config")
+    assert build["source"] == router["source"]
+    service = block(deploy, "service_config")
+    assert service["environment_variables"] == (
+        "${merge(local.function_env, {DAGRELAY_ARCHIVE_HASH = local.archive_hash})}"
+    )
+    assert service["min_instance_count"] == 0
+    assert tf.locals["archive_hash"] == "${filemd5(var.function_source_archive)}"
+    assert tf.locals["archive_hash"] in tf.resource(
+        "google_storage_bucket_object", "function_source"
+    )["name"]
+    step = tf.resource("terraform_data", "deploy")
+    assert step["triggers_replace"]["archive"] == "${local.archive_hash}"
+    (provisioner,) = step["provisioner"]
+    local_exec = provisioner["local-exec"]
+    script = TERRAFORM / local_exec["command"].removeprefix("${path.module}/")
+    assert script.is_file()
+    assert script.stat().st_mode & 0o111, f"{script} is not executable"
+    assert local_exec["environment"]["DEPLOY_ARCHIVE"] == "${local.archive_hash}"
+    for function in FUNCTIONS:
+        body = tf.resource("google_cloudfunctions2_function", function)
+        assert "${terraform_data.deploy}" in body["depends_on"]
+    for gone in ("pipeline_files", "run_migrations_on_apply", "dagrelay_command"):
+        assert gone not in tf.variables
+    assert set(tf.resources["terraform_data"]) == {"deploy"}
+
+
+def test_the_default_path_has_no_always_on_network(tf: Config) -> None:
+    """Every network resource exists only with private_network (default false): the small
+    profile runs nothing at idle besides Cloud SQL."""
+    network = parse_file(TERRAFORM / "network.tf")
+    for resources in network["resource"]:
+        for rtype, named in resources.items():
+            for name, body in named.items():
+                assert body["count"] == "${var.private_network ? 1 : 0}", f"{rtype}.{name}"
+    assert tf.variables["db_tier"]["default"] == "db-f1-micro"
+    assert tf.variables["db_availability_type"]["default"] == "ZONAL"
+    assert tf.locals["vpc_connector"] == (
+        "${var.private_network ? google_vpc_access_connector.functions[0].id : null}"
+    )
+    assert parse_file(TERRAFORM / "examples" / "prod.tfvars")["private_network"] is True
