@@ -544,9 +544,10 @@ def test_apply_runs_the_deploy_step_once_per_archive_before_the_functions(tf: Co
     )
     assert service["min_instance_count"] == 0
     assert tf.locals["archive_hash"] == "${filemd5(var.function_source_archive)}"
-    assert tf.locals["archive_hash"] in tf.resource(
-        "google_storage_bucket_object", "function_source"
-    )["name"]
+    assert (
+        tf.locals["archive_hash"]
+        in tf.resource("google_storage_bucket_object", "function_source")["name"]
+    )
     step = tf.resource("terraform_data", "deploy")
     assert step["triggers_replace"]["archive"] == "${local.archive_hash}"
     (provisioner,) = step["provisioner"]
