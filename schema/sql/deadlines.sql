@@ -132,9 +132,10 @@ SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM don
 
 -- name: batch_deadlines
 -- A batch's deadlines and whether each was missed, for status and explain: the batch's own
--- (task '') and each task's, from its pipeline and its version.
+-- (task '') and each task's, from its pipeline and its version, with when what it bounds ended
+-- (as record_deadline_misses reads it).
 WITH b AS (
-    SELECT b.pipeline, b.batch_id, b.version_id, b.created_at, p.deadline,
+    SELECT b.pipeline, b.batch_id, b.version_id, b.created_at, b.finished_at, p.deadline,
            CASE WHEN b.params ->> 'scheduled_for' ~ '^\d{4}-\d\d-\d\dT' THEN
                     CAST(b.params ->> 'scheduled_for' AS timestamptz)
            END AS scheduled_at
@@ -145,16 +146,23 @@ d AS (
     SELECT '' AS task, b.deadline,
            CASE WHEN b.deadline ->> 'after' = 'start' THEN b.created_at
                 ELSE coalesce(b.scheduled_at, b.created_at) END
-               + make_interval(secs => CAST(b.deadline ->> 'within_s' AS integer)) AS deadline_at
+               + make_interval(secs => CAST(b.deadline ->> 'within_s' AS integer)) AS deadline_at,
+           b.finished_at AS ended_at
     FROM b WHERE b.deadline IS NOT NULL
     UNION ALL
     SELECT t.name, t.deadline,
            CASE WHEN t.deadline ->> 'after' = 'start' THEN b.created_at
                 ELSE coalesce(b.scheduled_at, b.created_at) END
-               + make_interval(secs => CAST(t.deadline ->> 'within_s' AS integer))
-    FROM b JOIN version_tasks t ON t.version_id = b.version_id AND t.deadline IS NOT NULL
+               + make_interval(secs => CAST(t.deadline ->> 'within_s' AS integer)),
+           CASE WHEN tl.status IN ('SUCCESS', 'ERROR', 'UPSTREAM_FAILED', 'SKIPPED', 'CANCELLED')
+                THEN tl.finished_at
+                ELSE b.finished_at END
+    FROM b
+    JOIN version_tasks t ON t.version_id = b.version_id AND t.deadline IS NOT NULL
+    LEFT JOIN task_log tl
+      ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id AND tl.map_index = -1
 )
-SELECT d.task, d.deadline_at, m.missed_at, m.ended_at,
+SELECT d.task, coalesce(m.deadline_at, d.deadline_at) AS deadline_at, m.missed_at, d.ended_at,
        coalesce(CAST(d.deadline ->> 'fail' AS boolean), false) AS fail, m.failed_at
 FROM d
 LEFT JOIN deadline_misses m

@@ -8,11 +8,18 @@ from __future__ import annotations
 import json
 import random
 import threading
+from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
+from rich.console import Console
 from sqlalchemy import Engine, text
 
+import dagrelay.store.db
+from dagrelay.cli.explain import explain_tree
+from dagrelay.cli.render import batch_table
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.handlers.registry import HandlerContext, HandlerRegistry
@@ -21,10 +28,18 @@ from dagrelay.pipelines import api
 from dagrelay.pipelines.apply import apply
 from dagrelay.pipelines.export import export_yaml, read_pipeline
 from dagrelay.router.wiring import build_engine
-from dagrelay.store import deadlines as store_deadlines
+from dagrelay.store import reads
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock, engine_settings
-from tests.integration.helpers import Gate, batch_status, drive, scalar, statuses
+from tests.integration.helpers import (
+    Gate,
+    batch_status,
+    drive,
+    framework_client,
+    scalar,
+    statuses,
+)
+from tests.integration.test_dashboard import clear_caches
 
 pytestmark = pytest.mark.integration
 
@@ -121,10 +136,13 @@ def test_a_missed_batch_deadline_raises_one_alert_however_many_sweeps(
     drive(dag, publisher)
     assert batch_status(db, "p", "b1") == "SUCCESS"
     assert handlers.runs == ["a", "b", "c"]
-    [deadline] = store_deadlines.batch_deadlines(db.connect(), pipeline="p", batch_id="b1")
-    assert deadline.task == ""
-    assert deadline.missed_at is not None
-    assert deadline.describe(clock()).startswith("missed 2024-03-01T00:10:00+00:00 (was still")
+    with db.connect() as conn:
+        batch = reads.read_batch(conn, "p", "b1")
+    assert batch is not None
+    [deadline] = batch["deadlines"]
+    assert (deadline["task"], deadline["missed_at"]) == (None, clock.now - timedelta(seconds=180))
+    text_ = reads.deadline_text(deadline, clock())
+    assert text_ == "batch: missed 2024-03-01T00:10:00+00:00 (ended at 2024-03-01T00:13:01+00:00)"
 
 
 def test_a_batch_that_ends_late_between_two_sweeps_is_a_miss(
@@ -153,7 +171,7 @@ def test_the_deadline_counts_from_the_scheduled_time(
         batch=api.Deadline(1800),
         tasks={"a": api.Deadline(1800, after="start")},
     )
-    scheduled_for = (clock() - __import__("datetime").timedelta(hours=1)).isoformat()
+    scheduled_for = (clock() - timedelta(hours=1)).isoformat()
     dag.start_batch(StartBatch("p", "b1", params={"scheduled_for": scheduled_for}))
     clock.advance(1)
     assert Sweeper(dag).sweep().deadlines_missed == 1
@@ -282,3 +300,51 @@ def test_a_malformed_deadline_row_is_refused_by_the_database(db: Engine) -> None
         conn.execute(text("INSERT INTO tasks (name, pipeline, handler) VALUES ('x', 'q', 'h')"))
     with pytest.raises(Exception, match="tasks_deadline_shape"), db.begin() as conn:
         conn.execute(text("""UPDATE tasks SET deadline = '{"within_s": -5}' WHERE name = 'x'"""))
+
+
+def rendered(renderable: Any) -> str:
+    console = Console(width=200, record=True)
+    console.print(renderable)
+    return console.export_text()
+
+
+@pytest.fixture
+def client(monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[FlaskClient]:
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.delenv("DAGRELAY_CONFIG", raising=False)
+    clear_caches()
+    yield framework_client("status", "http")
+    if dagrelay.store.db.get_engine.cache_info().currsize:
+        dagrelay.store.db.get_engine().dispose()
+    clear_caches()
+
+
+def test_status_explain_and_the_dashboard_show_a_missed_deadline(
+    dag: DagEngine, db: Engine, publisher: InMemoryPublisher, clock: FakeClock, client: FlaskClient
+) -> None:
+    define(db, clock, batch=api.Deadline(600), tasks={"a": api.Deadline(60, fail=True)})
+    dag.start_batch(StartBatch("p", "b1"))
+    clock.advance(61)
+    Sweeper(dag).sweep()
+    with db.connect() as conn:
+        batch = reads.read_batch(conn, "p", "b1")
+    assert batch is not None
+    table = rendered(batch_table(batch))
+    assert "deadline batch: met 2024-03-01T00:10:00+00:00" in table  # it failed at 00:01:01
+    assert (
+        "deadline task a: missed 2024-03-01T00:01:00+00:00 (ended at 2024-03-01T00:01:01+00:00); "
+        "the task was failed"
+    ) in table
+    missed = [d for d in batch["deadlines"] if d["missed_at"] is not None]
+    tree = rendered(explain_tree("p", "b1", batch["status"], batch["root_causes"], missed=missed))
+    assert "deadline task a: missed 2024-03-01T00:01:00+00:00" in tree
+    assert "a ERROR after 0 attempts: DeadlineMissed: task a of batch p/b1" in tree
+
+    html = client.get("/batches/p/b1").get_data(as_text=True)
+    assert '<li data-deadline="a" class="missed">task a: missed' in html
+    assert '<li data-deadline="" class="">batch: met' in html
+    detail = client.get("/api/batches/p/b1").get_json()
+    assert [(d["task"], d["missed_at"] is not None) for d in detail["deadlines"]] == [
+        (None, False),
+        ("a", True),
+    ]

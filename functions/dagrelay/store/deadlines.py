@@ -1,6 +1,7 @@
 """Deadlines' rows (schema/sql/deadlines.sql; ARCHITECTURE.md, "Deadlines"): the misses the
-sweeper records with their one alert, the task failures they call for, and a batch's deadlines
-as ``status`` and ``explain`` show them."""
+sweeper records with their one alert, and the task failures they call for. A batch's deadlines
+as ``status``, ``explain`` and the dashboard show them are in the read model
+(``dagrelay.store.reads``)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,11 @@ from dagrelay.bounds import stored_error
 from dagrelay.retry_policy import RetryPolicy
 from dagrelay.states import BatchStatus, TaskStatus
 from dagrelay.store.outbox import OutgoingMessage
-from dagrelay.store.queries import query, rows
+from dagrelay.store.queries import query
 from dagrelay.store.transitions import AttemptRef, Created, _created
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
-
-    from dagrelay.store.direct import Reader
 
 # A batch (and its tasks) is checked while it runs and for this long after it finished: a
 # deadline passed between two sweeps by something that then ended is still seen.
@@ -139,45 +138,6 @@ def fail_waiting(
     ).one()
     created = _created(row)
     return created if created.tasks else None
-
-
-@dataclass(frozen=True)
-class Deadline:
-    """One deadline of a batch, as shown: the batch's own has ``task`` ''."""
-
-    task: str
-    deadline_at: datetime
-    missed_at: datetime | None
-    ended_at: datetime | None
-    fail: bool
-    failed_at: datetime | None
-
-    def describe(self, now: datetime) -> str:
-        at = self.deadline_at.isoformat(timespec="seconds")
-        if self.missed_at is not None:
-            late = (
-                f"ended late at {self.ended_at.isoformat(timespec='seconds')}"
-                if self.ended_at is not None
-                else "was still open"
-            )
-            failed = "; the task was failed" if self.failed_at is not None and self.fail else ""
-            return f"missed {at} ({late}){failed}"
-        return f"due {at}" if now <= self.deadline_at else f"passed {at}, not yet swept"
-
-
-def batch_deadlines(conn: Reader, *, pipeline: str, batch_id: str) -> list[Deadline]:
-    found = rows(conn, "batch_deadlines", {"pipeline": pipeline, "batch_id": batch_id})
-    return [
-        Deadline(
-            r["task"],
-            _time(r["deadline_at"]),
-            _time(r["missed_at"]) if r["missed_at"] else None,
-            _time(r["ended_at"]) if r["ended_at"] else None,
-            bool(r["fail"]),
-            _time(r["failed_at"]) if r["failed_at"] else None,
-        )
-        for r in found
-    ]
 
 
 def _time(value: Any) -> datetime:
