@@ -247,6 +247,47 @@ def one_alert_per_untolerated_failure(conn: Connection, facts: Facts) -> list[st
     return found
 
 
+def one_alert_per_missed_deadline(conn: Connection, facts: Facts) -> list[str]:
+    """Each deadline missed is recorded once with exactly one deadline_missed alert, and no
+    alert names a deadline that was not recorded missed; nothing that ended by its deadline is
+    recorded as a miss; a task's ``fail`` ended it at most once."""
+    rows = _rows(
+        conn,
+        "SELECT m.pipeline, m.batch_id, m.task, m.deadline_at, m.ended_at, "
+        "(SELECT count(*) FROM outbox o WHERE o.topic = :topic "
+        " AND o.payload->>'kind' = 'deadline_missed' AND o.payload->>'pipeline' = m.pipeline "
+        " AND o.payload->>'batch_id' = m.batch_id "
+        " AND coalesce(o.payload->>'task', '') = m.task) AS alerts, "
+        "(SELECT count(*) FROM task_attempts a JOIN task_log tl ON tl.log_id = a.log_id "
+        " JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id "
+        " JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+        " WHERE tl.batch_id = m.batch_id AND t.name = m.task "
+        " AND a.error LIKE 'DeadlineMissed:%') AS failed_attempts "
+        "FROM deadline_misses m ORDER BY 1, 2, 3",
+        topic=ALERTS_TOPIC,
+    )
+    found: list[str] = []
+    for r in rows:
+        where = f"{r['pipeline']}/{r['batch_id']} {r['task'] or '(batch)'}"
+        if r["alerts"] != 1:
+            found.append(f"{where}: deadline missed with {r['alerts']} alerts")
+        if r["ended_at"] is not None and r["ended_at"] <= r["deadline_at"]:
+            found.append(f"{where}: recorded missed although it ended by its deadline")
+        if r["failed_attempts"] > 1:
+            found.append(f"{where}: failed by its deadline {r['failed_attempts']} times")
+    orphans = _rows(
+        conn,
+        "SELECT o.payload->>'batch_id' AS batch_id, o.payload->>'task' AS task FROM outbox o "
+        "WHERE o.topic = :topic AND o.payload->>'kind' = 'deadline_missed' AND NOT EXISTS ("
+        " SELECT 1 FROM deadline_misses m WHERE m.pipeline = o.payload->>'pipeline' "
+        " AND m.batch_id = o.payload->>'batch_id' "
+        " AND m.task = coalesce(o.payload->>'task', ''))",
+        topic=ALERTS_TOPIC,
+    )
+    found += [f"{r['batch_id']} {r['task']}: an alert of a miss never recorded" for r in orphans]
+    return found
+
+
 def engine_messages_never_rejected(conn: Connection, facts: Facts) -> list[str]:
     """Every message ends processed, rejected or dead-lettered; the engine's own messages (from
     its outbox) are never recorded as bad, and their delivery never raises."""
@@ -355,6 +396,7 @@ EVERY_STEP: tuple[Invariant, ...] = (
     attempts_claimed_once,
     pools_within_slots,
     one_alert_per_untolerated_failure,
+    one_alert_per_missed_deadline,
     engine_messages_never_rejected,
     cancel_waits_for_teardowns,
     tick_starts_one_batch,

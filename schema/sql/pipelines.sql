@@ -6,16 +6,17 @@
 -- Pipeline definition files (dagrelay.pipelines.apply) write the same rows a user writes with
 -- plain SQL into tasks and task_dependencies: one transaction, only what changed, set-based.
 -- This lock serialises concurrent applies of the same pipeline (released at commit/rollback);
--- it returns the pipeline's stored description, to compare with the file's.
+-- it returns the pipeline's stored description and deadline, to compare with the file's.
 SELECT pg_advisory_xact_lock(hashtext('dagrelay.pipeline_apply'), hashtext(:pipeline)),
-       (SELECT description FROM pipelines WHERE pipeline = :pipeline) AS description;
+       (SELECT description FROM pipelines WHERE pipeline = :pipeline) AS description,
+       (SELECT deadline FROM pipelines WHERE pipeline = :pipeline) AS deadline;
 
 -- name: pipeline_apply_tasks
 -- What an apply compares the file with: this pipeline's tasks (names are unique per pipeline).
 -- Read without row locks: a running batch never waits on an apply that changes nothing.
 SELECT name, pipeline, handler, params, trigger_rule::text AS trigger_rule, max_retries,
        retry_delay_s, retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, pool_slots,
-       priority, max_active, map, teardown, description
+       priority, max_active, map, teardown, deadline, description
 FROM tasks
 WHERE pipeline = :pipeline;
 
@@ -23,15 +24,15 @@ WHERE pipeline = :pipeline;
 -- The file's new tasks. A name inserted meanwhile (plain SQL) is skipped (not returned).
 INSERT INTO tasks (name, pipeline, handler, params, trigger_rule, max_retries, retry_delay_s,
                    retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, pool_slots, priority,
-                   max_active, map, teardown, description, created_at, updated_at)
+                   max_active, map, teardown, deadline, description, created_at, updated_at)
 SELECT s.name, :pipeline, s.handler, s.params, s.trigger_rule, s.max_retries, s.retry_delay_s,
        s.retry_backoff, s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled, s.pool_slots,
-       s.priority, s.max_active, s.map, s.teardown, s.description, :now, :now
+       s.priority, s.max_active, s.map, s.teardown, s.deadline, s.description, :now, :now
 FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS s(
     name text, handler text, params jsonb, trigger_rule trigger_rule, max_retries integer,
     retry_delay_s integer, retry_backoff double precision, retry_max_delay_s integer,
     timeout_s integer, pool text, enabled boolean, pool_slots integer, priority integer,
-    max_active integer, map jsonb, teardown boolean, description text)
+    max_active integer, map jsonb, teardown boolean, deadline jsonb, description text)
 ORDER BY s.name
 ON CONFLICT DO NOTHING
 RETURNING name;
@@ -45,20 +46,20 @@ SET handler = s.handler, params = s.params, trigger_rule = s.trigger_rule,
     retry_backoff = s.retry_backoff, retry_max_delay_s = s.retry_max_delay_s,
     timeout_s = s.timeout_s, pool = s.pool, enabled = s.enabled, pool_slots = s.pool_slots,
     priority = s.priority, max_active = s.max_active, map = s.map, teardown = s.teardown,
-    description = s.description, updated_at = :now
+    deadline = s.deadline, description = s.description, updated_at = :now
 FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS s(
     name text, handler text, params jsonb, trigger_rule trigger_rule, max_retries integer,
     retry_delay_s integer, retry_backoff double precision, retry_max_delay_s integer,
     timeout_s integer, pool text, enabled boolean, pool_slots integer, priority integer,
-    max_active integer, map jsonb, teardown boolean, description text)
+    max_active integer, map jsonb, teardown boolean, deadline jsonb, description text)
 WHERE t.name = s.name AND t.pipeline = :pipeline
   AND (t.handler, t.params, t.trigger_rule, t.max_retries, t.retry_delay_s, t.retry_backoff,
        t.retry_max_delay_s, t.timeout_s, t.pool, t.enabled, t.pool_slots, t.priority,
-       t.max_active, t.map, t.teardown, t.description)
+       t.max_active, t.map, t.teardown, t.deadline, t.description)
       IS DISTINCT FROM
       (s.handler, s.params, s.trigger_rule, s.max_retries, s.retry_delay_s, s.retry_backoff,
        s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled, s.pool_slots, s.priority,
-       s.max_active, s.map, s.teardown, s.description)
+       s.max_active, s.map, s.teardown, s.deadline, s.description)
 RETURNING t.name;
 
 -- name: delete_pipeline_edges
@@ -96,18 +97,22 @@ WHERE pipeline = :pipeline AND name = ANY (CAST(:names AS text[]))
 RETURNING name;
 
 -- name: set_pipeline_description
--- The file's description of the pipeline (none: the row goes), when it differs from the stored
--- one; returns the pipeline if a row changed.
+-- The file's description and batch deadline of the pipeline (neither: the row goes), when they
+-- differ from the stored ones; returns the pipeline if a row changed.
 WITH written AS (
-    INSERT INTO pipelines (pipeline, description)
-    SELECT :pipeline, CAST(:description AS text) WHERE CAST(:description AS text) IS NOT NULL
-    ON CONFLICT (pipeline) DO UPDATE SET description = EXCLUDED.description
-    WHERE pipelines.description IS DISTINCT FROM EXCLUDED.description
+    INSERT INTO pipelines (pipeline, description, deadline)
+    SELECT :pipeline, CAST(:description AS text), CAST(:deadline AS jsonb)
+    WHERE CAST(:description AS text) IS NOT NULL OR CAST(:deadline AS jsonb) IS NOT NULL
+    ON CONFLICT (pipeline) DO UPDATE
+    SET description = EXCLUDED.description, deadline = EXCLUDED.deadline
+    WHERE (pipelines.description, pipelines.deadline)
+          IS DISTINCT FROM (EXCLUDED.description, EXCLUDED.deadline)
     RETURNING pipeline
 ),
 removed AS (
     DELETE FROM pipelines
-    WHERE pipeline = :pipeline AND CAST(:description AS text) IS NULL
+    WHERE pipeline = :pipeline
+      AND CAST(:description AS text) IS NULL AND CAST(:deadline AS jsonb) IS NULL
     RETURNING pipeline
 )
 SELECT pipeline FROM written UNION ALL SELECT pipeline FROM removed;

@@ -87,6 +87,7 @@ def test_monthly_profit_rows(db: Engine) -> None:
         "priority": 0,
         "max_active": None,
         "teardown": False,
+        "deadline": None,
         "created_at": T1,
         "updated_at": T1,
     }

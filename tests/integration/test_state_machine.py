@@ -43,7 +43,7 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, text
 
 from dagrelay.config import load_settings
-from dagrelay.engine import pools, schedules
+from dagrelay.engine import deadlines, pools, schedules
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.hooks import HookPoint
 from dagrelay.engine.sweeper import Sweeper
@@ -90,6 +90,8 @@ ITEM = st.sampled_from([1, 2, "a", "nul\x00item"])  # a NUL is a value PostgreSQ
 ITEM_LISTS = ((1, 2), (), (1,), (1, "nul\x00item"), (1, 2, "a"))  # a task's output items
 OUTPUTS = st.one_of(st.sampled_from(ITEM_LISTS), st.lists(ITEM, max_size=3).map(tuple))
 JUMPS = (0, 31, 61, 600, 3600)
+# A task's deadline (within_s, fail): missed after one 61 s jump, failing the task or not.
+DEADLINES: tuple[tuple[int, bool] | None, ...] = (None, None, (60, False), (60, True))
 
 # -- profiles ------------------------------------------------------------------------------------
 
@@ -187,6 +189,7 @@ class Task:
     retries: int = 0
     items: tuple[Any, ...] = ()  # what its handler outputs under "items"
     teardown: bool = False  # clean-up: all_done, spared by a cancel
+    deadline: tuple[int, bool] | None = None  # (within_s, fail): checked by every sweep
 
     def __repr__(self) -> str:
         shown = [
@@ -216,6 +219,9 @@ class Task:
             max_active=1 if self.max_active else None,
             map=mapped,
             teardown=self.teardown,
+            deadline=None
+            if self.deadline is None
+            else {"within_s": self.deadline[0], "fail": self.deadline[1]},
         )
 
 
@@ -234,9 +240,14 @@ class Pipeline:
     tasks: tuple[Task, ...]
     slots: int = 1  # its pool's
     schedule: Schedule | None = None
+    deadline: int | None = None  # the batch's, within_s after its scheduled time or start
 
     def spec(self) -> PipelineSpec:
-        return PipelineSpec(PIPELINE, tuple(t.spec(f"t{i}") for i, t in enumerate(self.tasks)))
+        return PipelineSpec(
+            PIPELINE,
+            tuple(t.spec(f"t{i}") for i, t in enumerate(self.tasks)),
+            deadline=None if self.deadline is None else {"within_s": self.deadline},
+        )
 
 
 @st.composite
@@ -278,6 +289,7 @@ def pipelines(draw: st.DrawFn) -> Pipeline:
                 max_active=draw(st.integers(0, 4)) == 4,
                 retries=draw(st.integers(0, 2)),
                 items=draw(OUTPUTS),
+                deadline=draw(st.sampled_from(DEADLINES)),
             )
         )
     schedule = None
@@ -288,7 +300,8 @@ def pipelines(draw: st.DrawFn) -> Pipeline:
             overlap=draw(st.sampled_from(["skip", "wait"])),
             max_active=draw(st.integers(1, 2)),
         )
-    return Pipeline(tuple(tasks), draw(st.integers(1, 2)), schedule)
+    deadline = draw(st.sampled_from([None, 600]))
+    return Pipeline(tuple(tasks), draw(st.integers(1, 2)), schedule, deadline)
 
 
 # -- the machine ---------------------------------------------------------------------------------
@@ -577,6 +590,16 @@ class DagrelayMachine(RuleBasedStateMachine):
         for _ in range(2 if twice else 1):
             schedules.start_due_ticks(self.engine)
         self._note("tick")
+
+    @precondition(lambda self: self.started)
+    @rule(jump=st.sampled_from(JUMPS))
+    def deadlines(self, jump: int) -> None:
+        """The sweep's deadline step alone after a clock jump, twice (two sweeps at once):
+        each miss one alert, each fail once."""
+        self.clock.advance(jump)
+        for _ in range(2):
+            deadlines.check(self.engine)
+        self._note("deadlines")
 
     @rule(jump=st.sampled_from(JUMPS))
     def sweep(self, jump: int) -> None:

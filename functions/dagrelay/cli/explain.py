@@ -24,7 +24,7 @@ def explain(
     pipeline: PipelineOption = None,
 ) -> None:
     """Why a batch failed: each failed task with its error, and under it the tasks its
-    failure took down (UPSTREAM_FAILED)."""
+    failure took down (UPSTREAM_FAILED); and each deadline missed."""
     from rich.console import Console
 
     from dagrelay.store import reads
@@ -47,6 +47,7 @@ def explain(
                 batch["version"],
                 queued=[t for t in batch["tasks"] if t["status"] == TaskStatus.QUEUED],
                 tolerated=tolerated_failures(batch["tasks"]),
+                missed=[d for d in batch["deadlines"] if d["missed_at"] is not None],
             )
         )
 
@@ -60,6 +61,7 @@ def explain_tree(
     *,
     queued: Sequence[reads.Task] = (),
     tolerated: Sequence[reads.Task] = (),
+    missed: Sequence[reads.Deadline] = (),
 ) -> Tree:
     from rich.text import Text
     from rich.tree import Tree
@@ -73,6 +75,10 @@ def explain_tree(
     tree = Tree(label)
     if not causes and not tolerated:
         tree.add(Text("nothing failed", style="green"))
+    for deadline in missed:  # late (and maybe failed by it): one alert each
+        at = deadline["missed_at"]
+        text = reads.deadline_text(deadline, at) if at is not None else ""
+        tree.add(Text.assemble(("deadline ", "bold"), (text, "yellow")))
     for task in queued:  # waiting, not failed: where each one is in its queue
         tree.add(Text.assemble((task["task"], "bold"), " ", status_text(TaskStatus.QUEUED),
                                f" {reads.queue_place(task)}"))  # fmt: skip

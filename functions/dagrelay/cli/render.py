@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
@@ -96,6 +96,9 @@ def caption(batch: Mapping[str, Any]) -> str:
     text = f"triggered by {batch['triggered_by']} at {time_text(batch['created_at'])}"
     if batch["finished_at"] is not None:
         text += f", finished at {time_text(batch['finished_at'])}"
+    now = datetime.now(UTC)
+    for deadline in batch.get("deadlines", ()):
+        text += "\ndeadline " + reads.deadline_text(deadline, now)
     return text
 
 

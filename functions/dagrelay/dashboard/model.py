@@ -56,6 +56,7 @@ def batch_detail(conn: Connection, pipeline: str, batch_id: str) -> Row | None:
             if c["task"] is not None  # the page names causes; lost ones have no row to name
         ],
         "dead_letters": batch["dead_letters"],
+        "deadlines": batch["deadlines"],
         "map_groups": [
             vars(g) for g in maps.group_counts(conn, pipeline=pipeline, batch_id=batch_id)
         ],

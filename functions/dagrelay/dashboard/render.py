@@ -6,7 +6,8 @@ in ``pages``."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from markupsafe import Markup
 
@@ -237,7 +238,8 @@ def batch_page(detail: Row, base: str, ops: Ops | None = None) -> str:
     groups = {g["task"]: g for g in detail.get("map_groups") or []}
     payload = graph.payload(statuses, _edges(detail), statuses, causes, task_url, groups=groups)
     body = Markup(
-        "{crumbs}<h1>{title} {status}</h1>{tabs}{actions}{facts}<h2>Graph</h2>{legend}{graph}"
+        "{crumbs}<h1>{title} {status}</h1>{tabs}{actions}{facts}{deadlines}<h2>Graph</h2>"
+        "{legend}{graph}"
         "{causes}<h2>Tasks</h2>{tasks}{dead}"
     ).format(
         crumbs=crumbs(base, p),
@@ -246,6 +248,7 @@ def batch_page(detail: Row, base: str, ops: Ops | None = None) -> str:
         tabs=batch_tabs(base, p, b, "graph"),
         actions=batch_actions(base, ops, batch, detail["tasks"]),
         facts=_batch_facts(batch),
+        deadlines=_deadlines(detail.get("deadlines") or []),
         legend=legend(),
         graph=graph_card(payload, f"batch {b}"),
         causes=_root_causes(detail["root_causes"]),
@@ -278,6 +281,22 @@ def _batch_facts(batch: Row) -> Markup:
             ("Tasks", parts.counts(batch["task_counts"])),
         ]
     )
+
+
+def _deadlines(deadlines: list[Row]) -> Markup:
+    """The batch's deadlines, each due or missed (ARCHITECTURE.md, "Deadlines")."""
+    if not deadlines:
+        return Markup("")
+    now = datetime.now(UTC)
+    items = Markup("").join(
+        Markup('<li data-deadline="{task}" class="{state}">{text}</li>').format(
+            task=d["task"] or "",
+            state="missed" if d["missed_at"] is not None else "",
+            text=reads.deadline_text(cast(reads.Deadline, d), now),
+        )
+        for d in deadlines
+    )
+    return Markup('<h2>Deadlines</h2><ul class="deadlines">{}</ul>').format(items)
 
 
 def _root_causes(causes: list[Row]) -> Markup:

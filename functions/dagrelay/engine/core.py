@@ -693,6 +693,18 @@ class Engine:
             finished = opened.finished  # groups closed at birth (empty list, too many items)
         return store.Created(tasks, messages)
 
+    def advance(
+        self,
+        conn: Connection,
+        pipeline: str,
+        batch_id: str,
+        finished: Sequence[store.Transition],
+        now: datetime,
+    ) -> store.Created:
+        """The fan-in step for tasks that ended outside an attempt of theirs (a waiting task
+        failed by its deadline: dagrelay.engine.deadlines), in the caller's transaction."""
+        return self._advance(conn, pipeline, batch_id, finished, now)
+
     def _open_groups(self, conn: Connection, created: store.Created, now: datetime) -> maps.Opened:
         """The instances of the mapped tasks among ``created`` (dagrelay.engine.maps)."""
         return maps.open_groups(

@@ -7,7 +7,9 @@ leave behind (the ``sweep`` action, from Cloud Scheduler every minute; a loop lo
 3. NEW or due RETRY tasks whose message was lost: a new run_task message; QUEUED tasks whose
    pool has free slots that nothing will release (the task released for them was cancelled);
 4. RUNNING batches with nothing open: finished;
-5. due schedule ticks: their batches started (``dagrelay.engine.schedules``).
+5. due schedule ticks: their batches started (``dagrelay.engine.schedules``);
+6. deadlines missed: recorded with their one alert, and the tasks whose deadline says so
+   failed (``dagrelay.engine.deadlines``).
 Every step is idempotent; two sweeps at once take disjoint rows or write nothing twice.
 
 Blast radius of one (ARCHITECTURE.md): each step runs whatever another one did, and inside a
@@ -27,7 +29,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from dagrelay.engine import schedules
+from dagrelay.engine import deadlines, schedules
 from dagrelay.engine.core import Engine, Failure
 from dagrelay.errors import LeaseExpired
 from dagrelay.messages import PollTask
@@ -51,13 +53,15 @@ class SweepReport:
     polled: int = 0
     batches_finished: int = 0
     ticks_started: int = 0
+    deadlines_missed: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.expired} expired leases, {self.relayed} relayed, "
             f"{self.requeued} requeued, {self.polled} overdue polls, "
             f"{self.batches_finished} batches finished, "
-            f"{self.ticks_started} scheduled batches started"
+            f"{self.ticks_started} scheduled batches started, "
+            f"{self.deadlines_missed} deadlines missed"
         )
 
 
@@ -75,6 +79,7 @@ class Sweeper:
             polled=self._step(lambda: self.poll_overdue(2 * age)),
             batches_finished=self._step(lambda: self.finish_idle_batches(age)),
             ticks_started=self._step(lambda: schedules.start_due_ticks(self.engine)),
+            deadlines_missed=self._step(self.check_deadlines),
         )
         log.info("sweep: %s", report, extra={"action": Action.SWEEP})
         return report
@@ -117,6 +122,9 @@ class Sweeper:
                 )
                 self._record("conclude the expired lease", row, failed)
         return len(expired)
+
+    def check_deadlines(self) -> int:
+        return deadlines.check(self.engine).missed
 
     def relay_outbox(self, older_than_s: int) -> int:
         """Publish rows that have been due for ``older_than_s``; republishing is harmless."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, cast
+from typing import Any, Generic, Literal, ParamSpec, TypedDict, TypeVar, Unpack, cast
 
 from pydantic import BaseModel
 
@@ -90,6 +90,25 @@ class Map:
         }
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """A deadline, the ``deadline:`` of the pipeline (its batches) or of a task: finished
+    within ``within_s`` seconds ``after`` the batch's scheduled time (``"scheduled"``, the
+    default; a batch that was not scheduled counts from its start) or its ``"start"``. A miss
+    raises one alert; a task's ``fail`` also ends it ERROR (not for the pipeline's). A field
+    left ``None`` is left out of the file."""
+
+    within_s: int
+    after: Literal["scheduled", "start"] | None = None
+    fail: bool | None = None
+
+    def document(self) -> dict[str, Any]:
+        """The ``deadline:`` mapping of the pipeline file."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+
+
 class TaskSettings(TypedDict, total=False):
     """A task's settings besides its name, handler and params: the pipeline file's keys and
     defaults (``PipelineTask``), with ``retries`` for ``max_retries`` (``YAML_KEYS``). One
@@ -112,6 +131,7 @@ class TaskSettings(TypedDict, total=False):
     map: Map | None
     enabled: bool
     teardown: bool
+    deadline: Deadline | None
 
 
 YAML_KEYS = {"retries": "max_retries"}  # a Python setting whose file key differs
@@ -122,11 +142,17 @@ class Pipeline:
     ``bigquery_query``, ``bigquery_check``) take a task's settings as ``TaskSettings``."""
 
     def __init__(
-        self, name: str, *, description: str | None = None, schedule: Schedule | None = None
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        schedule: Schedule | None = None,
+        deadline: Deadline | None = None,
     ) -> None:
         self.name = name
         self.description = description
         self.schedule = schedule
+        self.deadline = deadline
         self._tasks: list[PipelineTask] = []
 
     def add(
@@ -245,6 +271,7 @@ class Pipeline:
             description=self.description,
             source=source,
             schedule=self.schedule,
+            deadline=self.deadline.document() if self.deadline is not None else None,
         )
         found = schema_problems(document(spec))
         if found:
@@ -259,14 +286,17 @@ def document(spec: PipelineSpec) -> dict[str, Any]:
         data["description"] = spec.description
     if spec.schedule is not None:
         data["schedule"] = schedules.to_yaml(spec.schedule)
+    if spec.deadline is not None:
+        data["deadline"] = dict(spec.deadline)
     return data
 
 
 def _task_doc(task: PipelineTask) -> dict[str, Any]:
     row = task.row()
     row["parents"] = list(task.parents)
-    if task.description is None:
-        del row["description"]  # the file leaves it out rather than writing null
+    for key in ("description", "deadline"):
+        if row[key] is None:
+            del row[key]  # the file leaves it out rather than writing null
     return row
 
 
@@ -297,6 +327,8 @@ def _task(name: str, handler: str, params: Params, settings: TaskSettings) -> Pi
         values["trigger_rule"] = TriggerRule.ALL_DONE
     if isinstance(values.get("map"), Map):
         values["map"] = values["map"].document()
+    if isinstance(values.get("deadline"), Deadline):
+        values["deadline"] = values["deadline"].document()
     return PipelineTask(name=name, handler=handler, params=_plain_params(params), **values)
 
 

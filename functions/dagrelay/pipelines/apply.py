@@ -130,16 +130,18 @@ def apply(
 
 
 def _apply(conn: Connection, spec: PipelineSpec, prune: bool, now: datetime) -> ApplyResult:
-    changes, described = _read_plan(conn, spec)
+    changes, stored = _read_plan(conn, spec)
     created = _write_tasks(conn, "insert_pipeline_tasks", spec, changes.create, now)
     _refuse_taken(spec, [t.name for t in changes.create if t.name not in created])
     updated = _write_tasks(conn, "update_pipeline_tasks", spec, changes.update, now)
     removed = _write_edges(conn, "delete_pipeline_edges", spec, changes.remove_edges, now)
     added = _write_edges(conn, "insert_pipeline_edges", spec, changes.add_edges, now)
     pruned = _delete_tasks(conn, spec, changes.stale) if prune and changes.stale else []
-    if described != spec.description:
-        description = {"pipeline": spec.pipeline, "description": spec.description}
-        conn.execute(query("set_pipeline_description"), description)
+    deadline = dict(spec.deadline) if spec.deadline is not None else None
+    if stored != (spec.description, deadline):
+        row = {"pipeline": spec.pipeline, "description": spec.description}
+        row["deadline"] = json.dumps(deadline) if deadline is not None else None
+        conn.execute(query("set_pipeline_description"), row)
     names = [t.name for t in spec.tasks]
     return ApplyResult(
         pipeline=spec.pipeline,
@@ -154,15 +156,17 @@ def _apply(conn: Connection, spec: PipelineSpec, prune: bool, now: datetime) -> 
     )
 
 
-def _read_plan(conn: Connection, spec: PipelineSpec) -> tuple[Plan, str | None]:
+def _read_plan(
+    conn: Connection, spec: PipelineSpec
+) -> tuple[Plan, tuple[str | None, dict[str, Any] | None]]:
     """Serialise applies of this pipeline, then read its rows once and compare; and the
-    pipeline's stored description."""
+    pipeline's stored description and deadline."""
     lock = conn.execute(query("lock_pipeline_apply"), {"pipeline": spec.pipeline}).one()
     params = {"pipeline": spec.pipeline, "names": [t.name for t in spec.tasks]}
     rows = conn.execute(query("pipeline_apply_tasks"), params).mappings().all()
     edges = conn.execute(query("export_pipeline_edges"), params).all()
     changes = plan(spec, [dict(r) for r in rows], [(e.parent, e.child) for e in edges])
-    return changes, lock.description
+    return changes, (lock.description, lock.deadline)
 
 
 def _refuse_taken(spec: PipelineSpec, names: Sequence[str]) -> None:

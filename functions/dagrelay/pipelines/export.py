@@ -30,13 +30,14 @@ def read_pipeline(conn: Connection, pipeline: str) -> PipelineSpec:
         parents.setdefault(edge.child, []).append(edge.parent)
     tasks = tuple(PipelineTask.from_row(dict(r), sorted(parents.get(r["name"], []))) for r in rows)
     schedule = schedules.read(conn, pipeline)
-    described = conn.execute(query("pipeline_description"), {"pipeline": pipeline})
+    described = conn.execute(query("pipeline_description"), {"pipeline": pipeline}).first()
     spec = PipelineSpec(
         pipeline,
         tasks,
-        description=described.scalar_one_or_none(),
+        description=described.description if described else None,
         source=f"database:{pipeline}",
         schedule=schedule,
+        deadline=described.deadline if described else None,
     )
     return topological_order(spec)
 
@@ -76,6 +77,8 @@ def export_yaml(spec: PipelineSpec) -> str:
         document["description"] = spec.description
     if spec.schedule is not None:
         document["schedule"] = schedules.to_yaml(spec.schedule)
+    if spec.deadline is not None:
+        document["deadline"] = _deadline(spec.deadline)
     document["tasks"] = [_task_document(t) for t in ordered.tasks]
     return yaml.safe_dump(
         document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
@@ -109,7 +112,17 @@ def _plain(name: str, value: Any) -> Any:
         return value.value
     if name == "retry_backoff":
         return float(value)
+    if name == "deadline" and value is not None:
+        return _deadline(value)
     return value
+
+
+DEADLINE_KEYS = ("within_s", "after", "fail")
+
+
+def _deadline(value: Mapping[str, Any]) -> dict[str, Any]:
+    """A deadline's keys in the order one reads them (``jsonb`` keeps its own order)."""
+    return {key: value[key] for key in DEADLINE_KEYS if key in value}
 
 
 def _sorted_keys(value: Any) -> Any:

@@ -53,6 +53,8 @@ class PipelineTask:
     teardown: bool = False
     # Dynamic fan-out: {over: <parent>.<output key>, max_items, max_parallel, tolerated_failures}
     map: Mapping[str, Any] | None = None
+    # {within_s, after: scheduled|start, fail}: finished by then, or one alert (and maybe ERROR)
+    deadline: Mapping[str, Any] | None = None
     description: str | None = None  # documentation: stored (tasks.description), not run
 
     def row(self) -> dict[str, Any]:
@@ -63,6 +65,7 @@ class PipelineTask:
         row["trigger_rule"] = self.trigger_rule.value
         row["retry_backoff"] = float(self.retry_backoff)
         row["map"] = dict(self.map) if self.map is not None else None
+        row["deadline"] = dict(self.deadline) if self.deadline is not None else None
         return row
 
     @classmethod
@@ -87,6 +90,7 @@ class PipelineTask:
             priority=row.get("priority", 0),
             max_active=row.get("max_active"),
             teardown=row.get("teardown", False),
+            deadline=row.get("deadline"),
         )
 
 
@@ -97,6 +101,8 @@ class PipelineSpec:
     description: str | None = None
     source: str = "<pipeline>"  # the file's name, which starts every problem message
     schedule: schedules.ScheduleSpec | None = None
+    # The batch's deadline, {within_s, after: scheduled|start} (pipelines.deadline)
+    deadline: Mapping[str, Any] | None = None
 
     def edges(self) -> list[tuple[str, str]]:
         """(parent, child) for every edge of the file."""
@@ -216,6 +222,7 @@ def _spec(data: Mapping[str, Any], source: str) -> PipelineSpec:
         description=data.get("description"),
         source=source,
         schedule=schedules.from_yaml(data.get("schedule"), source),
+        deadline=data.get("deadline"),
     )
 
 

@@ -77,6 +77,19 @@ class DeadLetter(TypedDict):
     reason: str
 
 
+class Deadline(TypedDict):
+    """A deadline of the batch (``task`` None) or of one of its tasks (ARCHITECTURE.md,
+    "Deadlines"): ``ended_at`` when what it bounds ended (None: still open), ``missed_at`` when
+    the sweeper saw it missed, ``failed_at`` when its ``fail`` ended the task."""
+
+    task: str | None
+    deadline_at: datetime
+    missed_at: datetime | None
+    ended_at: datetime | None
+    fail: bool
+    failed_at: datetime | None
+
+
 class BatchFields(TypedDict):
     """What every view of a batch shows: ``task_counts`` counts its rows by status
     (``total_tasks`` them all)."""
@@ -111,6 +124,7 @@ class Batch(BatchFields):
     attempts: list[Attempt]
     root_causes: list[RootCause]
     dead_letters: list[DeadLetter]
+    deadlines: list[Deadline]
 
 
 @contextmanager
@@ -156,6 +170,7 @@ def read_batches(conn: Reader, batch_id: str, pipeline: str | None = None) -> li
                 for e in edges
                 if e["pipeline"] == head["pipeline"]
             ],
+            deadlines=_deadlines(conn, head),
         )
         for head in heads
     ]
@@ -166,12 +181,35 @@ def read_batch(conn: Reader, pipeline: str, batch_id: str) -> Batch | None:
     return found[0] if found else None
 
 
+def _deadlines(conn: Reader, head: Mapping[str, Any]) -> list[Deadline]:
+    found = _rows(conn, "batch_deadlines", pipeline=head["pipeline"], batch_id=head["batch_id"])
+    return [_pick(Deadline, d | {"task": d["task"] or None}) for d in found]
+
+
+def deadline_text(deadline: Deadline, now: datetime) -> str:
+    """``batch: met 10:00:00`` / ``task load: missed 10:00:00 (ended at 10:04:10)``."""
+    what = f"task {deadline['task']}" if deadline["task"] else "batch"
+    at = deadline["deadline_at"].isoformat(timespec="seconds")
+    ended = deadline["ended_at"]
+    if deadline["missed_at"] is None:
+        if ended is not None and ended <= deadline["deadline_at"]:
+            state = f"met {at}"
+        else:
+            state = f"due {at}" if now <= deadline["deadline_at"] else f"passed {at}, not yet swept"
+        return f"{what}: {state}"
+    late = f"ended at {ended.isoformat(timespec='seconds')}" if ended else "still open"
+    failed = "; the task was failed" if deadline["failed_at"] is not None else ""
+    return f"{what}: missed {at} ({late}){failed}"
+
+
 def _batch(
     head: Mapping[str, Any],
     rows: Sequence[Mapping[str, Any]],
     attempts: Sequence[Mapping[str, Any]],
     letters: Sequence[Mapping[str, Any]],
     edges: list[dict[str, str]],
+    *,
+    deadlines: list[Deadline],
 ) -> Batch:
     counts = Counter(r["status"] for r in rows if r["log_id"] is not None)
     return Batch(
@@ -183,6 +221,7 @@ def _batch(
         attempts=[_pick(Attempt, a) for a in attempts],
         root_causes=root_causes(rows),
         dead_letters=[_pick(DeadLetter, d) for d in letters],
+        deadlines=deadlines,
     )
 
 
