@@ -32,6 +32,7 @@ BUILT_IN_MODULES = ("dagrelay.handlers.builtin",)
 # never runs a BigQuery task never imports the BigQuery client (cold start): name prefix -> module.
 LAZY_BUILT_INS = {
     "bigquery.": "dagrelay.handlers.bigquery.handlers",
+    "cloudrun.": "dagrelay.handlers.cloudrun",
     "ingest.": "dagrelay.ingest.handlers",
 }
 ENTRY_POINT_GROUP = "dagrelay.handlers"
