@@ -21,6 +21,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Mapping
@@ -30,12 +31,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from local_emulator import processes
+from local_emulator.processes import ManagedProcess, StackError
+
 _NAME = r"projects/[^/]+/locations/[^/]+/jobs/[^/:]+"
 RUN = re.compile(rf"^/v2/({_NAME}):run$")
 GET = re.compile(rf"^/v2/({_NAME}/executions/[^/:]+)$")
 CANCEL = re.compile(rf"^/v2/({_NAME}/executions/[^/:]+):cancel$")
 TASKS = re.compile(rf"^/v2/({_NAME}/executions/[^/:]+)/tasks$")
 EXECUTION_TYPE = "type.googleapis.com/google.cloud.run.v2.Execution"
+ENDPOINT_ENV = "DAGRELAY_CLOUD_RUN_ENDPOINT"  # the setting cloud_run_endpoint
 
 
 class ApiError(Exception):
@@ -271,6 +276,24 @@ def serve(service: LocalCloudRun, port: int = 0) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(service))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def start(port: int, jobs_file: Path, workdir: Path) -> ManagedProcess:
+    """The local Cloud Run as a process of the stack (stopped by PID: SIGTERM cancels its
+    running executions)."""
+    argv = [sys.executable, "-m", "local_emulator.cloudrun", "--port", str(port)]
+    argv += ["--jobs", str(jobs_file), "--logs", str(workdir / f"run-executions-{port}")]
+    proc = processes.spawn("cloud-run", argv, workdir / f"cloud-run-{port}.log", os.environ)
+    try:
+        processes.wait_for(
+            lambda: processes.port_open(port) or not proc.alive(), 30, "the local Cloud Run"
+        )
+    except StackError:
+        proc.stop()
+        raise
+    if not proc.alive():
+        raise StackError(f"the local Cloud Run exited:\n{proc.log_tail()}")
+    return proc
 
 
 def main() -> None:
