@@ -139,15 +139,23 @@ def start_pubsub_emulator(port: int, project: str, workdir: Path) -> ManagedProc
     return proc
 
 
+# Set in the router's environment: serve local_emulator/warm_router.py (imports done before the
+# first request, for a request timeout shorter than a cold start).
+WARM_ROUTER_ENV = "LOCAL_WARM_ROUTER"
+
+
 def start_router(
     port: int, env: Mapping[str, str], workdir: Path, target: str = "router"
 ) -> ManagedProcess:
     """functions/main.py's ``target`` under functions-framework on 127.0.0.1:port; the router
     with crash hooks (local_emulator/crash_router.py) when the environment arms crash points."""
     armed = target == "router" and bool(env.get(crashes.POINTS_ENV))
-    source = (
-        ROOT / "local_emulator" / "crash_router.py" if armed else ROOT / "functions" / "main.py"
-    )
+    warm = target == "router" and bool(env.get(WARM_ROUTER_ENV))
+    source = ROOT / "functions" / "main.py"
+    if armed:
+        source = ROOT / "local_emulator" / "crash_router.py"
+    elif warm:
+        source = ROOT / "local_emulator" / "warm_router.py"
     argv = [
         sys.executable,
         "-m",

@@ -9,9 +9,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from dagrelay.ops.project import Project
-from local_emulator import bigquery, gcs, infra, processes
+from local_emulator import bigquery, cloudrun, gcs, infra, processes
 from local_emulator.processes import ManagedProcess, StackError
 from local_emulator.sweep import SweepLoop
 
@@ -21,12 +22,24 @@ OWN_ENV = (
     "STORAGE_EMULATOR_HOST",
     "DAGRELAY_BIGQUERY_ENDPOINT",
     "DAGRELAY_BIGQUERY_PROJECT",
+    "DAGRELAY_CLOUD_RUN_ENDPOINT",
 )
 # The datasets of the example sources and pipeline (terraform/ creates the same).
 DATASETS = ("finance", "reports", "web")
 DEFAULT_DATABASE_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/dagrelay"
 # Logs and the state file of `up`; DAGRELAY_LOCAL_STACK_DIR moves them (tests do).
 STATE_DIR = Path(os.environ.get("DAGRELAY_LOCAL_STACK_DIR", processes.ROOT / ".local_stack"))
+# A JSON file of local Cloud Run jobs ({"name": {"command": [...], "args": [...], "env": {}}}):
+# with it, `up` and `demo` start the local Cloud Run (local_emulator/cloudrun.py).
+RUN_JOBS_ENV = "DAGRELAY_LOCAL_RUN_JOBS"
+
+
+def _run_jobs_from_env() -> dict[str, dict[str, Any]]:
+    path = os.environ.get(RUN_JOBS_ENV)
+    if not path:
+        return {}
+    jobs: dict[str, dict[str, Any]] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return jobs
 
 
 @dataclass
@@ -47,6 +60,9 @@ class StackConfig:
     data_services: bool = True  # the local GCS and BigQuery stand-ins (ingestion, bigquery.*)
     inbox_bucket: str = "dagrelay-inbox"
     router_env: dict[str, str] = field(default_factory=dict)  # extra env (tests: crash points)
+    # Local Cloud Run jobs for cloudrun.job, by name: {"command": [...], "args": [...], "env":
+    # {...}}; any: the local Cloud Run starts and the router's cloud_run_endpoint points at it.
+    run_jobs: dict[str, dict[str, Any]] = field(default_factory=_run_jobs_from_env)
     project: Path | None = None  # a team's project (dagrelay init): its handlers in the router
     emulator_host: str | None = None  # reuse a running emulator instead of starting one
     emulator_port: int = 0  # 0: pick a free port
@@ -75,11 +91,13 @@ class StackInfo:
     operate_url: str  # the same dashboard with the operator's actions
     pids: dict[str, int]
     log_dir: str
+    cloud_run_endpoint: str | None = None  # the local Cloud Run, when the stack has jobs
 
     def env(self) -> dict[str, str]:
         data = {
             "STORAGE_EMULATOR_HOST": self.storage_emulator_host,
             "DAGRELAY_BIGQUERY_ENDPOINT": self.bigquery_endpoint,
+            "DAGRELAY_CLOUD_RUN_ENDPOINT": self.cloud_run_endpoint,
         }
         return {
             **{key: value for key, value in data.items() if value},
@@ -125,6 +143,8 @@ class Stack:
             emulator_host = c.emulator_host or self._start_emulator()
             self._previous_env = {key: os.environ.get(key) for key in OWN_ENV}
             data_env = self._start_data_services() if c.data_services else {}
+            if c.run_jobs:
+                data_env |= self._start_cloud_run()
             os.environ.update({"PUBSUB_EMULATOR_HOST": emulator_host, **data_env})
             self.router_env = {
                 **os.environ,
@@ -183,6 +203,7 @@ class Stack:
             operate_url=f"http://127.0.0.1:{operate_port}",
             pids={p.name: p.pid for p in self.processes},
             log_dir=str(c.workdir),
+            cloud_run_endpoint=data_env.get(cloudrun.ENDPOINT_ENV),
         )
         return self.info
 
@@ -225,6 +246,15 @@ class Stack:
         gcs.create_buckets(gcs.storage_client(c.project_id), [c.inbox_bucket])
         bigquery.create_datasets(local_bq, DATASETS)
         return {"STORAGE_EMULATOR_HOST": storage_host, **local_bq.env()}
+
+    def _start_cloud_run(self) -> dict[str, str]:
+        """The local Cloud Run with the configured jobs (their executions are subprocesses)."""
+        c = self.config
+        port = processes.free_port()
+        jobs_file = c.workdir / f"run-jobs-{port}.json"
+        jobs_file.write_text(json.dumps(c.run_jobs), encoding="utf-8")
+        self.processes.append(cloudrun.start(port, jobs_file, c.workdir))
+        return {cloudrun.ENDPOINT_ENV: f"http://127.0.0.1:{port}"}
 
     def _start_emulator(self) -> str:
         port = self.config.emulator_port or processes.free_port()

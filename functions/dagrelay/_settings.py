@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         le=600,
         description="How long one BigQuery API call is retried on transient errors.",
     )
+    cloud_run_endpoint: str | None = Field(
+        None,
+        description="Cloud Run Admin API endpoint override for the cloudrun.job handler (the "
+        "local stand-in's http://127.0.0.1:PORT), used only when set; requests to it carry no "
+        "credentials.",
+    )
     pipelines_dir: Path | None = Field(
         None, description="Where sql_file params are read from; unset: schema/pipelines."
     )

@@ -113,16 +113,29 @@ SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM def
            AS messages;
 
 -- name: deferred_attempt
--- A deferred attempt and everything its poll needs (the same shape as claim_task's result).
+-- A deferred attempt and everything its poll needs (the same shape as claim_task's result);
+-- stopping: its batch no longer runs it (cancelled, and the task is not a teardown).
 SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, tl.lease_expires_at, t.task_id, t.name,
        t.handler, t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
        t.retry_max_delay_s, b.params AS batch_params, tl.job, tl.poll_at, tl.limited,
-       dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) AS parent_outputs
+       dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) AS parent_outputs,
+       NOT (b.status = 'RUNNING' OR (b.status = 'CANCELLING' AND t.teardown)) AS stopping
 FROM batches b
 JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
 JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND tl.status = 'PROCESSING'
   AND tl.job IS NOT NULL AND tl.attempt = :attempt AND tl.map_index = -1;
+
+-- name: deferred_to_stop
+-- The deferred attempts of a batch that its cancel stops (not teardowns): task, attempt and
+-- handler, for the handlers' cancel (dagrelay.engine.core, Engine.cancel_batch).
+SELECT t.name, tl.attempt, t.handler
+FROM batches b
+JOIN version_tasks t ON t.version_id = b.version_id AND NOT t.teardown
+JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND b.status = 'CANCELLING'
+  AND tl.status = 'PROCESSING' AND tl.job IS NOT NULL AND tl.map_index = -1
+ORDER BY tl.log_id;
 
 -- name: finish_attempt
 -- PROCESSING -> SUCCESS | ERROR | RETRY, fenced by attempt so a late write from an older attempt

@@ -30,7 +30,7 @@ from dagrelay.bounds import stored_error
 from dagrelay.engine import admission, maps, moves, retry
 from dagrelay.engine import params as params_mod
 from dagrelay.engine.hooks import NO_HOOKS, EngineHooks, HookPoint
-from dagrelay.errors import BadMessage, NonRetryableError
+from dagrelay.errors import BadMessage, DagrelayError, NonRetryableError
 from dagrelay.handlers.registry import (
     Deferred,
     HandlerContext,
@@ -51,6 +51,14 @@ from dagrelay.store.outbox import OutboxRelay, OutgoingMessage, Publisher
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# A deferred attempt whose handler's cancel failed for now is polled again this soon (and the
+# cancel called again): ARCHITECTURE.md, "Deferred work".
+STOP_RETRY_S = 10.0
+
+
+class Stopped(DagrelayError):
+    """A deferred attempt whose work the engine stopped because its batch was cancelled: the
+    attempt ends CANCELLED (not retried, no alert)."""
 
 
 def utcnow() -> datetime:
@@ -208,7 +216,27 @@ class Engine:
             done.never_started,
             extra={**extra, "status": done.status},
         )
+        if done.running:
+            self._stop_deferred(msg.pipeline, msg.batch_id)
         return done
+
+    def _stop_deferred(self, pipeline: str, batch_id: str) -> None:
+        """A cancel stops at once the deferred work of the batch's attempts whose handler has a
+        ``cancel`` (through their poll, which sees the batch cancelled). A stop that fails here
+        is done by the attempt's next poll, which is already in the outbox."""
+        with self.db.begin() as conn:
+            deferred = store.deferred_to_stop(conn, pipeline=pipeline, batch_id=batch_id)
+        for task, attempt, handler in deferred:
+            registration = self._registration(handler)
+            if registration is None or registration.cancel is None:
+                continue  # polled to its end, as before
+            try:
+                self.poll_task(PollTask(batch_id, task, attempt=attempt, pipeline=pipeline))
+            except Exception:  # its next poll stops it; the others go on
+                log.exception(
+                    "could not stop deferred work at the cancel; its next poll will",
+                    extra={"action": Action.CANCEL_BATCH, "batch_id": batch_id, "task": task},
+                )
 
     def resume(self, msg: Resume) -> Resumed:
         """Run again what a cancel stopped in a CANCELLED batch (its CANCELLED rows, and tasks
@@ -454,8 +482,73 @@ class Engine:
                 extra={"action": Action.POLL_TASK, "batch_id": msg.batch_id, "task": msg.task},
             )
             return RunOutcome.IGNORED
+        if claim.stopping and (stopped := self._stop_cancelled(claim)) is not None:
+            return stopped
         output, failure = self._execute(claim)
         return self.conclude(claim.ref, output, failure)
+
+    # -- stopping deferred work (ARCHITECTURE.md, "Deferred work") -----------------------------
+
+    def _stop_cancelled(self, claim: store.Claim) -> RunOutcome | None:
+        """A deferred attempt of a cancelled batch: its handler's cancel stops the work and the
+        attempt ends CANCELLED; a cancel that failed for now is called again at the next poll.
+        None: the handler has no cancel, and its work is polled to its end."""
+        registration = self._registration(claim.handler)
+        if registration is None or registration.cancel is None:
+            return None
+        why = "its batch was cancelled"
+        extra = {"action": Action.POLL_TASK, "batch_id": claim.ref.batch_id, "task": claim.ref.task}
+        try:
+            gave_up = self._call_cancel(claim, registration, why)
+        except Exception as exc:  # noqa: BLE001 - tried again at the next poll
+            log.warning("could not stop the deferred work yet: %s", exc, extra=extra)
+            return self.conclude(claim.ref, Deferred(claim.job or {}, STOP_RETRY_S), None)
+        if gave_up is None:
+            error = f"cancelled: {why}; its work was stopped"
+        else:
+            error = f"cancelled: {why}; stopping its work failed for good: {gave_up}"
+        return self.conclude(claim.ref, None, Failure(Stopped(error), error, ""))
+
+    def stop_expired(self, ref: store.AttemptRef) -> str | None:
+        """Before the sweeper concludes an expired lease: a deferred attempt's work is stopped
+        by its handler's cancel (if it has one). Raises when stopping failed for now (the next
+        sweep tries again); returns why it failed for good, else None."""
+        with self.db.begin() as conn:
+            claim = store.deferred_attempt(
+                conn,
+                pipeline=ref.pipeline,
+                batch_id=ref.batch_id,
+                task=ref.task,
+                attempt=ref.attempt,
+            )
+        if claim is None:
+            return None
+        registration = self._registration(claim.handler)
+        if registration is None or registration.cancel is None:
+            return None
+        return self._call_cancel(claim, registration, "its lease expired")
+
+    def _call_cancel(self, claim: store.Claim, registration: Registration, why: str) -> str | None:
+        """The handler's cancel of the attempt's job; why it can never work (a
+        NonRetryableError, logged), or None once the work is stopped. Other errors raise."""
+        ref = claim.ref
+        extra: dict[str, Any] = {"action": "stop", "batch_id": ref.batch_id, "task": ref.task}
+        extra |= {"pipeline": ref.pipeline, "attempt": ref.attempt}
+        if registration.cancel is None or claim.job is None:
+            return None
+        try:
+            registration.cancel(self._context(claim, registration), claim.job)
+        except NonRetryableError as exc:
+            log.error("deferred work could not be stopped (%s): %s", why, exc, extra=extra)  # noqa: TRY400 - the reason says it all
+            return str(exc)
+        log.warning("deferred work stopped: %s", why, extra=extra)
+        return None
+
+    def _registration(self, name: str) -> Registration | None:
+        try:
+            return self.registry.get(name)
+        except Exception:  # noqa: BLE001 - an unknown handler is the poll's own error
+            return None
 
     def _execute(
         self, claim: store.Claim
@@ -464,29 +557,8 @@ class Engine:
         for a handler failure: that is the attempt's result."""
         ref = claim.ref
         try:
-            values = {**claim.batch_params, "batch_id": ref.batch_id, "pipeline": ref.pipeline}
-            if ref.map_index >= 0:
-                values |= maps.item_values(claim.item)
             registration = self.registry.get(claim.handler)
-            resolved = {
-                key: value
-                if key in registration.raw_params
-                else params_mod.resolve(value, values, f"params.{key}")
-                for key, value in claim.params.items()
-            }
-            context: HandlerContext[Any] = HandlerContext(
-                pipeline=ref.pipeline,
-                batch_id=ref.batch_id,
-                task=ref.task,
-                attempt=ref.attempt,
-                run_id=ref.log_id,
-                params=registration.parse_params(resolved, ref.task),
-                batch_params=claim.batch_params,
-                parent_outputs=claim.parent_outputs,
-                heartbeat=lambda: self.heartbeat(ref),
-                item=claim.item,
-                map_index=None if ref.map_index < 0 else ref.map_index,
-            )
+            context = self._context(claim, registration)
             self.hooks.at(HookPoint.IN_HANDLER, ref.task)
             result = _invoke(registration, context, claim.job)
             if isinstance(result, Deferred):
@@ -495,6 +567,33 @@ class Engine:
             return check_output(result, ref.task), None
         except Exception as exc:  # noqa: BLE001 - any handler failure is the task's outcome
             return None, _failure(exc)
+
+    def _context(self, claim: store.Claim, registration: Registration) -> HandlerContext[Any]:
+        """What the handler (or its poll, or its cancel) receives: params resolved and parsed."""
+        ref = claim.ref
+        values = {**claim.batch_params, "batch_id": ref.batch_id, "pipeline": ref.pipeline}
+        if ref.map_index >= 0:
+            values |= maps.item_values(claim.item)
+        resolved = {
+            key: value
+            if key in registration.raw_params
+            else params_mod.resolve(value, values, f"params.{key}")
+            for key, value in claim.params.items()
+        }
+        return HandlerContext(
+            pipeline=ref.pipeline,
+            batch_id=ref.batch_id,
+            task=ref.task,
+            attempt=ref.attempt,
+            run_id=ref.log_id,
+            params=registration.parse_params(resolved, ref.task),
+            batch_params=claim.batch_params,
+            parent_outputs=claim.parent_outputs,
+            heartbeat=lambda: self.heartbeat(ref),
+            item=claim.item,
+            map_index=None if ref.map_index < 0 else ref.map_index,
+            timeout_s=ref.timeout_s,
+        )
 
     def heartbeat(self, ref: store.AttemptRef) -> bool:
         """Extend a running attempt's lease; False if the attempt is no longer live."""
@@ -627,6 +726,8 @@ class Engine:
     ) -> store.Result:
         if failure is None:
             return store.Result(TaskStatus.SUCCESS, output=output)
+        if isinstance(failure.exception, Stopped):
+            return store.Result(TaskStatus.CANCELLED, error=failure.error)
         next_at = retry.next_attempt_at(ref.policy, ref.attempt, failure.exception, now, self.rng)
         return store.Result(
             TaskStatus.RETRY if next_at else TaskStatus.ERROR,

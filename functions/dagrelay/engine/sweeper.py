@@ -108,6 +108,10 @@ class Sweeper:
                 f"gave no result within its lease; concluded by the sweeper at {engine.clock()}"
             )
             try:
+                # Deferred work is stopped first (its handler's cancel); a stop that failed for
+                # now leaves the lease expired, and the next sweep tries again.
+                if (gave_up := engine.stop_expired(ref)) is not None:
+                    detail += f"; its work could not be stopped: {gave_up}"
                 engine.conclude(
                     ref, None, Failure(exc, f"LeaseExpired: {exc}", detail), lease_before=now
                 )

@@ -32,6 +32,7 @@ BUILT_IN_MODULES = ("dagrelay.handlers.builtin",)
 # never runs a BigQuery task never imports the BigQuery client (cold start): name prefix -> module.
 LAZY_BUILT_INS = {
     "bigquery.": "dagrelay.handlers.bigquery.handlers",
+    "cloudrun.": "dagrelay.handlers.cloudrun",
     "ingest.": "dagrelay.ingest.handlers",
 }
 ENTRY_POINT_GROUP = "dagrelay.handlers"
@@ -62,6 +63,9 @@ class HandlerContext(Generic[P]):
     # An instance of a mapped task: its item and the item's index (None otherwise).
     item: Any = None
     map_index: int | None = None
+    # The task's timeout_s: the lease of a running attempt, and of a deferred one from each
+    # poll on; a handler whose external work takes a time limit can pass it on.
+    timeout_s: int | None = None
 
     @property
     def batch(self) -> str:
@@ -90,7 +94,9 @@ class Deferred:
     the attempt stays PROCESSING, ``job`` (a small JSON object) is kept in task_log, and the
     registered ``poll`` is called with it after ``poll_after_s`` (by a poll_task message or
     the sweeper), until it returns an output, raises, or defers again. A deferred attempt's
-    lease is renewed by each poll, so a job may outlive the function's timeout."""
+    lease is renewed by each poll, so a job may outlive the function's timeout. A ``cancel``
+    registered beside the poll stops the work when the attempt is cancelled or its lease
+    expires (ARCHITECTURE.md, "Deferred work")."""
 
     job: Mapping[str, Any]
     poll_after_s: float = 10.0
@@ -99,6 +105,12 @@ class Deferred:
 Output = Mapping[str, Any] | Deferred | None
 Handler = Callable[[HandlerContext[Any]], Output]
 Poll = Callable[[HandlerContext[Any], Mapping[str, Any]], Output]
+# Stops a deferred attempt's external work (its job as last deferred). Called by the engine when
+# the attempt's batch is cancelled or its lease expires; it may be called more than once (a
+# retry after a failure, a cancel racing a poll), so it must be idempotent: stopping work that
+# has already ended is success. It raises NonRetryableError when stopping can never work (the
+# engine gives up and says so), any other exception to be called again later.
+Cancel = Callable[[HandlerContext[Any], Mapping[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ class Registration:
     # must travel as query parameters, and whose braces are not placeholders).
     raw_params: frozenset[str] = frozenset()
     params_model: type[BaseModel] | None = None
+    cancel: Cancel | None = None
 
     def check_params(self, params: Mapping[str, Any], task: str) -> None:
         self.parse_params(params, task)
@@ -156,12 +169,17 @@ class HandlerRegistry:
         raw_params: frozenset[str] = frozenset(),
         *,
         params_model: type[BaseModel] | None = None,
+        cancel: Cancel | None = None,
     ) -> None:
         if params_model is not None:
             params_schema = params_model.model_json_schema()
         if params_schema is not None:
             Draft202012Validator.check_schema(params_schema)
-        registration = Registration(name, function, params_schema, poll, raw_params, params_model)
+        if cancel is not None and poll is None:
+            raise ValueError(f"handler {name!r}: a cancel stops deferred work; it needs a poll")
+        registration = Registration(
+            name, function, params_schema, poll, raw_params, params_model, cancel
+        )
         with self._lock:
             existing = self._handlers.get(name)
             if existing is not None and not _same(existing, registration):
@@ -252,9 +270,11 @@ def handler(
     raw_params: frozenset[str] = frozenset(),
     *,
     params: type[BaseModel] | None = None,
+    cancel: Cancel | None = None,
 ) -> Callable[[H], H]:
     """Register a function as the handler ``name`` in the default registry (with ``poll``
-    if it may return Deferred; ``raw_params`` are not placeholder-resolved). ``params``, a
+    if it may return Deferred, and ``cancel`` if its deferred work can be stopped;
+    ``raw_params`` are not placeholder-resolved). ``params``, a
     pydantic model, types the params: checked when a pipeline is validated or applied, and
     handed to the handler as ``ctx.params``, an instance of the model::
 
@@ -269,7 +289,7 @@ def handler(
 
     def decorate(function: H) -> H:
         default_registry.register(
-            name, function, params_schema, poll, raw_params, params_model=params
+            name, function, params_schema, poll, raw_params, params_model=params, cancel=cancel
         )
         return function
 

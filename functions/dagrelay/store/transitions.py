@@ -85,6 +85,7 @@ class Claim:
     lease_expires_at: datetime
     job: Mapping[str, Any] | None = None  # a deferred attempt's pending work
     item: Any = None  # an instance of a mapped task: its item
+    stopping: bool = False  # a deferred attempt its batch no longer runs (cancelled)
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,7 @@ def _claim(row: Row[Any] | None, batch_id: str) -> Claim | None:
         lease_expires_at=row.lease_expires_at,
         job=row.job,
         item=getattr(row, "item", None),
+        stopping=bool(getattr(row, "stopping", False)),
     )
 
 
@@ -463,6 +465,15 @@ def deferred_attempt(
     params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "attempt": attempt}
     row = conn.execute(query("deferred_attempt"), params).one_or_none()
     return _claim(row, batch_id)
+
+
+def deferred_to_stop(
+    conn: Connection, *, pipeline: str, batch_id: str
+) -> list[tuple[str, int, str]]:
+    """(task, attempt, handler) of each deferred attempt a cancelled batch stops."""
+    params = {"pipeline": pipeline, "batch_id": batch_id}
+    rows = conn.execute(query("deferred_to_stop"), params).all()
+    return [(r.name, r.attempt, r.handler) for r in rows]
 
 
 def defer_attempt(
