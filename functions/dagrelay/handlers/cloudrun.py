@@ -209,8 +209,24 @@ def cancel(ctx: HandlerContext[CloudRunJobParams], job: Mapping[str, Any]) -> No
         clients().executions.cancel_execution(name=name, timeout=REQUEST_TIMEOUT_S)
     except (api.NotFound, api.FailedPrecondition):
         return
+    except api.BadRequest as exc:
+        # Over REST a FAILED_PRECONDITION ("has already completed": it ended between the read
+        # and the cancel) arrives as a plain 400: stopped already if it no longer runs.
+        if not _still_running(name):
+            return
+        raise _translated(exc, f"cancelling Cloud Run execution {name}") from exc
     except api.GoogleAPICallError as exc:
         raise _translated(exc, f"cancelling Cloud Run execution {name}") from exc
+
+
+def _still_running(name: str) -> bool:
+    try:
+        execution = clients().executions.get_execution(name=name, timeout=REQUEST_TIMEOUT_S)
+    except api.NotFound:
+        return False
+    except api.GoogleAPICallError:
+        return True  # unknown: the cancel's own error stands
+    return outcome(execution).state == "running"
 
 
 @handler("cloudrun.job", params=CloudRunJobParams, poll=poll, cancel=cancel)
