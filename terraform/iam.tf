@@ -219,3 +219,36 @@ resource "google_pubsub_topic_iam_member" "events_gcs_agent" {
   role   = "roles/pubsub.publisher"
   member = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
 }
+
+# -- Cloud Run jobs (the cloudrun.job handler) ----------------------------------------------------
+# The router starts, watches and cancels the team's own Cloud Run jobs (var.cloud_run_jobs, in
+# var.region) and nothing else: a custom role with exactly those permissions, granted on each
+# job. A job runs as its own service account; running it with overrides needs no actAs.
+
+resource "google_project_iam_custom_role" "run_jobs" {
+  count = length(var.cloud_run_jobs) > 0 ? 1 : 0
+
+  project     = var.project_id
+  role_id     = "${replace(local.prefix, "-", "_")}_run_jobs"
+  title       = "dagrelay router: run and cancel Cloud Run jobs"
+  description = "Start an execution of a job with overrides, read it and its tasks, cancel it."
+  permissions = [
+    "run.jobs.get",
+    "run.jobs.run",
+    "run.jobs.runWithOverrides",
+    "run.executions.get",
+    "run.executions.cancel",
+    "run.tasks.get",
+    "run.tasks.list",
+  ]
+}
+
+resource "google_cloud_run_v2_job_iam_member" "router_runs_jobs" {
+  for_each = toset(var.cloud_run_jobs)
+
+  project  = var.project_id
+  location = var.region
+  name     = each.value
+  role     = google_project_iam_custom_role.run_jobs[0].id
+  member   = "serviceAccount:${google_service_account.router.email}"
+}

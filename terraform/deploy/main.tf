@@ -25,4 +25,5 @@ module "dagrelay" {
   force_destroy_buckets             = var.force_destroy_buckets
   bigquery_datasets                 = var.bigquery_datasets
   notification_channels             = var.notification_channels
+  cloud_run_jobs                    = var.cloud_run_jobs
 }

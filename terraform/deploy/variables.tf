@@ -117,3 +117,14 @@ variable "notification_channels" {
   type        = list(string)
   default     = []
 }
+
+variable "cloud_run_jobs" {
+  description = "Cloud Run jobs (names, in var.region) the cloudrun.job handler may run, watch and cancel: the router gets a custom role with exactly those permissions on each. Empty: no job may be run."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for j in var.cloud_run_jobs : can(regex("^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$", j))])
+    error_message = "cloud_run_jobs must be Cloud Run job names: lowercase letters, digits and hyphens, starting with a letter, at most 63 characters."
+  }
+}

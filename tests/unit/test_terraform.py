@@ -45,7 +45,7 @@ CONCERNS: dict[str, tuple[str, ...]] = {
         "google_storage_bucket",  # the function source bucket and its archive object
     ),
     "deploy.tf": ("google_cloudfunctions2_", "terraform_data"),  # the deploy function and step
-    "iam.tf": ("google_service_account", "_iam_member"),
+    "iam.tf": ("google_service_account", "_iam_member", "google_project_iam_custom_role"),
     "scheduler.tf": ("google_cloud_scheduler_",),
     "storage.tf": ("google_storage_bucket", "google_storage_notification"),
     "bigquery.tf": ("google_bigquery_dataset",),
@@ -72,6 +72,8 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
         ("roles/bigquery.dataEditor", "google_bigquery_dataset.datasets"),
         ("roles/storage.objectAdmin", "google_storage_bucket.data"),
         ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.db_password"),
+        # the cloudrun.job handler: a custom role on each of the team's listed jobs only
+        ("google_project_iam_custom_role.run_jobs", "var.cloud_run_jobs"),
     },
     "status": {
         ("roles/cloudsql.client", "project"),
@@ -102,7 +104,7 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
     "var.operate_invokers": {("roles/run.invoker", "google_cloudfunctions2_function.operate")},
 }
 FUNCTIONS = ("router", "status", "operate")
-IAM_TARGETS = ("topic", "dataset_id", "bucket", "secret_id", "service", "subscription")
+IAM_TARGETS = ("topic", "dataset_id", "bucket", "secret_id", "service", "subscription", "name")
 
 
 @pytest.fixture(scope="module")
@@ -352,6 +354,9 @@ def _targets(rtype: str, body: dict[str, Any]) -> list[str]:
         expressions = [expression]
     targets = []
     for item in expressions:
+        if variable := re.search(r"\bvar\.[a-z0-9_]+", item):
+            targets.append(variable.group(0))  # resources the team owns, named by a variable
+            continue
         match = RESOURCE_REF.search(item)
         assert match, f"no resource reference in {item!r}"
         targets.append(f"{match.group(1)}.{match.group(2)}")
@@ -361,6 +366,8 @@ def _targets(rtype: str, body: dict[str, Any]) -> list[str]:
 def _roles(body: dict[str, Any]) -> list[str]:
     if body["role"] == "${each.value}":
         return string_list(body["for_each"])
+    if match := RESOURCE_REF.search(body["role"]):
+        return [f"{match.group(1)}.{match.group(2)}"]  # a custom role
     return [body["role"]]
 
 
