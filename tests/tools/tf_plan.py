@@ -10,14 +10,17 @@ profile (terraform/examples/prod.tfvars as -var-file):
 - the root `dagrelay init` writes: a project written afresh into OUT_DIR/scaffold with the
   module as a local path, and tests/terraform/scaffold.tftest.hcl copied into it.
 
-Providers: by default the schema-only plugins tests/tools/tf_offline.py builds into OUT_DIR (no
-registry needed; `terraform get` installs the local modules). With DAGRELAY_TERRAFORM_REGISTRY=1,
-Terraform's own CLI configuration and `terraform init` instead (a machine with a registry: the
-real providers' schemas; init writes each root's .terraform.lock.hcl as usual).
+Providers: by default the schema-only servers of tests/tools/tf_schema_provider.py, one per
+provider for the whole run, serving what tests/tools/tf_offline.py built into OUT_DIR; Terraform
+reattaches to them (TF_REATTACH_PROVIDERS: no registry, no plugin process per run) and
+`terraform get` installs the local modules. With DAGRELAY_TERRAFORM_REGISTRY=1, Terraform's own
+CLI configuration and `terraform init` instead (a machine with a registry: the real providers'
+schemas; init writes each root's .terraform.lock.hcl as usual).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -88,33 +91,59 @@ def _roots(out: Path, dagrelay: str) -> list[Root]:
     ]
 
 
-def _env(out: Path, root: Root) -> dict[str, str]:
-    env = dict(
-        os.environ, TF_DATA_DIR=str((out / "data" / root.name).resolve()), TF_IN_AUTOMATION="1"
-    )
+def _start_servers(out: Path) -> tuple[list[subprocess.Popen[str]], str]:
+    """A shared schema server per provider, and the TF_REATTACH_PROVIDERS that points at them."""
+    server = REPO / "tests" / "tools" / "tf_schema_provider.py"
+    servers: list[subprocess.Popen[str]] = []
+    reattach = {}
+    for schema in sorted((out / "plugins").glob("*/SCHEMA.pb")):
+        process = subprocess.Popen(
+            [sys.executable, str(server), "--shared", str(schema)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        servers.append(process)
+        assert process.stdout is not None
+        address = process.stdout.readline().strip()
+        if not address:
+            raise RuntimeError(f"the schema server of {schema} did not start")
+        reattach[f"registry.terraform.io/hashicorp/{schema.parent.name}"] = {
+            "Protocol": "grpc",
+            "ProtocolVersion": 6,
+            "Pid": process.pid,
+            "Test": True,  # Terraform leaves the server running
+            "Addr": {"Network": "tcp", "String": address},
+        }
+    return servers, json.dumps(reattach)
+
+
+def _env(out: Path, root: Root, reattach: str) -> dict[str, str]:
+    env = dict(os.environ, TF_DATA_DIR=str(out / "data" / root.name), TF_IN_AUTOMATION="1")
     if not REGISTRY:
-        env["TF_CLI_CONFIG_FILE"] = str((out / "terraformrc").resolve())
+        env["TF_CLI_CONFIG_FILE"] = str(out / "terraformrc")
+        env["TF_REATTACH_PROVIDERS"] = reattach
     return env
 
 
 def _run(label: str, args: list[str], env: dict[str, str]) -> Outcome:
     start = time.monotonic()
-    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
-    return Outcome(label, done.returncode == 0, time.monotonic() - start, done.stdout + done.stderr)
+    done = subprocess.run(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
+    )
+    return Outcome(label, done.returncode == 0, time.monotonic() - start, done.stdout)
 
 
-def _prepare(out: Path, root: Root) -> Outcome:
+def _prepare(root: Root, env: dict[str, str]) -> Outcome:
     chdir = f"-chdir={root.directory}"
     if REGISTRY:
         args = ["terraform", chdir, "init", "-backend=false", "-input=false", "-no-color"]
     else:
         args = ["terraform", chdir, "get", "-no-color"]
-    return _run(f"{root.name}: {args[2]}", args, _env(out, root))
+    return _run(f"{root.name}: {args[2]}", args, env)
 
 
-def _tests(out: Path, root: Root) -> list[Outcome]:
+def _tests(root: Root, env: dict[str, str]) -> list[Outcome]:
     base = ["terraform", f"-chdir={root.directory}", "test", "-no-color", *root.extra_args]
-    env = _env(out, root)
     return [
         _run(f"{root.name}: defaults", base, env),
         _run(
@@ -125,16 +154,26 @@ def _tests(out: Path, root: Root) -> list[Outcome]:
     ]
 
 
-def _root(out: Path, root: Root) -> list[Outcome]:
-    prepared = _prepare(out, root)
-    return [prepared] if not prepared.ok else [prepared, *_tests(out, root)]
+def _root(root: Root, env: dict[str, str]) -> list[Outcome]:
+    prepared = _prepare(root, env)
+    return [prepared] if not prepared.ok else [prepared, *_tests(root, env)]
+
+
+def _all(out: Path, roots: list[Root]) -> list[Outcome]:
+    servers, reattach = ([], "") if REGISTRY else _start_servers(out)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = pool.map(lambda r: _root(r, _env(out, r, reattach)), roots)
+            return [outcome for result in results for outcome in result]
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait()
 
 
 def main(out: Path, dagrelay: str) -> int:
     start = time.monotonic()
-    roots = _roots(out, dagrelay)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        outcomes = [o for result in pool.map(lambda r: _root(out, r), roots) for o in result]
+    outcomes = _all(out, _roots(out, dagrelay))
     failed = [o for o in outcomes if not o.ok]
     for outcome in outcomes:
         status = "ok" if outcome.ok else "FAILED"

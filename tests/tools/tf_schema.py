@@ -210,7 +210,8 @@ def _synthesize_hcl(text: str) -> str:
     return text[start:]
 
 
-def _read_file(name: str, source: str, schemas: dict[str, Any]) -> None:
+def read_source(name: str, source: str, schemas: dict[str, Any]) -> None:
+    """Add the provider, resources and data sources of one generated file to schemas."""
     file = _File(source)
     for class_name, text in file.classes.items():
         base = _TOP.match(text)
@@ -240,7 +241,7 @@ def extract(tarball: Path) -> dict[str, Any]:
             if member.name == "package/package.json":
                 meta = json.loads(_read(tar, member))["cdktf"]["provider"]
             elif re.fullmatch(r"package/lib/[^/]+/index\.js", member.name):
-                _read_file(member.name, _read(tar, member), schemas)
+                read_source(member.name, _read(tar, member), schemas)
     if meta is None or "provider" not in schemas or not schemas["resource_schemas"]:
         raise SchemaError(f"{tarball}: no package.json, provider or resources found")
     return {

@@ -12,7 +12,11 @@ It speaks go-plugin's handshake (protocol 1, Terraform plugin protocol 6, gRPC o
 with TLS: the certificate tf_offline.py made) with grpcio alone: the messages are pre-encoded and
 the empty answers are empty bytes, so no protobuf runtime is needed here.
 
-Usage: tf_schema_provider.py SCHEMA.pb (with key.pem, cert.pem, cert.der, METADATA.pb beside it)
+Usage: tf_schema_provider.py [--shared] SCHEMA.pb (METADATA.pb, key.pem, cert.pem, cert.der beside
+it). As a plugin Terraform starts (the launcher, dev_overrides) it costs a Python start per
+Terraform process and phase; --shared is one long-lived server that Terraform reattaches to
+(TF_REATTACH_PROVIDERS), which tests/tools/tf_plan.py uses: each `terraform test` about twice as
+fast.
 """
 
 from __future__ import annotations
@@ -81,13 +85,13 @@ def _no_stdio(_request: bytes, _context: grpc.ServicerContext) -> Iterator[bytes
     return iter(())  # go-plugin's stdio stream: nothing to mirror
 
 
-def serve(schema_file: Path) -> None:
+def _server(schema_file: Path, stopped: threading.Event, *, shared: bool) -> grpc.Server:
     schema = schema_file.read_bytes()
     metadata = schema_file.with_name("METADATA.pb").read_bytes()
-    stopped = threading.Event()
 
     def shutdown(_request: bytes, _context: grpc.ServicerContext) -> bytes:
-        stopped.set()
+        if not shared:  # a shared server outlives each Terraform process
+            stopped.set()
         return b""
 
     provider: dict[str, grpc.RpcMethodHandler] = {
@@ -96,7 +100,7 @@ def serve(schema_file: Path) -> None:
     }
     provider.update({m: grpc.unary_unary_rpc_method_handler(_constant(b"")) for m in ACCEPTED})
     provider.update({m: grpc.unary_unary_rpc_method_handler(_refuse(m)) for m in REFUSED})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler("tfplugin6.Provider", provider),
@@ -108,6 +112,13 @@ def serve(schema_file: Path) -> None:
             ),
         )
     )
+    return server
+
+
+def serve_plugin(schema_file: Path) -> None:
+    """One plugin process per Terraform process, started by Terraform (dev_overrides)."""
+    stopped = threading.Event()
+    server = _server(schema_file, stopped, shared=False)
     here = schema_file.parent
     credentials = grpc.ssl_server_credentials(
         [((here / "key.pem").read_bytes(), (here / "cert.pem").read_bytes())]
@@ -123,11 +134,25 @@ def serve(schema_file: Path) -> None:
     server.stop(grace=None)
 
 
+def serve_shared(schema_file: Path) -> None:
+    """One server for many Terraform processes (TF_REATTACH_PROVIDERS, tests/tools/tf_plan.py):
+    no TLS (go-plugin reattaches without it), its address on stdout, until it is terminated."""
+    server = _server(schema_file, threading.Event(), shared=True)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    sys.stdout.write(f"127.0.0.1:{port}\n")
+    sys.stdout.flush()
+    server.wait_for_termination()
+
+
 def main(argv: list[str]) -> int:
+    if argv[1:2] == ["--shared"]:
+        serve_shared(Path(argv[2]))
+        return 0
     if os.environ.get(MAGIC_COOKIE[0]) != MAGIC_COOKIE[1]:
         sys.stderr.write("This is a Terraform provider plugin: Terraform starts it, not you.\n")
         return 1
-    serve(Path(argv[1]))
+    serve_plugin(Path(argv[1]))
     return 0
 
 
