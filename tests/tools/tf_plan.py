@@ -96,7 +96,10 @@ def _start_servers(out: Path) -> tuple[list[subprocess.Popen[str]], str]:
     server = REPO / "tests" / "tools" / "tf_schema_provider.py"
     servers: list[subprocess.Popen[str]] = []
     reattach = {}
-    for schema in sorted((out / "plugins").glob("*/SCHEMA.pb")):
+    schemas = sorted((out / "plugins").glob("*/SCHEMA.pb"))
+    if not schemas:
+        raise RuntimeError(f"no provider schemas in {out}/plugins: run `make terraform-plugins`")
+    for schema in schemas:
         process = subprocess.Popen(
             [sys.executable, str(server), "--shared", str(schema)],
             stdout=subprocess.PIPE,
@@ -185,7 +188,7 @@ def main(out: Path, dagrelay: str) -> int:
     providers = "registry" if REGISTRY else "offline"
     sys.stdout.write(
         f"terraform test ({providers} providers, {time.monotonic() - start:.1f} s): "
-        f"{passed} passed, {len(tests) - passed} failed\n"
+        f"{passed} passed, {len(failed)} failed\n"  # a root that could not be prepared counts
     )
     return 1 if failed else 0
 
