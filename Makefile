@@ -7,9 +7,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 CHECKOV := .venv-checkov/.installed-stamp
+# Offline `terraform test` (tests/tools/tf_offline.py): the schema-only provider plugins, their
+# virtualenv (the PyPI package tf, for the plugin protocol's messages) and the npm packages the
+# schemas come from, all under one ignored directory.
+TF_OFFLINE := .terraform-offline
+TF_VENV := $(TF_OFFLINE)/venv/.installed-stamp
 
 .PHONY: demo test lint typecheck pytest unit integration e2e chromium up down venv clean \
-	terraform-check bench sql-functions dist soak
+	terraform-check terraform-plugins bench sql-functions dist soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +29,18 @@ $(CHECKOV):
 	$(PYTHON) -m venv .venv-checkov
 	.venv-checkov/bin/pip install --quiet checkov==3.3.30
 	touch $(CHECKOV)
+
+$(TF_VENV):
+	$(PYTHON) -m venv $(TF_OFFLINE)/venv
+	$(TF_OFFLINE)/venv/bin/pip install --quiet tf==1.2.0
+	touch $(TF_VENV)
+
+# The google and random providers' schemas (npm: @cdktf/provider-*) served by schema-only
+# plugins; rebuilt only when their inputs change. DAGRELAY_TERRAFORM_REGISTRY=1: not needed (the
+# real providers come from the registry).
+terraform-plugins: $(TF_VENV)
+	@if [ "$$DAGRELAY_TERRAFORM_REGISTRY" != 1 ]; then \
+		$(TF_OFFLINE)/venv/bin/python -m tests.tools.tf_offline $(TF_OFFLINE); fi
 
 demo: $(STAMP)
 	$(BIN)/python -m local_emulator demo
@@ -85,9 +102,13 @@ chromium:
 		if [ "$$(id -u)" = 0 ]; then $(CHROMIUM_INSTALL); else sudo -n sh -c '$(CHROMIUM_INSTALL)'; fi \
 		|| { echo "could not install Chromium; run as root: $(CHROMIUM_INSTALL)" >&2; exit 1; }; }
 
-terraform-check: $(CHECKOV)
+# fmt, checkov, then `terraform test` of the module, terraform/deploy and the `dagrelay init`
+# root, each with its defaults and with examples/prod.tfvars (tests/tools/tf_plan.py).
+terraform-check: $(CHECKOV) $(STAMP) terraform-plugins
 	terraform fmt -check -recursive terraform
+	terraform fmt -check -recursive tests/terraform
 	.venv-checkov/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet
+	$(TF_OFFLINE)/venv/bin/python -m tests.tools.tf_plan $(TF_OFFLINE) $(BIN)/dagrelay
 
 # The quick checks two at a time (each one's output kept together), then the slow tiers.
 test: $(STAMP)
@@ -102,4 +123,4 @@ dist: $(STAMP)
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) $(BIN)/python .ci/dist.py --outdir dist
 
 clean:
-	rm -rf $(VENV) .venv-checkov .local_stack .mypy_cache .ruff_cache .pytest_cache .import_linter_cache test-artifacts
+	rm -rf $(VENV) .venv-checkov $(TF_OFFLINE) .local_stack .mypy_cache .ruff_cache .pytest_cache .import_linter_cache test-artifacts
