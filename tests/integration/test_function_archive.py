@@ -49,6 +49,8 @@ def test_archive_holds_entry_point_package_schema_and_pinned_requirements(tmp_pa
     # Only what the functions read at run time: no migrations, demo data or second main.py.
     assert not [n for n in names if n.startswith(("dagrelay/_migrations", "dagrelay/_function"))]
     assert not [n for n in names if n.endswith((".csv", ".yaml")) and "sources.yaml" not in n]
+    # Nor the local stack (dagrelay.local, the `local` extra): its emulators are not deployed.
+    assert not [n for n in names if n.startswith("dagrelay/local/")]
     requirements = zipfile.ZipFile(archive).read("requirements.txt").decode().split()
     assert requirements == runtime_requirements()
     assert all("==" in r for r in requirements)

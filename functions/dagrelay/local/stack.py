@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from dagrelay.local import bigquery, gcs, infra, processes
+from dagrelay.local.processes import ManagedProcess, StackError
+from dagrelay.local.sweep import SweepLoop
 from dagrelay.ops.project import Project
-from local_emulator import bigquery, gcs, infra, processes
-from local_emulator.processes import ManagedProcess, StackError
-from local_emulator.sweep import SweepLoop
 
 # What start() sets in this process's environment for its own clients; stop() restores it.
 OWN_ENV = (
@@ -25,8 +25,14 @@ OWN_ENV = (
 # The datasets of the example sources and pipeline (terraform/ creates the same).
 DATASETS = ("finance", "reports", "web")
 DEFAULT_DATABASE_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/dagrelay"
-# Logs and the state file of `up`; DAGRELAY_LOCAL_STACK_DIR moves them (tests do).
-STATE_DIR = Path(os.environ.get("DAGRELAY_LOCAL_STACK_DIR", processes.ROOT / ".local_stack"))
+# Logs and the state file of `up` (one stack per user, wherever it was started from):
+# DAGRELAY_LOCAL_STACK_DIR moves them (tests do).
+STATE_DIR = Path(
+    os.environ.get("DAGRELAY_LOCAL_STACK_DIR")
+    or Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    / "dagrelay"
+    / "local-stack"
+)
 
 
 @dataclass

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import requests
 
-from local_emulator import crashes
+from dagrelay import resources
+from dagrelay.local import crashes
 
-ROOT = Path(__file__).resolve().parent.parent
-CRASH_ROUTER = ROOT / "local_emulator" / "crash_router.py"
+CRASH_ROUTER = Path(__file__).resolve().parent / "crash_router.py"
 EMULATOR_LAUNCHER = Path(
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 )
@@ -92,8 +92,10 @@ class ManagedProcess:
 
 
 def spawn(
-    name: str, argv: list[str], log_path: Path, env: Mapping[str, str], cwd: Path = ROOT
+    name: str, argv: list[str], log_path: Path, env: Mapping[str, str], cwd: Path | None = None
 ) -> ManagedProcess:
+    """Start ``argv`` in a session of its own, its output appended to ``log_path``, in ``cwd``
+    (default: this process's working directory)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
@@ -143,11 +145,9 @@ def start_router(
     port: int, env: Mapping[str, str], workdir: Path, target: str = "router"
 ) -> ManagedProcess:
     """functions/main.py's ``target`` under functions-framework on 127.0.0.1:port; the router
-    with crash hooks (local_emulator/crash_router.py) when the environment arms crash points."""
+    with crash hooks (dagrelay/local/crash_router.py) when the environment arms crash points."""
     armed = target == "router" and bool(env.get(crashes.POINTS_ENV))
-    source = (
-        ROOT / "local_emulator" / "crash_router.py" if armed else ROOT / "functions" / "main.py"
-    )
+    source = CRASH_ROUTER if armed else resources.function_entry()
     argv = [
         sys.executable,
         "-m",
@@ -187,6 +187,6 @@ def start_router(
 def start_worker(
     env: Mapping[str, str], workdir: Path, subscription: str, n: int
 ) -> ManagedProcess:
-    """A pull worker (``python -m local_emulator worker``) sharing the router's code."""
-    argv = [sys.executable, "-m", "local_emulator", "worker", "--subscription", subscription]
+    """A pull worker (``python -m dagrelay.local worker``) sharing the router's code."""
+    argv = [sys.executable, "-m", "dagrelay.local", "worker", "--subscription", subscription]
     return spawn(f"worker-{n}", argv, workdir / f"worker-{n}.log", env)
