@@ -33,8 +33,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import make_url
 
-from local_emulator import infra, processes
-from local_emulator.stack import DEFAULT_DATABASE_URL
+from dagrelay.local import infra, processes
+from dagrelay.local.stack import DEFAULT_DATABASE_URL
 
 PROJECT = "dagrelay-coldstart"
 READY_TIMEOUT_S = 60.0
@@ -182,13 +182,14 @@ def _table(source: Path, results: dict[str, list[Sample]]) -> Table:
     return table
 
 
+FUNCTIONS = Path(__file__).resolve().parents[1] / "functions"  # the checkout's
 DEFAULT_URL = make_url(DEFAULT_DATABASE_URL).set(database="dagrelay_coldstart")
 
 
 def main(
     runs: Annotated[int, typer.Option(min=1, help="Fresh processes per function.")] = 5,
     source: Annotated[Path, typer.Option(help="The functions/ directory to measure.")] = (
-        processes.ROOT / "functions"
+        FUNCTIONS
     ),
     database_url: Annotated[str, typer.Option(help="Created and migrated if missing.")] = (
         DEFAULT_URL.render_as_string(hide_password=False)

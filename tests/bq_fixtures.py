@@ -18,7 +18,7 @@ from google.cloud import bigquery
 
 from dagrelay.config import get_settings
 from dagrelay.handlers.bigquery import client as bq
-from local_emulator import bigquery as local_bq
+from dagrelay.local import bigquery as local_bq
 
 PROJECT = "dagrelay-test"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from local_emulator import gcs, processes
+from dagrelay.local import gcs, processes
 
 PROJECT = "dagrelay-test"
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from local_emulator import processes
+from dagrelay.local import processes
 
 
 @pytest.fixture(scope="session")

@@ -34,13 +34,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dagrelay.local import infra, processes
 from dagrelay.messages import Envelope, StartBatch
 from dagrelay.pipelines.apply import apply as apply_pipeline
 from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.store import transitions
 from dagrelay.store.outbox import InMemoryPublisher
 from dagrelay.store.records import Rejection
-from local_emulator import infra, processes
 from local_emulator.bench.db import throwaway_database
 from local_emulator.bench.engine import BenchError, dag_engine, db_engine, run_ok
 

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import create_engine, text
 
-from local_emulator import processes
+from dagrelay.local import processes
 from local_emulator.bench.db import throwaway_database
 
 PIPELINE = "bench_dashboard"

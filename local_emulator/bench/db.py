@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, make_url, text
 
+from dagrelay.local.stack import DEFAULT_DATABASE_URL
 from dagrelay.store import migrate
-from local_emulator.stack import DEFAULT_DATABASE_URL
 
 SERVER_URL_ENV = "DAGRELAY_BENCH_DATABASE_URL"  # any database on the server to benchmark on
 

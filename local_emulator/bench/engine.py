@@ -21,11 +21,11 @@ from dagrelay.config import load_settings
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.handlers.registry import default_registry
+from dagrelay.local.processes import StackError
 from dagrelay.messages import RunTask, StartBatch
 from dagrelay.store.db import create_db_engine
 from dagrelay.store.outbox import InMemoryPublisher
 from local_emulator.bench.db import INDEPENDENT, insert_pipeline, scalar
-from local_emulator.processes import StackError
 
 EVENTS_TOPIC = "dagrelay-events"
 BATCH = "b1"

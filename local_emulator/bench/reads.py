@@ -24,7 +24,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from local_emulator import gcs, processes
+from dagrelay.local import gcs, processes
 
 BUCKET = "bench-reads"
 TARGET_MB_OVER_IDLE = 50
@@ -36,7 +36,7 @@ from dagrelay.engine import maps
 def hwm_kb():  # this process's own high-water mark (ru_maxrss keeps the parent's across exec)
     status = Path("/proc/self/status").read_text().splitlines()
     return int(next(line for line in status if line.startswith("VmHWM:")).split()[1])
-from local_emulator import gcs
+from dagrelay.local import gcs
 client = gcs.storage_client("bench")
 ref, mode, max_items = sys.argv[1], sys.argv[2], int(sys.argv[3])
 maps.read_json_lines(ref.rsplit("/", 1)[0] + "/one.jsonl", 10, client)

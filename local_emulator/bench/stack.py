@@ -22,11 +22,11 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.types import BatchSettings
 from sqlalchemy import Engine, create_engine, text
 
-from local_emulator import infra
+from dagrelay.local import infra
+from dagrelay.local.processes import wait_for
+from dagrelay.local.stack import Stack, StackConfig, StackInfo
 from local_emulator.bench.db import CHAIN, WIDE, batch_state, insert_pipeline, task_name
 from local_emulator.bench.engine import BenchError
-from local_emulator.processes import wait_for
-from local_emulator.stack import Stack, StackConfig, StackInfo
 
 FLOOR_TOPIC = "bench-floor"
 DELIVERY_TIMEOUT_S = 30.0

@@ -39,9 +39,9 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table
 
+from dagrelay.local.processes import StackError
 from local_emulator.bench import cli, dashboard, engine, fan, guard, ingest, maps, stack, testing
 from local_emulator.bench.db import median, ms, percentile, throwaway_database
-from local_emulator.processes import StackError
 
 T = TypeVar("T")
 FAN_SIZES = (10, 100, 1000, 10000)

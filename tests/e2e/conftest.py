@@ -12,9 +12,9 @@ import pytest
 from google.cloud import pubsub_v1
 from sqlalchemy import Engine, create_engine
 
+from dagrelay.local.processes import wait_for
+from dagrelay.local.stack import Stack, StackConfig, StackInfo
 from dagrelay.store.reads import batch_report
-from local_emulator.processes import wait_for
-from local_emulator.stack import Stack, StackConfig, StackInfo
 from tests.db_fixtures import (
     db,
     db_url,

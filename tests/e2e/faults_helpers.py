@@ -28,7 +28,7 @@ from sqlalchemy.pool import NullPool
 from dagrelay.handlers.registry import HandlerContext
 
 if TYPE_CHECKING:
-    from local_emulator.stack import StackInfo
+    from dagrelay.local.stack import StackInfo
 
 EFFECTS_DDL = """
 CREATE TABLE effects (

@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import text
 
-from local_emulator.processes import WARM_ROUTER_ENV
+from dagrelay.local.processes import WARM_ROUTER_ENV
 from tests.e2e import test_faults
 from tests.e2e.test_faults import FaultStack
 

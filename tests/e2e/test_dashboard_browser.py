@@ -14,8 +14,8 @@ import pytest
 from google.cloud import pubsub_v1
 from sqlalchemy import Engine, text
 
-from local_emulator.processes import wait_for
-from local_emulator.stack import Stack, StackInfo
+from dagrelay.local.processes import wait_for
+from dagrelay.local.stack import Stack, StackInfo
 from tests.e2e.browser import chromium, outside, require_chromium
 from tests.e2e.dashboard_browser import crossings, geometry, open_page, shot
 from tests.e2e.sql_pipelines import insert_with_sql

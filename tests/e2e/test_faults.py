@@ -31,12 +31,13 @@ from google.cloud import pubsub_v1
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from local_emulator import crashes
-from local_emulator.processes import ROOT, wait_for
-from local_emulator.stack import Stack, StackConfig, StackInfo
+from dagrelay.local import crashes
+from dagrelay.local.processes import wait_for
+from dagrelay.local.stack import Stack, StackConfig, StackInfo
 from tests.dbtools import admin_engine, create_database, drop_database
 from tests.e2e import faults_helpers as fh
 from tests.e2e.faults_helpers import Duplicator, Tally, tally
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 

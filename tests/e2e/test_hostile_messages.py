@@ -16,8 +16,8 @@ import requests
 from google.cloud import pubsub_v1
 from sqlalchemy import Engine, text
 
-from local_emulator.processes import wait_for
-from local_emulator.stack import Stack, StackInfo
+from dagrelay.local.processes import wait_for
+from dagrelay.local.stack import Stack, StackInfo
 from tests.e2e.hostile import (
     DEAD_LETTER,
     OUTCOMES,

@@ -16,13 +16,14 @@ from sqlalchemy import Engine, create_engine, text
 
 from dagrelay.config import load_settings
 from dagrelay.handlers.bigquery import client as bq
+from dagrelay.local import gcs
+from dagrelay.local.processes import wait_for
+from dagrelay.local.stack import Stack, StackConfig, StackInfo
 from dagrelay.pipelines.apply import apply as apply_pipeline
 from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.store.reads import batch_report
-from local_emulator import gcs
-from local_emulator.processes import ROOT, wait_for
-from local_emulator.stack import Stack, StackConfig, StackInfo
 from tests.dbtools import create_database, drop_database
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from dagrelay.local.processes import wait_for
 from dagrelay.pipelines.apply import apply as apply_pipeline
 from dagrelay.pipelines.spec import load_pipeline
-from local_emulator.processes import ROOT, wait_for
 from tests.dbtools import create_database, drop_database
 from tests.e2e.sql_pipelines import insert_with_sql
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import text
 
-from local_emulator.processes import wait_for
+from dagrelay.local.processes import wait_for
 from tests.e2e import test_faults
 from tests.e2e.faults_helpers import Duplicator
 from tests.e2e.test_faults import FaultStack, check, sleep_record

@@ -23,8 +23,8 @@ import pytest
 from google.cloud import pubsub_v1
 from sqlalchemy import create_engine, text
 
+from dagrelay.local import infra, processes
 from dagrelay.store.reads import batch_outputs
-from local_emulator import infra, processes
 from tests.dbtools import ADMIN_URL
 from tests.integration.test_wheel import installed, wheel  # noqa: F401 - fixtures
 

@@ -15,10 +15,10 @@ import pytest
 from google.cloud import pubsub_v1
 from sqlalchemy import create_engine, text
 
+from dagrelay.local.processes import wait_for
+from dagrelay.local.stack import ProjectWatcher, Stack, StackConfig, StackInfo
 from dagrelay.scaffold import write_project
 from dagrelay.store.reads import batch_outputs
-from local_emulator.processes import wait_for
-from local_emulator.stack import ProjectWatcher, Stack, StackConfig, StackInfo
 
 pytestmark = pytest.mark.e2e
 

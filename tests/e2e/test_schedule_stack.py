@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from dagrelay.local.processes import wait_for
 from dagrelay.pipelines.apply import apply as apply_pipeline
 from dagrelay.pipelines.spec import PipelineSpec, PipelineTask
-from local_emulator.processes import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from local_emulator.processes import ROOT, wait_for
+from dagrelay.local.processes import wait_for
 from tests.dbtools import create_database, drop_database
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -24,10 +24,10 @@ from dagrelay.engine.core import RunOutcome
 from dagrelay.engine.hooks import EngineHooks
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.handlers.registry import HandlerContext
+from dagrelay.local.crashes import InjectedCrash
 from dagrelay.messages import Envelope, RunTask, parse
 from dagrelay.router.wiring import build_engine
 from dagrelay.store.outbox import InMemoryPublisher, OutgoingMessage
-from local_emulator.crashes import InjectedCrash
 from tests.conftest import engine_settings
 
 MAIN = Path(__file__).resolve().parents[2] / "functions" / "main.py"

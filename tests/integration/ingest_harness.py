@@ -23,9 +23,9 @@ from dagrelay.ingest import pipeline as ingest_pipeline
 from dagrelay.ingest.loader import Loader, LoadJob
 from dagrelay.ingest.sources import Column, Sources
 from dagrelay.ingest.storage import GcsObjectStore
+from dagrelay.local import gcs
 from dagrelay.messages import Envelope, ObjectFinalized, PollTask, parse
 from dagrelay.store.outbox import InMemoryPublisher
-from local_emulator import gcs
 from tests.conftest import FakeClock
 from tests.integration.helpers import EVENTS_TOPIC, as_run_task
 

@@ -27,7 +27,7 @@ from dagrelay.errors import NonRetryableError
 from dagrelay.handlers.bigquery import client as bq
 from dagrelay.handlers.bigquery import handlers
 from dagrelay.handlers.registry import Deferred, HandlerContext, default_registry
-from local_emulator.bigquery import LocalBigQuery
+from dagrelay.local.bigquery import LocalBigQuery
 
 pytestmark = pytest.mark.integration
 # Until tests/conftest.py offers them (then drop these three lines):

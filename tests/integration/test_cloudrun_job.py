@@ -1,4 +1,4 @@
-"""``cloudrun.job`` against the local Cloud Run (local_emulator/cloudrun.py, its executions real
+"""``cloudrun.job`` against the local Cloud Run (dagrelay/local/cloudrun.py, its executions real
 subprocesses), through the real ``google-cloud-run`` client and the engine: start, poll,
 success, failure, timeout, cancel."""
 
@@ -19,8 +19,8 @@ from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.handlers import cloudrun
+from dagrelay.local.cloudrun import Execution, JobSpec, LocalCloudRun, serve
 from dagrelay.messages import CancelBatch, PollTask, RunTask, StartBatch
-from local_emulator.cloudrun import Execution, JobSpec, LocalCloudRun, serve
 from tests.integration.helpers import batch_status, set_task_columns, statuses
 
 pytestmark = pytest.mark.integration

@@ -51,6 +51,8 @@ def test_archive_holds_entry_point_package_schema_and_pinned_requirements(tmp_pa
     assert "dagrelay/_migrations/versions/0001_core_schema.py" in names
     assert not [n for n in names if n.startswith("dagrelay/_function")]
     assert not [n for n in names if n.endswith((".csv", ".yaml")) and "sources.yaml" not in n]
+    # Nor the local stack (dagrelay.local, the `local` extra): its emulators are not deployed.
+    assert not [n for n in names if n.startswith("dagrelay/local/")]
     requirements = zipfile.ZipFile(archive).read("requirements.txt").decode().split()
     assert requirements == runtime_requirements()
     assert all("==" in r for r in requirements)

@@ -20,7 +20,7 @@ from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.ingest.pipeline import batch_id
 from dagrelay.ingest.sources import parse_sources
-from local_emulator.crashes import CrashInjector, InjectedCrash
+from dagrelay.local.crashes import CrashInjector, InjectedCrash
 from tests.integration.helpers import statuses
 from tests.integration.ingest_harness import SOURCES, FakeLoader, Harness
 
@@ -226,7 +226,7 @@ def test_a_source_that_appends_loads_a_corrected_file_beside_the_first(
 def test_another_bucket_is_rejected_and_left_where_it_is(
     h: Harness, gcs_client: Any, loader: FakeLoader
 ) -> None:
-    from local_emulator import gcs  # noqa: PLC0415
+    from dagrelay.local import gcs  # noqa: PLC0415
 
     foreign = f"{h.bucket}-other"
     gcs.create_buckets(gcs_client, [foreign])

@@ -16,9 +16,9 @@ from google.cloud import bigquery
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.ingest.loader import BigQueryLoader
-from local_emulator import bigquery as local_bq
-from local_emulator import gcs
-from local_emulator.crashes import CrashInjector, InjectedCrash
+from dagrelay.local import bigquery as local_bq
+from dagrelay.local import gcs
+from dagrelay.local.crashes import CrashInjector, InjectedCrash
 from tests.gcs_fixtures import storage_emulator
 from tests.integration.ingest_harness import SOURCES, Harness
 

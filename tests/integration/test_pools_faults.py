@@ -15,9 +15,9 @@ from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.engine.pools import set_pool
 from dagrelay.engine.sweeper import Sweeper
+from dagrelay.local.crashes import CrashInjector, CrashPoint, InjectedCrash
 from dagrelay.messages import CancelBatch, RunTask, StartBatch
 from dagrelay.store.outbox import InMemoryPublisher
-from local_emulator.crashes import CrashInjector, CrashPoint, InjectedCrash
 from tests.conftest import FakeClock
 from tests.integration import helpers
 from tests.integration.helpers import (

@@ -16,12 +16,12 @@ from dagrelay.engine.core import Failure, RunOutcome
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import BadMessage, LeaseExpired
 from dagrelay.handlers.registry import Deferred
+from dagrelay.local.processes import wait_for
 from dagrelay.messages import CancelBatch, RunTask, StartBatch
 from dagrelay.states import TaskStatus
 from dagrelay.store import transitions as store
 from dagrelay.store.outbox import InMemoryPublisher
 from dagrelay.store.transitions import Result
-from local_emulator.processes import wait_for
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from dagrelay.engine.sweeper import Sweeper
+from dagrelay.local.crashes import CrashInjector, CrashPoint
 from dagrelay.messages import StartBatch
 from dagrelay.store.outbox import InMemoryPublisher
-from local_emulator.crashes import CrashInjector, CrashPoint
 from tests.conftest import FakeClock
 from tests.integration.helpers import (
     CRASH,

@@ -49,6 +49,7 @@ from dagrelay.engine.hooks import HookPoint
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import BadMessage, NonRetryableError
 from dagrelay.handlers.registry import HandlerContext, HandlerRegistry
+from dagrelay.local.crashes import InjectedCrash
 from dagrelay.messages import Envelope
 from dagrelay.ops.verbs import rerun_targets
 from dagrelay.pipelines.apply import apply
@@ -58,7 +59,6 @@ from dagrelay.router.dispatch import Router
 from dagrelay.states import BatchStatus, TriggerRule
 from dagrelay.store.db import create_db_engine
 from dagrelay.store.outbox import InMemoryPublisher, OutgoingMessage
-from local_emulator.crashes import InjectedCrash
 from tests import invariants
 from tests.conftest import FakeClock, engine_settings
 from tests.dbtools import create_database, drop_database

@@ -13,9 +13,9 @@ from sqlalchemy import Engine, text
 
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.sweeper import Sweeper
+from dagrelay.local.crashes import CrashInjector, InjectedCrash
 from dagrelay.messages import StartBatch
 from dagrelay.store.outbox import InMemoryPublisher, OutgoingMessage
-from local_emulator.crashes import CrashInjector, InjectedCrash
 from tests.conftest import FakeClock
 from tests.integration.helpers import (
     as_run_task,

@@ -115,11 +115,18 @@ def test_wheel_holds_the_package_and_its_data_only(wheel: Path) -> None:
         "dagrelay/_migrations/script.py.mako",
         "dagrelay/_migrations/versions/0001_core_schema.py",
         "dagrelay/_function/main.py",
+        "dagrelay/_schema/pipelines/data/sales_2024-03.csv",  # dagrelay local demo's files
+        "dagrelay/local/stack.py",  # the local stack (its dependencies: the local extra)
         "dagrelay/dashboard/static/style.css",
         "dagrelay/py.typed",
     ):
         assert expected in names
-    junk = [n for n in names if "__pycache__" in n or "egg-info" in n or n.endswith(".csv")]
+    demo_data = "dagrelay/_schema/pipelines/data/"
+    junk = [
+        n
+        for n in names
+        if "__pycache__" in n or "egg-info" in n or (n.endswith(".csv") and demo_data not in n)
+    ]
     assert junk == []
     assert [n for n in names if n.startswith("dagrelay/_function/")] == [
         "dagrelay/_function/main.py"
@@ -177,6 +184,24 @@ def test_installed_build_function_matches_the_checkout(dagrelay: Command, elsewh
     from_wheel = (elsewhere / "function.zip").read_bytes()
     from_checkout = build_archive(elsewhere / "checkout.zip").read_bytes()
     assert from_wheel == from_checkout
+
+
+def test_local_stack_without_its_extra_names_the_pip_command(
+    installed: Path, elsewhere: Path
+) -> None:
+    """The wheel alone has no emulators: `dagrelay local up` says how to get them."""
+    result = subprocess.run(
+        [str(installed / "dagrelay"), "local", "up"],
+        cwd=elsewhere,
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "missing: bqemulator" in result.stderr
+    assert "pip install 'dagrelay[local]'" in result.stderr
 
 
 def _subscribed_topic(topic_id: str) -> str:

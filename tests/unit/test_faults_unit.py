@@ -9,10 +9,10 @@ from sqlalchemy import create_engine
 
 from dagrelay.config import Settings
 from dagrelay.engine.hooks import NO_HOOKS
+from dagrelay.local import crashes
+from dagrelay.local.crashes import CrashInjector, CrashPoint, InjectedCrash
 from dagrelay.router.wiring import build_engine
 from dagrelay.store.outbox import InMemoryPublisher
-from local_emulator import crashes
-from local_emulator.crashes import CrashInjector, CrashPoint, InjectedCrash
 
 
 def test_parse_reads_points_and_tasks() -> None:

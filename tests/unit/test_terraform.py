@@ -19,8 +19,8 @@ import pytest
 from dagrelay import cli, messages
 from dagrelay.config import Settings
 from dagrelay.ingest.sources import INBOX_PREFIX, load_sources
+from dagrelay.local import infra
 from dagrelay.ops.packaging import build_archive
-from local_emulator import infra
 from tests.unit.terraform_helpers import (
     REPO,
     RESOURCE_REF,

@@ -29,12 +29,16 @@ _FORM_VERB = (
     "a verb of the dashboard's operate forms (trigger, rerun, rerun-failed, cancel, resume), "
     "which is not the message action it publishes"
 )
+_CLOUD_RUN = "Cloud Run's own execution states, which the local stand-in of its API speaks"
 ALLOWED: dict[tuple[str, str], str] = {
     ("cli/schedule.py", "resume"): "the CLI verb `schedule resume` (unpause), not a message",
     ("dashboard/actions.py", "rerun"): _FORM_VERB,
     ("dashboard/actions.py", "resume"): _FORM_VERB,
     ("dashboard/pages.py", "rerun"): _FORM_VERB,
     ("dashboard/render.py", "resume"): _FORM_VERB,
+    ("local/cloudrun.py", "RUNNING"): _CLOUD_RUN,
+    ("local/cloudrun.py", "FAILED"): _CLOUD_RUN,
+    ("local/cloudrun.py", "CANCELLED"): _CLOUD_RUN,
 }
 
 

@@ -22,6 +22,7 @@
     dagrelay rejected [--since AGE|TIME] [--limit N] [--action A] [--json]
     dagrelay schedule list | pause PIPELINE | resume PIPELINE     (schedule)
     dagrelay pool set NAME --slots N [--description T] | list     (pool)
+    dagrelay local up [--project DIR] | down | demo                (local: the `local` extra)
 
 A batch id is unique per pipeline only: a verb given an id that several pipelines use refuses
 (exit code 2), naming them, until --pipeline says which.
@@ -49,6 +50,7 @@ from dagrelay.cli import (
     export,
     history,
     init,
+    local,
     pool,
     rejected,
     rerun,
@@ -74,4 +76,4 @@ app.command()(history.history)
 app.command()(explain.explain)
 app.command()(rejected.rejected)
 
-__all__ = ["app", "define", "pool", "schedule", "trigger"]
+__all__ = ["app", "define", "local", "pool", "schedule", "trigger"]

@@ -1,6 +1,6 @@
 """Engine hooks: named points on a task's path where something outside the engine may act.
 Production installs none (``NO_HOOKS``); tests and the local stack install crash injection
-(``local_emulator.crashes``) to prove that a crash at any point loses nothing and does nothing
+(``dagrelay.local.crashes``) to prove that a crash at any point loses nothing and does nothing
 twice."""
 
 from __future__ import annotations

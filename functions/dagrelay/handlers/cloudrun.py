@@ -8,7 +8,7 @@ execution). The execution is cancelled when the batch is cancelled or the attemp
 expires (the handler's ``cancel``), and by the poll once its timeout has passed.
 
 The client talks to ``cloud_run_endpoint`` without credentials when it is set (the local
-stand-in, ``local_emulator/cloudrun.py``), else to Cloud Run with the environment's.
+stand-in, ``dagrelay/local/cloudrun.py``), else to Cloud Run with the environment's.
 """
 
 from __future__ import annotations

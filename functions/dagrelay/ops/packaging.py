@@ -30,6 +30,8 @@ SCHEMA_FILES = (
 # The migrations, for the deploy function (``dagrelay/ops/deploy.py`` migrates to head).
 MIGRATION_FILES = ("env.py", "script.py.mako", "versions/*.py")
 PACKAGE_SUFFIXES = {".py", ".typed", ".html", ".css", ".js", ".svg", ".json", ".md"}
+# Subpackages that never run in a function: the local stack (the `local` extra's emulators).
+NOT_DEPLOYED = ("local",)
 # Fixed timestamps make the archive byte-for-byte reproducible (Terraform hashes it).
 EPOCH = (1980, 1, 1, 0, 0, 0)
 CHUNK = 1024 * 1024  # files are copied into the zip this much at a time
@@ -66,7 +68,12 @@ def archive_members() -> dict[str, Path]:
 
 def _is_package_file(path: Path, inside: Path) -> bool:
     skipped = {"__pycache__", *resources.LAYOUT}  # the data directories are chosen above
-    return path.is_file() and not skipped & set(inside.parts) and path.suffix in PACKAGE_SUFFIXES
+    return (
+        path.is_file()
+        and not skipped & set(inside.parts)
+        and inside.parts[0] not in NOT_DEPLOYED
+        and path.suffix in PACKAGE_SUFFIXES
+    )
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Crash injection: engine hooks (``dagrelay.engine.hooks``) that make the process die at a
 named point of a task's run, to prove that a crash at any of them loses nothing and does nothing
-twice. Installed only by tests and the local stack (``local_emulator.crash_router``), never by
+twice. Installed only by tests and the local stack (``dagrelay.local.crash_router``), never by
 production wiring.
 
 A spec such as ``after_claim:load_sales,after_commit:*`` arms points per task. Each (point,

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import requests
 
-from local_emulator.processes import ManagedProcess, StackError, spawn, wait_for
+from dagrelay.local.processes import ManagedProcess, StackError, spawn, wait_for
 
 # What GCS leaves out of the notification's object resource (the emulator adds an ACL list).
 _NOT_IN_NOTIFICATIONS = ("acl", "owner")

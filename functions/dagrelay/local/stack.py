@@ -11,10 +11,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from dagrelay.local import bigquery, cloudrun, gcs, infra, processes
+from dagrelay.local.processes import ManagedProcess, StackError
+from dagrelay.local.sweep import SweepLoop
 from dagrelay.ops.project import Project
-from local_emulator import bigquery, cloudrun, gcs, infra, processes
-from local_emulator.processes import ManagedProcess, StackError
-from local_emulator.sweep import SweepLoop
 
 # What start() sets in this process's environment for its own clients; stop() restores it.
 OWN_ENV = (
@@ -27,10 +27,16 @@ OWN_ENV = (
 # The datasets of the example sources and pipeline (terraform/ creates the same).
 DATASETS = ("finance", "reports", "web")
 DEFAULT_DATABASE_URL = "postgresql+pg8000://postgres@127.0.0.1:5432/dagrelay"
-# Logs and the state file of `up`; DAGRELAY_LOCAL_STACK_DIR moves them (tests do).
-STATE_DIR = Path(os.environ.get("DAGRELAY_LOCAL_STACK_DIR", processes.ROOT / ".local_stack"))
+# Logs and the state file of `up` (one stack per user, wherever it was started from):
+# DAGRELAY_LOCAL_STACK_DIR moves them (tests do).
+STATE_DIR = Path(
+    os.environ.get("DAGRELAY_LOCAL_STACK_DIR")
+    or Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    / "dagrelay"
+    / "local-stack"
+)
 # A JSON file of local Cloud Run jobs ({"name": {"command": [...], "args": [...], "env": {}}}):
-# with it, `up` and `demo` start the local Cloud Run (local_emulator/cloudrun.py).
+# with it, `up` and `demo` start the local Cloud Run (dagrelay/local/cloudrun.py).
 RUN_JOBS_ENV = "DAGRELAY_LOCAL_RUN_JOBS"
 
 

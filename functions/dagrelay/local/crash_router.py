@@ -1,5 +1,5 @@
 """functions-framework source for the local stack's fault tests: ``functions/main.py``'s router,
-built with the crash hooks that ``LOCAL_CRASH_POINTS`` arms (``local_emulator.crashes``).
+built with the crash hooks that ``LOCAL_CRASH_POINTS`` arms (``dagrelay.local.crashes``).
 
 The stack serves this file instead of ``functions/main.py`` only when that variable is set;
 production wiring never installs hooks."""
@@ -12,9 +12,9 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from dagrelay.config import get_settings
+from dagrelay.local.crashes import CrashInjector
 from dagrelay.router.dispatch import Router
 from dagrelay.router.wiring import build_router
-from local_emulator.crashes import CrashInjector
 
 
 @cache

@@ -1,4 +1,4 @@
-"""A pull worker sharing the router's code: ``python -m local_emulator worker``.
+"""A pull worker sharing the router's code: ``python -m dagrelay.local worker``.
 
 The local stand-in for many function instances: each worker pulls from the events subscription
 and hands every message to the same Router the Cloud Function uses; a message the router fails
@@ -16,7 +16,7 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1
 
 from dagrelay.config import get_settings
-from local_emulator.crash_router import crash_armed_router
+from dagrelay.local.crash_router import crash_armed_router
 
 log = logging.getLogger("dagrelay.worker")
 

@@ -1,11 +1,11 @@
 """The local BigQuery: the ``bqemulator`` package (REST on 127.0.0.1, DuckDB inside), started
 and stopped by PID like the rest of the stack.
 
-It is an optional extra (``pip install -e .[local]``), never a dependency of the deployed function:
-the handlers reach it only because ``bigquery_endpoint`` points the real client at it.
+It is an optional extra (``pip install 'dagrelay[local]'``), never a dependency of the deployed
+function: the handlers reach it only because ``bigquery_endpoint`` points the real client at it.
 
 Offline, bqemulator fails at start-up because it tries to download DuckDB's ``spatial``
-extension. Run as ``python -m local_emulator.bigquery [start options]``, this module is the wrapper
+extension. Run as ``python -m dagrelay.local.bigquery [start options]``, this module is the wrapper
 that starts it without that load (no GEOGRAPHY then) and without the best-effort ``avro``
 download. ``gs://bucket/path`` load URIs are read from ``<gcs_root>/bucket/path`` (bqemulator's
 ``BQEMU_GCS_LOCAL_ROOT``). ``gcs.start_storage_emulator(port, data_dir)`` keeps object
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import requests
 
-from local_emulator import processes
-from local_emulator.processes import ManagedProcess, StackError
+from dagrelay.local import processes
+from dagrelay.local.processes import ManagedProcess, StackError
 
 
 @dataclass
@@ -62,7 +62,7 @@ def start(
     argv = [
         sys.executable,
         "-m",
-        "local_emulator.bigquery",
+        "dagrelay.local.bigquery",
         "start",
         "--rest-host=127.0.0.1",
         f"--rest-port={port}",

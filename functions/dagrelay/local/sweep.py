@@ -10,6 +10,8 @@ import threading
 from google.api_core.exceptions import GoogleAPICallError
 from google.cloud import pubsub_v1
 
+from dagrelay.states import Action
+
 log = logging.getLogger(__name__)
 
 
@@ -20,7 +22,7 @@ class SweepLoop:
         self, project_id: str, topic: str, *, interval_s: float, older_than_s: int
     ) -> None:
         self.interval_s = interval_s
-        self.message = json.dumps({"action": "sweep", "older_than_s": older_than_s}).encode()
+        self.message = json.dumps({"action": Action.SWEEP, "older_than_s": older_than_s}).encode()
         self.client = pubsub_v1.PublisherClient()
         self.topic = self.client.topic_path(project_id, topic)
         self._stop = threading.Event()
@@ -36,6 +38,8 @@ class SweepLoop:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):  # a timer, as the scheduler's cron is
             try:
-                self.client.publish(self.topic, self.message, action="sweep").result(timeout=10)
+                self.client.publish(self.topic, self.message, action=Action.SWEEP).result(
+                    timeout=10
+                )
             except (GoogleAPICallError, TimeoutError) as exc:  # e.g. the emulator restarting
                 log.warning("sweep not published: %s", exc)

@@ -8,7 +8,7 @@ A job is defined locally by its command (what the image would run): ``{"name": {
 [...], "args": [...], "env": {...}}}`` in a JSON file (``--jobs``); RunJob's args replace the
 job's args, its env is added, its timeout bounds the execution. Any project and region resolve
 to the same job by name. Output goes to one log file per execution, its ``logUri``
-(``file://``). Run it with ``python -m local_emulator.cloudrun --port P --jobs FILE --logs DIR``
+(``file://``). Run it with ``python -m dagrelay.local.cloudrun --port P --jobs FILE --logs DIR``
 (the stack does), or in a thread with ``serve`` (tests).
 """
 
@@ -31,8 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from local_emulator import processes
-from local_emulator.processes import ManagedProcess, StackError
+from dagrelay.local import processes
+from dagrelay.local.processes import ManagedProcess, StackError
 
 _NAME = r"projects/[^/]+/locations/[^/]+/jobs/[^/:]+"
 RUN = re.compile(rf"^/v2/({_NAME}):run$")
@@ -281,7 +281,7 @@ def serve(service: LocalCloudRun, port: int = 0) -> ThreadingHTTPServer:
 def start(port: int, jobs_file: Path, workdir: Path) -> ManagedProcess:
     """The local Cloud Run as a process of the stack (stopped by PID: SIGTERM cancels its
     running executions)."""
-    argv = [sys.executable, "-m", "local_emulator.cloudrun", "--port", str(port)]
+    argv = [sys.executable, "-m", "dagrelay.local.cloudrun", "--port", str(port)]
     argv += ["--jobs", str(jobs_file), "--logs", str(workdir / f"run-executions-{port}")]
     proc = processes.spawn("cloud-run", argv, workdir / f"cloud-run-{port}.log", os.environ)
     try:
@@ -297,7 +297,7 @@ def start(port: int, jobs_file: Path, workdir: Path) -> ManagedProcess:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="local_emulator.cloudrun")
+    parser = argparse.ArgumentParser(prog="dagrelay.local.cloudrun")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--jobs", type=Path, required=True)
     parser.add_argument("--logs", type=Path, required=True)

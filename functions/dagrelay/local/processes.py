@@ -16,10 +16,11 @@ from pathlib import Path
 
 import requests
 
-from local_emulator import crashes
+from dagrelay import resources
+from dagrelay.local import crashes
 
-ROOT = Path(__file__).resolve().parent.parent
-CRASH_ROUTER = ROOT / "local_emulator" / "crash_router.py"
+CRASH_ROUTER = Path(__file__).resolve().parent / "crash_router.py"
+WARM_ROUTER = Path(__file__).resolve().parent / "warm_router.py"
 EMULATOR_LAUNCHER = Path(
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 )
@@ -92,8 +93,10 @@ class ManagedProcess:
 
 
 def spawn(
-    name: str, argv: list[str], log_path: Path, env: Mapping[str, str], cwd: Path = ROOT
+    name: str, argv: list[str], log_path: Path, env: Mapping[str, str], cwd: Path | None = None
 ) -> ManagedProcess:
+    """Start ``argv`` in a session of its own, its output appended to ``log_path``, in ``cwd``
+    (default: this process's working directory)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
@@ -139,7 +142,7 @@ def start_pubsub_emulator(port: int, project: str, workdir: Path) -> ManagedProc
     return proc
 
 
-# Set in the router's environment: serve local_emulator/warm_router.py (imports done before the
+# Set in the router's environment: serve dagrelay/local/warm_router.py (imports done before the
 # first request, for a request timeout shorter than a cold start).
 WARM_ROUTER_ENV = "LOCAL_WARM_ROUTER"
 
@@ -148,14 +151,14 @@ def start_router(
     port: int, env: Mapping[str, str], workdir: Path, target: str = "router"
 ) -> ManagedProcess:
     """functions/main.py's ``target`` under functions-framework on 127.0.0.1:port; the router
-    with crash hooks (local_emulator/crash_router.py) when the environment arms crash points."""
+    with crash hooks (dagrelay/local/crash_router.py) when the environment arms crash points."""
     armed = target == "router" and bool(env.get(crashes.POINTS_ENV))
     warm = target == "router" and bool(env.get(WARM_ROUTER_ENV))
-    source = ROOT / "functions" / "main.py"
+    source = resources.function_entry()
     if armed:
-        source = ROOT / "local_emulator" / "crash_router.py"
+        source = CRASH_ROUTER
     elif warm:
-        source = ROOT / "local_emulator" / "warm_router.py"
+        source = WARM_ROUTER
     argv = [
         sys.executable,
         "-m",
@@ -195,6 +198,6 @@ def start_router(
 def start_worker(
     env: Mapping[str, str], workdir: Path, subscription: str, n: int
 ) -> ManagedProcess:
-    """A pull worker (``python -m local_emulator worker``) sharing the router's code."""
-    argv = [sys.executable, "-m", "local_emulator", "worker", "--subscription", subscription]
+    """A pull worker (``python -m dagrelay.local worker``) sharing the router's code."""
+    argv = [sys.executable, "-m", "dagrelay.local", "worker", "--subscription", subscription]
     return spawn(f"worker-{n}", argv, workdir / f"worker-{n}.log", env)

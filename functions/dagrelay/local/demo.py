@@ -1,7 +1,7 @@
 """The demo: files land in the inbox, are ingested, and the example pipeline runs on BigQuery.
 
 1. the local stack (PostgreSQL, Pub/Sub, GCS and BigQuery stand-ins, the router);
-2. the pipeline from schema/pipelines/monthly_profit.yaml;
+2. the pipeline from schema/pipelines/monthly_profit.yaml (shipped as dagrelay/_schema);
 3. sales and expenses CSVs for 2024-03 uploaded to gs://<inbox>/inbox/<source>/, each announced
    by the notification GCS would publish;
 4. ingestion validates, converts to Parquet, loads to BigQuery and archives them; once both have
@@ -23,15 +23,15 @@ from sqlalchemy import Engine, create_engine, text
 from dagrelay.cli.render import batch_table
 from dagrelay.config import load_settings
 from dagrelay.handlers.bigquery import client as bq
+from dagrelay.local import gcs
+from dagrelay.local.processes import StackError, wait_for
+from dagrelay.local.stack import Stack, StackConfig, StackInfo
 from dagrelay.pipelines.apply import apply as apply_pipeline
 from dagrelay.pipelines.spec import load_pipeline
+from dagrelay.resources import schema_dir
+from dagrelay.states import BatchStatus
 from dagrelay.store.reads import Batch, read_batches
-from local_emulator import gcs
-from local_emulator.processes import ROOT, StackError, wait_for
-from local_emulator.stack import Stack, StackConfig, StackInfo
 
-PIPELINE_FILE = ROOT / "schema" / "pipelines" / "monthly_profit.yaml"
-DATA = ROOT / "schema" / "pipelines" / "data"
 FILES = {"sales": "sales_2024-03.csv", "expenses": "expenses_2024-03.csv"}
 PIPELINE = "monthly_profit"
 BATCH_ID = "2024-03"
@@ -65,11 +65,11 @@ def run(console: Console) -> bool:
     console.print(
         f"demo finished in {time.monotonic() - started:.1f}s; everything it started is stopped"
     )
-    return bool(report["status"] == "SUCCESS" and profit)
+    return bool(report["status"] == BatchStatus.SUCCESS and profit)
 
 
 def seed(db: Engine, info: StackInfo, console: Console) -> None:
-    spec = load_pipeline(PIPELINE_FILE)
+    spec = load_pipeline(schema_dir() / "pipelines" / "monthly_profit.yaml")
     names = [task.name for task in spec.tasks]
     with db.begin() as conn:
         # The demo is repeatable: its earlier batches, inbox files and tasks it no longer has
@@ -91,9 +91,10 @@ def drop_files(info: StackInfo, console: Console) -> None:
     """Upload each file to the inbox and publish the OBJECT_FINALIZE notification GCS would."""
     client = gcs.storage_client(info.project_id)
     bucket = client.bucket(info.inbox_bucket)
+    data = schema_dir() / "pipelines" / "data"
     for source, name in FILES.items():
         path = f"inbox/{source}/{name}"
-        bucket.blob(path).upload_from_filename(str(DATA / name), content_type="text/csv")
+        bucket.blob(path).upload_from_filename(str(data / name), content_type="text/csv")
         gcs.notify(info.inbox_bucket, path, info.project_id, info.events_topic)
         console.print(f"dropped gs://{info.inbox_bucket}/{path} and published its notification")
 
@@ -105,7 +106,7 @@ def wait_for_batch(db: Engine, stack: Stack) -> Batch:
         stack.check_alive()
         with db.connect() as conn:
             found[:] = read_batches(conn, BATCH_ID, PIPELINE)
-        return bool(found) and found[0]["status"] != "RUNNING"
+        return bool(found) and found[0]["status"] != BatchStatus.RUNNING
 
     wait_for(finished, TIMEOUT_S, f"batch {PIPELINE}/{BATCH_ID} to finish", poll_s=0.2)
     return found[0]
