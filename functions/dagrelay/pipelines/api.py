@@ -38,7 +38,9 @@ from pydantic import BaseModel
 from dagrelay import schemas
 from dagrelay.errors import PipelineError
 from dagrelay.handlers.registry import Handler, default_registry
+from dagrelay.pipelines import on_assets as asset_schedules
 from dagrelay.pipelines import schedule as schedules
+from dagrelay.pipelines.on_assets import OnAssets
 from dagrelay.pipelines.schedule import ScheduleSpec
 from dagrelay.pipelines.spec import PipelineSpec, PipelineTask, schema_problems
 from dagrelay.states import TriggerRule
@@ -112,6 +114,7 @@ class TaskSettings(TypedDict, total=False):
     map: Map | None
     enabled: bool
     teardown: bool
+    updates: Sequence[str]
 
 
 YAML_KEYS = {"retries": "max_retries"}  # a Python setting whose file key differs
@@ -122,11 +125,17 @@ class Pipeline:
     ``bigquery_query``, ``bigquery_check``) take a task's settings as ``TaskSettings``."""
 
     def __init__(
-        self, name: str, *, description: str | None = None, schedule: Schedule | None = None
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        schedule: Schedule | None = None,
+        on_assets: OnAssets | None = None,
     ) -> None:
         self.name = name
         self.description = description
         self.schedule = schedule
+        self.on_assets = on_assets
         self._tasks: list[PipelineTask] = []
 
     def add(
@@ -239,12 +248,15 @@ class Pipeline:
         source = source or f"pipeline {self.name}"
         if self.schedule is not None:
             schedules.check_spec(self.schedule, source)
+        if self.on_assets is not None:
+            asset_schedules.check_spec(self.on_assets, source)
         spec = PipelineSpec(
             pipeline=self.name,
             tasks=tuple(self._tasks),
             description=self.description,
             source=source,
             schedule=self.schedule,
+            on_assets=self.on_assets,
         )
         found = schema_problems(document(spec))
         if found:
@@ -259,6 +271,8 @@ def document(spec: PipelineSpec) -> dict[str, Any]:
         data["description"] = spec.description
     if spec.schedule is not None:
         data["schedule"] = schedules.to_yaml(spec.schedule)
+    if spec.on_assets is not None:
+        data["on_assets"] = asset_schedules.to_yaml(spec.on_assets)
     return data
 
 
@@ -295,6 +309,8 @@ def _task(name: str, handler: str, params: Params, settings: TaskSettings) -> Pi
         values["trigger_rule"] = _rule(name, values["trigger_rule"])
     elif values.get("teardown"):  # a teardown runs whatever happened (README, teardown tasks)
         values["trigger_rule"] = TriggerRule.ALL_DONE
+    if "updates" in values:
+        values["updates"] = tuple(values["updates"])
     if isinstance(values.get("map"), Map):
         values["map"] = values["map"].document()
     return PipelineTask(name=name, handler=handler, params=_plain_params(params), **values)

@@ -12,6 +12,7 @@ import yaml
 from sqlalchemy import Connection
 
 from dagrelay.errors import PipelineError
+from dagrelay.pipelines import on_assets as asset_schedules
 from dagrelay.pipelines import schedule as schedules
 from dagrelay.pipelines.spec import PipelineSpec, PipelineTask
 from dagrelay.states import TriggerRule
@@ -37,6 +38,7 @@ def read_pipeline(conn: Connection, pipeline: str) -> PipelineSpec:
         description=described.scalar_one_or_none(),
         source=f"database:{pipeline}",
         schedule=schedule,
+        on_assets=asset_schedules.read(conn, pipeline),
     )
     return topological_order(spec)
 
@@ -76,6 +78,8 @@ def export_yaml(spec: PipelineSpec) -> str:
         document["description"] = spec.description
     if spec.schedule is not None:
         document["schedule"] = schedules.to_yaml(spec.schedule)
+    if spec.on_assets is not None:
+        document["on_assets"] = asset_schedules.to_yaml(spec.on_assets)
     document["tasks"] = [_task_document(t) for t in ordered.tasks]
     return yaml.safe_dump(
         document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
@@ -109,6 +113,8 @@ def _plain(name: str, value: Any) -> Any:
         return value.value
     if name == "retry_backoff":
         return float(value)
+    if isinstance(value, tuple):
+        return list(value)
     return value
 
 
