@@ -34,6 +34,9 @@ TABLES = {
     "version_tasks",
     "version_edges",
     "pools",
+    "asset_events",
+    "asset_schedules",
+    "asset_triggers",
 }
 
 OURS = {

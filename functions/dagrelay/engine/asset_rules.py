@@ -83,9 +83,12 @@ def check_template(template: str) -> None:
     """A template uses only ``{n}`` and ``{partition}`` (no format spec) and at least one of
     them, so that two batches of a schedule can have different ids."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)]
     except ValueError as exc:
         raise AssetError(f"batch_id_template {template!r}: {exc}") from None
+    fields = [
+        f if not (spec or conv) else f"{f}:{spec}" for f, spec, conv in parsed if f is not None
+    ]
     unknown = sorted({f for f in fields if f not in PLACEHOLDERS})
     if unknown:
         allowed = ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)

@@ -571,6 +571,7 @@ class Engine:
                 return None
             # The status written may differ from the one asked (RETRY -> CANCELLED).
             result = replace(result, status=written.tasks[0].status)
+            updates_assets = written.updates_assets
             finished = self._finished(conn, ref, result, now, written.batch_running)
             written = _with_messages(written, finished.messages)  # an item's alert
             if finished.transitions:
@@ -580,9 +581,8 @@ class Engine:
                 written = store.Created(
                     written.tasks + children.tasks, written.messages + children.messages
                 )
-            if succeeded := [
-                t.task_id for t in finished.transitions if t.outcome == TaskStatus.SUCCESS
-            ]:
+            succeeded = [t.task_id for t in finished.transitions if t.outcome == TaskStatus.SUCCESS]
+            if updates_assets and succeeded:  # its assets' events, and the batches they start
                 written = _with_messages(written, self._assets(conn, ref, succeeded, now))
             if ref.limited:  # last, so the pool's row is locked only until the commit
                 written = _with_messages(written, self._release(conn, ref, now))
