@@ -54,10 +54,10 @@ WHERE s.pipeline = :pipeline
 ORDER BY e.event_id;
 
 -- name: fire_asset_schedule
--- One asset-triggered batch: the checked write of the schedule's run counter (run - 1 -> run),
--- its events consumed (asset_triggers; the primary key refuses an event consumed twice) and the
--- batch's start_batch message in the outbox, together. consumed < the events given: the
--- caller rolls back.
+-- One asset-triggered batch (created by the caller in this transaction): the checked write of
+-- the schedule's run counter (run - 1 -> run) and its events consumed (asset_triggers; the
+-- primary key refuses an event consumed twice). consumed < the events given: the caller rolls
+-- back.
 WITH advanced AS (
     UPDATE asset_schedules
     SET runs = :run, last_batch_id = :batch_id, last_triggered_at = :now, last_error = NULL
@@ -70,16 +70,8 @@ consumed AS (
     FROM advanced a CROSS JOIN unnest(CAST(:event_ids AS bigint[])) AS e(event_id)
     ON CONFLICT DO NOTHING
     RETURNING event_id
-),
-message AS (
-    INSERT INTO outbox (topic, payload, attributes, created_at, available_at)
-    SELECT :topic, CAST(:payload AS jsonb), jsonb_build_object('action', 'start_batch'), :now,
-           :now
-    FROM advanced
-    RETURNING outbox_id, topic, payload, attributes, available_at
 )
-SELECT (SELECT count(*) FROM consumed) AS consumed,
-       (SELECT coalesce(jsonb_agg(to_jsonb(m)), '[]') FROM message m) AS messages;
+SELECT (SELECT count(*) FROM consumed) AS consumed;
 
 -- name: asset_schedule_error
 -- Why a schedule cannot start the batch its events ask for (a template that gives no valid

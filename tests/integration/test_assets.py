@@ -126,14 +126,23 @@ def test_duplicate_deliveries_record_each_event_once_and_start_one_batch(
     assert scalar(db, "SELECT count(*) FROM asset_events") == 2
     assert [b["batch_id"] for b in downstream(db)] == ["assets-1"]
     assert scalar(db, "SELECT count(*) FROM asset_triggers") == 2
-    assert (
-        scalar(
-            db,
-            "SELECT count(*) FROM outbox WHERE payload->>'pipeline' = 'profit' "
-            "AND payload->>'action' = 'start_batch'",
-        )
-        == 1
+    # the batch was created in the transaction of the completion that completed its assets
+    assert scalar(db, "SELECT triggered_by FROM batches WHERE pipeline = 'profit'").startswith(
+        "assets: "
     )
+
+
+def test_a_partition_whose_batch_exists_consumes_its_events_and_starts_nothing(
+    engine: DagEngine, publisher: InMemoryPublisher, db: Engine
+) -> None:
+    define(db, "{partition}")
+    start(engine, "profit", "2024-03")  # by hand, before the files
+    start(engine, "sales", "s03", asset_partition="2024-03")
+    start(engine, "expenses", "e03", asset_partition="2024-03")
+    deliver(engine, publisher)
+    (batch,) = downstream(db)
+    assert batch["triggered_by"] == "message"
+    assert scalar(db, "SELECT count(*) FROM asset_triggers") == 2
 
 
 ROUNDS = 15

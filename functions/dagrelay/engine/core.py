@@ -598,7 +598,7 @@ class Engine:
             pipeline=ref.pipeline,
             batch_id=ref.batch_id,
             task_ids=task_ids,
-            topic=self.events_topic,
+            start=self.start_batch_in,
             now=now,
         )
 

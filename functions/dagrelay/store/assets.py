@@ -4,14 +4,12 @@ dashboard. ``dagrelay.engine.assets`` decides; ``dagrelay.engine.asset_rules`` h
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from dagrelay.bounds import stored_error
 from dagrelay.store import queries
-from dagrelay.store.outbox import OutgoingMessage
 from dagrelay.store.queries import query
 
 if TYPE_CHECKING:
@@ -47,23 +45,18 @@ def fire(
     run: int,
     batch_id: str,
     event_ids: Sequence[int],
-    payload: Mapping[str, Any],
-    topic: str,
     now: datetime,
-) -> tuple[int, list[OutgoingMessage]]:
-    """The schedule's run ``run``: (events consumed, its start_batch message); (0, []) if the
-    checked write found the schedule moved on."""
+) -> int:
+    """The schedule's run ``run`` (its batch ``batch_id``) consumes ``event_ids``: how many
+    it consumed; 0 if the checked write found the schedule moved on."""
     params = {
         "pipeline": pipeline,
         "run": run,
         "batch_id": batch_id,
         "event_ids": list(event_ids),
-        "payload": json.dumps(dict(payload)),
-        "topic": topic,
         "now": now,
     }
-    row = conn.execute(query("fire_asset_schedule"), params).one()
-    return int(row.consumed), [OutgoingMessage.from_json(m) for m in row.messages]
+    return int(conn.execute(query("fire_asset_schedule"), params).scalar_one())
 
 
 def record_error(conn: Connection, pipeline: str, error: str) -> bool:
