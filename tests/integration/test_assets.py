@@ -6,6 +6,7 @@ as its trigger (ARCHITECTURE.md, "Assets")."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -14,13 +15,17 @@ from typing import Any
 import pytest
 import yaml
 from sqlalchemy import Engine, text
+from typer.testing import CliRunner, Result
 
+from dagrelay import cli
+from dagrelay.config import get_settings
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.errors import PipelineError
 from dagrelay.messages import Envelope, RunTask, StartBatch, parse
 from dagrelay.pipelines.apply import apply
 from dagrelay.pipelines.export import export_yaml, read_pipeline
 from dagrelay.pipelines.spec import load_pipeline
+from dagrelay.store.db import get_engine
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.integration.helpers import EVENTS_TOPIC, run_together, scalar
 
@@ -255,3 +260,35 @@ def test_a_pipeline_waiting_for_its_own_asset_is_refused(tmp_path: Path, db: Eng
     path.write_text(yaml.safe_dump(looping, sort_keys=False), encoding="utf-8")
     with db.begin() as conn, pytest.raises(PipelineError, match="start itself forever"):
         apply(conn, load_pipeline(path))
+
+
+def dagrelay(db_url: str, *args: str) -> Result:
+    """``dagrelay ARGS`` in-process on this test's database (settings and engine afresh)."""
+    for cached in (get_engine, get_settings):
+        if cached is get_engine and get_engine.cache_info().currsize:
+            get_engine().dispose()
+        cached.cache_clear()
+    env = {"DATABASE_URL": db_url, "COLUMNS": "200"}
+    return CliRunner().invoke(cli.app, list(args), env=env)
+
+
+def test_the_assets_verb_shows_producers_consumers_and_what_is_pending(
+    engine: DagEngine, publisher: InMemoryPublisher, db: Engine, db_url: str
+) -> None:
+    define(db)
+    start(engine, "sales", "s1")
+    start(engine, "expenses", "e1")
+    start(engine, "sales", "s2")
+    deliver(engine, publisher)
+    table = dagrelay(db_url, "assets")
+    assert table.exit_code == 0, table.output
+    assert "sales/sales.load" in table.stdout
+    assert "sales/s2" in table.stdout  # the last update of the sales asset
+    as_json = json.loads(dagrelay(db_url, "assets", "--json").stdout)
+    by_name = {a["asset"]: a for a in as_json["assets"]}
+    assert by_name[SALES]["producers"] == ["sales/sales.load"]
+    assert by_name[SALES]["consumers"] == ["profit"]
+    assert by_name[SALES]["events"] == 2
+    (schedule,) = as_json["schedules"]
+    assert (schedule["runs"], schedule["last_batch_id"]) == (1, "assets-1")
+    assert schedule["pending"] == [SALES]  # s2 came after the batch: it waits for expenses
