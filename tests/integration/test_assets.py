@@ -292,3 +292,20 @@ def test_the_assets_verb_shows_producers_consumers_and_what_is_pending(
     (schedule,) = as_json["schedules"]
     assert (schedule["runs"], schedule["last_batch_id"]) == (1, "assets-1")
     assert schedule["pending"] == [SALES]  # s2 came after the batch: it waits for expenses
+
+
+def test_a_paused_asset_schedule_keeps_its_events_and_starts_after_its_resume(
+    engine: DagEngine, publisher: InMemoryPublisher, db: Engine, db_url: str
+) -> None:
+    define(db)
+    paused = dagrelay(db_url, "schedule", "pause", "profit")
+    assert paused.stdout.strip() == "asset schedule profit: paused"
+    start(engine, "sales", "s1")
+    start(engine, "expenses", "e1")
+    deliver(engine, publisher)
+    assert downstream(db) == []
+    assert dagrelay(db_url, "schedule", "resume", "profit").exit_code == 0
+    start(engine, "sales", "s2")
+    deliver(engine, publisher)
+    (batch,) = downstream(db)
+    assert batch["trigger"] == [f"{EXPENSES}@e1", f"{SALES}@s1", f"{SALES}@s2"]
