@@ -3,7 +3,7 @@
 Nodes are pipelines and assets; a pipeline points to each asset one of its tasks updates, an
 asset to each pipeline waiting for it (``on_assets``). Nodes sit in columns by their longest
 path from a node nothing points to (``graph.levels``); a cycle across pipelines (A updates x,
-B waits for x and updates y, A waits for y) is drawn in three columns instead: producers,
+B waits for x and updates y, A waits for y) is drawn by role instead: producers,
 assets, consumers. Every value from the database is escaped by ``Markup.format``.
 """
 
