@@ -16,8 +16,13 @@ builds, so ``pipeline apply``, ``validate`` and ``export`` treat both alike::
     etl.add("each", handler="acme.one", parents=[extract],
             map=Map(over="extract.files", max_parallel=4, tolerated_failures="10%"))
 
+    # started when both tables were updated for the same month (ARCHITECTURE.md, "Assets")
+    report = Pipeline("report", on_assets=OnAssets(("bq://finance.sales", "bq://finance.costs"),
+                                                   batch_id_template="{partition}"))
+    report.noop("publish", updates=["gs://reports/monthly"])
+
 Every key a pipeline file allows has its typed keyword (``TaskSettings``; ``Map``;
-``Schedule``), so mypy catches a misspelt setting and the test of parity
+``Schedule``; ``OnAssets``), so mypy catches a misspelt setting and the test of parity
 (tests/unit/test_python_parity.py) fails when the schema gains a key the API lacks.
 
 A decorated step is registered as the handler ``<pipeline>.<task>`` when its module is imported,
