@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from dagrelay.engine.asset_rules import Event, groups
 from dagrelay.states import BatchStatus, TaskStatus
 
 ALERTS_TOPIC = "dagrelay-alerts"
@@ -334,6 +335,69 @@ def tick_starts_one_batch(conn: Connection, facts: Facts) -> list[str]:
     return [f"tick {r['tick']} of {r['pipeline']} started batches {r['ids']}" for r in rows]
 
 
+def asset_batches_have_their_triggers(conn: Connection, facts: Facts) -> list[str]:
+    """Assets: every success of a (non-mapped) task that updates assets recorded one event per
+    asset, no more; each asset-triggered batch exists with events of every asset its schedule
+    waits for as its trigger; no event is consumed twice (the primary key) or left pending in a
+    complete group (the schedule starts a batch in the transaction that completes it)."""
+    found = [
+        f"{r['pipeline']}/{r['batch_id']} {r['task']}: {r['successes']} successes, "
+        f"{r['events']} events of {r['asset']}"
+        for r in _rows(
+            conn,
+            "WITH wins AS (SELECT b.pipeline, a.batch_id, a.task_id, t.name AS task, u.asset, "
+            "  count(*) AS successes FROM task_attempts a "
+            "  JOIN batches b ON b.batch_id = a.batch_id "
+            "  JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = a.task_id "
+            "  CROSS JOIN LATERAL unnest(t.updates) AS u(asset) "
+            "  WHERE a.outcome = 'SUCCESS' AND t.map IS NULL GROUP BY 1, 2, 3, 4, 5) "
+            "SELECT w.*, (SELECT count(*) FROM asset_events e WHERE e.asset = w.asset "
+            "  AND e.pipeline = w.pipeline AND e.batch_id = w.batch_id "
+            "  AND e.task_id = w.task_id) AS events FROM wins w",
+        )
+        if r["successes"] != r["events"]
+    ]
+    found += [
+        f"asset-triggered batch {r['pipeline']}/{r['batch_id']} lacks events of {r['missing']}"
+        for r in _rows(
+            conn,
+            "SELECT b.pipeline, b.batch_id, array(SELECT unnest(s.assets) EXCEPT "
+            "  SELECT e.asset FROM asset_triggers c JOIN asset_events e USING (event_id) "
+            "  WHERE c.pipeline = b.pipeline AND c.batch_id = b.batch_id) AS missing "
+            "FROM batches b JOIN asset_schedules s ON s.pipeline = b.pipeline "
+            "WHERE b.triggered_by LIKE 'assets:%' ORDER BY 1, 2",
+        )
+        if r["missing"]
+    ]
+    found += [
+        f"events consumed by {r['pipeline']} for batch {r['batch_id']}, which does not exist"
+        for r in _rows(
+            conn,
+            "SELECT DISTINCT c.pipeline, c.batch_id FROM asset_triggers c WHERE NOT EXISTS "
+            "(SELECT 1 FROM batches b WHERE b.pipeline = c.pipeline AND b.batch_id = c.batch_id)",
+        )
+    ]
+    for r in _rows(conn, "SELECT pipeline, assets FROM asset_schedules WHERE NOT paused"):
+        pending = [
+            Event(e["event_id"], e["asset"], e["pipeline"], e["batch_id"], e["task"],
+                  e["partition_key"])
+            for e in _rows(
+                conn,
+                "SELECT e.* FROM asset_events e WHERE e.asset = ANY (CAST(:a AS text[])) "
+                "AND NOT EXISTS (SELECT 1 FROM asset_triggers c WHERE c.pipeline = :p "
+                "AND c.event_id = e.event_id)",
+                a=list(r["assets"]),
+                p=r["pipeline"],
+            )
+        ]  # fmt: skip
+        found += [
+            f"{r['pipeline']} left a complete group of events pending: "
+            f"{sorted(e.event_id for e in group)}"
+            for group in groups(r["assets"], pending)
+        ]
+    return found
+
+
 # -- at quiescence ---------------------------------------------------------------------------------
 
 
@@ -400,6 +464,7 @@ EVERY_STEP: tuple[Invariant, ...] = (
     engine_messages_never_rejected,
     cancel_waits_for_teardowns,
     tick_starts_one_batch,
+    asset_batches_have_their_triggers,
 )
 AT_QUIESCENCE: tuple[Invariant, ...] = (
     *EVERY_STEP,

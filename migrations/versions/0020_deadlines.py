@@ -18,7 +18,7 @@ Existing rows are kept: no deadline anywhere. The downgrade drops the ledger and
 (and a pipelines row kept only for its deadline) and makes the reverse edits.
 
 Revision ID: 0020
-Revises: 0017
+Revises: 0019
 Create Date: 2026-12-07
 """
 
@@ -28,7 +28,7 @@ from alembic import op
 from sqlalchemy import text
 
 revision = "0020"
-down_revision = "0017"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
@@ -86,9 +86,9 @@ PIN_EDITS = [
         "'max_active', t.max_active,\n                          'deadline', t.deadline))",
         1,
     ),
-    ("max_active, map, teardown)\n", "max_active, map, teardown, deadline)\n", 1),
-    ("coalesce(s.teardown, false)\n", "coalesce(s.teardown, false), s.deadline\n", 1),
-    ("map jsonb, teardown boolean);", "map jsonb, teardown boolean, deadline jsonb);", 1),
+    ("map, teardown, updates)\n", "map, teardown, updates, deadline)\n", 1),
+    ("coalesce(s.updates, '{}')\n", "coalesce(s.updates, '{}'), s.deadline\n", 1),
+    ("teardown boolean, updates text[]);", "teardown boolean, updates text[], deadline jsonb);", 1),
 ]
 
 

@@ -27,6 +27,8 @@ BEGIN
                               ELSE jsonb_build_object('map', t.map) END
                       || CASE WHEN t.teardown THEN '{"teardown": true}'::jsonb
                               ELSE '{}'::jsonb END
+                      || CASE WHEN cardinality(t.updates) = 0 THEN '{}'::jsonb
+                              ELSE jsonb_build_object('updates', t.updates) END
                       ORDER BY t.name)
                   FROM tasks t WHERE t.pipeline = p_pipeline),
         'edges', coalesce((SELECT jsonb_agg(jsonb_build_array(p.name, c.name)
@@ -53,16 +55,17 @@ BEGIN
     RETURNING version_id INTO found;
     INSERT INTO version_tasks (version_id, task_id, name, handler, params, trigger_rule,
                                max_retries, retry_delay_s, retry_backoff, retry_max_delay_s,
-                               timeout_s, pool, enabled, pool_slots, priority, max_active, map, teardown, deadline)
+                               timeout_s, pool, enabled, pool_slots, priority, max_active, map, teardown, updates, deadline)
     SELECT found, (live -> 'ids' ->> s.name)::integer, s.name, s.handler, s.params,
            s.trigger_rule, s.max_retries, s.retry_delay_s, s.retry_backoff,
            s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled, coalesce(s.pool_slots, 1),
-           coalesce(s.priority, 0), s.max_active, s.map, coalesce(s.teardown, false), s.deadline
+           coalesce(s.priority, 0), s.max_active, s.map, coalesce(s.teardown, false),
+           coalesce(s.updates, '{}'), s.deadline
     FROM jsonb_to_recordset(live -> 'tasks') AS s(
         name text, handler text, params jsonb, trigger_rule trigger_rule, max_retries integer,
         retry_delay_s integer, retry_backoff double precision, retry_max_delay_s integer,
         timeout_s integer, pool text, enabled boolean, pool_slots integer, priority integer,
-        max_active integer, map jsonb, teardown boolean, deadline jsonb);
+        max_active integer, map jsonb, teardown boolean, updates text[], deadline jsonb);
     INSERT INTO version_edges (version_id, child_task_id, parent_task_id)
     SELECT found, (live -> 'ids' ->> (e ->> 1))::integer, (live -> 'ids' ->> (e ->> 0))::integer
     FROM jsonb_array_elements(live -> 'edges') AS e;

@@ -16,7 +16,7 @@ SELECT pg_advisory_xact_lock(hashtext('dagrelay.pipeline_apply'), hashtext(:pipe
 -- Read without row locks: a running batch never waits on an apply that changes nothing.
 SELECT name, pipeline, handler, params, trigger_rule::text AS trigger_rule, max_retries,
        retry_delay_s, retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, pool_slots,
-       priority, max_active, map, teardown, deadline, description
+       priority, max_active, map, teardown, updates, deadline, description
 FROM tasks
 WHERE pipeline = :pipeline;
 
@@ -24,15 +24,15 @@ WHERE pipeline = :pipeline;
 -- The file's new tasks. A name inserted meanwhile (plain SQL) is skipped (not returned).
 INSERT INTO tasks (name, pipeline, handler, params, trigger_rule, max_retries, retry_delay_s,
                    retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, pool_slots, priority,
-                   max_active, map, teardown, deadline, description, created_at, updated_at)
+                   max_active, map, teardown, updates, deadline, description, created_at, updated_at)
 SELECT s.name, :pipeline, s.handler, s.params, s.trigger_rule, s.max_retries, s.retry_delay_s,
        s.retry_backoff, s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled, s.pool_slots,
-       s.priority, s.max_active, s.map, s.teardown, s.deadline, s.description, :now, :now
+       s.priority, s.max_active, s.map, s.teardown, s.updates, s.deadline, s.description, :now, :now
 FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS s(
     name text, handler text, params jsonb, trigger_rule trigger_rule, max_retries integer,
     retry_delay_s integer, retry_backoff double precision, retry_max_delay_s integer,
     timeout_s integer, pool text, enabled boolean, pool_slots integer, priority integer,
-    max_active integer, map jsonb, teardown boolean, deadline jsonb, description text)
+    max_active integer, map jsonb, teardown boolean, updates text[], deadline jsonb, description text)
 ORDER BY s.name
 ON CONFLICT DO NOTHING
 RETURNING name;
@@ -46,20 +46,20 @@ SET handler = s.handler, params = s.params, trigger_rule = s.trigger_rule,
     retry_backoff = s.retry_backoff, retry_max_delay_s = s.retry_max_delay_s,
     timeout_s = s.timeout_s, pool = s.pool, enabled = s.enabled, pool_slots = s.pool_slots,
     priority = s.priority, max_active = s.max_active, map = s.map, teardown = s.teardown,
-    deadline = s.deadline, description = s.description, updated_at = :now
+    updates = s.updates, deadline = s.deadline, description = s.description, updated_at = :now
 FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS s(
     name text, handler text, params jsonb, trigger_rule trigger_rule, max_retries integer,
     retry_delay_s integer, retry_backoff double precision, retry_max_delay_s integer,
     timeout_s integer, pool text, enabled boolean, pool_slots integer, priority integer,
-    max_active integer, map jsonb, teardown boolean, deadline jsonb, description text)
+    max_active integer, map jsonb, teardown boolean, updates text[], deadline jsonb, description text)
 WHERE t.name = s.name AND t.pipeline = :pipeline
   AND (t.handler, t.params, t.trigger_rule, t.max_retries, t.retry_delay_s, t.retry_backoff,
        t.retry_max_delay_s, t.timeout_s, t.pool, t.enabled, t.pool_slots, t.priority,
-       t.max_active, t.map, t.teardown, t.deadline, t.description)
+       t.max_active, t.map, t.teardown, t.updates, t.deadline, t.description)
       IS DISTINCT FROM
       (s.handler, s.params, s.trigger_rule, s.max_retries, s.retry_delay_s, s.retry_backoff,
        s.retry_max_delay_s, s.timeout_s, s.pool, s.enabled, s.pool_slots, s.priority,
-       s.max_active, s.map, s.teardown, s.deadline, s.description)
+       s.max_active, s.map, s.teardown, s.updates, s.deadline, s.description)
 RETURNING t.name;
 
 -- name: delete_pipeline_edges

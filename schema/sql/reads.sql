@@ -140,7 +140,7 @@ ORDER BY pipeline;
 -- A pipeline's tasks with every column a pipeline file can set.
 SELECT name, handler, params, trigger_rule::text AS trigger_rule, max_retries, retry_delay_s,
        retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, pool_slots, priority,
-       max_active, map, teardown, deadline, description
+       max_active, map, teardown, updates, deadline, description
 FROM tasks
 WHERE pipeline = :pipeline
 ORDER BY name;

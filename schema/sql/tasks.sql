@@ -144,7 +144,8 @@ ORDER BY tl.log_id;
 -- A RETRY in a batch that is no longer RUNNING (cancelled meanwhile) is CANCELLED instead,
 -- unless the task is a teardown (it runs in a CANCELLING batch, retries included).
 -- An instance of a mapped task writes no alert here: its group's counters decide (map.sql).
--- An empty tasks array back means the write did not land.
+-- An empty tasks array back means the write did not land. updates_assets: the task's version
+-- declares assets it updates (ARCHITECTURE.md, "Assets").
 WITH running AS (
     SELECT 1 FROM task_log tl
     JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
@@ -200,7 +201,12 @@ messages AS (
 SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM done c) AS tasks,
        (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.outbox_id), '[]') FROM messages m)
            AS messages,
-       EXISTS (SELECT 1 FROM running) AS batch_running;
+       EXISTS (SELECT 1 FROM running) AS batch_running,
+       -- whether the task updates assets: only then does its success write asset events
+       EXISTS (SELECT 1 FROM done d
+               JOIN batches b ON b.pipeline = d.pipeline AND b.batch_id = d.batch_id
+               JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = d.task_id
+               WHERE cardinality(t.updates) > 0) AS updates_assets;
 
 -- name: advance_children
 -- The fan-in/fan-out step, settled: dagrelay_advance_children (migrations/versions/

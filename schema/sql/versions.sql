@@ -28,7 +28,7 @@ WHERE version_id = :version_id
 -- name: version_definition_tasks
 SELECT task_id, name, handler, params, trigger_rule::text AS trigger_rule, max_retries,
        retry_delay_s, retry_backoff, retry_max_delay_s, timeout_s, pool, enabled, pool_slots,
-       priority, max_active, teardown
+       priority, max_active, teardown, updates
 FROM version_tasks
 WHERE version_id = :version_id
 ORDER BY name;

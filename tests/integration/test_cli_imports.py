@@ -109,6 +109,7 @@ def test_importing_the_entry_modules_loads_nothing_heavy() -> None:
         ["db", "upgrade"],
         ["schedule", "list"],
         ["pool", "set"],
+        ["assets"],
     ],
     ids=lambda words: " ".join(words) or "dagrelay",
 )
@@ -140,6 +141,7 @@ def finished_batch(
         ["rejected"],
         ["schedule", "list"],
         ["pool", "list"],
+        ["assets"],
     ],
     ids=" ".join,
 )

@@ -413,6 +413,7 @@ EXCHANGES = [
     ("/rejected", "/rejected", 200),
     ("/rejected", "/rejected?limit=0", 400),
     ("/dead-letters", "/dead-letters?limit=10", 200),
+    ("/asset-graph", "/asset-graph", 200),
     ("/assets/{name}", "/assets/dashboard.js", 200),
     ("/assets/{name}", "/assets/style.css", 200),
     ("/assets/{name}", "/assets/VENDORED.md", 404),
@@ -601,3 +602,38 @@ def test_static_files_are_served_gzipped_with_their_hash(client: FlaskClient) ->
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     html = client.get("/batches/nope/b1").get_data(as_text=True)
     assert f'href="/assets/style.css?v={assets.asset("style.css").version}"' in html  # type: ignore[union-attr]
+
+
+def test_asset_graph_draws_producers_assets_and_consumers_escaped(
+    client: FlaskClient, db: Engine
+) -> None:
+    empty = client.get("/asset-graph").get_data(as_text=True)
+    assert "No asset: declare them" in empty
+    with db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO tasks (name, pipeline, handler, updates) VALUES "
+                "('s.load', 'sales', 'python.noop', ARRAY['bq://finance.sales', :evil]), "
+                "('p.t', 'profit', 'python.noop', '{bq://finance.profit}')"
+            ),
+            {"evil": EVIL},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO asset_schedules (pipeline, assets, last_error) "
+                "VALUES ('profit', ARRAY['bq://finance.sales'], :evil)"
+            ),
+            {"evil": EVIL},
+        )
+    response = client.get("/asset-graph")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert '<svg class="asset-graph"' in html
+    # sales -> bq://finance.sales -> profit -> bq://finance.profit: four columns
+    assert html.count('<g class="pipeline">') == 2
+    assert html.count('<g class="asset">') == 3
+    assert html.count('<line class="edge"') == 4
+    assert 'href="/pipelines/profit"' in html
+    assert 'href="/asset-graph"' in html  # in the navigation

@@ -353,3 +353,36 @@ def test_example_sources_have_their_generated_pipelines() -> None:
     assert generated.edges() == [
         (f"ingest.sales.{a}", f"ingest.sales.{b}") for a, b in itertools.pairwise(STEPS)
     ]
+
+
+def test_a_month_complete_updates_both_assets_and_starts_the_asset_schedule_once(
+    h: Harness, insert_pipeline: Any, loader: FakeLoader
+) -> None:
+    """The month trigger as a declaration: each file's ingestion updates its source's asset
+    (bq://<target_table>) for its month; a pipeline waiting for both starts once per month."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from sqlalchemy import text  # noqa: PLC0415
+
+    h.reconfigured(sources={n: replace(s, triggers=()) for n, s in SOURCES.items()})
+    insert_pipeline("report", {"report.t": []})
+    with h.db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO asset_schedules (pipeline, assets, batch_id_template) VALUES "
+                "('report', '{bq://finance.sales,bq://finance.expenses}', '{partition}')"
+            )
+        )
+    h.ingest(h.upload(SALES, sales()))
+    assert [b for b in h.batches() if b[0] == "report"] == []
+    h.ingest(h.upload(EXPENSES, (DATA / "expenses_2024-03.csv").read_bytes()))
+    h.ingest(h.upload(SALES, sales()))  # the same content again: no new rows, no update
+    assert [b[1] for b in h.batches() if b[0] == "report"] == ["2024-03"]
+    with h.db.connect() as conn:
+        events = conn.execute(
+            text("SELECT asset, partition_key FROM asset_events ORDER BY asset")
+        ).all()
+    assert [tuple(e) for e in events] == [
+        ("bq://finance.expenses", "2024-03"),
+        ("bq://finance.sales", "2024-03"),
+    ]

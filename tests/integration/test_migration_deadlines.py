@@ -1,6 +1,6 @@
-"""Migration 0020 (deadlines) on a database holding the 0017 schema and its data: every row is
+"""Migration 0020 (deadlines) on a database holding the 0019 schema and its data: every row is
 kept, existing versions keep their hashes (a pipeline without deadlines pins the same version
-after the upgrade), and the downgrade restores 0017's snapshot function exactly."""
+after the upgrade), and the downgrade restores 0019's snapshot function exactly."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dagrelay.store import migrate
 
 pytestmark = pytest.mark.integration
 
-BEFORE = "0017"
+BEFORE = "0019"
 AFTER = "0020"
 COUNTED = ("tasks", "batches", "task_log", "pipeline_versions", "version_tasks", "pipelines")
 

@@ -35,6 +35,9 @@ TABLES = {
     "version_edges",
     "pools",
     "deadline_misses",
+    "asset_events",
+    "asset_schedules",
+    "asset_triggers",
 }
 
 OURS = {

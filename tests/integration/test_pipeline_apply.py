@@ -88,6 +88,7 @@ def test_monthly_profit_rows(db: Engine) -> None:
         "max_active": None,
         "teardown": False,
         "deadline": None,
+        "updates": [],
         "created_at": T1,
         "updated_at": T1,
     }
@@ -370,8 +371,9 @@ def test_a_no_op_apply_only_reads(db: Engine, tmp_path: Path) -> None:
 
     assert result.changes == 0
     assert row_versions(db) == before
-    # the apply lock, tasks, edges, and the schedule (to say whether one is left in place)
-    assert statements == ["SELECT", "SELECT", "SELECT", "SELECT"]
+    # the apply lock, tasks, edges, the schedule and the asset schedule (to say whether one is
+    # left in place)
+    assert statements == ["SELECT", "SELECT", "SELECT", "SELECT", "SELECT"]
 
 
 def test_one_changed_task_writes_that_row_alone(db: Engine, tmp_path: Path) -> None:
@@ -383,7 +385,7 @@ def test_one_changed_task_writes_that_row_alone(db: Engine, tmp_path: Path) -> N
     assert (result.updated, result.changes) == (("b",), 1)
     after = row_versions(db)
     assert {name for name in before if after[name] != before[name]} == {"b"}
-    assert statements == ["SELECT", "SELECT", "SELECT", "UPDATE", "SELECT"]
+    assert statements == ["SELECT", "SELECT", "SELECT", "UPDATE", "SELECT", "SELECT"]
 
 
 def test_apply_in_progress_does_not_block_a_running_batch(db: Engine, tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ from dagrelay.messages import Envelope
 from dagrelay.ops.verbs import rerun_targets
 from dagrelay.pipelines.apply import apply
 from dagrelay.pipelines.export import read_pipeline
+from dagrelay.pipelines.on_assets import OnAssets
 from dagrelay.pipelines.spec import PipelineSpec, PipelineTask
 from dagrelay.router.dispatch import Router
 from dagrelay.states import BatchStatus, TriggerRule
@@ -74,8 +75,12 @@ EVENTS, ALERTS = "dagrelay-events", "dagrelay-alerts"
 DEAD_LETTER_TOPIC = "dagrelay-dead-letter"
 DLQ_SOURCE = f"//pubsub.googleapis.com/projects/p/topics/{DEAD_LETTER_TOPIC}"
 TIMEOUT_S = 60  # every task's lease
+# Assets: the model's last task updates ASSET; the pipeline DOWNSTREAM waits for it (on_assets),
+# so each of its successes starts one DOWNSTREAM batch in the same transaction.
+ASSET, DOWNSTREAM = "model://out", "down"
 # Emptied between examples, children first (DELETE: ~20 ms; TRUNCATE of the same: ~400 ms).
 TABLES = (
+    "asset_triggers", "asset_events", "asset_schedules",
     "rejected_messages", "dead_letters", "outbox", "task_attempts", "map_groups", "task_fanin",
     "task_log", "batches", "schedules", "pools", "version_edges", "version_tasks",
     "pipeline_versions", "task_dependencies", "tasks", "pipelines", "pipeline_edge_writes",
@@ -243,11 +248,19 @@ class Pipeline:
     deadline: int | None = None  # the batch's, within_s after its scheduled time or start
 
     def spec(self) -> PipelineSpec:
+        tasks = [t.spec(f"t{i}") for i, t in enumerate(self.tasks)]
+        tasks[-1] = replace(tasks[-1], updates=(ASSET,))
         return PipelineSpec(
             PIPELINE,
-            tuple(t.spec(f"t{i}") for i, t in enumerate(self.tasks)),
+            tuple(tasks),
             deadline=None if self.deadline is None else {"within_s": self.deadline},
         )
+
+
+def downstream() -> PipelineSpec:
+    """The pipeline started by the model's asset (one batch per update)."""
+    task = PipelineTask(name=f"{DOWNSTREAM}.t", handler=HANDLER, timeout_s=TIMEOUT_S)
+    return PipelineSpec(DOWNSTREAM, (task,), on_assets=OnAssets((ASSET,), "down-{n}"))
 
 
 @st.composite
@@ -479,6 +492,7 @@ class DagrelayMachine(RuleBasedStateMachine):
         self.pooled = any(t.pool for t in spec.tasks)
         with self.h.db.begin() as conn:
             apply(conn, spec, now=self.clock())
+            apply(conn, downstream(), now=self.clock())
         pools.set_pool(self.engine, POOL, pipeline.slots)
         if pipeline.schedule is not None:
             row = {"pipeline": PIPELINE, **asdict(pipeline.schedule)}

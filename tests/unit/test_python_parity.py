@@ -41,6 +41,7 @@ EXAMPLES: dict[str, Any] = {
     "schedule.cron": "0 6 1 * *",
     "schedule.timezone": "Europe/Brussels",
     "schedule.batch_id_template": "{interval_start:%Y-%m}",
+    "on_assets.batch_id_template": "{partition}",
 }
 # The API's names of the file's top-level keys, where they differ: the name is the first argument of
 # Pipeline(), the tasks come from its add().

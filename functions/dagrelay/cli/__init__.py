@@ -20,6 +20,7 @@
     dagrelay history BATCH TASK [--traceback] [--pipeline P]
     dagrelay explain BATCH [--pipeline P]
     dagrelay rejected [--since AGE|TIME] [--limit N] [--action A] [--json]
+    dagrelay assets [--json]
     dagrelay schedule list | pause PIPELINE | resume PIPELINE     (schedule)
     dagrelay pool set NAME --slots N [--description T] | list     (pool)
     dagrelay local up [--project DIR] | down | demo                (local: the `local` extra)
@@ -44,6 +45,7 @@ from dagrelay.cli import define
 
 # isort: split
 from dagrelay.cli import (
+    assets,
     backfill,
     cancel,
     explain,
@@ -75,5 +77,6 @@ app.command()(status.status)
 app.command()(history.history)
 app.command()(explain.explain)
 app.command()(rejected.rejected)
+app.command()(assets.assets)
 
 __all__ = ["app", "define", "local", "pool", "schedule", "trigger"]

@@ -143,16 +143,23 @@ def schedule_resume(pipeline: Pipeline) -> None:
 
 
 def _set_paused(pipeline: str, *, paused: bool) -> None:
+    """The pipeline's cron schedule and its asset schedule (on_assets), whichever it has."""
+    from dagrelay.store import assets as asset_store
     from dagrelay.store import schedules as store
     from dagrelay.store.db import get_engine
 
+    now = datetime.now(UTC)
     with get_engine().begin() as conn:
-        changed = store.set_paused(conn, pipeline, paused, datetime.now(UTC))
-        exists = changed or store.row(conn, pipeline) is not None
-    if not exists:
+        found = []
+        for kind, kept in (("schedule", store), ("asset schedule", asset_store)):
+            changed = kept.set_paused(conn, pipeline, paused, now)
+            if changed or kept.row(conn, pipeline) is not None:
+                found.append((kind, changed))
+    if not found:
         raise DagrelayError(f"no schedule for pipeline {pipeline!r}")
     state = "paused" if paused else "resumed"
-    typer.echo(f"schedule {pipeline}: {state}" if changed else f"schedule {pipeline}: already so")
+    for kind, changed in found:
+        typer.echo(f"{kind} {pipeline}: {state}" if changed else f"{kind} {pipeline}: already so")
 
 
 def scheduled_runs(

@@ -27,6 +27,7 @@ from dagrelay.errors import DagrelayError
 from dagrelay.messages import unstorable
 from dagrelay.names import is_batch_id, is_name
 from dagrelay.resources import schema_dir
+from dagrelay.store import assets as store_assets
 from dagrelay.store.db import get_engine
 from dagrelay.store.reads import batch_statuses, pipelines_shown, read_only, status_response
 
@@ -54,6 +55,7 @@ ROUTES = Map(
         Rule("/pipelines/<pipeline>", endpoint="pipeline", methods=READ),
         Rule("/rejected", endpoint="rejected", methods=READ),
         Rule("/dead-letters", endpoint="dead_letters", methods=READ),
+        Rule("/asset-graph", endpoint="asset_graph", methods=READ),
         # not /static/: the Flask app of functions-framework serves that path itself
         Rule("/assets/<name>", endpoint="asset", methods=READ),
         Rule("/api/batches", endpoint="api_batches", methods=READ),
@@ -246,6 +248,13 @@ def dead_letters(request: Request, ops: Ops | None) -> Response:
     return html_response(pages.dead_letters_page(data, request.script_root, ops))
 
 
+def asset_graph(request: Request, ops: Ops | None) -> Response:
+    """The asset graph across pipelines (``/assets/`` serves the page's static files)."""
+    with read_only(get_engine()) as conn:
+        found, waiting = store_assets.assets(conn), store_assets.schedules(conn)
+    return html_response(pages.assets_page(found, waiting, request.script_root, ops))
+
+
 def asset_file(request: Request, ops: Ops | None, name: str) -> Response:
     found = asset(name)
     if found is None:
@@ -368,6 +377,7 @@ VIEWS: dict[str, Callable[..., Response]] = {
     "pipeline": pipeline,
     "rejected": rejected,
     "dead_letters": dead_letters,
+    "asset_graph": asset_graph,
     "asset": asset_file,
     "api_batches": api_batches,
     "api_batch": api_batch,

@@ -8,7 +8,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from dagrelay.dashboard import parts, svg
+from dagrelay.dashboard import asset_graph, parts, svg
 from dagrelay.dashboard.parts import Ops, link, pill, url, when
 from dagrelay.dashboard.render import (
     batch_tabs,
@@ -238,6 +238,59 @@ def dead_letters_page(data: Row, base: str, ops: Ops | None = None) -> str:
         parts.table(headers, _message_rows(data["dead_letters"], base, True), "No dead letters.")
     )
     return page("Dead letters", body, base, ops)
+
+
+def assets_page(assets: list[Row], schedules: list[Row], base: str, ops: Ops | None = None) -> str:
+    """The asset graph across pipelines, every asset and every asset schedule."""
+
+    def names(values: list[str] | None) -> str:
+        return ", ".join(values or ()) or "-"
+
+    asset_rows = [
+        [
+            a["asset"],
+            names(a["producers"]),
+            names(a["consumers"]),
+            a["events"],
+            when(a["last_updated_at"]),
+            link(url(base, "batches", a["last_pipeline"], a["last_batch_id"]), a["last_batch_id"])
+            if a["last_batch_id"]
+            else "-",
+        ]
+        for a in assets
+    ]
+    schedule_rows = [
+        [
+            link(url(base, "pipelines", s["pipeline"]), s["pipeline"]),
+            names(s["assets"]),
+            names(s["pending"]),
+            s["batch_id_template"],
+            s["runs"],
+            link(url(base, "batches", s["pipeline"], s["last_batch_id"]), s["last_batch_id"])
+            if s["last_batch_id"]
+            else "-",
+            "paused" if s["paused"] else parts.error(s["last_error"]) or "active",
+        ]
+        for s in schedules
+    ]
+    body = Markup(
+        '<h1>Assets</h1><p class="muted">A pipeline points to the assets its tasks update; an '
+        "asset to the pipelines it starts (on_assets) once every asset they wait for was "
+        "updated.</p>{graph}<h2>Assets</h2>{assets}<h2>Asset schedules</h2>{schedules}"
+    ).format(
+        graph=asset_graph.svg(assets, base),
+        assets=parts.table(
+            ["Asset", "Updated by", "Waited for by", "Events", "Last update", "By batch"],
+            asset_rows,
+            "No asset: declare them with updates: on a task.",
+        ),
+        schedules=parts.table(
+            ["Pipeline", "Waits for", "Pending", "Batch id", "Runs", "Last batch", "State"],
+            schedule_rows,
+            "No asset schedule: declare one with on_assets: on a pipeline.",
+        ),
+    )
+    return page("Assets", body, base, ops)
 
 
 def published_page(action: str, messages: list[Row], back: str, base: str, ops: Ops) -> str:

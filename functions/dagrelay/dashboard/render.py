@@ -60,6 +60,7 @@ def page(
             (("",), "Batches"),
             (("rejected",), "Rejected"),
             (("dead-letters",), "Dead letters"),
+            (("asset-graph",), "Assets"),
         )
     )
     role = Markup('<span class="role">operator</span>') if ops else Markup("")

@@ -27,7 +27,7 @@ from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.exc import DBAPIError
 
 from dagrelay.bounds import stored_error
-from dagrelay.engine import admission, maps, moves, retry
+from dagrelay.engine import admission, assets, maps, moves, retry
 from dagrelay.engine import params as params_mod
 from dagrelay.engine.hooks import NO_HOOKS, EngineHooks, HookPoint
 from dagrelay.errors import BadMessage, DagrelayError, NonRetryableError
@@ -670,6 +670,7 @@ class Engine:
                 return None
             # The status written may differ from the one asked (RETRY -> CANCELLED).
             result = replace(result, status=written.tasks[0].status)
+            updates_assets = written.updates_assets
             finished = self._finished(conn, ref, result, now, written.batch_running)
             written = _with_messages(written, finished.messages)  # an item's alert
             if finished.transitions:
@@ -679,9 +680,26 @@ class Engine:
                 written = store.Created(
                     written.tasks + children.tasks, written.messages + children.messages
                 )
+            succeeded = [t.task_id for t in finished.transitions if t.outcome == TaskStatus.SUCCESS]
+            if updates_assets and succeeded:  # its assets' events, and the batches they start
+                written = _with_messages(written, self._assets(conn, ref, succeeded, now))
             if ref.limited:  # last, so the pool's row is locked only until the commit
                 written = _with_messages(written, self._release(conn, ref, now))
         return result, written
+
+    def _assets(
+        self, conn: Connection, ref: store.AttemptRef, task_ids: list[int], now: datetime
+    ) -> list[OutgoingMessage]:
+        """The events of the assets these tasks updated, and the batches they start
+        (ARCHITECTURE.md, "Assets")."""
+        return assets.on_success(
+            conn,
+            pipeline=ref.pipeline,
+            batch_id=ref.batch_id,
+            task_ids=task_ids,
+            start=self.start_batch_in,
+            now=now,
+        )
 
     def _release(
         self, conn: Connection, ref: store.AttemptRef, now: datetime

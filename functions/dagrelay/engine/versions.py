@@ -37,6 +37,7 @@ FIELDS = (
     "priority",
     "max_active",
     "teardown",
+    "updates",
 )
 
 

@@ -214,7 +214,9 @@ def trigger(ctx: HandlerContext) -> Mapping[str, Any]:
     rt, row, source = _file(ctx)
     month = month_of_name(source, file_name(row))
     if row.status not in (FileStatus.LOADED, FileStatus.ARCHIVED) or month is None:
-        return {**_summary(row), "started": []}
+        # no new rows (a duplicate, a refused file): its source's asset was not updated
+        updated = row.status in (FileStatus.LOADED, FileStatus.ARCHIVED)
+        return {**_summary(row), "started": [], "asset_updated": updated}
     started = []
     for each in source.triggers:
         needed = {source.name, *each.requires}
@@ -229,7 +231,8 @@ def trigger(ctx: HandlerContext) -> Mapping[str, Any]:
             log.error("trigger failed: %s", exc.reason, extra={"pipeline": each.pipeline})  # noqa: TRY400
             continue
         started.append(f"{each.pipeline}/{month}")
-    return {"month": month, "started": started}
+    # the source's asset event takes the month as its partition (on_assets: "{partition}")
+    return {"month": month, "started": started, "asset_partition": month}
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -64,6 +64,8 @@ def spec(source: Source) -> PipelineSpec:
             max_retries=VALIDATE_TRIES - 1,
             retry_delay_s=5,
             retry_max_delay_s=60,
+            # the file is in: its source's asset is updated, for its month (the trigger's output)
+            updates=(source.asset,) if step == "trigger" else (),
         )
         for i, step in enumerate(STEPS)
     )

@@ -57,6 +57,11 @@ class Source:
     month_from: MonthFrom | None = None
     triggers: tuple[Trigger, ...] = ()
     on_replace: OnReplace = "refuse"
+    asset: str = ""  # the asset its files update (ARCHITECTURE.md, "Assets")
+
+    def __post_init__(self) -> None:
+        if not self.asset:
+            object.__setattr__(self, "asset", f"bq://{self.target_table}")
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -130,6 +135,7 @@ def _source(name: str, raw: Mapping[str, Any]) -> Source:
             Trigger(t["pipeline"], tuple(t.get("requires", []))) for t in raw.get("triggers", [])
         ),
         on_replace=cast(OnReplace, raw.get("on_replace", "refuse")),
+        asset=raw.get("asset", ""),
     )
 
 

@@ -16,8 +16,13 @@ builds, so ``pipeline apply``, ``validate`` and ``export`` treat both alike::
     etl.add("each", handler="acme.one", parents=[extract],
             map=Map(over="extract.files", max_parallel=4, tolerated_failures="10%"))
 
+    # started when both tables were updated for the same month (ARCHITECTURE.md, "Assets")
+    report = Pipeline("report", on_assets=OnAssets(("bq://finance.sales", "bq://finance.costs"),
+                                                   batch_id_template="{partition}"))
+    report.noop("publish", updates=["gs://reports/monthly"])
+
 Every key a pipeline file allows has its typed keyword (``TaskSettings``; ``Map``;
-``Schedule``), so mypy catches a misspelt setting and the test of parity
+``Schedule``; ``OnAssets``), so mypy catches a misspelt setting and the test of parity
 (tests/unit/test_python_parity.py) fails when the schema gains a key the API lacks.
 
 A decorated step is registered as the handler ``<pipeline>.<task>`` when its module is imported,
@@ -38,7 +43,9 @@ from pydantic import BaseModel
 from dagrelay import schemas
 from dagrelay.errors import PipelineError
 from dagrelay.handlers.registry import Handler, default_registry
+from dagrelay.pipelines import on_assets as asset_schedules
 from dagrelay.pipelines import schedule as schedules
+from dagrelay.pipelines.on_assets import OnAssets
 from dagrelay.pipelines.schedule import ScheduleSpec
 from dagrelay.pipelines.spec import PipelineSpec, PipelineTask, schema_problems
 from dagrelay.states import TriggerRule
@@ -132,6 +139,7 @@ class TaskSettings(TypedDict, total=False):
     enabled: bool
     teardown: bool
     deadline: Deadline | None
+    updates: Sequence[str]
 
 
 YAML_KEYS = {"retries": "max_retries"}  # a Python setting whose file key differs
@@ -148,11 +156,13 @@ class Pipeline:
         description: str | None = None,
         schedule: Schedule | None = None,
         deadline: Deadline | None = None,
+        on_assets: OnAssets | None = None,
     ) -> None:
         self.name = name
         self.description = description
         self.schedule = schedule
         self.deadline = deadline
+        self.on_assets = on_assets
         self._tasks: list[PipelineTask] = []
 
     def add(
@@ -265,6 +275,8 @@ class Pipeline:
         source = source or f"pipeline {self.name}"
         if self.schedule is not None:
             schedules.check_spec(self.schedule, source)
+        if self.on_assets is not None:
+            asset_schedules.check_spec(self.on_assets, source)
         spec = PipelineSpec(
             pipeline=self.name,
             tasks=tuple(self._tasks),
@@ -272,6 +284,7 @@ class Pipeline:
             source=source,
             schedule=self.schedule,
             deadline=self.deadline.document() if self.deadline is not None else None,
+            on_assets=self.on_assets,
         )
         found = schema_problems(document(spec))
         if found:
@@ -288,6 +301,8 @@ def document(spec: PipelineSpec) -> dict[str, Any]:
         data["schedule"] = schedules.to_yaml(spec.schedule)
     if spec.deadline is not None:
         data["deadline"] = dict(spec.deadline)
+    if spec.on_assets is not None:
+        data["on_assets"] = asset_schedules.to_yaml(spec.on_assets)
     return data
 
 
@@ -325,6 +340,8 @@ def _task(name: str, handler: str, params: Params, settings: TaskSettings) -> Pi
         values["trigger_rule"] = _rule(name, values["trigger_rule"])
     elif values.get("teardown"):  # a teardown runs whatever happened (README, teardown tasks)
         values["trigger_rule"] = TriggerRule.ALL_DONE
+    if "updates" in values:
+        values["updates"] = tuple(values["updates"])
     if isinstance(values.get("map"), Map):
         values["map"] = values["map"].document()
     if isinstance(values.get("deadline"), Deadline):

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dagrelay.engine.dag import validate_dag
 from dagrelay.errors import PipelineError
+from dagrelay.pipelines import on_assets as asset_schedules
 from dagrelay.pipelines import schedule as schedules
 from dagrelay.pipelines.spec import PipelineSpec, PipelineTask
 from dagrelay.pipelines.validate import call_problems, dag_tasks, retry_problems
@@ -42,14 +43,20 @@ class ApplyResult:
     not_in_file: tuple[str, ...] = ()  # this pipeline's tasks the file does not list
     pruned: tuple[str, ...] = ()  # of those, the ones deleted (prune=True)
     schedule: str = "none"  # what happened to the schedule (dagrelay.pipelines.schedule)
+    on_assets: str = "none"  # what happened to the asset schedule (pipelines.on_assets)
 
     @property
     def changes(self) -> int:
-        return sum(
-            map(
-                len, (self.created, self.updated, self.edges_added, self.edges_removed, self.pruned)
+        return (
+            sum(
+                map(
+                    len,
+                    (self.created, self.updated, self.edges_added, self.edges_removed, self.pruned),
+                )
             )
-        ) + (self.schedule in ("created", "updated", "deleted"))
+            + (self.schedule in ("created", "updated", "deleted"))
+            + (self.on_assets in ("created", "updated", "deleted"))
+        )
 
     def __str__(self) -> str:
         text = (
@@ -65,7 +72,8 @@ class ApplyResult:
                 f"; live tasks not in the file (they still run; --prune removes them): "
                 f"{', '.join(kept)}"
             )
-        return text + ("" if self.schedule == "none" else f"; schedule {self.schedule}")
+        text += "" if self.schedule == "none" else f"; schedule {self.schedule}"
+        return text + ("" if self.on_assets == "none" else f"; on_assets {self.on_assets}")
 
 
 @dataclass(frozen=True)
@@ -117,7 +125,7 @@ def apply(
     them in their version; the next batch no longer has them). Applying the same file again
     writes nothing."""
     structural = validate_dag(dag_tasks(spec), {t.handler for t in spec.tasks})
-    structural += retry_problems(spec) + call_problems(spec)
+    structural += retry_problems(spec) + call_problems(spec) + _asset_loops(spec)
     if structural:
         raise PipelineError([f"{spec.source}: {p}" for p in structural])
     try:
@@ -127,6 +135,18 @@ def apply(
         if refusal is None:
             raise
         raise refusal from exc
+
+
+def _asset_loops(spec: PipelineSpec) -> list[str]:
+    """A pipeline waiting for an asset its own tasks update would start itself forever."""
+    waits = set(spec.on_assets.assets) if spec.on_assets is not None else set()
+    return [
+        f"task {t.name!r} updates {asset!r}, which the pipeline waits for (on_assets): "
+        "it would start itself forever"
+        for t in spec.tasks
+        for asset in t.updates
+        if asset in waits
+    ]
 
 
 def _apply(conn: Connection, spec: PipelineSpec, prune: bool, now: datetime) -> ApplyResult:
@@ -153,6 +173,7 @@ def _apply(conn: Connection, spec: PipelineSpec, prune: bool, now: datetime) -> 
         not_in_file=changes.stale,
         pruned=tuple(pruned),
         schedule=schedules.apply(conn, spec.pipeline, spec.schedule, prune, now),
+        on_assets=asset_schedules.apply(conn, spec.pipeline, spec.on_assets, prune, now),
     )
 
 

@@ -12,6 +12,7 @@ import yaml
 from sqlalchemy import Connection
 
 from dagrelay.errors import PipelineError
+from dagrelay.pipelines import on_assets as asset_schedules
 from dagrelay.pipelines import schedule as schedules
 from dagrelay.pipelines.spec import PipelineSpec, PipelineTask
 from dagrelay.states import TriggerRule
@@ -38,6 +39,7 @@ def read_pipeline(conn: Connection, pipeline: str) -> PipelineSpec:
         source=f"database:{pipeline}",
         schedule=schedule,
         deadline=described.deadline if described else None,
+        on_assets=asset_schedules.read(conn, pipeline),
     )
     return topological_order(spec)
 
@@ -79,6 +81,8 @@ def export_yaml(spec: PipelineSpec) -> str:
         document["schedule"] = schedules.to_yaml(spec.schedule)
     if spec.deadline is not None:
         document["deadline"] = _deadline(spec.deadline)
+    if spec.on_assets is not None:
+        document["on_assets"] = asset_schedules.to_yaml(spec.on_assets)
     document["tasks"] = [_task_document(t) for t in ordered.tasks]
     return yaml.safe_dump(
         document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
@@ -114,6 +118,8 @@ def _plain(name: str, value: Any) -> Any:
         return float(value)
     if name == "deadline" and value is not None:
         return _deadline(value)
+    if isinstance(value, tuple):
+        return list(value)
     return value
 
 

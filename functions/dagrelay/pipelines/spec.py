@@ -22,6 +22,7 @@ from jsonschema.protocols import Validator
 from dagrelay import schemas
 from dagrelay.errors import PipelineError
 from dagrelay.names import NAME_PATTERN
+from dagrelay.pipelines import on_assets as asset_schedules
 from dagrelay.pipelines import schedule as schedules
 from dagrelay.states import TriggerRule
 
@@ -51,6 +52,9 @@ class PipelineTask:
     # Runs once its parents are done whatever their outcome (trigger rule all_done), also when
     # the batch is cancelled: a cancel spares it and waits for it (ARCHITECTURE.md).
     teardown: bool = False
+    # The assets its success updates (bq://..., gs://..., any name): each success records an
+    # asset event, which may start other pipelines' batches (ARCHITECTURE.md, "Assets").
+    updates: tuple[str, ...] = ()
     # Dynamic fan-out: {over: <parent>.<output key>, max_items, max_parallel, tolerated_failures}
     map: Mapping[str, Any] | None = None
     # {within_s, after: scheduled|start, fail}: finished by then, or one alert (and maybe ERROR)
@@ -66,6 +70,7 @@ class PipelineTask:
         row["retry_backoff"] = float(self.retry_backoff)
         row["map"] = dict(self.map) if self.map is not None else None
         row["deadline"] = dict(self.deadline) if self.deadline is not None else None
+        row["updates"] = list(self.updates)
         return row
 
     @classmethod
@@ -91,6 +96,7 @@ class PipelineTask:
             max_active=row.get("max_active"),
             teardown=row.get("teardown", False),
             deadline=row.get("deadline"),
+            updates=tuple(row.get("updates") or ()),
         )
 
 
@@ -103,6 +109,7 @@ class PipelineSpec:
     schedule: schedules.ScheduleSpec | None = None
     # The batch's deadline, {within_s, after: scheduled|start} (pipelines.deadline)
     deadline: Mapping[str, Any] | None = None
+    on_assets: asset_schedules.OnAssets | None = None  # started when these assets are updated
 
     def edges(self) -> list[tuple[str, str]]:
         """(parent, child) for every edge of the file."""
@@ -223,12 +230,14 @@ def _spec(data: Mapping[str, Any], source: str) -> PipelineSpec:
         source=source,
         schedule=schedules.from_yaml(data.get("schedule"), source),
         deadline=data.get("deadline"),
+        on_assets=asset_schedules.from_yaml(data.get("on_assets"), source),
     )
 
 
 def _task(item: Mapping[str, Any]) -> PipelineTask:
     fields = dict(item)
     fields["parents"] = tuple(fields.get("parents", ()))
+    fields["updates"] = tuple(fields.get("updates", ()))
     default = TriggerRule.ALL_DONE if fields.get("teardown") else TriggerRule.ALL_SUCCESS
     fields["trigger_rule"] = TriggerRule(fields.get("trigger_rule", default))
     return PipelineTask(**fields)

@@ -35,6 +35,7 @@ class Created:
     messages: list[OutgoingMessage]
     batch_created: bool = False
     batch_running: bool = True  # finish_attempt: False in a batch being cancelled
+    updates_assets: bool = False  # finish_attempt: its task updates assets (asset events)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ def _created(row: Row[Any]) -> Created:
         messages,
         bool(getattr(row, "batch_created", False)),
         bool(getattr(row, "batch_running", True)),
+        bool(getattr(row, "updates_assets", False)),
     )
 
 
