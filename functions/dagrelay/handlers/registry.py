@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import Any, Generic
 
@@ -33,6 +33,9 @@ BUILT_IN_MODULES = ("dagrelay.handlers.builtin",)
 LAZY_BUILT_INS = {
     "bigquery.": "dagrelay.handlers.bigquery.handlers",
     "ingest.": "dagrelay.ingest.handlers",
+    "sensor.gcs": "dagrelay.handlers.sensors.gcs",
+    "sensor.bigquery": "dagrelay.handlers.sensors.bigquery",
+    "sensor.signal": "dagrelay.handlers.sensors.signal",
 }
 ENTRY_POINT_GROUP = "dagrelay.handlers"
 
@@ -62,6 +65,9 @@ class HandlerContext(Generic[P]):
     # An instance of a mapped task: its item and the item's index (None otherwise).
     item: Any = None
     map_index: int | None = None
+    # The engine's clock (injected in tests): what a handler that measures time (a sensor's
+    # timeout) reads instead of the wall clock.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     @property
     def batch(self) -> str:
@@ -94,6 +100,13 @@ class Deferred:
 
     job: Mapping[str, Any]
     poll_after_s: float = 10.0
+
+
+# A deferred job that says what it waits for (``job["waiting_for"]``, e.g. "gs://b/x", and
+# ``job["since"]``, an ISO time) is a pure wait, like a sensor's: it holds nothing elsewhere, so
+# a cancel of its batch ends it CANCELLED at once (ARCHITECTURE.md, "Sensors"), and the status
+# pages show "waiting for <what>, since <when>".
+WAITING_FOR = "waiting_for"
 
 
 Output = Mapping[str, Any] | Deferred | None
