@@ -72,6 +72,7 @@ class RunOutcome(StrEnum):
     RETRY = TaskStatus.RETRY
     ERROR = TaskStatus.ERROR
     CANCELLED = TaskStatus.CANCELLED  # failed while its batch was being cancelled: not retried
+    SKIPPED = TaskStatus.SKIPPED  # the handler said so (SkipTask: a sensor's timeout)
     DEFERRED = "DEFERRED"  # the work goes on elsewhere; polled later
     IGNORED = "IGNORED"  # duplicate or late message: acknowledged, nothing done
     QUEUED = TaskStatus.QUEUED  # waits for a pool slot or its max_active: a freed slot releases it
