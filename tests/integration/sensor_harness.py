@@ -85,9 +85,7 @@ class Sensors:
         with self.db.connect() as conn:
             return str(
                 conn.execute(
-                    text(
-                        "SELECT status::text FROM batches WHERE pipeline = :p AND batch_id = :b"
-                    ),
+                    text("SELECT status::text FROM batches WHERE pipeline = :p AND batch_id = :b"),
                     {"p": pipeline, "b": batch_id},
                 ).scalar_one()
             )

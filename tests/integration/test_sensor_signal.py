@@ -119,7 +119,7 @@ def test_since_task_waits_for_a_signal_after_the_task_became_due(
         ("skip", TaskStatus.SKIPPED, TaskStatus.SKIPPED, BatchStatus.SUCCESS),
     ],
 )
-def test_a_timeout_names_what_was_awaited(  # noqa: PLR0913 - the table's columns
+def test_a_timeout_names_what_was_awaited(
     sensors: Sensors,
     insert_pipeline: InsertPipeline,
     publisher: InMemoryPublisher,
