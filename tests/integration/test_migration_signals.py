@@ -80,7 +80,8 @@ def test_upgrade_keeps_every_row_and_finds_the_waiting_sensor(old_db: Engine) ->
         )
         again = conn.execute(
             text(
-                "INSERT INTO signals (key, dedupe_id, received_at) VALUES ('crm.done', 'm1', now()) "
+                "INSERT INTO signals (key, dedupe_id, received_at) "
+                "VALUES ('crm.done', 'm1', now()) "
                 "ON CONFLICT (dedupe_id) DO NOTHING RETURNING signal_id"
             )
         ).all()

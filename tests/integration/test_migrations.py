@@ -34,6 +34,7 @@ TABLES = {
     "version_tasks",
     "version_edges",
     "pools",
+    "signals",
 }
 
 OURS = {
