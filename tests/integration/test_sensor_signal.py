@@ -10,10 +10,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from rich.console import Console
 from sqlalchemy import Engine, text
 
+from dagrelay.cli.explain import explain_tree
+from dagrelay.cli.render import problem
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.states import Action, BatchStatus, TaskStatus
+from dagrelay.store import reads
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration.helpers import ALERTS_TOPIC, scalar
@@ -233,3 +237,24 @@ def test_a_malformed_signal_is_rejected_with_its_reason_and_acknowledged(
     assert recorded.startswith("signal: ")
     assert reason in recorded
     assert scalar(db, "SELECT count(*) FROM signals") == 0
+
+
+def test_status_and_explain_say_what_the_sensor_waits_for_and_since_when(
+    sensors: Sensors, insert_pipeline: InsertPipeline, db: Engine
+) -> None:
+    pipeline(insert_pipeline)
+    sensors.start("p", "b1")
+    with db.connect() as conn:
+        (batch,) = reads.read_batches(conn, "b1", "p")
+    (wait,) = [t for t in batch["tasks"] if t["task"] == "wait"]
+    said = "waiting for signal crm.b1, since 2024-03-01 00:00:00 UTC"
+    assert reads.waiting(wait) == said
+    assert problem(wait) == said  # dagrelay status's column
+    console = Console(record=True, width=200)
+    console.print(explain_tree("p", "b1", batch["status"], [], waiting=[wait]))
+    assert f"wait PROCESSING {said}" in console.export_text()
+    sensors.send(signal("crm.b1"))
+    sensors.deliver()
+    with db.connect() as conn:
+        (batch,) = reads.read_batches(conn, "b1", "p")
+    assert [reads.waiting(t) for t in batch["tasks"]] == ["", ""]

@@ -8,6 +8,7 @@
     dagrelay trigger PIPELINE BATCH_ID [--param k=v ...] [--start-task NAME]
                      [--if-exists fail|ignore] [--no-check] [--wait [--timeout S]]
     dagrelay validate [FILES...]
+    dagrelay signal KEY [--payload JSON] [--signal-id ID]
     dagrelay pipeline export PIPELINE [-o FILE]                    (export)
     dagrelay pipeline history PIPELINE                             (versions)
     dagrelay pipeline diff PIPELINE A B                            (versions)
@@ -53,6 +54,7 @@ from dagrelay.cli import (
     rejected,
     rerun,
     schedule,
+    signal,
     status,
     trigger,
     validate,
@@ -73,5 +75,6 @@ app.command()(status.status)
 app.command()(history.history)
 app.command()(explain.explain)
 app.command()(rejected.rejected)
+app.command()(signal.signal)
 
 __all__ = ["app", "define", "pool", "schedule", "trigger"]
