@@ -432,7 +432,7 @@ class DagrelayMachine(RuleBasedStateMachine):
         """An operator's message through the router, as the CLI or dashboard publishes it; what
         the model knows about cancels follows its outcome."""
         self.operator_messages += 1
-        batch = (payload.get("pipeline", PIPELINE), payload["batch_id"])
+        batch = (payload.get("pipeline", PIPELINE), payload.get("batch_id", ""))  # signal: none
         before = self._batch_status(batch[1])
         data = base64.b64encode(json.dumps(payload).encode()).decode()
         envelope = Envelope(data, {"action": payload["action"]}, f"op-{self.operator_messages}")
