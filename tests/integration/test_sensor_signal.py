@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 from rich.console import Console
 from sqlalchemy import Engine, text
 
@@ -22,6 +23,7 @@ from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock
 from tests.integration.helpers import ALERTS_TOPIC, scalar
 from tests.integration.sensor_harness import Sensors, params
+from tests.integration.test_dashboard import client  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
 
@@ -258,3 +260,21 @@ def test_status_and_explain_say_what_the_sensor_waits_for_and_since_when(
     with db.connect() as conn:
         (batch,) = reads.read_batches(conn, "b1", "p")
     assert [reads.waiting(t) for t in batch["tasks"]] == ["", ""]
+
+
+def test_the_dashboard_says_what_the_sensor_waits_for(
+    sensors: Sensors,
+    insert_pipeline: InsertPipeline,
+    client: FlaskClient,  # noqa: F811 - the fixture
+) -> None:
+    pipeline(insert_pipeline)
+    sensors.start("p", "b1")
+    said = "waiting for signal crm.b1, since 2024-03-01 00:00:00 UTC"
+    for page in ("/batches/p/b1", "/batches/p/b1/tasks/wait"):
+        response = client.get(page)
+        assert response.status_code == 200
+        assert said in response.get_data(as_text=True)
+    task = next(
+        t for t in client.get("/api/batches/p/b1").get_json()["tasks"] if t["task"] == "wait"
+    )
+    assert task["waiting_for"] == "signal crm.b1"
