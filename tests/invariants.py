@@ -396,6 +396,37 @@ def asset_batches_have_their_triggers(conn: Connection, facts: Facts) -> list[st
             for group in groups(r["assets"], pending)
         ]
     return found
+def sensor_ends_on_its_signal(conn: Connection, facts: Facts) -> list[str]:
+    """A signal sensor succeeds only on a recorded signal of its key that counts (received at
+    or after its batch started, ARCHITECTURE.md "Sensors"); a waiting sensor (PROCESSING with
+    what it waits for) is never left in a batch that has finished."""
+    bad = _rows(
+        conn,
+        "SELECT tl.pipeline, tl.batch_id, t.name, tl.map_index, tl.output ->> 'key' AS key "
+        "FROM task_log tl JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id "
+        "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+        "WHERE t.handler = 'sensor.signal' AND tl.status = 'SUCCESS' AND NOT EXISTS ("
+        "  SELECT 1 FROM signals s WHERE s.signal_id = (tl.output ->> 'signal_id')::bigint "
+        "  AND s.key = replace(t.params ->> 'key', '{batch_id}', tl.batch_id) "
+        "  AND s.received_at >= b.created_at) ORDER BY 1, 2, 3",
+    )
+    found = [
+        f"sensor {_task(r)} of {r['pipeline']}/{r['batch_id']} succeeded without a signal "
+        f"{r['key']!r} that counts"
+        for r in bad
+    ]
+    left = _rows(
+        conn,
+        "SELECT tl.pipeline, tl.batch_id, t.name, tl.map_index, b.status::text AS batch "
+        "FROM task_log tl JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id "
+        "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+        "WHERE tl.job ? 'waiting_for' "
+        "AND b.status IN ('SUCCESS', 'FAILED', 'CANCELLED') ORDER BY 1, 2, 3",
+    )
+    return found + [
+        f"sensor {_task(r)} still waits in {r['batch']} batch {r['pipeline']}/{r['batch_id']}"
+        for r in left
+    ]
 
 
 # -- at quiescence ---------------------------------------------------------------------------------
@@ -465,6 +496,7 @@ EVERY_STEP: tuple[Invariant, ...] = (
     cancel_waits_for_teardowns,
     tick_starts_one_batch,
     asset_batches_have_their_triggers,
+    sensor_ends_on_its_signal,
 )
 AT_QUIESCENCE: tuple[Invariant, ...] = (
     *EVERY_STEP,

@@ -23,6 +23,17 @@ class NonRetryableError(DagrelayError):
     retryable = False
 
 
+class SkipTask(NonRetryableError):
+    """Raised by a handler (or its poll) to end its task SKIPPED rather than ERROR, with this
+    text as the reason: e.g. a sensor whose wait timed out with ``on_timeout: skip``. Its
+    children are decided as for any skipped parent; no alert. (An instance of a mapped task
+    cannot be skipped: it ends ERROR.)"""
+
+
+class WaitCancelled(NonRetryableError):
+    """A waiting attempt (a sensor) whose batch was cancelled: it ends CANCELLED, unpolled."""
+
+
 class LeaseExpired(DagrelayError):
     """An attempt's lease ran out: its function was killed, or its handler hung."""
 

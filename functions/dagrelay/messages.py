@@ -24,6 +24,7 @@ from dagrelay.states import Action as Action  # noqa: PLC0414 (a re-export)
 
 MAX_DATA_BYTES = 1_000_000
 MAX_DEPTH = 500  # nesting of JSON arrays and objects in a message (checked before parsing)
+MAX_SIGNAL_PAYLOAD_BYTES = 16 * 1024  # a signal's payload becomes its sensor's output
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class PollTask:
     task: str
     attempt: int
     pipeline: str | None = None
+    # The poll this message is for (the attempt's poll_at when it was written): a copy that
+    # arrives after the attempt deferred again is stale and ignored. None: any poll (the sweeper).
+    poll_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,19 @@ class Resume:
 
 
 @dataclass(frozen=True)
+class Signal:
+    """An external event (another system finished, a person said go): recorded once, it ends
+    the signal sensors waiting for its key (ARCHITECTURE.md, "Sensors")."""
+
+    action: ClassVar[Action] = Action.SIGNAL
+
+    key: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    signal_id: str | None = None  # the sender's id: a repeated publish is recorded once
+    triggered_by: str | None = None
+
+
+@dataclass(frozen=True)
 class ObjectFinalized:
     """A GCS object-finalize notification (routed to ingestion)."""
 
@@ -116,7 +133,7 @@ class ObjectFinalized:
     resource: Mapping[str, Any]
 
 
-ActionMessage = StartBatch | RunTask | PollTask | Sweep | Rerun | CancelBatch | Resume
+ActionMessage = StartBatch | RunTask | PollTask | Sweep | Rerun | CancelBatch | Resume | Signal
 Message = ActionMessage | ObjectFinalized
 
 _TYPES: dict[str, type[ActionMessage]] = {t.action.value: t for t in get_args(ActionMessage)}
@@ -314,6 +331,12 @@ def _action_message(body: dict[str, Any], attributes: Mapping[str, str]) -> Mess
     if problem := schemas.problem(validator(action), body, "(message)"):
         raise BadMessage(f"{action}: {problem}")
     fields = {k: v for k, v in body.items() if k != "action"}
+    if action == Action.SIGNAL and (size := len(encode(fields.get("payload", {})))) > (
+        MAX_SIGNAL_PAYLOAD_BYTES
+    ):
+        raise BadMessage(
+            f"signal: payload is {size} bytes encoded; the limit is {MAX_SIGNAL_PAYLOAD_BYTES}"
+        )
     return _TYPES[action](**fields)
 
 

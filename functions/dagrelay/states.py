@@ -84,4 +84,5 @@ class Action(StrEnum):
     RERUN = "rerun"
     CANCEL_BATCH = "cancel_batch"
     RESUME = "resume"
+    SIGNAL = "signal"  # an external event a signal sensor waits for
     OBJECT_FINALIZE = "object_finalize"

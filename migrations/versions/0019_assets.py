@@ -14,7 +14,7 @@ Existing rows are kept (every task updates nothing). The downgrade drops the tab
 0015's snapshot function and drops the columns.
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-07
 """
 
@@ -27,7 +27,7 @@ from types import ModuleType
 from alembic import op
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 

@@ -26,7 +26,8 @@ ORDER BY b.pipeline;
 -- the order of the queue key (priority with aging: migrations/versions/0019_pool_aging.py).
 SELECT b.pipeline, t.name AS task, t.handler, t.trigger_rule::text AS trigger_rule, tl.log_id,
        tl.status::text AS status, tl.attempt, tl.started_at, tl.finished_at, tl.error,
-       tl.root_cause_log_id, rc.name AS root_cause_task, tl.pool, place.ahead
+       tl.root_cause_log_id, rc.name AS root_cause_task, tl.pool, place.ahead,
+       tl.job ->> 'waiting_for' AS waiting_for, tl.job ->> 'since' AS waiting_since
 FROM batches b
 JOIN version_tasks t ON t.version_id = b.version_id
 LEFT JOIN task_log tl
@@ -256,7 +257,8 @@ ORDER BY t.name, i.map_index;
 SELECT t.name AS task, t.handler, t.trigger_rule::text AS trigger_rule, t.params AS task_params,
        b.params AS batch_params, tl.status::text AS status, tl.attempt, tl.created_at,
        tl.started_at, tl.finished_at, tl.next_attempt_at, tl.error, tl.output,
-       rc.name AS root_cause_task
+       rc.name AS root_cause_task,
+       tl.job ->> 'waiting_for' AS waiting_for, tl.job ->> 'since' AS waiting_since
 FROM batches b
 JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
 LEFT JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.pipeline = b.pipeline

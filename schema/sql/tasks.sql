@@ -103,7 +103,8 @@ messages AS (
     INSERT INTO outbox (topic, payload, attributes, created_at, available_at, log_id)
     SELECT :topic,
            jsonb_build_object('action', 'poll_task', 'pipeline', d.pipeline,
-                              'batch_id', d.batch_id, 'task', d.name, 'attempt', d.attempt),
+                              'batch_id', d.batch_id, 'task', d.name, 'attempt', d.attempt,
+                              'poll_at', CAST(:poll_at AS timestamptz)),
            '{"action": "poll_task"}', :now, :poll_at, d.log_id
     FROM deferred d
     RETURNING outbox_id, topic, payload, attributes, available_at
@@ -113,18 +114,35 @@ SELECT (SELECT coalesce(jsonb_agg(to_jsonb(c) ORDER BY c.log_id), '[]') FROM def
            AS messages;
 
 -- name: deferred_attempt
--- A deferred attempt and everything its poll needs (the same shape as claim_task's result);
--- stopping: its batch no longer runs it (cancelled, and the task is not a teardown).
+-- A deferred attempt and everything its poll needs (the same shape as claim_task's result).
+-- A message for an earlier poll (:poll_at given, the attempt has deferred again since) finds
+-- nothing: a duplicate poll changes nothing twice. ``live``: its batch still runs it (RUNNING,
+-- or CANCELLING for a teardown task). A signal sensor's job gets the first signal of its key
+-- that counts (ARCHITECTURE.md, "Sensors": received at or after the batch's start, or with
+-- since = 'task' after the task's row was created) as ``arrived``.
 SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, tl.lease_expires_at, t.task_id, t.name,
        t.handler, t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
-       t.retry_max_delay_s, b.params AS batch_params, tl.job, tl.poll_at, tl.limited,
-       dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) AS parent_outputs,
-       NOT (b.status = 'RUNNING' OR (b.status = 'CANCELLING' AND t.teardown)) AS stopping
+       t.retry_max_delay_s, b.params AS batch_params, tl.poll_at, tl.limited,
+       CASE WHEN s.arrived IS NULL THEN tl.job
+            ELSE tl.job || jsonb_build_object('arrived', s.arrived) END AS job,
+       (b.status = 'RUNNING' OR (b.status = 'CANCELLING' AND t.teardown)) AS live,
+       dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) AS parent_outputs
 FROM batches b
 JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
 JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id
+LEFT JOIN LATERAL (
+    SELECT jsonb_build_object('signal_id', g.signal_id, 'key', g.key, 'payload', g.payload,
+                              'received_at', g.received_at) AS arrived
+    FROM signals g
+    WHERE tl.job ? 'signal_key' AND g.key = tl.job ->> 'signal_key'
+      AND g.received_at >= CASE WHEN tl.job ->> 'since_rule' = 'task' THEN tl.created_at
+                                ELSE b.created_at END
+    ORDER BY g.received_at, g.signal_id
+    LIMIT 1
+) s ON true
 WHERE b.pipeline = :pipeline AND b.batch_id = :batch_id AND tl.status = 'PROCESSING'
-  AND tl.job IS NOT NULL AND tl.attempt = :attempt AND tl.map_index = -1;
+  AND tl.job IS NOT NULL AND tl.attempt = :attempt AND tl.map_index = -1
+  AND (CAST(:poll_at AS timestamptz) IS NULL OR tl.poll_at = CAST(:poll_at AS timestamptz));
 
 -- name: deferred_to_stop
 -- The deferred attempts of a batch that its cancel stops (not teardowns): task, attempt and

@@ -1,7 +1,7 @@
-"""Migration 0019 (assets) on a database holding the 0017 schema and its data: every row is
+"""Migration 0019 (assets) on a database holding the 0018 schema and its data: every row is
 kept, every task updates nothing, existing versions keep their hashes (the snapshot hashes
 ``updates`` only when a task has some), and a task given assets makes a new version holding
-them; the downgrade keeps the rows and restores 0017's snapshot function exactly."""
+them; the downgrade keeps the rows and restores 0018's snapshot function exactly."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dagrelay.store import migrate
 
 pytestmark = pytest.mark.integration
 
-BEFORE = "0017"
+BEFORE = "0018"
 AFTER = "0019"
 COUNTED = ("tasks", "task_dependencies", "batches", "task_log", "pipeline_versions", "outbox")
 

@@ -38,6 +38,7 @@ TABLES = {
     "asset_events",
     "asset_schedules",
     "asset_triggers",
+    "signals",
 }
 
 OURS = {

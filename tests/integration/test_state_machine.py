@@ -48,7 +48,7 @@ from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.hooks import HookPoint
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import BadMessage, NonRetryableError
-from dagrelay.handlers.registry import HandlerContext, HandlerRegistry
+from dagrelay.handlers.registry import HandlerContext, HandlerRegistry, default_registry
 from dagrelay.local.crashes import InjectedCrash
 from dagrelay.messages import Envelope
 from dagrelay.ops.verbs import rerun_targets
@@ -70,6 +70,8 @@ pytestmark = pytest.mark.integration
 PIPELINE = "model"
 POOL = "p"
 HANDLER = "model.work"
+SENSOR = "sensor.signal"  # the built-in signal sensor: the signal rule ends it
+SIGNAL_KEY = "sig.{batch_id}"
 BATCHES = ("b1", "b2")
 EVENTS, ALERTS = "dagrelay-events", "dagrelay-alerts"
 DEAD_LETTER_TOPIC = "dagrelay-dead-letter"
@@ -84,7 +86,7 @@ TABLES = (
     "rejected_messages", "dead_letters", "outbox", "task_attempts", "map_groups", "task_fanin",
     "task_log", "batches", "schedules", "pools", "version_edges", "version_tasks",
     "pipeline_versions", "task_dependencies", "tasks", "pipelines", "pipeline_edge_writes",
-    "file_log",
+    "file_log", "signals",
 )  # fmt: skip
 
 SUCCESS, RETRYABLE, FINAL, HANG, CANCEL = "success", "retryable", "final", "hang", "cancel"
@@ -162,6 +164,8 @@ def open_harness(template_db: str) -> Iterator[Harness]:
     db = create_db_engine(load_settings(database_url=url, db_pool_size=4, db_max_overflow=4))
     h = Harness(db, HandlerRegistry(load=False))
     h.registry.register(HANDLER, lambda ctx: _current(h).handle(ctx))
+    sensor = default_registry.get(SENSOR)
+    h.registry.register(SENSOR, sensor.function, poll=sensor.poll, params_model=sensor.params_model)
     try:
         yield h
     finally:
@@ -195,6 +199,7 @@ class Task:
     items: tuple[Any, ...] = ()  # what its handler outputs under "items"
     teardown: bool = False  # clean-up: all_done, spared by a cancel
     deadline: tuple[int, bool] | None = None  # (within_s, fail): checked by every sweep
+    sensor: str | None = None  # a signal sensor (sensor.signal) with this on_timeout
 
     def __repr__(self) -> str:
         shown = [
@@ -211,9 +216,13 @@ class Task:
         mapped = None
         if self.map is not None:
             mapped = {"over": f"t{self.parents[0]}.items", **dict(self.map)}
+        params: dict[str, Any] = {}
+        if self.sensor is not None:  # waits for "sig.<batch>" for two hours at most
+            params = {"key": SIGNAL_KEY, "timeout_s": 7200, "on_timeout": self.sensor}
         return PipelineTask(
             name=name,
-            handler=HANDLER,
+            handler=HANDLER if self.sensor is None else SENSOR,
+            params=params,
             parents=tuple(f"t{p}" for p in self.parents),
             trigger_rule=self.rule,
             max_retries=self.retries,
@@ -305,6 +314,8 @@ def pipelines(draw: st.DrawFn) -> Pipeline:
                 deadline=draw(st.sampled_from(DEADLINES)),
             )
         )
+    if draw(st.integers(0, 2)) == 2:  # a leaf signal sensor below t0
+        tasks.append(Task(parents=(0,), sensor=draw(st.sampled_from(["error", "skip"]))))
     schedule = None
     if draw(st.integers(0, 3)) == 3:
         schedule = Schedule(
@@ -363,6 +374,7 @@ class DagrelayMachine(RuleBasedStateMachine):
         self.tasks: list[str] = []
         self.mapped: list[str] = []
         self.pooled = False
+        self.sensing = False
         self.scheduled = False
         self.started: list[str] = []  # batch ids, in the order of their first start
         self.track_states = os.environ.get(PROFILE_ENV) == "soak"
@@ -446,7 +458,7 @@ class DagrelayMachine(RuleBasedStateMachine):
         """An operator's message through the router, as the CLI or dashboard publishes it; what
         the model knows about cancels follows its outcome."""
         self.operator_messages += 1
-        batch = (payload.get("pipeline", PIPELINE), payload["batch_id"])
+        batch = (payload.get("pipeline", PIPELINE), payload.get("batch_id", ""))  # signal: none
         before = self._batch_status(batch[1])
         data = base64.b64encode(json.dumps(payload).encode()).decode()
         envelope = Envelope(data, {"action": payload["action"]}, f"op-{self.operator_messages}")
@@ -490,6 +502,7 @@ class DagrelayMachine(RuleBasedStateMachine):
         self.tasks = [t.name for t in spec.tasks]
         self.mapped = [t.name for t in spec.tasks if t.map is not None]
         self.pooled = any(t.pool for t in spec.tasks)
+        self.sensing = any(t.sensor is not None for t in pipeline.tasks)
         with self.h.db.begin() as conn:
             apply(conn, spec, now=self.clock())
             apply(conn, downstream(), now=self.clock())
@@ -620,6 +633,19 @@ class DagrelayMachine(RuleBasedStateMachine):
         self.clock.advance(jump)
         self.sweeper.sweep()
         self._note("sweep")
+
+    @precondition(lambda self: self.sensing and self.started)
+    @rule(which=st.integers(0, 1), twice=st.booleans())
+    def signal(self, which: int, twice: bool) -> None:
+        """Someone sends the signal a batch's sensor waits for (``twice``: delivered twice)."""
+        batch = self.started[which % len(self.started)]
+        key = SIGNAL_KEY.replace("{batch_id}", batch)
+        payload = {"action": "signal", "key": key, "signal_id": f"{key}-{self.operator_messages}"}
+        self._operator(payload)
+        if twice:
+            self.operator_messages -= 1  # the same message id: a redelivery
+            self._operator(payload)
+        self._note("signal")
 
     @precondition(lambda self: self.started)
     @rule(which=st.integers(0, 1))

@@ -8,6 +8,7 @@
     dagrelay trigger PIPELINE BATCH_ID [--param k=v ...] [--start-task NAME]
                      [--if-exists fail|ignore] [--no-check] [--wait [--timeout S]]
     dagrelay validate [FILES...]
+    dagrelay signal KEY [--payload JSON] [--signal-id ID]
     dagrelay pipeline export PIPELINE [-o FILE]                    (export)
     dagrelay pipeline history PIPELINE                             (versions)
     dagrelay pipeline diff PIPELINE A B                            (versions)
@@ -57,6 +58,7 @@ from dagrelay.cli import (
     rejected,
     rerun,
     schedule,
+    signal,
     status,
     trigger,
     validate,
@@ -78,5 +80,6 @@ app.command()(history.history)
 app.command()(explain.explain)
 app.command()(rejected.rejected)
 app.command()(assets.assets)
+app.command()(signal.signal)
 
 __all__ = ["app", "define", "local", "pool", "schedule", "trigger"]

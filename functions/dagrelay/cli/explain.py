@@ -46,6 +46,7 @@ def explain(
                 batch["root_causes"],
                 batch["version"],
                 queued=[t for t in batch["tasks"] if t["status"] == TaskStatus.QUEUED],
+                waiting=[t for t in batch["tasks"] if reads.waiting(t)],
                 tolerated=tolerated_failures(batch["tasks"]),
                 missed=[d for d in batch["deadlines"] if d["missed_at"] is not None],
             )
@@ -62,6 +63,7 @@ def explain_tree(
     queued: Sequence[reads.Task] = (),
     tolerated: Sequence[reads.Task] = (),
     missed: Sequence[reads.Deadline] = (),
+    waiting: Sequence[reads.Task] = (),
 ) -> Tree:
     from rich.text import Text
     from rich.tree import Tree
@@ -82,6 +84,9 @@ def explain_tree(
     for task in queued:  # waiting, not failed: where each one is in its queue
         tree.add(Text.assemble((task["task"], "bold"), " ", status_text(TaskStatus.QUEUED),
                                f" {reads.queue_place(task)}"))  # fmt: skip
+    for task in waiting:  # a sensor: what it waits for, since when
+        tree.add(Text.assemble((task["task"], "bold"), " ", status_text(task["status"] or ""),
+                               f" {reads.waiting(task)}"))  # fmt: skip
     for task in tolerated:  # succeeded with failed items it tolerates: recorded, not alerted
         tree.add(Text.assemble((task["task"], "bold"), " ", status_text(task["status"] or ""),
                                f" {task['error']}: recorded, not alerted"))  # fmt: skip

@@ -105,6 +105,8 @@ def caption(batch: Mapping[str, Any]) -> str:
 def problem(task: Mapping[str, Any]) -> str:
     if task["status"] == TaskStatus.QUEUED:
         return f"waiting: {reads.queue_place(task)}"
+    if waiting := reads.waiting(task):
+        return waiting
     if task["root_cause_task"]:
         return f"upstream: {task['root_cause_task']} failed"
     error = str(task["error"] or "")

@@ -127,6 +127,8 @@ TASK_FIELDS = (
     "error",
     "output",
     "root_cause_task",
+    "waiting_for",
+    "waiting_since",
 )
 
 

@@ -20,6 +20,7 @@ from dagrelay.dashboard.render import (
     version_text,
 )
 from dagrelay.states import TaskStatus
+from dagrelay.store import reads
 
 Row = dict[str, Any]
 
@@ -82,7 +83,7 @@ def _task_facts(detail: Row, base: str) -> Markup:
             ("Version", version_text(detail["version"])),
             ("Handler", Markup("<code>{}</code>").format(detail["handler"])),
             ("Trigger rule", detail["trigger_rule"]),
-            ("Status", pill(detail["status"])),
+            ("Status", pill(detail["status"]) + Markup(" ") + reads.waiting(detail)),
             ("Attempts", detail["attempt"]),
             ("Started", when(detail["started_at"])),
             ("Finished", when(detail["finished_at"])),

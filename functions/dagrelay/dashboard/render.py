@@ -344,7 +344,7 @@ def _task_table(
             when(t["started_at"]),
             parts.seconds(t["duration_s"]),
             t["root_cause_task"] or parts.NOTHING,
-            reads.queue_place(t) or parts.error(t["error"]),
+            reads.queue_place(t) or reads.waiting(t) or parts.error(t["error"]),
         ]
         for t in tasks
     ]

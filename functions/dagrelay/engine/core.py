@@ -30,8 +30,9 @@ from dagrelay.bounds import stored_error
 from dagrelay.engine import admission, assets, maps, moves, retry
 from dagrelay.engine import params as params_mod
 from dagrelay.engine.hooks import NO_HOOKS, EngineHooks, HookPoint
-from dagrelay.errors import BadMessage, DagrelayError, NonRetryableError
+from dagrelay.errors import BadMessage, DagrelayError, NonRetryableError, SkipTask, WaitCancelled
 from dagrelay.handlers.registry import (
+    WAITING_FOR,
     Deferred,
     HandlerContext,
     HandlerRegistry,
@@ -39,9 +40,18 @@ from dagrelay.handlers.registry import (
     check_deferred,
     check_output,
 )
-from dagrelay.messages import CancelBatch, PollTask, Rerun, Resume, RunTask, StartBatch, escaped
+from dagrelay.messages import (
+    CancelBatch,
+    PollTask,
+    Rerun,
+    Resume,
+    RunTask,
+    Signal,
+    StartBatch,
+    escaped,
+)
 from dagrelay.states import RERUN_FROM, Action, BatchStatus, TaskStatus
-from dagrelay.store import cancelling
+from dagrelay.store import cancelling, signals
 from dagrelay.store import maps as store_maps
 from dagrelay.store import transitions as store
 from dagrelay.store import versions as store_versions
@@ -70,6 +80,7 @@ class RunOutcome(StrEnum):
     RETRY = TaskStatus.RETRY
     ERROR = TaskStatus.ERROR
     CANCELLED = TaskStatus.CANCELLED  # failed while its batch was being cancelled: not retried
+    SKIPPED = TaskStatus.SKIPPED  # the handler said so (SkipTask: a sensor's timeout)
     DEFERRED = "DEFERRED"  # the work goes on elsewhere; polled later
     IGNORED = "IGNORED"  # duplicate or late message: acknowledged, nothing done
     QUEUED = TaskStatus.QUEUED  # waits for a pool slot or its max_active: a freed slot releases it
@@ -202,10 +213,18 @@ class Engine:
             # The cancelled tasks are done for the fan-in: their teardown children start.
             cancelled = [store.Transition(t, TaskStatus.CANCELLED) for t in stopped.task_ids]
             teardowns = self._advance(conn, msg.pipeline, msg.batch_id, cancelled, now)
+            # Waiting attempts (sensors) hold nothing: polled now, they end CANCELLED.
+            wakes = signals.wake_batch_waiters(
+                conn,
+                pipeline=msg.pipeline,
+                batch_id=msg.batch_id,
+                topic=self.events_topic,
+                now=now,
+            )
             running, status = cancelling.settle(
                 conn, pipeline=msg.pipeline, batch_id=msg.batch_id, now=now
             )
-        self.publish(teardowns.messages)
+        self.publish([*teardowns.messages, *wakes])
         done = cancelling.Cancelled(running, stopped.waiting, stopped.never_started, status)
         log.warning(
             "batch %s: %d running tasks will finish; %d waiting and %d never-started tasks "
@@ -474,15 +493,25 @@ class Engine:
         with self.db.begin() as conn:
             pipeline = resolve_pipeline(conn, msg.pipeline, msg.batch_id, msg.task)
             claim = store.deferred_attempt(
-                conn, pipeline=pipeline, batch_id=msg.batch_id, task=msg.task, attempt=msg.attempt
+                conn,
+                pipeline=pipeline,
+                batch_id=msg.batch_id,
+                task=msg.task,
+                attempt=msg.attempt,
+                poll_at=msg.poll_at,
             )
         if claim is None:
             log.info(
-                "poll_task ignored: the attempt is not deferred",
+                "poll_task ignored: the attempt is not deferred, or not at this poll",
                 extra={"action": Action.POLL_TASK, "batch_id": msg.batch_id, "task": msg.task},
             )
             return RunOutcome.IGNORED
-        if claim.stopping and (stopped := self._stop_cancelled(claim)) is not None:
+        if not claim.live and claim.job is not None and WAITING_FOR in claim.job:
+            # A cancelled batch's waiting attempt (a sensor) is not polled again: it ends.
+            what = claim.job[WAITING_FOR]
+            stop = WaitCancelled(f"cancelled while waiting for {what}")
+            return self.conclude(claim.ref, None, _failure(stop))
+        if not claim.live and (stopped := self._stop_cancelled(claim)) is not None:
             return stopped
         output, failure = self._execute(claim)
         return self.conclude(claim.ref, output, failure)
@@ -550,6 +579,29 @@ class Engine:
         except Exception:  # noqa: BLE001 - an unknown handler is the poll's own error
             return None
 
+    def signal(self, msg: Signal, message_id: str | None = None) -> int | None:
+        """Record a signal once (its ``signal_id``, else the message id, deduplicates) and
+        wake the attempts waiting for its key: a poll for each, now. The number woken; None
+        for a duplicate (nothing written)."""
+        extra = {"action": Action.SIGNAL, "key": msg.key}
+        now = self.clock()
+        with self.db.begin() as conn:
+            recorded = signals.record(
+                conn,
+                key=msg.key,
+                payload=msg.payload,
+                dedupe_id=msg.signal_id or message_id,
+                triggered_by=msg.triggered_by,
+                now=now,
+            )
+            if recorded is None:
+                log.info("duplicate signal ignored", extra=extra)
+                return None
+            wakes = signals.wake_signal_waiters(conn, key=msg.key, topic=self.events_topic, now=now)
+        log.info("signal recorded; %d waiting sensors woken", len(wakes), extra=extra)
+        self.publish(wakes)
+        return len(wakes)
+
     def _execute(
         self, claim: store.Claim
     ) -> tuple[Mapping[str, Any] | Deferred | None, Failure | None]:
@@ -593,6 +645,7 @@ class Engine:
             item=claim.item,
             map_index=None if ref.map_index < 0 else ref.map_index,
             timeout_s=ref.timeout_s,
+            clock=self.clock,
         )
 
     def heartbeat(self, ref: store.AttemptRef) -> bool:
@@ -744,8 +797,13 @@ class Engine:
     ) -> store.Result:
         if failure is None:
             return store.Result(TaskStatus.SUCCESS, output=output)
+        reason = stored_error(escaped(str(failure.exception)))  # said as the handler put it
         if isinstance(failure.exception, Stopped):
             return store.Result(TaskStatus.CANCELLED, error=failure.error)
+        if isinstance(failure.exception, WaitCancelled):
+            return store.Result(TaskStatus.CANCELLED, error=reason)
+        if isinstance(failure.exception, SkipTask) and ref.map_index < 0:
+            return store.Result(TaskStatus.SKIPPED, error=reason)
         next_at = retry.next_attempt_at(ref.policy, ref.attempt, failure.exception, now, self.rng)
         return store.Result(
             TaskStatus.RETRY if next_at else TaskStatus.ERROR,
@@ -982,6 +1040,8 @@ def _log_result(
             extra={**extra, "next_attempt_at": str(result.next_attempt_at)},
         )
     elif result.status == TaskStatus.CANCELLED:
-        log.warning("task failed after its batch was cancelled; not retried", extra=extra)
+        log.warning("task ended by its batch's cancel: %s", result.error, extra=extra)
+    elif result.status == TaskStatus.SKIPPED:
+        log.info("task skipped: %s", result.error, extra=extra)
     else:
         log.info("task succeeded", extra=extra)

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import Any, Generic
 
@@ -34,6 +34,9 @@ LAZY_BUILT_INS = {
     "bigquery.": "dagrelay.handlers.bigquery.handlers",
     "cloudrun.": "dagrelay.handlers.cloudrun",
     "ingest.": "dagrelay.ingest.handlers",
+    "sensor.gcs": "dagrelay.handlers.sensors.gcs",
+    "sensor.bigquery": "dagrelay.handlers.sensors.bigquery",
+    "sensor.signal": "dagrelay.handlers.sensors.signal",
 }
 ENTRY_POINT_GROUP = "dagrelay.handlers"
 
@@ -66,6 +69,9 @@ class HandlerContext(Generic[P]):
     # The task's timeout_s: the lease of a running attempt, and of a deferred one from each
     # poll on; a handler whose external work takes a time limit can pass it on.
     timeout_s: int | None = None
+    # The engine's clock (injected in tests): what a handler that measures time (a sensor's
+    # timeout) reads instead of the wall clock.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     @property
     def batch(self) -> str:
@@ -100,6 +106,13 @@ class Deferred:
 
     job: Mapping[str, Any]
     poll_after_s: float = 10.0
+
+
+# A deferred job that says what it waits for (``job["waiting_for"]``, e.g. "gs://b/x", and
+# ``job["since"]``, an ISO time) is a pure wait, like a sensor's: it holds nothing elsewhere, so
+# a cancel of its batch ends it CANCELLED at once (ARCHITECTURE.md, "Sensors"), and the status
+# pages show "waiting for <what>, since <when>".
+WAITING_FOR = "waiting_for"
 
 
 Output = Mapping[str, Any] | Deferred | None

@@ -98,6 +98,9 @@ class Router:
                 return f"resumed: {self.engine.resume(message).started} tasks started"
             case messages.Rerun():
                 return f"rerun: {self.engine.rerun(message)} rows reset"
+            case messages.Signal():
+                woken = self.engine.signal(message, envelope.message_id)
+                return "duplicate" if woken is None else f"signal: {woken} sensors woken"
             case messages.ObjectFinalized():
                 if self.ingest is None:
                     raise BadMessage(

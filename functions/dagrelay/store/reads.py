@@ -43,6 +43,8 @@ class Task(TypedDict):
     root_cause_task: str | None  # UPSTREAM_FAILED: the failed task that took it down
     pool: str | None  # the pool its attempt holds or waits for
     ahead: int | None  # QUEUED: the tasks queued before it
+    waiting_for: str | None  # a waiting attempt (a sensor): what it waits for
+    waiting_since: str | None  # ... and since when (ISO 8601)
 
 
 class Attempt(TypedDict):
@@ -259,7 +261,23 @@ def _task(row: Mapping[str, Any]) -> Task:
         root_cause_task=row["root_cause_task"],
         pool=row["pool"],
         ahead=row["ahead"],
+        waiting_for=row["waiting_for"],
+        waiting_since=row["waiting_since"],
     )
+
+
+def waiting(task: Mapping[str, Any]) -> str:
+    """What a waiting attempt (a sensor) waits for, e.g. "waiting for gs://b/x, since
+    2024-03-01 00:00:00 UTC"; "" for any other task (ARCHITECTURE.md, "Sensors")."""
+    what = task.get("waiting_for")
+    if task.get("status") != TaskStatus.PROCESSING or not what:
+        return ""
+    since = task.get("waiting_since")
+    try:
+        when = datetime.fromisoformat(str(since)).strftime("%Y-%m-%d %H:%M:%S %Z")
+    except ValueError:
+        when = str(since)
+    return f"waiting for {what}, since {when}"
 
 
 def queue_place(task: Mapping[str, Any]) -> str:

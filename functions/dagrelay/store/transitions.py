@@ -86,7 +86,7 @@ class Claim:
     lease_expires_at: datetime
     job: Mapping[str, Any] | None = None  # a deferred attempt's pending work
     item: Any = None  # an instance of a mapped task: its item
-    stopping: bool = False  # a deferred attempt its batch no longer runs (cancelled)
+    live: bool = True  # a deferred attempt's batch still runs it (not cancelled meanwhile)
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,7 @@ def _claim(row: Row[Any] | None, batch_id: str) -> Claim | None:
         lease_expires_at=row.lease_expires_at,
         job=row.job,
         item=getattr(row, "item", None),
-        stopping=bool(getattr(row, "stopping", False)),
+        live=bool(getattr(row, "live", True)),
     )
 
 
@@ -269,7 +269,7 @@ def task_state(
 class Result:
     """How an attempt ended, as it is written to task_log."""
 
-    status: TaskStatus  # SUCCESS, ERROR or RETRY
+    status: TaskStatus  # SUCCESS, ERROR or RETRY; SKIPPED or CANCELLED (a sensor's end)
     output: Mapping[str, Any] | None = None
     error: str | None = None
     traceback: str | None = None
@@ -461,10 +461,18 @@ def descendants(
 
 
 def deferred_attempt(
-    conn: Connection, *, pipeline: str, batch_id: str, task: str, attempt: int
+    conn: Connection,
+    *,
+    pipeline: str,
+    batch_id: str,
+    task: str,
+    attempt: int,
+    poll_at: str | None = None,
 ) -> Claim | None:
-    """A deferred attempt with what its poll needs; None if it is not (or no longer) deferred."""
+    """A deferred attempt with what its poll needs; None if it is not (or no longer) deferred,
+    or, with ``poll_at``, if it has deferred again since that poll (a stale copy)."""
     params = {"pipeline": pipeline, "batch_id": batch_id, "task": task, "attempt": attempt}
+    params["poll_at"] = poll_at
     row = conn.execute(query("deferred_attempt"), params).one_or_none()
     return _claim(row, batch_id)
 
