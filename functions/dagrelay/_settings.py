@@ -118,6 +118,20 @@ class Settings(BaseSettings):
         "expiry), and records its verified email. Unset (locally): no token is read and "
         "dashboard_caller is recorded.",
     )
+    tracing: Literal["off", "console", "gcp"] = Field(
+        "off",
+        description="Where the spans of batches and attempts go (OpenTelemetry): off (no "
+        "tracer: nothing imported, nothing stored), console (stderr, for a local look) or gcp "
+        "(Cloud Trace, in the project; Terraform's enable_tracing sets it). The trace id also "
+        "goes into each JSON log line (logging.googleapis.com/trace).",
+    )
+    tracing_sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="The share of batches traced when tracing is on (a batch's attempts follow "
+        "its batch's decision).",
+    )
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
         description="Recorded in each attempt's history: which process ran it.",

@@ -17,6 +17,7 @@ import logging
 import random
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -26,6 +27,7 @@ from sqlalchemy import Connection
 from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.exc import DBAPIError
 
+from dagrelay import tracing
 from dagrelay.bounds import stored_error
 from dagrelay.engine import admission, maps, moves, retry
 from dagrelay.engine import params as params_mod
@@ -154,20 +156,24 @@ class Engine:
                 f"start_task {msg.start_task!r} is mapped: its items come from its parent; "
                 "start at the parent"
             )
-        created = store.start_batch(
-            conn,
-            pipeline=msg.pipeline,
-            batch_id=msg.batch_id,
-            version_id=version_id,
-            params=msg.params,
-            start_task=msg.start_task,
-            triggered_by=msg.triggered_by or "message",
-            message_id=message_id,
-            topic=self.events_topic,
-            now=now,
-        )
+        with tracing.batch_span(msg.pipeline, msg.batch_id, version=version_id) as context:
+            created = store.start_batch(
+                conn,
+                pipeline=msg.pipeline,
+                batch_id=msg.batch_id,
+                version_id=version_id,
+                params=msg.params,
+                start_task=msg.start_task,
+                triggered_by=msg.triggered_by or "message",
+                message_id=message_id,
+                topic=self.events_topic,
+                now=now,
+                trace_context=context,
+            )
         if not created.batch_created:
             return None
+        if context is not None:  # the relay stamps the batch's messages with it
+            self.outbox.trace_contexts.remember(msg.pipeline, msg.batch_id, context)
         skipped = [
             store.Transition(t.task_id, t.status)
             for t in created.tasks
@@ -405,11 +411,14 @@ class Engine:
             claim = got.claim
         ref = claim.ref
         extra |= {"pipeline": ref.pipeline, "attempt": ref.attempt}
-        log.info("task claimed", extra=extra)
-        self.hooks.at(HookPoint.AFTER_CLAIM, ref.task)
-        output, failure = self._execute(claim)
-        self.hooks.at(HookPoint.AFTER_HANDLER, ref.task)
-        return self.conclude(ref, output, failure)
+        with _attempt_span("attempt", claim) as span:
+            log.info("task claimed", extra=extra)
+            self.hooks.at(HookPoint.AFTER_CLAIM, ref.task)
+            output, failure = self._execute(claim)
+            self.hooks.at(HookPoint.AFTER_HANDLER, ref.task)
+            outcome = self.conclude(ref, output, failure)
+            span.end(outcome.value, failure.error if failure else None)
+        return outcome
 
     def _not_claimed(self, conn: Connection, msg: RunTask, extra: dict[str, Any]) -> RunOutcome:
         pipeline = msg.pipeline or ""  # resolved by run_task
@@ -454,8 +463,11 @@ class Engine:
                 extra={"action": Action.POLL_TASK, "batch_id": msg.batch_id, "task": msg.task},
             )
             return RunOutcome.IGNORED
-        output, failure = self._execute(claim)
-        return self.conclude(claim.ref, output, failure)
+        with _attempt_span("poll", claim) as span:
+            output, failure = self._execute(claim)
+            outcome = self.conclude(claim.ref, output, failure)
+            span.end(outcome.value, failure.error if failure else None)
+        return outcome
 
     def _execute(
         self, claim: store.Claim
@@ -722,6 +734,20 @@ class Engine:
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:
         """Publish the messages that are due (after commit) through the outbox relay."""
         return self.outbox.send(messages)
+
+
+def _attempt_span(kind: str, claim: store.Claim) -> AbstractContextManager[tracing.Attempt]:
+    """The span of one attempt (``kind``: attempt, or poll of a deferred one)."""
+    ref = claim.ref
+    return tracing.attempt(
+        f"{kind} {ref.task}" if ref.map_index < 0 else f"{kind} {ref.task}[{ref.map_index}]",
+        task=ref.task,
+        pipeline=ref.pipeline,
+        batch=ref.batch_id,
+        version=claim.version_id,
+        attempt=ref.attempt,
+        map_index=None if ref.map_index < 0 else ref.map_index,
+    )
 
 
 def _with_messages(created: store.Created, messages: list[OutgoingMessage]) -> store.Created:

@@ -85,6 +85,7 @@ class Claim:
     lease_expires_at: datetime
     job: Mapping[str, Any] | None = None  # a deferred attempt's pending work
     item: Any = None  # an instance of a mapped task: its item
+    version_id: int | None = None  # the batch's pipeline version (pipeline_versions)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ def start_batch(
     message_id: str | None,
     topic: str,
     now: datetime,
+    trace_context: str | None = None,
 ) -> Created:
     row = conn.execute(
         query("start_batch"),
@@ -167,6 +169,7 @@ def start_batch(
             "message_id": message_id,
             "topic": topic,
             "now": now,
+            "trace_context": trace_context,
         },
     ).one()
     return _created(row)
@@ -247,6 +250,7 @@ def _claim(row: Row[Any] | None, batch_id: str) -> Claim | None:
         lease_expires_at=row.lease_expires_at,
         job=row.job,
         item=getattr(row, "item", None),
+        version_id=getattr(row, "version_id", None),
     )
 
 
