@@ -7,7 +7,8 @@ leave behind (the ``sweep`` action, from Cloud Scheduler every minute; a loop lo
 3. NEW or due RETRY tasks whose message was lost: a new run_task message; QUEUED tasks whose
    pool has free slots that nothing will release (the task released for them was cancelled);
 4. RUNNING batches with nothing open: finished;
-5. due schedule ticks: their batches started (``dagrelay.engine.schedules``).
+5. due schedule ticks: their batches started (``dagrelay.engine.schedules``);
+and then logs the operations metrics (``dagrelay.engine.metrics``).
 Every step is idempotent; two sweeps at once take disjoint rows or write nothing twice.
 
 Blast radius of one (ARCHITECTURE.md): each step runs whatever another one did, and inside a
@@ -27,7 +28,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from dagrelay.engine import schedules
+from dagrelay.engine import metrics, schedules
 from dagrelay.engine.core import Engine, Failure
 from dagrelay.errors import LeaseExpired
 from dagrelay.messages import PollTask
@@ -77,6 +78,7 @@ class Sweeper:
             ticks_started=self._step(lambda: schedules.start_due_ticks(self.engine)),
         )
         log.info("sweep: %s", report, extra={"action": Action.SWEEP})
+        self._step(lambda: metrics.report(self.engine.db, self.engine.clock()))
         return report
 
     @staticmethod
