@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -73,7 +74,8 @@ def configure(exporter: str, *, project_id: str, sample_ratio: float = 1.0) -> N
             CloudTraceSpanExporter(project_id=project_id)  # type: ignore[no-untyped-call]
         )
     else:
-        processor = sdk_export.SimpleSpanProcessor(sdk_export.ConsoleSpanExporter())
+        # stderr: stdout carries the JSON log lines
+        processor = sdk_export.SimpleSpanProcessor(sdk_export.ConsoleSpanExporter(out=sys.stderr))
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     install(provider, project_id=project_id)

@@ -116,3 +116,21 @@ def test_configure_refuses_an_unknown_exporter() -> None:
         tracing.configure("jaeger", project_id="p")
     tracing.configure("off", project_id="p")
     assert not tracing.enabled()
+
+
+def test_console_exporter_turns_tracing_on(capsys: pytest.CaptureFixture[str]) -> None:
+    tracing.configure("console", project_id="p", sample_ratio=1.0)
+    try:
+        assert tracing.enabled()
+        with tracing.batch_span("etl", "b1") as context:
+            assert tracing.valid_traceparent(context)
+        tracing.flush()
+        assert '"name": "batch etl/b1"' in capsys.readouterr().err
+    finally:
+        tracing.uninstall()
+
+
+def test_the_cloud_trace_exporter_is_installed() -> None:
+    from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter  # noqa: PLC0415
+
+    assert callable(CloudTraceSpanExporter)
