@@ -1,14 +1,16 @@
 """One trace per batch across Pub/Sub hops: the spans of a 3-task batch (a -> b -> c) read from an
 in-memory exporter, the messages carried between deliveries exactly as the relay publishes them
-(attributes and all) and parsed by the router."""
+(attributes and all) and parsed by the router; once through the real Pub/Sub emulator."""
 
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from google.cloud import pubsub_v1
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -19,6 +21,7 @@ from dagrelay import tracing
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.handlers.registry import HandlerContext, HandlerRegistry
 from dagrelay.messages import Envelope, encode
+from dagrelay.pubsub import PubSubPublisher
 from dagrelay.router.dispatch import Router
 from dagrelay.router.wiring import build_engine
 from dagrelay.states import Action, BatchStatus
@@ -58,8 +61,8 @@ def engine(db: Engine, publisher: InMemoryPublisher, clock: FakeClock) -> DagEng
     )
 
 
-@pytest.fixture
-def router(engine: DagEngine, db: Engine, clock: FakeClock) -> Router:
+def insert_chain(db: Engine) -> None:
+    """The pipeline etl: a -> b -> c."""
     insert = "INSERT INTO task_dependencies (child_task_id, parent_task_id) VALUES "
     with db.begin() as conn:
         ids = {
@@ -76,6 +79,11 @@ def router(engine: DagEngine, db: Engine, clock: FakeClock) -> Router:
             text(insert + "(:b, :a), (:c, :b)"),
             {"a": ids["a"], "b": ids["b"], "c": ids["c"]},
         )
+
+
+@pytest.fixture
+def router(engine: DagEngine, db: Engine, clock: FakeClock) -> Router:
+    insert_chain(db)
     return Router(engine, db, clock, dead_letter_topic="dagrelay-dead-letter")
 
 
@@ -185,3 +193,52 @@ def test_a_message_without_traceparent_starts_a_new_root(
     delivery = [s for s in spans.get_finished_spans() if s.name.startswith("dagrelay ")]
     assert delivery
     assert all(s.parent is None for s in delivery)
+
+
+def test_the_context_survives_the_real_emulator(
+    pubsub_emulator: str,
+    unique: str,
+    db: Engine,
+    clock: FakeClock,
+    spans: InMemorySpanExporter,
+) -> None:
+    """The relay publishes with the real client; each message is pulled back from the emulator
+    and handed to the router as a push would hand it."""
+    project, topic_id = "dagrelay-test", f"trace-events-{unique}"
+    publisher_client, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic = publisher_client.create_topic(name=publisher_client.topic_path(project, topic_id))
+    subscription = subscriber.subscription_path(project, f"trace-router-{unique}")
+    subscriber.create_subscription(name=subscription, topic=topic.name)
+    registry = HandlerRegistry()
+    registry.register("test.traced", traced)
+    settings = engine_settings().model_copy(update={"events_topic": topic_id})
+    engine = build_engine(
+        settings, db=db, publisher=PubSubPublisher(project), registry=registry, clock=clock
+    )
+    insert_chain(db)
+    routed = Router(engine, db, clock, dead_letter_topic="dagrelay-dead-letter")
+    assert routed.handle(start({})) == "started"
+
+    carried: list[str] = []
+    deadline = time.monotonic() + 60
+    while batch_status(db, "etl", "b1") != BatchStatus.SUCCESS:
+        assert time.monotonic() < deadline, f"batch is {batch_status(db, 'etl', 'b1')}"
+        response = subscriber.pull(subscription=subscription, max_messages=10, timeout=5)
+        for received in response.received_messages:
+            message = received.message
+            carried.append(message.attributes.get(tracing.TRACEPARENT, ""))
+            data = base64.b64encode(message.data).decode()
+            routed.handle(Envelope(data, dict(message.attributes), message.message_id))
+            subscriber.acknowledge(subscription=subscription, ack_ids=[received.ack_id])
+
+    assert carried == [stored_context(db)] * 3
+    batch = by_name_one(spans, "batch etl/b1")
+    for task in ("a", "b", "c"):
+        attempt = by_name_one(spans, f"attempt {task}")
+        assert attempt.context.trace_id == batch.context.trace_id
+        (delivery,) = [
+            s for s in spans.get_finished_spans() if s.context.span_id == parent_of(attempt)
+        ]
+        assert parent_of(delivery) == batch.context.span_id
+    subscriber.delete_subscription(subscription=subscription)
+    publisher_client.delete_topic(topic=topic.name)
