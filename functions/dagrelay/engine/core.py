@@ -48,7 +48,7 @@ from dagrelay.store import maps as store_maps
 from dagrelay.store import transitions as store
 from dagrelay.store import versions as store_versions
 from dagrelay.store.db import refused_value, retry_transient
-from dagrelay.store.outbox import OutboxRelay, OutgoingMessage, Publisher
+from dagrelay.store.outbox import OutboxRelay, OutgoingMessage, Publisher, with_trace_context
 
 log = logging.getLogger(__name__)
 
@@ -172,15 +172,16 @@ class Engine:
             )
         if not created.batch_created:
             return None
-        if context is not None:  # the relay stamps the batch's messages with it
-            self.outbox.trace_contexts.remember(msg.pipeline, msg.batch_id, context)
         skipped = [
             store.Transition(t.task_id, t.status)
             for t in created.tasks
             if t.status != TaskStatus.NEW
         ]
         cascade = self._advance(conn, msg.pipeline, msg.batch_id, skipped, now)
-        return store.Created(created.tasks, created.messages + cascade.messages, True)
+        # The first messages carry the new trace as they are; the relay reads it from the batch
+        # row for the others (and for these, if they are left to the sweeper).
+        messages = [with_trace_context(m, context) for m in created.messages + cascade.messages]
+        return store.Created(created.tasks, messages, True)
 
     def cancel_batch(self, msg: CancelBatch) -> cancelling.Cancelled | None:
         """RUNNING -> CANCELLING: waiting tasks and those never created become CANCELLED,

@@ -109,7 +109,7 @@ class TraceContexts:
             self._read(db, missing)
         with self._lock:
             known = dict(self._known)
-        return [_stamped(m, known.get(_batch_key(m) or ("", ""))) for m in messages]
+        return [with_trace_context(m, known.get(_batch_key(m) or ("", ""))) for m in messages]
 
     def _read(self, db: Engine, keys: list[tuple[str, str]]) -> None:
         params = {"pipelines": [p for p, _ in keys], "batch_ids": [b for _, b in keys]}
@@ -129,7 +129,9 @@ def _batch_key(message: OutgoingMessage) -> tuple[str, str] | None:
     return None
 
 
-def _stamped(message: OutgoingMessage, context: str | None) -> OutgoingMessage:
+def with_trace_context(message: OutgoingMessage, context: str | None) -> OutgoingMessage:
+    """The message with ``traceparent`` = ``context`` (unchanged without a context, or if it
+    has one)."""
     if context is None or TRACEPARENT in message.attributes:
         return message
     return replace(message, attributes={**message.attributes, TRACEPARENT: context})

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from dagrelay import logs, tracing
-from dagrelay.store.outbox import OutgoingMessage, _batch_key, _stamped
+from dagrelay.store.outbox import OutgoingMessage, _batch_key, with_trace_context
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -103,11 +103,11 @@ def test_the_log_line_carries_the_trace_id(spans: InMemorySpanExporter) -> None:
 def test_the_relay_stamps_a_batch_message_and_keeps_a_sender_s() -> None:
     about = OutgoingMessage("events", {"pipeline": "etl", "batch_id": "b1", "task": "a"})
     assert _batch_key(about) == ("etl", "b1")
-    assert _stamped(about, PARENT).attributes == {tracing.TRACEPARENT: PARENT}
-    assert _stamped(about, None) is about
+    assert with_trace_context(about, PARENT).attributes == {tracing.TRACEPARENT: PARENT}
+    assert with_trace_context(about, None) is about
     own = OutgoingMessage("events", about.payload, {tracing.TRACEPARENT: "00-" + "1" * 32 + "-"})
     assert _batch_key(own) is None
-    assert _stamped(own, PARENT) is own
+    assert with_trace_context(own, PARENT) is own
     assert _batch_key(OutgoingMessage("events", {"action": "sweep"})) is None
 
 
