@@ -104,20 +104,21 @@ class TraceContexts:
         has a ``traceparent`` already keeps it)."""
         keys = {k for m in messages if (k := _batch_key(m)) is not None}
         with self._lock:
-            missing = sorted(k for k in keys if k not in self._known)
+            known = {k: self._known[k] for k in keys if k in self._known}
+        missing = sorted(keys - known.keys())
         if missing:
-            self._read(db, missing)
-        with self._lock:
-            known = dict(self._known)
+            known |= self._read(db, missing)
         return [with_trace_context(m, known.get(_batch_key(m) or ("", ""))) for m in messages]
 
-    def _read(self, db: Engine, keys: list[tuple[str, str]]) -> None:
+    def _read(self, db: Engine, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
         params = {"pipelines": [p for p, _ in keys], "batch_ids": [b for _, b in keys]}
         with db.connect() as conn:
             rows = conn.execute(query("batch_trace_contexts"), params).all()
         found = {(r.pipeline, r.batch_id): r.trace_context for r in rows}
-        for key in keys:
-            self.remember(*key, found.get(key))
+        read = {key: found.get(key) for key in keys}
+        for key, context in read.items():
+            self.remember(*key, context)
+        return read
 
 
 def _batch_key(message: OutgoingMessage) -> tuple[str, str] | None:
