@@ -26,6 +26,9 @@ locals {
     DAGRELAY_HANDLER_MODULES    = join(",", var.handler_modules) # empty: the archive's dagrelay.yaml decides
     DAGRELAY_INBOX_BUCKET       = google_storage_bucket.data["inbox"].name
     DAGRELAY_BIGQUERY_LOCATION  = local.bigquery_location
+    # Tracing (terraform/metrics.tf): Cloud Trace when enabled; off, no tracer is even imported.
+    DAGRELAY_TRACING              = var.enable_tracing ? "gcp" : "off"
+    DAGRELAY_TRACING_SAMPLE_RATIO = tostring(var.trace_sample_ratio)
     # The operator function's URLs (Cloud Run's and the functions' domain): the audiences its
     # callers' ID tokens are verified for (dashboard/identity.py); the other functions ignore it.
     DAGRELAY_ID_TOKEN_AUDIENCES = join(",", [

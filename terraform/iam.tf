@@ -68,6 +68,14 @@ resource "google_project_iam_member" "router" {
   member  = "serviceAccount:${google_service_account.router.email}"
 }
 
+resource "google_project_iam_member" "router_trace_agent" {
+  count = var.enable_tracing ? 1 : 0 # write spans to Cloud Trace, nothing else
+
+  project = var.project_id
+  role    = "roles/cloudtrace.agent"
+  member  = "serviceAccount:${google_service_account.router.email}"
+}
+
 resource "google_bigquery_dataset_iam_member" "router_data_editor" {
   for_each = google_bigquery_dataset.datasets
 

@@ -36,7 +36,8 @@ locals {
     "cloudbuild.googleapis.com", # builds the function source
     "cloudfunctions.googleapis.com",
     "cloudscheduler.googleapis.com",
-    "compute.googleapis.com", # VPC, subnet, reserved range
+    "cloudtrace.googleapis.com", # the router's spans (var.enable_tracing)
+    "compute.googleapis.com",    # VPC, subnet, reserved range
     "iam.googleapis.com",
     "logging.googleapis.com",
     "monitoring.googleapis.com",

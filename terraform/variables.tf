@@ -463,3 +463,38 @@ variable "notification_channels" {
     error_message = "notification_channels must be ids like projects/my-project/notificationChannels/1234567890."
   }
 }
+
+# -- Tracing and operations metrics (terraform/metrics.tf) ----------------------------------------
+
+variable "enable_tracing" {
+  description = "Send the router's spans (one trace per batch, one span per attempt) to Cloud Trace: sets DAGRELAY_TRACING=gcp (otherwise off) and grants the router roles/cloudtrace.agent."
+  type        = bool
+  default     = false
+}
+
+variable "trace_sample_ratio" {
+  description = "Share of batches traced when enable_tracing is true (DAGRELAY_TRACING_SAMPLE_RATIO); a batch's attempts follow its batch."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.trace_sample_ratio >= 0 && var.trace_sample_ratio <= 1
+    error_message = "trace_sample_ratio must be between 0 and 1."
+  }
+}
+
+variable "operations_alerts" {
+  description = "Thresholds (seconds) of the operations alerts: a due message left unpublished, a task queued for a pool slot, a batch still running, and how long without the sweep's metrics line before the sweep itself is reported missing."
+  type = object({
+    oldest_unpublished_s   = optional(number, 600)
+    oldest_queued_s        = optional(number, 3600)
+    oldest_running_batch_s = optional(number, 21600)
+    sweep_missing_s        = optional(number, 900)
+  })
+  default = {}
+
+  validation {
+    condition     = alltrue([for v in values(var.operations_alerts) : v > 0])
+    error_message = "operations_alerts thresholds must be positive numbers of seconds."
+  }
+}

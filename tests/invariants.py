@@ -396,6 +396,8 @@ def asset_batches_have_their_triggers(conn: Connection, facts: Facts) -> list[st
             for group in groups(r["assets"], pending)
         ]
     return found
+
+
 def sensor_ends_on_its_signal(conn: Connection, facts: Facts) -> list[str]:
     """A signal sensor succeeds only on a recorded signal of its key that counts (received at
     or after its batch started, ARCHITECTURE.md "Sensors"); a waiting sensor (PROCESSING with

@@ -130,6 +130,20 @@ class Settings(BaseSettings):
         "on the deploy function to the archive's md5); the deploy step refuses a request for "
         "another archive. Unset: any archive named is accepted (locally, tests).",
     )
+    tracing: Literal["off", "console", "gcp"] = Field(
+        "off",
+        description="Where the spans of batches and attempts go (OpenTelemetry): off (no "
+        "tracer: nothing imported, nothing stored), console (stderr, for a local look) or gcp "
+        "(Cloud Trace, in the project; Terraform's enable_tracing sets it). The trace id also "
+        "goes into each JSON log line (logging.googleapis.com/trace).",
+    )
+    tracing_sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="The share of batches traced when tracing is on (a batch's attempts follow "
+        "its batch's decision).",
+    )
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
         description="Recorded in each attempt's history: which process ran it.",

@@ -1,4 +1,6 @@
-"""JSON log lines with ``severity`` so Cloud Logging (and log-based alerts) can read them."""
+"""JSON log lines with ``severity`` so Cloud Logging (and log-based alerts) can read them; with
+tracing on, a line logged inside a span carries its trace id (``logging.googleapis.com/trace``),
+so Cloud Logging shows it with its trace."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from dagrelay import tracing
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -21,6 +25,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry |= {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        entry |= tracing.log_fields()
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -32,11 +32,11 @@ WITH RECURSIVE scope(task_id) AS (
 ),
 batch AS (
     INSERT INTO batches (pipeline, batch_id, params, start_task_id, triggered_by,
-                         trigger_message_id, created_at, version_id)
+                         trigger_message_id, created_at, version_id, trace_context)
     SELECT :pipeline, :batch_id, CAST(:params AS jsonb),
            (SELECT task_id FROM version_tasks
             WHERE version_id = :version_id AND name = CAST(:start_task AS text)),
-           :triggered_by, :message_id, :now, :version_id
+           :triggered_by, :message_id, :now, :version_id, CAST(:trace_context AS text)
     ON CONFLICT (pipeline, batch_id) DO NOTHING
     RETURNING pipeline, batch_id
 ),

@@ -39,3 +39,10 @@ WHERE o.outbox_id = f.outbox_id AND o.published_at IS NULL;
 -- name: next_held_outbox
 -- When the earliest unpublished outbox row is due (dagrelay.testing moves its clock there).
 SELECT min(available_at) AS due FROM outbox WHERE published_at IS NULL;
+
+-- name: batch_trace_contexts
+-- With tracing on: the trace context of each batch whose messages the relay publishes (stored
+-- once, at the batch's start), copied into their traceparent attribute (store/outbox.py).
+SELECT b.pipeline, b.batch_id, b.trace_context
+FROM unnest(CAST(:pipelines AS text[]), CAST(:batch_ids AS text[])) AS k(pipeline, batch_id)
+JOIN batches b ON b.pipeline = k.pipeline AND b.batch_id = k.batch_id;

@@ -30,7 +30,8 @@ opened AS (
 SELECT c.log_id, c.attempt, c.pipeline, c.lease_expires_at, t.task_id, t.name, t.handler,
        t.params, t.timeout_s, t.max_retries, t.retry_delay_s, t.retry_backoff,
        t.retry_max_delay_s, c.batch_params, NULL::jsonb AS job, c.map_index, c.item,
-       dagrelay_parent_outputs(c.version_id, c.batch_id, c.task_id) AS parent_outputs
+       dagrelay_parent_outputs(c.version_id, c.batch_id, c.task_id) AS parent_outputs,
+       c.version_id
 FROM claimed c
 JOIN version_tasks t ON t.version_id = c.version_id AND t.task_id = c.task_id;
 
@@ -50,7 +51,8 @@ SELECT c.status AS claim_status, c.ahead, tl.log_id, c.attempt, tl.pipeline,
        NULL::jsonb AS job, tl.map_index, tl.item, true AS limited,
        CASE WHEN c.status = 'PROCESSING'
             THEN dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) END
-           AS parent_outputs
+           AS parent_outputs,
+       b.version_id
 FROM c
 JOIN task_log tl ON tl.log_id = c.log_id
 JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id
@@ -126,7 +128,8 @@ SELECT tl.log_id, tl.attempt, tl.pipeline, tl.batch_id, tl.lease_expires_at, t.t
        CASE WHEN s.arrived IS NULL THEN tl.job
             ELSE tl.job || jsonb_build_object('arrived', s.arrived) END AS job,
        (b.status = 'RUNNING' OR (b.status = 'CANCELLING' AND t.teardown)) AS live,
-       dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) AS parent_outputs
+       dagrelay_parent_outputs(b.version_id, tl.batch_id, tl.task_id) AS parent_outputs,
+       b.version_id
 FROM batches b
 JOIN version_tasks t ON t.version_id = b.version_id AND t.name = :task
 JOIN task_log tl ON tl.batch_id = b.batch_id AND tl.task_id = t.task_id

@@ -50,6 +50,7 @@ CONCERNS: dict[str, tuple[str, ...]] = {
     "storage.tf": ("google_storage_bucket", "google_storage_notification"),
     "bigquery.tf": ("google_bigquery_dataset",),
     "monitoring.tf": ("google_logging_metric", "google_monitoring_"),
+    "metrics.tf": ("google_logging_metric", "google_monitoring_"),  # the sweep's metrics
 }
 # Blocks other than resources live in one file each.
 SINGLE_HOME = {
@@ -74,6 +75,7 @@ EXPECTED_ROLES: dict[str, set[tuple[str, str]]] = {
         ("roles/secretmanager.secretAccessor", "google_secret_manager_secret.db_password"),
         # the cloudrun.job handler: a custom role on each of the team's listed jobs only
         ("google_project_iam_custom_role.run_jobs", "var.cloud_run_jobs"),
+        ("roles/cloudtrace.agent", "project"),  # only with var.enable_tracing
     },
     "status": {
         ("roles/cloudsql.client", "project"),
@@ -188,9 +190,9 @@ def _sample(tf: Config, expression: str) -> str:
         return str(default) if function == "tostring" else json.dumps(default)
     if match := re.fullmatch(r"\$\{join\(\",\", var\.(\w+)\)\}", expression):
         return ",".join(tf.variables[match.group(1)]["default"])
-    if match := re.fullmatch(r'\$\{var\.(\w+) \? "(\w+)" : "(\w+)"\}', expression):
-        name, when_true, when_false = match.groups()
-        return when_true if tf.variables[name]["default"] else when_false
+    if match := re.fullmatch(r'\$\{var\.(\w+) \? "([^"]*)" : "([^"]*)"\}', expression):
+        name, yes, no = match.groups()
+        return yes if tf.variables[name]["default"] else no
     if match := re.fullmatch(r"\$\{var\.(\w+)\}", expression):
         return str(tf.variables[match.group(1)].get("default") or "my-project")
     return "placeholder" if expression.startswith("${") else expression
@@ -215,6 +217,8 @@ def test_function_environment_loads_as_settings(
     assert settings.db_max_overflow == tf.variables["db_max_overflow"]["default"]
     assert settings.handler_modules == []
     assert settings.db_password is not None
+    assert settings.tracing == "off"  # enable_tracing's default
+    assert settings.tracing_sample_ratio == tf.variables["trace_sample_ratio"]["default"]
 
 
 def _push_subscription(tf: Config, topic: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import logging
 import random
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -26,6 +27,7 @@ from sqlalchemy import Connection
 from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.exc import DBAPIError
 
+from dagrelay import tracing
 from dagrelay.bounds import stored_error
 from dagrelay.engine import admission, assets, maps, moves, retry
 from dagrelay.engine import params as params_mod
@@ -56,7 +58,7 @@ from dagrelay.store import maps as store_maps
 from dagrelay.store import transitions as store
 from dagrelay.store import versions as store_versions
 from dagrelay.store.db import refused_value, retry_transient
-from dagrelay.store.outbox import OutboxRelay, OutgoingMessage, Publisher
+from dagrelay.store.outbox import OutboxRelay, OutgoingMessage, Publisher, with_trace_context
 
 log = logging.getLogger(__name__)
 
@@ -173,18 +175,20 @@ class Engine:
                 f"start_task {msg.start_task!r} is mapped: its items come from its parent; "
                 "start at the parent"
             )
-        created = store.start_batch(
-            conn,
-            pipeline=msg.pipeline,
-            batch_id=msg.batch_id,
-            version_id=version_id,
-            params=msg.params,
-            start_task=msg.start_task,
-            triggered_by=msg.triggered_by or "message",
-            message_id=message_id,
-            topic=self.events_topic,
-            now=now,
-        )
+        with tracing.batch_span(msg.pipeline, msg.batch_id, version=version_id) as context:
+            created = store.start_batch(
+                conn,
+                pipeline=msg.pipeline,
+                batch_id=msg.batch_id,
+                version_id=version_id,
+                params=msg.params,
+                start_task=msg.start_task,
+                triggered_by=msg.triggered_by or "message",
+                message_id=message_id,
+                topic=self.events_topic,
+                now=now,
+                trace_context=context,
+            )
         if not created.batch_created:
             return None
         skipped = [
@@ -193,7 +197,10 @@ class Engine:
             if t.status != TaskStatus.NEW
         ]
         cascade = self._advance(conn, msg.pipeline, msg.batch_id, skipped, now)
-        return store.Created(created.tasks, created.messages + cascade.messages, True)
+        # The first messages carry the new trace as they are; the relay reads it from the batch
+        # row for the others (and for these, if they are left to the sweeper).
+        messages = [with_trace_context(m, context) for m in created.messages + cascade.messages]
+        return store.Created(created.tasks, messages, True)
 
     def cancel_batch(self, msg: CancelBatch) -> cancelling.Cancelled | None:
         """RUNNING -> CANCELLING: waiting tasks and those never created become CANCELLED,
@@ -452,11 +459,14 @@ class Engine:
             claim = got.claim
         ref = claim.ref
         extra |= {"pipeline": ref.pipeline, "attempt": ref.attempt}
-        log.info("task claimed", extra=extra)
-        self.hooks.at(HookPoint.AFTER_CLAIM, ref.task)
-        output, failure = self._execute(claim)
-        self.hooks.at(HookPoint.AFTER_HANDLER, ref.task)
-        return self.conclude(ref, output, failure)
+        with _attempt_span("attempt", claim) as span:
+            log.info("task claimed", extra=extra)
+            self.hooks.at(HookPoint.AFTER_CLAIM, ref.task)
+            output, failure = self._execute(claim)
+            self.hooks.at(HookPoint.AFTER_HANDLER, ref.task)
+            outcome = self.conclude(ref, output, failure)
+            span.end(outcome.value, failure.error if failure else None)
+        return outcome
 
     def _not_claimed(self, conn: Connection, msg: RunTask, extra: dict[str, Any]) -> RunOutcome:
         pipeline = msg.pipeline or ""  # resolved by run_task
@@ -513,8 +523,11 @@ class Engine:
             return self.conclude(claim.ref, None, _failure(stop))
         if not claim.live and (stopped := self._stop_cancelled(claim)) is not None:
             return stopped
-        output, failure = self._execute(claim)
-        return self.conclude(claim.ref, output, failure)
+        with _attempt_span("poll", claim) as span:
+            output, failure = self._execute(claim)
+            outcome = self.conclude(claim.ref, output, failure)
+            span.end(outcome.value, failure.error if failure else None)
+        return outcome
 
     # -- stopping deferred work (ARCHITECTURE.md, "Deferred work") -----------------------------
 
@@ -911,6 +924,20 @@ class Engine:
     def publish(self, messages: Sequence[OutgoingMessage]) -> int:
         """Publish the messages that are due (after commit) through the outbox relay."""
         return self.outbox.send(messages)
+
+
+def _attempt_span(kind: str, claim: store.Claim) -> AbstractContextManager[tracing.Attempt]:
+    """The span of one attempt (``kind``: attempt, or poll of a deferred one)."""
+    ref = claim.ref
+    return tracing.attempt(
+        f"{kind} {ref.task}" if ref.map_index < 0 else f"{kind} {ref.task}[{ref.map_index}]",
+        task=ref.task,
+        pipeline=ref.pipeline,
+        batch=ref.batch_id,
+        version=claim.version_id,
+        attempt=ref.attempt,
+        map_index=None if ref.map_index < 0 else ref.map_index,
+    )
 
 
 def _with_messages(created: store.Created, messages: list[OutgoingMessage]) -> store.Created:

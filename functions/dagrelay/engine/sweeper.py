@@ -10,6 +10,7 @@ leave behind (the ``sweep`` action, from Cloud Scheduler every minute; a loop lo
 5. due schedule ticks: their batches started (``dagrelay.engine.schedules``);
 6. deadlines missed: recorded with their one alert, and the tasks whose deadline says so
    failed (``dagrelay.engine.deadlines``).
+Then it logs the operations metrics (``dagrelay.engine.metrics``).
 Every step is idempotent; two sweeps at once take disjoint rows or write nothing twice.
 
 Blast radius of one (ARCHITECTURE.md): each step runs whatever another one did, and inside a
@@ -29,7 +30,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from dagrelay.engine import deadlines, schedules
+from dagrelay.engine import deadlines, metrics, schedules
 from dagrelay.engine.core import Engine, Failure
 from dagrelay.errors import LeaseExpired
 from dagrelay.messages import PollTask
@@ -82,6 +83,7 @@ class Sweeper:
             deadlines_missed=self._step(self.check_deadlines),
         )
         log.info("sweep: %s", report, extra={"action": Action.SWEEP})
+        self._step(lambda: metrics.report(self.engine.db, self.engine.clock()))
         return report
 
     @staticmethod

@@ -18,10 +18,11 @@ from typing import Any, Protocol, assert_never
 from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.exc import DBAPIError
 
-from dagrelay import messages
+from dagrelay import messages, tracing
 from dagrelay.engine.core import Clock, Engine
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import BadMessage
+from dagrelay.states import Action
 from dagrelay.store import transitions as store
 from dagrelay.store.db import refused_value, retry_transient
 from dagrelay.store.records import DeadLetter, Rejection
@@ -56,6 +57,12 @@ class Router:
         ``source`` (the CloudEvent source, ``//pubsub.googleapis.com/projects/p/topics/t``).
         Returns what happened."""
         try:
+            return self._handle_push(body, source)
+        finally:
+            tracing.flush()  # spans buffered for Cloud Trace leave before the instance idles
+
+    def _handle_push(self, body: Any, source: str | None) -> str:
+        try:
             envelope = messages.envelope_from_push(body)
         except BadMessage as exc:
             raw = body.get("message") if isinstance(body, Mapping) else None
@@ -69,7 +76,11 @@ class Router:
     def handle(self, envelope: messages.Envelope) -> str:
         try:
             message = messages.parse(envelope)
-            return self._dispatch(message, envelope)
+            # A start_batch's trace is the new batch's own (engine: tracing.batch_span, linked
+            # to the sender's context); any other message's delivery is a span in its trace.
+            span = message.action != Action.START_BATCH
+            with tracing.delivery(envelope.attributes, message.action, span=span):
+                return self._dispatch(message, envelope)
         except BadMessage as exc:
             reason = exc.reason
         except DBAPIError as exc:  # the values passed validation, yet the database refuses them

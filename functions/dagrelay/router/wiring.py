@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine as SqlEngine
 
-from dagrelay import ingest, logs
+from dagrelay import ingest, logs, tracing
 from dagrelay.config import Settings, get_settings
 from dagrelay.engine.core import Clock, Engine, utcnow
 from dagrelay.engine.hooks import EngineHooks
@@ -58,6 +58,11 @@ def build_engine(
 def build_router(settings: Settings, *, hooks: EngineHooks | None = None) -> Router:
     """The router of a function instance: the engine, ingestion on it, dead letters."""
     logs.configure()
+    tracing.configure(
+        settings.tracing,
+        project_id=settings.project_id,
+        sample_ratio=settings.tracing_sample_ratio,
+    )
     db = get_engine()
     engine = build_engine(settings, db=db, hooks=hooks)
     runtime = ingest.Runtime(

@@ -9,16 +9,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
+from dagrelay import tracing
 from dagrelay.bounds import stored_error
 from dagrelay.messages import encode
 from dagrelay.store.db import retry_transient
 from dagrelay.store.queries import query
+from dagrelay.tracing import TRACEPARENT
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,63 @@ class InMemoryPublisher:
             return taken
 
 
+class TraceContexts:
+    """Each batch's trace context (``batches.trace_context``, written once at its start), as
+    the relay copies it into the ``traceparent`` attribute of the batch's messages: read once
+    per batch and process, in one statement for all the batches of a publish; kept in a
+    bounded map. Only used with tracing on (ARCHITECTURE.md, "Tracing and metrics")."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, str], str | None] = {}
+
+    def remember(self, pipeline: str, batch_id: str, context: str | None) -> None:
+        with self._lock:
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            self._known[(pipeline, batch_id)] = context
+
+    def stamp(self, db: Engine, messages: Sequence[OutgoingMessage]) -> list[OutgoingMessage]:
+        """The messages, each about a batch with a trace context carrying it (a message that
+        has a ``traceparent`` already keeps it)."""
+        keys = {k for m in messages if (k := _batch_key(m)) is not None}
+        with self._lock:
+            known = {k: self._known[k] for k in keys if k in self._known}
+        missing = sorted(keys - known.keys())
+        if missing:
+            known |= self._read(db, missing)
+        return [with_trace_context(m, known.get(_batch_key(m) or ("", ""))) for m in messages]
+
+    def _read(self, db: Engine, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+        params = {"pipelines": [p for p, _ in keys], "batch_ids": [b for _, b in keys]}
+        with db.connect() as conn:
+            rows = conn.execute(query("batch_trace_contexts"), params).all()
+        found = {(r.pipeline, r.batch_id): r.trace_context for r in rows}
+        read = {key: found.get(key) for key in keys}
+        for key, context in read.items():
+            self.remember(*key, context)
+        return read
+
+
+def _batch_key(message: OutgoingMessage) -> tuple[str, str] | None:
+    if TRACEPARENT in message.attributes:
+        return None
+    pipeline, batch_id = message.payload.get("pipeline"), message.payload.get("batch_id")
+    if isinstance(pipeline, str) and isinstance(batch_id, str):
+        return pipeline, batch_id
+    return None
+
+
+def with_trace_context(message: OutgoingMessage, context: str | None) -> OutgoingMessage:
+    """The message with ``traceparent`` = ``context`` (unchanged without a context, or if it
+    has one)."""
+    if context is None or TRACEPARENT in message.attributes:
+        return message
+    return replace(message, attributes={**message.attributes, TRACEPARENT: context})
+
+
 class OutboxRelay:
     """Publishes outbox rows and records each outcome (published, or the error for the next
     relay). Never holds a row lock across the network call: rows the engine just committed are
@@ -95,6 +154,7 @@ class OutboxRelay:
         self.publisher = publisher
         self.clock = clock
         self.lease = timedelta(seconds=lease_s)
+        self.trace_contexts = TraceContexts()
 
     def send(self, messages: Sequence[OutgoingMessage]) -> int:
         """Publish the messages that are due (after their commit); record the outcome. A failed
@@ -104,11 +164,22 @@ class OutboxRelay:
         due = [m for m in messages if m.available_at is None or m.available_at <= now]
         if not due:
             return 0
+        if tracing.enabled():
+            due = self._stamp(due)
         results = self._publish(due)
         sent = [m.outbox_id for m, r in zip(due, results, strict=True) if r is None]
         failed = [(m.outbox_id, r) for m, r in zip(due, results, strict=True) if r is not None]
         self._record([i for i in sent if i is not None], failed)
         return len(sent)
+
+    def _stamp(self, messages: Sequence[OutgoingMessage]) -> list[OutgoingMessage]:
+        """The batch's trace context on each message; a failure to read it costs the trace
+        link, never the publish."""
+        try:
+            return retry_transient(lambda: self.trace_contexts.stamp(self.db, messages))
+        except Exception:
+            log.warning("trace contexts not read; published without them", exc_info=True)
+            return list(messages)
 
     def _publish(self, messages: Sequence[OutgoingMessage]) -> list[BaseException | None]:
         """One result per message. A publisher that refuses the whole call (the Pub/Sub client

@@ -87,6 +87,7 @@ class Claim:
     job: Mapping[str, Any] | None = None  # a deferred attempt's pending work
     item: Any = None  # an instance of a mapped task: its item
     live: bool = True  # a deferred attempt's batch still runs it (not cancelled meanwhile)
+    version_id: int | None = None  # the batch's pipeline version (pipeline_versions)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ def start_batch(
     message_id: str | None,
     topic: str,
     now: datetime,
+    trace_context: str | None = None,
 ) -> Created:
     row = conn.execute(
         query("start_batch"),
@@ -170,6 +172,7 @@ def start_batch(
             "message_id": message_id,
             "topic": topic,
             "now": now,
+            "trace_context": trace_context,
         },
     ).one()
     return _created(row)
@@ -251,6 +254,7 @@ def _claim(row: Row[Any] | None, batch_id: str) -> Claim | None:
         job=row.job,
         item=getattr(row, "item", None),
         live=bool(getattr(row, "live", True)),
+        version_id=getattr(row, "version_id", None),
     )
 
 
