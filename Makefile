@@ -71,10 +71,11 @@ typecheck: $(STAMP)
 # and a real browser). Integration and e2e each run on WORKERS pytest-xdist workers, each worker
 # with databases and a Pub/Sub emulator of its own (tests/db_fixtures.py) and, in e2e, local
 # stacks of its own on free ports; WORKERS=0 runs a tier in one process. A module stays on one
-# worker (its module fixtures are built once); modules go out longest first (tests/conftest.py).
+# worker (its module fixtures are built once); modules go out longest first (tests/conftest.py);
+# the ten slowest tests are listed at the end, to keep the long_pole marks true.
 # HYPOTHESIS_PROFILE=soak (or ci) runs the property tests with more examples (tests/conftest.py).
 WORKERS ?= 2
-XDIST = -n $(WORKERS) --dist loadscope --no-loadscope-reorder
+XDIST = -n $(WORKERS) --dist loadscope --no-loadscope-reorder --durations=10
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
