@@ -16,23 +16,31 @@ TF_VENV := $(TF_OFFLINE)/venv/.installed-stamp
 .PHONY: demo test lint typecheck pytest unit integration e2e chromium up down venv clean \
 	terraform-check terraform-plugins bench sql-functions dist soak
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,local]'
+# uv (PyPI; the version pinned in pyproject.toml's dev extra, put into .venv by the machine's pip)
+# installs both virtualenvs: seconds where pip spends minutes looking packages up. Its cache
+# (~/.cache/uv) keeps what it downloaded for the next install on the machine.
+UV := $(BIN)/uv
+UV_VERSION := $(shell sed -n 's/^ *"uv==\([^"]*\)".*/\1/p' pyproject.toml)
+
+$(UV):
+	$(PYTHON) -m venv --without-pip $(VENV)
+	$(PYTHON) -m pip --python $(BIN)/python install --quiet uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml | $(UV)
+	$(UV) pip install --quiet --python $(BIN)/python --upgrade-package pip pip -e '.[dev,local]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 # checkov lives in its own venv: its bc-python-hcl2 and python-hcl2 both install `hcl2`.
-$(CHECKOV):
-	$(PYTHON) -m venv .venv-checkov
-	.venv-checkov/bin/pip install --quiet checkov==3.3.30
+$(CHECKOV): | $(UV)
+	$(PYTHON) -m venv --without-pip .venv-checkov
+	$(UV) pip install --quiet --python .venv-checkov/bin/python checkov==3.3.30
 	touch $(CHECKOV)
 
-$(TF_VENV):
-	$(PYTHON) -m venv $(TF_OFFLINE)/venv
-	$(TF_OFFLINE)/venv/bin/pip install --quiet tf==1.2.0
+$(TF_VENV): | $(UV)
+	$(PYTHON) -m venv --without-pip $(TF_OFFLINE)/venv
+	$(UV) pip install --quiet --python $(TF_OFFLINE)/venv/bin/python tf==1.2.0
 	touch $(TF_VENV)
 
 # The google and random providers' schemas (npm: @cdktf/provider-*) served by schema-only
@@ -77,20 +85,24 @@ typecheck: $(STAMP)
 
 # The test tiers, each its own pytest run: unit (pure logic, no database, no subprocess:
 # seconds), integration (the real PostgreSQL and Pub/Sub emulator), e2e (the whole local stack,
-# and a real browser). Integration runs on WORKERS pytest-xdist workers, each with a database and
-# a Pub/Sub emulator of its own (tests/db_fixtures.py); WORKERS=0 runs it in one process. e2e
-# stays serial: each worker would start a whole local stack. HYPOTHESIS_PROFILE=soak (or ci)
-# runs the property tests with more examples (tests/conftest.py).
+# and a real browser). Integration and e2e each run on WORKERS pytest-xdist workers, each worker
+# with databases and a Pub/Sub emulator of its own (tests/db_fixtures.py) and, in e2e, local
+# stacks of its own on free ports; WORKERS=0 runs a tier in one process. A module stays on one
+# worker (its module fixtures are built once); modules go out longest first (tests/conftest.py);
+# the ten slowest tests are listed at the end, to keep the long_pole marks true.
+# HYPOTHESIS_PROFILE=soak (or ci) runs the property tests with more examples (tests/conftest.py).
 WORKERS ?= 2
+XDIST = -n $(WORKERS) --dist loadscope --no-loadscope-reorder --durations=10
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 integration: $(STAMP)
-	$(BIN)/pytest tests/integration -n $(WORKERS) --dist loadscope
+	$(BIN)/pytest tests/integration $(XDIST)
 
-e2e: $(STAMP) chromium
-	$(BIN)/pytest tests/e2e
+# test_project.py runs checkov on the scaffold's Terraform.
+e2e: $(STAMP) $(CHECKOV) chromium
+	$(BIN)/pytest tests/e2e $(XDIST)
 
 pytest: unit integration e2e
 
@@ -110,11 +122,11 @@ terraform-check: $(CHECKOV) $(STAMP) terraform-plugins
 	.venv-checkov/bin/checkov -d terraform --framework terraform --skip-download --compact --quiet
 	$(TF_OFFLINE)/venv/bin/python -m tests.tools.tf_plan $(TF_OFFLINE) $(BIN)/dagrelay
 
-# The quick checks two at a time (each one's output kept together), then the slow tiers.
+# Everything at once, the long tiers first: e2e and integration spend much of their time waiting
+# on subprocesses, the emulators and PostgreSQL, so the quick checks and the other tier fill the
+# two cores meanwhile. Each target's output is printed together when it ends.
 test: $(STAMP)
-	$(MAKE) -j2 --output-sync=target lint typecheck terraform-check unit
-	$(MAKE) integration
-	$(MAKE) e2e
+	$(MAKE) -j6 --output-sync=target e2e integration lint typecheck terraform-check unit
 
 # The release artifacts: dist/dagrelay-X.Y.Z.tar.gz and dist/dagrelay-X.Y.Z-py3-none-any.whl,
 # the same bytes on every build of a commit (SOURCE_DATE_EPOCH: the last commit's time).

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,6 +44,24 @@ settings.load_profile(PROFILE)
 os.environ.setdefault(
     "DAGRELAY_CALL_ALLOWED_PREFIXES", "tests,handlers,pipelines,dagrelay.examples"
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules marked ``long_pole(seconds)`` first, longest first; then the others, largest
+    first; each module's tests in their own order. pytest-xdist's ``--dist loadscope
+    --no-loadscope-reorder`` (Makefile) hands modules to the workers in this order, so no worker
+    starts a module of a minute when the others are done."""
+    module = {item: item.nodeid.split("::", 1)[0] for item in items}
+    size = Counter(module.values())
+    first = {name: index for index, name in reversed(list(enumerate(module.values())))}
+    seconds: dict[str, float] = {}
+    for item in items:
+        marker = item.get_closest_marker("long_pole")
+        if marker is not None:
+            seconds[module[item]] = float(marker.args[0])
+    items.sort(
+        key=lambda item: (-seconds.get(module[item], 0), -size[module[item]], first[module[item]])
+    )
 
 
 class FakeClock:

@@ -63,6 +63,7 @@ def stack(
         events_topic="dagrelay-events-e2e",
         subscription="dagrelay-events-e2e-router",
         emulator_host=pubsub_emulator,
+        data_services=False,  # the tests on this stack run python handlers only
         workdir=tmp_path_factory.mktemp("stack"),
     )
     stack = Stack(config)

@@ -17,7 +17,7 @@ from dagrelay.local.processes import WARM_ROUTER_ENV
 from tests.e2e import test_faults
 from tests.e2e.test_faults import FaultStack
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long_pole(30)]
 
 fault_stack = test_faults.fault_stack  # the fixture: a stack of this test's own
 REQUEST_TIMEOUT_S, JOB_S = 2, 8

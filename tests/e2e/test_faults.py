@@ -39,7 +39,7 @@ from tests.e2e import faults_helpers as fh
 from tests.e2e.faults_helpers import Duplicator, Tally, tally
 from tests.paths import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long_pole(90)]
 
 PROJECT = "dagrelay-test"
 RESULTS_FILE = ROOT / "test-artifacts" / "fault-results.json"
@@ -186,6 +186,7 @@ def fault_stack(
         defaults: dict[str, Any] = {
             "sweep_interval_s": 1.0,
             "sweep_older_than_s": 2,
+            "data_services": False,  # python handlers only: no GCS or BigQuery to start
         }
         stack = Stack(
             StackConfig(

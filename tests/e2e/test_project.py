@@ -1,8 +1,9 @@
 """A team's project, as a team gets it: ``dagrelay init`` from a wheel installed in a fresh
 virtualenv; the scaffold's own tests pass; its YAML and Python pipelines apply to the same rows
 as their exports; ``build-function --project`` makes an archive that, unpacked into another new
-virtualenv (``pip install -r requirements.txt`` of the archive) and served by functions-framework
-behind the emulator's push subscription, runs the team's Python-handler pipeline end to end.
+virtualenv (the archive's ``requirements.txt`` installed, by uv: test_wheel.install_into) and
+served by functions-framework behind the emulator's push subscription, runs the team's
+Python-handler pipeline end to end.
 Its Terraform root passes ``terraform fmt`` and checkov offline, like terraform/."""
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import venv
 import zipfile
@@ -26,9 +26,9 @@ from sqlalchemy import create_engine, text
 from dagrelay.local import infra, processes
 from dagrelay.store.reads import batch_outputs
 from tests.dbtools import ADMIN_URL
-from tests.integration.test_wheel import installed, wheel  # noqa: F401 - fixtures
+from tests.integration.test_wheel import install_into, installed, wheel  # noqa: F401 - fixtures
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long_pole(60)]
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "dagrelay-test"
@@ -58,15 +58,14 @@ def project(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """``dagrelay init`` in a fresh venv holding the wheel, then the README's set-up:
-    ``pip install -r requirements-dev.txt`` (dagrelay[testing], which brings pytest)."""
+    ``pip install -r requirements-dev.txt`` (dagrelay[testing], which brings pytest; by uv)."""
     root = tmp_path_factory.mktemp("team") / NAME
     module = str(REPO / "terraform")
     run([str(installed / "dagrelay"), "init", str(root), "--terraform-module", module],
         cwd=root.parent, env=clean_env())  # fmt: skip
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--quiet", "--python", str(installed / "python"),
-         "install", "--find-links", str(wheel.parent), "-r", "requirements-dev.txt"],
-        cwd=root, check=True, capture_output=True, timeout=600,
+    install_into(
+        installed / "python", "--find-links", str(wheel.parent), "-r", "requirements-dev.txt",
+        cwd=root,
     )  # fmt: skip
     return root
 
@@ -205,11 +204,7 @@ def test_the_archive_runs_the_teams_pipeline_behind_push(
     function_venv = tmp_path / "fvenv"
     venv.create(function_venv, with_pip=False)
     python = function_venv / "bin" / "python"
-    run(
-        [sys.executable, "-m", "pip", "--quiet", "--python", str(python), "install",
-         "--only-binary", ":all:", "-r", str(source / "requirements.txt")],
-        source, clean_env(),
-    )  # fmt: skip
+    install_into(python, "--only-binary", ":all:", "-r", str(source / "requirements.txt"))
 
     topic = f"team-{unique}"
     port = processes.free_port()

@@ -32,7 +32,7 @@ from dagrelay.local.processes import wait_for
 from tests.dbtools import create_database, drop_database
 from tests.paths import ROOT
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.long_pole(120)]
 
 SOURCES = ("pyproject.toml", "README.md", "functions", "schema", "migrations")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))

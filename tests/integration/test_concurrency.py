@@ -16,7 +16,7 @@ from dagrelay.messages import RunTask, StartBatch
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.integration.helpers import as_run_task, batch_status, drive, run_together, scalar
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long_pole(20)]
 
 InsertPipeline = Callable[..., dict[str, int]]
 WORKERS = 8

@@ -65,7 +65,7 @@ from tests.conftest import FakeClock, engine_settings
 from tests.dbtools import create_database, drop_database
 from tests.invariants import Facts
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long_pole(60)]
 
 PIPELINE = "model"
 POOL = "p"

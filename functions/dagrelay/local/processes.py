@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,23 +73,40 @@ class ManagedProcess:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL if it has not gone within ``timeout_s``."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                wait_for(lambda: not self.alive(), timeout_s, f"{self.name} to exit")
-                break
-            except StackError:
-                continue
-        if self.popen is not None:
-            self.popen.wait(timeout=timeout_s)
+        stop_all([self], timeout_s)
+
+    def signal_group(self, sig: signal.Signals) -> bool:
+        """Send ``sig`` to the process group; False if it is gone already."""
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
 
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def stop_all(procs: Sequence[ManagedProcess], timeout_s: float = 10.0) -> None:
+    """Stop several processes together: SIGTERM every group (in the order given), wait for all
+    of them, then SIGKILL whatever is left after ``timeout_s``. One by one, their exits would add
+    up (a pull worker leaves only when its pull of up to 5 s returns)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        signalled = [p for p in procs if p.signal_group(sig)]
+        try:
+            wait_for(
+                lambda: not any(p.alive() for p in signalled),  # noqa: B023
+                timeout_s,
+                f"{', '.join(p.name for p in signalled)} to exit",
+            )
+            break
+        except StackError:
+            continue
+    for proc in procs:
+        if proc.popen is not None:
+            proc.popen.wait(timeout=timeout_s)
 
 
 def spawn(

@@ -282,12 +282,12 @@ class Stack:
         self.setup_pubsub(int(self.info.router_url.rsplit(":", 1)[1]))
 
     def stop(self) -> None:
-        """Stop what this stack started, newest first."""
+        """Stop what this stack started: every process signalled at once, newest first."""
         if self.sweep_loop is not None:
             self.sweep_loop.stop()
             self.sweep_loop = None
-        while self.processes:
-            self.processes.pop().stop()
+        processes.stop_all(self.processes[::-1])
+        self.processes.clear()
         for key, value in self._previous_env.items():
             if value is None:
                 os.environ.pop(key, None)
