@@ -140,14 +140,19 @@ def start_pubsub_emulator(port: int, project: str, workdir: Path) -> ManagedProc
 
 
 def start_router(
-    port: int, env: Mapping[str, str], workdir: Path, target: str = "router"
+    port: int,
+    env: Mapping[str, str],
+    workdir: Path,
+    target: str = "router",
+    source: Path | None = None,
 ) -> ManagedProcess:
-    """functions/main.py's ``target`` under functions-framework on 127.0.0.1:port; the router
-    with crash hooks (local_emulator/crash_router.py) when the environment arms crash points."""
+    """functions/main.py's ``target`` (or ``source``'s) under functions-framework on
+    127.0.0.1:port; the router with crash hooks (local_emulator/crash_router.py) when the
+    environment arms crash points. functions-framework serves ``THREADS`` requests at once
+    (from ``env``; its default is 4 per core)."""
     armed = target == "router" and bool(env.get(crashes.POINTS_ENV))
-    source = (
-        ROOT / "local_emulator" / "crash_router.py" if armed else ROOT / "functions" / "main.py"
-    )
+    if source is None:
+        source = CRASH_ROUTER if armed else ROOT / "functions" / "main.py"
     argv = [
         sys.executable,
         "-m",

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(5, ge=1, le=50, description="Connections kept per process.")
     db_max_overflow: int = Field(2, ge=0, le=50, description="Extra connections under load.")
     db_pool_timeout_s: float = Field(
-        10.0,
+        30.0,
         gt=0,
         le=300,
         description="How long a request thread waits for a pooled connection (every one in a "

@@ -38,9 +38,9 @@ RESERVED = 3
 CUSTOM_TIER = re.compile(r"^db-custom-(\d+)-(\d+)$")
 
 # The defaults (terraform/variables.tf has the same): on the smallest tier, 4 routers x 80
-# requests = 320 tasks in flight on 12 of its 22 usable connections.
+# requests = 400 tasks in flight on 12 of its 22 usable connections.
 ROUTER_INSTANCES = 4
-REQUEST_CONCURRENCY = 80
+REQUEST_CONCURRENCY = 100
 POOL_SIZE = 2
 MAX_OVERFLOW = 1
 DASHBOARD_INSTANCES = 4  # status_max_instances (2) + operate_max_instances (2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -29,13 +29,12 @@ class ProcessWide(Generic[T]):
         self.__name__ = getattr(build, "__name__", "process_wide")
 
     def __call__(self) -> T:
-        if self._built:
-            return self._value  # type: ignore[return-value]
-        with self._lock:
-            if not self._built:
-                self._value = self._build()
-                self._built = True
-        return self._value  # type: ignore[return-value]
+        if not self._built:
+            with self._lock:
+                if not self._built:
+                    self._value = self._build()
+                    self._built = True
+        return cast("T", self._value)
 
     def cache_info(self) -> CacheInfo:
         return CacheInfo(int(self._built))

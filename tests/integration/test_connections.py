@@ -16,7 +16,7 @@ from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.errors import PoolExhausted
 from dagrelay.handlers.registry import HandlerContext, HandlerRegistry
-from dagrelay.messages import RunTask, StartBatch
+from dagrelay.messages import StartBatch
 from dagrelay.router.wiring import build_engine
 from dagrelay.store.db import create_db_engine
 from dagrelay.store.outbox import InMemoryPublisher
@@ -125,7 +125,7 @@ def test_a_thread_without_a_connection_in_time_gets_a_clear_error(
         engine.start_batch(StartBatch("p", "b1"))
         (message,) = [as_run_task(m) for m in publisher.drain()]
         with small.connect(), pytest.raises(PoolExhausted) as raised:  # the only connection
-            engine.run_task(RunTask(message.pipeline, "b1", "a"))
+            engine.run_task(message)
     finally:
         small.dispose()
     text_of = str(raised.value)
