@@ -115,7 +115,12 @@ class PushFanout:
         try:
             session = self._session()
             response = session.post(
-                self.endpoints[instance] + self.source_path, json=body, timeout=REQUEST_TIMEOUT_S
+                self.endpoints[instance] + self.source_path,
+                json=body,
+                timeout=REQUEST_TIMEOUT_S,
+                # A fresh connection each time: gunicorn closes an idle kept-alive one after 2 s,
+                # and a push that reused it would fail for the benchmark's sake, not the router's.
+                headers={"Connection": "close"},
             )
             status = str(response.status_code)
         except requests.RequestException as exc:
