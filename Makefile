@@ -14,7 +14,7 @@ TF_OFFLINE := .terraform-offline
 TF_VENV := $(TF_OFFLINE)/venv/.installed-stamp
 
 .PHONY: demo test lint typecheck pytest unit integration e2e chromium up down venv clean \
-	terraform-check terraform-plugins bench sql-functions dist soak
+	terraform-check terraform-plugins bench bench-scale sql-functions dist soak
 
 # uv (PyPI; the version pinned in pyproject.toml's dev extra, put into .venv by the machine's pip)
 # installs both virtualenvs: seconds where pip spends minutes looking packages up. Its cache
@@ -56,6 +56,11 @@ demo: $(STAMP)
 # Benchmarks are not tests: a table on stdout and bench-results.json (see local_emulator/bench/).
 bench: $(STAMP)
 	$(BIN)/python -m local_emulator bench
+
+# A thousand tasks at once on 25 connections, and no-op throughput at K = 1, 2, 4, 8 router
+# instances (about 4 minutes: beside `make bench`, not in it; README.md, "Capacity").
+bench-scale: $(STAMP)
+	$(BIN)/python -m local_emulator.bench.scale
 
 # schema/functions/: the live text of each SQL function, from a database migrated to head (run
 # after a migration that changes a function; tests/integration/test_sql_functions.py checks it).

@@ -38,6 +38,51 @@ locals {
   }
 }
 
+# -- Capacity -------------------------------------------------------------------------------------
+# The capacity model of functions/dagrelay/capacity.py (README.md, "Capacity"; a unit test checks
+# these numbers against it): connections follow the engine's transactions, not the tasks in
+# flight, so every router instance needs at most db_pool_size + db_max_overflow, whatever its
+# request concurrency. The router's preconditions refuse a plan the database cannot take.
+
+locals {
+  # Cloud SQL for PostgreSQL's default max_connections: shared-core tiers by name, the others by
+  # memory ([from MiB, connections], the last row the tier's memory reaches).
+  tier_connections = { "db-f1-micro" = 25, "db-g1-small" = 50 }
+  memory_connections = [
+    [0, 25], [3840, 100], [6144, 200], [7680, 400], [15360, 500], [30720, 600], [61440, 800],
+    [122880, 1000],
+  ]
+  db_tier_memory_mib = try(tonumber(regex("^db-custom-[0-9]+-([0-9]+)$", var.db_tier)[0]), -1)
+  db_tier_connections = lookup(local.tier_connections, var.db_tier, (
+    local.db_tier_memory_mib < 0 ? 0 : max([for row in local.memory_connections : row[1] if local.db_tier_memory_mib >= row[0]]...)
+  ))
+  db_max_connections      = var.db_max_connections != null ? var.db_max_connections : local.db_tier_connections
+  db_reserved_connections = 3 # superuser_reserved_connections: Cloud SQL's users are not superusers
+  db_admin_connections    = 2 # migrations, the CLI from the bastion, an operator's psql
+  dashboard_connections   = 2 # per status/operate instance: pool 1 + overflow 1 (concurrency 1)
+  db_other_connections    = (var.status_max_instances + var.operate_max_instances) * local.dashboard_connections + local.db_admin_connections
+  router_connections      = var.router_max_instances * (var.db_pool_size + var.db_max_overflow)
+  db_connections_needed   = local.router_connections + local.db_other_connections
+  db_connections_usable   = local.db_max_connections - local.db_reserved_connections
+
+  # What the router checks at start (dagrelay.capacity) and how many requests it serves at once.
+  router_only_env = {
+    DAGRELAY_REQUEST_CONCURRENCY  = tostring(var.router_concurrency)
+    DAGRELAY_ROUTER_MAX_INSTANCES = tostring(var.router_max_instances)
+    DAGRELAY_DB_MAX_CONNECTIONS   = tostring(local.db_max_connections)
+    DAGRELAY_DB_OTHER_CONNECTIONS = tostring(local.db_other_connections)
+    DAGRELAY_DB_POOL_TIMEOUT_S    = tostring(var.db_pool_timeout_s)
+    THREADS                       = tostring(var.router_concurrency) # functions-framework's request threads
+  }
+  # The dashboard functions serve one request at a time: one connection, one spare.
+  dashboard_only_env = {
+    DAGRELAY_DB_POOL_SIZE    = "1"
+    DAGRELAY_DB_MAX_OVERFLOW = "1"
+  }
+  router_env    = merge(local.function_env, local.router_only_env)
+  dashboard_env = merge(local.function_env, local.dashboard_only_env)
+}
+
 # -- Source ---------------------------------------------------------------------------------------
 
 resource "google_storage_bucket" "function_source" {
@@ -100,9 +145,10 @@ resource "google_cloudfunctions2_function" "router" {
     service_account_email            = google_service_account.router.email
     timeout_seconds                  = var.router_timeout_s
     available_memory                 = var.router_memory
+    available_cpu                    = var.router_cpu
     min_instance_count               = 0
     max_instance_count               = var.router_max_instances
-    max_instance_request_concurrency = 1
+    max_instance_request_concurrency = var.router_concurrency
     # Default ALLOW_INTERNAL_ONLY: Pub/Sub push counts as internal traffic for a service in the
     # same project, so nothing from the internet reaches the router; every request also needs
     # run.invoker, which only the push invoker holds.
@@ -112,13 +158,32 @@ resource "google_cloudfunctions2_function" "router" {
     vpc_connector                 = local.vpc_connector
     vpc_connector_egress_settings = local.vpc_egress # Cloud SQL's private IP; Google APIs directly
 
-    environment_variables = local.function_env
+    environment_variables = local.router_env
 
     secret_environment_variables {
       key        = "DAGRELAY_DB_PASSWORD"
       project_id = var.project_id
       secret     = google_secret_manager_secret.db_password.secret_id
       version    = "latest"
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = local.db_max_connections > 0
+      error_message = "db_tier ${var.db_tier} is not in the capacity model: set db_max_connections to its max_connections."
+    }
+    precondition {
+      condition     = local.db_connections_needed <= local.db_connections_usable
+      error_message = "The database cannot take this plan: ${var.router_max_instances} router instances x (db_pool_size ${var.db_pool_size} + db_max_overflow ${var.db_max_overflow}) = ${local.router_connections} connections, plus ${local.db_other_connections} for the dashboards and administration, need ${local.db_connections_needed}; ${var.db_tier} takes ${local.db_connections_usable} (max_connections ${local.db_max_connections} - ${local.db_reserved_connections} reserved). Lower router_max_instances, db_pool_size or db_max_overflow (raise router_concurrency for more tasks in flight instead), or take a larger tier."
+    }
+    precondition {
+      condition     = var.router_concurrency == 1 || tonumber(var.router_cpu) >= 1
+      error_message = "router_concurrency ${var.router_concurrency} needs router_cpu >= 1: Cloud Run serves one request at a time below 1 vCPU."
+    }
+    precondition {
+      condition     = var.db_pool_size + var.db_max_overflow <= var.router_concurrency
+      error_message = "db_pool_size + db_max_overflow (${var.db_pool_size + var.db_max_overflow}) exceeds router_concurrency (${var.router_concurrency}): connections a router can never use."
     }
   }
 
@@ -168,7 +233,7 @@ resource "google_cloudfunctions2_function" "status" {
     vpc_connector                 = local.vpc_connector
     vpc_connector_egress_settings = local.vpc_egress
 
-    environment_variables = local.function_env
+    environment_variables = local.dashboard_env
 
     secret_environment_variables {
       key        = "DAGRELAY_DB_PASSWORD"
@@ -225,7 +290,7 @@ resource "google_cloudfunctions2_function" "operate" {
     vpc_connector                 = local.vpc_connector
     vpc_connector_egress_settings = local.vpc_egress
 
-    environment_variables = local.function_env
+    environment_variables = local.dashboard_env
 
     secret_environment_variables {
       key        = "DAGRELAY_DB_PASSWORD"

@@ -90,13 +90,35 @@ variable "deploy_timeout_s" {
 # -- Functions ------------------------------------------------------------------------------------
 
 variable "router_max_instances" {
-  description = "Most router instances at once. Each holds up to db_pool_size + db_max_overflow database connections: keep the total under the Cloud SQL tier's connection limit (db-f1-micro: 25)."
+  description = "Most router instances at once. Each keeps up to db_pool_size + db_max_overflow database connections, whatever its request concurrency; the capacity model (README.md, \"Capacity\") checks the total against the tier's connection limit at plan time."
   type        = number
-  default     = 5
+  default     = 4
 
   validation {
     condition     = var.router_max_instances >= 1 && var.router_max_instances <= 100
     error_message = "router_max_instances must be between 1 and 100."
+  }
+}
+
+variable "router_concurrency" {
+  description = "Requests (tasks) a router instance serves at once: max_instance_request_concurrency and functions-framework's THREADS. A running handler holds no database connection, so this does not cost connections; above 1 it needs router_cpu >= 1."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.router_concurrency >= 1 && var.router_concurrency <= 1000
+    error_message = "router_concurrency must be between 1 and 1000 (Cloud Run's limit)."
+  }
+}
+
+variable "router_cpu" {
+  description = "vCPUs of a router instance (available_cpu). Cloud Run serves more than one request at a time only with at least 1 vCPU."
+  type        = string
+  default     = "1"
+
+  validation {
+    condition     = can(tonumber(var.router_cpu)) && tonumber(var.router_cpu) > 0 && tonumber(var.router_cpu) <= 8
+    error_message = "router_cpu must be a number of vCPUs between 0.083 and 8, e.g. \"1\"."
   }
 }
 
@@ -193,7 +215,7 @@ variable "operate_max_instances" {
 }
 
 variable "db_pool_size" {
-  description = "Database connections each function instance keeps (DAGRELAY_DB_POOL_SIZE)."
+  description = "Database connections each router instance keeps (DAGRELAY_DB_POOL_SIZE). A connection is held only for one of the engine's short transactions, so a few serve router_concurrency requests; the dashboard functions keep 1 + 1."
   type        = number
   default     = 2
 
@@ -204,13 +226,35 @@ variable "db_pool_size" {
 }
 
 variable "db_max_overflow" {
-  description = "Extra connections an instance may open under load (DAGRELAY_DB_MAX_OVERFLOW)."
+  description = "Extra connections a router instance may open under load (DAGRELAY_DB_MAX_OVERFLOW)."
   type        = number
   default     = 1
 
   validation {
     condition     = var.db_max_overflow >= 0 && var.db_max_overflow <= 50
     error_message = "db_max_overflow must be between 0 and 50."
+  }
+}
+
+variable "db_pool_timeout_s" {
+  description = "How long a request waits for a pooled connection before it fails and Pub/Sub redelivers its message (DAGRELAY_DB_POOL_TIMEOUT_S)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.db_pool_timeout_s > 0 && var.db_pool_timeout_s <= 300
+    error_message = "db_pool_timeout_s must be between 0 and 300 seconds."
+  }
+}
+
+variable "db_max_connections" {
+  description = "The database's max_connections, for the capacity model: null takes the tier's default (db-f1-micro 25, db-g1-small 50, db-custom-* by memory). Set it when you set the max_connections flag or use a tier the model does not know."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.db_max_connections == null || coalesce(var.db_max_connections, 0) >= 10
+    error_message = "db_max_connections must be null or at least 10."
   }
 }
 

@@ -19,6 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from dagrelay import capacity
 from dagrelay._config_sources import (
     DATABASE_URL_ENV,
     DEFAULT_CALL_PREFIXES,
@@ -54,6 +55,36 @@ class Settings(BaseSettings):
     db_ip_type: Literal["private", "public", "psc"] = Field("private", description="Cloud SQL IP.")
     db_pool_size: int = Field(5, ge=1, le=50, description="Connections kept per process.")
     db_max_overflow: int = Field(2, ge=0, le=50, description="Extra connections under load.")
+    db_pool_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=300,
+        description="How long a request thread waits for a pooled connection (every one in a "
+        "transaction) before it fails with PoolExhausted and Pub/Sub redelivers the message.",
+    )
+    request_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Requests a router instance serves at once (Terraform's router_concurrency, "
+        "also functions-framework's THREADS). With router_max_instances and db_max_connections "
+        "the router checks the capacity model (dagrelay.capacity) at start and logs the result.",
+    )
+    router_max_instances: int | None = Field(
+        None, ge=1, le=1000, description="Most router instances at once (capacity check only)."
+    )
+    db_max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="The database's max_connections (capacity check only; Terraform passes "
+        "the tier's).",
+    )
+    db_other_connections: int = Field(
+        capacity.DASHBOARD_INSTANCES * capacity.DASHBOARD_CONNECTIONS + capacity.ADMIN_CONNECTIONS,
+        ge=0,
+        description="Connections others than the routers may hold: the dashboard functions' "
+        "pools and administration (capacity check only).",
+    )
     inbox_bucket: str = Field(
         "dagrelay-inbox",
         description="Bucket whose inbox/<source>/ objects are ingested (staging/, archive/ and "

@@ -70,3 +70,19 @@ def handler_hint(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.8)
     guess = f"did you mean {' or '.join(repr(c) for c in close)}? else " if close else ""
     return guess + REGISTER_HINT.format(name=name)
+
+
+class PoolExhausted(DagrelayError):
+    """No pooled database connection came free in time: more transactions were in flight on
+    this instance than its pool holds. Retryable: the delivery fails and Pub/Sub redelivers."""
+
+    def __init__(self, size: int, overflow: int, timeout_s: float) -> None:
+        super().__init__(
+            f"no database connection came free within {timeout_s:g} s: all {size} + {overflow} "
+            f"connections of this instance's pool are in transactions (db_pool_size, "
+            f"db_max_overflow, db_pool_timeout_s; the capacity model in ARCHITECTURE.md says how "
+            f"to size them against the request concurrency and the database's connection limit)"
+        )
+        self.size = size
+        self.overflow = overflow
+        self.timeout_s = timeout_s

@@ -12,12 +12,16 @@ module "dagrelay" {
   private_network         = var.private_network
 
   router_max_instances = var.router_max_instances
+  router_concurrency   = var.router_concurrency
+  router_cpu           = var.router_cpu
   status_ingress       = var.status_ingress
   status_invokers      = var.status_invokers
   db_tier              = var.db_tier
   db_availability_type = var.db_availability_type
   db_pool_size         = var.db_pool_size
   db_max_overflow      = var.db_max_overflow
+  db_pool_timeout_s    = var.db_pool_timeout_s
+  db_max_connections   = var.db_max_connections
 
   db_retained_backups               = var.db_retained_backups
   db_transaction_log_retention_days = var.db_transaction_log_retention_days

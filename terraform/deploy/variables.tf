@@ -41,9 +41,21 @@ variable "private_network" {
 }
 
 variable "router_max_instances" {
-  description = "Most router instances at once. Each holds up to db_pool_size + db_max_overflow database connections: keep the total under the Cloud SQL tier's connection limit (db-f1-micro: 25)."
+  description = "Most router instances at once. Each keeps up to db_pool_size + db_max_overflow database connections, whatever its request concurrency; the module checks the total against the tier's connection limit."
   type        = number
-  default     = 5
+  default     = 4
+}
+
+variable "router_concurrency" {
+  description = "Requests (tasks) a router instance serves at once; a running handler holds no database connection. Above 1 it needs router_cpu >= 1."
+  type        = number
+  default     = 100
+}
+
+variable "router_cpu" {
+  description = "vCPUs of a router instance (at least 1 for a request concurrency above 1)."
+  type        = string
+  default     = "1"
 }
 
 variable "status_ingress" {
@@ -71,15 +83,27 @@ variable "db_availability_type" {
 }
 
 variable "db_pool_size" {
-  description = "Database connections each function instance keeps (DAGRELAY_DB_POOL_SIZE)."
+  description = "Database connections each router instance keeps (DAGRELAY_DB_POOL_SIZE); the dashboard functions keep 1 + 1."
   type        = number
   default     = 2
 }
 
 variable "db_max_overflow" {
-  description = "Extra connections an instance may open under load (DAGRELAY_DB_MAX_OVERFLOW)."
+  description = "Extra connections a router instance may open under load (DAGRELAY_DB_MAX_OVERFLOW)."
   type        = number
   default     = 1
+}
+
+variable "db_pool_timeout_s" {
+  description = "How long a request waits for a pooled connection before it fails and Pub/Sub redelivers its message."
+  type        = number
+  default     = 30
+}
+
+variable "db_max_connections" {
+  description = "The database's max_connections for the capacity model; null: the tier's default."
+  type        = number
+  default     = null
 }
 
 variable "db_retained_backups" {

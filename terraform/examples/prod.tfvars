@@ -12,7 +12,9 @@ db_transaction_log_retention_days = 7
 deletion_protection               = true
 force_destroy_buckets             = false
 
+# 20 x (2 + 2) + 10 others = 90 of the 97 usable connections; 20 x 100 = 2,000 tasks in flight.
 router_max_instances = 20
+router_concurrency   = 100
 db_pool_size         = 2
 db_max_overflow      = 2
 

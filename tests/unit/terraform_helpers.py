@@ -20,6 +20,7 @@ TERRAFORM = REPO / "terraform"
 _OPTIONS = SerializationOptions(
     strip_string_quotes=True, explicit_blocks=False, with_comments=False
 )
+_MERGE = re.compile(r"\$\{merge\(((?:local\.\w+,\s*)*local\.\w+)\)\}")
 _WHOLE_REF = re.compile(r"^\$\{(local|var)\.([A-Za-z0-9_]+)\}$")
 RESOURCE_REF = re.compile(r"\b((?:google|random|terraform)_[a-z0-9_]+)\.([a-z0-9_]+)")
 
@@ -56,9 +57,14 @@ class Config:
                 yield rtype, name, body
 
     def resolve(self, value: Any) -> Any:
-        """``${local.x}`` -> the local's value; ``${var.x}`` -> the variable's default. Other
-        values come back unchanged (repeatedly, so a local naming a local resolves too)."""
+        """``${local.x}`` -> the local's value; ``${var.x}`` -> the variable's default;
+        ``${merge(local.a, local.b)}`` -> the maps merged. Other values come back unchanged
+        (repeatedly, so a local naming a local resolves too)."""
         for _ in range(10):
+            merged = _MERGE.fullmatch(value) if isinstance(value, str) else None
+            if merged is not None:
+                names = [n.strip().removeprefix("local.") for n in merged.group(1).split(",")]
+                return {k: v for n in names for k, v in self.resolve(self.locals[n]).items()}
             match = _WHOLE_REF.match(value) if isinstance(value, str) else None
             if match is None:
                 return value

@@ -165,17 +165,24 @@ WARM_ROUTER_ENV = "LOCAL_WARM_ROUTER"
 
 
 def start_router(
-    port: int, env: Mapping[str, str], workdir: Path, target: str = "router"
+    port: int,
+    env: Mapping[str, str],
+    workdir: Path,
+    target: str = "router",
+    source: Path | None = None,
 ) -> ManagedProcess:
-    """functions/main.py's ``target`` under functions-framework on 127.0.0.1:port; the router
-    with crash hooks (dagrelay/local/crash_router.py) when the environment arms crash points."""
+    """functions/main.py's ``target`` (or ``source``'s) under functions-framework on
+    127.0.0.1:port; the router with crash hooks (dagrelay/local/crash_router.py) when the
+    environment arms crash points. functions-framework serves ``THREADS`` requests at once
+    (from ``env``; its default is 4 per core)."""
     armed = target == "router" and bool(env.get(crashes.POINTS_ENV))
     warm = target == "router" and bool(env.get(WARM_ROUTER_ENV))
-    source = resources.function_entry()
-    if armed:
-        source = CRASH_ROUTER
-    elif warm:
-        source = WARM_ROUTER
+    if source is None:
+        source = resources.function_entry()
+        if armed:
+            source = CRASH_ROUTER
+        elif warm:
+            source = WARM_ROUTER
     argv = [
         sys.executable,
         "-m",

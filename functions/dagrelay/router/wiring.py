@@ -5,25 +5,28 @@ and reused across invocations."""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Engine as SqlEngine
 
-from dagrelay import ingest, logs, tracing
+from dagrelay import capacity, ingest, logs, tracing
 from dagrelay.config import Settings, get_settings
 from dagrelay.engine.core import Clock, Engine, utcnow
 from dagrelay.engine.hooks import EngineHooks
 from dagrelay.handlers.registry import HandlerRegistry, default_registry
 from dagrelay.ingest.loader import BigQueryLoader
 from dagrelay.ingest.storage import GcsObjectStore
+from dagrelay.once import process_wide
 from dagrelay.pubsub import PubSubPublisher
 from dagrelay.router.dispatch import Router
 from dagrelay.store.db import get_engine
 from dagrelay.store.outbox import Publisher
+
+log = logging.getLogger(__name__)
 
 
 def build_engine(
@@ -63,6 +66,7 @@ def build_router(settings: Settings, *, hooks: EngineHooks | None = None) -> Rou
         project_id=settings.project_id,
         sample_ratio=settings.tracing_sample_ratio,
     )
+    log_capacity(settings)
     db = get_engine()
     engine = build_engine(settings, db=db, hooks=hooks)
     runtime = ingest.Runtime(
@@ -85,8 +89,25 @@ def build_router(settings: Settings, *, hooks: EngineHooks | None = None) -> Rou
     )
 
 
-@cache
+def log_capacity(settings: Settings) -> bool:
+    """Check the deployment against the capacity model (dagrelay.capacity) and say so in one
+    line: ERROR when it does not hold (connection errors ahead), INFO otherwise."""
+    holds, line = capacity.startup_report(
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout_s=settings.db_pool_timeout_s,
+        request_concurrency=settings.request_concurrency,
+        router_instances=settings.router_max_instances,
+        max_connections=settings.db_max_connections,
+        other_connections=settings.db_other_connections,
+    )
+    log.log(logging.INFO if holds else logging.ERROR, line, extra={"capacity_holds": holds})
+    return holds
+
+
+@process_wide
 def get_router() -> Router:
+    """The instance's router, built by the first request (the others wait for it)."""
     return build_router(get_settings())
 
 

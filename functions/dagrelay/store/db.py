@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import pg8000.converters as pg8000_converters
@@ -16,9 +16,12 @@ import pg8000.exceptions as pg8000_exceptions
 import pg8000.legacy as pg8000_legacy
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
+from sqlalchemy.pool import QueuePool
 
 from dagrelay.config import Settings, get_settings
-from dagrelay.errors import ConfigError, DagrelayError
+from dagrelay.errors import ConfigError, DagrelayError, PoolExhausted
+from dagrelay.once import process_wide
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,8 +31,10 @@ def create_db_engine(settings: Settings | None = None) -> Engine:
     settings = settings or get_settings()
     memoise_pg8000_statement_rewrite()
     pool = {
+        "poolclass": TransactionPool,
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_s,
         "pool_pre_ping": True,
         "pool_recycle": 1800,
     }
@@ -41,6 +46,19 @@ def create_db_engine(settings: Settings | None = None) -> Engine:
         raise ConfigError("set DATABASE_URL (local) or DAGRELAY_CLOUD_SQL_INSTANCE (GCP)")
     event.listen(engine, "connect", lambda dbapi_connection, _: fewer_round_trips(dbapi_connection))
     return engine
+
+
+class TransactionPool(QueuePool):
+    """SQLAlchemy's QueuePool, whose checkout timeout says what it means: a connection is
+    held only for one of the engine's short transactions, never while a handler runs, so a
+    thread that waits ``db_pool_timeout_s`` in vain met more transactions in flight than the
+    pool holds (ARCHITECTURE.md, "Capacity")."""
+
+    def _do_get(self) -> Any:
+        try:
+            return super()._do_get()
+        except SqlTimeoutError as exc:
+            raise PoolExhausted(self.size(), self._max_overflow, self._timeout) from exc
 
 
 def _cloud_sql_engine(settings: Settings, pool: dict[str, Any]) -> Engine:
@@ -148,9 +166,9 @@ def fewer_round_trips(connection: Any) -> None:
     connection.execute_unnamed = execute_unnamed
 
 
-@cache
+@process_wide
 def get_engine() -> Engine:
-    """The process-wide engine."""
+    """The process-wide engine (one pool, however many request threads ask at once)."""
     return create_db_engine()
 
 
@@ -180,12 +198,13 @@ def is_transient(exc: BaseException) -> bool:
     """A driver error another try may fix: the connection was lost or the server restarted.
     Driver errors are translated here and nowhere else. pg8000 can surface a reset socket as a
     bare ConnectionResetError (its first read is outside its own error wrapping), so OS-level
-    connection errors anywhere in the cause chain count too."""
+    connection errors anywhere in the cause chain count too; so does a pool with no
+    connection free in time (nothing was sent)."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, DBAPIError) and seen.connection_invalidated:
             return True
-        if isinstance(seen, OperationalError | InterfaceError | ConnectionError):
+        if isinstance(seen, OperationalError | InterfaceError | ConnectionError | PoolExhausted):
             return True
         if isinstance(seen, DBAPIError) and _retry_helps(*database_error(seen)):
             return True
