@@ -6,8 +6,10 @@ Then the same venv takes dagrelay from a git ref of a clone (``git+file://...@<c
 ``--no-deps --force-reinstall``: the dependencies are shared) and validates the project with it.
 
 The dependencies come from a wheelhouse kept between runs (``~/.cache/dagrelay-tests/``, keyed by
-the pins): pip resolves the wheel's extras against it with ``--no-index`` (~15 s) instead of
-looking every package up in the indexes (~70 s); the first run fills it. Each step's wall time is
+the pins; the first run fills it), with ``--no-index``: nothing is looked up in the indexes. The
+two large installs (the wheel with its extras, the git ref) are made by uv, the dev extra's
+installer, in seconds where pip spends half a minute on the same wheels; the project's own
+``pip install -r requirements-dev.txt`` is pip's, as its README says. Each step's wall time is
 printed (``pytest -s``) and written to test-artifacts/team-venv.json."""
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from uv import find_uv_bin
 
 from dagrelay.local.processes import wait_for
 from tests.dbtools import create_database, drop_database
@@ -72,6 +75,15 @@ def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -
 def pip(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> str:
     base = [sys.executable, "-m", "pip", "--quiet", "--disable-pip-version-check"]
     return run([*base, *args], cwd, env or dict(os.environ))
+
+
+def uv_install(python: str, *args: str) -> None:
+    """``pip install`` into the team's venv, made by uv (tests/integration/test_wheel.py)."""
+    run(
+        [find_uv_bin(), "pip", "install", "--quiet", "--python", python, *args],
+        ROOT,
+        dict(os.environ),
+    )
 
 
 def wheelhouse() -> Path:
@@ -162,7 +174,7 @@ def test_team_venv_from_wheel_then_git_ref(template_db: str, tmp_path: Path) -> 
     dagrelay = str(env_dir / "bin" / "dagrelay")
     with step("install"):
         venv.create(env_dir, with_pip=False)
-        pip("--python", python, "install", "--no-compile", *offline, f"{wheel}[{EXTRAS}]")
+        uv_install(python, *offline, f"{wheel}[{EXTRAS}]")
     env = team_env(env_dir)
     assert run([dagrelay, "--version"], work, env) == f"dagrelay {VERSION}\n"
 
@@ -234,7 +246,7 @@ def test_team_venv_from_wheel_then_git_ref(template_db: str, tmp_path: Path) -> 
 
     with step("git ref"):
         ref = f"dagrelay[{EXTRAS}] @ git+file://{source}@{commit}"
-        pip("--python", python, "install", "--no-deps", "--force-reinstall", *offline, ref)
+        uv_install(python, "--no-deps", "--reinstall", *offline, ref)
     direct = json.loads(
         next(
             (env_dir / "lib").glob("python*/site-packages/dagrelay-*.dist-info/direct_url.json")
