@@ -44,6 +44,8 @@ class Facts:
     grandfathered: dict[str, frozenset[int]] = field(default_factory=dict)
     # batches an operator resumed (and did not cancel again since)
     resumed: set[Batch] = field(default_factory=set)
+    # deferred attempts whose handler's cancel was called: (pipeline, batch, task, attempt)
+    stopped: set[tuple[str, str, str, int]] = field(default_factory=set)
     # deliveries of the engine's own messages that raised (would be redelivered forever)
     raised: list[str] = field(default_factory=list)
 
@@ -289,6 +291,40 @@ def one_alert_per_missed_deadline(conn: Connection, facts: Facts) -> list[str]:
     return found
 
 
+def stopped_work_never_succeeds(conn: Connection, facts: Facts) -> list[str]:
+    """Deferred work whose handler's cancel stopped it (the batch was cancelled, or the lease
+    expired) does not end SUCCESS; and no attempt of work with a cancel is left deferred in a
+    batch that is CANCELLED (a cancel stops it at once: its poll ends it CANCELLED)."""
+    found: list[str] = []
+    for pipeline, batch_id, task, attempt in sorted(facts.stopped):
+        rows = _rows(
+            conn,
+            "SELECT a.outcome::text AS outcome FROM task_attempts a "
+            "JOIN batches b ON b.batch_id = a.batch_id AND b.pipeline = :p "
+            "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = a.task_id "
+            "WHERE a.batch_id = :b AND t.name = :t AND a.attempt = :a",
+            p=pipeline,
+            b=batch_id,
+            t=task,
+            a=attempt,
+        )
+        found += [
+            f"{pipeline}/{batch_id} {task} attempt {attempt}: stopped by its cancel, yet SUCCESS"
+            for r in rows
+            if r["outcome"] == TaskStatus.SUCCESS
+        ]
+    left = _rows(
+        conn,
+        "SELECT tl.pipeline, tl.batch_id, t.name, tl.map_index FROM task_log tl "
+        "JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id "
+        "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+        "WHERE t.handler = 'model.job' AND tl.job IS NOT NULL AND b.status = 'CANCELLED'",
+    )
+    found += [f"{r['pipeline']}/{r['batch_id']} {_task(r)}: still deferred, batch CANCELLED"
+              for r in left]  # fmt: skip
+    return found
+
+
 def engine_messages_never_rejected(conn: Connection, facts: Facts) -> list[str]:
     """Every message ends processed, rejected or dead-lettered; the engine's own messages (from
     its outbox) are never recorded as bad, and their delivery never raises."""
@@ -494,6 +530,7 @@ EVERY_STEP: tuple[Invariant, ...] = (
     pools_within_slots,
     one_alert_per_untolerated_failure,
     one_alert_per_missed_deadline,
+    stopped_work_never_succeeds,
     engine_messages_never_rejected,
     cancel_waits_for_teardowns,
     tick_starts_one_batch,

@@ -48,7 +48,7 @@ from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.hooks import HookPoint
 from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import BadMessage, NonRetryableError
-from dagrelay.handlers.registry import HandlerContext, HandlerRegistry, default_registry
+from dagrelay.handlers.registry import Deferred, HandlerContext, HandlerRegistry, default_registry
 from dagrelay.local.crashes import InjectedCrash
 from dagrelay.messages import Envelope
 from dagrelay.ops.verbs import rerun_targets
@@ -71,6 +71,9 @@ PIPELINE = "model"
 POOL = "p"
 HANDLER = "model.work"
 SENSOR = "sensor.signal"  # the built-in signal sensor: the signal rule ends it
+# Work that runs elsewhere, deferred and polled, whose handler registers a cancel (as
+# cloudrun.job): its run defers, its poll ends it, its cancel stops it (recorded in the facts).
+JOB = "model.job"
 SIGNAL_KEY = "sig.{batch_id}"
 BATCHES = ("b1", "b2")
 EVENTS, ALERTS = "dagrelay-events", "dagrelay-alerts"
@@ -166,6 +169,14 @@ def open_harness(template_db: str) -> Iterator[Harness]:
     h.registry.register(HANDLER, lambda ctx: _current(h).handle(ctx))
     sensor = default_registry.get(SENSOR)
     h.registry.register(SENSOR, sensor.function, poll=sensor.poll, params_model=sensor.params_model)
+    h.registry.register(
+        JOB,
+        lambda ctx: Deferred({"job": f"{ctx.batch_id}/{ctx.task}/{ctx.attempt}"}, 30),
+        poll=lambda ctx, job: {"job": job["job"]},
+        cancel=lambda ctx, job: _current(h).facts.stopped.add(
+            (ctx.pipeline, ctx.batch_id, ctx.task, ctx.attempt)
+        ),
+    )
     try:
         yield h
     finally:
@@ -200,6 +211,7 @@ class Task:
     teardown: bool = False  # clean-up: all_done, spared by a cancel
     deadline: tuple[int, bool] | None = None  # (within_s, fail): checked by every sweep
     sensor: str | None = None  # a signal sensor (sensor.signal) with this on_timeout
+    job: bool = False  # deferred work with a cancel (JOB)
 
     def __repr__(self) -> str:
         shown = [
@@ -221,7 +233,7 @@ class Task:
             params = {"key": SIGNAL_KEY, "timeout_s": 7200, "on_timeout": self.sensor}
         return PipelineTask(
             name=name,
-            handler=HANDLER if self.sensor is None else SENSOR,
+            handler=SENSOR if self.sensor is not None else JOB if self.job else HANDLER,
             params=params,
             parents=tuple(f"t{p}" for p in self.parents),
             trigger_rule=self.rule,
@@ -316,6 +328,8 @@ def pipelines(draw: st.DrawFn) -> Pipeline:
         )
     if draw(st.integers(0, 2)) == 2:  # a leaf signal sensor below t0
         tasks.append(Task(parents=(0,), sensor=draw(st.sampled_from(["error", "skip"]))))
+    if draw(st.integers(0, 2)) == 2:  # a leaf deferred job below t0, with a cancel
+        tasks.append(Task(parents=(0,), job=True))
     schedule = None
     if draw(st.integers(0, 3)) == 3:
         schedule = Schedule(
@@ -851,6 +865,8 @@ class DagrelayMachine(RuleBasedStateMachine):
             if self.started:
                 self._quiesce()
         finally:
+            # deferred work whose handler's cancel was called (a cancel or an expired lease)
+            self.h.coverage.seams["deferred job stopped"] += len(self.facts.stopped)
             self.h.machine = None
 
 
