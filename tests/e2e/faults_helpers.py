@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ CREATE TABLE effects (
     task        text NOT NULL,
     attempt     integer NOT NULL,
     pid         integer NOT NULL,
+    started_at  timestamptz,  -- when the handler began (sleep_then_record)
     recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
 )
 """
@@ -51,28 +53,31 @@ def _db() -> Engine:
     return create_engine(os.environ["DATABASE_URL"], poolclass=NullPool)
 
 
-def record_effect(context: HandlerContext) -> dict[str, Any]:
+def record_effect(context: HandlerContext, started_at: datetime | None = None) -> dict[str, Any]:
     """The side effect: one committed row per run of this handler."""
     with _db().begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO effects (batch_id, task, attempt, pid) "
-                "VALUES (:batch_id, :task, :attempt, :pid)"
+                "INSERT INTO effects (batch_id, task, attempt, pid, started_at) "
+                "VALUES (:batch_id, :task, :attempt, :pid, :started_at)"
             ),
             {
                 "batch_id": context.batch_id,
                 "task": context.task,
                 "attempt": context.attempt,
                 "pid": os.getpid(),
+                "started_at": started_at,
             },
         )
     return {"attempt": context.attempt}
 
 
 def sleep_then_record(context: HandlerContext, seconds: float) -> dict[str, Any]:
-    """Work that takes a while, then the side effect."""
+    """Work that takes a while, then the side effect (with when the work began: the interval
+    the handler ran, inside the one its attempt held a pool slot)."""
+    started_at = datetime.now(UTC)
     time.sleep(seconds)
-    return record_effect(context)
+    return record_effect(context, started_at)
 
 
 def hang_first_attempt(context: HandlerContext, max_s: float = 30.0) -> dict[str, Any]:
