@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from dagrelay.store import migrate
+from tests.migration_helpers import database_at, row_counts
 
 pytestmark = pytest.mark.integration
 
@@ -50,18 +51,12 @@ DEFINITIONS = (
 
 @pytest.fixture
 def old_db(empty_db_url: str) -> Iterator[Engine]:
-    engine = create_engine(empty_db_url)
-    migrate.upgrade(engine, BEFORE)
-    with engine.begin() as conn:
-        for statement in OLD_DATA:
-            conn.execute(text(statement))
-    yield engine
-    engine.dispose()
+    with database_at(empty_db_url, BEFORE, OLD_DATA) as engine:
+        yield engine
 
 
 def counts(db: Engine) -> dict[str, int]:
-    with db.connect() as conn:
-        return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in COUNTED}
+    return row_counts(db, COUNTED)
 
 
 def one(db: Engine, sql: str) -> object:

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from dagrelay.store import migrate
+from tests.migration_helpers import row_counts
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +47,7 @@ def old_db(empty_db_url: str) -> Iterator[Engine]:
 
 
 def counts(db: Engine) -> dict[str, int]:
-    with db.connect() as conn:
-        return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in COUNTED}
+    return row_counts(db, COUNTED)
 
 
 def test_schedules_migrate_up_and_down_keeping_the_old_rows(old_db: Engine) -> None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from dagrelay.store import migrate
+from tests.migration_helpers import database_at
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +30,8 @@ NEW_BATCH = """INSERT INTO batches (pipeline, batch_id, status, version_id, trac
 
 @pytest.fixture
 def old_db(empty_db_url: str) -> Iterator[Engine]:
-    engine = create_engine(empty_db_url)
-    migrate.upgrade(engine, BEFORE)
-    with engine.begin() as conn:
-        for statement in OLD_DATA:
-            conn.execute(text(statement))
-    yield engine
-    engine.dispose()
+    with database_at(empty_db_url, BEFORE, OLD_DATA) as engine:
+        yield engine
 
 
 def batches(db: Engine) -> list[tuple[str, str]]:
