@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from dagrelay.ops import deploy
 from dagrelay.ops.packaging import build_archive
 from dagrelay.scaffold import write_project
 from dagrelay.store import migrate
@@ -156,3 +157,29 @@ def test_a_failing_pipeline_names_its_file_and_nothing_is_applied(
     assert _tasks(empty_db_url) == {}
     assert retried["status"] == 500
     assert retried["body"]["file"] == "pipelines/zz.yaml"
+
+
+def test_each_applied_archive_is_recorded_and_a_rollback_is_applied_again(
+    tmp_path: Path, empty_db_url: str
+) -> None:
+    """The newest row of ``deploys`` is what a deploy compares: the same archive again is a
+    no-op, an older one (a rollback) is applied again, with its files, and recorded."""
+    root = tmp_path / "archive"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "pipelines" / "added_later.yaml").write_text(ADDED, encoding="utf-8")
+    engine = create_engine(empty_db_url)
+    try:
+        statuses = [deploy.run(engine, root, h).status for h in ("h1", "h2", "h2", "h1")]
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT archive, revision, applied FROM deploys ORDER BY deploy_id")
+            ).all()
+    finally:
+        engine.dispose()
+    assert statuses == ["applied", "applied", "unchanged", "applied"]
+    assert [(r.archive, r.revision) for r in rows] == [
+        ("h1", migrate.head()),
+        ("h2", migrate.head()),
+        ("h1", migrate.head()),
+    ]
+    assert list(rows[0].applied) == ["pipelines/added_later.yaml"]

@@ -39,6 +39,7 @@ TABLES = {
     "asset_schedules",
     "asset_triggers",
     "signals",
+    "deploys",
 }
 
 OURS = {

@@ -10,8 +10,9 @@
    transaction: a pipeline that fails names its file, and nothing of the pipelines or the
    record is written.
 
-The hash is recorded as the comment of ``alembic_version`` (JSON: archive, revision, time), so
-that the step needs no table of its own (ARCHITECTURE.md, "Deploy").
+Each applied archive is a row of ``deploys`` (migration 0022: its hash, the schema revision it
+left, when, what each file applied); the newest row is the one compared (ARCHITECTURE.md,
+"Deploy"), so a rollback to an older archive is applied again.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ PIPELINES_DIR = "pipelines"
 # What terraform passes: the archive's md5 (hex); any short token of these characters works.
 ARCHIVE_HASH = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 LOCK_KEY = 0x6461_6772_6465_706C  # "dagrdepl": one deploy step at a time per database
-RECORD_TABLE = "alembic_version"
 
 
 class DeployRefused(DagrelayError):
@@ -118,8 +118,7 @@ def run(
         revision = migrate.current(engine) or "base"
         with engine.begin() as conn:
             applied = {file: _apply_file(conn, file, found) for file, found in specs.items()}
-            at = (now or _utcnow)().isoformat()
-            _record(conn, {"archive": archive, "revision": revision, "at": at})
+            _record(conn, archive, revision, (now or _utcnow)(), applied)
     log.info("deploy: archive applied", extra={"archive": archive, "revision": revision})
     return DeployResult(archive, "applied", revision, applied)
 
@@ -174,20 +173,29 @@ def _apply_file(conn: Connection, file: str, specs: list[PipelineSpec]) -> list[
 
 
 def _recorded(conn: Connection) -> dict[str, Any] | None:
-    comment = conn.execute(
-        text("SELECT obj_description(to_regclass(:table), 'pg_class')"), {"table": RECORD_TABLE}
-    ).scalar()
-    try:
-        value = json.loads(comment) if comment else None
-    except ValueError:
+    """The newest deploy recorded; None before the first (or before migration 0022)."""
+    if conn.execute(text("SELECT to_regclass('deploys')")).scalar() is None:
         return None
-    return value if isinstance(value, dict) else None
+    row = (
+        conn.execute(text("SELECT archive, revision FROM deploys ORDER BY deploy_id DESC LIMIT 1"))
+        .mappings()
+        .first()
+    )
+    return dict(row) if row is not None else None
 
 
-def _record(conn: Connection, record: dict[str, str]) -> None:
-    # COMMENT takes no bind parameters: the text is a literal, its quotes doubled.
-    literal = json.dumps(record, sort_keys=True).replace("'", "''")
-    conn.exec_driver_sql(f"COMMENT ON TABLE {RECORD_TABLE} IS '{literal}'")
+def _record(
+    conn: Connection, archive: str, revision: str, at: datetime, applied: dict[str, list[str]]
+) -> None:
+    written = conn.execute(
+        text(
+            "INSERT INTO deploys (archive, revision, applied_at, applied) "
+            "VALUES (:archive, :revision, :at, CAST(:applied AS jsonb)) RETURNING deploy_id"
+        ),
+        {"archive": archive, "revision": revision, "at": at, "applied": json.dumps(applied)},
+    ).first()
+    if written is None:  # an INSERT returns its row or raises: nothing else may happen here
+        raise RuntimeError(f"deploy: the record of archive {archive} was not written")
 
 
 def handle(request: Request, root: Path) -> Response:
