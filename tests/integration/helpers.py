@@ -23,7 +23,7 @@ from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.engine.hooks import EngineHooks
 from dagrelay.engine.sweeper import Sweeper
-from dagrelay.handlers.registry import HandlerContext
+from dagrelay.handlers.registry import HandlerContext, HandlerRegistry
 from dagrelay.local.crashes import InjectedCrash
 from dagrelay.messages import Envelope, RunTask, parse
 from dagrelay.router.wiring import build_engine
@@ -327,13 +327,15 @@ def make_engine(
     *,
     seed: int = 1,
     hooks: EngineHooks | None = None,
+    registry: HandlerRegistry | None = None,
 ) -> DagEngine:
     """The engine fixture's twin with a seeded jitter rng and, optionally, hooks (armed crash
-    points)."""
+    points) and a registry of the test's own handlers."""
     return build_engine(
         engine_settings(),
         db=db,
         publisher=publisher,
+        registry=registry,
         clock=clock,
         rng=random.Random(seed),
         hooks=hooks,

@@ -7,7 +7,6 @@ while a batch is CANCELLING, every rerun is refused, naming the batch's status."
 
 from __future__ import annotations
 
-import random
 import threading
 from collections import Counter
 from typing import Any
@@ -21,10 +20,9 @@ from dagrelay.errors import BadMessage, NonRetryableError
 from dagrelay.handlers.registry import HandlerContext, HandlerRegistry
 from dagrelay.messages import CancelBatch, Rerun, Resume, RunTask, StartBatch
 from dagrelay.router.dispatch import Router
-from dagrelay.router.wiring import build_engine
 from dagrelay.store.outbox import InMemoryPublisher
-from tests.conftest import FakeClock, engine_settings
-from tests.integration.helpers import Gate, batch_status, drive, scalar
+from tests.conftest import FakeClock
+from tests.integration.helpers import Gate, batch_status, drive, make_engine, scalar
 from tests.integration.map_helpers import set_map
 from tests.integration.test_reliability_cancel import envelope
 
@@ -83,14 +81,7 @@ def handlers() -> Handlers:
 def dag(
     db: Engine, publisher: InMemoryPublisher, clock: FakeClock, handlers: Handlers
 ) -> DagEngine:
-    return build_engine(
-        engine_settings(),
-        db=db,
-        publisher=publisher,
-        registry=handlers.registry,
-        clock=clock,
-        rng=random.Random(1),
-    )
+    return make_engine(db, publisher, clock, registry=handlers.registry)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ it had a row (NEW, RETRY) or not (a child of a NEW task, a child whose parents a
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,11 +20,17 @@ from dagrelay.errors import BadMessage, NonRetryableError
 from dagrelay.handlers.registry import Deferred, HandlerContext, HandlerRegistry
 from dagrelay.messages import CancelBatch, PollTask, Resume, RunTask, StartBatch
 from dagrelay.router.dispatch import Router
-from dagrelay.router.wiring import build_engine
 from dagrelay.store import reads
 from dagrelay.store.outbox import InMemoryPublisher
-from tests.conftest import FakeClock, engine_settings
-from tests.integration.helpers import Gate, batch_status, drive, set_task_columns, statuses
+from tests.conftest import FakeClock
+from tests.integration.helpers import (
+    Gate,
+    batch_status,
+    drive,
+    make_engine,
+    set_task_columns,
+    statuses,
+)
 from tests.integration.test_reliability_cancel import envelope
 
 pytestmark = pytest.mark.integration
@@ -76,14 +81,7 @@ def handlers() -> Handlers:
 def dag(
     db: Engine, publisher: InMemoryPublisher, clock: FakeClock, handlers: Handlers
 ) -> DagEngine:
-    return build_engine(
-        engine_settings(),
-        db=db,
-        publisher=publisher,
-        registry=handlers.registry,
-        clock=clock,
-        rng=random.Random(1),
-    )
+    return make_engine(db, publisher, clock, registry=handlers.registry)
 
 
 def finished_at(db: Engine) -> Any:

@@ -6,7 +6,6 @@ one), once."""
 from __future__ import annotations
 
 import json
-import random
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -27,15 +26,15 @@ from dagrelay.messages import RunTask, StartBatch
 from dagrelay.pipelines import api
 from dagrelay.pipelines.apply import apply
 from dagrelay.pipelines.export import export_yaml, read_pipeline
-from dagrelay.router.wiring import build_engine
 from dagrelay.store import reads
 from dagrelay.store.outbox import InMemoryPublisher
-from tests.conftest import FakeClock, engine_settings
+from tests.conftest import FakeClock
 from tests.integration.helpers import (
     Gate,
     batch_status,
     drive,
     framework_client,
+    make_engine,
     scalar,
     statuses,
 )
@@ -70,14 +69,7 @@ def handlers() -> Handlers:
 def dag(
     db: Engine, publisher: InMemoryPublisher, clock: FakeClock, handlers: Handlers
 ) -> DagEngine:
-    return build_engine(
-        engine_settings(),
-        db=db,
-        publisher=publisher,
-        registry=handlers.registry,
-        clock=clock,
-        rng=random.Random(1),
-    )
+    return make_engine(db, publisher, clock, registry=handlers.registry)
 
 
 def define(

@@ -5,7 +5,6 @@ left to finish as before."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,10 +17,9 @@ from dagrelay.engine.sweeper import Sweeper
 from dagrelay.errors import NonRetryableError
 from dagrelay.handlers.registry import Deferred, HandlerContext, HandlerRegistry
 from dagrelay.messages import CancelBatch, PollTask, RunTask, StartBatch
-from dagrelay.router.wiring import build_engine
 from dagrelay.store.outbox import InMemoryPublisher
-from tests.conftest import FakeClock, engine_settings
-from tests.integration.helpers import batch_status, set_task_columns, statuses
+from tests.conftest import FakeClock
+from tests.integration.helpers import batch_status, make_engine, set_task_columns, statuses
 
 pytestmark = pytest.mark.integration
 
@@ -62,14 +60,7 @@ def jobs() -> Jobs:
 
 @pytest.fixture
 def dag(db: Engine, publisher: InMemoryPublisher, clock: FakeClock, jobs: Jobs) -> DagEngine:
-    return build_engine(
-        engine_settings(),
-        db=db,
-        publisher=publisher,
-        registry=jobs.registry,
-        clock=clock,
-        rng=random.Random(1),
-    )
+    return make_engine(db, publisher, clock, registry=jobs.registry)
 
 
 def error_of(db: Engine, task: str) -> str | None:

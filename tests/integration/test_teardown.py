@@ -5,7 +5,6 @@ CANCELLED; a teardown's own failure does not hide the batch's outcome."""
 
 from __future__ import annotations
 
-import random
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,9 @@ from dagrelay.pipelines.apply import apply
 from dagrelay.pipelines.export import export_yaml, read_pipeline
 from dagrelay.pipelines.spec import load_pipeline
 from dagrelay.pipelines.validate import validate
-from dagrelay.router.wiring import build_engine
 from dagrelay.store.outbox import InMemoryPublisher
-from tests.conftest import FakeClock, engine_settings
-from tests.integration.helpers import Gate, batch_status, drive, scalar, statuses
+from tests.conftest import FakeClock
+from tests.integration.helpers import Gate, batch_status, drive, make_engine, scalar, statuses
 
 pytestmark = pytest.mark.integration
 
@@ -58,14 +56,7 @@ def handlers() -> Handlers:
 def dag(
     db: Engine, publisher: InMemoryPublisher, clock: FakeClock, handlers: Handlers
 ) -> DagEngine:
-    return build_engine(
-        engine_settings(),
-        db=db,
-        publisher=publisher,
-        registry=handlers.registry,
-        clock=clock,
-        rng=random.Random(1),
-    )
+    return make_engine(db, publisher, clock, registry=handlers.registry)
 
 
 @pytest.fixture
