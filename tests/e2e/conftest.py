@@ -1,9 +1,14 @@
 """The whole local stack for end-to-end tests: the session's Pub/Sub emulator, a database of
-the session's own, the router under functions-framework behind a push subscription."""
+the session's own, the router under functions-framework behind a push subscription.
+
+The stacks' Python processes are forked by a zygote of each pytest worker
+(dagrelay/local/forkserver.py) rather than each importing dagrelay again; a ``dagrelay local
+up`` a test starts inherits the switch. DAGRELAY_LOCAL_FORK_SERVER=0 turns it off."""
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,6 +17,7 @@ import pytest
 from google.cloud import pubsub_v1
 from sqlalchemy import Engine, create_engine
 
+from dagrelay.local import forkserver
 from dagrelay.local.processes import wait_for
 from dagrelay.local.stack import Stack, StackConfig, StackInfo
 from dagrelay.store.reads import batch_report
@@ -44,6 +50,8 @@ __all__ = [
 ]
 
 pytestmark = pytest.mark.e2e
+
+os.environ.setdefault(forkserver.ENV, "1")
 
 
 @pytest.fixture(scope="session")

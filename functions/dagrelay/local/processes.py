@@ -1,5 +1,6 @@
 """Starting and stopping the local stack's processes: the Pub/Sub emulator and the router under
-functions-framework. Each is started in its own process group and stopped by its PID."""
+functions-framework. Each is started in its own process group and stopped by its PID; the
+Python ones forked by a zygote when DAGRELAY_LOCAL_FORK_SERVER=1 (dagrelay/local/forkserver.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import requests
 
 from dagrelay import resources
-from dagrelay.local import crashes
+from dagrelay.local import crashes, forkserver
 
 CRASH_ROUTER = Path(__file__).resolve().parent / "crash_router.py"
 WARM_ROUTER = Path(__file__).resolve().parent / "warm_router.py"
@@ -55,12 +57,23 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+class Child(Protocol):
+    """What a ManagedProcess uses of its process: a Popen, or a fork server's ForkedChild."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
 @dataclass
 class ManagedProcess:
     name: str
     pid: int
     log_path: Path
-    popen: subprocess.Popen[bytes] | None = None
+    popen: Child | None = None
 
     def alive(self) -> bool:
         if self.popen is not None:
@@ -113,9 +126,18 @@ def spawn(
     name: str, argv: list[str], log_path: Path, env: Mapping[str, str], cwd: Path | None = None
 ) -> ManagedProcess:
     """Start ``argv`` in a session of its own, its output appended to ``log_path``, in ``cwd``
-    (default: this process's working directory)."""
+    (default: this process's working directory). ``python -m`` a stack's module is forked by
+    the fork server when it is on (dagrelay/local/forkserver.py), else started by Popen."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    server = forkserver.server_for(argv, env, log_path.parent)
     with log_path.open("ab") as log:
+        if server is not None:
+            try:
+                child = server.spawn(name, argv, log, env, cwd or Path.cwd())
+            except forkserver.ForkServerError as exc:
+                forkserver.discard(server, exc)
+            else:
+                return ManagedProcess(name, child.pid, log_path, child)
         popen = subprocess.Popen(
             argv,
             stdout=log,
