@@ -159,11 +159,6 @@ def start_pubsub_emulator(port: int, project: str, workdir: Path) -> ManagedProc
     return proc
 
 
-# Set in the router's environment: serve dagrelay/local/warm_router.py (imports done before the
-# first request, for a request timeout shorter than a cold start).
-WARM_ROUTER_ENV = "LOCAL_WARM_ROUTER"
-
-
 def start_router(
     port: int,
     env: Mapping[str, str],
@@ -172,17 +167,16 @@ def start_router(
     source: Path | None = None,
 ) -> ManagedProcess:
     """functions/main.py's ``target`` (or ``source``'s) under functions-framework on
-    127.0.0.1:port; the router with crash hooks (dagrelay/local/crash_router.py) when the
+    127.0.0.1:port. The router comes through a source that imports its code in the gunicorn
+    master, before the worker is forked (so neither the first push nor a worker forked again
+    after a crash or a timeout pays the import): main.py's own router (dagrelay/local/
+    warm_router.py), or the router with crash hooks (dagrelay/local/crash_router.py) when the
     environment arms crash points. functions-framework serves ``THREADS`` requests at once
     (from ``env``; its default is 4 per core)."""
-    armed = target == "router" and bool(env.get(crashes.POINTS_ENV))
-    warm = target == "router" and bool(env.get(WARM_ROUTER_ENV))
     if source is None:
         source = resources.function_entry()
-        if armed:
-            source = CRASH_ROUTER
-        elif warm:
-            source = WARM_ROUTER
+        if target == "router":
+            source = CRASH_ROUTER if env.get(crashes.POINTS_ENV) else WARM_ROUTER
     argv = [
         sys.executable,
         "-m",
