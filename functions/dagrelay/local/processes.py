@@ -165,18 +165,23 @@ def start_router(
     workdir: Path,
     target: str = "router",
     source: Path | None = None,
+    *,
+    warm: bool = True,
 ) -> ManagedProcess:
     """functions/main.py's ``target`` (or ``source``'s) under functions-framework on
-    127.0.0.1:port. The router comes through a source that imports its code in the gunicorn
-    master, before the worker is forked (so neither the first push nor a worker forked again
-    after a crash or a timeout pays the import): main.py's own router (dagrelay/local/
-    warm_router.py), or the router with crash hooks (dagrelay/local/crash_router.py) when the
-    environment arms crash points. functions-framework serves ``THREADS`` requests at once
-    (from ``env``; its default is 4 per core)."""
+    127.0.0.1:port. The router with crash hooks (dagrelay/local/crash_router.py) when the
+    environment arms crash points; else, ``warm``, main.py's own router through a source that
+    imports its code in the gunicorn master, before the worker is forked, so neither the first
+    push nor a worker forked again after a timeout pays the import (dagrelay/local/
+    warm_router.py); not ``warm``, main.py itself, which imports it on its first push (for a
+    router that may never get one: pull workers take the events). functions-framework serves
+    ``THREADS`` requests at once (from ``env``; its default is 4 per core)."""
     if source is None:
         source = resources.function_entry()
-        if target == "router":
-            source = CRASH_ROUTER if env.get(crashes.POINTS_ENV) else WARM_ROUTER
+        if target == "router" and env.get(crashes.POINTS_ENV):
+            source = CRASH_ROUTER
+        elif target == "router" and warm:
+            source = WARM_ROUTER
     argv = [
         sys.executable,
         "-m",

@@ -192,7 +192,7 @@ class Stack:
             }
             router_port = c.router_port or processes.free_port()
             self.router_port = router_port
-            self.processes.append(processes.start_router(router_port, self.router_env, c.workdir))
+            self.processes.append(self._start_router())
             self.setup_pubsub(router_port)
             self.processes += [
                 processes.start_worker(self.router_env, c.workdir, f"{c.subscription}", n)
@@ -337,8 +337,14 @@ class Stack:
         """Restart the router on its port (by PID): it imports the project's modules again."""
         index = next(i for i, p in enumerate(self.processes) if p.name.endswith(":router"))
         self.processes[index].stop()
-        self.processes[index] = processes.start_router(
-            self.router_port, self.router_env, self.config.workdir
+        self.processes[index] = self._start_router()
+
+    def _start_router(self) -> ManagedProcess:
+        """The router, its code imported before gunicorn forks its worker when it takes the
+        events (push); with pull workers it sees only dead letters, and imports on the first."""
+        c = self.config
+        return processes.start_router(
+            self.router_port, self.router_env, c.workdir, warm=c.workers == 0
         )
 
     def check_alive(self) -> None:
