@@ -72,6 +72,7 @@ def stack(
         subscription="dagrelay-events-e2e-router",
         emulator_host=pubsub_emulator,
         data_services=False,  # the tests on this stack run python handlers only
+        functions=("router",),  # test_dashboard_browser.py adds the dashboards (Stack.serve)
         workdir=tmp_path_factory.mktemp("stack"),
     )
     stack = Stack(config)

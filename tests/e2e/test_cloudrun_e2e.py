@@ -13,7 +13,6 @@ from datetime import datetime
 import pytest
 from sqlalchemy import text
 
-from dagrelay.local.processes import WARM_ROUTER_ENV
 from tests.e2e import test_faults
 from tests.e2e.test_faults import FaultStack
 
@@ -23,12 +22,9 @@ fault_stack = test_faults.fault_stack  # the fixture: a stack of this test's own
 REQUEST_TIMEOUT_S, JOB_S = 2, 8
 # functions-framework's gunicorn: one thread per worker, and a worker silent for 2 s (a request
 # held that long) is killed, as a function instance is at its timeout. The router's imports are
-# done before it serves (warm_router.py): a cold start under load may take longer than 2 s.
-ROUTER_TIMEOUT = {
-    "CLOUD_RUN_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT_S),
-    "THREADS": "1",
-    WARM_ROUTER_ENV: "1",
-}
+# done before it serves (the local stack's router is dagrelay/local/warm_router.py): a cold start
+# under load may take longer than 2 s.
+ROUTER_TIMEOUT = {"CLOUD_RUN_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT_S), "THREADS": "1"}
 JOBS = {
     "long": {"command": [sys.executable, "-c", f"import time; time.sleep({JOB_S}); print('done')"]}
 }

@@ -37,6 +37,12 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext
         yield context
 
 
+@pytest.fixture(scope="module", autouse=True)
+def dashboards(stack: tuple[Stack, StackInfo]) -> StackInfo:
+    """The session's stack serves the router only; this module opens both dashboards."""
+    return stack[0].serve("status", "operate")
+
+
 @pytest.fixture
 def page(browser: BrowserContext) -> Iterator[Page]:
     """A tab that records every URL it requests; none may leave 127.0.0.1."""
@@ -88,7 +94,7 @@ def failed_batch(
         }
     )
     assert wait_batch(PIPELINE, "2024-03")["status"] == "FAILED"
-    return f"{stack[1].status_url}/batches/{PIPELINE}/2024-03"
+    return f"{stack[1].url('status')}/batches/{PIPELINE}/2024-03"
 
 
 def node(page: Page, task: str) -> Any:
@@ -151,14 +157,14 @@ def test_gantt_grid_and_batches_pages(
     assert page.locator('svg.gantt g.attempt[data-task="dash_transform"]').count() == 1
     shot(page, "gantt")
 
-    open_page(page, f"{stack[1].status_url}/pipelines/{PIPELINE}", graph=True)
+    open_page(page, f"{stack[1].url('status')}/pipelines/{PIPELINE}", graph=True)
     cells = page.locator("table.grid a.cell")
     assert cells.count() == 5
     assert page.locator('table.grid a.cell.status-ERROR[href$="/tasks/dash_transform"]').count()
     assert node(page, "dash_load").get_attribute("data-status") == "none"
     shot(page, "pipeline")
 
-    open_page(page, f"{stack[1].status_url}/?pipeline={PIPELINE}")
+    open_page(page, f"{stack[1].url('status')}/?pipeline={PIPELINE}")
     assert page.locator("td .pill.status-FAILED").count() == 1
     shot(page, "batches")
 
@@ -187,12 +193,12 @@ def test_rejected_and_dead_letter_pages(
         return bool(rejected and letters)
 
     wait_for(recorded, 30, "the rejected message and the dead letter")
-    open_page(page, f"{info.status_url}/rejected")
+    open_page(page, f"{info.url('status')}/rejected")
     row = page.locator("table tbody tr", has_text="etll").first
     assert '"pipeline": "<i>etll</i>"' in row.locator("pre.payload").inner_text()
     assert page.locator("pre.payload i").count() == 0  # escaped, not markup
     shot(page, "rejected")
-    open_page(page, f"{info.status_url}/dead-letters")
+    open_page(page, f"{info.url('status')}/dead-letters")
     row = page.locator("table tbody tr", has_text='"task": "x"').first
     assert "run_task" in row.inner_text()
     shot(page, "dead-letters")
@@ -221,7 +227,7 @@ def test_layout_routes_edges_around_boxes_and_spreads_a_fan_out(
         *(((f"ord_part_{i:02d}", "ord_report")) for i in range(25)),
     ]
     insert_with_sql(stack_db, ORDERS, tasks, edges)
-    open_page(page, f"{stack[1].status_url}/pipelines/{ORDERS}", graph=True)
+    open_page(page, f"{stack[1].url('status')}/pipelines/{ORDERS}", graph=True)
     drawn = geometry(page)
     assert len(drawn["boxes"]) == 31
     assert len(drawn["edges"]) >= len(edges)
@@ -278,7 +284,7 @@ def test_trigger_from_the_dashboard_and_watch_it_live(
     page: Page, stack: tuple[Stack, StackInfo], stack_db: Engine, slow_pipeline: str
 ) -> None:
     info = stack[1]
-    open_page(page, f"{info.operate_url}/?pipeline={slow_pipeline}")
+    open_page(page, f"{info.url('operate')}/?pipeline={slow_pipeline}")
     page.locator("details.trigger summary").click()
     form = page.locator('form[data-action="trigger"]')
     form.locator('select[name="pipeline"]').select_option(slow_pipeline)
@@ -294,7 +300,7 @@ def test_trigger_from_the_dashboard_and_watch_it_live(
         "triggered_by": "dashboard:local",
     }
 
-    open_page(page, f"{info.operate_url}/batches/{slow_pipeline}/live-1", graph=True)
+    open_page(page, f"{info.url('operate')}/batches/{slow_pipeline}/live-1", graph=True)
     page.wait_for_selector(
         'g.node[data-task="slow_wait"][data-status="PROCESSING"]', timeout=20_000
     )
@@ -316,7 +322,7 @@ def test_cancel_from_the_dashboard(
     info = stack[1]
     publish({"action": "start_batch", "pipeline": slow_pipeline, "batch_id": "cancel-1"})
     wait_for(lambda: batch_row(stack_db, slow_pipeline, "cancel-1") is not None, 30, "the batch")
-    open_page(page, f"{info.operate_url}/batches/{slow_pipeline}/cancel-1", graph=True)
+    open_page(page, f"{info.url('operate')}/batches/{slow_pipeline}/cancel-1", graph=True)
     page.locator('form[data-action="cancel"] button').click()
     assert "1 message published" in page.locator("p.notice").inner_text()
     wait_for(
@@ -324,7 +330,7 @@ def test_cancel_from_the_dashboard(
         30,
         "the cancel",
     )
-    open_page(page, f"{info.operate_url}/batches/{slow_pipeline}/cancel-1", graph=True)
+    open_page(page, f"{info.url('operate')}/batches/{slow_pipeline}/cancel-1", graph=True)
     assert page.locator("h1 .pill.status-CANCELLED").count() == 1
     assert page.locator('form[data-action="cancel"]').count() == 0
     shot(page, "batch-cancelled")
@@ -355,7 +361,7 @@ def test_rerun_a_task_with_and_without_downstream_and_rerun_failed(
     stack_db: Engine,
     wait_batch: Callable[..., dict[str, Any]],
 ) -> None:
-    base = failed_batch.replace(stack[1].status_url, stack[1].operate_url)
+    base = failed_batch.replace(stack[1].url("status"), stack[1].url("operate"))
     steps = [
         ("dash_audit", 'form[data-action="rerun"]:not(:has(input[name="downstream"])) button'),
         ("dash_transform", 'form[data-action="rerun"]:has(input[name="downstream"]) button'),
@@ -393,7 +399,7 @@ def test_the_viewers_function_refuses_actions(
 ) -> None:
     open_page(page, failed_batch)
     response = page.request.post(
-        f"{stack[1].status_url}/actions/cancel",
+        f"{stack[1].url('status')}/actions/cancel",
         form={"pipeline": PIPELINE, "batch_id": "2024-03"},
     )
     assert response.status == 403

@@ -48,6 +48,7 @@ def data_stack(
             emulator_host=pubsub_emulator,
             sweep_interval_s=1.0,
             sweep_older_than_s=5,
+            functions=("router",),  # the files' outcome is read from the database
             workdir=tmp_path_factory.mktemp("ingest-stack"),
         )
     )

@@ -43,6 +43,7 @@ def project_stack(
         emulator_host=pubsub_emulator,
         data_services=False,
         sweep_interval_s=0,
+        functions=("router",),
         workdir=tmp_path / "stack",
         project=team,
     )

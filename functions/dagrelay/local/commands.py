@@ -66,8 +66,8 @@ def up(
             f"  export CLOUDSDK_API_ENDPOINT_OVERRIDES_PUBSUB=http://{info.pubsub_emulator_host}/"
             " CLOUDSDK_AUTH_DISABLE_CREDENTIALS=true"
         )
-        console.print(f"  router:  {info.router_url}   dashboard: {info.status_url}/")
-        console.print(f"  operator dashboard (trigger, rerun, cancel): {info.operate_url}/")
+        console.print(f"  router:  {info.router_url}   dashboard: {info.url('status')}/")
+        console.print(f"  operator dashboard (trigger, rerun, cancel): {info.url('operate')}/")
         console.print(f"  topic:   projects/{info.project_id}/topics/{info.events_topic}")
         console.print(f"  logs:    {info.log_dir}")
         console.print("Stop with Ctrl-C or `dagrelay local down`.")

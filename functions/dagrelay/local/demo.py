@@ -40,7 +40,7 @@ TIMEOUT_S = 120
 
 def run(console: Console) -> bool:
     started = time.monotonic()
-    stack = Stack(StackConfig())
+    stack = Stack(StackConfig(functions=("router",)))  # it shows no dashboard
     try:
         with console.status("starting the local stack (PostgreSQL, Pub/Sub, GCS, BigQuery)"):
             info = stack.start()

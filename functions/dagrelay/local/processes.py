@@ -181,29 +181,28 @@ def start_pubsub_emulator(port: int, project: str, workdir: Path) -> ManagedProc
     return proc
 
 
-# Set in the router's environment: serve dagrelay/local/warm_router.py (imports done before the
-# first request, for a request timeout shorter than a cold start).
-WARM_ROUTER_ENV = "LOCAL_WARM_ROUTER"
-
-
 def start_router(
     port: int,
     env: Mapping[str, str],
     workdir: Path,
     target: str = "router",
     source: Path | None = None,
+    *,
+    warm: bool = True,
 ) -> ManagedProcess:
     """functions/main.py's ``target`` (or ``source``'s) under functions-framework on
-    127.0.0.1:port; the router with crash hooks (dagrelay/local/crash_router.py) when the
-    environment arms crash points. functions-framework serves ``THREADS`` requests at once
-    (from ``env``; its default is 4 per core)."""
-    armed = target == "router" and bool(env.get(crashes.POINTS_ENV))
-    warm = target == "router" and bool(env.get(WARM_ROUTER_ENV))
+    127.0.0.1:port. The router with crash hooks (dagrelay/local/crash_router.py) when the
+    environment arms crash points; else, ``warm``, main.py's own router through a source that
+    imports its code in the gunicorn master, before the worker is forked, so neither the first
+    push nor a worker forked again after a timeout pays the import (dagrelay/local/
+    warm_router.py); not ``warm``, main.py itself, which imports it on its first push (for a
+    router that may never get one: pull workers take the events). functions-framework serves
+    ``THREADS`` requests at once (from ``env``; its default is 4 per core)."""
     if source is None:
         source = resources.function_entry()
-        if armed:
+        if target == "router" and env.get(crashes.POINTS_ENV):
             source = CRASH_ROUTER
-        elif warm:
+        elif target == "router" and warm:
             source = WARM_ROUTER
     argv = [
         sys.executable,

@@ -1,6 +1,7 @@
 """The local stack: PostgreSQL (the running server), the Pub/Sub emulator, the router and the
-status function under functions-framework, and a push subscription from the events topic to the
-router — the same shape as in GCP. Everything it starts, it stops (by PID)."""
+dashboard's functions (status, operate) under functions-framework, and a push subscription from
+the events topic to the router — the same shape as in GCP. Everything it starts, it stops (by
+PID)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ STATE_DIR = Path(
     / "dagrelay"
     / "local-stack"
 )
+# The Cloud Functions of functions/main.py the stack can serve, each a functions-framework server
+# of its own (two processes): the router (the push subscriptions' endpoint), and the dashboard's
+# read-only and operator functions.
+FUNCTIONS = ("router", "status", "operate")
+DASHBOARDS = ("status", "operate")
 # A JSON file of local Cloud Run jobs ({"name": {"command": [...], "args": [...], "env": {}}}):
 # with it, `up` and `demo` start the local Cloud Run (dagrelay/local/cloudrun.py).
 RUN_JOBS_ENV = "DAGRELAY_LOCAL_RUN_JOBS"
@@ -63,6 +69,9 @@ class StackConfig:
     sweep_interval_s: float = 5.0  # the local Cloud Scheduler; 0 turns it off
     sweep_older_than_s: int = 10
     workers: int = 0  # >0: N pull workers share the router code instead of push delivery
+    # Which of FUNCTIONS to serve: all of them for `up`; a test that never opens the dashboard
+    # serves the router alone (Stack.serve starts a dashboard later). The router is required.
+    functions: tuple[str, ...] = FUNCTIONS
     data_services: bool = True  # the local GCS and BigQuery stand-ins (ingestion, bigquery.*)
     inbox_bucket: str = "dagrelay-inbox"
     router_env: dict[str, str] = field(default_factory=dict)  # extra env (tests: crash points)
@@ -93,11 +102,24 @@ class StackInfo:
     bigquery_endpoint: str | None
     inbox_bucket: str
     router_url: str
-    status_url: str
-    operate_url: str  # the same dashboard with the operator's actions
     pids: dict[str, int]
     log_dir: str
     cloud_run_endpoint: str | None = None  # the local Cloud Run, when the stack has jobs
+    status_url: str | None = None  # None: not served (StackConfig.functions); see url()
+    operate_url: str | None = None  # the same dashboard with the operator's actions
+
+    def url(self, function: str) -> str:
+        """The URL of one of the stack's functions; StackError if the stack does not serve it."""
+        urls = {"router": self.router_url, "status": self.status_url, "operate": self.operate_url}
+        if function not in urls:
+            raise StackError(f"no function {function!r}: the stack's are {', '.join(FUNCTIONS)}")
+        url = urls[function]
+        if url is None:
+            raise StackError(
+                f"this stack does not serve the {function} function: start it with "
+                f"StackConfig(functions=...) naming it, or add it with Stack.serve({function!r})"
+            )
+        return url
 
     def env(self) -> dict[str, str]:
         data = {
@@ -114,7 +136,8 @@ class StackInfo:
             "DAGRELAY_ALERTS_TOPIC": self.alerts_topic,
             "DAGRELAY_DEAD_LETTER_TOPIC": self.dead_letter_topic,
             "DAGRELAY_INBOX_BUCKET": self.inbox_bucket,
-            "STATUS_URL": self.status_url,  # the status function and dashboard (README: curl)
+            # The status function and dashboard (README: curl), when the stack serves it.
+            **({"STATUS_URL": self.status_url} if self.status_url else {}),
         }
 
 
@@ -142,6 +165,7 @@ class Stack:
 
     def start(self) -> StackInfo:
         c = self.config
+        check_functions(c.functions)
         c.workdir.mkdir(parents=True, exist_ok=True)
         try:
             infra.ensure_database(c.database_url)
@@ -168,15 +192,7 @@ class Stack:
             }
             router_port = c.router_port or processes.free_port()
             self.router_port = router_port
-            status_port = c.status_port or processes.free_port()
-            operate_port = c.operate_port or processes.free_port()
-            self.processes.append(processes.start_router(router_port, self.router_env, c.workdir))
-            self.processes.append(
-                processes.start_router(status_port, self.router_env, c.workdir, target="status")
-            )
-            self.processes.append(
-                processes.start_router(operate_port, self.router_env, c.workdir, target="operate")
-            )
+            self.processes.append(self._start_router())
             self.setup_pubsub(router_port)
             self.processes += [
                 processes.start_worker(self.router_env, c.workdir, f"{c.subscription}", n)
@@ -190,28 +206,50 @@ class Stack:
                     older_than_s=c.sweep_older_than_s,
                 )
                 self.sweep_loop.start()
+            self.info = StackInfo(
+                pubsub_emulator_host=emulator_host,
+                database_url=c.database_url,
+                project_id=c.project_id,
+                events_topic=c.events_topic,
+                subscription=c.subscription,
+                alerts_topic=c.alerts_topic,
+                dead_letter_topic=c.dead_letter_topic,
+                storage_emulator_host=data_env.get("STORAGE_EMULATOR_HOST"),
+                bigquery_endpoint=data_env.get("DAGRELAY_BIGQUERY_ENDPOINT"),
+                inbox_bucket=c.inbox_bucket,
+                router_url=f"http://127.0.0.1:{router_port}",
+                pids={p.name: p.pid for p in self.processes},
+                log_dir=str(c.workdir),
+                cloud_run_endpoint=data_env.get(cloudrun.ENDPOINT_ENV),
+            )
+            self.serve(*(f for f in c.functions if f in DASHBOARDS))
         except BaseException:
             self.stop()
+            self.info = None
             raise
-        self.info = StackInfo(
-            pubsub_emulator_host=emulator_host,
-            database_url=c.database_url,
-            project_id=c.project_id,
-            events_topic=c.events_topic,
-            subscription=c.subscription,
-            alerts_topic=c.alerts_topic,
-            dead_letter_topic=c.dead_letter_topic,
-            storage_emulator_host=data_env.get("STORAGE_EMULATOR_HOST"),
-            bigquery_endpoint=data_env.get("DAGRELAY_BIGQUERY_ENDPOINT"),
-            inbox_bucket=c.inbox_bucket,
-            router_url=f"http://127.0.0.1:{router_port}",
-            status_url=f"http://127.0.0.1:{status_port}",
-            operate_url=f"http://127.0.0.1:{operate_port}",
-            pids={p.name: p.pid for p in self.processes},
-            log_dir=str(c.workdir),
-            cloud_run_endpoint=data_env.get(cloudrun.ENDPOINT_ENV),
-        )
         return self.info
+
+    def serve(self, *functions: str) -> StackInfo:
+        """Start the dashboard functions (status, operate) that this running stack does not
+        serve yet; the stack's info (the object start() returned) gains their URLs and PIDs."""
+        if self.info is None:
+            raise StackError("the stack is not running")
+        info, c = self.info, self.config
+        for name in functions:
+            if name not in DASHBOARDS:
+                raise StackError(f"{name!r} is not a dashboard function ({', '.join(DASHBOARDS)})")
+            if name == "status" and info.status_url is None:
+                info.status_url = self._serve_dashboard(info, name, c.status_port)
+            elif name == "operate" and info.operate_url is None:
+                info.operate_url = self._serve_dashboard(info, name, c.operate_port)
+        return info
+
+    def _serve_dashboard(self, info: StackInfo, name: str, port: int) -> str:
+        port = port or processes.free_port()
+        proc = processes.start_router(port, self.router_env, self.config.workdir, target=name)
+        self.processes.append(proc)
+        info.pids[proc.name] = proc.pid
+        return f"http://127.0.0.1:{port}"
 
     def setup_pubsub(self, router_port: int) -> None:
         """Topics and subscriptions, as terraform/ creates them: events -> router (push, or
@@ -299,14 +337,30 @@ class Stack:
         """Restart the router on its port (by PID): it imports the project's modules again."""
         index = next(i for i, p in enumerate(self.processes) if p.name.endswith(":router"))
         self.processes[index].stop()
-        self.processes[index] = processes.start_router(
-            self.router_port, self.router_env, self.config.workdir
+        self.processes[index] = self._start_router()
+
+    def _start_router(self) -> ManagedProcess:
+        """The router, its code imported before gunicorn forks its worker when it takes the
+        events (push); with pull workers it sees only dead letters, and imports on the first."""
+        c = self.config
+        return processes.start_router(
+            self.router_port, self.router_env, c.workdir, warm=c.workers == 0
         )
 
     def check_alive(self) -> None:
         for proc in self.processes:
             if not proc.alive():
                 raise StackError(f"{proc.name} exited:\n{proc.log_tail()}")
+
+
+def check_functions(functions: tuple[str, ...]) -> None:
+    """StackError, before anything starts, for a function the stack cannot serve or without the
+    router (the push subscriptions' endpoint)."""
+    unknown = [name for name in functions if name not in FUNCTIONS]
+    if unknown:
+        raise StackError(f"no function {unknown[0]!r}: the stack's are {', '.join(FUNCTIONS)}")
+    if "router" not in functions:
+        raise StackError("a stack serves the router: its push subscriptions deliver to it")
 
 
 def project_env(project: Path | None) -> dict[str, str]:
