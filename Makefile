@@ -140,4 +140,5 @@ dist: $(STAMP)
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) $(BIN)/python .ci/dist.py --outdir dist
 
 clean:
-	rm -rf $(VENV) .venv-checkov $(TF_OFFLINE) .local_stack .mypy_cache .ruff_cache .pytest_cache .import_linter_cache test-artifacts
+	rm -rf $(VENV) .venv-checkov $(TF_OFFLINE) .local_stack .mypy_cache .ruff_cache .pytest_cache .import_linter_cache test-artifacts \
+		build/test-dist

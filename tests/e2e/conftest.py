@@ -1,5 +1,6 @@
 """The whole local stack for end-to-end tests: the session's Pub/Sub emulator, a database of
-the session's own, the router under functions-framework behind a push subscription.
+the session's own, the router under functions-framework behind a push subscription; the release
+wheel and sdist built once per run (tests/dist_cache.py).
 
 The stacks' Python processes are forked by a zygote of each pytest worker
 (dagrelay/local/forkserver.py) rather than each importing dagrelay again; a ``dagrelay local
@@ -33,6 +34,7 @@ from tests.db_fixtures import (
     worker_db,
 )
 from tests.dbtools import create_database, drop_database
+from tests.dist_cache import shared_dist
 from tests.pubsub_fixtures import pubsub_emulator
 
 # The database and emulator fixtures, loaded here rather than in the root conftest (unit tier).
@@ -45,6 +47,7 @@ __all__ = [
     "insert_pipeline",
     "publisher",
     "pubsub_emulator",
+    "shared_dist",
     "template_db",
     "worker_db",
 ]

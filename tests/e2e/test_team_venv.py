@@ -1,5 +1,6 @@
 """One virtualenv for a team (issue 20), outside the repository: dagrelay from the built wheel
-(`make dist`, .ci/dist.py) with the ``local`` and ``testing`` extras, ``dagrelay --version``,
+(`make dist`, .ci/dist.py; the run's shared build, tests/dist_cache.py) with the ``local`` and
+``testing`` extras, ``dagrelay --version``,
 ``dagrelay init``, the project's requirements and tests (that venv's pytest), ``dagrelay local up
 --project`` on free ports, a batch of the team's pipeline to SUCCESS, ``dagrelay local down``.
 Then the same venv takes dagrelay from a git ref of a clone (``git+file://...@<commit>``,
@@ -33,16 +34,15 @@ from uv import find_uv_bin
 
 from dagrelay.local.processes import wait_for
 from tests.dbtools import create_database, drop_database
+from tests.dist_cache import Dist, copy_sources
 from tests.paths import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.long_pole(120)]
 
-SOURCES = ("pyproject.toml", "README.md", "functions", "schema", "migrations")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 VERSION = PYPROJECT["project"]["version"]
 EXTRAS = "local,testing"
 TIMES_FILE = ROOT / "test-artifacts" / "team-venv.json"
-DIST = [sys.executable, str(ROOT / ".ci" / "dist.py")]  # what `make dist` runs
 
 
 class Steps:
@@ -128,12 +128,7 @@ def team_env(env_dir: Path, **extra: str) -> dict[str, str]:
 
 def clone(source: Path) -> str:
     """The checkout's sources as a git repository of their own; its commit."""
-    junk = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
-    for name in SOURCES:
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, source / name, ignore=junk)
-        else:
-            shutil.copy2(ROOT / name, source / name)
+    copy_sources(source)
     git = ["git", "-C", str(source), "-c", "user.name=t", "-c", "user.email=t@localhost"]
     env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull}
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "sources"]):
@@ -149,7 +144,9 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_team_venv_from_wheel_then_git_ref(template_db: str, tmp_path: Path) -> None:
+def test_team_venv_from_wheel_then_git_ref(
+    template_db: str, shared_dist: Dist, tmp_path: Path
+) -> None:
     work = tmp_path / "team-machine"
     work.mkdir()
     assert not work.resolve().is_relative_to(ROOT)
@@ -158,16 +155,8 @@ def test_team_venv_from_wheel_then_git_ref(template_db: str, tmp_path: Path) -> 
     offline = ["--no-index", "--find-links", str(house)]
 
     source = work / "dagrelay-clone"
-    source.mkdir()
     commit = clone(source)
-    with step("wheel (make dist)"):
-        dist = work / "dist"
-        run(
-            [*DIST, "--source", str(source), "--outdir", str(dist)],
-            work,
-            {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(house)},
-        )
-        (wheel,) = dist.glob("dagrelay-*.whl")
+    wheel = shared_dist.wheel
 
     env_dir = work / "venv"
     python = str(env_dir / "bin" / "python")

@@ -1,6 +1,7 @@
 """The integration tier's fixtures: PostgreSQL databases (tests/db_fixtures.py), the Pub/Sub
-emulator, the local BigQuery and GCS, the ingestion harness. Imported here, not in the root
-conftest, so the unit tier loads none of them."""
+emulator, the local BigQuery and GCS, the ingestion harness, the release wheel and sdist built
+once per run (tests/dist_cache.py). Imported here, not in the root conftest, so the unit tier
+loads none of them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.db_fixtures import (
     template_db,
     worker_db,
 )
+from tests.dist_cache import shared_dist
 from tests.gcs_fixtures import gcs_bucket, gcs_client, gcs_emulator
 from tests.integration.ingest_harness import ingest_harness
 from tests.pubsub_fixtures import pubsub_emulator
@@ -36,6 +38,7 @@ __all__ = [
     "local_bigquery",
     "publisher",
     "pubsub_emulator",
+    "shared_dist",
     "template_db",
     "worker_db",
 ]

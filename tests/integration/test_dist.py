@@ -1,12 +1,9 @@
 """`make dist` is reproducible: two builds of the same sources, one from a copy whose files have
-other times and modes, give the same wheel and sdist bytes (.ci/dist.py)."""
+other times and modes, give the same wheel and sdist bytes (.ci/dist.py). The first is the run's
+shared build of a clean copy (tests/dist_cache.py), the second this test's own."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import tarfile
 import zipfile
 from importlib import metadata
@@ -14,50 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.dist_cache import EPOCH, Dist, copy_sources, run_dist
+
 pytestmark = [pytest.mark.integration, pytest.mark.long_pole(20)]
 
-REPO = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "functions", "schema", "migrations")
-EPOCH = "1767225600"  # 2026-01-01T00:00:00Z: what SOURCE_DATE_EPOCH would be, from git
 
-
-def copy_sources(target: Path, *, disturb: bool) -> Path:
-    target.mkdir()
-    junk = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
-    for name in SOURCES:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, target / name, ignore=junk)
-        else:
-            shutil.copy2(REPO / name, target / name)
-    if disturb:  # another clone: other file times, a group-writable umask
-        for path in target.rglob("*"):
-            os.utime(path, (1_000_000_000, 1_000_000_000))
-            path.chmod(path.stat().st_mode | 0o020)
-    return target
-
-
-def dist(source: Path, outdir: Path) -> list[Path]:
-    env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH}
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / ".ci" / "dist.py"),
-            "--source",
-            str(source),
-            "--outdir",
-            str(outdir),
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=600,
-    )
-    return sorted(outdir.iterdir())
-
-
-def test_two_builds_give_the_same_bytes(tmp_path: Path) -> None:
-    first = dist(copy_sources(tmp_path / "a", disturb=False), tmp_path / "dist-a")
-    second = dist(copy_sources(tmp_path / "b", disturb=True), tmp_path / "dist-b")
+def test_two_builds_give_the_same_bytes(shared_dist: Dist, tmp_path: Path) -> None:
+    first = shared_dist.files
+    second = run_dist(copy_sources(tmp_path / "b", disturb=True), tmp_path / "dist-b")
     version = metadata.version("dagrelay")
     assert [p.name for p in first] == [
         f"dagrelay-{version}-py3-none-any.whl",

@@ -36,8 +36,16 @@ print(json.dumps({"status": response.status_code, "package": dagrelay.__file__})
 """
 
 
-def test_archive_holds_entry_point_package_schema_and_pinned_requirements(tmp_path: Path) -> None:
-    archive = build_archive(tmp_path / "function.zip")
+@pytest.fixture(scope="module")
+def checkout_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The archive of the checkout alone, built once for the tests that only read it."""
+    return build_archive(tmp_path_factory.mktemp("archive") / "function.zip")
+
+
+def test_archive_holds_entry_point_package_schema_and_pinned_requirements(
+    checkout_archive: Path,
+) -> None:
+    archive = checkout_archive
     names = zipfile.ZipFile(archive).namelist()
     assert "main.py" in names
     assert "dagrelay/engine/core.py" in names
@@ -58,17 +66,17 @@ def test_archive_holds_entry_point_package_schema_and_pinned_requirements(tmp_pa
     assert all("==" in r for r in requirements)
 
 
-def test_archive_is_reproducible(tmp_path: Path) -> None:
-    first = build_archive(tmp_path / "a.zip").read_bytes()
+def test_archive_is_reproducible(checkout_archive: Path, tmp_path: Path) -> None:
+    first = checkout_archive.read_bytes()
     second = build_archive(tmp_path / "b.zip").read_bytes()
     assert first == second
 
 
 def test_unpacked_archive_serves_a_push(
-    tmp_path: Path, db: Engine, db_url: str, pubsub_emulator: str
+    checkout_archive: Path, tmp_path: Path, db: Engine, db_url: str, pubsub_emulator: str
 ) -> None:
     unpacked = tmp_path / "source"
-    zipfile.ZipFile(build_archive(tmp_path / "function.zip")).extractall(unpacked)
+    zipfile.ZipFile(checkout_archive).extractall(unpacked)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DAGRELAY_")},
         "PYTHONPATH": str(unpacked),

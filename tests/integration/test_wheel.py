@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import venv
 import zipfile
 from collections.abc import Callable
@@ -21,32 +20,22 @@ from uv import find_uv_bin
 
 from dagrelay.ops.packaging import build_archive
 from dagrelay.store import migrate
+from tests.dist_cache import Dist
 from tests.integration.test_cli import pull_one
 from tests.paths import PYTHON_MONTHLY_PROFIT
 
 pytestmark = [pytest.mark.integration, pytest.mark.long_pole(30)]
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "functions", "schema", "migrations")
 PROJECT = "dagrelay-test"
 Command = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel, built from a clean copy of the sources (no build/ or egg-info of the checkout
-    can leak into it)."""
-    source = tmp_path_factory.mktemp("source")
-    junk = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
-    for name in SOURCES:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, source / name, ignore=junk)
-        else:
-            shutil.copy2(REPO / name, source / name)
-    dist = tmp_path_factory.mktemp("dist")
-    _pip(sys.executable, "wheel", "--no-deps", "--wheel-dir", str(dist), str(source))
-    (built,) = dist.glob("dagrelay-*.whl")
-    return built
+def wheel(shared_dist: Dist) -> Path:
+    """The wheel `make dist` builds from a clean copy of the sources (no build/ or egg-info of the
+    checkout can leak into it), shared by every test of the run (tests/dist_cache.py)."""
+    return shared_dist.wheel
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +53,6 @@ def install_into(python: Path, *args: str, cwd: Path | None = None) -> None:
     result = subprocess.run(
         [find_uv_bin(), "pip", "install", "--quiet", "--python", str(python), *args],
         cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-
-
-def _pip(python: str, *args: str) -> None:
-    result = subprocess.run(
-        [python, "-m", "pip", "--quiet", "--disable-pip-version-check", *args],
         capture_output=True,
         text=True,
         timeout=600,
