@@ -1,6 +1,7 @@
 """The integration tier's fixtures: PostgreSQL databases (tests/db_fixtures.py), the Pub/Sub
-emulator, the local BigQuery and GCS, the ingestion harness. Imported here, not in the root
-conftest, so the unit tier loads none of them."""
+emulator, the local BigQuery and GCS, the ingestion harness; and ``socket_origins``
+(tests/socket_origins.py), which names the test that opened a socket found unclosed. Imported
+here, not in the root conftest, so the unit tier loads none of them."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.db_fixtures import (
 from tests.gcs_fixtures import gcs_bucket, gcs_client, gcs_emulator
 from tests.integration.ingest_harness import ingest_harness
 from tests.pubsub_fixtures import pubsub_emulator
+from tests.socket_origins import socket_origins
 
 __all__ = [
     "bq_client",
@@ -36,6 +38,7 @@ __all__ = [
     "local_bigquery",
     "publisher",
     "pubsub_emulator",
+    "socket_origins",
     "template_db",
     "worker_db",
 ]
