@@ -9,16 +9,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
-from dagrelay.config import load_settings
+from dagrelay.config import get_settings, load_settings
 from dagrelay.engine.core import Engine as DagEngine
 from dagrelay.engine.core import RunOutcome
 from dagrelay.errors import PoolExhausted
 from dagrelay.handlers.registry import HandlerContext, HandlerRegistry
 from dagrelay.messages import StartBatch
 from dagrelay.router.wiring import build_engine
-from dagrelay.store.db import create_db_engine
+from dagrelay.store.db import create_db_engine, get_engine
 from dagrelay.store.outbox import InMemoryPublisher
 from tests.conftest import FakeClock, engine_settings
 from tests.integration.helpers import as_run_task, batch_status, wait_for
@@ -132,3 +132,31 @@ def test_a_thread_without_a_connection_in_time_gets_a_clear_error(
     assert "1 + 0 connections" in text_of
     assert "0.2 s" in text_of
     assert "db_pool_size" in text_of
+
+
+def test_forgetting_the_process_wide_engine_closes_its_connections(
+    monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    """``get_engine.cache_clear()`` disposes the pool it forgets: a pool dropped with idle
+    connections would leave their sockets open until the garbage collector finds them, during
+    whatever test runs then (once.py, ``close``)."""
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    closed: list[object] = []
+    try:
+        engine = get_engine()
+        event.listen(
+            engine.pool, "close", lambda dbapi_connection, _: closed.append(dbapi_connection)
+        )
+        with engine.connect() as conn:
+            opened = conn.connection.dbapi_connection
+        assert closed == []  # back in the pool, open
+
+        get_engine.cache_clear()
+
+        assert closed == [opened]
+        assert get_engine.cache_info().currsize == 0
+    finally:
+        get_engine.cache_clear()
+        get_settings.cache_clear()

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from typer.testing import CliRunner, Result
 
 from dagrelay import cli
 from dagrelay.config import get_settings
-from dagrelay.store.db import get_engine
+from dagrelay.store.db import TransactionPool, get_engine
 
 pytestmark = pytest.mark.integration
 
@@ -110,3 +110,39 @@ def test_list_shows_the_policy_the_waiting_runs_and_a_schedules_error(
     assert "latest, max 1, skip" in never
     assert "error: cron '0 0 31 2 *' never fires" in never
     assert never.split("│")[-3].strip() == "0"  # next_run_at NULL: nothing due
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "exit_code"), [("monthly", 0), ("nope", 2)], ids=["done", "refused"]
+)
+@pytest.mark.usefixtures("monthly")
+def test_a_verb_closes_the_connections_it_opened(
+    db_url: str, pipeline: str, exit_code: int
+) -> None:
+    """A verb run in-process (a test, a notebook) leaves no pool behind: the connections of
+    the process-wide engine are closed when the verb ends, whether it succeeded or not, not
+    when the garbage collector finds them during some later test (cli/app.py,
+    ``reports_errors``)."""
+    _reset()
+    opened: list[object] = []
+    closed: list[object] = []
+
+    def on_connect(dbapi_connection: object, _record: object) -> None:
+        opened.append(dbapi_connection)
+
+    def on_close(dbapi_connection: object, _record: object) -> None:
+        closed.append(dbapi_connection)
+
+    event.listen(TransactionPool, "connect", on_connect)
+    event.listen(TransactionPool, "close", on_close)
+    try:
+        result = CliRunner().invoke(
+            cli.app, ["schedule", "pause", pipeline], env={"DATABASE_URL": db_url}
+        )
+    finally:
+        event.remove(TransactionPool, "connect", on_connect)
+        event.remove(TransactionPool, "close", on_close)
+        _reset()
+    assert result.exit_code == exit_code, result.output
+    assert opened  # the verb did use the pool
+    assert closed == opened

@@ -69,3 +69,19 @@ def test_a_failed_build_is_tried_again() -> None:
 def test_the_pool_and_the_router_are_built_once_per_process() -> None:
     assert isinstance(db.get_engine, ProcessWide)
     assert isinstance(wiring.get_router, ProcessWide)
+
+
+def test_a_forgotten_value_is_closed_once_and_an_unbuilt_one_not_at_all() -> None:
+    closed: list[list[int]] = []
+
+    @process_wide(close=closed.append)
+    def get() -> list[int]:
+        return [len(closed)]
+
+    get.cache_clear()
+    assert closed == []  # nothing built, nothing to close
+    first = get()
+    get.cache_clear()
+    get.cache_clear()
+    assert closed == [first]
+    assert get() is not first  # built afresh

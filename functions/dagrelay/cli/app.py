@@ -88,7 +88,8 @@ app.add_typer(pipeline_app, name="pipeline")
 
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn dagrelay errors into one line per problem on stderr and exit code 2, no traceback."""
+    """Turn dagrelay errors into one line per problem on stderr and exit code 2, no traceback;
+    close the process's database pool when the verb ends, however it ends."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -101,8 +102,21 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except Exception as exc:
             database_failure(exc)
             raise
+        finally:
+            close_pool()
 
     return wrapper
+
+
+def close_pool() -> None:
+    """Dispose the process-wide engine if the verb built one: its connections end with the
+    verb (a Terminate to the server), not when the process exits or, in-process (a test), when
+    the garbage collector finds them. A verb that never loaded the store loads nothing here."""
+    if "dagrelay.store.db" not in sys.modules:
+        return
+    from dagrelay.store.db import get_engine
+
+    get_engine.cache_clear()
 
 
 def database_failure(exc: Exception) -> None:

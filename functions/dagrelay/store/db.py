@@ -166,9 +166,10 @@ def fewer_round_trips(connection: Any) -> None:
     connection.execute_unnamed = execute_unnamed
 
 
-@process_wide
+@process_wide(close=Engine.dispose)
 def get_engine() -> Engine:
-    """The process-wide engine (one pool, however many request threads ask at once)."""
+    """The process-wide engine (one pool, however many request threads ask at once);
+    ``get_engine.cache_clear()`` disposes it, closing its connections."""
     return create_db_engine()
 
 
