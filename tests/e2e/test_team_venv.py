@@ -247,7 +247,7 @@ def test_team_venv_from_wheel_then_git_ref(
     validated = run([dagrelay, "pipeline", "validate", "pipelines/orders.py"], team, env)
     assert "team_orders" in validated, validated
     probe = (
-        "from dagrelay import resources; import dagrelay.local.commands; "
+        "from dagrelay import resources; import dagrelay.local.commands, dagrelay.local.demo; "
         "print(resources.function_entry()); "
         "print(resources.schema_dir() / 'pipelines/data/sales_2024-03.csv')"
     )

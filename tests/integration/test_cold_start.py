@@ -47,6 +47,17 @@ def test_importing_main_loads_neither_side() -> None:
     [
         pytest.param("dagrelay.dashboard.app", HEAVY, id="status"),
         pytest.param("dagrelay.router.wiring", ("pyarrow", "google.cloud.storage"), id="router"),
+        # `python -m dagrelay.local worker`: the command module, then the worker it imports.
+        pytest.param(
+            "dagrelay.local.commands",
+            ("pyarrow", "google.cloud.storage", "dagrelay.local.stack", "dagrelay.local.demo"),
+            id="pull worker command",
+        ),
+        pytest.param(
+            "dagrelay.local.worker",
+            ("pyarrow", "google.cloud.storage", "dagrelay.local.stack"),
+            id="pull worker",
+        ),
     ],
 )
 def test_an_entry_point_loads_only_what_it_needs(entry: str, never: tuple[str, ...]) -> None:

@@ -14,16 +14,10 @@ import typer
 from rich.console import Console
 
 from dagrelay.errors import DagrelayError
-from dagrelay.local import demo as demo_mod
-from dagrelay.local.processes import StackError
-from dagrelay.local.stack import (
-    ProjectWatcher,
-    Stack,
-    StackConfig,
-    read_state,
-    state_file,
-    write_state,
-)
+
+# Each command imports what it uses when it runs: a pull worker (``worker``) starts without the
+# stack's and the demo's modules (the data services' clients, pyarrow among them: seconds of
+# CPU per process, and threads).
 
 app = typer.Typer(add_completion=False, help="Run dagrelay's whole system on this machine.")
 console = Console(soft_wrap=True)
@@ -38,6 +32,16 @@ def up(
     ),
 ) -> None:
     """Start the stack and keep it running until Ctrl-C or `dagrelay local down`."""
+    from dagrelay.local.processes import StackError  # noqa: PLC0415 - see the imports
+    from dagrelay.local.stack import (  # noqa: PLC0415
+        ProjectWatcher,
+        Stack,
+        StackConfig,
+        read_state,
+        state_file,
+        write_state,
+    )
+
     if read_state() is not None:
         console.print(f"[red]a stack seems to be up already ({state_file()}); run down first")
         raise typer.Exit(1)
@@ -91,6 +95,8 @@ def up(
 @app.command()
 def down() -> None:
     """Stop a stack started with `up` (signals its owner; kills leftovers by PID)."""
+    from dagrelay.local.stack import read_state, state_file  # noqa: PLC0415 - see the imports
+
     state = read_state()
     if state is None:
         console.print("no local stack is up")
@@ -116,6 +122,8 @@ def down() -> None:
 @app.command()
 def demo() -> None:
     """Start the stack, run the example pipeline end to end, print it, stop everything."""
+    from dagrelay.local import demo as demo_mod  # noqa: PLC0415 - see the imports
+
     ok = demo_mod.run(console)
     raise typer.Exit(0 if ok else 1)
 

@@ -48,13 +48,15 @@ ENV = "DAGRELAY_LOCAL_FORK_SERVER"
 ENTRY_MODULES = frozenset({"functions_framework", "dagrelay.local"})
 # What the zygote imports: functions-framework's CLI and server (flask, gunicorn), and what
 # functions/main.py's router, status and operate functions import on their first request, and
-# the pull worker. Not dagrelay.local.commands: it reaches pyarrow, whose import starts threads.
+# the pull worker and its command (dagrelay.local.commands, which imports the stack and the demo,
+# pyarrow among their imports, only in the commands that use them: pyarrow starts threads).
 PRELOAD = (
     "functions_framework._cli",
     "functions_framework._http",
     "dagrelay.router.wiring",
     "dagrelay.dashboard.app",
     "dagrelay.handlers.cloudrun",
+    "dagrelay.local.commands",
     "dagrelay.local.worker",
 )
 # Variables read once per process (interpreter start, or module level in a preloaded module:
