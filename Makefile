@@ -26,12 +26,15 @@ $(UV):
 	$(PYTHON) -m venv --without-pip $(VENV)
 	$(PYTHON) -m pip --python $(BIN)/python install --quiet uv==$(UV_VERSION)
 
-# --compile-bytecode: every module compiled once at install. Without it a Python that may not
-# write bytecode (PYTHONDONTWRITEBYTECODE=1, as on our CI machine) compiles each dependency again
-# in every process: importing the router's code cost 2.5 CPU-s instead of 0.85, in each of the
-# hundreds of processes a test run starts (routers, workers, CLI verbs, pytest workers).
+# Where Python may not write bytecode (PYTHONDONTWRITEBYTECODE set, as on our CI machine), the
+# virtualenvs are installed with every module compiled (--compile-bytecode); otherwise each
+# process would compile each dependency again: importing the router's code cost 2.5 CPU-s
+# instead of 0.85, in each of the hundreds of processes a test run starts. Where Python writes
+# bytecode, the first import writes it and compiling everything up front would cost more.
+COMPILE := $(if $(PYTHONDONTWRITEBYTECODE),--compile-bytecode,)
+
 $(STAMP): pyproject.toml | $(UV)
-	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python \
+	$(UV) pip install --quiet $(COMPILE) --python $(BIN)/python \
 		--upgrade-package pip pip -e '.[dev,local]'
 	touch $(STAMP)
 
@@ -44,12 +47,12 @@ venv: $(STAMP)
 # checkov lives in its own venv: its bc-python-hcl2 and python-hcl2 both install `hcl2`.
 $(CHECKOV): | $(UV)
 	$(PYTHON) -m venv --without-pip .venv-checkov
-	$(UV) pip install --quiet --compile-bytecode --python .venv-checkov/bin/python checkov==3.3.30
+	$(UV) pip install --quiet $(COMPILE) --python .venv-checkov/bin/python checkov==3.3.30
 	touch $(CHECKOV)
 
 $(TF_VENV): | $(UV)
 	$(PYTHON) -m venv --without-pip $(TF_OFFLINE)/venv
-	$(UV) pip install --quiet --compile-bytecode --python $(TF_OFFLINE)/venv/bin/python tf==1.2.0
+	$(UV) pip install --quiet $(COMPILE) --python $(TF_OFFLINE)/venv/bin/python tf==1.2.0
 	touch $(TF_VENV)
 
 # The google and random providers' schemas (npm: @cdktf/provider-*) served by schema-only
