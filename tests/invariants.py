@@ -39,6 +39,11 @@ FINISHED = (BatchStatus.SUCCESS, BatchStatus.FAILED, BatchStatus.CANCELLED)
 CAN_RUN = (TaskStatus.NEW, TaskStatus.QUEUED, TaskStatus.RETRY, TaskStatus.PROCESSING)
 DONE_OK = (TaskStatus.SUCCESS, TaskStatus.SKIPPED)
 FAILED_ITEM = (TaskStatus.ERROR, TaskStatus.CANCELLED, TaskStatus.UPSTREAM_FAILED)
+# Attempts (tl) with their batch (b) and the task as the batch's version has it (t).
+ATTEMPTS = (
+    "task_log tl JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id "
+    "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id"
+)
 
 Batch = tuple[str, str]  # (pipeline, batch_id)
 AttemptKey = tuple[int, int]  # (attempt_id, attempt)
@@ -279,8 +284,7 @@ def cancel_holds_until_resumed(read: Mapping[str, Rows], facts: Facts) -> list[s
     rows="SELECT tl.pipeline, tl.batch_id, t.name, tl.map_index, tl.attempt, "
     "count(a.*) AS rows, count(DISTINCT a.attempt) AS distinct_attempts, "
     "coalesce(max(a.attempt), 0) AS top "
-    "FROM task_log tl JOIN batches b ON b.batch_id = tl.batch_id AND b.pipeline = tl.pipeline "
-    "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+    f"FROM {ATTEMPTS} "
     "LEFT JOIN task_attempts a ON a.log_id = tl.log_id "
     "GROUP BY 1, 2, 3, 4, 5 "
     "HAVING count(a.*) <> tl.attempt OR count(DISTINCT a.attempt) <> tl.attempt "
@@ -301,9 +305,8 @@ def attempts_claimed_once(read: Mapping[str, Rows], facts: Facts) -> list[str]:
     "FROM pools p LEFT JOIN task_log h ON h.pool = p.name AND h.limited "
     "AND h.status = 'PROCESSING' GROUP BY 1, 2 ORDER BY 1",
     groups="SELECT tl.pipeline, tl.batch_id, t.name, (t.map->>'max_parallel')::int AS limit_, "
-    "count(*) AS running FROM task_log tl "
-    "JOIN batches b ON b.batch_id = tl.batch_id AND b.pipeline = tl.pipeline "
-    "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+    "count(*) AS running FROM "
+    f"{ATTEMPTS} "
     "WHERE tl.map_index >= 0 AND tl.status = 'PROCESSING' AND t.map ? 'max_parallel' "
     "GROUP BY 1, 2, 3, 4 HAVING count(*) > (t.map->>'max_parallel')::int",
 )
@@ -425,9 +428,8 @@ def one_alert_per_missed_deadline(read: Mapping[str, Rows], facts: Facts) -> lis
         "AND t.name = f.task ORDER BY 1, 2, 3, 4",
         facts=_stopped,
     ),
-    left="SELECT tl.pipeline, tl.batch_id, t.name, tl.map_index FROM task_log tl "
-    "JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id "
-    "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+    left="SELECT tl.pipeline, tl.batch_id, t.name, tl.map_index FROM "
+    f"{ATTEMPTS} "
     "WHERE t.handler = 'model.job' AND tl.job IS NOT NULL AND b.status = 'CANCELLED'",
 )
 def stopped_work_never_succeeds(read: Mapping[str, Rows], facts: Facts) -> list[str]:
@@ -553,15 +555,13 @@ def asset_batches_have_their_triggers(read: Mapping[str, Rows], facts: Facts) ->
 
 @reads(
     bad="SELECT tl.pipeline, tl.batch_id, t.name, tl.map_index, tl.output ->> 'key' AS key "
-    "FROM task_log tl JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id "
-    "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+    f"FROM {ATTEMPTS} "
     "WHERE t.handler = 'sensor.signal' AND tl.status = 'SUCCESS' AND NOT EXISTS ("
     "  SELECT 1 FROM signals s WHERE s.signal_id = (tl.output ->> 'signal_id')::bigint "
     "  AND s.key = replace(t.params ->> 'key', '{batch_id}', tl.batch_id) "
     "  AND s.received_at >= b.created_at) ORDER BY 1, 2, 3",
     left="SELECT tl.pipeline, tl.batch_id, t.name, tl.map_index, b.status::text AS batch "
-    "FROM task_log tl JOIN batches b ON b.pipeline = tl.pipeline AND b.batch_id = tl.batch_id "
-    "JOIN version_tasks t ON t.version_id = b.version_id AND t.task_id = tl.task_id "
+    f"FROM {ATTEMPTS} "
     "WHERE tl.job ? 'waiting_for' "
     "AND b.status IN ('SUCCESS', 'FAILED', 'CANCELLED') ORDER BY 1, 2, 3",
 )

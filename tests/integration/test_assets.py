@@ -265,8 +265,6 @@ def test_a_pipeline_waiting_for_its_own_asset_is_refused(tmp_path: Path, db: Eng
 def dagrelay(db_url: str, *args: str) -> Result:
     """``dagrelay ARGS`` in-process on this test's database (settings and engine afresh)."""
     for cached in (get_engine, get_settings):
-        if cached is get_engine and get_engine.cache_info().currsize:
-            get_engine().dispose()
         cached.cache_clear()
     env = {"DATABASE_URL": db_url, "COLUMNS": "200"}
     return CliRunner().invoke(cli.app, list(args), env=env)

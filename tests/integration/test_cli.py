@@ -34,8 +34,6 @@ Run = Callable[..., Result]
 
 def _reset() -> None:
     """Settings and the engine are cached per process: start each command afresh."""
-    if get_engine.cache_info().currsize:
-        get_engine().dispose()
     get_engine.cache_clear()
     get_settings.cache_clear()
 

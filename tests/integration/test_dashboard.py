@@ -48,8 +48,6 @@ def client(monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[FlaskClient
     monkeypatch.delenv("DAGRELAY_CONFIG", raising=False)
     clear_caches()
     yield framework_client("status", "http")
-    if dagrelay.store.db.get_engine.cache_info().currsize:
-        dagrelay.store.db.get_engine().dispose()
     clear_caches()
 
 

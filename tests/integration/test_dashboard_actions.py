@@ -97,8 +97,6 @@ def function_client(
 @pytest.fixture
 def operate(monkeypatch: pytest.MonkeyPatch, db_url: str, events: Events) -> Iterator[FlaskClient]:
     yield function_client("operate", monkeypatch, db_url, events)
-    if dagrelay.store.db.get_engine.cache_info().currsize:
-        dagrelay.store.db.get_engine().dispose()
     clear_caches()
 
 
@@ -323,7 +321,6 @@ def test_the_viewers_function_has_no_actions(
     )
     assert response.status_code == 403
     assert "read-only" in response.get_data(as_text=True)
-    dagrelay.store.db.get_engine().dispose()
     clear_caches()
 
 

@@ -77,16 +77,12 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> InMemoryPublisher:
 @pytest.fixture
 def operate(monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[FlaskClient]:
     yield function_client("operate", monkeypatch, db_url)
-    if dagrelay.store.db.get_engine.cache_info().currsize:
-        dagrelay.store.db.get_engine().dispose()
     clear_caches()
 
 
 @pytest.fixture
 def status(monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[FlaskClient]:
     yield function_client("status", monkeypatch, db_url)
-    if dagrelay.store.db.get_engine.cache_info().currsize:
-        dagrelay.store.db.get_engine().dispose()
     clear_caches()
 
 

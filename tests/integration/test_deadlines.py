@@ -16,7 +16,6 @@ from flask.testing import FlaskClient
 from rich.console import Console
 from sqlalchemy import Engine, text
 
-import dagrelay.store.db
 from dagrelay.cli.explain import explain_tree
 from dagrelay.cli.render import batch_table
 from dagrelay.engine.core import Engine as DagEngine
@@ -306,8 +305,6 @@ def client(monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[FlaskClient
     monkeypatch.delenv("DAGRELAY_CONFIG", raising=False)
     clear_caches()
     yield framework_client("status", "http")
-    if dagrelay.store.db.get_engine.cache_info().currsize:
-        dagrelay.store.db.get_engine().dispose()
     clear_caches()
 
 

@@ -45,8 +45,6 @@ InsertPipeline = Callable[..., dict[str, int]]
 
 
 def _reset() -> None:
-    if get_engine.cache_info().currsize:
-        get_engine().dispose()
     get_engine.cache_clear()
     get_settings.cache_clear()
 

@@ -12,7 +12,6 @@ from rich.console import Console
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner, Result
 
-import dagrelay.store.db
 from dagrelay import cli
 from dagrelay.cli.explain import explain_tree
 from dagrelay.cli.pool import pool_table
@@ -78,8 +77,6 @@ def client(monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[FlaskClient
     monkeypatch.delenv("DAGRELAY_CONFIG", raising=False)
     clear_caches()
     yield framework_client("status", "http")
-    if dagrelay.store.db.get_engine.cache_info().currsize:
-        dagrelay.store.db.get_engine().dispose()
     clear_caches()
 
 

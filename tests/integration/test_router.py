@@ -75,8 +75,6 @@ def app_client(
 
     clear_caches()
     yield make
-    if dagrelay.store.db.get_engine.cache_info().currsize:
-        dagrelay.store.db.get_engine().dispose()
     clear_caches()
     dagrelay_log.handlers[:], dagrelay_log.propagate = saved[0], saved[1]
     dagrelay_log.setLevel(saved[2])

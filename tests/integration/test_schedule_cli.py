@@ -18,8 +18,6 @@ Run = Callable[..., Result]
 
 
 def _reset() -> None:
-    if get_engine.cache_info().currsize:
-        get_engine().dispose()
     get_engine.cache_clear()
     get_settings.cache_clear()
 
